@@ -1,0 +1,440 @@
+"""The mitmproxy addon: options, their parsing, the hooks, and the wiring of the other modules."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http import url
+from mitmproxy.proxy import mode_specs
+from mitmproxy.utils import human
+
+from . import mappings, routing
+from .metrics import PRODUCTION, Metrics
+from .sender import Copy, Sender
+
+logger = logging.getLogger("shadow")
+
+MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
+WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
+REVERSE_TARGET = "reverse-target"  # service label of traffic no Mapping routes
+_UPGRADE_METHODS = frozenset({"CONNECT"})
+
+
+@dataclass(slots=True)
+class Pending:
+    """What `requestheaders` decided for a flow, used by `request`, `response` and `error`."""
+
+    route: routing.Route
+    started: float  # monotonic, for production upstream time when timestamps are missing
+    tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
+    tee_over: bool = False
+    sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
+
+
+def _parse_header_specs(option: str, values: Sequence[str]) -> tuple[tuple[bytes, bytes], ...]:
+    out = []
+    for spec in values:
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+            raise exceptions.OptionsError(f"{option}: expected 'Name: value', got {spec!r}")
+        out.append((name.strip().encode(), value.strip().encode()))
+    return tuple(out)
+
+
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+
+def _parse_remove_specs(values: Sequence[str]) -> frozenset[bytes]:
+    names: set[bytes] = set()
+    for v in values:
+        v = v.strip()
+        if not v or any(c in v for c in " \t\r\n:"):
+            raise exceptions.OptionsError(f"shadow_remove_headers: expected a header name, got {v!r}")
+        if v.lower() == "@credentials":  # preset: production credentials never reach the test service
+            names.update(h.encode() for h in CREDENTIAL_HEADERS)
+        else:
+            names.add(v.lower().encode())
+    return frozenset(names)
+
+
+class Shadow:
+    """Routes requests by Emissary Mappings and copies them to shadow services."""
+
+    def __init__(self) -> None:
+        self.table = routing.Table()
+        self.metrics = Metrics()
+        self.sender: Sender | None = None
+        self.overrides: tuple[routing.ServiceOverride, ...] = ()
+        self.add_headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.remove_headers: frozenset[bytes] = frozenset()
+        self.sample_key = ""
+        self.body_limit = 1024 * 1024
+        self.host_suffix = True
+        self.timeout_override = 0.0
+        self.pending: dict[str, Pending] = {}
+        self.loaded: mappings.LoadResult | None = None
+        self.loaded_at = 0.0
+        self._signature: tuple[object, ...] | None = None
+        self._running = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._listen_ports: set[int] = set()
+
+    # ------------------------------------------------------------------ options
+
+    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+        loader.add_option(
+            "mappings", str, "",
+            "Emissary Mapping YAML: a file, or a directory of *.yaml/*.yml files. Empty: pass everything through.",
+        )  # fmt: skip
+        loader.add_option(
+            "mapping_services", Sequence[str], [],
+            "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
+            ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_host_suffix", bool, True,
+            "Insert -shadow before the port in the copy's Host header, as Envoy does (foo:80 -> foo-shadow:80).",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_add_headers", Sequence[str], [],
+            "Headers added to every copy, as 'Name: value' (e.g. 'x-shadow: 1'). Repeatable.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_remove_headers", Sequence[str], [],
+            "Headers stripped from every copy. '@credentials' stands for Authorization, Cookie and "
+            "Proxy-Authorization. Repeatable.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_sample_key", str, "",
+            "Header whose value decides sampling (same value, same decision). Empty: random per request.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_body_limit", str, "1m",
+            "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog."
+        )
+        loader.add_option(
+            "shadow_max_backlog", int, 256,
+            "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_timeout", float, 0.0,
+            "Seconds a copy may take. 0: the production Mapping's timeout_ms (Emissary default 3000 ms).",
+        )  # fmt: skip
+
+    def configure(self, updated: set[str]) -> None:
+        o = ctx.options
+        if "mapping_services" in updated:
+            overrides = []
+            for spec in o.mapping_services:
+                try:
+                    name, addr, given = mappings.parse_service_override(spec)
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"mapping_services: {e}") from None
+                overrides.append(routing.ServiceOverride(name, addr, given))
+            self.overrides = tuple(overrides)
+        if "shadow_add_headers" in updated:
+            self.add_headers = _parse_header_specs("shadow_add_headers", o.shadow_add_headers)
+        if "shadow_remove_headers" in updated:
+            self.remove_headers = _parse_remove_specs(o.shadow_remove_headers)
+        if "shadow_sample_key" in updated:
+            self.sample_key = o.shadow_sample_key.strip()
+        if "shadow_host_suffix" in updated:
+            self.host_suffix = o.shadow_host_suffix
+        if "shadow_body_limit" in updated:
+            try:
+                limit = human.parse_size(o.shadow_body_limit)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"shadow_body_limit: {e}") from None
+            self.body_limit = limit if limit is not None else 1024 * 1024
+        if "shadow_timeout" in updated:
+            if o.shadow_timeout < 0:
+                raise exceptions.OptionsError("shadow_timeout must be >= 0 seconds")
+            self.timeout_override = o.shadow_timeout
+        if {"shadow_max_inflight", "shadow_max_backlog"} & updated:
+            if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
+                raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")
+        if {"mode", "listen_port"} & updated:
+            self._listen_ports = self._proxy_ports()
+        if {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"} & updated:
+            self._rebuild_sender()
+        if {"mappings", "mapping_services", "mode", "listen_port", "keep_host_header"} & updated:
+            self.reload(explicit=True)
+
+    def _proxy_ports(self) -> set[int]:
+        ports = set()
+        for spec in ctx.options.mode:
+            try:
+                port = mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port)
+            except ValueError:
+                continue
+            if port:
+                ports.add(port)
+        return ports
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        o = ctx.options
+        c = ssl.create_default_context(cafile=o.ssl_verify_upstream_trusted_ca or None)
+        if o.ssl_insecure:  # follow mitmproxy's own upstream verification setting
+            c.check_hostname = False
+            c.verify_mode = ssl.CERT_NONE
+        return c
+
+    def _rebuild_sender(self) -> None:
+        o = ctx.options
+        old = self.sender
+        self.sender = Sender(self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context())
+        if old is not None:
+            old.close()
+
+    # ------------------------------------------------------------------ configuration loading
+
+    def _files_signature(self) -> tuple[object, ...]:
+        path = ctx.options.mappings
+        if not path:
+            return ()
+        sig: list[object] = []
+        try:
+            for f in mappings.mapping_files(path):
+                st = os.stat(f)
+                sig.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            sig.append(("missing", path))
+        return tuple(sig)
+
+    def _self_loop_errors(self, table: routing.Table) -> list[str]:
+        """A shadow pointed at this proxy would copy its own copies: refuse it at configuration time."""
+        errs = []
+        for g in table.groups:
+            if g.shadow is None:
+                continue
+            a = table.addresses[g.shadow.key]
+            if a.port not in self._listen_ports:
+                continue
+            host = a.host.lower()
+            try:
+                local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+            except ValueError:
+                local = host == "localhost"
+            if local or host == (ctx.options.listen_host or "").lower():
+                errs.append(f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
+                            "listen address; a shadow must be another service")  # fmt: skip
+        return errs
+
+    def reload(self, explicit: bool = False) -> bool:
+        """Load the Mapping files and swap the routing table in one assignment. Returns success.
+
+        At start-up an error is logged (mitmdump then exits with it, no traceback); an explicit `--set` later
+        raises OptionsError (the option is rolled back); a file change keeps the last good table.
+        """
+        path = ctx.options.mappings
+        self._signature = self._files_signature()
+        result = mappings.load_path(path) if path else mappings.LoadResult()
+        table = routing.build_table(result.mappings, self.overrides) if not result.errors else None
+        errors = list(result.errors)
+        if table is not None:
+            errors += self._self_loop_errors(table)
+        if errors:
+            self.metrics.record_reload(False)
+            if explicit and self._running:
+                raise exceptions.OptionsError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+            for e in errors:
+                logger.error(e)
+            if self._running:
+                logger.error("mappings: reload failed; the previous configuration keeps serving")
+            return False
+        assert table is not None
+        for n in result.notices:
+            logger.info(n)
+        for e in table.errors:
+            logger.warning("Mapping %s: %s", e.mapping, e.message)
+        if not ctx.options.keep_host_header and any(routing.host_match(m) for m in table.mappings):
+            logger.warning("mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
+                           "the reverse target before addons see it; run with --set keep_host_header=true")  # fmt: skip
+        self.table = table  # one assignment: a request sees the old table or the new one, never a mix
+        self.loaded, self.loaded_at = result, time.time()
+        self.metrics.config_errors = len(table.errors)
+        self.metrics.record_reload(True)
+        if path:
+            n_shadow = sum(1 for g in table.groups if g.shadow)
+            logger.info("mappings: %d Mappings in %d groups (%d with a shadow) from %s",
+                        len(table.mappings), len(table.groups), n_shadow, path)  # fmt: skip
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if ctx.options.mappings and self._files_signature() != self._signature:
+                self.reload()
+
+    # ------------------------------------------------------------------ lifecycle (sync, see design.md)
+
+    def running(self) -> None:
+        self._running = True
+        if self.sender is None:
+            self._rebuild_sender()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.sender is not None:
+            self.sender.close()
+        self.pending.clear()
+
+    # ------------------------------------------------------------------ hooks
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.is_replay or flow.response or flow.error or not self.table.groups:
+            return
+        req = flow.request
+        authority = req.host_header or ""
+        view = routing.RequestView(req.method, req.path, authority, req.headers)
+        shadow_draw = random.random() * 100.0
+        if self.sample_key:
+            sticky = routing.sample_draw(req.headers.get(self.sample_key))
+            shadow_draw = sticky if sticky is not None else shadow_draw
+        route = routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
+        if route is None:
+            return
+        if route.mapping is not None:
+            self._apply(flow, route)
+        if route.shadow is not None:
+            p = Pending(route, time.monotonic())
+            if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
+                self.metrics.record_drop(route.shadow.name, "upgrade")  # Envoy mirrors no CONNECT/upgrade
+                p.route = _without_shadow(route)
+            elif MARKER.decode() in req.headers:
+                self.metrics.record_drop(route.shadow.name, "loop")
+                p.route = _without_shadow(route)
+            elif req.stream:
+                p.tee = bytearray()
+                req.stream = self._tee(p)
+            self.pending[flow.id] = p
+        else:
+            self.pending[flow.id] = Pending(route, time.monotonic())
+
+    def _apply(self, flow: http.HTTPFlow, route: routing.Route) -> None:
+        """Re-route the production request to the picked Mapping's service."""
+        req, m, a = flow.request, route.mapping, route.address
+        assert m is not None and a is not None
+        keep_host = ctx.options.keep_host_header
+        req.scheme = a.scheme
+        # data.host/port re-route without touching Host (mitmproxy-internals.md section 5).
+        req.data.host, req.data.port = a.host, a.port
+        if m.host_rewrite:
+            req.host_header = m.host_rewrite
+        elif not keep_host:
+            # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
+            req.host_header = url.hostport(a.scheme, a.host, a.port)
+        req.path = route.path
+        if m.remove_request_headers or m.add_request_headers:
+            routing.edit_headers(req.headers, m.remove_request_headers, m.add_request_headers)
+        flow.metadata["shadow_mapping"] = m.name
+
+    def _tee(self, p: Pending):  # type: ignore[no-untyped-def]
+        limit = self.body_limit
+
+        def tee(chunk: bytes) -> bytes:
+            if not p.tee_over and p.tee is not None:
+                if len(p.tee) + len(chunk) > limit:
+                    p.tee_over, p.tee = True, None  # past the limit: free what was kept
+                else:
+                    p.tee += chunk
+            return chunk
+
+        return tee
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        p = self.pending.get(flow.id)
+        if p is None or p.route.shadow is None or self.sender is None:
+            return
+        route = p.route
+        shadow = route.shadow
+        assert shadow is not None and route.shadow_address is not None
+        req = flow.request
+        body = req.raw_content
+        if body is None:
+            if p.tee is not None:
+                body = bytes(p.tee)
+            else:
+                reason = "body_limit" if p.tee_over else "streamed"
+                self.metrics.record_drop(shadow.name, reason)
+                p.route = _without_shadow(route)
+                return
+        if len(body) > self.body_limit:
+            self.metrics.record_drop(shadow.name, "body_limit")
+            p.route = _without_shadow(route)
+            return
+        host = req.host_header or url.hostport(req.scheme, req.host, req.port)
+        timeout = self.timeout_override or route.timeout_ms / 1000.0
+        self.sender.submit(
+            Copy(
+                mapping=shadow.name,
+                service=shadow.service,
+                address=route.shadow_address,
+                method=req.method,
+                path=req.path,
+                host=routing.shadow_host(host) if self.host_suffix else host,
+                fields=req.headers.fields,
+                body=body,
+                timeout=timeout,
+                add=((MARKER, b"1"), *self.add_headers),
+                remove=self.remove_headers,
+                context=flow.id,
+            )
+        )
+        p.tee, p.sent = None, True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        p = self.pending.pop(flow.id, None)
+        if p is None:
+            if flow.is_replay or not self.table.groups:
+                return
+            self._record_production(flow, "", REVERSE_TARGET)
+            return
+        m = p.route.mapping
+        if m is not None and (m.add_response_headers or m.remove_response_headers) and flow.response:
+            routing.edit_headers(flow.response.headers, m.remove_response_headers, m.add_response_headers)
+        label, service = self._production_labels(p.route)
+        self._record_production(flow, label, service)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        p = self.pending.pop(flow.id, None)
+        if p is None:
+            return
+        label, service = self._production_labels(p.route)
+        self.metrics.record_upstream(label, service, PRODUCTION, "error", None)
+        if p.route.shadow is not None and not p.sent:
+            # The client went away (or the request failed) before the request was complete: nothing to copy.
+            self.metrics.record_drop(p.route.shadow.name, "client_error")
+
+    def _production_labels(self, route: routing.Route) -> tuple[str, str]:
+        if route.mapping is not None:
+            return route.mapping.name, route.mapping.service
+        # Implicit production: labelled with the group's first Mapping (its shadow in a shadow-only group).
+        return route.group.members[0].name, REVERSE_TARGET
+
+    def _record_production(self, flow: http.HTTPFlow, mapping: str, service: str) -> None:
+        resp = flow.response
+        if resp is None:
+            return
+        seconds = None
+        if resp.timestamp_end and flow.request.timestamp_end:
+            seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
+        self.metrics.record_upstream(mapping, service, PRODUCTION, resp.status_code, seconds)
+
+
+def _without_shadow(route: routing.Route) -> routing.Route:
+    return routing.Route(route.group, route.mapping, route.address, route.path, route.timeout_ms, None, None)
