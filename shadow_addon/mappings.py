@@ -397,19 +397,23 @@ def override_matches(name: str, service: str, namespace: str) -> bool:
 
 def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
     docs: list[tuple[int, Any]] = []
-    n = 0
+    n = cur = 0
     loader = yaml.SafeLoader(text)
     try:
-        while loader.check_data():
-            n += 1
-            docs.append((n, loader.get_data()))
+        while True:
+            cur = n + 1
+            if not loader.check_data():
+                break
+            data = loader.get_data()
+            n = cur
+            docs.append((n, data))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise MappingError(f"{path} doc {n + 1}: YAML syntax error{at}: {problem}") from None
+        raise MappingError(f"{path} doc {cur}: YAML syntax error{at}: {problem}") from None
     except RecursionError:
-        raise MappingError(f"{path} doc {n + 1}: YAML nesting too deep") from None
+        raise MappingError(f"{path} doc {cur}: YAML nesting too deep") from None
     finally:
         loader.dispose()
     return docs
@@ -439,7 +443,7 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         result.errors.append(f"{where}: kind is required (e.g. kind: Mapping)")
         return
     if kind != "Mapping":
-        result.notices.append(f"{where}: skipped a {kind} document (only Mappings are used)")
+        result.notices.append(f"{where}: skipped kind {kind} (only Mappings are used)")
         return
     if api not in MAPPING_API_VERSIONS:
         result.errors.append(

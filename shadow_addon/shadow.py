@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -17,7 +18,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import mappings, routing
+from . import admin, diag, mappings, metrics, routing
 from .metrics import PRODUCTION, Metrics
 from .sender import Copy, Sender
 
@@ -87,6 +88,8 @@ class Shadow:
         self._running = False
         self._watcher: asyncio.Task[None] | None = None
         self._listen_ports: set[int] = set()
+        self.reload_errors: list[str] = []
+        self.admin: admin.AdminServer | None = None
 
     # ------------------------------------------------------------------ options
 
@@ -129,6 +132,14 @@ class Shadow:
             "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
         )  # fmt: skip
         loader.add_option(
+            "shadow_admin", str, "127.0.0.1:8877",
+            "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_admin_allow_remote", bool, False,
+            "Allow shadow_admin on a non-loopback address (it has no authentication).",
+        )  # fmt: skip
+        loader.add_option(
             "shadow_timeout", float, 0.0,
             "Seconds a copy may take. 0: the production Mapping's timeout_ms (Emissary default 3000 ms).",
         )  # fmt: skip
@@ -158,6 +169,16 @@ class Shadow:
             except ValueError as e:
                 raise exceptions.OptionsError(f"shadow_body_limit: {e}") from None
             self.body_limit = limit if limit is not None else 1024 * 1024
+        if "shadow_admin" in updated and ctx.options.shadow_admin:
+            try:
+                host, _ = admin.parse_listen(ctx.options.shadow_admin)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"shadow_admin: {e}") from None
+            if not admin.is_loopback(host) and not ctx.options.shadow_admin_allow_remote:
+                raise exceptions.OptionsError(
+                    f"shadow_admin: {host} is not a loopback address; the admin server has no authentication "
+                    "(set shadow_admin_allow_remote=true to allow it)"
+                )
         if "shadow_timeout" in updated:
             if o.shadow_timeout < 0:
                 raise exceptions.OptionsError("shadow_timeout must be >= 0 seconds")
@@ -247,6 +268,7 @@ class Shadow:
             errors += self._self_loop_errors(table)
         if errors:
             self.metrics.record_reload(False)
+            self.reload_errors = errors
             if explicit and self._running:
                 raise exceptions.OptionsError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
             for e in errors:
@@ -262,6 +284,7 @@ class Shadow:
         if not ctx.options.keep_host_header and any(routing.host_match(m) for m in table.mappings):
             logger.warning("mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
                            "the reverse target before addons see it; run with --set keep_host_header=true")  # fmt: skip
+        self.reload_errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
         self.loaded, self.loaded_at = result, time.time()
         self.metrics.config_errors = len(table.errors)
@@ -284,9 +307,42 @@ class Shadow:
         self._running = True
         if self.sender is None:
             self._rebuild_sender()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        self._watcher = loop.create_task(self._watch())
+        self._start_admin(loop)
+
+    def _start_admin(self, loop: asyncio.AbstractEventLoop) -> None:
+        spec = ctx.options.shadow_admin
+        if not spec or self.admin is not None:
+            return
+        host, port = admin.parse_listen(spec)
+        server = admin.AdminServer({"/metrics": self._page_metrics, "/diag": self._page_diag, "/": self._page_index})
+        try:
+            server.bind(host, port)
+        except OSError as e:
+            # Logged as an error during start-up, mitmdump exits with this line (errorcheck).
+            logger.error("shadow_admin: cannot listen on %s: %s (set shadow_admin=HOST:PORT, or empty to disable)",
+                         spec, e.strerror or e)  # fmt: skip
+            return
+        self.admin = server
+        loop.create_task(server.serve())
+        logger.info("shadow admin on http://%s/ (/metrics, /diag)", spec)
+
+    def _page_metrics(self) -> tuple[str, bytes]:
+        gauges = self.sender.gauges() if self.sender else []
+        return "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.metrics, gauges).encode()
+
+    def _page_diag(self) -> tuple[str, bytes]:
+        d = diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors)
+        return "application/json", json.dumps(d, indent=1).encode()
+
+    def _page_index(self) -> tuple[str, bytes]:
+        return "text/plain; charset=utf-8", b"mitmproxy-shadow admin: /metrics (Prometheus), /diag (JSON)\n"
 
     def done(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
         if self._watcher is not None:
             self._watcher.cancel()
         if self.sender is not None:

@@ -1,0 +1,288 @@
+"""Real parts for end-to-end tests: recording HTTP servers on loopback and mitmdump processes."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDON = ROOT / "shadow_addon" / "addon.py"
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+MITMWEB = Path(sys.executable).parent / "mitmweb"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    delay: float = 0.0
+    body: bytes | None = None  # None: a JSON echo of what was received
+
+
+class Upstream:
+    """A threaded HTTP/1.1 server on 127.0.0.1 that records every request it answers."""
+
+    def __init__(self, name: str, tls: ssl.SSLContext | None = None) -> None:
+        self.name = name
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        self.behaviour = Behaviour()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body are two writes: avoid the 40 ms delayed-ACK stall
+
+            def _any(self) -> None:
+                n = self.headers.get("content-length")
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(n)) if n else b""
+                seen = Seen(self.command, self.path, list(self.headers.items()), body)
+                with upstream.lock:
+                    upstream.seen.append(seen)
+                b = upstream.behaviour
+                if b.delay:
+                    time.sleep(b.delay)
+                out = b.body if b.body is not None else json.dumps(
+                    {"name": upstream.name, "method": self.command, "path": self.path,
+                     "host": self.headers.get("host"), "size": len(body)}
+                ).encode()  # fmt: skip
+                self.send_response(b.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
+        return wait_until(lambda: self.count() >= n, timeout)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Proxy:
+    """A running mitmdump (or mitmweb) with the addon; always stopped by the fixture that made it."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    logfile: Path
+    admin_port: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> dict[str, object]:
+        status, _, body = self.request("GET", path, headers=headers)
+        assert status == 200, (status, body[:200])
+        return json.loads(body)
+
+    def admin(self, path: str) -> tuple[int, bytes]:
+        assert self.admin_port
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_proxy(
+    tmp: Path, reverse: str, sets: dict[str, str | list[str]] | None = None, args: list[str] | None = None,
+    web: bool = False, admin: bool = True, wait: bool = True,
+) -> Proxy:  # fmt: skip
+    port = free_port()
+    cmd = [str(MITMWEB if web else MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{reverse}",
+           "--listen-host", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    if web:
+        cmd += ["--no-web-open-browser"]
+    sets = dict(sets or {})
+    admin_port = None
+    if "shadow_admin" not in sets:  # never the default port: tests run beside other proxies
+        admin_port = free_port() if admin else None
+        sets["shadow_admin"] = f"127.0.0.1:{admin_port}" if admin_port else ""
+    for k, v in sets.items():
+        for item in v if isinstance(v, list) else [v]:
+            cmd += ["--set", f"{k}={item}"]
+    cmd += args or []
+    logfile = tmp / f"mitmdump-{port}.log"
+    fh = open(logfile, "wb")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            cwd=str(tmp))  # fmt: skip
+    fh.close()
+    p = Proxy(proc, port, logfile, admin_port)
+    if wait:
+        ok = wait_until(lambda: proc.poll() is not None or _port_open(port), 20)
+        if not ok or proc.poll() is not None:
+            p.stop()
+            raise RuntimeError(f"mitmdump did not start: {p.log}")
+    return p
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def mapping(name: str, **spec: object) -> str:
+    """A v3alpha1 Mapping document as YAML text."""
+    return json.dumps({"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping",
+                       "metadata": {"name": name}, "spec": spec})  # fmt: skip
+
+
+def write_mappings(path: Path, *docs: str) -> Path:
+    path.write_text("\n---\n".join(docs) + "\n")
+    return path
+
+
+def make_cert(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 / localhost (cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp / f"{name}-cert.pem", tmp / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    c.load_cert_chain(cert, key)
+    return c
+
+
+def metrics_of(p: Proxy) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape /metrics and parse it with Prometheus' own text parser: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = p.admin("/metrics")
+    assert status == 200
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric_sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in m.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))

@@ -1,0 +1,161 @@
+"""Routing through real mitmdump processes and real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from support import (
+    ADDON,
+    MITMDUMP,
+    free_port,
+    make_cert,
+    mapping,
+    metric_sum,
+    metrics_of,
+    server_tls,
+    wait_until,
+    write_mappings,
+)
+
+
+def services(**ups: object) -> list[str]:
+    return [f"{name}={u.address}" for name, u in ups.items()]  # type: ignore[attr-defined]
+
+
+def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy) -> None:
+    prod, api, users = upstream("prod"), upstream("api"), upstream("users")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api-svc.default", rewrite="/v1/",
+                add_request_headers={"x-added": "yes"}, remove_request_headers=["x-secret"],
+                add_response_headers={"x-served-by": "api"}, remove_response_headers=["x-drop"]),
+        mapping("users", prefix="/users/", service="users-svc:8080"),  # default rewrite "/"
+        mapping("raw", prefix="/raw/", service="users-svc:8080", rewrite=""),
+    )  # fmt: skip
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m),
+              "mapping_services": services(**{"api-svc": api, "users-svc": users})})  # fmt: skip
+    s, h, body = p.request("GET", "/api/items?page=2", headers={"x-secret": "s3", "x-keep": "k"})
+    assert s == 200 and json.loads(body)["name"] == "api" and h["x-served-by"] == "api"
+    seen = api.seen[-1]
+    assert seen.path == "/v1/items?page=2"
+    assert seen.header("x-added") == "yes" and seen.header("x-secret") is None and seen.header("x-keep") == "k"
+    assert seen.header("host") == api.address  # keep_host_header off: Host follows the re-route
+    assert json.loads(p.request("GET", "/users/7")[2])["path"] == "/7"
+    assert json.loads(p.request("GET", "/raw/7")[2])["path"] == "/raw/7"
+    # No Mapping matches: the reverse target (the implicit production service) answers, unchanged.
+    assert json.loads(p.request("GET", "/elsewhere?x=1")[2]) == {
+        "name": "prod", "method": "GET", "path": "/elsewhere?x=1", "host": prod.address, "size": 0}  # fmt: skip
+    m = metrics_of(p)
+    assert metric_sum(m, "shadow_upstream_requests_total", mapping="api", role="production", code="200") == 1
+    assert metric_sum(m, "shadow_upstream_requests_total", service="reverse-target", role="production") == 1
+
+
+def test_longest_prefix_and_precedence(tmp_path: Path, upstream, proxy) -> None:
+    prod, a, b = upstream("prod"), upstream("a"), upstream("b")
+    m = write_mappings(tmp_path / "m.yaml",
+                       mapping("catch-all", prefix="/", service="a", rewrite=""),
+                       mapping("httpbin", prefix="/httpbin/", service="b"))  # fmt: skip
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": services(a=a, b=b)})
+    assert json.loads(p.request("GET", "/httpbin/get")[2])["name"] == "b"
+    assert json.loads(p.request("GET", "/x")[2])["name"] == "a"
+    # precedence beats length (Emissary docs: the catch-all with precedence 1 takes everything)
+    write_mappings(m, mapping("catch-all", prefix="/", service="a", rewrite="", precedence=1),
+                   mapping("httpbin", prefix="/httpbin/", service="b"))  # fmt: skip
+    assert wait_until(lambda: json.loads(p.request("GET", "/httpbin/get")[2])["name"] == "a", 10, 0.2)
+
+
+def test_header_and_host_matching_with_keep_host_header(tmp_path: Path, upstream, proxy) -> None:
+    prod, diag, canary = upstream("prod"), upstream("diag"), upstream("canary")
+    m = write_mappings(tmp_path / "m.yaml",
+                       mapping("diag", prefix="/diag/", rewrite="/diag/", host="diag.example.com", service="diag"),
+                       mapping("canary", prefix="/", rewrite="", headers={"x-canary": "1"}, service="canary"),
+                       mapping("hr", prefix="/hr/", host_rewrite="backend.internal", service="diag"))  # fmt: skip
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "keep_host_header": "true",
+              "mapping_services": services(diag=diag, canary=canary)})  # fmt: skip
+    assert json.loads(p.request("GET", "/diag/x", headers={"Host": "diag.example.com"})[2])["name"] == "diag"
+    assert diag.seen[-1].header("host") == "diag.example.com"  # the client's Host is kept
+    assert json.loads(p.request("GET", "/diag/x", headers={"Host": "other.example.com"})[2])["name"] == "prod"
+    assert json.loads(p.request("GET", "/p", headers={"x-canary": "1"})[2])["name"] == "canary"
+    assert json.loads(p.request("GET", "/p", headers={"x-canary": "0"})[2])["name"] == "prod"
+    assert json.loads(p.request("GET", "/hr/a", headers={"Host": "client.example"})[2])["host"] == "backend.internal"
+
+
+def test_canary_split_over_1000_requests(tmp_path: Path, upstream, proxy) -> None:
+    prod, quote, quotev2 = upstream("prod"), upstream("quote"), upstream("quotev2")
+    m = write_mappings(tmp_path / "m.yaml", mapping("quote-backend", prefix="/backend/", service="quote"),
+                       mapping("quote-backend2", prefix="/backend/", service="quotev2", weight=10))  # fmt: skip
+    p = proxy(
+        f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": services(quote=quote, quotev2=quotev2)}
+    )
+    n = 1200
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    try:
+        for _ in range(n):
+            conn.request("GET", "/backend/q")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200
+    finally:
+        conn.close()
+    assert quote.count() + quotev2.count() == n and prod.count() == 0
+    # 10% of 1200 = 120, sd ~10.4: 5 sd either side
+    assert 68 <= quotev2.count() <= 172, quotev2.count()
+
+
+def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> None:
+    cert, key = make_cert(tmp_path)
+    prod, secure = upstream("prod"), upstream("secure", tls=server_tls(cert, key))
+    m = write_mappings(tmp_path / "m.yaml", mapping("secure", prefix="/s/", service="https://secure-svc"))
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [f"secure-svc={secure.address}"],
+                                              "ssl_verify_upstream_trusted_ca": str(cert)})  # fmt: skip
+    s, _, body = p.request("GET", "/s/hello")
+    assert s == 200 and json.loads(body) == {"name": "secure", "method": "GET", "path": "/hello",
+                                             "host": secure.address, "size": 0}  # fmt: skip
+
+
+def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
+    prod = upstream("prod")
+    m = write_mappings(tmp_path / "shop.yaml", mapping("a", prefix="/a/", service="a"),
+                       mapping("cart", prefix="/cart/", service="cart", weight=150))  # fmt: skip
+    r = subprocess.run(
+        [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1",
+         "-p", str(free_port()), "--set", f"mappings={m}", "--set", "shadow_admin="],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"{m} doc 2 (Mapping cart.default): weight must be an integer 0..100, got 150" in out
+    assert "Traceback" not in out
+
+
+def test_hot_reload_good_bad_fixed(tmp_path: Path, upstream, proxy) -> None:
+    prod, one, two = upstream("prod"), upstream("one"), upstream("two")
+    d = tmp_path / "mappings"
+    d.mkdir()
+    write_mappings(d / "a.yaml", mapping("a", prefix="/a/", service="one"))
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(d), "mapping_services": services(one=one, two=two)})
+
+    def name() -> str:
+        return json.loads(p.request("GET", "/a/x")[2])["name"]
+
+    assert name() == "one"
+    write_mappings(d / "a.yaml", mapping("a", prefix="/a/", service="two", weight="oops"))
+    assert wait_until(lambda: "weight must be an integer 0..100, got 'oops'" in p.log, 10, 0.1), p.log
+    assert "reload failed; the previous configuration keeps serving" in p.log
+    assert name() == "one"  # the last good configuration keeps serving
+    diag = json.loads(p.admin("/diag")[1])
+    assert any("got 'oops'" in e["message"] for e in diag["errors"])
+    time.sleep(0.01)
+    write_mappings(d / "a.yaml", mapping("a", prefix="/a/", service="two"))
+    assert wait_until(lambda: name() == "two", 10, 0.1)
+    (d / "b.yaml").write_text(mapping("b", prefix="/b/", service="one"))  # a new file is picked up
+    assert wait_until(lambda: json.loads(p.request("GET", "/b/x")[2])["name"] == "one", 10, 0.1)
+    (d / "b.yaml").unlink()  # and a deleted one is dropped
+    assert wait_until(lambda: json.loads(p.request("GET", "/b/x")[2])["name"] == "prod", 10, 0.1)
+    m = metrics_of(p)
+    assert metric_sum(m, "shadow_config_reloads_total", result="failure") >= 1
+    assert metric_sum(m, "shadow_config_reloads_total", result="success") >= 3

@@ -1,0 +1,242 @@
+"""The loader: every form users have, and every validation error with its exact one-line message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shadow_addon import mappings
+from shadow_addon.mappings import Address, parse_text
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "emissary-corpus"
+
+
+def load(text: str, path: str = "m.yaml") -> mappings.LoadResult:
+    r = parse_text(text, path)
+    mappings.check_duplicates(r)
+    return r
+
+
+def one_error(text: str) -> str:
+    r = load(text)
+    assert len(r.errors) == 1, r.errors
+    assert not r.mappings or r.errors
+    return r.errors[0]
+
+
+V3 = """
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata:
+  name: quote-backend
+  namespace: shop
+spec:
+  hostname: "*"
+  prefix: /backend/
+  service: quote
+  weight: 10
+  timeout_ms: 500
+  add_request_headers:
+    x-a: "1"
+    x-b: {value: two, append: false}
+  remove_request_headers: [cookie]
+"""
+
+
+def test_v3alpha1_fields_and_namespace() -> None:
+    r = load(V3)
+    assert r.errors == [] and len(r.mappings) == 1
+    m = r.mappings[0]
+    assert (m.name, m.namespace, m.key) == ("quote-backend", "shop", "quote-backend.shop")
+    assert (m.prefix, m.service, m.weight, m.timeout_ms, m.rewrite) == ("/backend/", "quote", 10, 500, "/")
+    assert [(h.name, h.value, h.append) for h in m.add_request_headers] == [("x-a", "1", True), ("x-b", "two", False)]
+    assert m.remove_request_headers == ("cookie",)
+    assert m.source == "m.yaml doc 1"
+
+
+@pytest.mark.parametrize("api", ["getambassador.io/v2", "getambassador.io/v1", "getambassador.io/v3alpha1"])
+def test_crd_versions(api: str) -> None:
+    r = load(f"apiVersion: {api}\nkind: Mapping\nmetadata: {{name: a}}\nspec: {{prefix: /a/, service: s}}\n")
+    assert r.errors == [] and r.mappings[0].namespace == "default"
+
+
+@pytest.mark.parametrize("api", ["ambassador/v0", "ambassador/v1"])
+def test_flat_annotation_form(api: str) -> None:
+    r = load(f"---\napiVersion: {api}\nkind: Mapping\nname: qotm_mapping\nprefix: /qotm/\nrewrite: /qotm/\n"
+             "service: qotm\nshadow: true\nweight: 10\n")  # fmt: skip
+    assert r.errors == []
+    m = r.mappings[0]
+    assert (m.name, m.prefix, m.rewrite, m.service, m.shadow, m.weight) == ("qotm_mapping", "/qotm/", "/qotm/",
+                                                                             "qotm", True, 10)  # fmt: skip
+
+
+def test_multi_document_and_other_kinds_skipped_with_notice() -> None:
+    text = V3 + "---\napiVersion: v1\nkind: Service\nmetadata: {name: quote}\n---\n" + V3.replace("quote-backend", "q2")
+    r = load(text)
+    assert r.errors == [] and [m.name for m in r.mappings] == ["quote-backend", "q2"]
+    assert r.mappings[1].source == "m.yaml doc 3"
+    assert r.notices == ["m.yaml doc 2: skipped kind Service (only Mappings are used)"]
+
+
+@pytest.mark.parametrize("kind", ["List", "MappingList"])
+def test_list_forms(kind: str) -> None:
+    text = f"""
+apiVersion: v1
+kind: {kind}
+items:
+- apiVersion: getambassador.io/v3alpha1
+  kind: Mapping
+  metadata: {{name: a, namespace: default, resourceVersion: "1"}}
+  spec: {{prefix: /a/, service: a}}
+- apiVersion: getambassador.io/v3alpha1
+  kind: Mapping
+  metadata: {{name: b}}
+  spec: {{prefix: /b/, service: b, weight: 150}}
+"""
+    r = load(text)
+    assert [m.name for m in r.mappings] == ["a"]
+    assert r.errors == ["m.yaml doc 1 item 2 (Mapping b.default): weight must be an integer 0..100, got 150"]
+
+
+def test_ignored_fields_are_notices() -> None:
+    r = load("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
+             "spec: {prefix: /a/, service: a, bypass_auth: true, cors: {origins: '*'}}\n")  # fmt: skip
+    assert r.errors == []
+    assert r.notices == ["m.yaml doc 1 (Mapping a.default): not honoured (ignored): bypass_auth, cors"]
+
+
+def spec(body: str, name: str = "cart") -> str:
+    return f"apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {name}}}\nspec: {{{body}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("service: s", "prefix is required"),
+        ("prefix: /a/", "service is required"),
+        ("prefix: /a/, service: s, weight: 150", "weight must be an integer 0..100, got 150"),
+        ("prefix: /a/, service: s, weight: -1", "weight must be an integer 0..100, got -1"),
+        ("prefix: /a/, service: s, weight: 1.5", "weight must be an integer 0..100, got 1.5"),
+        ("prefix: /a/, service: s, weight: ten", "weight must be an integer 0..100, got 'ten'"),
+        ("prefix: /a/, service: s, shadow: 'yes'", "shadow must be a boolean (true or false), got str 'yes'"),
+        ("prefix: /a/, service: s, shadow: 1", "shadow must be a boolean (true or false), got int 1"),
+        (
+            "prefix: '/a/(', prefix_regex: true, service: s",
+            "prefix is not a valid regular expression '/a/(': missing ), unterminated subpattern at position 3",
+        ),
+        (
+            "prefix: /a/, service: s, regex_headers: {x-a: '['}",
+            "regex_headers.x-a is not a valid regular expression '[': unterminated character set at position 0",
+        ),
+        ("prefix: /a/, service: s, shaddow: true", "unknown field 'shaddow'"),
+        ("prefix: /a/, service: 'ftp://x'", "service scheme must be http or https, got 'ftp'"),
+        ("prefix: /a/, service: 'x:99999'", "service port must be 1..65535, got '99999'"),
+        ("prefix: /a/, service: 'x/path'", "service must be [scheme://]host[:port], got 'x/path'"),
+        ("prefix: /a/, service: s, timeout_ms: -5", "timeout_ms must be a non-negative integer (milliseconds), got -5"),
+        ("prefix: /a/, service: s, precedence: high", "precedence must be an integer, got 'high'"),
+        ("prefix: /a/, service: s, headers: [x]", "headers must be a mapping of name: value, got list"),
+        ("prefix: '', service: s", "prefix must not be empty"),
+    ],
+)
+def test_validation_errors_name_file_doc_mapping_and_field(body: str, message: str) -> None:
+    assert one_error("---\n" + spec(body)) == f"m.yaml doc 1 (Mapping cart.default): {message}"
+
+
+def test_document_errors() -> None:
+    assert one_error("- a\n- b\n") == "m.yaml doc 1: document must be a mapping, got list"
+    assert one_error(spec("prefix: /a/, service: s") + "---\nplain text\n") == (
+        "m.yaml doc 2: document must be a mapping, got str"
+    )
+    assert one_error("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nspec: {}\n") == (
+        "m.yaml doc 1: metadata must be a mapping with a name, got null"
+    )
+    assert one_error("apiVersion: ambassador/v1\nkind: Mapping\nprefix: /a/\nservice: s\n") == (
+        "m.yaml doc 1: name is required and must be a string"
+    )
+    assert one_error("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: x}\n") == (
+        "m.yaml doc 1 (Mapping x.default): spec must be a mapping, got null"
+    )
+    assert one_error("apiVersion: foo/v9\nkind: Mapping\nmetadata: {name: x}\nspec: {}\n").startswith(
+        "m.yaml doc 1: apiVersion must be one of"
+    )
+    assert one_error("metadata: {name: x}\n") == "m.yaml doc 1: kind is required (e.g. kind: Mapping)"
+
+
+def test_yaml_syntax_error_names_doc_line_and_column() -> None:
+    text = spec("prefix: /a/, service: s") + "---\nkind: Mapping\nspec: {prefix: [unclosed\n"
+    assert one_error(text) == (
+        "m.yaml doc 2: YAML syntax error at line 8 column 1: expected ',' or ']', but got '<stream end>'"
+    )
+
+
+def test_duplicate_name_namespace() -> None:
+    r = load(spec("prefix: /a/, service: s") + "---\n" + spec("prefix: /b/, service: t"))
+    assert r.errors == ["m.yaml doc 2 (Mapping cart.default): duplicate name, already defined at m.yaml doc 1"]
+
+
+def test_rewrite_defaults_and_empty() -> None:
+    assert load(spec("prefix: /a/, service: s")).mappings[0].rewrite == "/"
+    assert load(spec("prefix: /a/, service: s, rewrite: ''")).mappings[0].rewrite == ""
+    assert load(spec("prefix: /a/, service: s, rewrite: /b/")).mappings[0].rewrite == "/b/"
+
+
+def test_v2_header_true_means_present_and_numbers_are_text() -> None:
+    m = load(spec("prefix: /a/, service: s, headers: {x-canary: true, x-version: 2}")).mappings[0]
+    assert m.headers == (("x-canary", None), ("x-version", "2"))
+
+
+def test_service_addresses() -> None:
+    assert mappings.service_address("quote") == Address("http", "quote", 80)
+    assert mappings.service_address("https://quote.shop") == Address("https", "quote.shop", 443)
+    assert mappings.service_address("quote:8080") == Address("http", "quote", 8080)
+    assert mappings.service_address("http://[::1]:81") == Address("http", "::1", 81)
+    assert str(Address("http", "::1", 81)) == "http://[::1]:81"
+
+
+@pytest.mark.parametrize(
+    ("name", "service", "namespace", "expected"),
+    [
+        ("myservice", "myservice.default", "default", True),
+        ("myservice", "myservice.default:8080", "default", True),
+        ("myservice.default", "myservice", "default", True),
+        ("myservice.default", "myservice", "other", False),
+        ("myservice:8080", "myservice:9090", "default", False),
+        ("myservice", "https://myservice", "default", True),
+        ("my", "myservice", "default", False),
+        ("127.0.0.1", "127.0.0.1:8500", "default", True),
+        ("127", "127.0.0.1:8500", "default", False),
+    ],
+)
+def test_override_matching(name: str, service: str, namespace: str, expected: bool) -> None:
+    assert mappings.override_matches(name, service, namespace) is expected
+
+
+def test_parse_override() -> None:
+    assert mappings.parse_service_override("a=127.0.0.1:81") == ("a", Address("http", "127.0.0.1", 81), False)
+    assert mappings.parse_service_override("a.ns=https://h") == ("a.ns", Address("https", "h", 443), True)
+    for bad in ("a", "=h:1", "a=", "a=ftp://x:1"):
+        with pytest.raises(ValueError):
+            mappings.parse_service_override(bad)
+
+
+def test_directory_sorted_non_recursive_and_missing(tmp_path: Path) -> None:
+    (tmp_path / "b.yml").write_text(spec("prefix: /b/, service: s", "b"))
+    (tmp_path / "a.yaml").write_text(spec("prefix: /a/, service: s", "a"))
+    (tmp_path / "notes.txt").write_text("not yaml: [")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("broken: [")
+    r = mappings.load_path(str(tmp_path))
+    assert r.errors == [] and [m.name for m in r.mappings] == ["a", "b"]
+    assert r.files == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yml")]
+    missing = mappings.load_path(str(tmp_path / "nope.yaml"))
+    assert missing.errors == [f"{tmp_path}/nope.yaml: no such file or directory"]
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe")
+    assert mappings.load_path(str(tmp_path)).errors == [f"{tmp_path}/bin.yaml: not UTF-8 text (byte 0)"]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared/emissary-corpus not beside the checkout")
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")) + ["shadowing-v3alpha1-dir"])
+def test_every_emissary_documentation_example_loads(name: str) -> None:
+    r = mappings.load_path(str(CORPUS / name))
+    assert r.errors == [] and r.mappings, (r.errors, r.notices)

@@ -1,0 +1,234 @@
+"""Emissary's routing rules as pure functions, with cases from Emissary's own documentation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from mitmproxy.http import Headers
+
+from shadow_addon import mappings, routing
+from shadow_addon.mappings import Address
+from shadow_addon.routing import RequestView, resolve
+
+
+def M(name: str, **kw: object) -> mappings.Mapping:
+    spec = {"prefix": "/", "service": name + "-svc", **kw}
+    return mappings.build_mapping(name, "default", "t", spec)
+
+
+def view(path: str, method: str = "GET", host: str = "example.com", **headers: str) -> RequestView:
+    return RequestView(method, path, host, Headers(**headers))
+
+
+def table(*ms: mappings.Mapping, overrides: tuple[routing.ServiceOverride, ...] = ()) -> routing.Table:
+    return routing.build_table(ms, overrides)
+
+
+def pick(t: routing.Table, req: RequestView, canary: float = 0.0, shadow: float = 0.0) -> routing.Route | None:
+    return resolve(t, req, canary, shadow)
+
+
+# ---------------------------------------------------------------- rewrite (Emissary docs: mappings.md, rewrite)
+
+
+@pytest.mark.parametrize(
+    ("kw", "path", "expected"),
+    [
+        ({"prefix": "/backend/"}, "/backend/foo?x=1", "/foo?x=1"),  # default rewrite "/"
+        ({"prefix": "/backend/", "rewrite": "/v1/"}, "/backend/foo", "/v1/foo"),
+        ({"prefix": "/backend/", "rewrite": ""}, "/backend/foo", "/backend/foo"),  # "" = no rewrite
+        ({"prefix": "/productpage/", "rewrite": "/productpage"}, "/productpage/x", "/productpagex"),  # as Envoy does
+        ({"prefix": "/exact", "prefix_exact": True, "rewrite": "/other"}, "/exact?q=1", "/other?q=1"),
+        ({"prefix": "/u/[0-9]+", "prefix_regex": True, "rewrite": ""}, "/u/12", "/u/12"),
+        (
+            {"prefix": "/u/", "regex_rewrite": {"pattern": "^/u/([0-9]+)$", "substitution": "/users/\\1"}},
+            "/u/42?a=b",
+            "/users/42?a=b",
+        ),
+    ],
+)
+def test_rewrite_path(kw: dict[str, object], path: str, expected: str) -> None:
+    assert routing.rewrite_path(M("m", **kw), path) == expected
+
+
+# ---------------------------------------------------------------- groups and their order
+
+
+def test_longest_prefix_wins_regardless_of_file_order() -> None:
+    # Emissary docs (mappings.md): catch-all `/` and httpbin `/httpbin/`
+    t = table(M("catch-all", prefix="/"), M("httpbin", prefix="/httpbin/"))
+    assert pick(t, view("/httpbin/get")).mapping.name == "httpbin"  # type: ignore[union-attr]
+    assert pick(t, view("/other")).mapping.name == "catch-all"  # type: ignore[union-attr]
+
+
+def test_precedence_beats_prefix_length() -> None:
+    # The documented consequence: precedence 1 on the catch-all takes everything.
+    t = table(M("catch-all", prefix="/", precedence=1), M("httpbin", prefix="/httpbin/"))
+    assert pick(t, view("/httpbin/get")).mapping.name == "catch-all"  # type: ignore[union-attr]
+
+
+def test_more_header_constraints_first_at_equal_prefix() -> None:
+    t = table(M("plain", prefix="/a/"), M("canary-users", prefix="/a/", headers={"x-canary": "yes"}))
+    assert pick(t, view("/a/x", **{"x-canary": "yes"})).mapping.name == "canary-users"  # type: ignore[union-attr]
+    assert pick(t, view("/a/x")).mapping.name == "plain"  # type: ignore[union-attr]
+    assert pick(t, view("/a/x", **{"x-canary": "no"})).mapping.name == "plain"  # type: ignore[union-attr]
+
+
+def test_group_key_ignores_weight_and_shadow_but_not_method_or_precedence() -> None:
+    a, b = M("a", prefix="/x/"), M("b", prefix="/x/", weight=10)
+    s = M("s", prefix="/x/", shadow=True)
+    assert routing.group_key(a) == routing.group_key(b) == routing.group_key(s)
+    assert routing.group_key(a) != routing.group_key(M("c", prefix="/x/", method="POST"))
+    assert routing.group_key(a) != routing.group_key(M("d", prefix="/x/", precedence=2))
+    # Emissary's group id treats a missing method as GET.
+    assert routing.group_key(a) == routing.group_key(M("e", prefix="/x/", method="GET"))
+
+
+def test_method_host_query_and_regex_matches() -> None:
+    t = table(
+        M("post", prefix="/m/", method="POST"),
+        M("host", prefix="/h/", host="diag.example.com"),
+        M("glob", prefix="/g/", hostname="*.example.com"),
+        M("query", prefix="/q/", query_parameters={"debug": True}),
+        M("rxq", prefix="/rq/", regex_query_parameters={"id": "[0-9]+"}),
+        M("rxh", prefix="/rh/", regex_headers={"x-user": "u-[a-z]+"}),
+        M("rx", prefix="/users/[0-9]+", prefix_regex=True),
+        M("exact", prefix="/exact", prefix_exact=True),
+        M("ci", prefix="/CI/", case_sensitive=False),
+    )
+
+    def name(req: RequestView) -> str | None:
+        r = pick(t, req)
+        return r.mapping.name if r and r.mapping else None
+
+    assert name(view("/m/", "POST")) == "post" and name(view("/m/", "GET")) is None
+    assert name(view("/h/", host="diag.example.com:8080")) == "host" and name(view("/h/", host="x.com")) is None
+    assert name(view("/g/", host="a.example.com")) == "glob" and name(view("/g/", host="example.org")) is None
+    assert name(view("/q/?debug")) == "query" and name(view("/q/?other=1")) is None
+    assert name(view("/rq/?id=12")) == "rxq" and name(view("/rq/?id=x12")) is None
+    assert name(view("/rh/", **{"x-user": "u-abc"})) == "rxh" and name(view("/rh/", **{"x-user": "u-1"})) is None
+    assert name(view("/users/12?x=1")) == "rx" and name(view("/users/12/more")) is None
+    assert name(view("/exact?x=1")) == "exact" and name(view("/exactly")) is None
+    assert name(view("/ci/x")) == "ci"
+
+
+# ---------------------------------------------------------------- canary weights (Emissary docs: canary.md)
+
+
+def names(ws: list[tuple[mappings.Mapping, int]] | str) -> list[tuple[str, int]] | str:
+    return ws if isinstance(ws, str) else [(m.name, w) for m, w in ws]
+
+
+def test_canary_weights_cumulative_weighted_first() -> None:
+    assert names(routing.canary_weights([M("quote"), M("quotev2", weight=10)])) == [("quotev2", 10), ("quote", 100)]
+    assert names(routing.canary_weights([M("a"), M("b"), M("c")])) == [("a", 33), ("b", 66), ("c", 100)]
+    assert names(routing.canary_weights([M("a", weight=30), M("b", weight=20)])) == [("a", 30), ("b", 50)]
+    assert names(routing.canary_weights([M("a", weight=100), M("b")])) == [("a", 100), ("b", 100)]  # b gets 0%
+    assert names(routing.canary_weights([M("only", weight=10)])) == [("only", 100)]
+    assert names(routing.canary_weights([M("a", weight=60), M("b", weight=50)])) == (
+        "total weight of mappings a, b exceeds 100 (110); the group is ignored"
+    )
+
+
+def test_canary_pick_and_fall_through_when_weights_do_not_reach_100() -> None:
+    t = table(M("quote", prefix="/backend/"), M("quotev2", prefix="/backend/", weight=10))
+    assert pick(t, view("/backend/"), canary=9.99).mapping.name == "quotev2"  # type: ignore[union-attr]
+    assert pick(t, view("/backend/"), canary=10.0).mapping.name == "quote"  # type: ignore[union-attr]
+    partial = table(M("a", prefix="/p/", weight=30), M("b", prefix="/p/", weight=20), M("rest", prefix="/"))
+    assert pick(partial, view("/p/x"), canary=40).mapping.name == "b"  # type: ignore[union-attr]
+    assert pick(partial, view("/p/x"), canary=70).mapping.name == "rest"  # type: ignore[union-attr]
+
+
+def test_group_over_100_is_reported_and_ignored() -> None:
+    t = table(M("a", prefix="/p/", weight=60), M("b", prefix="/p/", weight=50))
+    assert [(e.mapping, e.message) for e in t.errors] == [
+        ("a.default", "total weight of mappings a, b exceeds 100 (110); the group is ignored")
+    ]
+    assert pick(t, view("/p/x")) is None
+
+
+def test_canary_split_statistics() -> None:
+    rng = random.Random(7)
+    t = table(M("quote", prefix="/b/"), M("quotev2", prefix="/b/", weight=10))
+    n = 20000
+    hits = sum(pick(t, view("/b/"), rng.random() * 100).mapping.name == "quotev2" for _ in range(n))  # type: ignore[union-attr]
+    assert abs(hits / n - 0.10) < 0.01  # 0.10 +- ~4.7 sigma
+
+
+# ---------------------------------------------------------------- shadows
+
+
+def test_shadow_takes_no_production_traffic_and_is_sampled_by_weight() -> None:
+    t = table(M("myservice", prefix="/myservice/"), M("shadow", prefix="/myservice/", shadow=True, weight=10))
+    r = pick(t, view("/myservice/x"), canary=0, shadow=9.9)
+    assert r is not None and r.mapping.name == "myservice" and r.shadow.name == "shadow"  # type: ignore[union-attr]
+    r = pick(t, view("/myservice/x"), canary=0, shadow=10.0)
+    assert r is not None and r.shadow is None and r.sampled_out
+    assert [m.name for m, _ in t.groups[0].production] == ["myservice"]
+
+
+def test_second_shadow_is_an_error_and_the_first_by_name_namespace_is_kept() -> None:
+    t = table(M("prod", prefix="/a/"), M("z-shadow", prefix="/a/", shadow=True),
+              M("b-shadow", prefix="/a/", shadow=True))  # fmt: skip
+    assert t.groups[0].shadow.name == "b-shadow"  # type: ignore[union-attr]
+    assert [e.message for e in t.errors] == ["cannot accept z-shadow as second shadow after b-shadow"]
+
+
+def test_each_service_its_own_shadow() -> None:
+    t = table(M("a", prefix="/a/"), M("a-sh", prefix="/a/", shadow=True),
+              M("b", prefix="/b/"), M("b-sh", prefix="/b/", shadow=True))  # fmt: skip
+    assert pick(t, view("/a/")).shadow.name == "a-sh"  # type: ignore[union-attr]
+    assert pick(t, view("/b/")).shadow.name == "b-sh"  # type: ignore[union-attr]
+
+
+def test_shadow_only_group_copies_implicit_production() -> None:
+    t = table(M("sh", prefix="/", shadow=True, rewrite="/ignored/"), M("api", prefix="/api/"))
+    r = pick(t, view("/other?x=1"))
+    assert r is not None and r.mapping is None and r.address is None and r.path == "/other?x=1"
+    assert r.shadow.name == "sh" and r.timeout_ms == 3000  # type: ignore[union-attr]
+    assert pick(t, view("/api/x")).shadow is None  # type: ignore[union-attr]
+
+
+def test_copy_inherits_production_timeout_and_shadow_service_address() -> None:
+    t = table(M("p", prefix="/a/", timeout_ms=750), M("s", prefix="/a/", shadow=True, service="https://sh.ns:8443"))
+    r = pick(t, view("/a/x"))
+    assert r is not None and r.timeout_ms == 750 and r.shadow_address == Address("https", "sh.ns", 8443)
+
+
+def test_mapping_services_overrides() -> None:
+    o = routing.ServiceOverride("myservice", Address("http", "127.0.0.1", 9001), False)
+    t = table(M("p", prefix="/", service="https://myservice.default"), overrides=(o,))
+    assert t.addresses["p.default"] == Address("https", "127.0.0.1", 9001)  # scheme kept unless given
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("foo", "foo-shadow"),
+        ("foo:8000", "foo-shadow:8000"),
+        ("cluster1:80", "cluster1-shadow:80"),
+        ("127.0.0.1:8080", "127.0.0.1-shadow:8080"),
+        ("[::1]:80", "[::1]-shadow:80"),
+        ("[::1]", "[::1]-shadow"),
+        ("sni.lyft.com", "sni.lyft.com-shadow"),
+    ],
+)
+def test_shadow_host_suffix_before_port(host: str, expected: str) -> None:
+    assert routing.shadow_host(host) == expected
+
+
+def test_sticky_sample_draw() -> None:
+    assert routing.sample_draw(None) is None
+    assert routing.sample_draw("user-1") == routing.sample_draw("user-1")
+    draws = [routing.sample_draw(f"user-{i}") for i in range(5000)]
+    assert all(0 <= d < 100 for d in draws)  # type: ignore[operator]
+    assert abs(sum(d < 10 for d in draws) / 5000 - 0.10) < 0.02  # type: ignore[operator]
+
+
+def test_edit_headers_removes_then_adds() -> None:
+    adds = {"x-a": "new", "x-b": {"value": "2", "append": False}}
+    m = M("m", remove_request_headers=["x-a"], add_request_headers=adds)
+    h = Headers(**{"x-a": "old", "x-b": "1"})
+    routing.edit_headers(h, m.remove_request_headers, m.add_request_headers)
+    assert h.get_all("x-a") == ["new"] and h.get_all("x-b") == ["2"]
