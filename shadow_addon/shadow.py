@@ -140,8 +140,9 @@ class Shadow:
             "Allow shadow_admin on a non-loopback address (it has no authentication).",
         )  # fmt: skip
         loader.add_option(
-            "shadow_timeout", float, 0.0,
-            "Seconds a copy may take. 0: the production Mapping's timeout_ms (Emissary default 3000 ms).",
+            "shadow_timeout", str, "",
+            "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
+            "ms), as Envoy gives the mirror the route's timeout.",
         )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
@@ -166,8 +167,10 @@ class Shadow:
         if "shadow_body_limit" in updated:
             try:
                 limit = human.parse_size(o.shadow_body_limit)
-            except ValueError as e:
-                raise exceptions.OptionsError(f"shadow_body_limit: {e}") from None
+            except ValueError:
+                raise exceptions.OptionsError(
+                    f"shadow_body_limit: expected a size such as 512k or 1m, got {o.shadow_body_limit!r}"
+                ) from None
             self.body_limit = limit if limit is not None else 1024 * 1024
         if "shadow_admin" in updated and ctx.options.shadow_admin:
             try:
@@ -180,9 +183,13 @@ class Shadow:
                     "(set shadow_admin_allow_remote=true to allow it)"
                 )
         if "shadow_timeout" in updated:
-            if o.shadow_timeout < 0:
-                raise exceptions.OptionsError("shadow_timeout must be >= 0 seconds")
-            self.timeout_override = o.shadow_timeout
+            try:
+                t = float(o.shadow_timeout) if o.shadow_timeout.strip() else 0.0
+            except ValueError:
+                t = -1.0
+            if not t >= 0 or t == float("inf"):
+                raise exceptions.OptionsError(f"shadow_timeout must be a number of seconds, got {o.shadow_timeout!r}")
+            self.timeout_override = t
         if {"shadow_max_inflight", "shadow_max_backlog"} & updated:
             if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
                 raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Proxy, Upstream, start_proxy
+from support import FaultServer, Proxy, Upstream, start_proxy
 
 
 @pytest.fixture
@@ -35,3 +35,18 @@ def proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     yield make
     for p in made:
         p.stop()
+
+
+@pytest.fixture
+def fault() -> Iterator[Callable[..., FaultServer]]:
+    """Factory for misbehaving shadow services; all are stopped after the test."""
+    made: list[FaultServer] = []
+
+    def make(mode: str, delay: float = 0.0) -> FaultServer:
+        f = FaultServer(mode, delay)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.stop()

@@ -286,3 +286,96 @@ def metrics_of(p: Proxy) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def metric_sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in m.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
+
+
+class FaultServer:
+    """A TCP server on 127.0.0.1 that misbehaves as an HTTP service in one chosen way.
+
+    modes: blackhole (accepts, never answers), reset (RST after reading the request), garbage (a non-HTTP
+    answer), truncated (announces 100 bytes, sends 10, closes), slow (a valid answer after `delay`),
+    close (a valid answer with Connection: close), dribble (a valid answer one byte at a time).
+    """
+
+    def __init__(self, mode: str, delay: float = 0.0) -> None:
+        self.mode, self.delay = mode, delay
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        try:
+            c.settimeout(5)
+            while not self.stopping.is_set():
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                if self.mode == "blackhole":
+                    self.stopping.wait(120)
+                    return
+                if self.mode == "reset":
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    c.close()
+                    return
+                if self.mode == "garbage":
+                    c.sendall(b"SSH-2.0-OpenSSH_9.0\r\n\r\nnot http at all\r\n")
+                    return
+                if self.mode == "truncated":
+                    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    return
+                if self.mode == "slow":
+                    self.stopping.wait(self.delay)
+                    c.sendall(ok)
+                elif self.mode == "close":
+                    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    return
+                elif self.mode == "dribble":
+                    for b in ok:
+                        if self.stopping.wait(self.delay):
+                            return
+                        c.sendall(bytes([b]))
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+        self.thread.join(2)

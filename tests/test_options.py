@@ -1,0 +1,74 @@
+"""Option parsing in the addon, with mitmproxy's own test context (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+from support import mapping, write_mappings
+
+from shadow_addon.shadow import Shadow
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("mapping_services", ["nonsense"], "mapping_services: expected NAME=[scheme://]HOST:PORT, got 'nonsense'"),
+        ("mapping_services", ["a=ftp://h:1"], "mapping_services: service scheme must be http or https, got 'ftp'"),
+        ("shadow_add_headers", ["no colon"], "shadow_add_headers: expected 'Name: value', got 'no colon'"),
+        ("shadow_remove_headers", ["bad name:"], "shadow_remove_headers: expected a header name, got 'bad name:'"),
+        ("shadow_timeout", "soon", "shadow_timeout must be a number of seconds, got 'soon'"),
+        ("shadow_timeout", "-1", "shadow_timeout must be a number of seconds, got '-1'"),
+        ("shadow_body_limit", "lots", "shadow_body_limit: expected a size such as 512k or 1m, got 'lots'"),
+        ("shadow_max_inflight", 0, "shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0"),
+        ("shadow_admin", "8877", "shadow_admin: expected HOST:PORT, got '8877'"),
+        (
+            "shadow_admin",
+            "0.0.0.0:8877",
+            "shadow_admin: 0.0.0.0 is not a loopback address; the admin server has no "
+            "authentication (set shadow_admin_allow_remote=true to allow it)",
+        ),
+    ],
+)
+def test_bad_options_are_one_line_option_errors(option: str, value: object, message: str) -> None:
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        with pytest.raises(exceptions.OptionsError) as e:
+            tctx.configure(sh, **{option: value})
+        assert str(e.value) == message
+
+
+def test_remote_admin_needs_explicit_consent() -> None:
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh, shadow_admin_allow_remote=True, shadow_admin="0.0.0.0:8877")
+
+
+def test_request_headers_hook_routes_and_leaves_replays_alone(tmp_path: Path) -> None:
+    m = write_mappings(tmp_path / "m.yaml", mapping("api", prefix="/api/", service="api-svc:9000", rewrite="/v1/"))
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh, mappings=str(m))
+        f = tflow.tflow(req=tutils.treq(path=b"/api/x?y=1"))
+        sh.requestheaders(f)
+        assert (f.request.host, f.request.port, f.request.path) == ("api-svc", 9000, "/v1/x?y=1")
+        assert f.request.host_header == "api-svc:9000" and f.metadata["shadow_mapping"] == "api"
+        replay = tflow.tflow(req=tutils.treq(path=b"/api/x"))
+        replay.is_replay = "request"
+        sh.requestheaders(replay)
+        assert replay.request.path == "/api/x"  # a replay was routed already; never routed twice
+
+
+def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -> None:
+    good = write_mappings(tmp_path / "good.yaml", mapping("a", prefix="/a/", service="a"))
+    bad = write_mappings(tmp_path / "bad.yaml", mapping("a", prefix="/a/"))
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh, mappings=str(good))
+        sh._running = True  # as after the `running` hook
+        with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
+            tctx.configure(sh, mappings=str(bad))
+        assert tctx.options.mappings == str(good) and [m.name for m in sh.table.mappings] == ["a"]
