@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from . import regex
+
 # Fields this addon applies with Emissary's semantics.
 HONOURED_FIELDS = frozenset(
     {
@@ -162,9 +164,9 @@ def _int(spec: dict[str, Any], key: str, lo: int, hi: int | None, what: str) -> 
 
 def _regex(key: str, pattern: str) -> str:
     try:
-        re.compile(pattern)
-    except re.error as e:
-        raise ValueError(f"{key} is not a valid regular expression {pattern!r}: {e}") from None
+        regex.compile(pattern)
+    except ValueError as e:
+        raise ValueError(f"{key} is not a valid RE2 regular expression {pattern!r}: {e}") from None
     return pattern
 
 

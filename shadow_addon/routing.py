@@ -6,7 +6,6 @@ route for one request given the random draws the caller made, so every rule is t
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from mitmproxy.http import Headers
 
+from . import regex
 from .mappings import DEFAULT_TIMEOUT_MS, Address, HeaderAdd, Mapping, override_matches, service_address
 
 
@@ -189,7 +189,7 @@ def _value_test(expected: str | None) -> Callable[[str | None], bool]:
 
 
 def _regex_test(pattern: str) -> Callable[[str | None], bool]:
-    rx = re.compile(pattern)
+    rx = regex.compile(pattern)
     return lambda v: v is not None and rx.fullmatch(v) is not None
 
 
@@ -197,7 +197,7 @@ def path_test(m: Mapping) -> Callable[[str], bool]:
     """Envoy route match: `prefix` on the whole :path; `path` (prefix_exact) and `safe_regex` (prefix_regex,
     a full match) on the path without its query string. case_sensitive: false folds case."""
     if m.prefix_regex:
-        rx = re.compile(m.prefix, 0 if m.case_sensitive else re.IGNORECASE)
+        rx = regex.compile(m.prefix, m.case_sensitive)
         return lambda p: rx.fullmatch(_path_only(p)) is not None
     if m.prefix_exact:
         if m.case_sensitive:
@@ -218,7 +218,7 @@ def _host_test(m: Mapping) -> Callable[[str], bool] | None:
         return None
     kind, value = hm
     if kind == "regex":
-        rx = re.compile(value)
+        rx = regex.compile(value)
         return lambda a: rx.fullmatch(a) is not None or rx.fullmatch(_host_only(a)) is not None
     if kind == "suffix":
         return lambda a: _host_only(a).endswith(value)
@@ -327,8 +327,7 @@ def rewrite_path(m: Mapping, path: str) -> str:
     if m.regex_rewrite is not None:
         p, sep, q = path.partition("?")
         pattern, subst = m.regex_rewrite
-        # RE2 substitutions use \1..\9 for groups, as Python's re.sub does.
-        return re.sub(pattern, subst, p) + sep + q
+        return regex.substitute(regex.compile(pattern), subst, p) + sep + q
     if not m.rewrite:
         return path
     if m.prefix_exact or m.prefix_regex:

@@ -123,11 +123,15 @@ def spec(body: str, name: str = "cart") -> str:
         ("prefix: /a/, service: s, shadow: 1", "shadow must be a boolean (true or false), got int 1"),
         (
             "prefix: '/a/(', prefix_regex: true, service: s",
-            "prefix is not a valid regular expression '/a/(': missing ), unterminated subpattern at position 3",
+            "prefix is not a valid RE2 regular expression '/a/(': missing ): /a/(",
         ),
         (
             "prefix: /a/, service: s, regex_headers: {x-a: '['}",
-            "regex_headers.x-a is not a valid regular expression '[': unterminated character set at position 0",
+            "regex_headers.x-a is not a valid RE2 regular expression '[': missing ]: [",
+        ),
+        (
+            "prefix: '/a/(?=b)', prefix_regex: true, service: s",
+            "prefix is not a valid RE2 regular expression '/a/(?=b)': invalid perl operator: (?=",
         ),
         ("prefix: /a/, service: s, shaddow: true", "unknown field 'shaddow'"),
         ("prefix: /a/, service: 'ftp://x'", "service scheme must be http or https, got 'ftp'"),
