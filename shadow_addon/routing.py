@@ -251,8 +251,10 @@ class Group:
 
     @property
     def label(self) -> str:
+        """How a person names the resource: [METHOD ]prefix[ host X]."""
         m = self.members[0]
-        return (m.method or "*") + " " + m.prefix
+        hm = host_match(m)
+        return (f"{m.method} " if m.method else "") + m.prefix + (f" host {hm[1]}" if hm else "")
 
 
 @dataclass(frozen=True, slots=True)

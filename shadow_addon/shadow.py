@@ -13,12 +13,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, http
+from mitmproxy.log import ALERT
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, diag, mappings, metrics, routing
+from . import admin, dashboard, diag, mappings, metrics, report, routing
 from .metrics import PRODUCTION, Metrics
 from .sender import Copy, Sender
 
@@ -323,7 +324,10 @@ class Shadow:
         if not spec or self.admin is not None:
             return
         host, port = admin.parse_listen(spec)
-        server = admin.AdminServer({"/metrics": self._page_metrics, "/diag": self._page_diag, "/": self._page_index})
+        server = admin.AdminServer({
+            "/": self._page_dashboard, "/metrics": self._page_metrics, "/diag": self._page_diag,
+            "/report": self._page_report, "/report.json": self._page_report_json,
+        })  # fmt: skip
         try:
             server.bind(host, port)
         except OSError as e:
@@ -343,10 +347,45 @@ class Shadow:
         d = diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors)
         return "application/json", json.dumps(d, indent=1).encode()
 
-    def _page_index(self) -> tuple[str, bytes]:
-        return "text/plain; charset=utf-8", b"mitmproxy-shadow admin: /metrics (Prometheus), /diag (JSON)\n"
+    def snapshot(self) -> dict[str, object]:
+        """Everything the dashboard shows, as plain data."""
+        return {
+            "generated_at": time.time(),
+            "diag": diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors),
+            "comparison": report.comparison(self.table, self.metrics),
+        }
+
+    def _page_dashboard(self) -> tuple[str, bytes]:
+        return "text/html; charset=utf-8", dashboard.render(self.snapshot()).encode()
+
+    def _page_report(self) -> tuple[str, bytes]:
+        return "text/plain; charset=utf-8", self.report_text().encode()
+
+    def _page_report_json(self) -> tuple[str, bytes]:
+        return "application/json", json.dumps(report.comparison(self.table, self.metrics), indent=1).encode()
+
+    def report_text(self) -> str:
+        return report.text_table(report.comparison(self.table, self.metrics))
+
+    # ------------------------------------------------------------------ commands
+
+    @command.command("shadow.report")
+    def shadow_report(self) -> str:
+        """The production-vs-shadow comparison table."""
+        text = self.report_text()
+        logger.log(ALERT, "\n" + text)
+        return text
+
+    @command.command("shadow.reload")
+    def shadow_reload(self) -> None:
+        """Reload the Mapping files now."""
+        if not self.reload():
+            raise exceptions.CommandError(self.reload_errors[0] if self.reload_errors else "reload failed")
 
     def done(self) -> None:
+        if self._running and any(g.shadow for g in self.table.groups):
+            print(self.report_text(), end="", flush=True)  # mitmdump's summary at exit, once
+        self._running = False
         if self.admin is not None:
             self.admin.close()
             self.admin = None

@@ -1,0 +1,100 @@
+"""Production vs shadow, side by side: a plain-data snapshot per resource, and its text table.
+
+Pure: built from the routing table and the metrics; the dashboard, `shadow.report`, the table printed at exit
+and the demo all read the same snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .metrics import BUCKETS, PRODUCTION, SHADOW, Histogram, Metrics
+from .routing import Group, Table
+
+REVERSE_TARGET = "reverse-target"
+
+
+def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_names: set[str]) -> dict[str, Any]:
+    """Aggregate the series of one role. `series`: (mapping, service) pairs; None: any service of those names."""
+    codes: dict[str, int] = {}
+    hist = Histogram()
+    for (mapping, service, r, code), n in m.upstream.items():
+        if r != role or mapping not in mapping_names or (series is not None and (mapping, service) not in series):
+            continue
+        codes[code] = codes.get(code, 0) + n
+    for (mapping, service, r), h in m.durations.items():
+        if r != role or mapping not in mapping_names or (series is not None and (mapping, service) not in series):
+            continue
+        for i, c in enumerate(h.counts):
+            hist.counts[i] += c
+        hist.total += h.total
+    requests = sum(codes.values())
+    errors = sum(n for c, n in codes.items() if c == "error" or c.startswith("5"))
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else 0.0,
+        "codes": dict(sorted(codes.items())),
+        "p50": hist.quantile(0.50),
+        "p90": hist.quantile(0.90),
+        "p99": hist.quantile(0.99),
+        "histogram": {"le": list(BUCKETS), "counts": list(hist.counts)},
+    }
+
+
+def _production_series(g: Group, table: Table) -> tuple[set[str], set[tuple[str, str]] | None]:
+    if g.production:
+        names = {m.name for m, _ in g.production}
+        return names, {(m.name, m.service) for m, _ in g.production}
+    first = g.members[0].name  # implicit production is labelled with the group's first Mapping
+    return {first}, {(first, REVERSE_TARGET)}
+
+
+def comparison(table: Table, m: Metrics) -> list[dict[str, Any]]:
+    """One row per resource (group) that has a shadow."""
+    rows = []
+    for g in table.groups:
+        if g.shadow is None:
+            continue
+        names, series = _production_series(g, table)
+        shadow = g.shadow
+        drops = {reason: n for (mapping, reason), n in sorted(m.dropped.items()) if mapping == shadow.name}
+        rows.append({
+            "resource": g.label,
+            "production_mappings": sorted(names) if g.production else [],
+            "shadow_mapping": shadow.name,
+            "shadow_service": shadow.service,
+            "shadow_address": str(table.addresses[shadow.key]),
+            "weight": 100 if shadow.weight is None else shadow.weight,
+            "production": _side(m, PRODUCTION, series, names),
+            "shadow": _side(m, SHADOW, {(shadow.name, shadow.service)}, {shadow.name}),
+            "drops": drops,
+        })  # fmt: skip
+    return rows
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.1f}"
+
+
+def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | None = None) -> str:
+    """The comparison as a fixed-width table for a terminal."""
+    if not rows:
+        return "mitmproxy-shadow: no Mapping with a shadow has seen traffic.\n"
+    head = (
+        f"{'resource':<24} {'role':<10} {'requests':>8} {'errors':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}  codes"
+    )
+    lines = ["mitmproxy-shadow: production vs shadow", head, "-" * len(head)]
+    for r in rows:
+        for role in ("production", "shadow"):
+            s = r[role]
+            label = r["resource"] if role == "production" else f"  -> {r['shadow_mapping']}"
+            codes = " ".join(f"{c}:{n}" for c, n in s["codes"].items())
+            lines.append(f"{label[:24]:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
+                         f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}")  # fmt: skip
+        if r["drops"]:
+            lines.append(f"{'':<24} dropped    " + " ".join(f"{k}:{v}" for k, v in r["drops"].items()))
+        results = (compare or {}).get(r["shadow_mapping"])
+        if results:
+            lines.append(f"{'':<24} compared   " + " ".join(f"{k}:{v}" for k, v in sorted(results.items())))
+    return "\n".join(lines) + "\n"
