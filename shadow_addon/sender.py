@@ -83,16 +83,19 @@ class Pool:
     last_log: dict[str, float] = field(default_factory=dict)
 
 
-def assemble_head(c: Copy) -> bytes:
-    parts = [f"{c.method} {c.path} HTTP/1.1\r\nHost: {c.host}\r\n".encode("utf-8", "surrogateescape")]
-    for k, v in c.fields:
-        lk = k.lower()
-        if lk not in _SKIP and lk not in c.remove:
-            parts.append(b"%s: %s\r\n" % (k, v))
-    for k, v in c.add:
-        parts.append(b"%s: %s\r\n" % (k, v))
+def sent_fields(c: Copy) -> list[tuple[bytes, bytes]]:
+    """The header fields of the copy, exactly as the sender writes them (Host first, then the rest)."""
+    fields = [(b"Host", c.host.encode("utf-8", "surrogateescape"))]
+    fields += [(k, v) for k, v in c.fields if k.lower() not in _SKIP and k.lower() not in c.remove]
+    fields += c.add
     if c.body or c.method in _BODY_METHODS:
-        parts.append(b"content-length: %d\r\n" % len(c.body))
+        fields.append((b"content-length", b"%d" % len(c.body)))
+    return fields
+
+
+def assemble_head(c: Copy) -> bytes:
+    parts = [f"{c.method} {c.path} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
+    parts += [b"%s: %s\r\n" % kv for kv in sent_fields(c)]
     parts.append(b"\r\n")
     return b"".join(parts)
 

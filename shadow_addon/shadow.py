@@ -19,9 +19,9 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, dashboard, diag, mappings, metrics, report, routing
+from . import admin, dashboard, diag, flowview, mappings, metrics, report, routing
 from .metrics import PRODUCTION, Metrics
-from .sender import Copy, Sender
+from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
 
@@ -133,6 +133,12 @@ class Shadow:
             "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
         )  # fmt: skip
         loader.add_option(
+            "shadow_flows", str, "auto",
+            "Show each shadow exchange as its own flow (marked, commented 'shadow of <id>'): auto = in mitmweb and "
+            "the console; on = also log one line per copy in mitmdump; off = never.",
+            choices=["auto", "on", "off"],
+        )  # fmt: skip
+        loader.add_option(
             "shadow_admin", str, "127.0.0.1:8877",
             "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
         )  # fmt: skip
@@ -223,7 +229,8 @@ class Shadow:
     def _rebuild_sender(self) -> None:
         o = ctx.options
         old = self.sender
-        self.sender = Sender(self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context())
+        self.sender = Sender(self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context(),
+                             on_result=self._on_result)  # fmt: skip
         if old is not None:
             old.close()
 
@@ -481,6 +488,7 @@ class Shadow:
             return
         host = req.host_header or url.hostport(req.scheme, req.host, req.port)
         timeout = self.timeout_override or route.timeout_ms / 1000.0
+        keep = self.body_limit if self._flows_wanted() else 0
         self.sender.submit(
             Copy(
                 mapping=shadow.name,
@@ -494,10 +502,29 @@ class Shadow:
                 timeout=timeout,
                 add=((MARKER, b"1"), *self.add_headers),
                 remove=self.remove_headers,
+                keep_body=keep,
                 context=flow.id,
             )
         )
         p.tee, p.sent = None, True
+
+    def _flows_wanted(self) -> bool:
+        mode = ctx.options.shadow_flows
+        return mode == "on" or (mode == "auto" and ctx.master.addons.get("view") is not None)
+
+    def _on_result(self, c: Copy, out: Outcome) -> None:
+        """Called by the sender once per copy, delivered or failed: never raises into the sender."""
+        if not self._flows_wanted():
+            return
+        try:
+            view = ctx.master.addons.get("view")
+            if view is not None:
+                view.add([flowview.shadow_flow(c, out, str(c.context))])
+            else:
+                outcome = out.status if out.status is not None else out.reason
+                logger.info("shadow %s %s -> %s: %s (%.1f ms)", c.method, c.path, c.address, outcome, out.seconds * 1e3)
+        except Exception:  # the flow view is a convenience; a failure there must not affect copies
+            logger.exception("shadow: could not show the shadow flow")
 
     def response(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
