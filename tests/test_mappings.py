@@ -244,3 +244,14 @@ def test_directory_sorted_non_recursive_and_missing(tmp_path: Path) -> None:
 def test_every_emissary_documentation_example_loads(name: str) -> None:
     r = mappings.load_path(str(CORPUS / name))
     assert r.errors == [] and r.mappings, (r.errors, r.notices)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "mappings").glob("*.yaml"))
+)
+def test_shipped_example_mappings_load_cleanly(name: str) -> None:
+    from shadow_addon import routing
+
+    r = mappings.load_path(str(Path(__file__).resolve().parents[1] / "mappings" / name))
+    assert r.errors == [] and r.mappings
+    assert routing.build_table(r.mappings).errors == ()
