@@ -80,6 +80,7 @@ class Pool:
     backlog: deque[Copy] = field(default_factory=deque)
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
     backoff_until: float = 0.0
+    backoff_reason: str = "connect_error"
     last_log: dict[str, float] = field(default_factory=dict)
 
 
@@ -203,7 +204,8 @@ class Sender:
             pool = self.pools[c.address] = Pool(c.address)
         now = time.monotonic()
         if pool.backoff_until > now:
-            self._fail(pool, c, "connect_error", "service refused recently (backing off)", 0.0, count_upstream=False)
+            # Counted under the failure that started the back-off (refused, or a name that does not resolve).
+            self._fail(pool, c, pool.backoff_reason, "failed recently (backing off)", 0.0, count_upstream=False)
             return
         if pool.inflight < self.max_inflight:
             self._start(pool, c)
@@ -318,7 +320,7 @@ class Sender:
             self._fail(pool, c, "timeout", f"no complete answer within {c.timeout:g}s", time.monotonic() - t0)
         except _ConnectFailed as e:
             if e.backoff:
-                pool.backoff_until = time.monotonic() + e.backoff
+                pool.backoff_until, pool.backoff_reason = time.monotonic() + e.backoff, e.reason
             self._fail(pool, c, e.reason, e.message, time.monotonic() - t0)
         except _Reset as e:
             self._fail(pool, c, "reset", f"connection reset ({e})", time.monotonic() - t0)

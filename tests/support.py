@@ -186,10 +186,10 @@ class Proxy:
 
 def start_proxy(
     tmp: Path, reverse: str, sets: dict[str, str | list[str]] | None = None, args: list[str] | None = None,
-    web: bool = False, admin: bool = True, wait: bool = True,
+    web: bool = False, admin: bool = True, wait: bool = True, prefix: list[str] | None = None, port: int | None = None,
 ) -> Proxy:  # fmt: skip
-    port = free_port()
-    cmd = [str(MITMWEB if web else MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{reverse}",
+    port = port or free_port()
+    cmd = [*(prefix or []), str(MITMWEB if web else MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{reverse}",
            "--listen-host", "127.0.0.1", "-p", str(port)]  # fmt: skip
     if web:
         cmd += ["--no-web-open-browser"]
@@ -210,7 +210,9 @@ def start_proxy(
     fh.close()
     p = Proxy(proc, port, logfile, admin_port)
     if wait:
-        ok = wait_until(lambda: proc.poll() is not None or _port_open(port), 20)
+        # The admin server binds in `running`, just after the proxy port opens: wait for both.
+        ok = wait_until(lambda: proc.poll() is not None or (_port_open(port) and (
+            admin_port is None or _port_open(admin_port))), 20)  # fmt: skip
         if not ok or proc.poll() is not None:
             p.stop()
             raise RuntimeError(f"mitmdump did not start: {p.log}")
@@ -293,7 +295,8 @@ class FaultServer:
 
     modes: blackhole (accepts, never answers), reset (RST after reading the request), garbage (a non-HTTP
     answer), truncated (announces 100 bytes, sends 10, closes), slow (a valid answer after `delay`),
-    close (a valid answer with Connection: close), dribble (a valid answer one byte at a time).
+    close (a valid answer with Connection: close), dribble (a valid answer one byte at a time), huge (a valid
+    32 MiB answer), endless (a chunked answer that never ends), continue (100 Continue, then the answer).
     """
 
     def __init__(self, mode: str, delay: float = 0.0) -> None:
@@ -356,6 +359,23 @@ class FaultServer:
                 elif self.mode == "close":
                     c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                     return
+                elif self.mode == "huge":
+                    size = 32 * 1024 * 1024
+                    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+                    block = b"x" * 65536
+                    for _ in range(size // len(block)):
+                        c.sendall(block)
+                elif self.mode == "endless":
+                    c.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    for _ in range(100000):  # bounded: ~100 s at most, the copy's timeout ends it first
+                        if self.stopping.wait(0.001):
+                            return
+                        c.sendall(b"400\r\n" + b"y" * 1024 + b"\r\n")
+                    return
+                elif self.mode == "continue":
+                    c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.stopping.wait(0.05)
+                    c.sendall(ok)
                 elif self.mode == "dribble":
                     for b in ok:
                         if self.stopping.wait(self.delay):
@@ -379,3 +399,7 @@ class FaultServer:
                 except OSError:
                     pass
         self.thread.join(2)
+
+
+def fd_count(p: Proxy) -> int:
+    return len(os.listdir(f"/proc/{p.proc.pid}/fd"))
