@@ -53,6 +53,8 @@ class Metrics:
     durations: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)  # mapping, service, role
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, reason
     reloads: dict[str, int] = field(default_factory=dict)  # result
+    compared: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, result
+    mismatches: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, kind
     config_errors: int = 0
 
     def record_upstream(self, mapping: str, service: str, role: str, code: int | str, seconds: float | None) -> None:
@@ -68,6 +70,21 @@ class Metrics:
     def record_drop(self, mapping: str, reason: str) -> None:
         key = (mapping, reason)
         self.dropped[key] = self.dropped.get(key, 0) + 1
+
+    def record_compare(self, mapping: str, result: str, kinds: Iterable[str]) -> None:
+        key = (mapping, result)
+        self.compared[key] = self.compared.get(key, 0) + 1
+        if result == "mismatch":
+            for kind in kinds:
+                k = (mapping, kind)
+                self.mismatches[k] = self.mismatches.get(k, 0) + 1
+
+    def compare_counts(self) -> dict[str, dict[str, int]]:
+        """{shadow mapping: {result: n}} for the report and the dashboard."""
+        out: dict[str, dict[str, int]] = {}
+        for (mapping, result), n in sorted(self.compared.items()):
+            out.setdefault(mapping, {})[result] = n
+        return out
 
     def record_reload(self, ok: bool) -> None:
         result = "success" if ok else "failure"
@@ -114,6 +131,16 @@ def render(m: Metrics, gauges: Iterable[tuple[str, str, dict[str, str], float]] 
             f"# TYPE {name} counter"]  # fmt: skip
     for (mapping, reason), n in sorted(m.dropped.items()):
         out.append(f"{name}{_labels(mapping=mapping, reason=reason)} {n}")
+    if m.compared:
+        name = "shadow_compare_total"
+        out += [f"# HELP {name} Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
+                f"# TYPE {name} counter"]  # fmt: skip
+        for (mapping, result), n in sorted(m.compared.items()):
+            out.append(f"{name}{_labels(mapping=mapping, result=result)} {n}")
+        name = "shadow_compare_mismatch_total"
+        out += [f"# HELP {name} Mismatches by what differed (status, header, body).", f"# TYPE {name} counter"]
+        for (mapping, kind), n in sorted(m.mismatches.items()):
+            out.append(f"{name}{_labels(mapping=mapping, kind=kind)} {n}")
     name = "shadow_config_reloads_total"
     out += [f"# HELP {name} Mapping reloads by result.", f"# TYPE {name} counter"]
     for result in ("success", "failure"):

@@ -9,6 +9,7 @@ a small HTTP/1.1 client on asyncio streams, run on mitmproxy's own event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import ssl
@@ -56,6 +57,7 @@ class Copy:
     add: tuple[tuple[bytes, bytes], ...] = ()
     remove: frozenset[bytes] = frozenset()
     keep_body: int = 0  # bytes of the response body to keep for on_result (0: discard)
+    hash_body: bool = False  # compute the whole response body's sha256 while reading (for comparison)
     context: object = None  # opaque, handed back with the outcome (e.g. the production flow's id)
     enqueued: float = 0.0
 
@@ -69,6 +71,7 @@ class Outcome:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     body_size: int = 0
+    body_sha256: str = ""
     http_version: str = "HTTP/1.1"
     timestamp_start: float = 0.0
 
@@ -101,7 +104,9 @@ def assemble_head(c: Copy) -> bytes:
     return b"".join(parts)
 
 
-async def read_response(reader: asyncio.StreamReader, method: str, keep_body: int, out: Outcome) -> bool:
+async def read_response(
+    reader: asyncio.StreamReader, method: str, keep_body: int, out: Outcome, hash_body: bool = False
+) -> bool:
     """Read one response into `out`; returns whether the connection may be reused."""
     while True:
         try:
@@ -128,11 +133,14 @@ async def read_response(reader: asyncio.StreamReader, method: str, keep_body: in
     keep = parts[0] == b"HTTP/1.1" and b"close" not in conn or b"keep-alive" in conn
     kept: list[bytes] = []
     size = 0
+    digest = hashlib.sha256() if hash_body else None
 
     def take(data: bytes) -> None:
         nonlocal size
         if size < keep_body:
             kept.append(data[: keep_body - size])
+        if digest is not None:
+            digest.update(data)
         size += len(data)
 
     if method == "HEAD" or status in (101, 204, 304):
@@ -172,6 +180,8 @@ async def read_response(reader: asyncio.StreamReader, method: str, keep_body: in
         while data := await reader.read(READ_CHUNK):
             take(data)
     out.body, out.body_size = b"".join(kept), size
+    if digest is not None:
+        out.body_sha256 = digest.hexdigest()
     return keep
 
 
@@ -294,7 +304,7 @@ class Sender:
                 if c.body:
                     writer.write(c.body)
                 await writer.drain()
-                keep = await read_response(reader, c.method, c.keep_body, out)
+                keep = await read_response(reader, c.method, c.keep_body, out, c.hash_body)
             except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as e:
                 writer.close()
                 # A kept-alive connection the server closed while idle: retry once on a fresh one.

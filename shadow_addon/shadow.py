@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
+from mitmproxy.net import encoding
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, dashboard, diag, flowview, mappings, metrics, report, routing
+from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
 from .metrics import PRODUCTION, Metrics
+from .pairing import Pairing
 from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
@@ -91,6 +93,8 @@ class Shadow:
         self._listen_ports: set[int] = set()
         self.reload_errors: list[str] = []
         self.admin: admin.AdminServer | None = None
+        self.pairing: Pairing | None = None
+        self.compare_limit = 0
 
     # ------------------------------------------------------------------ options
 
@@ -138,6 +142,26 @@ class Shadow:
             "the console; on = also log one line per copy in mitmdump; off = never.",
             choices=["auto", "on", "off"],
         )  # fmt: skip
+        loader.add_option(
+            "shadow_compare", bool, False,
+            "Compare each shadow response with production's (status, headers, body; JSON field by field) and count "
+            "match, mismatch, noise or skipped. The client never waits: a record of production's reply is kept.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_compare_headers", Sequence[str], ["content-type"], "Response headers compared (repeatable)."
+        )
+        loader.add_option(
+            "shadow_compare_ignore", Sequence[str], [],
+            "Ignored in comparisons: JSON pointers with * for any one segment (/meta/timestamp, /items/*/id) or "
+            "header names. Repeatable.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_compare_body_limit", str, "1m",
+            "Bodies up to this size are compared field by field; larger ones by size and hash only.",
+        )  # fmt: skip
+        loader.add_option(
+            "shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines)."
+        )
         loader.add_option(
             "shadow_admin", str, "127.0.0.1:8877",
             "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
@@ -200,12 +224,46 @@ class Shadow:
         if {"shadow_max_inflight", "shadow_max_backlog"} & updated:
             if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
                 raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")
+        compare_opts = {"shadow_compare", "shadow_compare_headers", "shadow_compare_ignore",
+                        "shadow_compare_body_limit", "shadow_compare_report"}  # fmt: skip
+        if compare_opts & updated:
+            self._configure_compare()
         if {"mode", "listen_port"} & updated:
             self._listen_ports = self._proxy_ports()
         if {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"} & updated:
             self._rebuild_sender()
         if {"mappings", "mapping_services", "mode", "listen_port", "keep_host_header"} & updated:
             self.reload(explicit=True)
+
+    def _configure_compare(self) -> None:
+        o = ctx.options
+        old = self.pairing
+        if not o.shadow_compare:
+            self.pairing = None
+        else:
+            try:
+                limit = human.parse_size(o.shadow_compare_body_limit)
+            except ValueError:
+                value = o.shadow_compare_body_limit
+                raise exceptions.OptionsError(
+                    f"shadow_compare_body_limit: expected a size such as 512k or 1m, got {value!r}"
+                ) from None
+            try:
+                config = compare.CompareConfig(
+                    headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
+                    ignore=tuple(o.shadow_compare_ignore), body_limit=limit or compare.BODY_LIMIT,
+                )  # fmt: skip
+            except ValueError as e:
+                raise exceptions.OptionsError(f"shadow_compare: {e}") from None
+            try:
+                self.pairing = Pairing(self.metrics, config, o.shadow_compare_report)
+            except OSError as e:
+                raise exceptions.OptionsError(
+                    f"shadow_compare_report: cannot open {o.shadow_compare_report}: {e.strerror or e}"
+                ) from None
+            self.compare_limit = config.body_limit
+        if old is not None:
+            old.close()
 
     def _proxy_ports(self) -> set[int]:
         ports = set()
@@ -333,7 +391,7 @@ class Shadow:
         host, port = admin.parse_listen(spec)
         server = admin.AdminServer({
             "/": self._page_dashboard, "/metrics": self._page_metrics, "/diag": self._page_diag,
-            "/report": self._page_report, "/report.json": self._page_report_json,
+            "/report": self._page_report, "/report.json": self._page_report_json, "/diffs": self._page_diffs,
         })  # fmt: skip
         try:
             server.bind(host, port)
@@ -348,6 +406,9 @@ class Shadow:
 
     def _page_metrics(self) -> tuple[str, bytes]:
         gauges = self.sender.gauges() if self.sender else []
+        if self.pairing is not None:
+            gauges.append(("shadow_compare_pending", "Production replies held until their shadow answers.", {},
+                           float(len(self.pairing.pairs))))  # fmt: skip
         return "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.metrics, gauges).encode()
 
     def _page_diag(self) -> tuple[str, bytes]:
@@ -360,6 +421,8 @@ class Shadow:
             "generated_at": time.time(),
             "diag": diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors),
             "comparison": report.comparison(self.table, self.metrics),
+            "compare": self.metrics.compare_counts() if self.pairing else None,
+            "diffs": self.pairing.store.to_json() if self.pairing else None,
         }
 
     def _page_dashboard(self) -> tuple[str, bytes]:
@@ -371,8 +434,13 @@ class Shadow:
     def _page_report_json(self) -> tuple[str, bytes]:
         return "application/json", json.dumps(report.comparison(self.table, self.metrics), indent=1).encode()
 
+    def _page_diffs(self) -> tuple[str, bytes]:
+        diffs = self.pairing.store.to_json() if self.pairing else {"enabled": False, "records": [], "groups": []}
+        return "application/json", json.dumps(diffs, indent=1).encode()
+
     def report_text(self) -> str:
-        return report.text_table(report.comparison(self.table, self.metrics))
+        counts = self.metrics.compare_counts() if self.pairing else None
+        return report.text_table(report.comparison(self.table, self.metrics), counts)
 
     # ------------------------------------------------------------------ commands
 
@@ -401,6 +469,8 @@ class Shadow:
         if self.sender is not None:
             self.sender.close()
         self.pending.clear()
+        if self.pairing is not None:
+            self.pairing.close()
 
     # ------------------------------------------------------------------ hooks
 
@@ -489,6 +559,10 @@ class Shadow:
         host = req.host_header or url.hostport(req.scheme, req.host, req.port)
         timeout = self.timeout_override or route.timeout_ms / 1000.0
         keep = self.body_limit if self._flows_wanted() else 0
+        if self.pairing is not None:
+            keep = max(keep, self.compare_limit)
+            summary = {"method": req.method, "path": req.path, "host": host, "size": len(body)}
+            self.pairing.expect(flow.id, shadow.name, compare.endpoint(req.method, req.path), summary)
         self.sender.submit(
             Copy(
                 mapping=shadow.name,
@@ -503,6 +577,7 @@ class Shadow:
                 add=((MARKER, b"1"), *self.add_headers),
                 remove=self.remove_headers,
                 keep_body=keep,
+                hash_body=self.pairing is not None,
                 context=flow.id,
             )
         )
@@ -514,17 +589,37 @@ class Shadow:
 
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
-        if not self._flows_wanted():
-            return
         try:
-            view = ctx.master.addons.get("view")
-            if view is not None:
-                view.add([flowview.shadow_flow(c, out, str(c.context))])
-            else:
-                outcome = out.status if out.status is not None else out.reason
-                logger.info("shadow %s %s -> %s: %s (%.1f ms)", c.method, c.path, c.address, outcome, out.seconds * 1e3)
-        except Exception:  # the flow view is a convenience; a failure there must not affect copies
-            logger.exception("shadow: could not show the shadow flow")
+            flows = self._flows_wanted()
+            if self.pairing is not None:
+                reply = None
+                if out.status is not None:
+                    # Over the limit only size and hash count: both sides then hash the bytes as sent.
+                    whole = out.body_size <= self.compare_limit
+                    body = _decoded(out.body, out.headers) if whole else out.body
+                    reply = compare.Reply.of(out.status, out.headers, body, self.compare_limit,
+                                             size=None if whole else out.body_size,
+                                             sha256=None if whole else out.body_sha256)  # fmt: skip
+                show = (lambda result: self._show(c, out, result)) if flows else None
+                if self.pairing.shadow(str(c.context), reply, out.reason, show):
+                    return
+            if flows:
+                self._show(c, out, None)
+        except Exception:  # comparison and the flow view are conveniences: they must not affect copies
+            logger.exception("shadow: could not record the shadow's result")
+
+    def _show(self, c: Copy, out: Outcome, result: compare.Comparison | None) -> None:
+        view = ctx.master.addons.get("view")
+        if view is not None:
+            f = flowview.shadow_flow(c, out, str(c.context))
+            if result is not None and result.result != "skipped":
+                f.comment += f" {result.result}" + (": " + "; ".join(result.diffs[:5]) if result.diffs else "")
+            view.add([f])
+        else:
+            outcome = out.status if out.status is not None else out.reason
+            verdict = f" {result.result}" if result is not None else ""
+            logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict,
+                        out.seconds * 1e3)  # fmt: skip
 
     def response(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
@@ -538,6 +633,23 @@ class Shadow:
             routing.edit_headers(flow.response.headers, m.remove_response_headers, m.add_response_headers)
         label, service = self._production_labels(p.route)
         self._record_production(flow, label, service)
+        if self.pairing is not None and p.route.group.shadow is not None:
+            self._compare_production(flow, p.route.group.shadow.name)
+
+    def _compare_production(self, flow: http.HTTPFlow, shadow_mapping: str) -> None:
+        resp, req = flow.response, flow.request
+        assert self.pairing is not None and resp is not None
+        if resp.raw_content is None:  # a streamed response: nothing to compare against
+            self.pairing.production(flow.id, None, "response streamed")
+            return
+        raw = resp.raw_content
+        body = raw if len(raw) > self.compare_limit else _decoded(raw, resp.headers.fields)
+        reply = compare.Reply.of(resp.status_code, resp.headers.fields, body, self.compare_limit)
+        # Noise is learned from production's own answers to identical requests (the caller's identity included).
+        vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
+        key = compare.request_key(req.method, req.path, req.raw_content or b"", vary)
+        self.pairing.learn(shadow_mapping, key, reply)
+        self.pairing.production(flow.id, reply)
 
     def error(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
@@ -545,6 +657,8 @@ class Shadow:
             return
         label, service = self._production_labels(p.route)
         self.metrics.record_upstream(label, service, PRODUCTION, "error", None)
+        if self.pairing is not None:
+            self.pairing.production(flow.id, None, "error")
         if p.route.shadow is not None and not p.sent:
             # The client went away (or the request failed) before the request was complete: nothing to copy.
             self.metrics.record_drop(p.route.shadow.name, "client_error")
@@ -563,6 +677,17 @@ class Shadow:
         if resp.timestamp_end and flow.request.timestamp_end:
             seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
         self.metrics.record_upstream(mapping, service, PRODUCTION, resp.status_code, seconds)
+
+
+def _decoded(body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The body without its content-encoding (gzip, br, ...), as compared; the raw bytes if it cannot be decoded."""
+    enc = next((v for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1").strip()
+    if not enc or enc == "identity":
+        return body
+    try:
+        return encoding.decode(body, enc)
+    except ValueError:
+        return body
 
 
 def _without_shadow(route: routing.Route) -> routing.Route:

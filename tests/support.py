@@ -57,6 +57,8 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     body: bytes | None = None  # None: a JSON echo of what was received
+    # When set: called with what was received, returns (status, headers, body) to send.
+    responder: Callable[[Seen], tuple[int, dict[str, str], bytes]] | None = None
 
 
 class Upstream:
@@ -92,6 +94,15 @@ class Upstream:
                 b = upstream.behaviour
                 if b.delay:
                     time.sleep(b.delay)
+                if b.responder is not None:
+                    status, headers, out = b.responder(seen)
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
                 out = b.body if b.body is not None else json.dumps(
                     {"name": upstream.name, "method": self.command, "path": self.path,
                      "host": self.headers.get("host"), "size": len(body)}

@@ -1,0 +1,117 @@
+"""Pairs each copied request's production and shadow replies, whichever arrives first, and compares them.
+
+Only copies in flight hold a production reply (bounded by the sender's in-flight and backlog limits, and by
+MAX_PAIRS); the client's reply is never held back: what is kept is a record of it. Noise is learned from
+production answers alone. Mismatches go to the metrics, a bounded store (GET /diffs) and, if asked, a JSON-lines
+report file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from . import compare
+from .compare import CompareConfig, Comparison, Reply
+from .metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
+
+
+@dataclass(slots=True)
+class Pair:
+    mapping: str  # the shadow Mapping
+    endpoint: str
+    summary: dict[str, Any]
+    production: Reply | None = None
+    production_failed: str | None = None
+    shadow: Reply | None = None
+    shadow_failed: str | None = None
+    on_done: list[Callable[[Comparison], None]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        has_prod = self.production is not None or self.production_failed is not None
+        has_shadow = self.shadow is not None or self.shadow_failed is not None
+        return has_prod and has_shadow
+
+
+class Pairing:
+    def __init__(self, metrics: Metrics, config: CompareConfig, report_path: str = "") -> None:
+        self.metrics = metrics
+        self.config = config
+        self.learner = compare.NoiseLearner(headers=config.headers)
+        self.store = compare.MismatchStore()
+        self.pairs: OrderedDict[str, Pair] = OrderedDict()
+        self.report_path = report_path
+        self._report: IO[str] | None = None
+        if report_path:
+            # Opened once; a line per mismatch is appended (small, and only on mismatches).
+            self._report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        if self._report is not None:
+            self._report.close()
+            self._report = None
+        self.pairs.clear()
+
+    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any]) -> None:
+        """A copy of request `key` is about to be sent."""
+        self.pairs[key] = Pair(mapping, endpoint, summary)
+        while len(self.pairs) > MAX_PAIRS:
+            _, old = self.pairs.popitem(last=False)
+            self._finish(old, compare.skipped("too many pending comparisons"))
+
+    def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
+        self.learner.observe(mapping, request_key, reply)
+
+    def production(self, key: str, reply: Reply | None, failed: str | None = None) -> None:
+        pair = self.pairs.get(key)
+        if pair is None:
+            return
+        pair.production, pair.production_failed = reply, (failed if reply is None else None)
+        if pair.production is None and pair.production_failed is None:
+            pair.production_failed = "no production response"
+        self._maybe_finish(key, pair)
+
+    def shadow(self, key: str, reply: Reply | None, failed: str | None,
+               on_done: Callable[[Comparison], None] | None = None) -> bool:  # fmt: skip
+        """Record the shadow's side; returns False when the request was not being compared."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return False
+        pair.shadow, pair.shadow_failed = reply, ((failed or "failed") if reply is None else None)
+        if on_done is not None:
+            pair.on_done.append(on_done)
+        self._maybe_finish(key, pair)
+        return True
+
+    def _maybe_finish(self, key: str, pair: Pair) -> None:
+        if not pair.complete:
+            return
+        del self.pairs[key]
+        if pair.shadow_failed is not None:
+            result = compare.skipped(f"shadow {pair.shadow_failed}")
+        elif pair.production_failed is not None or pair.production is None or pair.shadow is None:
+            result = compare.skipped(f"production {pair.production_failed}")
+        else:
+            result = compare.compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
+        self._finish(pair, result)
+
+    def _finish(self, pair: Pair, result: Comparison) -> None:
+        self.metrics.record_compare(pair.mapping, result.result, result.kinds)
+        record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
+        if record is not None and self._report is not None:
+            try:
+                self._report.write(compare.record_line(record))
+                self._report.flush()
+            except OSError as e:
+                logger.warning("shadow_compare_report: cannot write %s: %s; report disabled", self.report_path, e)
+                self._report = None
+        for cb in pair.on_done:
+            cb(result)
