@@ -11,7 +11,7 @@ from typing import Any
 from .metrics import BUCKETS, PRODUCTION, SHADOW, Histogram, Metrics
 from .routing import Group, Table
 
-REVERSE_TARGET = "reverse-target"
+REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
 
 
 def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_names: set[str]) -> dict[str, Any]:
@@ -77,8 +77,9 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f}"
 
 
-def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | None = None) -> str:
-    """The comparison as a fixed-width table for a terminal."""
+def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | None = None,
+               diffs: dict[str, Any] | None = None, most: int = 8) -> str:  # fmt: skip
+    """The comparison as a fixed-width table for a terminal; with `diffs` (GET /diffs), mismatches by endpoint."""
     if not rows:
         return "mitmproxy-shadow: no Mapping with a shadow has seen traffic.\n"
     head = (
@@ -97,4 +98,23 @@ def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | 
         results = (compare or {}).get(r["shadow_mapping"])
         if results:
             lines.append(f"{'':<24} compared   " + " ".join(f"{k}:{v}" for k, v in sorted(results.items())))
+    lines += _by_endpoint(diffs, most) if diffs else []
     return "\n".join(lines) + "\n"
+
+
+def _by_endpoint(diffs: dict[str, Any], most: int) -> list[str]:
+    groups = [g for g in diffs.get("groups", []) if g.get("mismatches")]
+    if not groups:
+        return []
+    example: dict[tuple[str, str], str] = {}
+    for r in diffs.get("records", []):  # newest first: keep the latest example per endpoint
+        example.setdefault((r["mapping"], r["endpoint"]), "; ".join(r.get("diffs", [])[:2]))
+    groups.sort(key=lambda g: (-g["mismatches"], g["endpoint"]))
+    out = ["", "mismatches by endpoint (shadow Mapping, endpoint, mismatched/compared, latest difference):"]
+    for g in groups[:most]:
+        share = f"{g['mismatches']}/{g['compared']} ({g['rate']:.0%})"
+        ex = example.get((g["mapping"], g["endpoint"]), "")
+        out.append(f"  {g['mapping'][:16]:<16} {g['endpoint'][:34]:<34} {share:>14}  {ex[:90]}")
+    if len(groups) > most:
+        out.append(f"  ... and {len(groups) - most} more endpoints (GET /diffs)")
+    return out

@@ -23,13 +23,13 @@ from mitmproxy.utils import human
 from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
 from .metrics import PRODUCTION, Metrics
 from .pairing import Pairing
+from .report import REVERSE_TARGET
 from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
 
 MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
 WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
-REVERSE_TARGET = "reverse-target"  # service label of traffic no Mapping routes
 _UPGRADE_METHODS = frozenset({"CONNECT"})
 
 
@@ -402,7 +402,7 @@ class Shadow:
             return
         self.admin = server
         loop.create_task(server.serve())
-        logger.info("shadow admin on http://%s/ (/metrics, /diag)", spec)
+        logger.info("shadow admin: dashboard on http://%s/ (also /metrics, /diag, /report, /diffs)", spec)
 
     def _page_metrics(self) -> tuple[str, bytes]:
         gauges = self.sender.gauges() if self.sender else []
@@ -440,7 +440,8 @@ class Shadow:
 
     def report_text(self) -> str:
         counts = self.metrics.compare_counts() if self.pairing else None
-        return report.text_table(report.comparison(self.table, self.metrics), counts)
+        diffs = self.pairing.store.to_json() if self.pairing else None
+        return report.text_table(report.comparison(self.table, self.metrics), counts, diffs)
 
     # ------------------------------------------------------------------ commands
 

@@ -1,0 +1,145 @@
+"""scripts/demo end to end, as a newcomer runs it: the shop, the proxy, the traffic and the report; and that
+every process it starts is gone when it ends (normally, by Ctrl-C in --keep mode, or after a failed start)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ROOT, wait_until
+
+DEMO = ROOT / "scripts" / "demo.py"
+MARK = "SHADOW_DEMO_TEST_RUN"  # set in the demo's environment; every process it starts inherits it
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment carries MARK=mark: the demo and everything it started."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes()  # empty for a zombie: it is already gone
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            found.append(int(d.name))
+    return found
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The demo's environment: a unique mark, and TMPDIR in tmp_path (the demo keeps its logs there on errors).
+    After the test: nothing carrying the mark may be alive (it is killed, then the test fails)."""
+    mark = uuid.uuid4().hex
+    yield dict(os.environ, TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1", **{MARK: mark})
+    if not wait_until(lambda: not marked_processes(mark), timeout=10):
+        left = marked_processes(mark)
+        details = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200] for pid in left}
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"the demo left processes running: {details}")
+
+
+def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> str:
+    """Output of proc up to and including `text`, waiting at most `timeout` seconds."""
+    assert proc.stdout is not None
+    fd, out, deadline = proc.stdout.fileno(), "", time.monotonic() + timeout
+    while text not in out:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"no {text!r} within {timeout} s; output so far:\n{out}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the demo ended before printing {text!r}:\n{out}")
+        out += chunk.decode(errors="replace")
+    return out
+
+
+def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None:
+    report = tmp_path / "report.json"
+    n = 300
+    r = subprocess.run([sys.executable, str(DEMO), "--requests", str(n), "--json-report", str(report)],
+                       capture_output=True, text=True, timeout=120, env=demo_env, cwd=ROOT)  # fmt: skip
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+
+    # The printed table: a production row and a shadow row, both with requests.
+    prod_row = re.search(r"^/api/\s+production\s+(\d+)\s+(\d+)", out, re.M)
+    shadow_row = re.search(r"^\s+-> shop-v2\s+shadow\s+(\d+)\s+(\d+)", out, re.M)
+    assert prod_row and shadow_row, out
+    assert int(prod_row[1]) == n and int(shadow_row[1]) > 0
+    assert "What you are looking at:" in out and "Dashboard: http://127.0.0.1:" in out
+
+    # The numbers, from /report.json as the demo fetched it.
+    (row,) = json.loads(report.read_text())
+    prod, shadow = row["production"], row["shadow"]
+    assert row["shadow_mapping"] == "shop-v2" and row["weight"] == 50
+    assert prod["requests"] == n and prod["errors"] == 0
+    # weight 50: a binomial(300, 0.5) sample has sd ~8.7; 0.3..0.7 is more than 6 sd either side.
+    assert 0.3 * n <= shadow["requests"] + sum(row["drops"].values()) <= 0.7 * n, row
+    assert shadow["errors"] > 0 and shadow["codes"].get("500", 0) > 0, shadow["codes"]
+    # v2's search sleeps 40 ms and is ~35 % of the traffic: its p90 is past 35 ms, and slower than production's.
+    assert shadow["p90"] >= 0.035 and shadow["p90"] > prod["p90"], (shadow, prod)
+    hist = shadow["histogram"]
+    slow = sum(c for le, c in zip([*hist["le"], float("inf")], hist["counts"], strict=True) if le > 0.025)
+    assert slow >= 0.25 * shadow["requests"], hist
+
+    # Each process's own count: the canary took some production traffic, and every store got only its orders.
+    stats = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^\s+(shop\S*)\s+v\d\s+(\d+) requests\s+(\d+) orders",
+                                                                 out, re.M)}  # fmt: skip
+    assert set(stats) == {"shop", "shop-canary", "shop-v2"}, out
+    assert stats["shop"][0] + stats["shop-canary"][0] == n and stats["shop-canary"][0] > 0
+    assert stats["shop"][1] + stats["shop-canary"][1] == prod["codes"].get("201", 0) > 0
+    # v2 saw exactly the copies the report counts, give or take copies that timed out after reaching it.
+    v2_requests, v2_orders = stats["shop-v2"]
+    lost = shadow["codes"].get("error", 0)
+    assert shadow["requests"] - lost <= v2_requests <= shadow["requests"], (stats, shadow)
+    assert shadow["codes"].get("201", 0) <= v2_orders <= shadow["codes"].get("201", 0) + lost, (stats, shadow)
+
+
+def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([sys.executable, str(DEMO), "--web", "--requests", "60"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=demo_env, cwd=ROOT)  # fmt: skip
+    try:
+        out = read_until(proc, "Press Ctrl-C to stop.", timeout=90)
+        urls = dict(re.findall(r"^  (proxy|dashboard|mitmweb)\s+(http://127\.0\.0\.1:\d+/\S*)", out, re.M))
+        assert set(urls) == {"proxy", "dashboard", "mitmweb"}, out
+        for name, url in urls.items():
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200, (name, url)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out + rest.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_demo_fails_clearly_when_the_proxy_cannot_start(tmp_path: Path, demo_env: dict[str, str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: shop}\n"
+                   "spec: {prefix: /api/, service: shop, weight: lots}\n")  # fmt: skip
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, str(DEMO), "--mappings", str(bad)], capture_output=True, text=True,
+                       timeout=60, env=demo_env, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "demo: error: mitmdump exited at start-up" in r.stderr and "weight must be an integer" in r.stderr
+    assert "logs kept in " + str(tmp_path) in r.stderr
+    assert time.monotonic() - t0 < 30
