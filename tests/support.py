@@ -121,6 +121,14 @@ class Upstream:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        default_handle_error = self.server.handle_error
+
+        def handle_error(request: object, client_address: object) -> None:
+            # A proxy that gave up on a copy (its timeout) closes the connection mid-answer: not worth a traceback.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                default_handle_error(request, client_address)  # type: ignore[arg-type]
+
+        self.server.handle_error = handle_error  # type: ignore[method-assign]
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]

@@ -79,6 +79,8 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
     lines = [json.loads(x) for x in report.read_text().splitlines()]
     assert sorted(r["endpoint"] for r in lines) == sorted(e for e, g in groups.items() if g["mismatches"])
     assert "compared" in p.admin("/report")[1].decode()
+    page = p.admin("/")[1].decode()  # the dashboard lists mismatches by endpoint with their rates
+    assert '<section id="diffs">' in page and 'data-endpoint="GET /field"' in page
 
 
 def test_black_holed_shadow_releases_held_replies(tmp_path: Path, upstream, proxy, fault) -> None:

@@ -1,0 +1,406 @@
+"""The dashboard page as a pure function: snapshots built by hand and by the real diag/report functions."""
+
+from __future__ import annotations
+
+import copy
+import html.parser
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from shadow_addon import compare, dashboard, diag, mappings, report, routing
+from shadow_addon.metrics import BUCKETS, PRODUCTION, SHADOW, Metrics
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+EVIL = "<script>alert(1)</script>\"'&"
+
+
+# ---------------------------------------------------------------------------------------------- a small DOM
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node | str] = field(default_factory=list)  # elements and text, in document order
+
+    @property
+    def text(self) -> str:
+        """All text below this node, as a reader sees it (whitespace collapsed)."""
+        parts: list[str] = []
+
+        def walk(n: Node) -> None:
+            for c in n.children:
+                if isinstance(c, str):
+                    parts.append(c)
+                else:
+                    walk(c)
+
+        walk(self)
+        return " ".join("".join(parts).split())
+
+    def iter(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        """Elements by tag and attribute values; `class_` matches one of the classes, `data_x` is data-x."""
+        out = []
+        for n in self.iter():
+            if tag is not None and n.tag != tag:
+                continue
+            ok = True
+            for k, v in attrs.items():
+                if k == "class_":
+                    ok = v in n.attrs.get("class", "").split()
+                else:
+                    ok = n.attrs.get(k.replace("_", "-")) == v
+                if not ok:
+                    break
+            if ok:
+                out.append(n)
+        return out
+
+    def one(self, tag: str | None = None, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, len(found))
+        return found[0]
+
+
+class _Builder(html.parser.HTMLParser):
+    def __init__(self, strict: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+        self.strict = strict
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        n = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(n)
+        if tag not in VOID:
+            self.stack.append(n)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if self.strict:
+            # Our own page must be balanced: every element closed, in order.
+            assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+            self.stack.pop()
+            return
+        for i in range(len(self.stack) - 1, 0, -1):  # a browser's serialisation: pop to the matching element
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(page: str, strict: bool = True) -> Node:
+    b = _Builder(strict)
+    b.feed(page)
+    b.close()
+    if strict:
+        assert [n.tag for n in b.stack] == ["#document"], "unclosed: " + ",".join(n.tag for n in b.stack[1:])
+    return b.root
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+
+def M(name: str, **kw: Any) -> mappings.Mapping:
+    spec = {"prefix": "/api/", "service": name + "-svc", **kw}
+    return mappings.build_mapping(name, "default", "m.yaml doc 1", spec)
+
+
+def real_snapshot() -> tuple[dict[str, Any], Metrics]:
+    """A snapshot made by the same functions Shadow.snapshot uses, from a table with a second shadow."""
+    table = routing.build_table(
+        [M("api"), M("api-shadow", shadow=True), M("z-second", shadow=True), M("other", prefix="/other/")]
+    )
+    m = Metrics()
+    for i in range(20):
+        m.record_upstream("api", "api-svc", PRODUCTION, 500 if i < 4 else 200, 0.003 if i % 2 else 0.02)
+    for i in range(10):
+        m.record_upstream("api-shadow", "api-shadow-svc", SHADOW, "error" if i < 5 else 200, 0.3)
+    m.record_drop("api-shadow", "overload")
+    m.record_drop("api-shadow", "overload")
+    m.record_drop("api-shadow", "timeout")
+    loaded = mappings.LoadResult()
+    loaded.files.append("/etc/shadow/mappings.yaml")
+    loaded.notices.append("m.yaml doc 4: not a Mapping (kind Host), skipped")
+    snap = {
+        "generated_at": 1_700_000_100.0,
+        "diag": diag.snapshot(table, loaded, 1_700_000_000.0, []),
+        "comparison": report.comparison(table, m),
+    }
+    return snap, m
+
+
+def resource(page: Node) -> Node:
+    return page.one("article", class_="resource")
+
+
+def cell(page: Node, role: str, metric: str) -> Node:
+    return resource(page).one("td", data_role=role, data_metric=metric)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_figures_equal_the_comparison_they_come_from() -> None:
+    snap, _ = real_snapshot()
+    page = parse(dashboard.render(snap))
+    row = snap["comparison"][0]
+    assert resource(page).attrs["data-shadow-mapping"] == "api-shadow"
+    for role in ("production", "shadow"):
+        for metric in ("requests", "errors", "error_rate", "p50", "p90", "p99"):
+            want = row[role][metric]
+            got = cell(page, role, metric).attrs["data-value"]
+            assert (float(got) if got else None) == want, (role, metric)
+    assert cell(page, "production", "requests").text == "20"
+    assert cell(page, "production", "error_rate").text == "20.0 %"
+    assert cell(page, "shadow", "error_rate").text == "50.0 %"
+    # The shadow is worse on errors and latency: those figures are marked, production's are not.
+    assert "worse" in cell(page, "shadow", "error_rate").attrs["class"].split()
+    assert "worse" in cell(page, "shadow", "p50").attrs["class"].split()
+    assert "worse" not in cell(page, "production", "error_rate").attrs["class"].split()
+    codes = {
+        (n.attrs["data-role"], n.attrs["data-code"]): int(n.attrs["data-value"])
+        for n in page.find_all("span", class_="code")
+    }
+    assert codes == {("production", "200"): 16, ("production", "500"): 4, ("shadow", "200"): 5, ("shadow", "error"): 5}
+    drops = {n.attrs["data-reason"]: n.attrs["data-value"] for n in page.find_all(data_metric="drops")}
+    assert drops == {"overload": "2", "timeout": "1"}
+    tiles = {
+        n.attrs["data-metric"]: int(n.attrs["data-value"])
+        for n in page.one(id="summary").find_all("div", class_="tile")
+    }
+    assert tiles == {"mappings": 4, "shadowed": 1, "config-errors": 1, "production-requests": 20,
+                     "shadow-requests": 10, "dropped": 3}  # fmt: skip
+
+
+def test_histogram_bars_follow_the_counts_of_both_roles() -> None:
+    snap, _ = real_snapshot()
+    page = parse(dashboard.render(snap))
+    svg = resource(page).one("svg", class_="hist")
+    row = snap["comparison"][0]
+    for role in ("production", "shadow"):
+        rects = svg.find_all("rect", data_role=role)
+        counts = row[role]["histogram"]["counts"]
+        assert len(rects) == len(BUCKETS) + 1 == len(counts)
+        assert [int(r.attrs["data-count"]) for r in rects] == counts
+        heights = [float(r.attrs["height"]) for r in rects]
+        # Taller bar, larger share: the drawing is ordered as the data is.
+        for i in range(len(counts)):
+            for j in range(len(counts)):
+                if counts[i] > counts[j]:
+                    assert heights[i] > heights[j]
+                elif counts[i] == counts[j]:
+                    assert heights[i] == heights[j]
+        assert all(h == 0 for h, c in zip(heights, counts, strict=True) if c == 0)
+    # Shares, not counts: production's two buckets of 10/20 and the shadow's one of 10/10 are drawn 1:2.
+    prod_h = max(float(r.attrs["height"]) for r in svg.find_all("rect", data_role="production"))
+    shadow_h = max(float(r.attrs["height"]) for r in svg.find_all("rect", data_role="shadow"))
+    assert shadow_h == pytest.approx(2 * prod_h, rel=0.01)
+    labels = [t.text for t in svg.find_all("text")]
+    assert "≤1 ms" in labels and "2.5 ms" in labels and "10 s" in labels and ">10 s" in labels
+    assert "latency (bucket upper bound)" in labels and "% of the role's requests" in labels
+
+
+def test_second_shadow_error_is_listed_and_its_row_highlighted() -> None:
+    snap, _ = real_snapshot()
+    page = parse(dashboard.render(snap))
+    msg = "cannot accept z-second as second shadow after api-shadow"
+    errors = page.one("section", id="errors")
+    assert errors.one("li", data_mapping="z-second.default").text == f"z-second.default: {msg}"
+    bad = page.one("tr", data_mapping="z-second.default")
+    assert "row-error" in bad.attrs["class"].split() and bad.attrs["data-error"] == "true"
+    assert msg in bad.text and "shadow (ignored)" in bad.text
+    good = page.one("tr", data_mapping="api-shadow.default")
+    assert good.attrs["data-error"] == "false" and "row-error" not in good.attrs.get("class", "")
+    assert page.one("section", id="notices").text.endswith("not a Mapping (kind Host), skipped")
+    assert page.one("dd", id="files").text == "/etc/shadow/mappings.yaml"
+    assert page.one("dd", id="loaded-at").text == "2023-11-14 22:13:20 UTC (1 min ago)"
+    assert page.one("dd", id="generated-at").text == "2023-11-14 22:15:00 UTC"
+
+
+def test_mappings_table_columns() -> None:
+    table = routing.build_table([M("a", weight=10), M("b"), M("s", shadow=True, weight=25)])
+    snap = {"generated_at": 1.0, "diag": diag.snapshot(table, None, 0.0, []), "comparison": []}
+    page = parse(dashboard.render(snap))
+    heads = [th.text for th in page.one("table", class_="mappings").find_all("th")]
+    assert heads == ["Name", "Namespace", "Prefix", "Service", "Resolved address", "Role", "Weight", "Canary share",
+                     "Group"]  # fmt: skip
+    cells = {tr.attrs["data-mapping"]: [td.text for td in tr.find_all("td")] for tr in page.find_all("tr")
+             if "data-mapping" in tr.attrs}  # fmt: skip
+    assert cells["a.default"] == ["a", "default", "/api/", "a-svc", "http://a-svc:80", "production", "10", "10 %", "#0"]
+    assert cells["b.default"][5:8] == ["production", "–", "90 %"]
+    assert cells["s.default"][5:8] == ["shadow", "25", "–"]
+
+
+def test_everything_from_user_files_is_escaped() -> None:
+    table = routing.build_table([M(f"n{EVIL}", service="n"), M("s", shadow=True, prefix=f"/p{EVIL}/")])
+    m = Metrics()
+    m.record_upstream("s", "s-svc", SHADOW, 200, 0.01)
+    m.record_drop("s", f"why{EVIL}")
+    loaded = mappings.LoadResult()
+    loaded.files.append(f"/f{EVIL}.yaml")
+    loaded.notices.append(f"notice{EVIL}")
+    snap = {
+        "generated_at": 1.0,
+        "diag": diag.snapshot(table, loaded, 1.0, [f"reload{EVIL}"]),
+        "comparison": report.comparison(table, m),
+        "compare": {"s": {f"k{EVIL}": 1}},
+        "diffs": evil_diffs(),
+    }
+    # Service names cannot hold these characters once parsed; the page must not rely on that.
+    snap["diag"]["mappings"][0]["service"] = f"svc{EVIL}"
+    snap["comparison"][0]["shadow_service"] = f"shadowsvc{EVIL}"
+    snap["diag"]["errors"].append({"mapping": f"m{EVIL}", "message": f"e{EVIL}"})
+    text = dashboard.render(snap)
+    assert "<script" not in text and "alert(1)</script>" not in text
+    page = parse(text)
+    assert not page.find_all("script")
+    # The reader sees the original text back, in every place it was shown.
+    whole = page.text
+    for shown in (f"n{EVIL}", f"/p{EVIL}/", f"svc{EVIL}", f"shadowsvc{EVIL}", f"why{EVIL}", f"/f{EVIL}.yaml",
+                  f"notice{EVIL}", f"reload{EVIL}", f"e{EVIL}", f"k{EVIL}", f"GET /e{EVIL}",
+                  f"GET /p{EVIL}"):  # fmt: skip
+        assert shown in whole, shown
+    assert page.one("span", data_reason=f"why{EVIL}")  # attribute values survive quoting intact
+    assert page.one("tr", data_mapping=f"n{EVIL}.default")
+
+
+def test_attribute_injection_is_inert() -> None:
+    name = 'x" onmouseover="alert(1)'
+    table = routing.build_table([M(name, service="x"), M("s", shadow=True)])
+    snap = {"generated_at": 1.0, "diag": diag.snapshot(table, None, 0.0, []), "comparison": []}
+    page = parse(dashboard.render(snap))
+    assert not [n for n in page.iter() if any(k.startswith("on") for k in n.attrs)]
+    assert page.one("tr", data_mapping=f"{name}.default")
+
+
+@pytest.mark.parametrize("snap", [{}, {"generated_at": 5.0, "diag": diag.snapshot(routing.Table(), None, 0.0, []),
+                                       "comparison": []}])  # fmt: skip
+def test_empty_state(snap: dict[str, Any]) -> None:
+    page = parse(dashboard.render(snap))
+    assert not page.find_all("article")
+    assert "No Mapping has a shadow" in page.one("section", id="comparison").text
+    assert "No Mappings loaded" in page.one("section", id="mappings").text
+    assert page.one("dd", id="loaded-at").text == "–" and page.one("dd", id="files").text == "none"
+    assert not page.find_all(id="errors") and not page.find_all(id="notices") and not page.find_all(id="diffs")
+    assert page.one("div", data_metric="config-errors").attrs["class"] == "tile"
+
+
+def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
+    table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=10)])
+    snap = {
+        "generated_at": 1.0,
+        "diag": diag.snapshot(table, None, 0.0, []),
+        "comparison": report.comparison(table, Metrics()),
+    }
+    page = parse(dashboard.render(snap))
+    assert [cell(page, "shadow", k).text for k in ("requests", "error_rate", "p50", "p99")] == ["0", "0 %", "–", "–"]
+    assert cell(page, "shadow", "p50").attrs["data-value"] == ""
+    svg = page.one("svg", class_="hist")
+    assert "no latency observed yet" in svg.text
+    assert all(float(r.attrs["height"]) == 0 for r in svg.find_all("rect", data_bucket="0"))
+    assert "gets a copy of 10 % of requests" in resource(page).text
+    assert resource(page).one("div", class_="drops").text == "Dropped copies none"
+
+
+def test_page_is_self_contained_and_refreshes() -> None:
+    snap, _ = real_snapshot()
+    text = dashboard.render(snap)
+    page = parse(text)
+    assert page.one("meta", http_equiv="refresh").attrs["content"] == "5"
+    for tag in ("script", "link", "img", "iframe", "object"):
+        assert not page.find_all(tag), tag
+    assert "url(" not in text and "@import" not in text
+    assert all(a.attrs["href"].startswith("/") for a in page.find_all("a"))  # only this admin server's own pages
+    assert page.one("head").one("title").text == "mitmproxy-shadow dashboard"
+    assert page.one("h1").text == "mitmproxy-shadow production vs shadow"
+
+
+def test_render_is_pure() -> None:
+    snap, _ = real_snapshot()
+    before = copy.deepcopy(snap)
+    assert dashboard.render(snap) == dashboard.render(snap)
+    assert snap == before
+
+
+def test_compare_and_diffs_only_when_present() -> None:
+    snap, _ = real_snapshot()
+    page = parse(dashboard.render(snap))
+    assert not page.find_all(data_metric="compare") and not page.find_all(id="diffs")
+    assert "Response comparison" not in page.text
+
+    snap["compare"] = {"api-shadow": {"skipped": 3, "mismatch": 2, "match": 40, "noise": 1}, "elsewhere": {"match": 9}}
+    store = compare.MismatchStore()
+    prod = compare.Reply.of(200, [("content-type", "application/json")], b'{"price": 10}')
+    other = compare.Reply.of(200, [("content-type", "application/json")], b'{"price": 12}')
+    cfg = compare.CompareConfig()
+    for i in range(8):
+        shadow = other if i < 2 else prod
+        store.add("api-shadow", "GET /v1/items/{id}", {"method": "GET", "path": f"/v1/items/{i}"}, prod, shadow,
+                  compare.compare(prod, shadow, cfg), now=1.0 + i)  # fmt: skip
+    store.add("api-shadow", "POST /v1/orders", {"method": "POST", "path": "/v1/orders"}, prod, None,
+              compare.skipped("shadow timeout"), now=9.0)  # fmt: skip
+    snap["diffs"] = store.to_json()
+    page = parse(dashboard.render(snap))
+    chips = [(n.attrs["data-result"], n.attrs["data-value"]) for n in resource(page).find_all(data_metric="compare")]
+    assert chips == [("match", "40"), ("mismatch", "2"), ("noise", "1"), ("skipped", "3")]
+    assert "bad" in resource(page).one(data_result="mismatch").attrs["class"].split()
+    diffs = page.one("section", id="diffs")
+    groups = [[td.text for td in tr.find_all("td")] for tr in diffs.find_all("tr", class_="diff-group")]
+    assert groups == [["api-shadow", "GET /v1/items/{id}", "8", "2", "0", "0", "25.0 %"],
+                      ["api-shadow", "POST /v1/orders", "0", "0", "0", "1", "0 %"]]  # fmt: skip
+    latest = [tr for tr in diffs.find_all("tr", class_="diff")]
+    assert len(latest) == 2 and "/price: 10 -> 12" in latest[0].text and "GET /v1/items/1" in latest[0].text
+
+    snap["diffs"] = compare.MismatchStore().to_json()
+    assert "Nothing compared yet." in parse(dashboard.render(snap)).one("section", id="diffs").text
+
+
+def evil_diffs() -> dict[str, object]:
+    store = compare.MismatchStore()
+    prod = compare.Reply.of(200, [("content-type", "application/json")], json.dumps({f"k{EVIL}": 1}).encode())
+    shadow = compare.Reply.of(500, [("content-type", "application/json")], json.dumps({f"k{EVIL}": 2}).encode())
+    store.add(f"m{EVIL}", f"GET /e{EVIL}", {"method": "GET", "path": f"/p{EVIL}"}, prod, shadow,
+              compare.compare(prod, shadow, compare.CompareConfig()), now=1.0)  # fmt: skip
+    return store.to_json()
+
+
+@pytest.mark.parametrize(
+    ("fn", "value", "expected"),
+    [
+        (dashboard.fmt_ms, None, "–"),
+        (dashboard.fmt_ms, 0.00726, "7.26 ms"),
+        (dashboard.fmt_ms, 0.0204, "20.4 ms"),
+        (dashboard.fmt_ms, 1.2346, "1,235 ms"),
+        (dashboard.fmt_pct, 0.0, "0 %"),
+        (dashboard.fmt_pct, 0.1, "10.0 %"),
+        (dashboard.fmt_pct, 1.0, "100 %"),
+        (dashboard.fmt_pct, None, "–"),
+        (dashboard.fmt_int, 1234567, "1,234,567"),
+        (dashboard.fmt_int, None, "–"),
+        (dashboard.fmt_time, 0.0, "–"),
+        (dashboard.fmt_time, 86400.5, "1970-01-02 00:00:00 UTC"),
+        (dashboard.fmt_age, 59.9, "59 s ago"),
+        (dashboard.fmt_age, 3725.0, "1 h 2 min ago"),
+        (dashboard.fmt_bound, 0.0025, "2.5 ms"),
+        (dashboard.fmt_bound, 2.5, "2.5 s"),
+    ],
+)
+def test_number_formats(fn: Any, value: Any, expected: str) -> None:
+    assert fn(value) == expected
