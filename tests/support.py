@@ -64,7 +64,7 @@ class Behaviour:
 class Upstream:
     """A threaded HTTP/1.1 server on 127.0.0.1 that records every request it answers."""
 
-    def __init__(self, name: str, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, name: str, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.name = name
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
@@ -119,7 +119,7 @@ class Upstream:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         default_handle_error = self.server.handle_error
 

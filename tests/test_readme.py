@@ -1,0 +1,147 @@
+"""Every command in the README's shell blocks is run here, as written, so the README cannot rot."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import ROOT, Upstream, wait_until
+
+README = ROOT / "README.md"
+VENV_BIN = Path(sys.executable).parent
+
+
+def readme_commands() -> list[str]:
+    """The commands of the ```sh blocks, continuation lines joined and comments dropped."""
+    blocks = re.findall(r"^ *```sh\n(.*?)^ *```", README.read_text(), flags=re.S | re.M)
+    commands = []
+    for block in blocks:
+        text = re.sub(r"\\\n\s*", " ", block)
+        for line in text.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def run(cmd: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_every_readme_command_is_exercised_here() -> None:
+    handled = {"scripts/test", "scripts/demo", "scripts/demo --keep"}
+    for cmd in readme_commands():
+        assert cmd in handled or cmd.startswith(
+            (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c")
+        ), f"README command not exercised by tests/test_readme.py: {cmd}"
+    assert {"scripts/test", "scripts/demo"} <= set(readme_commands())
+
+
+def test_scripts_test_is_what_ci_runs_and_it_bootstraps() -> None:
+    assert "exec scripts/test" in (ROOT / ".ci" / "run").read_text()  # CI runs the whole suite through it
+    r = run("scripts/test --collect-only -q tests/test_routing.py", 300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tests collected" in r.stdout
+
+
+def test_scripts_demo_as_written() -> None:
+    r = run("scripts/demo", 240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "production vs shadow" in r.stdout and "Dashboard: http://127.0.0.1:" in r.stdout
+
+
+def test_scripts_demo_keep_runs_until_ctrl_c() -> None:
+    proc = subprocess.Popen(["scripts/demo", "--keep"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        assert any("Press Ctrl-C to stop." in x for x in out), "".join(out)[-3000:]
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, "".join(out)[-2000:] + rest[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _mitmdump_command() -> str:
+    cmds = [c for c in readme_commands() if c.startswith(".venv/bin/mitmdump -s shadow_addon/addon.py")]
+    assert len(cmds) == 1, cmds
+    return cmds[0]
+
+
+def test_shadow_your_own_service_command_as_written() -> None:
+    cmd = _mitmdump_command()
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", cmd)]
+    assert len(ports) == 3, cmd  # the reverse target, the service and its shadow
+    servers: list[Upstream] = []
+    try:
+        for name, port in zip(("reverse-target", "myservice", "myservice-shadow"), ports, strict=True):
+            try:
+                servers.append(Upstream(name, port=port))
+            except OSError:
+                pytest.skip(f"port {port} from the README is in use on this machine")
+        reverse, svc, shadow = servers
+        proc = subprocess.Popen(cmd.split() + ["--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True)  # fmt: skip
+        try:
+            listen: list[int] = []
+            assert proc.stdout is not None
+            for _ in range(50):
+                line = proc.stdout.readline()
+                if m := re.search(r"listening at 127\.0\.0\.1:(\d+)", line):
+                    listen.append(int(m.group(1)))
+                    break
+            assert listen, "mitmdump did not report its port"
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", listen[0], timeout=10)
+            for i in range(100):
+                conn.request("GET", f"/myservice/item/{i}")
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 200
+            conn.request("GET", "/other")
+            conn.getresponse().read()
+            conn.close()
+            assert svc.count() == 100 and svc.seen[0].path == "/item/0"  # rewrite "/" by default
+            assert reverse.count() == 1  # the implicit production service
+            assert wait_until(lambda: shadow.count() >= 1, 10)  # weight 10: ~10 of 100 copied
+            assert shadow.count() < 40
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_addon_path_command_for_installed_packages() -> None:
+    cmds = [c for c in readme_commands() if c.startswith(".venv/bin/python -c")]
+    assert cmds
+    for cmd in cmds:
+        r = run(cmd, 60)
+        assert r.returncode == 0, r.stderr
+        assert Path(r.stdout.strip()).is_file() and r.stdout.strip().endswith("shadow_addon/addon.py")
