@@ -1,16 +1,25 @@
 """Emissary `Mapping` records: reading every YAML form, validation with one-line errors.
 
 Pure: `parse_text` takes text; `load_path` is the only function that touches the file system.
+
+Hostile input: every problem is reported as one line naming the file (and the document, Mapping and field when
+there is one), never raised. Reading is bounded: a file may hold at most MAX_FILE_BYTES, MAX_NODES YAML nodes and
+MAX_DEPTH levels of nesting; anchors and aliases are allowed (Kubernetes YAML has them) and never expanded, and
+messages show values through `_show`, which stops after a few elements, so an alias "billion laughs" costs no more
+than its text. Strings that go on the wire (added headers, rewrites, service hosts) are refused if they hold
+characters that would split an HTTP message (CR, LF, NUL, whitespace where the grammar has none).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 
 from . import regex
 
@@ -56,6 +65,14 @@ LIST_KINDS = frozenset({"List", "MappingList"})
 FLAT_META_KEYS = frozenset({"apiVersion", "kind", "name", "namespace", "metadata"})
 
 DEFAULT_TIMEOUT_MS = 3000  # Emissary: cluster_request_timeout_ms default (v3route.py)
+MAX_TIMEOUT_MS = 2**31 - 1  # Envoy durations in ms fit an int32; larger values only overflow later
+
+# Reading limits (see the module docstring). The pure-Python YAML reader costs tens of microseconds per node, and
+# a reload runs in the proxy's event loop: these keep a mistaken path (a log, a dump) from stalling traffic.
+MAX_FILE_BYTES = 4 * 1024 * 1024  # ~20,000 Mappings of ordinary size
+MAX_NODES = 200_000  # per file: ~9,000 Mappings, a few seconds of reading at most
+MAX_DEPTH = 64  # a Mapping nests about 6 levels (List > items > Mapping > spec > headers > value)
+MAX_INT_BITS = 256  # YAML integers beyond this are refused: no field needs them, and printing huge ones is slow
 
 
 class MappingError(ValueError):
@@ -130,6 +147,52 @@ def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+class _Show(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > MAX_INT_BITS:  # never reached from YAML (refused on reading); kept for direct callers
+            return f"<{x.bit_length()}-bit integer>"
+        return super().repr_int(x, level)
+
+
+# Bounded repr for messages: a shared (aliased) structure is never walked past a few elements, strings and
+# numbers are cut in the middle, and non-printable characters come out escaped, so the message stays one line.
+_SHOW = _Show(
+    maxlevel=2, maxtuple=4, maxlist=4, maxarray=4, maxdict=4, maxset=4, maxfrozenset=4, maxdeque=4,
+    maxstring=80, maxlong=80, maxother=80,
+)  # fmt: skip
+
+
+def _show(v: Any) -> str:
+    if v is None or isinstance(v, bool):  # as the user wrote them in YAML
+        return "null" if v is None else str(v).lower()
+    return _SHOW.repr(v)
+
+
+def _clean(s: str) -> str:
+    """Text from a file or a path, safe inside a one-line message: non-printable characters escaped."""
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+# RFC 9110 field-name token; values and paths must not hold what would end or split an HTTP/1 line.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LINE_BREAKERS = frozenset("\r\n\0")
+
+
+def _no_breakers(key: str, v: str) -> str:
+    if any(c in _LINE_BREAKERS for c in v):
+        raise ValueError(f"{key} must not contain CR, LF or NUL, got {_show(v)}")
+    return v
+
+
+def _no_space(key: str, v: str) -> str:
+    """A path or a host: no whitespace or control characters (they would corrupt the request line or Host)."""
+    if any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError(f"{key} must not contain whitespace or control characters, got {_show(v)}")
+    return v
+
+
 def _str(spec: dict[str, Any], key: str, *, required: bool = False, empty_ok: bool = True) -> str | None:
     if key not in spec or spec[key] is None:
         if required:
@@ -137,7 +200,7 @@ def _str(spec: dict[str, Any], key: str, *, required: bool = False, empty_ok: bo
         return None
     v = spec[key]
     if not isinstance(v, str):
-        raise ValueError(f"{key} must be a string, got {_type_name(v)} {v!r}")
+        raise ValueError(f"{key} must be a string, got {_type_name(v)} {_show(v)}")
     if not empty_ok and not v:
         raise ValueError(f"{key} must not be empty")
     return v
@@ -148,25 +211,30 @@ def _bool(spec: dict[str, Any], key: str, default: bool) -> bool:
         return default
     v = spec[key]
     if not isinstance(v, bool):
-        raise ValueError(f"{key} must be a boolean (true or false), got {_type_name(v)} {v!r}")
+        raise ValueError(f"{key} must be a boolean (true or false), got {_type_name(v)} {_show(v)}")
     return v
 
 
-def _int(spec: dict[str, Any], key: str, lo: int, hi: int | None, what: str) -> int | None:
+def _int(spec: dict[str, Any], key: str, lo: int, hi: int, what: str, too_big: str | None = None) -> int | None:
     if key not in spec or spec[key] is None:
         return None
     v = spec[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        shown = repr(v) if isinstance(v, str | int | float | bool) else _type_name(v)
+    shown = _show(v) if isinstance(v, str | int | float | bool) else _type_name(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (v > hi and too_big is None):
         raise ValueError(f"{key} must be {what}, got {shown}")
+    if v > hi:
+        raise ValueError(f"{key} must be {too_big}, got {shown}")
     return v
 
 
-def _regex(key: str, pattern: str) -> str:
+def _regex(key: str, pattern: str, case_sensitive: bool = True) -> str:
     try:
-        regex.compile(pattern)
+        regex.compile(pattern, case_sensitive)
     except ValueError as e:
-        raise ValueError(f"{key} is not a valid RE2 regular expression {pattern!r}: {e}") from None
+        # RE2's reason quotes the pattern raw (newlines and all): cleaned and cut to keep one short line.
+        reason = _clean(str(e))
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise ValueError(f"{key} is not a valid RE2 regular expression {_show(pattern)}: {reason}") from None
     return pattern
 
 
@@ -179,15 +247,15 @@ def _match_map(spec: dict[str, Any], key: str, *, regex: bool) -> tuple[tuple[st
     out: list[tuple[str, str | None]] = []
     for name, value in raw.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{key} has a name that is not a string: {name!r}")
+            raise ValueError(f"{key} has a name that is not a string: {_show(name)}")
         if value is True and not regex:
             out.append((name, None))  # v0-v2: `true` means "must be present" (irhttpmapping.py)
         elif isinstance(value, str):
-            out.append((name, _regex(f"{key}.{name}", value) if regex else value))
+            out.append((name, _regex(f"{key}.{_clean(name)}", value) if regex else value))
         elif isinstance(value, int | float) and not isinstance(value, bool) and not regex:
             out.append((name, str(value)))  # YAML reads `x-version: 2` as a number; Emissary compares text
         else:
-            raise ValueError(f"{key}.{name} must be a string, got {_type_name(value)} {value!r}")
+            raise ValueError(f"{key}.{_clean(name)} must be a string, got {_type_name(value)} {_show(value)}")
     return tuple(out)
 
 
@@ -200,16 +268,19 @@ def _header_adds(spec: dict[str, Any], key: str) -> tuple[HeaderAdd, ...]:
     out = []
     for name, value in raw.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{key} has a header name that is not a string: {name!r}")
+            raise ValueError(f"{key} has a header name that is not a string: {_show(name)}")
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"{key} has an invalid header name {_show(name)}")
         if isinstance(value, dict):  # {value: ..., append: ...}
+            _known_keys(f"{key}.{name}", value, ("value", "append"))
             v, append = value.get("value"), value.get("append", True)
             if not isinstance(v, str | int | float) or isinstance(v, bool):
                 raise ValueError(f"{key}.{name}.value must be a string, got {_type_name(v)}")
             if not isinstance(append, bool):
                 raise ValueError(f"{key}.{name}.append must be a boolean, got {_type_name(append)}")
-            out.append(HeaderAdd(name, str(v), append))
+            out.append(HeaderAdd(name, _no_breakers(f"{key}.{name}.value", str(v)), append))
         elif isinstance(value, str | int | float) and not isinstance(value, bool):
-            out.append(HeaderAdd(name, str(value)))
+            out.append(HeaderAdd(name, _no_breakers(f"{key}.{name}", str(value))))
         else:
             raise ValueError(f"{key}.{name} must be a string or {{value, append}}, got {_type_name(value)}")
     return tuple(out)
@@ -232,12 +303,44 @@ def _regex_rewrite(spec: dict[str, Any]) -> tuple[str, str] | None:
         return None
     if not isinstance(raw, dict):
         raise ValueError(f"regex_rewrite must be a mapping with pattern and substitution, got {_type_name(raw)}")
+    _known_keys("regex_rewrite", raw, ("pattern", "substitution"))
     pattern, subst = raw.get("pattern"), raw.get("substitution", "")
     if not isinstance(pattern, str) or not pattern:
         raise ValueError("regex_rewrite.pattern must be a non-empty string")
     if not isinstance(subst, str):
         raise ValueError(f"regex_rewrite.substitution must be a string, got {_type_name(subst)}")
-    return _regex("regex_rewrite.pattern", pattern), subst
+    _regex("regex_rewrite.pattern", pattern)
+    _substitution(_no_space("regex_rewrite.substitution", subst), regex.compile(pattern).groups)
+    return pattern, subst
+
+
+def _substitution(subst: str, groups: int) -> None:
+    """RE2 rewrite syntax, as Envoy's regex_rewrite uses it (re2.cc Rewrite/CheckRewriteString): a backslash
+    is followed by a group digit (at most the pattern's group count) or by another backslash, nothing else."""
+    i = 0
+    while i < len(subst):
+        if subst[i] != "\\":
+            i += 1
+            continue
+        nxt = subst[i + 1 : i + 2]
+        if nxt.isascii() and nxt.isdigit():
+            if int(nxt) > groups:
+                raise ValueError(
+                    f"regex_rewrite.substitution refers to group \\{nxt}, but the pattern has {groups} group(s)"
+                )
+        elif nxt != "\\":
+            raise ValueError(
+                "regex_rewrite.substitution: a backslash must be followed by a group digit or a backslash, "
+                f"got {_show(subst[i : i + 2])}"
+            )
+        i += 2
+
+
+def _known_keys(key: str, raw: dict[Any, Any], known: tuple[str, ...]) -> None:
+    """Nested objects refuse unknown keys as the spec does: `{value: x, apend: false}` must not pass."""
+    for k in raw:
+        if k not in known:
+            raise ValueError(f"{key} has an unknown key {_show(k)} (expected {', '.join(known)})")
 
 
 def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) -> Mapping:
@@ -251,21 +354,23 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
         else:
             # An unknown field is refused, not ignored: a typo such as `shaddow: true` would otherwise turn
             # a shadow into a canary taking production traffic.
-            raise ValueError(f"unknown field {key!r}")
+            raise ValueError(f"unknown field {_show(key)}")
     prefix = _str(spec, "prefix", required=True, empty_ok=False)
     service = _str(spec, "service", required=True, empty_ok=False)
     assert prefix is not None and service is not None
+    case_sensitive = _bool(spec, "case_sensitive", True)
     prefix_regex = _bool(spec, "prefix_regex", False)
     prefix_exact = _bool(spec, "prefix_exact", False)
     if prefix_regex and prefix_exact:
         raise ValueError("prefix_regex and prefix_exact cannot both be true")
     if prefix_regex:
-        _regex("prefix", prefix)
+        # With the flags routing compiles it with: a case-folded pattern can outgrow RE2's memory budget.
+        _regex("prefix", prefix, case_sensitive)
     if "rewrite" in spec and spec["rewrite"] is None:
         rewrite: str | None = ""
     else:
         rewrite = _str(spec, "rewrite")
-        rewrite = "/" if rewrite is None else rewrite
+        rewrite = "/" if rewrite is None else _no_space("rewrite", rewrite)
     host = _str(spec, "host")
     host_regex = _bool(spec, "host_regex", False)
     if host is not None and host_regex:
@@ -273,7 +378,9 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
     method = _str(spec, "method", empty_ok=False)
     weight = _int(spec, "weight", 0, 100, "an integer 0..100")
     precedence = _int(spec, "precedence", -(2**31), 2**31 - 1, "an integer")
-    timeout_ms = _int(spec, "timeout_ms", 0, None, "a non-negative integer (milliseconds)")
+    timeout_ms = _int(spec, "timeout_ms", 0, MAX_TIMEOUT_MS, "a non-negative integer (milliseconds)",
+                      f"at most {MAX_TIMEOUT_MS} (milliseconds)")  # fmt: skip
+    host_rewrite = _str(spec, "host_rewrite", empty_ok=False)
     _parse_service(service)  # reject unparseable services now, not on the first request
     return Mapping(
         name=name,
@@ -301,8 +408,8 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
         remove_request_headers=_name_list(spec, "remove_request_headers"),
         add_response_headers=_header_adds(spec, "add_response_headers"),
         remove_response_headers=_name_list(spec, "remove_response_headers"),
-        host_rewrite=_str(spec, "host_rewrite", empty_ok=False),
-        case_sensitive=_bool(spec, "case_sensitive", True),
+        host_rewrite=_no_space("host_rewrite", host_rewrite) if host_rewrite is not None else None,
+        case_sensitive=case_sensitive,
         ignored_fields=tuple(sorted(ignored)),
     )
 
@@ -321,8 +428,9 @@ class Address:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+# A host is a DNS name, an IPv4 address or a bracketed IPv6 address: nothing that could corrupt a Host header.
 _SERVICE_RE = re.compile(
-    r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[^\]]+\]|[^:/\[\]]+)(?::(?P<port>[^/]*))?$"
+    r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[0-9A-Za-z:.%_-]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>[^/]*))?$"
 )
 
 
@@ -333,18 +441,19 @@ def _parse_service(service: str) -> tuple[str | None, str, int | None]:
     """
     m = _SERVICE_RE.match(service.strip())
     if not m:
-        raise ValueError(f"service must be [scheme://]host[:port], got {service!r}")
+        raise ValueError(f"service must be [scheme://]host[:port], got {_show(service)}")
     scheme = m.group("scheme")
     if scheme is not None:
         scheme = scheme.lower()
         if scheme not in ("http", "https"):
-            raise ValueError(f"service scheme must be http or https, got {scheme!r}")
+            raise ValueError(f"service scheme must be http or https, got {_show(scheme)}")
     host = m.group("host").strip("[]")
     port_s = m.group("port")
     port = None
     if port_s is not None:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise ValueError(f"service port must be 1..65535, got {port_s!r}")
+        # isascii: str.isdigit accepts other scripts' digits (and superscripts, which int() refuses)
+        if not (port_s.isascii() and port_s.isdigit()) or len(port_s) > 5 or not 0 < int(port_s) < 65536:
+            raise ValueError(f"service port must be 1..65535, got {_show(port_s)}")
         port = int(port_s)
     return scheme, host, port
 
@@ -361,7 +470,7 @@ def parse_service_override(spec: str) -> tuple[str, Address, bool]:
     name, sep, target = spec.partition("=")
     name, target = name.strip(), target.strip()
     if not sep or not name or not target:
-        raise ValueError(f"expected NAME=[scheme://]HOST:PORT, got {spec!r}")
+        raise ValueError(f"expected NAME=[scheme://]HOST:PORT, got {_show(spec)}")
     scheme, host, port = _parse_service(target)
     addr = Address(scheme or "http", host, port or (443 if scheme == "https" else 80))
     return name, addr, scheme is not None
@@ -397,11 +506,101 @@ def override_matches(name: str, service: str, namespace: str) -> bool:
 # ---------------------------------------------------------------- documents
 
 
+class _Limit(yaml.MarkedYAMLError):
+    """A reading limit was reached (not a syntax error): reported as "YAML <problem> at line L column C"."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds, and with every failure turned into a YAMLError carrying a position.
+
+    PyYAML's constructors raise ValueError, IndexError, KeyError... on some hostile scalars (`!!int ''`,
+    `2001-02-30`, a 5000-digit integer); here each becomes a ConstructorError at the scalar's line and column.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # The composer recurses once per nesting level: bound it here, where the position is known, rather
+        # than by RecursionError, whose depth depends on the caller's stack.
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Limit(None, None, f"has more than {MAX_NODES} nodes in one file", self.peek_event().start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise _Limit(None, None, f"nests deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        # A repeated key silently wins in PyYAML; Kubernetes refuses it ("mapping key already defined"), and a
+        # second `shadow:` or `weight:` further down a spec is exactly the mistake that must not pass unseen.
+        # Checked on the keys as written (at compose time): merging (`<<`) adds keys later, and overriding merged
+        # keys is what merging is for.
+        node = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            k = (key_node.tag, key_node.value)
+            if k in seen:
+                raise ConstructorError(None, None, f"duplicate key {_show(key_node.value)}", key_node.start_mark)
+            seen.add(k)
+        return node
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as e:  # noqa: BLE001 - third-party constructors fail in many ways; each is reported
+            kind = node.tag.rsplit(":", 1)[-1] if isinstance(node.tag, str) else "value"
+            value = f" {_show(node.value)}" if isinstance(node, yaml.ScalarNode) else ""
+            reason = _clean(str(e).split(";")[0])[:120]
+            raise ConstructorError(None, None, f"invalid {kind}{value}: {reason}", node.start_mark) from None
+
+    def construct_yaml_int(self, node: Any) -> int:
+        raw = node.value if isinstance(node.value, str) else ""
+        if len(raw) > 100:  # checked before converting: Python refuses decimals past 4300 digits, in its own words
+            raise ConstructorError(None, None, f"integer too large: {_show(raw)}", node.start_mark)
+        value = super().construct_yaml_int(node)
+        if value.bit_length() > MAX_INT_BITS:  # `1:1:1:...` (base 60) grows fast from short text
+            raise ConstructorError(None, None, f"integer too large: {_show(raw)}", node.start_mark)
+        return value
+
+    def construct_yaml_str(self, node: Any) -> str:
+        value = super().construct_yaml_str(node)
+        # A "\udcff" escape yields a lone surrogate: not a character, and it cannot be logged or sent as UTF-8.
+        if isinstance(value, str) and _SURROGATE_RE.search(value):
+            raise ConstructorError(None, None, f"not a Unicode character in {_show(value)}", node.start_mark)
+        return value
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+
+
+def _at(mark: Any) -> str:
+    return f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    line = text.count("\n", 0, position)
+    return line + 1, position - (text.rfind("\n", 0, position) + 1) + 1
+
+
 def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
+    """The documents of one file, numbered from 1; raise MappingError (one line) for anything unreadable."""
     docs: list[tuple[int, Any]] = []
     n = cur = 0
-    loader = yaml.SafeLoader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # the reader checks every character here, before the first document
         while True:
             cur = n + 1
             if not loader.check_data():
@@ -409,15 +608,23 @@ def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
             data = loader.get_data()
             n = cur
             docs.append((n, data))
+    except yaml.reader.ReaderError as e:
+        # Not tied to a document: the reader refuses the character wherever it is.
+        line, col = _line_col(text, e.position)
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        raise MappingError(f"{path}: YAML syntax error at line {line} column {col}: unacceptable character "
+                           f"#x{char:04x}: {_clean(str(e.reason))}") from None  # fmt: skip
+    except _Limit as e:
+        raise MappingError(f"{path} doc {cur}: YAML {e.problem}{_at(e.problem_mark)}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise MappingError(f"{path} doc {cur}: YAML syntax error{at}: {problem}") from None
-    except RecursionError:
+        raise MappingError(f"{path} doc {cur}: YAML syntax error{_at(mark)}: {_clean(problem)}") from None
+    except RecursionError:  # not expected (nesting is bounded above); kept so a deep stack never escapes
         raise MappingError(f"{path} doc {cur}: YAML nesting too deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs
 
 
@@ -430,6 +637,11 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         return
     kind = obj.get("kind")
     api = obj.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        # Checked first: kind and apiVersion go through set lookups, which a list or a mapping would break.
+        shown = "" if kind is None else f", got {_type_name(kind)} {_show(kind)}"
+        result.errors.append(f"{where}: kind is required (e.g. kind: Mapping){shown}")
+        return
     if kind in LIST_KINDS:
         items = obj.get("items")
         if not isinstance(items, list):
@@ -441,15 +653,13 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         for i, sub in enumerate(items, 1):
             _one_document(sub, path, doc, i, result)
         return
-    if not isinstance(kind, str) or not kind:
-        result.errors.append(f"{where}: kind is required (e.g. kind: Mapping)")
-        return
     if kind != "Mapping":
-        result.notices.append(f"{where}: skipped kind {kind} (only Mappings are used)")
+        result.notices.append(f"{where}: skipped kind {_clean(kind[:80])} (only Mappings are used)")
         return
-    if api not in MAPPING_API_VERSIONS:
+    if not isinstance(api, str) or api not in MAPPING_API_VERSIONS:
         result.errors.append(
-            f"{where}: apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; got {api!r}"
+            f"{where}: apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; "
+            f"got {_show(api)}"
         )
         return
     if api in FLAT_API_VERSIONS:
@@ -464,15 +674,18 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         name, namespace = meta.get("name"), meta.get("namespace", "default")
         spec = obj.get("spec")
         name_field = "metadata.name"
-        if not isinstance(spec, dict):
-            label = f" (Mapping {name}.{namespace})" if isinstance(name, str) else ""
-            result.errors.append(f"{where}{label}: spec must be a mapping, got {_type_name(spec)}")
-            return
     if not isinstance(name, str) or not name:
         result.errors.append(f"{where}: {name_field} is required and must be a string")
         return
-    if not isinstance(namespace, str) or not namespace:
-        result.errors.append(f"{where} (Mapping {name}): namespace must be a non-empty string")
+    if not name.isprintable():
+        # The name is in every message, log line and metric label of this Mapping: no line breaks or controls.
+        result.errors.append(f"{where}: {name_field} must be printable text, got {_show(name)}")
+        return
+    if not isinstance(namespace, str) or not namespace or not namespace.isprintable():
+        result.errors.append(f"{where} (Mapping {name}): namespace must be a non-empty printable string")
+        return
+    if not isinstance(spec, dict):
+        result.errors.append(f"{where} (Mapping {name}.{namespace}): spec must be a mapping, got {_type_name(spec)}")
         return
     try:
         m = build_mapping(name, namespace, where, spec)
@@ -487,8 +700,16 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
 
 
 def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadResult:
-    """Parse one file's text into `result` (a new one if None). Never raises for bad input."""
+    """Parse one file's text into `result` (a new one if None). Never raises for bad input.
+
+    Mappings of valid documents are kept beside the errors of others (for diagnostics); a caller that serves
+    traffic must use `mappings` only when `errors` is empty, as `load_path` ensures.
+    """
     result = result if result is not None else LoadResult()
+    path = _clean(path)
+    if len(text) > MAX_FILE_BYTES:
+        result.errors.append(f"{path}: {_too_large(len(text), 'characters')}")
+        return result
     try:
         docs = _iter_documents(text, path)
     except MappingError as e:
@@ -497,6 +718,11 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     for doc, obj in docs:
         _one_document(obj, path, doc, None, result)
     return result
+
+
+def _too_large(size: int, unit: str) -> str:
+    return (f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} {unit}); split the Mappings into "
+            "several files in a directory")  # fmt: skip
 
 
 def check_duplicates(result: LoadResult) -> None:
@@ -508,34 +734,55 @@ def check_duplicates(result: LoadResult) -> None:
 
 
 def mapping_files(path: str) -> list[str]:
-    """A file, or the `*.yaml`/`*.yml` files of a directory (sorted, not recursive)."""
+    """A file, or the `*.yaml`/`*.yml` files of a directory (sorted, not recursive).
+
+    As the shell's `*.yaml` does, hidden files are left out: editors and tools that write a temporary copy
+    beside the file and rename it into place usually give it a leading dot, and a half-written copy must not load.
+    """
     if os.path.isdir(path):
         return [
             os.path.join(path, f)
             for f in sorted(os.listdir(path))
-            if f.endswith((".yaml", ".yml")) and os.path.isfile(os.path.join(path, f))
+            if f.endswith((".yaml", ".yml")) and not f.startswith(".") and os.path.isfile(os.path.join(path, f))
         ]
     return [path]
 
 
 def load_path(path: str) -> LoadResult:
-    """Read and validate every Mapping under `path`. Errors are collected, never raised."""
+    """Read and validate every Mapping under `path`. Errors are collected, never raised.
+
+    All or nothing: when `errors` is not empty, `mappings` is empty, so no caller can serve a partial table.
+    Each file is read once, as it is at that moment; a file caught half-written either fails (and the caller
+    keeps its previous configuration) or, cut at a document boundary, reads as fewer Mappings. Writers
+    should replace files atomically (write a temporary file, then rename it over the old one).
+    """
     result = LoadResult()
-    if not os.path.exists(path):
-        result.errors.append(f"{path}: no such file or directory")
+    try:
+        files = mapping_files(path) if os.path.exists(path) else None
+    except OSError as e:  # e.g. a directory that cannot be listed
+        result.errors.append(f"{_clean(path)}: cannot read: {e.strerror or e}")
         return result
-    for f in mapping_files(path):
+    if files is None:
+        result.errors.append(f"{_clean(path)}: no such file or directory")
+        return result
+    for f in files:
         result.files.append(f)
         try:
             with open(f, "rb") as fh:
-                raw = fh.read()
+                raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused without reading it all
+            if len(raw) > MAX_FILE_BYTES:
+                size = max(os.path.getsize(f), len(raw))  # a device or pipe reports no size
+                result.errors.append(f"{_clean(f)}: {_too_large(size, 'bytes')}")
+                continue
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            result.errors.append(f"{f}: not UTF-8 text (byte {e.start})")
+            result.errors.append(f"{_clean(f)}: not UTF-8 text (byte {e.start})")
             continue
         except OSError as e:
-            result.errors.append(f"{f}: cannot read: {e.strerror or e}")
+            result.errors.append(f"{_clean(f)}: cannot read: {e.strerror or e}")
             continue
         parse_text(text, f, result)
     check_duplicates(result)
+    if result.errors:
+        result.mappings = []
     return result

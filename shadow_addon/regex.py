@@ -32,5 +32,26 @@ def compile(pattern: str, case_sensitive: bool = True) -> Any:  # noqa: A001 - m
 
 
 def substitute(compiled: Any, substitution: str, text: str) -> str:
-    """Replace every match, `\\1`..`\\9` naming groups (Envoy regex_rewrite uses RE2::GlobalReplace)."""
-    return compiled.sub(substitution, text)
+    """Replace every match as Envoy's regex_rewrite does (RE2::GlobalReplace): `\\0` is the whole match, `\\1`..
+    `\\9` a group, `\\\\` a backslash. (Python's replacement rules differ: there `\\0` is a NUL character.)"""
+    return compiled.sub(python_template(substitution), text)
+
+
+@functools.lru_cache(maxsize=1024)
+def python_template(substitution: str) -> str:
+    """An RE2 rewrite string as a Python `re.sub` template."""
+    out: list[str] = []
+    i = 0
+    while i < len(substitution):
+        c = substitution[i]
+        nxt = substitution[i + 1] if i + 1 < len(substitution) else ""
+        if c == "\\" and nxt.isdigit():
+            out.append(f"\\g<{nxt}>")
+            i += 2
+        elif c == "\\" and nxt == "\\":
+            out.append("\\\\")
+            i += 2
+        else:
+            out.append("\\\\" if c == "\\" else c)  # any other backslash is taken literally
+            i += 1
+    return "".join(out)

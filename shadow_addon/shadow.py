@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import logging
@@ -294,19 +295,6 @@ class Shadow:
 
     # ------------------------------------------------------------------ configuration loading
 
-    def _files_signature(self) -> tuple[object, ...]:
-        path = ctx.options.mappings
-        if not path:
-            return ()
-        sig: list[object] = []
-        try:
-            for f in mappings.mapping_files(path):
-                st = os.stat(f)
-                sig.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            sig.append(("missing", path))
-        return tuple(sig)
-
     def _self_loop_errors(self, table: routing.Table) -> list[str]:
         """A shadow pointed at this proxy would copy its own copies: refuse it at configuration time."""
         errs = []
@@ -332,10 +320,13 @@ class Shadow:
         At start-up an error is logged (mitmdump then exits with it, no traceback); an explicit `--set` later
         raises OptionsError (the option is rolled back); a file change keeps the last good table.
         """
+        return self._install(*read_mappings(ctx.options.mappings, self.overrides), explicit=explicit)
+
+    def _install(self, signature: tuple[object, ...], result: mappings.LoadResult, table: routing.Table | None,
+                 explicit: bool = False) -> bool:  # fmt: skip
+        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
         path = ctx.options.mappings
-        self._signature = self._files_signature()
-        result = mappings.load_path(path) if path else mappings.LoadResult()
-        table = routing.build_table(result.mappings, self.overrides) if not result.errors else None
+        self._signature = signature
         errors = list(result.errors)
         if table is not None:
             errors += self._self_loop_errors(table)
@@ -369,10 +360,21 @@ class Shadow:
         return True
 
     async def _watch(self) -> None:
+        # Files are read and parsed in a thread (a large file must not stall traffic), one reload at a time, and
+        # installed here on the loop. Nothing may end this task: hot reload would silently stop.
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            if ctx.options.mappings and self._files_signature() != self._signature:
-                self.reload()
+            path = ctx.options.mappings
+            if not path:
+                continue
+            try:
+                if await asyncio.to_thread(files_signature, path) == self._signature:
+                    continue
+                loaded = await asyncio.to_thread(read_mappings, path, self.overrides)
+                if ctx.options.mappings == path:  # else `configure` already loaded the new path
+                    self._install(*loaded)
+            except Exception as e:
+                logger.error("mappings: reload of %s failed: %s: %s", path, type(e).__name__, e)
 
     # ------------------------------------------------------------------ lifecycle (sync, see design.md)
 
@@ -678,6 +680,32 @@ class Shadow:
         if resp.timestamp_end and flow.request.timestamp_end:
             seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
         self.metrics.record_upstream(mapping, service, PRODUCTION, resp.status_code, seconds)
+
+
+def files_signature(path: str) -> tuple[object, ...]:
+    """What identifies the files' current content: names, stat data and a hash (a same-size rewrite within one
+    timestamp tick still counts as a change)."""
+    sig: list[object] = []
+    try:
+        for f in mappings.mapping_files(path):
+            st = os.stat(f)
+            with open(f, "rb") as fh:
+                digest = hashlib.sha256(fh.read(mappings.MAX_FILE_BYTES + 1)).hexdigest()
+            sig.append((f, st.st_mtime_ns, st.st_size, st.st_ino, digest))
+    except OSError:
+        sig.append(("missing", path))
+    return tuple(sig)
+
+
+def read_mappings(
+    path: str, overrides: Sequence[routing.ServiceOverride]
+) -> tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]:
+    """Read, validate and build: no mitmproxy state, safe in a thread. The signature is taken first, so a change
+    during the read is seen again by the next poll."""
+    signature = files_signature(path) if path else ()
+    result = mappings.load_path(path) if path else mappings.LoadResult()
+    table = routing.build_table(result.mappings, overrides) if not result.errors else None
+    return signature, result, table
 
 
 def _decoded(body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
