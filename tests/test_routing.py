@@ -232,3 +232,16 @@ def test_edit_headers_removes_then_adds() -> None:
     h = Headers(**{"x-a": "old", "x-b": "1"})
     routing.edit_headers(h, m.remove_request_headers, m.add_request_headers)
     assert h.get_all("x-a") == ["new"] and h.get_all("x-b") == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("substitution", "expected"),
+    [
+        ("/users/\\1", "/users/42"),
+        ("/v2\\0", "/v2/u/42"),  # Envoy (RE2): \0 is the whole match; Python's re.sub would write a NUL here
+        ("/a\\\\b/\\1", "/a\\b/42"),  # \\ is one backslash
+    ],
+)
+def test_regex_rewrite_follows_re2_rewrite_rules(substitution: str, expected: str) -> None:
+    m = M("m", prefix="/u/", regex_rewrite={"pattern": "^/u/([0-9]+)$", "substitution": substitution})
+    assert routing.rewrite_path(m, "/u/42?q=1") == expected + "?q=1"
