@@ -393,3 +393,14 @@ def test_https_shadow_with_untrusted_certificate_is_a_tls_error(tmp_path: Path, 
     assert p.request("POST", "/api/tls", body=b"secret")[0] == 200
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", reason="tls_error") == 1, 10)
     assert secure.count() == 0
+
+
+def test_mitmdump_prints_shadow_lines_only_when_asked(tmp_path: Path, upstream, proxy) -> None:
+    quiet, _, sh = shadow_setup(tmp_path, upstream, proxy)
+    assert quiet.request("GET", "/api/q")[0] == 200
+    assert sh.wait_for(1)
+    loud, _, sh2 = shadow_setup(tmp_path, upstream, proxy, sets={"shadow_flows": "on"})
+    assert loud.request("GET", "/api/l")[0] == 200
+    assert sh2.wait_for(1)
+    assert wait_until(lambda: f"shadow GET /v1/l -> http://{sh2.address}: 200" in loud.log, 5), loud.log
+    assert "shadow GET" not in quiet.log  # the dump stays readable by default
