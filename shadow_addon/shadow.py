@@ -96,6 +96,7 @@ class Shadow:
         self.admin: admin.AdminServer | None = None
         self.pairing: Pairing | None = None
         self.compare_limit = 0
+        self._flows: bool | None = None
 
     # ------------------------------------------------------------------ options
 
@@ -179,6 +180,7 @@ class Shadow:
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
+        self._flows = None
         if "mapping_services" in updated:
             overrides = []
             for spec in o.mapping_services:
@@ -587,8 +589,10 @@ class Shadow:
         p.tee, p.sent = None, True
 
     def _flows_wanted(self) -> bool:
-        mode = ctx.options.shadow_flows
-        return mode == "on" or (mode == "auto" and ctx.master.addons.get("view") is not None)
+        if self._flows is None:  # decided once per configuration: this runs for every copy
+            mode = ctx.options.shadow_flows
+            self._flows = mode == "on" or (mode == "auto" and ctx.master.addons.get("view") is not None)
+        return self._flows
 
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
