@@ -463,8 +463,10 @@ class Shadow:
             raise exceptions.CommandError(self.reload_errors[0] if self.reload_errors else "reload failed")
 
     def done(self) -> None:
-        if self._running and any(g.shadow for g in self.table.groups):
-            print(self.report_text(), end="", flush=True)  # mitmdump's summary at exit, once
+        # mitmdump's summary at exit, once: only after traffic, and not when asked to be quiet (-q).
+        quiet = getattr(ctx.options, "termlog_verbosity", "info") == "error"
+        if self._running and self.metrics.upstream and any(g.shadow for g in self.table.groups) and not quiet:
+            print(self.report_text(), end="", flush=True)
         self._running = False
         if self.admin is not None:
             self.admin.close()

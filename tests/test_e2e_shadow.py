@@ -404,3 +404,5 @@ def test_mitmdump_prints_shadow_lines_only_when_asked(tmp_path: Path, upstream, 
     assert sh2.wait_for(1)
     assert wait_until(lambda: f"shadow GET /v1/l -> http://{sh2.address}: 200" in loud.log, 5), loud.log
     assert "shadow GET" not in quiet.log  # the dump stays readable by default
+    assert quiet.stop() == 0
+    assert quiet.log.count("mitmproxy-shadow: production vs shadow") == 1  # the summary, once, at exit
