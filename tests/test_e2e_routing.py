@@ -159,3 +159,22 @@ def test_hot_reload_good_bad_fixed(tmp_path: Path, upstream, proxy) -> None:
     m = metrics_of(p)
     assert metric_sum(m, "shadow_config_reloads_total", result="failure") >= 1
     assert metric_sum(m, "shadow_config_reloads_total", result="success") >= 3
+
+
+def test_admin_port_in_use_is_a_clear_start_up_error(tmp_path: Path, upstream) -> None:
+    import socket
+
+    prod = upstream("prod")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host",
+             "127.0.0.1", "-p", str(free_port()), "--set", f"shadow_admin=127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"shadow_admin: cannot listen on 127.0.0.1:{port}: Address already in use" in out
+    assert "Traceback" not in out

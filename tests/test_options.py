@@ -72,3 +72,22 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
         with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
             tctx.configure(sh, mappings=str(bad))
         assert tctx.options.mappings == str(good) and [m.name for m in sh.table.mappings] == ["a"]
+
+
+def test_commands_report_and_reload(tmp_path: Path) -> None:
+    m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="a"),
+                       mapping("a-shadow", prefix="/a/", service="b", shadow=True))  # fmt: skip
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh, mappings=str(m))
+        sh.metrics.record_upstream("a", "a", "production", 200, 0.004)
+        sh.metrics.record_upstream("a-shadow", "b", "shadow", 500, 0.02)
+        text = tctx.master.commands.call("shadow.report")
+        assert "/a/" in text and "-> a-shadow" in text and "500:1" in text
+        write_mappings(m, mapping("a", prefix="/b/", service="a"))
+        tctx.master.commands.call("shadow.reload")
+        assert [g.label for g in sh.table.groups] == ["/b/"]
+        m.write_text("kind: [")
+        with pytest.raises(exceptions.CommandError, match=r"m.yaml doc 1: YAML syntax error"):
+            tctx.master.commands.call("shadow.reload")
+        assert [g.label for g in sh.table.groups] == ["/b/"]  # the last good configuration keeps serving
