@@ -1,28 +1,35 @@
 #!/usr/bin/env python3
-"""Benchmark of the shadow addon against plain mitmdump, on loopback, in one interleaved run.
+"""Benchmark of the shadow addon against plain mitmdump, on loopback, in one interleaved run; and a soak.
 
 Usage: scripts/bench [--rounds N] [--duration S] [--connections C] [--quick] [--only a,b] [--json PATH]
+       scripts/bench --soak [--soak-minutes M] [--phase-seconds S] [--connections C] [--quick] [--json PATH]
 
 What runs
     * Upstreams: a subprocess (this file, hidden ``--serve-upstreams`` mode) running small asyncio HTTP/1.1
-      keep-alive servers: production (200 with a 100-byte body) and the shadows ``healthy`` (answers at
-      once), ``slow`` (after 200 ms), ``veryslow`` (after 2 s) and ``blackhole`` (accepts the connection,
-      reads, never answers); ``refusing`` is a port nobody listens on. Every server counts the requests it
-      received (complete heads) and those carrying the addon's ``x-mitmproxy-shadow`` mark. When ``nginx``
-      is on PATH (``--upstreams auto``), production and the healthy shadow are nginx instead (one process,
-      counts from its access logs); the delaying and black-hole shadows are always the asyncio ones.
+      keep-alive servers: production and the shadows ``healthy`` (answers at once), ``slow`` (after 200 ms),
+      ``veryslow`` (after 2 s) and ``blackhole`` (accepts the connection, reads, never answers); ``refusing``
+      is a port nobody listens on; ``flap`` is the soak's switchable shadow (below). Every server answers the
+      same small JSON document (~150 bytes, ``Content-Type: application/json``: an object with a few fields
+      and a short array), so a compared shadow answer matches production's as a correct new version's would.
+      Every server counts the requests it received (complete heads) and those carrying the addon's
+      ``x-mitmproxy-shadow`` mark. The parent controls the subprocess over stdin/stdout, one JSON line per
+      command (``stats``, ``mode NAME``, ``quit``). When ``nginx`` is on PATH (``--upstreams auto``),
+      production and the healthy shadow are nginx instead (one process, same document, counts from its access
+      logs); the delaying, black-hole and switchable shadows are always the asyncio ones.
     * Load: ``wrk -t1`` when on PATH (``--client auto``), else a lean asyncio client in the main process (a
       separate process from the servers): C keep-alive connections each sending ``GET /bench`` back to back
       (closed loop), parsing only the status line and Content-Length. Only requests started and completed
       inside the measured window count; at its end no new request is sent and in-flight ones finish.
     * mitmdump: a fresh process for every measurement (``--mode reverse:http://127.0.0.1:PROD``), plain or
       with ``-s shadow_addon/addon.py`` and a Mapping file that routes ``/`` to prod-svc and copies 100 % of
-      it to shadow-svc; ``mapping_services`` points shadow-svc at the scenario's shadow port. shadow_addon/ is
-      copied once at start and mitmdump imports that copy (PYTHONPATH), so every run of one benchmark tests
-      the same code even while the working tree changes. When the addon
-      has the ``shadow_admin`` option, each run gets its own free admin port (the default port is fixed, and
-      other mitmdumps may hold it), and the addon's /metrics is read once after the load: its drop reasons
-      are shown for information only; every figure that is checked comes from the benchmark's own counts.
+      it to shadow-svc; ``mapping_services`` points shadow-svc at the scenario's shadow port; a scenario may
+      add addon options (``compare``: ``shadow_compare=true``), then come ``--addon-option`` ones.
+      shadow_addon/ is copied once at start and mitmdump imports that copy (PYTHONPATH), so every run of one
+      benchmark tests the same code even while the working tree changes. When the addon has the
+      ``shadow_admin`` option, each run gets its own free admin port (the default port is fixed, and other
+      mitmdumps may hold it), and the addon's /metrics is read once after the load: its drop reasons and
+      ``shadow_compare_total`` by result are shown; every other checked figure comes from the benchmark's
+      own counts.
 
 One measurement
     Start mitmdump, poll its port (<= 15 s), load it for warm-up (1 s) + duration, of which only the
@@ -38,11 +45,12 @@ Why ratios, interleaved
     The machine is small (2 cores shared by mitmdump, client and servers) and noisy, so absolute numbers
     mean little. Each round runs every selected scenario once (every other round in reverse order, so no
     scenario is always first or last); each figure is a ratio against its reference measured *in the same
-    round* (healthy against plain, each bad shadow against healthy), and the reported value is the median of
-    the per-round ratios; ``[min..max]`` of the per-round ratios shows how much the rounds agreed. Absolute
-    medians are printed for context. The CPU columns tell whether mitmdump (one Python thread) was the
-    bottleneck: far below 100 % means the client or the servers limited it; "mitm cpu us/req" is mitmdump's
-    CPU time per measured request (also noisy here: the host's load changes the speed of a CPU second);
+    round* (healthy and compare against plain, each bad shadow against healthy), and the reported value is
+    the median of the per-round ratios; ``[min..max]`` of the per-round ratios shows how much the rounds
+    agreed. Absolute medians are printed for context. The CPU columns tell whether mitmdump (one Python
+    thread) was the bottleneck: far below 100 % means the client or the servers limited it; "mitm cpu
+    us/req" is mitmdump's CPU time per measured request (also noisy here: the host's load changes the speed
+    of a CPU second; even plain mitmdump under constant load varies by up to ~25 % between 10 s windows);
     "cpu% other" is the machine's busy time (/proc/stat, steal included) not used by the benchmark's own
     processes: runs where it exceeds 25 % of a core are flagged as disturbed.
     p99 is coarse: in a 5 s run it is the ~20th slowest request, and mitmproxy's own gen-2 garbage
@@ -53,13 +61,37 @@ Targets (the PASS/FAIL column)
     healthy vs plain: throughput >= 0.85x, p50 <= 1.15x, delivery 100 % (the p99 ratio has no target).
     The client is a closed loop that saturates mitmdump, so p50 is mostly queueing (~ C / throughput): the
     p50 ratio largely mirrors the inverse of the throughput ratio rather than adding a separate measurement.
+    compare vs plain: throughput >= 0.80x (the price of 100 % copies plus comparing every answer), and at
+    least 99 % of the compared pairs (shadow_compare_total) are "match", since both sides answer the same
+    document: anything else means the comparison did not run as intended.
     every bad shadow vs healthy: production throughput >= 0.90x, p99 <= 1.5x.
     blackhole: peak open fds <= plain's peak + shadow_max_inflight + 16 (one connection per copy in flight,
     plus slack), peak RSS (VmHWM) <= plain's peak + 32 MiB (copies in flight and in the backlog are small;
     keeping every request would exceed it within tens of thousands of requests).
 
-Output: a table on stdout (progress on stderr), every figure (per round and summarised) as JSON in
-bench-results.json at the repo root or --json PATH. ``--soak`` is reserved and not implemented yet.
+Soak (``--soak``)
+    One mitmdump with the addon copying 100 % to ``flap``, a shadow at one fixed address whose behaviour the
+    subprocess switches at runtime (``mode NAME``), in phases of ``--phase-seconds`` (30 s) cycling healthy >
+    slow (200 ms) > blackhole > down, for ``--soak-minutes`` (10; ``--quick``: 2 minutes of 10 s phases).
+    Leaving blackhole closes the connections it held, as a restarting service would; down closes the
+    listening socket (connections are refused) and every open connection; leaving down binds the same port
+    again (SO_REUSEADDR). At the start of each phase the benchmark probes the port from outside until it is
+    listening (or refusing, for down), at most 5 s. The asyncio client runs for the whole soak (after
+    ``--warmup`` seconds of unmeasured load); each completion and error counts in the phase current when it
+    happens. mitmdump's VmRSS and open fds are sampled every 1 s, CPU times at every phase boundary, and the
+    addon's /metrics at the end of every phase (shadow_inflight and shadow_backlog as they are then; drops by
+    reason and shadow answers by code as increments over the phase). While it runs, /tmp/soak-running
+    exists (removed at the end, also on failure or interruption) so other work can keep off the machine;
+    "cpu% other" per phase shows when it did not.
+    Targets: RSS growth after warm-up < 40 MiB (warm-up = the first cycle of 4 phases; growth = highest RSS
+    after it minus RSS at its end); open fds <= fds at the end of the first (healthy) phase +
+    shadow_max_inflight + 16; production throughput in every phase >= 0.90x the median of the healthy phases
+    (the spread of the healthy phases themselves is printed: it is the noise floor of that run); no
+    production errors (including requests unfinished at the end). The figures of one run are compared with
+    each other only, so the host's speed matters less than over separate runs, yet remains the main noise.
+
+Output: tables on stdout (progress on stderr), every figure (per round and summarised, or per phase with
+every sample) as JSON in bench-results.json (soak: bench-results-soak.json) at the repo root or --json PATH.
 """
 
 from __future__ import annotations
@@ -92,8 +124,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ADDON_SRC = ROOT / "shadow_addon"
 HOST = "127.0.0.1"
 MARK = b"x-mitmproxy-shadow"
-PROD_BODY = b"p" * 99 + b"\n"  # ~100 bytes, as a small API answer
-SHADOW_BODY = b"shadow ok\n"
+# Every upstream answers the same small JSON document (~150 bytes, as a small API answer): with shadow_compare
+# the shadow's answer then matches production's, field by field, as a correct new version's would.
+BODY = (
+    json.dumps(
+        {"id": 4711, "name": "bench widget", "status": "active", "price": 12.5, "stock": 42,
+         "tags": ["alpha", "beta", "gamma"], "updated": "2024-05-01T12:00:00Z"},
+        separators=(",", ":"),
+    ).encode()
+    + b"\n"
+)  # fmt: skip
+CONTENT_TYPE = "application/json"
 SERVE_FLAG = "--serve-upstreams"  # hidden: run the upstream servers (the subprocess side of this file)
 
 READY_TIMEOUT = 15.0  # s for mitmdump (or nginx) to open its port
@@ -106,6 +147,7 @@ FD_SLACK = 16
 OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: flagged as disturbed
 RSS_HEADROOM_MIB = 32.0
 DEFAULT_MAX_INFLIGHT = 64  # the addon's shadow_max_inflight default
+COMPARE_MATCH_MIN = 0.99  # share of compared pairs that must match on the compare scenario (identical documents)
 
 MAPPINGS_YAML = """\
 apiVersion: getambassador.io/v3alpha1
@@ -134,6 +176,7 @@ class Scenario:
     shadow: str | None  # the upstream the shadow Mapping points at (None: plain mitmdump)
     reference: str | None  # the scenario its ratios are computed against
     description: str
+    options: tuple[str, ...] = ()  # addon options of this scenario (--set KEY=VALUE), before --addon-option ones
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -141,6 +184,7 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("plain", False, None, None, "plain mitmdump reverse proxy"),
         Scenario("healthy", True, "healthy", "plain", "addon, 100% copies to a healthy shadow"),
+        Scenario("compare", True, "healthy", "plain", "as healthy, with shadow_compare=true", ("shadow_compare=true",)),
         Scenario("slow", True, "slow", "healthy", "shadow answers after 200 ms"),
         Scenario("veryslow", True, "veryslow", "healthy", "shadow answers after 2 s"),
         Scenario("blackhole", True, "blackhole", "healthy", "shadow accepts, never answers"),
@@ -149,14 +193,25 @@ SCENARIOS: dict[str, Scenario] = {
 }
 BAD_SHADOWS = ("slow", "veryslow", "blackhole", "refusing")
 
+SLOW_DELAY = 0.2  # s: the slow shadows' answer delay
+
 # Servers of the upstream subprocess: name -> (delay in seconds, black hole).
 UPSTREAMS: dict[str, tuple[float, bool]] = {
     "prod": (0.0, False),
     "healthy": (0.0, False),
-    "slow": (0.2, False),
+    "slow": (SLOW_DELAY, False),
     "veryslow": (2.0, False),
     "blackhole": (0.0, True),
 }
+# The soak's switchable shadow ("flap", one port): mode -> (delay, black hole); None: down (port closed).
+SWITCH_MODES: dict[str, tuple[float, bool] | None] = {
+    "healthy": (0.0, False),
+    "slow": (SLOW_DELAY, False),
+    "blackhole": (0.0, True),
+    "down": None,
+}
+SOAK_CYCLE = tuple(SWITCH_MODES)  # the order the soak's phases cycle through
+REBIND_ATTEMPTS = 50  # x 0.1 s: leaving "down", re-binding the same port may briefly fail
 
 
 def select_scenarios(only: str | None) -> tuple[list[str], list[str]]:
@@ -189,11 +244,21 @@ class ServerStats:
     open: int = 0  # open now
 
 
+@dataclass(slots=True)
+class Behaviour:
+    """How a server answers. Fixed per server, except the switchable one, which changes its instance at runtime."""
+
+    delay: float = 0.0  # seconds before answering
+    blackhole: bool = False  # read requests, never answer
+
+
 class UpstreamProtocol(asyncio.Protocol):
     """Minimal HTTP/1.1 keep-alive server: Content-Length bodies only (the proxy and the copies send GETs)."""
 
-    def __init__(self, stats: ServerStats, delay: float, blackhole: bool, response: bytes) -> None:
-        self.stats, self.delay, self.blackhole, self.response = stats, delay, blackhole, response
+    def __init__(
+        self, stats: ServerStats, behaviour: Behaviour, response: bytes, live: set[UpstreamProtocol] | None = None
+    ) -> None:
+        self.stats, self.behaviour, self.response, self.live = stats, behaviour, response, live
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
 
@@ -202,10 +267,18 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport = transport
         self.stats.connections += 1
         self.stats.open += 1
+        if self.live is not None:
+            self.live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.open -= 1
         self.transport = None
+        if self.live is not None:
+            self.live.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -236,10 +309,11 @@ class UpstreamProtocol(asyncio.Protocol):
             self.stats.requests += 1
             if MARK in head:
                 self.stats.marked += 1
-            if self.blackhole:
+            how = self.behaviour
+            if how.blackhole:
                 continue
-            if self.delay:
-                asyncio.get_running_loop().call_later(self.delay, self._answer)
+            if how.delay:
+                asyncio.get_running_loop().call_later(how.delay, self._answer)
             else:
                 self._answer()
 
@@ -250,38 +324,114 @@ class UpstreamProtocol(asyncio.Protocol):
 
 
 def _response(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        CONTENT_TYPE.encode(),
+        len(body),
+        body,
+    )
+
+
+class SwitchServer:
+    """One address whose behaviour changes at runtime: the soak's flapping shadow (modes: SWITCH_MODES).
+
+    Leaving "blackhole" closes the connections it held, as a restarting service would; "down" closes the listening
+    socket (new connections are refused) and every open connection; leaving "down" binds the same port again
+    (SO_REUSEADDR: the closed connections' TIME_WAIT does not block it).
+    """
+
+    def __init__(self, stats: ServerStats, response: bytes) -> None:
+        self.stats, self.response = stats, response
+        self.behaviour = Behaviour()
+        self.mode = "healthy"
+        self.live: set[UpstreamProtocol] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0  # 0 until the first bind, then always the same
+
+    def _protocol(self) -> UpstreamProtocol:
+        return UpstreamProtocol(self.stats, self.behaviour, self.response, self.live)
+
+    async def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._protocol, HOST, self.port, backlog=1024, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def close_connections(self) -> int:
+        live = list(self.live)
+        for proto in live:
+            proto.close()
+        return len(live)
+
+    async def set_mode(self, mode: str) -> dict[str, Any]:
+        if mode not in SWITCH_MODES:
+            return {"error": f"unknown mode {mode!r}"}
+        previous, closed, error = self.mode, 0, None
+        if previous == "blackhole" or mode == "down":
+            closed = self.close_connections()
+        how = SWITCH_MODES[mode]
+        if how is None:
+            if self.server is not None:
+                self.server.close()  # closes the listening socket at once; connections were closed above
+                self.server = None
+        else:
+            self.behaviour.delay, self.behaviour.blackhole = how
+            for _ in range(REBIND_ATTEMPTS if self.server is None else 0):
+                try:
+                    await self.listen()
+                    error = None
+                    break
+                except OSError as e:
+                    error = f"bind {HOST}:{self.port}: {e}"
+                    await asyncio.sleep(0.1)
+        self.mode = mode
+        return {"mode": mode, "previous": previous, "closed": closed, "listening": self.server is not None,
+                "port": self.port, "error": error}  # fmt: skip
 
 
 async def serve_upstreams() -> None:
-    """Subprocess side: start the servers, print their ports, answer 'stats' lines on stdin until EOF."""
+    """Subprocess side: start the servers, print their ports, answer control lines on stdin until EOF.
+
+    Control lines: "stats" (every server's counts), "mode NAME" (switch the flapping shadow), "quit"; each is
+    answered with one JSON line.
+    """
     loop = asyncio.get_running_loop()
     stats: dict[str, ServerStats] = {}
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
+    resp = _response(BODY)
     for name, (delay, hole) in UPSTREAMS.items():
         st = stats[name] = ServerStats()
-        resp = _response(PROD_BODY if name == "prod" else SHADOW_BODY)
+        how = Behaviour(delay, hole)
 
-        def factory(
-            st: ServerStats = st, delay: float = delay, hole: bool = hole, resp: bytes = resp
-        ) -> UpstreamProtocol:
-            return UpstreamProtocol(st, delay, hole, resp)
+        def factory(st: ServerStats = st, how: Behaviour = how) -> UpstreamProtocol:
+            return UpstreamProtocol(st, how, resp)
 
         srv = await loop.create_server(factory, HOST, 0, backlog=1024)
         servers.append(srv)
         ports[name] = srv.sockets[0].getsockname()[1]
+    switch = SwitchServer(stats.setdefault("flap", ServerStats()), resp)
+    await switch.listen()
+    ports["flap"] = switch.port
     sys.stdout.write(json.dumps({"ports": ports}) + "\n")
     sys.stdout.flush()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():  # EOF (the parent closed stdin or went away) ends the process
-        if line.strip() == b"stats":
-            sys.stdout.write(json.dumps({k: asdict(v) for k, v in stats.items()}) + "\n")
-            sys.stdout.flush()
-        elif line.strip() == b"quit":
+    for _ in range(10_000_000):  # bounded; EOF (the parent closed stdin or went away) ends it
+        line = await reader.readline()
+        if not line:
             break
-    for srv in servers:
+        command, _, arg = line.strip().partition(b" ")
+        if command == b"quit":
+            break
+        if command == b"stats":
+            answer: dict[str, Any] = {k: asdict(v) for k, v in stats.items()}
+        elif command == b"mode":
+            answer = await switch.set_mode(arg.decode(errors="replace").strip())
+        else:
+            answer = {"error": f"unknown command {line.strip()[:40]!r}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    switch.close_connections()
+    for srv in [*servers, *([switch.server] if switch.server else [])]:
         srv.close()
 
 
@@ -389,10 +539,10 @@ class Nginx:
         workdir.mkdir(parents=True, exist_ok=True)
         ports = {"prod": free_port(), "healthy": free_port()}
         logs = {name: workdir / f"{name}.access" for name in ports}
-        bodies = {"prod": PROD_BODY, "healthy": SHADOW_BODY}
+        assert b"$" not in BODY  # nginx would expand it as a variable; quotes and \n are escaped by json.dumps
         servers = "".join(
             f"  server {{ listen {HOST}:{port}; access_log {logs[name]} bench;\n"
-            f"    location / {{ return 200 {json.dumps(bodies[name].decode())}; }} }}\n"
+            f"    location / {{ return 200 {json.dumps(BODY.decode())}; }} }}\n"
             for name, port in ports.items()
         )
         temp = " ".join(f"{d}_temp_path {workdir / d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -403,7 +553,7 @@ class Nginx:
             "events { worker_connections 4096; }\n"
             "http {\n"
             "  log_format bench '$http_x_mitmproxy_shadow';\n"
-            "  default_type text/plain; keepalive_requests 10000000; keepalive_timeout 300s;\n"
+            f"  default_type {CONTENT_TYPE}; keepalive_requests 10000000; keepalive_timeout 300s;\n"
             f"  {temp}\n{servers}}}\n"
         )
         cmd = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
@@ -443,6 +593,7 @@ class Upstreams:
 
     def __init__(self, proc: asyncio.subprocess.Process, ports: dict[str, int], nginx: Nginx | None) -> None:
         self.proc, self.nginx = proc, nginx
+        self._control_lock = asyncio.Lock()  # one control line and its answer at a time
         self.ports = dict(ports)
         if nginx is not None:
             self.ports.update(nginx.ports)
@@ -476,17 +627,27 @@ class Upstreams:
             raise
         return cls(proc, ports, nginx)
 
-    async def stats(self) -> dict[str, dict[str, int]]:
+    async def control(self, command: str) -> dict[str, Any]:
+        """Send one control line to the upstream process; its one-line JSON answer."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(b"stats\n")
-        await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), CONTROL_TIMEOUT)
+        async with self._control_lock:
+            self.proc.stdin.write(command.encode() + b"\n")
+            await self.proc.stdin.drain()
+            line = await asyncio.wait_for(self.proc.stdout.readline(), CONTROL_TIMEOUT)
         if not line:
             raise RuntimeError("the upstream server process exited")
-        stats: dict[str, dict[str, int]] = json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = await self.control("stats")
         if self.nginx is not None:
             stats.update(self.nginx.stats())
         return stats
+
+    async def set_mode(self, mode: str) -> dict[str, Any]:
+        """Switch the flapping shadow (SWITCH_MODES); the answer tells whether its port is listening."""
+        return await self.control(f"mode {mode}")
 
     async def close(self) -> None:
         try:
@@ -498,6 +659,20 @@ class Upstreams:
                     self.proc.stdin.write(b"quit\n")
                     self.proc.stdin.close()
             await stop(self.proc)
+
+
+async def start_upstreams(args: argparse.Namespace, tmp: Path) -> Upstreams:
+    """The upstream subprocess, with nginx for production and the healthy shadow when asked for / found."""
+    nginx = shutil.which("nginx") if args.upstreams in ("auto", "nginx") else None
+    if args.upstreams == "nginx" and not nginx:
+        raise SystemExit("--upstreams nginx: nginx is not on PATH")
+    try:
+        return await Upstreams.start(nginx, tmp)
+    except RuntimeError as e:
+        if args.upstreams == "nginx" or not nginx:
+            raise
+        log(f"nginx did not start ({e}); using the asyncio upstreams")
+        return await Upstreams.start(None, tmp)
 
 
 # ============================================================================ load generators
@@ -675,9 +850,11 @@ def read_status(pid: int) -> tuple[int, int] | None:
     return rss, hwm
 
 
-async def sample_process(pid: int, stop_event: asyncio.Event, out: ProcSamples) -> None:
+async def sample_process(
+    pid: int, stop_event: asyncio.Event, out: ProcSamples, interval: float = SAMPLE_INTERVAL
+) -> None:
     out.started = time.monotonic()
-    for _ in range(100_000):  # bounded (~5.5 h at 0.2 s); the stop event ends it long before
+    for _ in range(100_000):  # bounded (~5.5 h at 0.2 s, 27 h at 1 s); the stop event ends it long before
         st = read_status(pid)
         try:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -689,7 +866,7 @@ async def sample_process(pid: int, stop_event: asyncio.Event, out: ProcSamples) 
             out.hwm_kib = max(out.hwm_kib, st[1])
             out.fds.append(fds)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_event.wait(), SAMPLE_INTERVAL)
+            await asyncio.wait_for(stop_event.wait(), interval)
         if stop_event.is_set():
             return
 
@@ -763,6 +940,8 @@ class Run:
     startup_s: float = math.nan
     addon_drops: dict[str, int] = field(default_factory=dict)  # shadow_dropped_total by reason, when available
     addon_shadow_codes: dict[str, int] = field(default_factory=dict)  # shadow role of shadow_upstream_requests_total
+    addon_compare: dict[str, int] = field(default_factory=dict)  # shadow_compare_total by result
+    addon_compare_pending: int = 0  # shadow_compare_pending when read (after the settle time)
     mitmdump_output: list[str] = field(default_factory=list)  # what mitmdump printed
     samples: dict[str, list[float] | list[int]] = field(default_factory=dict)
 
@@ -790,7 +969,7 @@ def mitmdump_cmd(
         ]  # fmt: skip
         if admin_port is not None:
             cmd += ["--set", f"shadow_admin={HOST}:{admin_port}"]
-        for opt in options:
+        for opt in (*scn.options, *options):
             cmd += ["--set", opt]
     return cmd
 
@@ -814,14 +993,42 @@ def addon_has_option(addon: Path, name: str) -> bool:
     return False
 
 
-_PROM_LINE = re.compile(r"^([A-Za-z_:][\w:]*)\{([^}]*)\}\s+(\S+)\s*$", re.M)
+_PROM_LINE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)\s*$", re.M)
 _PROM_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-async def scrape_metrics(port: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Optional: (drops by reason, shadow answers by code) from the addon's /metrics; empty when unavailable."""
-    drops: dict[str, int] = {}
-    codes: dict[str, int] = {}
+@dataclass(slots=True)
+class AddonMetrics:
+    """What the benchmark reads from the addon's /metrics (counters are totals since mitmdump started)."""
+
+    ok: bool = False  # /metrics answered
+    drops: dict[str, int] = field(default_factory=dict)  # shadow_dropped_total by reason
+    shadow_codes: dict[str, int] = field(default_factory=dict)  # shadow_upstream_requests_total{role=shadow} by code
+    compare: dict[str, int] = field(default_factory=dict)  # shadow_compare_total by result
+    inflight: int = 0  # shadow_inflight, all services
+    backlog: int = 0  # shadow_backlog, all services
+    compare_pending: int = 0  # shadow_compare_pending
+
+    def since(self, before: AddonMetrics) -> AddonMetrics:
+        """Counters as increments since `before`; gauges as they are now."""
+
+        def sub(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: d for k, n in sorted(a.items()) if (d := n - b.get(k, 0))}
+
+        return AddonMetrics(
+            self.ok and before.ok,
+            sub(self.drops, before.drops),
+            sub(self.shadow_codes, before.shadow_codes),
+            sub(self.compare, before.compare),
+            self.inflight,
+            self.backlog,
+            self.compare_pending,
+        )
+
+
+async def scrape_metrics(port: int) -> AddonMetrics:
+    """Optional figures from the addon's /metrics; `ok` is False (and everything empty) when unavailable."""
+    m = AddonMetrics()
     try:
         async with asyncio.timeout(3.0):
             reader, writer = await asyncio.open_connection(HOST, port)
@@ -829,19 +1036,28 @@ async def scrape_metrics(port: int) -> tuple[dict[str, int], dict[str, int]]:
             data = await reader.read()  # until EOF (connection: close), bounded by the timeout
             writer.close()
     except (OSError, TimeoutError):
-        return drops, codes
-    text = data.partition(b"\r\n\r\n")[2].decode(errors="replace")
-    for name, labels, value in _PROM_LINE.findall(text):
+        return m
+    head, _, body = data.partition(b"\r\n\r\n")
+    m.ok = head.startswith(b"HTTP/1.1 200")
+    for name, labels, value in _PROM_LINE.findall(body.decode(errors="replace")):
         lab = dict(_PROM_LABEL.findall(labels))
         try:
             n = int(float(value))
         except ValueError:
             continue
         if name == "shadow_dropped_total":
-            drops[lab.get("reason", "?")] = drops.get(lab.get("reason", "?"), 0) + n
+            m.drops[lab.get("reason", "?")] = m.drops.get(lab.get("reason", "?"), 0) + n
         elif name == "shadow_upstream_requests_total" and lab.get("role") == "shadow":
-            codes[lab.get("code", "?")] = codes.get(lab.get("code", "?"), 0) + n
-    return drops, codes
+            m.shadow_codes[lab.get("code", "?")] = m.shadow_codes.get(lab.get("code", "?"), 0) + n
+        elif name == "shadow_compare_total":
+            m.compare[lab.get("result", "?")] = m.compare.get(lab.get("result", "?"), 0) + n
+        elif name == "shadow_inflight":
+            m.inflight += n
+        elif name == "shadow_backlog":
+            m.backlog += n
+        elif name == "shadow_compare_pending":
+            m.compare_pending += n
+    return m
 
 
 def _delta(after: dict[str, dict[str, int]], before: dict[str, dict[str, int]], name: str, key: str) -> int:
@@ -939,7 +1155,9 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
         after = await settle(s.ups, before, scn.shadow, args.settle)
         run.settle_s = round(time.monotonic() - t_settle, 2)
         if admin_port is not None:
-            run.addon_drops, run.addon_shadow_codes = await scrape_metrics(admin_port)
+            m = await scrape_metrics(admin_port)
+            run.addon_drops, run.addon_shadow_codes, run.addon_compare = m.drops, m.shadow_codes, m.compare
+            run.addon_compare_pending = m.compare_pending
         stop_sampling.set()
         await asyncio.wait_for(sampler, 2.0)
 
@@ -1020,6 +1238,8 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
             "cpu_us_per_request": _median([r.cpu_us_per_request for r in rs]),
             "addon_drops": _sum_counts(r.addon_drops for r in rs),
             "addon_shadow_codes": _sum_counts(r.addon_shadow_codes for r in rs),
+            "addon_compare": _sum_counts(r.addon_compare for r in rs),
+            "addon_compare_pending": sum(r.addon_compare_pending for r in rs),
         }
         row["delivery"] = row["shadow_received"] / row["prod_received"] if scn.shadow and row["prod_received"] else None
         ref = scn.reference
@@ -1062,6 +1282,14 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
         frac = got / want if want else math.nan
         res = "n/a" if not want else "PASS" if got >= want else "PASS*" if frac >= 0.999 else "FAIL"
         checks.append(Check("healthy: delivery to the shadow", f"{frac:.4%} ({got}/{want})", "100%", res, frac))
+    ratio_check("compare", "throughput_ratio", "throughput", ">=", 0.80)
+    if "compare" in summary:
+        counts = summary["compare"]["addon_compare"]
+        total = sum(counts.values())
+        share = counts.get("match", 0) / total if total else math.nan
+        res = "n/a" if not total else "PASS" if share >= COMPARE_MATCH_MIN else "FAIL"
+        value = f"{share:.2%} ({counts.get('match', 0)}/{total})" if total else "no shadow_compare_total"
+        checks.append(Check("compare: pairs that match", value, f">= {COMPARE_MATCH_MIN:.0%}", res, share))
     for n in BAD_SHADOWS:
         ratio_check(n, "throughput_ratio", "throughput", ">=", 0.90)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
@@ -1126,6 +1354,12 @@ def notes(runs: list[Run], summary: dict[str, dict[str, Any]], checks: list[Chec
         total = sum(row[k] for k in ("cpu_mitmdump_pct", "cpu_upstreams_pct", "cpu_client_pct"))
         if not math.isnan(total) and total > 0.9 * 100 * (os.cpu_count() or 1):
             out.append(f"{n}: the machine was saturated ({total:.0f}% CPU over {os.cpu_count()} cores)")
+    for n, row in summary.items():
+        if row["addon_compare"] or row["addon_compare_pending"]:
+            out.append(
+                f"{n}: shadow_compare_total by result (all rounds): {_counts(row['addon_compare'])}; "
+                f"shadow_compare_pending after the settle time: {row['addon_compare_pending']}"
+            )
     if any(c.result == "PASS*" for c in checks):
         out.append(
             "PASS*: delivery >= 99.9% but < 100%: a healthy shadow should get every copy; check the addon's "
@@ -1140,6 +1374,11 @@ _ALARMING = re.compile(r"^(\[\d\d:\d\d:\d\d|Traceback|\w*(Error|Exception)\b)")
 
 def _fmt(v: float, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """'a:1 b:2' (or '-') for counts by label value."""
+    return " ".join(f"{k}:{n}" for k, n in counts.items()) or "-"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
@@ -1181,12 +1420,13 @@ def report(result: dict[str, Any], summary: dict[str, dict[str, Any]], checks: l
                 f"{s['shadow_received']}/{s['prod_received']}" if s["delivery"] is not None else "-",
                 _fmt(s["delivery"] * 100, ".2f") if s["delivery"] is not None else "-",
                 str(s["errors"]),
-                " ".join(f"{k}:{c}" for k, c in s["addon_drops"].items()) or "-",
+                _counts(s["addon_drops"]),
+                _counts(s["addon_compare"]),
             ]
         )
     headers = ["scenario", "vs", "req/s", "p50 ms", "p99 ms", "thr x", "p50 x", "p99 x", "shadow/prod", "deliv %",
-               "err", "addon drops"]  # fmt: skip
-    out.append(table(headers, rows, set(range(1, len(headers) - 1))))
+               "err", "addon drops", "compared"]  # fmt: skip
+    out.append(table(headers, rows, set(range(1, len(headers) - 2))))
     out.append("")
     rows = [
         [
@@ -1232,6 +1472,575 @@ def _clean(v: Any) -> Any:
     return v
 
 
+# ============================================================================ soak
+
+
+SOAK_FLAG = Path("/tmp/soak-running")  # exists while a soak runs, so other work on the machine can wait for it
+SOAK_SAMPLE_INTERVAL = 1.0  # s between /proc samples of mitmdump during a soak
+SOAK_MAX_FAILURES = 50  # consecutive failed requests after which a soak client connection gives up
+SOAK_RSS_GROWTH_MIB = 40.0
+SOAK_THROUGHPUT_MIN = 0.90  # every phase vs the median healthy phase
+PROBE_TIMEOUT = 5.0  # s for the flapping shadow's port to reach the state of a new phase
+_soak_flag_created = False
+
+
+def set_soak_flag(expected_seconds: float) -> None:
+    global _soak_flag_created
+    if SOAK_FLAG.exists():
+        log(f"note: {SOAK_FLAG} exists already (another soak?); it is rewritten and removed at the end")
+    now = time.time()
+    SOAK_FLAG.write_text(
+        f"scripts/bench --soak, pid {os.getpid()}, started {time.strftime('%H:%M:%S', time.localtime(now))}, "
+        f"expected to end about {time.strftime('%H:%M:%S', time.localtime(now + expected_seconds))}\n"
+    )
+    _soak_flag_created = True
+
+
+def clear_soak_flag() -> None:
+    global _soak_flag_created
+    if _soak_flag_created:
+        with contextlib.suppress(FileNotFoundError):
+            SOAK_FLAG.unlink()
+        _soak_flag_created = False
+
+
+@dataclass(slots=True)
+class PhaseLoad:
+    """What the soak client saw while one phase was current: a latency per completed request, and errors."""
+
+    lat: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+class SoakClient:
+    """The asyncio closed loop of the normal runs, kept running for the whole soak: C keep-alive connections send
+    ``GET /bench`` back to back; every completion (latency) and error goes to the bucket current when it happens,
+    and the controller swaps buckets at phase boundaries."""
+
+    def __init__(self, port: int, connections: int, deadline: float) -> None:
+        self.port, self.connections, self.deadline = port, connections, deadline  # deadline: perf_counter
+        self.bucket = PhaseLoad()
+        self.stopping = False
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gave_up = 0  # connections that stopped after SOAK_MAX_FAILURES failures in a row
+        self.unfinished = 0  # connections still busy when the drain grace ran out
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._connection()) for _ in range(self.connections)]
+
+    def swap(self) -> PhaseLoad:
+        """The current bucket; from now on a new one fills."""
+        old, self.bucket = self.bucket, PhaseLoad()
+        return old
+
+    async def stop(self, grace: float) -> None:
+        """No new requests; requests in flight get `grace` seconds, then are cancelled (counted as unfinished)."""
+        self.stopping = True
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(self.tasks, timeout=grace)
+        self.unfinished = len(pending)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _connection(self) -> None:
+        request = b"GET /bench HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (HOST.encode(), self.port)
+        clock = time.perf_counter
+        writer: asyncio.StreamWriter | None = None
+        failures = 0
+        try:
+            while failures <= SOAK_MAX_FAILURES:  # and bounded in time by the deadline
+                if self.stopping or clock() >= self.deadline:
+                    return
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5.0)
+                    t0 = clock()
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    low = head.lower()
+                    i = low.find(b"\r\ncontent-length:")
+                    if i < 0:
+                        raise ValueError("no content-length")
+                    await reader.readexactly(int(low[i + 17 : low.find(b"\r\n", i + 2)]))
+                    if head[9:12] == b"200":
+                        self.bucket.lat.append(clock() - t0)
+                    else:
+                        self.bucket.errors += 1
+                    failures = 0
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+                    self.bucket.errors += 1
+                    failures += 1
+                    if writer is not None:
+                        writer.close()
+                        writer = None
+                    await asyncio.sleep(0.05)
+            self.gave_up += 1
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+async def probe_port(port: int, want_listening: bool) -> str:
+    """Check the flapping shadow's port from outside: 'listening' or 'refusing' once it is as wanted (polled up
+    to PROBE_TIMEOUT), otherwise 'NOT ...' with what was found."""
+    state = "unknown"
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    for _ in range(int(PROBE_TIMEOUT / 0.05) + 1):
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
+        except ConnectionRefusedError:
+            state = "refusing"
+        except (OSError, TimeoutError) as e:
+            state = f"connect failed: {e!r}"[:80]
+        else:
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+            state = "listening"
+        if state == ("listening" if want_listening else "refusing"):
+            return state
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    return f"NOT {'listening' if want_listening else 'refusing'} ({state})"
+
+
+@dataclass(slots=True)
+class Phase:
+    index: int
+    mode: str  # of the flapping shadow: SOAK_CYCLE
+    start_s: float = 0.0  # since the start of phase 0
+    seconds: float = math.nan  # measured length (boundary to boundary)
+    requests: int = 0  # production requests completed (200) while the phase was current
+    rps: float = math.nan
+    throughput_ratio: float = math.nan  # rps / median rps of the healthy phases
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+    errors: int = 0  # non-200 answers, resets, failed connects
+    rss_end_mib: float = math.nan  # last VmRSS sample of the phase
+    rss_max_mib: float = math.nan
+    fds_end: int = -1
+    fds_max: int = -1
+    cpu_mitmdump_pct: float = math.nan  # of one core, over the phase
+    cpu_upstreams_pct: float = math.nan
+    cpu_client_pct: float = math.nan
+    cpu_other_pct: float = math.nan  # the machine's busy time outside the benchmark's processes
+    cpu_us_per_request: float = math.nan  # mitmdump CPU time per completed production request
+    prod_received: int = 0  # by the production server during the phase
+    shadow_received: int = 0  # by the flapping shadow (complete request heads)
+    shadow_answered: int = 0
+    metrics_ok: bool = False  # the addon's /metrics answered at the end of the phase
+    inflight: int = 0  # shadow_inflight at the end of the phase
+    backlog: int = 0  # shadow_backlog at the end of the phase
+    drops: dict[str, int] = field(default_factory=dict)  # shadow_dropped_total increments during the phase
+    shadow_codes: dict[str, int] = field(default_factory=dict)  # shadow answers (and failures) during the phase
+    switch: dict[str, Any] = field(default_factory=dict)  # the upstream process's answer to the mode switch
+    port_state: str = ""  # the shadow port as probed at the start of the phase: listening / refusing / NOT ...
+
+    @property
+    def delivery(self) -> float:
+        return self.shadow_received / self.prod_received if self.prod_received else math.nan
+
+
+@dataclass(slots=True)
+class SoakRun:
+    planned: int  # phases
+    command: list[str] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    samples: ProcSamples = field(default_factory=ProcSamples)
+    t_start: float = 0.0  # monotonic, start of phase 0
+    t_end: float = 0.0  # monotonic, end of the last phase
+    warmup_errors: int = 0
+    tail_errors: int = 0  # errors after the last phase (while the client stopped)
+    unfinished: int = 0
+    gave_up: int = 0
+    aborted: str = ""  # why the soak stopped early
+    mitmdump_output: list[str] = field(default_factory=list)
+
+
+def _latency_figures(ph: Phase, load: PhaseLoad) -> None:
+    lat = sorted(load.lat)
+    ph.requests, ph.errors = len(lat), load.errors
+    ph.rps = len(lat) / ph.seconds if ph.seconds > 0 else math.nan
+    ph.p50_ms, ph.p99_ms = percentile(lat, 0.50) * 1e3, percentile(lat, 0.99) * 1e3
+    ph.max_ms = lat[-1] * 1e3 if lat else math.nan
+
+
+def _phase_resources(run: SoakRun) -> None:
+    """RSS and fds of every phase from the 1 s samples (a sample belongs to the phase it was taken in)."""
+    smp = run.samples
+    edges = [run.t_start - smp.started + ph.start_s for ph in run.phases] + [run.t_end - smp.started]
+    for i, ph in enumerate(run.phases):
+        lo, hi = edges[i], edges[i + 1]
+        inside = [(r, f) for t, r, f in zip(smp.t, smp.rss_kib, smp.fds, strict=True) if lo < t <= hi]
+        if inside:
+            ph.rss_end_mib, ph.fds_end = inside[-1][0] / 1024, inside[-1][1]
+            ph.rss_max_mib = max(r for r, _ in inside) / 1024
+            ph.fds_max = max(f for _, f in inside)
+
+
+async def soak_run(s: Setup, n_phases: int) -> SoakRun:
+    """One mitmdump under continuous load while the shadow flaps; mitmdump and the client always stopped."""
+    args = s.args
+    scn = Scenario("soak", True, "flap", None, "100% copies to a shadow that flaps")
+    proxy_port = free_port()
+    admin_port = free_port() if s.admin else None
+    cmd = mitmdump_cmd(
+        s.mitmdump, s.addon, scn, s.ups.ports, proxy_port, s.tmp / "mappings.yaml", args.addon_option, admin_port
+    )
+    run = SoakRun(n_phases, command=cmd)
+    log_path = s.tmp / "mitmdump-soak.log"
+    with open(log_path, "wb") as logf:
+        proc = await spawn("mitmdump soak", cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=s.env)
+    stop_sampling = asyncio.Event()
+    sampler: asyncio.Task[None] | None = None
+    client: SoakClient | None = None
+    period = args.phase_seconds
+
+    async def addon_metrics() -> AddonMetrics:
+        return await scrape_metrics(admin_port) if admin_port is not None else AddonMetrics()
+
+    try:
+        try:
+            await wait_port(proxy_port, proc, "mitmdump")
+        except RuntimeError as e:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{e}\ncommand: {' '.join(cmd)}\noutput:\n{tail}") from None
+        sampler = asyncio.create_task(sample_process(proc.pid, stop_sampling, run.samples, SOAK_SAMPLE_INTERVAL))
+        client = SoakClient(proxy_port, args.connections, time.perf_counter() + args.warmup + n_phases * period + 60)
+        client.start()
+        await asyncio.sleep(args.warmup)
+        m_prev, st_prev = await addon_metrics(), await s.ups.stats()
+        run.warmup_errors = client.swap().errors
+        snap_prev, run.t_start = cpu_snap(proc.pid, s.ups.pids), time.monotonic()
+        t_prev = run.t_start
+        for i in range(n_phases):
+            mode = SOAK_CYCLE[i % len(SOAK_CYCLE)]
+            ph = Phase(i, mode, start_s=t_prev - run.t_start)
+            ph.switch = await s.ups.set_mode(mode)
+            ph.port_state = await probe_port(s.ups.ports["flap"], want_listening=mode != "down")
+            await asyncio.sleep(max(0.0, run.t_start + (i + 1) * period - time.monotonic()))
+            load, t_now, snap = client.swap(), time.monotonic(), cpu_snap(proc.pid, s.ups.pids)
+            m, st = await addon_metrics(), await s.ups.stats()
+            ph.seconds = t_now - t_prev
+            _latency_figures(ph, load)
+            span = snap.t - snap_prev.t
+            ph.cpu_mitmdump_pct = _pct(snap_prev.mitmdump, snap.mitmdump, span)
+            ph.cpu_upstreams_pct = _pct(snap_prev.upstreams, snap.upstreams, span)
+            ph.cpu_client_pct = _pct(snap_prev.client, snap.client, span)
+            ours = ph.cpu_mitmdump_pct + ph.cpu_upstreams_pct + ph.cpu_client_pct
+            ph.cpu_other_pct = max(0.0, _pct(snap_prev.machine, snap.machine, span) - ours)
+            if snap_prev.mitmdump is not None and snap.mitmdump is not None and ph.requests:
+                ph.cpu_us_per_request = (snap.mitmdump - snap_prev.mitmdump) / ph.requests * 1e6
+            ph.prod_received = _delta(st, st_prev, "prod", "requests")
+            ph.shadow_received = _delta(st, st_prev, "flap", "requests")
+            ph.shadow_answered = _delta(st, st_prev, "flap", "answered")
+            d = m.since(m_prev)
+            ph.metrics_ok, ph.inflight, ph.backlog = d.ok, d.inflight, d.backlog
+            ph.drops, ph.shadow_codes = d.drops, d.shadow_codes
+            run.phases.append(ph)
+            m_prev, st_prev, snap_prev, t_prev = m, st, snap, t_now
+            rss = run.samples.rss_kib[-1] / 1024 if run.samples.rss_kib else math.nan
+            fds = run.samples.fds[-1] if run.samples.fds else -1
+            log(
+                f"[phase {i + 1:2d}/{n_phases} {mode:<9}] {ph.rps:6.0f} req/s  p50 {ph.p50_ms:6.2f} ms  "
+                f"p99 {ph.p99_ms:7.2f} ms  err {ph.errors}  rss {rss:5.1f} MiB  fds {fds:3d}  "
+                f"cpu mitm {ph.cpu_mitmdump_pct:3.0f}% other {ph.cpu_other_pct:3.0f}%  inflight {ph.inflight} "
+                f"backlog {ph.backlog}  shadow {ph.shadow_received}/{ph.prod_received}  drops {_counts(ph.drops)}"
+                + ("" if ph.port_state in ("listening", "refusing") else f"  port: {ph.port_state}")
+            )
+            if proc.returncode is not None:
+                run.aborted = f"mitmdump exited with status {proc.returncode} during phase {i + 1}"
+                break
+        run.t_end = t_prev
+        await client.stop(DRAIN_GRACE)
+        run.tail_errors, run.unfinished, run.gave_up = client.swap().errors, client.unfinished, client.gave_up
+        stop_sampling.set()
+        await asyncio.wait_for(sampler, 2.0)
+    finally:
+        stop_sampling.set()
+        if sampler is not None and not sampler.done():
+            sampler.cancel()
+        if client is not None:
+            for t in client.tasks:
+                t.cancel()
+            await asyncio.gather(*client.tasks, return_exceptions=True)
+        await stop(proc)
+    run.mitmdump_output = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][:60]
+    _phase_resources(run)
+    return run
+
+
+def soak_checks(run: SoakRun, max_inflight: int) -> list[Check]:
+    phases = run.phases
+    checks: list[Check] = []
+    cycle = len(SOAK_CYCLE)
+    if run.aborted:
+        checks.append(Check("soak ran to the end", run.aborted, f"{run.planned} phases", "FAIL"))
+    # Memory: the first full cycle is the warm-up (pools, caches and the allocator settle); then it must stay flat.
+    if len(phases) > cycle and not math.isnan(phases[cycle - 1].rss_end_mib):
+        base = phases[cycle - 1].rss_end_mib
+        peak = max((p.rss_max_mib for p in phases[cycle:] if not math.isnan(p.rss_max_mib)), default=math.nan)
+        growth = peak - base
+        res = "n/a" if math.isnan(growth) else "PASS" if growth < SOAK_RSS_GROWTH_MIB else "FAIL"
+        value = f"{growth:+.1f} MiB (max {peak:.1f} after warm-up, {base:.1f} at its end)"
+        checks.append(
+            Check("RSS growth after warm-up (1st cycle)", value, f"< {SOAK_RSS_GROWTH_MIB:g} MiB", res, growth)
+        )
+    else:
+        checks.append(Check("RSS growth after warm-up (1st cycle)", "fewer than 2 cycles", "-", "n/a"))
+    if phases and phases[0].fds_end >= 0:
+        limit = phases[0].fds_end + max_inflight + FD_SLACK
+        peak_fds = max(p.fds_max for p in phases)
+        worst = max(phases, key=lambda p: p.fds_max)
+        value = f"{peak_fds} (phase {worst.index + 1} {worst.mode}; {phases[0].fds_end} after phase 1)"
+        checks.append(Check("open fds bounded", value, f"<= {limit}", "PASS" if peak_fds <= limit else "FAIL"))
+    healthy = [p.rps for p in phases if p.mode == "healthy" and not math.isnan(p.rps)]
+    ref = statistics.median(healthy) if healthy else math.nan
+    for p in phases:
+        p.throughput_ratio = p.rps / ref if ref > 0 else math.nan
+    rated = [p for p in phases if not math.isnan(p.throughput_ratio)]
+    if rated:
+        worst = min(rated, key=lambda p: p.throughput_ratio)
+        ok = all(p.throughput_ratio >= SOAK_THROUGHPUT_MIN for p in rated) and len(rated) == len(phases)
+        spread = [p.throughput_ratio for p in rated if p.mode == "healthy"]
+        value = (
+            f"min {worst.throughput_ratio:.3f}x (phase {worst.index + 1} {worst.mode}); healthy median {ref:.0f}/s, "
+            f"healthy phases{_spread(spread) or ' -'}"
+        )
+        checks.append(
+            Check("production throughput, every phase", value, f">= {SOAK_THROUGHPUT_MIN:g}x", "PASS" if ok else "FAIL")
+        )
+    errors = sum(p.errors for p in phases) + run.warmup_errors + run.tail_errors + run.unfinished
+    detail = f"{errors}" + (
+        f" (warm-up {run.warmup_errors}, after the last phase {run.tail_errors}, unfinished {run.unfinished})"
+        if errors
+        else ""
+    )
+    checks.append(Check("production errors", detail, "0", "PASS" if errors == 0 else "FAIL", errors))
+    return checks
+
+
+def soak_notes(run: SoakRun) -> list[str]:
+    out = []
+    busy = [p for p in run.phases if not math.isnan(p.cpu_other_pct) and p.cpu_other_pct > OTHER_LOAD_PCT]
+    if busy:
+        out.append(
+            f"phases {', '.join(str(p.index + 1) for p in busy)} shared the machine with other work "
+            f"(> {OTHER_LOAD_PCT:g}% of a core outside the benchmark; marked * in the table): their figures are "
+            "disturbed"
+        )
+    for p in run.phases:
+        if p.port_state not in ("listening", "refusing"):
+            out.append(f"phase {p.index + 1} ({p.mode}): the shadow port was {p.port_state}")
+        if p.switch.get("error"):
+            out.append(f"phase {p.index + 1} ({p.mode}): mode switch: {p.switch['error']}")
+        if p.mode == "healthy" and p.prod_received and p.delivery < 0.99:
+            out.append(
+                f"phase {p.index + 1} (healthy): the shadow received {p.delivery:.1%} of production's requests "
+                f"({p.shadow_received}/{p.prod_received}); drops: {_counts(p.drops)}"
+            )
+        if p.mode == "healthy" and p.metrics_ok and p.backlog:
+            out.append(f"phase {p.index + 1} (healthy): {p.backlog} copies still waiting in the backlog at its end")
+    if run.phases and not any(p.metrics_ok for p in run.phases):
+        out.append("the addon's /metrics was not available: drops, in-flight and backlog columns are empty")
+    if run.gave_up:
+        out.append(f"{run.gave_up} client connections gave up after {SOAK_MAX_FAILURES} failures in a row")
+    bad = [ln for ln in run.mitmdump_output if _ALARMING.search(ln)]
+    if bad:
+        out.append(f"mitmdump printed: {' | '.join(bad[:3])[:300]}")
+    return out
+
+
+def soak_timeline(run: SoakRun, step: float) -> list[dict[str, Any]]:
+    """RSS and fds every `step` seconds of the soak (the sample at that time, and the max since the last line)."""
+    smp = run.samples
+    rel = [t - (run.t_start - smp.started) for t in smp.t]  # seconds since the start of phase 0
+    rows: list[dict[str, Any]] = []
+    total = run.t_end - run.t_start
+    for k in range(1, int(total / step + 1e-6) + 1):
+        lo, hi = (k - 1) * step, k * step
+        inside = [(r, f) for t, r, f in zip(rel, smp.rss_kib, smp.fds, strict=True) if lo < t <= hi + 0.5]
+        if not inside:
+            continue
+        current = [p for p in run.phases if p.start_s < hi] or run.phases[:1]
+        rows.append(
+            {
+                "t_s": hi,
+                "phase": current[-1].index + 1 if current else 0,
+                "mode": current[-1].mode if current else "",
+                "rss_mib": inside[-1][0] / 1024,
+                "rss_max_mib": max(r for r, _ in inside) / 1024,
+                "fds": inside[-1][1],
+                "fds_max": max(f for _, f in inside),
+            }
+        )
+    return rows
+
+
+def soak_report(result: dict[str, Any], run: SoakRun, checks: list[Check], extra: list[str]) -> str:
+    cfg, meta = result["config"], result["meta"]
+    out = [
+        "",
+        f"mitmproxy-shadow soak: {len(run.phases)} phases x {cfg['phase_seconds']:g} s "
+        f"({len(run.phases) * cfg['phase_seconds'] / 60:.1f} min, +{cfg['warmup']:g} s warm-up load), shadow cycling "
+        f"{' > '.join(SOAK_CYCLE)} (slow: {SLOW_DELAY * 1e3:.0f} ms; blackhole: accepts, never answers; down: "
+        "connection refused)",
+        f"one mitmdump {meta['mitmproxy']}, 100% copies, shadow_max_inflight {cfg['shadow_max_inflight']}; "
+        f"{cfg['connections']} connections (asyncio client); upstreams: {cfg['upstreams']}; loopback, {meta['cpus']} "
+        f"CPUs; addon: snapshot of shadow_addon/ (sha256 {meta['addon_sources_sha256']}, git {meta['git']})",
+        "",
+    ]
+    rows = []
+    for p in run.phases:
+        busy = not math.isnan(p.cpu_other_pct) and p.cpu_other_pct > OTHER_LOAD_PCT
+        rows.append(
+            [
+                str(p.index + 1),
+                p.mode,
+                _fmt(p.rps, ".0f"),
+                _fmt(p.throughput_ratio, ".3f"),
+                _fmt(p.p50_ms, ".2f"),
+                _fmt(p.p99_ms, ".2f"),
+                str(p.errors),
+                _fmt(p.rss_end_mib, ".1f"),
+                str(p.fds_max) if p.fds_max >= 0 else "-",
+                _fmt(p.cpu_mitmdump_pct, ".0f"),
+                _fmt(p.cpu_us_per_request, ".0f"),
+                _fmt(p.cpu_other_pct, ".0f") + ("*" if busy else ""),
+                _fmt(p.delivery * 100, ".1f"),
+                f"{p.inflight}/{p.backlog}" if p.metrics_ok else "-",
+                _counts(p.shadow_codes) if p.metrics_ok else "-",
+                _counts(p.drops) if p.metrics_ok else "-",
+            ]
+        )
+    headers = ["#", "mode", "req/s", "x hlth", "p50 ms", "p99 ms", "err", "RSS end MiB", "fds max", "cpu% mitm",
+               "mitm us/req", "cpu% other", "shadow rcv %", "infl/backlog", "shadow answers",
+               "drops"]  # fmt: skip
+    out.append(table(headers, rows, {0, *range(2, len(headers) - 2)}))
+    out.append(
+        "\nreq/s, p50, p99, err: production, completions while the phase was current; x hlth: vs the median healthy "
+        "phase;\nmitm us/req: mitmdump CPU time per request; cpu% other: busy CPU outside the benchmark (% of a core, "
+        "* above 25%);\nshadow rcv %: requests the shadow server received / production received; infl/backlog: "
+        "shadow_inflight/shadow_backlog at the\nphase's end; shadow answers, drops: the addon's counters during the "
+        "phase (shadow_upstream_requests_total{role=shadow} by code,\nshadow_dropped_total by reason)"
+    )
+    out.append(f"\nRSS and open fds over time (every {result['timeline_step_s']:g} s; max: since the previous line)")
+    trows = [
+        [
+            f"{int(r['t_s'] // 60)}:{int(r['t_s'] % 60):02d}",
+            f"{r['phase']} {r['mode']}",
+            f"{r['rss_mib']:.1f}",
+            f"{r['rss_max_mib']:.1f}",
+            str(r["fds"]),
+            str(r["fds_max"]),
+        ]
+        for r in result["timeline"]
+    ]
+    out.append(table(["t", "phase", "RSS MiB", "RSS max", "fds", "fds max"], trows, {0, 2, 3, 4, 5}))
+    out.append("")
+    out.append(
+        table(["check", "value", "target", "result"], [[c.name, c.value, c.target, c.result] for c in checks], {2})
+    )
+    passed = sum(c.result == "PASS" for c in checks)
+    failed = sum(c.result == "FAIL" for c in checks)
+    out.append(f"\n{passed} passed, {failed} failed")
+    if extra:
+        out.append("\nnotes:")
+        out.extend(f"  - {x}" for x in extra)
+    out.append(f"\nfigures: {result['json_path']}  (took {meta['elapsed_s']:.0f} s)")
+    return "\n".join(out)
+
+
+async def soak(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    t0, load_start = time.monotonic(), os.getloadavg()
+    n_phases = round(args.soak_minutes * 60 / args.phase_seconds)
+    try:
+        from mitmproxy import version as mitm_version  # only for the report
+
+        mitm = mitm_version.VERSION
+    except ImportError:
+        mitm = "unknown"
+    set_soak_flag(args.warmup + n_phases * args.phase_seconds + 30)
+    try:
+        with tempfile.TemporaryDirectory(prefix="shadow-soak-") as tmpdir:
+            tmp = Path(tmpdir)
+            (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
+            ups = await start_upstreams(args, tmp)
+            try:
+                setup, addon_rev = make_setup(args, ups, tmp, None)
+                log(
+                    f"soak: {n_phases} phases x {args.phase_seconds:g} s, shadow {' > '.join(SOAK_CYCLE)} on "
+                    f"{HOST}:{ups.ports['flap']}; upstreams: {ups.kind}; {SOAK_FLAG} exists until the end"
+                )
+                run = await soak_run(setup, n_phases)
+            finally:
+                await ups.close()
+    finally:
+        clear_soak_flag()
+    inflight = max_inflight(args.addon_option)
+    checks = soak_checks(run, inflight)
+    extra = soak_notes(run)
+    json_path = Path(args.json) if args.json else ROOT / "bench-results-soak.json"
+    step = 60.0 if n_phases * args.phase_seconds >= 240 else args.phase_seconds
+    result: dict[str, Any] = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git": git_revision(),
+            "addon_sources_sha256": addon_rev,
+            "python": platform.python_version(),
+            "mitmproxy": mitm,
+            "cpus": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+            "elapsed_s": time.monotonic() - t0,
+        },
+        "config": {
+            "soak_minutes": args.soak_minutes,
+            "phase_seconds": args.phase_seconds,
+            "phases": n_phases,
+            "cycle": list(SOAK_CYCLE),
+            "warmup": args.warmup,
+            "connections": args.connections,
+            "addon_options": args.addon_option,
+            "shadow_max_inflight": inflight,
+            "upstreams": ups.kind,
+            "client": "asyncio (bench.py, main process)",
+            "ports": ups.ports,
+            "mitmdump_command": run.command,
+        },
+        "json_path": str(json_path),
+        "phases": [{**asdict(p), "delivery": p.delivery} for p in run.phases],
+        "checks": [asdict(c) for c in checks],
+        "notes": extra,
+        "timeline_step_s": step,
+        "timeline": soak_timeline(run, step),
+        "client": {
+            "warmup_errors": run.warmup_errors,
+            "tail_errors": run.tail_errors,
+            "unfinished": run.unfinished,
+            "gave_up": run.gave_up,
+        },
+        "aborted": run.aborted,
+        "samples": {
+            "t_s": [round(t - (run.t_start - run.samples.started), 3) for t in run.samples.t],  # since phase 1
+            "rss_kib": run.samples.rss_kib,
+            "fds": run.samples.fds,
+        },
+        "mitmdump_output": run.mitmdump_output,
+    }
+    json_path.write_text(json.dumps(_clean(result), indent=1) + "\n")
+    print(soak_report(result, run, checks, extra), flush=True)
+    return 1 if any(c.result == "FAIL" for c in checks) else 0
+
+
 # ============================================================================ main
 
 
@@ -1254,6 +2063,18 @@ def git_revision() -> str:
         return rev + ("+dirty(shadow_addon)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def make_setup(args: argparse.Namespace, ups: Upstreams, tmp: Path, wrk: str | None) -> tuple[Setup, str]:
+    """Snapshot shadow_addon/ into tmp and describe how mitmdump runs; also returns the snapshot's hash."""
+    addon_dir = tmp / "addon"
+    addon_rev = snapshot_addon(addon_dir)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
+    admin = addon_has_option(addon_dir, "shadow_admin") and not any(
+        o.partition("=")[0].strip() == "shadow_admin" for o in args.addon_option
+    )
+    return Setup(args, ups, find_mitmdump(), wrk, tmp, addon_dir, env, admin), addon_rev
 
 
 def max_inflight(options: Sequence[str]) -> int:
@@ -1280,31 +2101,15 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
     wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
     if args.client == "wrk" and not wrk:
         raise SystemExit("--client wrk: wrk is not on PATH")
-    nginx = shutil.which("nginx") if args.upstreams in ("auto", "nginx") else None
-    if args.upstreams == "nginx" and not nginx:
-        raise SystemExit("--upstreams nginx: nginx is not on PATH")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="shadow-bench-") as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
+        ups = await start_upstreams(args, tmp)
         try:
-            ups = await Upstreams.start(nginx, tmp)
-        except RuntimeError as e:
-            if args.upstreams == "nginx" or not nginx:
-                raise
-            log(f"nginx did not start ({e}); using the asyncio upstreams")
-            ups = await Upstreams.start(None, tmp)
-        addon_dir = tmp / "addon"
-        addon_rev = snapshot_addon(addon_dir)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
-        admin = addon_has_option(addon_dir, "shadow_admin") and not any(
-            o.partition("=")[0].strip() == "shadow_admin" for o in args.addon_option
-        )
-        setup = Setup(args, ups, find_mitmdump(), wrk, tmp, addon_dir, env, admin)
-        client = "wrk -t1" if wrk else "asyncio (bench.py, main process)"
-        log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
-        try:
+            setup, addon_rev = make_setup(args, ups, tmp, wrk)
+            client = "wrk -t1" if wrk else "asyncio (bench.py, main process)"
+            log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
             for rnd in range(1, args.rounds + 1):
                 order = names if rnd % 2 else names[::-1]
                 for n in order:
@@ -1364,16 +2169,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="scripts/bench",
         description="Plain mitmdump vs mitmdump + shadow addon (healthy and bad shadows), interleaved, on loopback.",
         epilog=f"scenarios: {', '.join(f'{s.name} ({s.description})' for s in SCENARIOS.values())}. "
-        "Exit status: 0 all checks pass, 1 a check failed, 2 usage error / not implemented.",
+        "Exit status: 0 all checks pass, 1 a check failed, 2 usage error.",
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds of all scenarios (default 3)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds of load before each (default 1)")
     p.add_argument("--settle", type=float, default=1.0, help="max seconds to wait for shadow stragglers (default 1)")
     p.add_argument("--connections", type=int, default=10, help="client keep-alive connections (default 10)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per measurement")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 2 s per measurement (--soak: 2 min of 10 s phases)"
+    )
     p.add_argument("--only", metavar="A,B", help="scenarios to run (their reference scenarios are added)")
-    p.add_argument("--json", metavar="PATH", help="where to write the figures (default: bench-results.json)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="where to write the figures (default: bench-results.json, soak: bench-results-soak.json)",
+    )
     p.add_argument(
         "--addon-option",
         metavar="KEY=VALUE",
@@ -1383,8 +2194,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--client", choices=("auto", "asyncio", "wrk"), default="auto", help="load generator")
     p.add_argument("--upstreams", choices=("auto", "asyncio", "nginx"), default="auto", help="upstream servers")
-    p.add_argument("--soak", action="store_true", help="long-running soak mode (not implemented yet)")
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help="soak instead: one mitmdump under continuous load while the shadow cycles healthy > slow > blackhole > "
+        "down (default JSON: bench-results-soak.json; with --quick: 2 minutes of 10 s phases)",
+    )
+    p.add_argument("--soak-minutes", type=float, metavar="M", help="length of the soak (default 10)")
+    p.add_argument("--phase-seconds", type=float, metavar="S", help="seconds per shadow phase in the soak (default 30)")
     args = p.parse_args(argv)
+    if args.soak:
+        if args.only:
+            p.error("--only does not apply to --soak")
+        if args.client == "wrk":
+            p.error("--soak uses the asyncio client (it counts completions per phase), not wrk")
+        default_minutes, default_phase = (2.0, 10.0) if args.quick else (10.0, 30.0)
+        args.soak_minutes = default_minutes if args.soak_minutes is None else args.soak_minutes
+        args.phase_seconds = default_phase if args.phase_seconds is None else args.phase_seconds
+        if args.phase_seconds < 2 or args.soak_minutes * 60 / args.phase_seconds < len(SOAK_CYCLE) - 0.5:
+            p.error(f"--phase-seconds must be >= 2 and the soak at least {len(SOAK_CYCLE)} phases long")
+    elif args.soak_minutes is not None or args.phase_seconds is not None:
+        p.error("--soak-minutes and --phase-seconds need --soak")
     if args.quick:
         args.rounds, args.duration = 1, 2.0
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.warmup < 0 or args.settle < 0:
@@ -1400,8 +2230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = parse_args(argv)
     if args.soak:
-        print("scripts/bench --soak: not implemented yet", file=sys.stderr)
-        return 2
+        try:
+            return asyncio.run(soak(args))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            log("interrupted; stopped every process started")
+            return 130
+        finally:
+            kill_leftovers()
+            clear_soak_flag()
     try:
         names, added = select_scenarios(args.only)
     except ValueError as e:

@@ -515,6 +515,11 @@ class Sender:
         if self.closed:
             return
         now = time.monotonic()
+        if pool.backlog and pool.backoff_until > now:
+            # The service just failed: waiting copies would only dial it again. Drop them under that reason.
+            while pool.backlog:
+                self._drop(pool, pool.backlog.popleft(), pool.backoff_reason, "failed recently (backing off)")
+            return
         while pool.backlog and pool.inflight < self.max_inflight:
             nxt = pool.backlog.popleft()
             left = nxt.timeout - (now - nxt.enqueued)  # the wait counts against the copy's timeout

@@ -178,3 +178,41 @@ def test_admin_port_in_use_is_a_clear_start_up_error(tmp_path: Path, upstream) -
     assert r.returncode != 0
     assert f"shadow_admin: cannot listen on 127.0.0.1:{port}: Address already in use" in out
     assert "Traceback" not in out
+
+
+def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> None:
+    """The installed entry point: mitmdump with the addon, every argument passed through."""
+    import http.client
+    import signal
+    import sys
+
+    prod, sh = upstream("prod"), upstream("shadow")
+    m = write_mappings(tmp_path / "m.yaml", mapping("all-shadow", prefix="/", service="cand", shadow=True))
+    port = free_port()
+    exe = Path(sys.executable).parent / "mitmshadow"
+    proc = subprocess.Popen(
+        [str(exe), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1", "-p", str(port),
+         "--set", f"mappings={m}", "--set", f"mapping_services=cand={sh.address}", "--set", "shadow_admin="],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+
+        def answered() -> bool:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/hello")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                return ok
+            except OSError:
+                return False
+
+        assert wait_until(answered, 20, 0.2)
+        assert sh.wait_for(1) and sh.seen[0].path == "/hello"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
