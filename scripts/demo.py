@@ -494,8 +494,8 @@ def keep_running(procs: Processes, proxy: Proxy, shops: dict[str, int]) -> None:
         print(f"  mitmweb     {proxy.web_url}")
     for name, port in shops.items():
         print(f"  {name:<11} http://{HOST}:{port}/api/products")
-    print("Press Ctrl-C to stop.", flush=True)
     try:
+        print("Press Ctrl-C to stop.", flush=True)  # inside the try: a Ctrl-C right after reading it is caught
         while True:  # ends with Ctrl-C (or SIGTERM), or when a process dies
             procs.check_alive()
             time.sleep(0.5)
