@@ -137,6 +137,14 @@ class _Parser:
             self.digest.update(data)
         self.size += n
 
+    def _consume(self, buf: bytearray) -> bool:
+        """Take up to `need` body bytes from buf; True once all of them have arrived."""
+        n = min(self.need, len(buf))
+        if n:
+            self._take(buf, n)
+            self.need -= n
+        return not self.need
+
     def finish(self) -> None:
         self.out.body, self.out.body_size = b"".join(self.kept), self.size
         if self.digest is not None:
@@ -157,11 +165,7 @@ class _Parser:
                 del buf[: i + 4]
                 self._head(head)
             elif st == _LENGTH:
-                n = min(self.need, len(buf))
-                if n:
-                    self._take(buf, n)
-                    self.need -= n
-                if self.need:
+                if not self._consume(buf):
                     return False
                 self.finish()
             elif st == _CHUNK_SIZE:
@@ -177,11 +181,7 @@ class _Parser:
                 del buf[: i + 2]
                 self.state, self.need = (_TRAILERS, 0) if n == 0 else (_CHUNK_DATA, n)
             elif st == _CHUNK_DATA:
-                n = min(self.need, len(buf))
-                if n:
-                    self._take(buf, n)
-                    self.need -= n
-                if self.need:
+                if not self._consume(buf):
                     return False
                 self.state = _CHUNK_CRLF
             elif st == _CHUNK_CRLF:
