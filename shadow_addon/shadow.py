@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -39,7 +40,6 @@ class Pending:
     """What `requestheaders` decided for a flow, used by `request`, `response` and `error`."""
 
     route: routing.Route
-    started: float  # monotonic, for production upstream time when timestamps are missing
     tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
     tee_over: bool = False
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
@@ -496,20 +496,21 @@ class Shadow:
             return
         if route.mapping is not None:
             self._apply(flow, route)
+        p = self.pending[flow.id] = Pending(route)
         if route.shadow is not None:
-            p = Pending(route, time.monotonic())
             if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
-                self.metrics.record_drop(route.shadow.name, "upgrade")  # Envoy mirrors no CONNECT/upgrade
-                p.route = _without_shadow(route)
+                self._skip_copy(p, "upgrade")  # Envoy mirrors no CONNECT/upgrade
             elif MARKER.decode() in req.headers:
-                self.metrics.record_drop(route.shadow.name, "loop")
-                p.route = _without_shadow(route)
+                self._skip_copy(p, "loop")
             elif req.stream:
                 p.tee = bytearray()
                 req.stream = self._tee(p)
-            self.pending[flow.id] = p
-        else:
-            self.pending[flow.id] = Pending(route, time.monotonic())
+
+    def _skip_copy(self, p: Pending, reason: str) -> None:
+        """This request will not be copied: count why, and keep the route for production's metrics."""
+        assert p.route.shadow is not None
+        self.metrics.record_drop(p.route.shadow.name, reason)
+        p.route = dataclasses.replace(p.route, shadow=None, shadow_address=None)
 
     def _apply(self, flow: http.HTTPFlow, route: routing.Route) -> None:
         """Re-route the production request to the picked Mapping's service."""
@@ -555,13 +556,10 @@ class Shadow:
             if p.tee is not None:
                 body = bytes(p.tee)
             else:
-                reason = "body_limit" if p.tee_over else "streamed"
-                self.metrics.record_drop(shadow.name, reason)
-                p.route = _without_shadow(route)
+                self._skip_copy(p, "body_limit" if p.tee_over else "streamed")
                 return
         if len(body) > self.body_limit:
-            self.metrics.record_drop(shadow.name, "body_limit")
-            p.route = _without_shadow(route)
+            self._skip_copy(p, "body_limit")
             return
         host = req.host_header or url.hostport(req.scheme, req.host, req.port)
         timeout = self.timeout_override or route.timeout_ms / 1000.0
@@ -723,7 +721,3 @@ def _decoded(body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
         return encoding.decode(body, enc)
     except ValueError:
         return body
-
-
-def _without_shadow(route: routing.Route) -> routing.Route:
-    return routing.Route(route.group, route.mapping, route.address, route.path, route.timeout_ms, None, None)
