@@ -87,6 +87,9 @@ class Pool:
     conns: set[_Conn] = field(default_factory=set)
     backoff_until: float = 0.0
     backoff_reason: str = "connect_error"
+    connecting: int = 0  # connection attempts under way
+    # No connect has succeeded yet, or the last one failed: one attempt at a time until one succeeds.
+    suspect: bool = True
     last_log: dict[str, float] = field(default_factory=dict)
 
 
@@ -386,7 +389,7 @@ class Sender:
             # Counted under the failure that started the back-off (refused, or a name that does not resolve).
             self._drop(pool, c, pool.backoff_reason, "failed recently (backing off)")
             return
-        if pool.inflight < self.max_inflight:
+        if self._may_start(pool):
             self._start(pool, c, c.timeout)
         elif len(pool.backlog) < self.max_backlog:
             c.enqueued = now
@@ -421,6 +424,12 @@ class Sender:
 
     # ------------------------------------------------------------ internals
 
+    def _may_start(self, pool: Pool) -> bool:
+        """Room for one more copy in flight. Until a connect to the service has worked (at first, and after one
+        failed), copies that would dial wait for the one attempt under way: under load a refused connect is only
+        seen a loop iteration later, and every copy submitted meanwhile would otherwise dial the dead service."""
+        return pool.inflight < self.max_inflight and (bool(pool.idle) or not (pool.suspect and pool.connecting))
+
     def _start(self, pool: Pool, c: Copy, seconds: float) -> None:
         pool.inflight += 1
         out = Outcome(timestamp_start=time.time())
@@ -443,17 +452,26 @@ class Sender:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _connect(self, pool: Pool, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool) -> None:
+    async def _dial(self, pool: Pool) -> _Conn:
+        """One connection attempt; `pool.connecting` counts it until it ends either way."""
         a = pool.address
         loop = asyncio.get_running_loop()
+        pool.connecting += 1
+        try:
+            if a.scheme == "https":
+                ctx = self.ssl_context or ssl.create_default_context()
+                _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port, ssl=ctx,
+                                                       server_hostname=a.host)  # fmt: skip
+            else:
+                _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port)
+            return conn
+        finally:
+            pool.connecting -= 1
+
+    async def _connect(self, pool: Pool, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool) -> None:
         try:
             async with asyncio.timeout(max(seconds, 0.0)):
-                if a.scheme == "https":
-                    ctx = self.ssl_context or ssl.create_default_context()
-                    _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port, ssl=ctx,
-                                                           server_hostname=a.host)  # fmt: skip
-                else:
-                    _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port)
+                conn = await self._dial(pool)
         except TimeoutError:
             self._failed(pool, c, out, "timeout", f"could not connect within {c.timeout:g}s", t0)
         except socket.gaierror as e:
@@ -472,7 +490,9 @@ class Sender:
             if self.closed:
                 conn.close()
                 return
+            pool.suspect = False
             conn.send(c, out, t0, seconds - (time.monotonic() - t0), retried)
+            self._drain(pool, time.monotonic())  # copies that waited for this attempt
 
     def _log(self, pool: Pool, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -493,6 +513,7 @@ class Sender:
         """An attempted copy that got no (complete) answer."""
         if backoff:
             pool.backoff_until, pool.backoff_reason = time.monotonic() + backoff, reason
+            pool.suspect = True
         out.reason, out.error, out.seconds = reason, msg, time.monotonic() - t0
         self.metrics.record_drop(c.mapping, reason)
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, "error", out.seconds)
@@ -514,13 +535,16 @@ class Sender:
             self.on_result(c, out)
         if self.closed:
             return
-        now = time.monotonic()
+        self._drain(pool, time.monotonic())
+
+    def _drain(self, pool: Pool, now: float) -> None:
+        """Start waiting copies while there is room; drop them all while the service backs off."""
         if pool.backlog and pool.backoff_until > now:
             # The service just failed: waiting copies would only dial it again. Drop them under that reason.
             while pool.backlog:
                 self._drop(pool, pool.backlog.popleft(), pool.backoff_reason, "failed recently (backing off)")
             return
-        while pool.backlog and pool.inflight < self.max_inflight:
+        while pool.backlog and self._may_start(pool):
             nxt = pool.backlog.popleft()
             left = nxt.timeout - (now - nxt.enqueued)  # the wait counts against the copy's timeout
             if left <= 0:
