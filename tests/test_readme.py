@@ -145,3 +145,20 @@ def test_addon_path_command_for_installed_packages() -> None:
         r = run(cmd, 60)
         assert r.returncode == 0, r.stderr
         assert Path(r.stdout.strip()).is_file() and r.stdout.strip().endswith("shadow_addon/addon.py")
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """`file.py::test_name` (and `::test_name`, same file as the one before) in the Guarantees table."""
+    section = README.read_text().split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named: list[tuple[str, str]] = []
+    for row in section.splitlines():
+        current = ""
+        for file, name in re.findall(r"`(?:(test_\w+\.py))?::(test_\w+)`", row):
+            current = file or current
+            assert current, f"{name} is named without its file: {row[:80]}"
+            named.append((current, name))
+    assert len(named) >= 10
+    missing = [
+        f"{f}::{n}" for f, n in named if not re.search(rf"^(async )?def {n}\(", (ROOT / "tests" / f).read_text(), re.M)
+    ]
+    assert not missing
