@@ -439,12 +439,12 @@ class Sender:
             if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
                 conn.send(c, out, t0, seconds)
                 return
-        self._spawn(self._connect(pool, c, out, t0, seconds, False))
+        self._open(pool, c, out, t0, seconds, False)
 
     def _reconnect(self, pool: Pool, c: Copy, out: Outcome, t0: float) -> None:
         if self.closed:
             return
-        self._spawn(self._connect(pool, c, out, t0, c.timeout - (time.monotonic() - t0), True))
+        self._open(pool, c, out, t0, c.timeout - (time.monotonic() - t0), True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -452,11 +452,16 @@ class Sender:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def _open(self, pool: Pool, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool) -> None:
+        """Send a copy over a new connection. The attempt counts in `pool.connecting` from now (not from when its
+        task first runs) until `_dial` ends, so copies submitted in between see it, whatever the task factory."""
+        pool.connecting += 1
+        self._spawn(self._connect(pool, c, out, t0, seconds, retried))
+
     async def _dial(self, pool: Pool) -> _Conn:
-        """One connection attempt; `pool.connecting` counts it until it ends either way."""
+        """One connection attempt, counted in `pool.connecting` by `_open`."""
         a = pool.address
         loop = asyncio.get_running_loop()
-        pool.connecting += 1
         try:
             if a.scheme == "https":
                 ctx = self.ssl_context or ssl.create_default_context()

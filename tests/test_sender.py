@@ -26,12 +26,13 @@ def copy(port: int) -> Copy:
     return Copy("cand", "cand-svc", Address("http", "127.0.0.1", port), "GET", "/x", "cand", (), b"", 3.0)
 
 
-@pytest.fixture
-async def dials() -> AsyncIterator[Callable[[], int]]:
-    """Count connection attempts: mitmproxy's eager task factory, and loop.create_connection wrapped (the real call
-    still happens)."""
+@pytest.fixture(params=["eager", "default"])
+async def dials(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], int]]:
+    """Count connection attempts (loop.create_connection wrapped; the real call still happens), under mitmproxy's
+    eager task factory and under asyncio's default one."""
     loop = asyncio.get_running_loop()
-    loop.set_task_factory(asyncio.eager_task_factory)
+    if request.param == "eager":
+        loop.set_task_factory(asyncio.eager_task_factory)
     count = 0
     real = loop.create_connection
 
