@@ -2156,6 +2156,7 @@ async def soak(args: argparse.Namespace) -> int:
             (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
             mitm_cpus, placement = place_processes()
             ups = await start_upstreams(args, tmp)
+            setup: Setup | None = None
             try:
                 setup, addon_rev = make_setup(args, ups, tmp, None, mitm_cpus, placement)
                 if mitm_cpus is not None:
@@ -2166,7 +2167,7 @@ async def soak(args: argparse.Namespace) -> int:
                 )
                 run = await soak_run(setup, n_phases)
             finally:
-                if setup.probe is not None:
+                if setup is not None and setup.probe is not None:
                     await setup.probe.close()
                 await ups.close()
     finally:
