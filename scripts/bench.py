@@ -128,7 +128,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1190,6 +1190,7 @@ class Setup:
     addon: Path  # the directory holding the snapshot of shadow_addon/
     env: dict[str, str]  # mitmdump's environment: PYTHONPATH puts the snapshot first
     admin: bool  # the addon has shadow_admin: give each run its own port (the default one is fixed) and scrape it
+    addon_rev: str = ""  # hash of the snapshot's sources
     mitm_cpus: set[int] | None = None  # mitmdump's own CPU (place_processes), shared only with the probe
     probe: SpeedProbe | None = None
     placement: str = ""
@@ -2143,33 +2144,15 @@ async def soak(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     t0, load_start = time.monotonic(), os.getloadavg()
     n_phases = round(args.soak_minutes * 60 / args.phase_seconds)
-    try:
-        from mitmproxy import version as mitm_version  # only for the report
-
-        mitm = mitm_version.VERSION
-    except ImportError:
-        mitm = "unknown"
     set_soak_flag(args.warmup + n_phases * args.phase_seconds + 30)
     try:
-        with tempfile.TemporaryDirectory(prefix="shadow-soak-") as tmpdir:
-            tmp = Path(tmpdir)
-            (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
-            mitm_cpus, placement = place_processes()
-            ups = await start_upstreams(args, tmp)
-            setup: Setup | None = None
-            try:
-                setup, addon_rev = make_setup(args, ups, tmp, None, mitm_cpus, placement)
-                if mitm_cpus is not None:
-                    setup.probe = await SpeedProbe.start(mitm_cpus)
-                log(
-                    f"soak: {n_phases} phases x {args.phase_seconds:g} s, shadow {' > '.join(SOAK_CYCLE)} on "
-                    f"{HOST}:{ups.ports['flap']}; upstreams: {ups.kind}; {SOAK_FLAG} exists until the end"
-                )
-                run = await soak_run(setup, n_phases)
-            finally:
-                if setup is not None and setup.probe is not None:
-                    await setup.probe.close()
-                await ups.close()
+        async with prepared(args, "shadow-soak-", None) as setup:
+            ups = setup.ups
+            log(
+                f"soak: {n_phases} phases x {args.phase_seconds:g} s, shadow {' > '.join(SOAK_CYCLE)} on "
+                f"{HOST}:{ups.ports['flap']}; upstreams: {ups.kind}; {SOAK_FLAG} exists until the end"
+            )
+            run = await soak_run(setup, n_phases)
     finally:
         clear_soak_flag()
     inflight = max_inflight(args.addon_option)
@@ -2178,17 +2161,7 @@ async def soak(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else ROOT / "bench-results-soak.json"
     step = 60.0 if n_phases * args.phase_seconds >= 240 else args.phase_seconds
     result: dict[str, Any] = {
-        "meta": {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "git": git_revision(),
-            "addon_sources_sha256": addon_rev,
-            "python": platform.python_version(),
-            "mitmproxy": mitm,
-            "cpus": os.cpu_count(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-            "elapsed_s": time.monotonic() - t0,
-        },
+        "meta": run_meta(setup, t0, load_start),
         "config": {
             "soak_minutes": args.soak_minutes,
             "phase_seconds": args.phase_seconds,
@@ -2256,8 +2229,8 @@ def git_revision() -> str:
 
 def make_setup(
     args: argparse.Namespace, ups: Upstreams, tmp: Path, wrk: str | None, mitm_cpus: set[int] | None, placement: str
-) -> tuple[Setup, str]:
-    """Snapshot shadow_addon/ into tmp and describe how mitmdump runs; also returns the snapshot's hash."""
+) -> Setup:
+    """Snapshot shadow_addon/ into tmp and describe how mitmdump runs."""
     addon_dir = tmp / "addon"
     addon_rev = snapshot_addon(addon_dir)
     env = dict(os.environ)
@@ -2265,8 +2238,49 @@ def make_setup(
     admin = addon_has_option(addon_dir, "shadow_admin") and not any(
         o.partition("=")[0].strip() == "shadow_admin" for o in args.addon_option
     )
-    setup = Setup(args, ups, find_mitmdump(), wrk, tmp, addon_dir, env, admin, mitm_cpus, placement=placement)
-    return setup, addon_rev
+    return Setup(args, ups, find_mitmdump(), wrk, tmp, addon_dir, env, admin, addon_rev, mitm_cpus, placement=placement)
+
+
+@contextlib.asynccontextmanager
+async def prepared(args: argparse.Namespace, prefix: str, wrk: str | None) -> AsyncIterator[Setup]:
+    """A temporary directory with the Mapping file, this process kept off mitmdump's CPU, the upstream servers,
+    the addon snapshot and the speed probe; all stopped and removed on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
+        tmp = Path(tmpdir)
+        (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
+        mitm_cpus, placement = place_processes()
+        ups = await start_upstreams(args, tmp)
+        setup: Setup | None = None
+        try:
+            setup = make_setup(args, ups, tmp, wrk, mitm_cpus, placement)
+            if mitm_cpus is not None:
+                setup.probe = await SpeedProbe.start(mitm_cpus)
+            yield setup
+        finally:
+            if setup is not None and setup.probe is not None:
+                await setup.probe.close()
+            await ups.close()
+
+
+def run_meta(s: Setup, t0: float, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """What the figures were measured on, for the JSON and the report's header."""
+    try:
+        from mitmproxy import version as mitm_version  # only for the report
+
+        mitm = mitm_version.VERSION
+    except ImportError:
+        mitm = "unknown"
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": git_revision(),
+        "addon_sources_sha256": s.addon_rev,
+        "python": platform.python_version(),
+        "mitmproxy": mitm,
+        "cpus": os.cpu_count(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "elapsed_s": time.monotonic() - t0,
+    }
 
 
 def max_inflight(options: Sequence[str]) -> int:
@@ -2284,60 +2298,32 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     t0, load_start = time.monotonic(), os.getloadavg()
-    try:
-        from mitmproxy import version as mitm_version  # only for the report
-
-        mitm = mitm_version.VERSION
-    except ImportError:
-        mitm = "unknown"
     wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
     if args.client == "wrk" and not wrk:
         raise SystemExit("--client wrk: wrk is not on PATH")
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="shadow-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
-        mitm_cpus, placement = place_processes()
-        ups = await start_upstreams(args, tmp)
-        setup: Setup | None = None
-        try:
-            setup, addon_rev = make_setup(args, ups, tmp, wrk, mitm_cpus, placement)
-            if mitm_cpus is not None:
-                setup.probe = await SpeedProbe.start(mitm_cpus)
-            client = "wrk -t1" if wrk else "asyncio (bench.py, main process)"
-            log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
-            for rnd in range(1, args.rounds + 1):
-                order = names if rnd % 2 else names[::-1]
-                for n in order:
-                    r = await measure(rnd, SCENARIOS[n], setup)
-                    runs.append(r)
-                    deliv = f"shadow {r.shadow_received}/{r.prod_received}" if SCENARIOS[n].shadow else ""
-                    log(
-                        f"[round {rnd}/{args.rounds}] {n:<9} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
-                        f"p99 {r.p99_ms:7.2f} ms  rss {r.peak_rss_mib:5.1f} MiB  fds {r.peak_fds:4d}  "
-                        f"cpu mitm {r.cpu_mitmdump_pct:3.0f}% ups {r.cpu_upstreams_pct:3.0f}% "
-                        f"client {r.cpu_client_pct:3.0f}% other {r.cpu_other_pct:3.0f}%  speed {r.core_speed:4.2f}  "
-                        f"{deliv}"
-                    )
-        finally:
-            if setup is not None and setup.probe is not None:
-                await setup.probe.close()
-            await ups.close()
+    client = "wrk -t1" if wrk else "asyncio (bench.py, main process)"
+    async with prepared(args, "shadow-bench-", wrk) as setup:
+        ups = setup.ups
+        log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
+        for rnd in range(1, args.rounds + 1):
+            order = names if rnd % 2 else names[::-1]
+            for n in order:
+                r = await measure(rnd, SCENARIOS[n], setup)
+                runs.append(r)
+                deliv = f"shadow {r.shadow_received}/{r.prod_received}" if SCENARIOS[n].shadow else ""
+                log(
+                    f"[round {rnd}/{args.rounds}] {n:<9} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                    f"p99 {r.p99_ms:7.2f} ms  rss {r.peak_rss_mib:5.1f} MiB  fds {r.peak_fds:4d}  "
+                    f"cpu mitm {r.cpu_mitmdump_pct:3.0f}% ups {r.cpu_upstreams_pct:3.0f}% "
+                    f"client {r.cpu_client_pct:3.0f}% other {r.cpu_other_pct:3.0f}%  speed {r.core_speed:4.2f}  "
+                    f"{deliv}"
+                )
     inflight = max_inflight(args.addon_option)
     summary, checks = summarise(runs, names, inflight)
     json_path = Path(args.json) if args.json else ROOT / "bench-results.json"
     result: dict[str, Any] = {
-        "meta": {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "git": git_revision(),
-            "addon_sources_sha256": addon_rev,
-            "python": platform.python_version(),
-            "mitmproxy": mitm,
-            "cpus": os.cpu_count(),
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-            "elapsed_s": time.monotonic() - t0,
-        },
+        "meta": run_meta(setup, t0, load_start),
         "config": {
             "rounds": args.rounds,
             "duration": args.duration,
@@ -2350,7 +2336,7 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
             "upstreams": ups.kind,
             "client": client,
             "ports": ups.ports,
-            "placement": placement,
+            "placement": setup.placement,
         },
         "json_path": str(json_path),
         "summary": summary,
