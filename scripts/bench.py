@@ -1021,6 +1021,18 @@ def _pct(a: float | None, b: float | None, span: float) -> float:
     return math.nan if a is None or b is None or span <= 0 else 100.0 * (b - a) / span
 
 
+def cpu_figures(fig: Any, a: CpuSnap, b: CpuSnap) -> None:
+    """CPU use between two snapshots, set on a Run or a Phase (same field names; `requests` already set)."""
+    span = b.t - a.t
+    fig.cpu_mitmdump_pct = _pct(a.mitmdump, b.mitmdump, span)
+    fig.cpu_upstreams_pct = _pct(a.upstreams, b.upstreams, span)
+    fig.cpu_client_pct = _pct(a.client, b.client, span)
+    ours = fig.cpu_mitmdump_pct + fig.cpu_upstreams_pct + fig.cpu_client_pct
+    fig.cpu_other_pct = max(0.0, _pct(a.machine, b.machine, span) - ours)
+    if a.mitmdump is not None and b.mitmdump is not None and fig.requests:
+        fig.cpu_us_per_request = (b.mitmdump - a.mitmdump) / fig.requests * 1e6
+
+
 # ============================================================================ one measurement
 
 
@@ -1222,14 +1234,7 @@ def resource_figures(run: Run, samples: ProcSamples, snaps: Sequence[CpuSnap]) -
     if len(snaps) < 2:
         return
     a, b = snaps[0], snaps[-1]
-    span = b.t - a.t
-    run.cpu_mitmdump_pct = _pct(a.mitmdump, b.mitmdump, span)
-    run.cpu_upstreams_pct = _pct(a.upstreams, b.upstreams, span)
-    run.cpu_client_pct = _pct(a.client, b.client, span)
-    ours = run.cpu_mitmdump_pct + run.cpu_upstreams_pct + run.cpu_client_pct
-    run.cpu_other_pct = max(0.0, _pct(a.machine, b.machine, span) - ours)
-    if a.mitmdump is not None and b.mitmdump is not None and run.requests:
-        run.cpu_us_per_request = (b.mitmdump - a.mitmdump) / run.requests * 1e6
+    cpu_figures(run, a, b)
     lo, hi = a.t - samples.started, b.t - samples.started
     window = [r for t, r in zip(samples.t, samples.rss_kib, strict=True) if lo <= t <= hi]
     if len(window) >= 2:
@@ -1877,14 +1882,7 @@ async def soak_run(s: Setup, n_phases: int) -> SoakRun:
             if probe is not None:
                 ph.core_speed = probe.mean(t_prev, t_now)
                 ph.rps_norm = ph.rps / ph.core_speed
-            span = snap.t - snap_prev.t
-            ph.cpu_mitmdump_pct = _pct(snap_prev.mitmdump, snap.mitmdump, span)
-            ph.cpu_upstreams_pct = _pct(snap_prev.upstreams, snap.upstreams, span)
-            ph.cpu_client_pct = _pct(snap_prev.client, snap.client, span)
-            ours = ph.cpu_mitmdump_pct + ph.cpu_upstreams_pct + ph.cpu_client_pct
-            ph.cpu_other_pct = max(0.0, _pct(snap_prev.machine, snap.machine, span) - ours)
-            if snap_prev.mitmdump is not None and snap.mitmdump is not None and ph.requests:
-                ph.cpu_us_per_request = (snap.mitmdump - snap_prev.mitmdump) / ph.requests * 1e6
+            cpu_figures(ph, snap_prev, snap)
             ph.prod_received = _delta(st, st_prev, "prod", "requests")
             ph.shadow_received = _delta(st, st_prev, "flap", "requests")
             ph.shadow_answered = _delta(st, st_prev, "flap", "answered")
