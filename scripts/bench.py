@@ -814,8 +814,25 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
+def bench_request(port: int) -> bytes:
+    return b"GET /bench HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (HOST.encode(), port)
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+    """One request on a kept-alive connection, reading only the status line and Content-Length; True on 200.
+    Raises what a broken connection or a reply without Content-Length raises."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    low = head.lower()
+    i = low.find(b"\r\ncontent-length:")
+    if i < 0:
+        raise ValueError("no content-length")
+    await reader.readexactly(int(low[i + 17 : low.find(b"\r\n", i + 2)]))
+    return head[9:12] == b"200"
+
+
 async def _client_connection(port: int, t_measure: float, t_end: float, lat: list[float], res: LoadResult) -> None:
-    request = b"GET /bench HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (HOST.encode(), port)
+    request = bench_request(port)
     clock = time.perf_counter
     writer: asyncio.StreamWriter | None = None
     reconnects = 0
@@ -827,15 +844,9 @@ async def _client_connection(port: int, t_measure: float, t_end: float, lat: lis
                 t0 = clock()
                 if t0 >= t_end:
                     return
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                low = head.lower()
-                i = low.find(b"\r\ncontent-length:")
-                if i < 0:
-                    raise ValueError("no content-length")
-                await reader.readexactly(int(low[i + 17 : low.find(b"\r\n", i + 2)]))
+                ok = await exchange(reader, writer, request)
                 t1 = clock()
-                if head[9:12] != b"200":
+                if not ok:
                     res.errors += 1
                 elif t0 >= t_measure and t1 <= t_end:
                     lat.append(t1 - t0)
@@ -1690,7 +1701,7 @@ class SoakClient:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _connection(self) -> None:
-        request = b"GET /bench HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (HOST.encode(), self.port)
+        request = bench_request(self.port)
         clock = time.perf_counter
         writer: asyncio.StreamWriter | None = None
         failures = 0
@@ -1702,14 +1713,7 @@ class SoakClient:
                     if writer is None:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5.0)
                     t0 = clock()
-                    writer.write(request)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    low = head.lower()
-                    i = low.find(b"\r\ncontent-length:")
-                    if i < 0:
-                        raise ValueError("no content-length")
-                    await reader.readexactly(int(low[i + 17 : low.find(b"\r\n", i + 2)]))
-                    if head[9:12] == b"200":
+                    if await exchange(reader, writer, request):
                         self.bucket.lat.append(clock() - t0)
                     else:
                         self.bucket.errors += 1
