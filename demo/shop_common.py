@@ -42,8 +42,10 @@ _THINGS = ("Mug", "Teapot", "Notebook", "Lamp", "Backpack", "Scarf", "Umbrella",
 def _make_catalogue() -> dict[int, dict[str, Any]]:
     """60 products, "Blue Mug" to "Yellow Bottle": computed, so every process (every release) has the same."""
     names = [f"{colour} {thing}" for thing in _THINGS for colour in _COLOURS]
-    return {i: {"id": i, "name": name, "price": round(4.99 + i * 37 % 90 + 0.5 * (i % 2), 2)}
-            for i, name in enumerate(names, start=1)}  # fmt: skip
+    return {
+        i: {"id": i, "name": name, "price": round(4.99 + i * 37 % 90 + 0.5 * (i % 2), 2)}
+        for i, name in enumerate(names, start=1)
+    }
 
 
 CATALOGUE = _make_catalogue()
@@ -56,8 +58,10 @@ def cart_items(user: str) -> list[dict[str, Any]]:
     """A user's cart: a few products picked from the user name, the same in every process."""
     rng = random.Random(user)  # a str seed is hashed with SHA-512: stable across processes, unlike hash()
     ids = rng.sample(sorted(CATALOGUE), rng.randint(0, 4)) if user in USERS else []
-    return [{"product_id": i, "name": CATALOGUE[i]["name"], "qty": rng.randint(1, 3), "price": CATALOGUE[i]["price"]}
-            for i in ids]  # fmt: skip
+    return [
+        {"product_id": i, "name": CATALOGUE[i]["name"], "qty": rng.randint(1, 3), "price": CATALOGUE[i]["price"]}
+        for i in ids
+    ]
 
 
 def total_of(items: list[dict[str, Any]]) -> float:

@@ -141,12 +141,19 @@ MARK = b"x-mitmproxy-shadow"
 # the shadow's answer then matches production's, field by field, as a correct new version's would.
 BODY = (
     json.dumps(
-        {"id": 4711, "name": "bench widget", "status": "active", "price": 12.5, "stock": 42,
-         "tags": ["alpha", "beta", "gamma"], "updated": "2024-05-01T12:00:00Z"},
+        {
+            "id": 4711,
+            "name": "bench widget",
+            "status": "active",
+            "price": 12.5,
+            "stock": 42,
+            "tags": ["alpha", "beta", "gamma"],
+            "updated": "2024-05-01T12:00:00Z",
+        },
         separators=(",", ":"),
     ).encode()
     + b"\n"
-)  # fmt: skip
+)
 CONTENT_TYPE = "application/json"
 SERVE_FLAG = "--serve-upstreams"  # hidden: run the upstream servers (the subprocess side of this file)
 
@@ -396,8 +403,14 @@ class SwitchServer:
                     error = f"bind {HOST}:{self.port}: {e}"
                     await asyncio.sleep(0.1)
         self.mode = mode
-        return {"mode": mode, "previous": previous, "closed": closed, "listening": self.server is not None,
-                "port": self.port, "error": error}  # fmt: skip
+        return {
+            "mode": mode,
+            "previous": previous,
+            "closed": closed,
+            "listening": self.server is not None,
+            "port": self.port,
+            "error": error,
+        }
 
 
 async def serve_upstreams() -> None:
@@ -763,8 +776,13 @@ class SpeedProbe:
 
     @classmethod
     async def start(cls, cpus: set[int]) -> SpeedProbe:
-        proc = await spawn("speed probe", [sys.executable, str(Path(__file__).resolve()), SPEED_FLAG], cpus=cpus,
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        proc = await spawn(
+            "speed probe",
+            [sys.executable, str(Path(__file__).resolve()), SPEED_FLAG],
+            cpus=cpus,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         return cls(proc)
 
     async def _read(self) -> None:
@@ -1102,10 +1120,13 @@ def mitmdump_cmd(
     if scn.addon:
         assert scn.shadow is not None
         cmd += [
-            "--set", f"mappings={mappings}",
-            "--set", f"mapping_services=prod-svc={HOST}:{ports['prod']}",
-            "--set", f"mapping_services=shadow-svc={HOST}:{ports[scn.shadow]}",
-        ]  # fmt: skip
+            "--set",
+            f"mappings={mappings}",
+            "--set",
+            f"mapping_services=prod-svc={HOST}:{ports['prod']}",
+            "--set",
+            f"mapping_services=shadow-svc={HOST}:{ports[scn.shadow]}",
+        ]
         if admin_port is not None:
             cmd += ["--set", f"shadow_admin={HOST}:{admin_port}"]
         for opt in (*scn.options, *options):
@@ -1264,8 +1285,9 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
     )
     t_start = time.monotonic()
     with open(log_path, "wb") as logf:
-        proc = await spawn(f"mitmdump {scn.name}", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf,
-                           stderr=logf, env=s.env)  # fmt: skip
+        proc = await spawn(
+            f"mitmdump {scn.name}", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=s.env
+        )
     sampler: asyncio.Task[None] | None = None
     stop_sampling = asyncio.Event()
     try:
@@ -1580,8 +1602,23 @@ def report(result: dict[str, Any], summary: dict[str, dict[str, Any]], checks: l
                 _counts(s["addon_compare"]),
             ]
         )
-    headers = ["scenario", "vs", "req/s", "p50 ms", "p99 ms", "thr x", "cpu speed", "thr x @speed", "p50 x", "p99 x",
-               "shadow/prod", "deliv %", "err", "addon drops", "compared"]  # fmt: skip
+    headers = [
+        "scenario",
+        "vs",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "thr x",
+        "cpu speed",
+        "thr x @speed",
+        "p50 x",
+        "p99 x",
+        "shadow/prod",
+        "deliv %",
+        "err",
+        "addon drops",
+        "compared",
+    ]
     out.append(table(headers, rows, set(range(1, len(headers) - 2))))
     out.append("")
     rows = [
@@ -1600,8 +1637,19 @@ def report(result: dict[str, Any], summary: dict[str, dict[str, Any]], checks: l
         ]
         for n, s in summary.items()
     ]
-    headers = ["scenario", "peak RSS MiB", "VmHWM MiB", "RSS growth", "peak fds", "cpu% mitm", "cpu% ups",
-               "cpu% client", "cpu% other", "mitm cpu us/req", "x ref"]  # fmt: skip
+    headers = [
+        "scenario",
+        "peak RSS MiB",
+        "VmHWM MiB",
+        "RSS growth",
+        "peak fds",
+        "cpu% mitm",
+        "cpu% ups",
+        "cpu% client",
+        "cpu% other",
+        "mitm cpu us/req",
+        "x ref",
+    ]
     out.append(table(headers, rows))
     out.append("")
     out.append(
@@ -1848,8 +1896,9 @@ async def soak_run(s: Setup, n_phases: int) -> SoakRun:
     run = SoakRun(n_phases, command=cmd, cpus=s.placement)
     log_path = s.tmp / "mitmdump-soak.log"
     with open(log_path, "wb") as logf:
-        proc = await spawn("mitmdump soak", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                           env=s.env)  # fmt: skip
+        proc = await spawn(
+            "mitmdump soak", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=s.env
+        )
     stop_sampling = asyncio.Event()
     sampler: asyncio.Task[None] | None = None
     client: SoakClient | None = None
@@ -2099,9 +2148,26 @@ def soak_report(result: dict[str, Any], run: SoakRun, checks: list[Check], extra
                 _counts(p.drops) if p.metrics_ok else "-",
             ]
         )
-    headers = ["#", "mode", "req/s", "x hlth", "cpu speed", "x hlth @speed", "p50 ms", "p99 ms", "err",
-               "RSS end MiB", "fds max", "cpu% mitm", "mitm us/req", "cpu% other", "shadow rcv %", "infl/backlog",
-               "shadow answers", "drops"]  # fmt: skip
+    headers = [
+        "#",
+        "mode",
+        "req/s",
+        "x hlth",
+        "cpu speed",
+        "x hlth @speed",
+        "p50 ms",
+        "p99 ms",
+        "err",
+        "RSS end MiB",
+        "fds max",
+        "cpu% mitm",
+        "mitm us/req",
+        "cpu% other",
+        "shadow rcv %",
+        "infl/backlog",
+        "shadow answers",
+        "drops",
+    ]
     out.append(table(headers, rows, {0, *range(2, len(headers) - 2)}))
     out.append(
         "\nreq/s, p50, p99, err: production, completions while the phase was current; x hlth: vs the median healthy "
@@ -2220,10 +2286,15 @@ def find_mitmdump() -> str:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "shadow_addon"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "shadow_addon"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev + ("+dirty(shadow_addon)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -107,11 +107,15 @@ class Processes:
         with open(log, "wb") as fh:
             try:
                 proc = subprocess.Popen(
-                    cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if first_line else fh, stderr=fh,
+                    cmd,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if first_line else fh,
+                    stderr=fh,
                     env=dict(os.environ, PYTHONUNBUFFERED="1"),
                     start_new_session=True,  # its own group: Ctrl-C reaches only the demo, which stops it
                     preexec_fn=_die_with_parent,
-                )  # fmt: skip
+                )
             except OSError as e:
                 raise DemoError(f"cannot start {name} ({cmd[0]}): {e}") from None
         child = Child(name, proc, log)
@@ -131,8 +135,10 @@ class Processes:
                 try:
                     c.proc.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    print(f"demo: {c.name} (pid {c.proc.pid}) did not stop in {STOP_TIMEOUT:.0f} s; killing it",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"demo: {c.name} (pid {c.proc.pid}) did not stop in {STOP_TIMEOUT:.0f} s; killing it",
+                        file=sys.stderr,
+                    )
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(c.proc.pid, signal.SIGKILL)
                     c.proc.wait(2)
@@ -210,8 +216,10 @@ class Proxy:
 
 def start_shops(procs: Processes) -> dict[str, int]:
     """Start the three shop processes (in parallel) and return {service name: port}."""
-    children = [procs.start(name, [sys.executable, str(DEMO / script), "--name", name], first_line=True)
-                for name, script in SHOPS]  # fmt: skip
+    children = [
+        procs.start(name, [sys.executable, str(DEMO / script), "--name", name], first_line=True)
+        for name, script in SHOPS
+    ]
     ports = {}
     deadline = time.monotonic() + START_TIMEOUT
     for child in children:
@@ -227,9 +235,21 @@ def start_shops(procs: Processes) -> dict[str, int]:
 def start_proxy(procs: Processes, args: argparse.Namespace, shops: dict[str, int], compare: bool) -> Proxy:
     port, admin_port, web_port = free_ports(3)
     tool = "mitmweb" if args.web else "mitmdump"
-    cmd = [str(BIN / tool), "-s", str(ADDON), "--mode", f"reverse:http://{HOST}:{shops['shop']}",
-           "--listen-host", HOST, "-p", str(port),
-           "--set", f"mappings={args.mappings}", "--set", f"shadow_admin={HOST}:{admin_port}"]  # fmt: skip
+    cmd = [
+        str(BIN / tool),
+        "-s",
+        str(ADDON),
+        "--mode",
+        f"reverse:http://{HOST}:{shops['shop']}",
+        "--listen-host",
+        HOST,
+        "-p",
+        str(port),
+        "--set",
+        f"mappings={args.mappings}",
+        "--set",
+        f"shadow_admin={HOST}:{admin_port}",
+    ]
     for name, p in shops.items():
         cmd += ["--set", f"mapping_services={name}={HOST}:{p}"]
     if compare:
@@ -253,8 +273,10 @@ def start_proxy(procs: Processes, args: argparse.Namespace, shops: dict[str, int
         if time.monotonic() > deadline:
             raise DemoError(f"{tool} was not ready within {START_TIMEOUT:.0f} s:\n{proxy.child.tail()}")
         time.sleep(0.1)
-    print(f"  {tool} on http://{HOST}:{port} with {args.mappings}, admin on http://{HOST}:{admin_port}/ "
-          f"(pid {proxy.child.proc.pid})")  # fmt: skip
+    print(
+        f"  {tool} on http://{HOST}:{port} with {args.mappings}, admin on http://{HOST}:{admin_port}/ "
+        f"(pid {proxy.child.proc.pid})"
+    )
     return proxy
 
 
@@ -364,8 +386,9 @@ class Traffic:
 
     def run(self, progress: bool) -> float:
         """Send everything; returns the seconds it took. Bounded: every request has REQUEST_TIMEOUT."""
-        workers = [threading.Thread(target=self._worker, daemon=True, name=f"client-{i}")
-                   for i in range(self.connections)]  # fmt: skip
+        workers = [
+            threading.Thread(target=self._worker, daemon=True, name=f"client-{i}") for i in range(self.connections)
+        ]
         t0 = time.monotonic()
         limit = 30.0 + self.total / MIN_RATE
         try:
@@ -406,8 +429,11 @@ def wait_for_shadow(admin_port: int) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         _, body = http_get(admin_port, "/metrics")
-        pending = sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-                      if line.startswith(("shadow_inflight{", "shadow_backlog{")))  # fmt: skip
+        pending = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith(("shadow_inflight{", "shadow_backlog{"))
+        )
         if pending == 0:
             return
         time.sleep(0.1)
@@ -474,8 +500,10 @@ def _print_report(proxy: Proxy, shops: dict[str, int], compare: bool | None, jso
     print("\nEach shop process, asked directly (GET /_stats):")
     stats = shop_stats(shops)
     for name, st in stats.items():
-        print(f"  {name:<12} {st.get('version', '?'):<3} {st.get('requests', 0):>6} requests  "
-              f"{st.get('orders', 0):>5} orders in its own store")  # fmt: skip
+        print(
+            f"  {name:<12} {st.get('version', '?'):<3} {st.get('requests', 0):>6} requests  "
+            f"{st.get('orders', 0):>5} orders in its own store"
+        )
 
     rows = json.loads(raw)
     if rows and rows[0]["shadow_mapping"] == "shop-v2":  # the demo's own Mappings: the story below is theirs
@@ -511,8 +539,10 @@ def run(args: argparse.Namespace, procs: Processes) -> None:
     # Unknown to the addon, shadow_compare would be silently ignored; leave it out and say so instead.
     proxy = start_proxy(procs, args, shops, compare is not False)
     if compare is False:
-        print("  (shadow_compare: this build of the addon has no response comparison; the report shows "
-              "traffic, errors and latency)")  # fmt: skip
+        print(
+            "  (shadow_compare: this build of the addon has no response comparison; the report shows "
+            "traffic, errors and latency)"
+        )
     print(f"  ready in {time.monotonic() - t0:.1f} s\n")
 
     plan = traffic_plan(args.requests, random.Random(args.seed))
@@ -529,8 +559,10 @@ def run(args: argparse.Namespace, procs: Processes) -> None:
     if args.keep:
         keep_running(procs, proxy, shops)
     else:
-        print(f"\nDashboard: http://{HOST}:{proxy.admin_port}/ (also /report, /report.json, /metrics, /diag); it "
-              "stops with the demo: scripts/demo --keep leaves everything running.")  # fmt: skip
+        print(
+            f"\nDashboard: http://{HOST}:{proxy.admin_port}/ (also /report, /report.json, /metrics, /diag); it "
+            "stops with the demo: scripts/demo --keep leaves everything running."
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -87,8 +87,10 @@ class AdminServer:
                 ctype, body = self.pages[path]()
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            out = (f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
-                   "cache-control: no-store\r\nconnection: close\r\n\r\n").encode()  # fmt: skip
+            out = (
+                f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
+                "cache-control: no-store\r\nconnection: close\r\n\r\n"
+            ).encode()
             writer.write(out if method == b"HEAD" else out + body)
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

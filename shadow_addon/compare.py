@@ -748,10 +748,17 @@ class MismatchStore:
     def to_json(self) -> dict[str, Any]:
         """For GET /diffs: records newest first; groups by mismatch count, then name."""
         groups = [
-            {"mapping": m, "endpoint": e, "compared": g.compared, "mismatches": g.mismatches, "noise": g.noise,
-             "skipped": g.skipped, "rate": g.mismatches / g.compared if g.compared else 0.0}
+            {
+                "mapping": m,
+                "endpoint": e,
+                "compared": g.compared,
+                "mismatches": g.mismatches,
+                "noise": g.noise,
+                "skipped": g.skipped,
+                "rate": g.mismatches / g.compared if g.compared else 0.0,
+            }
             for (m, e), g in self.groups.items()
-        ]  # fmt: skip
+        ]
         groups.sort(key=lambda r: (-r["mismatches"], r["mapping"], r["endpoint"]))
         return {"capacity": self.records.maxlen, "records": list(reversed(self.records)), "groups": groups}
 

@@ -230,8 +230,10 @@ def _tiles(diag: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     out = ['<section id="summary" class="tiles">']
     for key, label, value, bad in tiles:
         cls = "tile bad" if bad else "tile"
-        out.append(f'<div class="{cls}" data-metric="{key}" data-value="{value}"><div class="v">{fmt_int(value)}</div>'
-                   f'<div class="k">{label}</div></div>')  # fmt: skip
+        out.append(
+            f'<div class="{cls}" data-metric="{key}" data-value="{value}"><div class="v">{fmt_int(value)}</div>'
+            f'<div class="k">{label}</div></div>'
+        )
     out.append("</section>")
     return "".join(out)
 
@@ -247,13 +249,17 @@ def _messages(diag: Mapping[str, Any]) -> str:
             items.append(
                 f'<li class="config-error" data-mapping="{_attr(mapping)}">{who}{_e(e.get("message", ""))}</li>'
             )
-        out.append(f'<section id="errors" class="box errors"><h2>Configuration errors <span class="count">'
-                   f'({len(errors)})</span></h2><ul>{"".join(items)}</ul></section>')  # fmt: skip
+        out.append(
+            f'<section id="errors" class="box errors"><h2>Configuration errors <span class="count">'
+            f"({len(errors)})</span></h2><ul>{''.join(items)}</ul></section>"
+        )
     notices = diag.get("notices") or []
     if notices:
         items = "".join(f'<li class="notice">{_e(n)}</li>' for n in notices)
-        out.append(f'<section id="notices" class="box notices"><h2>Notices <span class="count">({len(notices)})</span>'
-                   f"</h2><ul>{items}</ul></section>")  # fmt: skip
+        out.append(
+            f'<section id="notices" class="box notices"><h2>Notices <span class="count">({len(notices)})</span>'
+            f"</h2><ul>{items}</ul></section>"
+        )
     return "".join(out)
 
 
@@ -270,8 +276,10 @@ def _side_table(row: Mapping[str, Any]) -> str:
         ("p90", "Latency p90", fmt_ms, True),
         ("p99", "Latency p99", fmt_ms, True),
     ]
-    out = ['<table class="side"><thead><tr><th></th><th class="num production">Production</th>'
-           '<th class="num shadow">Shadow</th></tr></thead><tbody>']  # fmt: skip
+    out = [
+        '<table class="side"><thead><tr><th></th><th class="num production">Production</th>'
+        '<th class="num shadow">Shadow</th></tr></thead><tbody>'
+    ]
     for metric, label, fmt, compare in lines:
         pv, sv = prod.get(metric), shadow.get(metric)
         # Mark the shadow's figure when it is worse than production's: where a reader should look.
@@ -297,8 +305,10 @@ def _codes(role: str, side: Mapping[str, Any]) -> str:
         title = f"{code}: {n:,} ({fmt_pct(share)})"
         if n:
             spans.append(f'<span class="{cls}" style="width:{share * 100:.3f}%" title="{_e(title)}"></span>')
-        legend.append(f'<span class="code" data-role="{role}" data-code="{_e(code)}" data-value="{n}">'
-                      f'<i class="{cls}"></i>{_e(code)} <b>{n:,}</b> ({fmt_pct(share)})</span>')  # fmt: skip
+        legend.append(
+            f'<span class="code" data-role="{role}" data-code="{_e(code)}" data-value="{n}">'
+            f'<i class="{cls}"></i>{_e(code)} <b>{n:,}</b> ({fmt_pct(share)})</span>'
+        )
     if not legend:
         legend.append('<span class="none">no answers yet</span>')
     return (
@@ -337,14 +347,18 @@ def histogram_svg(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> str:
     labels = [f"≤{fmt_bound(b)}" if i == 0 else fmt_bound(b) for i, b in enumerate(le)] + [
         f">{fmt_bound(le[-1])}" if le else "all"
     ]
-    out = [f'<svg class="hist" viewBox="0 0 {w} {h}" role="img" xmlns="http://www.w3.org/2000/svg" '
-           f'aria-label="latency histogram, production and shadow">']  # fmt: skip
+    out = [
+        f'<svg class="hist" viewBox="0 0 {w} {h}" role="img" xmlns="http://www.w3.org/2000/svg" '
+        f'aria-label="latency histogram, production and shadow">'
+    ]
     out.append('<g class="grid">')
     for i in range(5):
         frac = i / 4
         y = top_pad + ph - frac * ph
-        out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{top * frac * 100:g} %</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{top * frac * 100:g} %</text>'
+        )
     out.append("</g>")
     for role, dx in (("production", slot / 2 - bar - 1), ("shadow", slot / 2 + 1)):
         out.append(f'<g class="series" data-role="{role}" data-total="{totals[role]}">')
@@ -353,9 +367,11 @@ def histogram_svg(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> str:
             x = left + i * slot + dx
             bound = labels[i]
             tip = f"{ROLE_TITLE[role]} {bound}: {count:,} ({fmt_pct(share)})"
-            out.append(f'<rect class="{role}" x="{x:.1f}" y="{top_pad + ph - bh:.1f}" width="{bar:.1f}" '
-                       f'height="{bh:.1f}" data-role="{role}" data-bucket="{i}" data-count="{count}">'
-                       f"<title>{_e(tip)}</title></rect>")  # fmt: skip
+            out.append(
+                f'<rect class="{role}" x="{x:.1f}" y="{top_pad + ph - bh:.1f}" width="{bar:.1f}" '
+                f'height="{bh:.1f}" data-role="{role}" data-bucket="{i}" data-count="{count}">'
+                f"<title>{_e(tip)}</title></rect>"
+            )
         out.append("</g>")
     base = top_pad + ph
     out.append(f'<line class="axis" x1="{left}" x2="{w - right}" y1="{base}" y2="{base}"/>')
@@ -363,17 +379,23 @@ def histogram_svg(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> str:
         x = left + i * slot + slot / 2
         out.append(f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle">{_e(label)}</text>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{h - 6}" text-anchor="middle">latency (bucket upper bound)</text>')
-    out.append(f'<text transform="translate(14 {top_pad + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
-               "% of the role's requests</text>")  # fmt: skip
+    out.append(
+        f'<text transform="translate(14 {top_pad + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
+        "% of the role's requests</text>"
+    )
     # Legend, top right.
     lx = w - right - 270
     for j, role in enumerate(ROLES):
         x = lx + j * 140
-        out.append(f'<rect class="{role}" x="{x}" y="6" width="10" height="10" rx="2"/>'
-                   f'<text x="{x + 14}" y="15">{ROLE_TITLE[role]} (n={totals[role]:,})</text>')  # fmt: skip
+        out.append(
+            f'<rect class="{role}" x="{x}" y="6" width="10" height="10" rx="2"/>'
+            f'<text x="{x + 14}" y="15">{ROLE_TITLE[role]} (n={totals[role]:,})</text>'
+        )
     if not any(totals.values()):
-        out.append(f'<text class="nodata" x="{left + pw / 2:.1f}" y="{top_pad + ph / 2:.1f}" text-anchor="middle">'
-                   "no latency observed yet</text>")  # fmt: skip
+        out.append(
+            f'<text class="nodata" x="{left + pw / 2:.1f}" y="{top_pad + ph / 2:.1f}" text-anchor="middle">'
+            "no latency observed yet</text>"
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -383,8 +405,10 @@ def _drops(drops: Mapping[str, Any]) -> str:
     for reason, n in sorted(drops.items()):
         why = DROP_REASONS.get(str(reason), "")
         title = f' title="{_e(why)}"' if why else ""
-        chips.append(f'<span class="chip bad" data-metric="drops" data-reason="{_e(reason)}" data-value="{_attr(n)}"'
-                     f"{title}>{_e(reason)} <b>{fmt_int(n)}</b></span>")  # fmt: skip
+        chips.append(
+            f'<span class="chip bad" data-metric="drops" data-reason="{_e(reason)}" data-value="{_attr(n)}"'
+            f"{title}>{_e(reason)} <b>{fmt_int(n)}</b></span>"
+        )
     body = " ".join(chips) if chips else '<span class="none">none</span>'
     return f'<div class="drops"><span class="label">Dropped copies</span> {body}</div>'
 
@@ -396,8 +420,10 @@ def _compare_block(results: Mapping[str, Any]) -> str:
         n = results[k]
         bad = k == "mismatch" and _num(n) > 0
         shown = fmt_int(n) if isinstance(n, int) else str(n)
-        chips.append(f'<span class="chip{" bad" if bad else ""}" data-metric="compare" data-result="{_e(k)}" '
-                     f'data-value="{_attr(n)}">{_e(k)} <b>{_e(shown)}</b></span>')  # fmt: skip
+        chips.append(
+            f'<span class="chip{" bad" if bad else ""}" data-metric="compare" data-result="{_e(k)}" '
+            f'data-value="{_attr(n)}">{_e(k)} <b>{_e(shown)}</b></span>'
+        )
     return f'<div class="compare"><span class="label">Response comparison</span> {" ".join(chips)}</div>'
 
 
@@ -432,8 +458,10 @@ def _resource(i: int, row: Mapping[str, Any], compare: Mapping[str, Any] | None)
 def _comparison(rows: Sequence[Mapping[str, Any]], compare: Mapping[str, Any] | None) -> str:
     out = ['<section id="comparison"><h2>Production vs shadow</h2>']
     if not rows:
-        out.append('<div class="empty">No Mapping has a shadow: nothing is copied. Add a Mapping with '
-                   "<code>shadow: true</code> to copy a resource's traffic.</div>")  # fmt: skip
+        out.append(
+            '<div class="empty">No Mapping has a shadow: nothing is copied. Add a Mapping with '
+            "<code>shadow: true</code> to copy a resource's traffic.</div>"
+        )
     for i, row in enumerate(rows):
         out.append(_resource(i, row, compare))
     out.append("</section>")
@@ -452,13 +480,15 @@ def _mappings(diag: Mapping[str, Any]) -> str:
             errors.setdefault(str(e["mapping"]), []).append(str(e.get("message", "")))
     out = [f'<section id="mappings"><h2>Mappings <span class="count">({len(rows)})</span></h2>']
     if not rows:
-        out.append('<div class="empty">No Mappings loaded: every request goes to the reverse target unchanged.</div>'
-                   "</section>")  # fmt: skip
+        out.append(
+            '<div class="empty">No Mappings loaded: every request goes to the reverse target unchanged.</div></section>'
+        )
         return "".join(out)
     cols = ("Name", "Namespace", "Prefix", "Service", "Resolved address", "Role", "Weight", "Canary share", "Group")
     out.append('<table class="mappings"><thead><tr>')
-    out.append("".join(f'<th class="num">{c}</th>' if c in ("Weight", "Canary share") else f"<th>{c}</th>"
-                       for c in cols))  # fmt: skip
+    out.append(
+        "".join(f'<th class="num">{c}</th>' if c in ("Weight", "Canary share") else f"<th>{c}</th>" for c in cols)
+    )
     out.append("</tr></thead><tbody>")
     previous_group: object = None
     for m in rows:
@@ -472,8 +502,11 @@ def _mappings(diag: Mapping[str, Any]) -> str:
             classes.append("group-start")
         previous_group = gid
         if m.get("shadow"):
-            role = ('<span class="badge shadow">shadow</span>' if m.get("active_shadow")
-                    else '<span class="badge ignored">shadow (ignored)</span>')  # fmt: skip
+            role = (
+                '<span class="badge shadow">shadow</span>'
+                if m.get("active_shadow")
+                else '<span class="badge ignored">shadow (ignored)</span>'
+            )
         else:
             role = '<span class="badge prod">production</span>'
         name = f"<b>{_e(m.get('name', ''))}</b>"
@@ -504,13 +537,17 @@ def _mappings(diag: Mapping[str, Any]) -> str:
 def _diffs(diffs: Mapping[str, Any]) -> str:
     """Mismatches by endpoint (with rates), then the latest mismatches with their field-by-field diff."""
     out = ['<section id="diffs"><h2>Response differences by endpoint</h2>']
-    groups = sorted((g for g in diffs.get("groups", []) if isinstance(g, Mapping)),
-                    key=lambda g: (-int(g.get("mismatches", 0)), str(g.get("endpoint"))))  # fmt: skip
+    groups = sorted(
+        (g for g in diffs.get("groups", []) if isinstance(g, Mapping)),
+        key=lambda g: (-int(g.get("mismatches", 0)), str(g.get("endpoint"))),
+    )
     if not groups:
         out.append('<div class="empty">Nothing compared yet.</div></section>')
         return "".join(out)
-    out.append('<table class="diffs"><thead><tr><th>shadow</th><th>endpoint</th><th>compared</th><th>mismatches</th>'
-               "<th>noise</th><th>skipped</th><th>mismatch rate</th></tr></thead><tbody>")  # fmt: skip
+    out.append(
+        '<table class="diffs"><thead><tr><th>shadow</th><th>endpoint</th><th>compared</th><th>mismatches</th>'
+        "<th>noise</th><th>skipped</th><th>mismatch rate</th></tr></thead><tbody>"
+    )
     for g in groups[:DIFF_ROWS]:
         bad = int(g.get("mismatches", 0)) > 0
         out.append(
@@ -518,24 +555,26 @@ def _diffs(diffs: Mapping[str, Any]) -> str:
             f'data-endpoint="{_e(g.get("endpoint"))}"><td>{_e(g.get("mapping"))}</td><td><code>{_e(g.get("endpoint"))}'
             f'</code></td><td data-metric="compared">{fmt_int(g.get("compared", 0))}</td>'
             f'<td data-metric="mismatches">{fmt_int(g.get("mismatches", 0))}</td>'
-            f'<td>{fmt_int(g.get("noise", 0))}</td><td>{fmt_int(g.get("skipped", 0))}</td>'
+            f"<td>{fmt_int(g.get('noise', 0))}</td><td>{fmt_int(g.get('skipped', 0))}</td>"
             f'<td data-metric="rate">{fmt_pct(float(g.get("rate") or 0.0))}</td></tr>'
-        )  # fmt: skip
+        )
     out.append("</tbody></table>")
     records = [r for r in diffs.get("records", []) if isinstance(r, Mapping)][:DIFF_RECORDS]
     if records:
-        out.append('<h3>Latest mismatches</h3><table class="diffs"><thead><tr><th>when (UTC)</th><th>shadow</th>'
-                   "<th>request</th><th>status</th><th>what differs</th></tr></thead><tbody>")  # fmt: skip
+        out.append(
+            '<h3>Latest mismatches</h3><table class="diffs"><thead><tr><th>when (UTC)</th><th>shadow</th>'
+            "<th>request</th><th>status</th><th>what differs</th></tr></thead><tbody>"
+        )
         for r in records:
             req = r.get("request") or {}
             prod, shadow = r.get("production") or {}, r.get("shadow") or {}
             lines = "".join(f"<li><code>{_e(str(d)[:TEXT_LIMIT])}</code></li>" for d in (r.get("diffs") or [])[:6])
             out.append(
                 f'<tr class="diff"><td>{_e(str(r.get("at", ""))[11:19])}</td><td>{_e(r.get("mapping"))}</td>'
-                f'<td><code>{_e(req.get("method", ""))} {_e(str(req.get("path", ""))[:TEXT_LIMIT])}</code></td>'
-                f'<td>{_e(prod.get("status", "–"))} → {_e(shadow.get("status", "–"))}</td>'
-                f'<td><ul>{lines}</ul></td></tr>'
-            )  # fmt: skip
+                f"<td><code>{_e(req.get('method', ''))} {_e(str(req.get('path', ''))[:TEXT_LIMIT])}</code></td>"
+                f"<td>{_e(prod.get('status', '–'))} → {_e(shadow.get('status', '–'))}</td>"
+                f"<td><ul>{lines}</ul></td></tr>"
+            )
         out.append("</tbody></table>")
     out.append("</section>")
     return "".join(out)

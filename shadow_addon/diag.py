@@ -19,20 +19,34 @@ def snapshot(table: Table, loaded: LoadResult | None, loaded_at: float, reload_e
     for gi, g in enumerate(table.groups):
         cum = [w for _, w in g.production]
         share = {m.key: canary_share(cum, i) for i, (m, _) in enumerate(g.production)}
-        groups.append({
-            "id": gi, "label": g.label, "mappings": [m.key for m in g.members],
-            "shadow": g.shadow.key if g.shadow else None, "error": g.error,
-            "implicit_production": not g.production and g.error is None,
-        })  # fmt: skip
+        groups.append(
+            {
+                "id": gi,
+                "label": g.label,
+                "mappings": [m.key for m in g.members],
+                "shadow": g.shadow.key if g.shadow else None,
+                "error": g.error,
+                "implicit_production": not g.production and g.error is None,
+            }
+        )
         for m in g.members:
             a = table.addresses[m.key]
-            rows.append({
-                "name": m.name, "namespace": m.namespace, "prefix": m.prefix, "service": m.service,
-                "resolved": str(a), "shadow": m.shadow, "weight": m.weight, "group": gi,
-                "canary_share": None if m.shadow else share.get(m.key, 0),
-                "active_shadow": m.shadow and g.shadow is m, "source": m.source,
-                "ignored_fields": list(m.ignored_fields),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "name": m.name,
+                    "namespace": m.namespace,
+                    "prefix": m.prefix,
+                    "service": m.service,
+                    "resolved": str(a),
+                    "shadow": m.shadow,
+                    "weight": m.weight,
+                    "group": gi,
+                    "canary_share": None if m.shadow else share.get(m.key, 0),
+                    "active_shadow": m.shadow and g.shadow is m,
+                    "source": m.source,
+                    "ignored_fields": list(m.ignored_fields),
+                }
+            )
     errors = [{"mapping": e.mapping, "message": e.message} for e in table.errors]
     errors += [{"mapping": None, "message": e} for e in reload_errors]
     return {

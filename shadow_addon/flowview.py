@@ -20,14 +20,30 @@ def shadow_flow(c: Copy, out: Outcome, production_id: str) -> http.HTTPFlow:
     server = connection.Server(address=(a.host, a.port), tls=a.scheme == "https")
     f = http.HTTPFlow(client, server)
     f.request = http.Request(
-        a.host, a.port, c.method.encode(), a.scheme.encode(), b"", c.path.encode("utf-8", "surrogateescape"),
-        b"HTTP/1.1", tuple(sent_fields(c)), c.body, None, start, start,
-    )  # fmt: skip
+        a.host,
+        a.port,
+        c.method.encode(),
+        a.scheme.encode(),
+        b"",
+        c.path.encode("utf-8", "surrogateescape"),
+        b"HTTP/1.1",
+        tuple(sent_fields(c)),
+        c.body,
+        None,
+        start,
+        start,
+    )
     if out.status is not None:
         f.response = http.Response(
-            out.http_version.encode(), out.status, b"", tuple(out.headers), out.body, None, start + out.seconds,
+            out.http_version.encode(),
+            out.status,
+            b"",
+            tuple(out.headers),
+            out.body,
+            None,
             start + out.seconds,
-        )  # fmt: skip
+            start + out.seconds,
+        )
     else:
         f.error = flow.Error(f"shadow {out.reason}: {out.error}", start + out.seconds)
     f.marked = MARK

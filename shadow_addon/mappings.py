@@ -26,39 +26,111 @@ from . import regex
 # Fields this addon applies with Emissary's semantics.
 HONOURED_FIELDS = frozenset(
     {
-        "prefix", "prefix_regex", "prefix_exact", "rewrite", "regex_rewrite", "service",
-        "hostname", "host", "host_regex", "method", "headers", "regex_headers",
-        "query_parameters", "regex_query_parameters", "precedence", "weight", "shadow",
-        "timeout_ms", "add_request_headers", "remove_request_headers", "add_response_headers",
-        "remove_response_headers", "host_rewrite", "case_sensitive",
+        "prefix",
+        "prefix_regex",
+        "prefix_exact",
+        "rewrite",
+        "regex_rewrite",
+        "service",
+        "hostname",
+        "host",
+        "host_regex",
+        "method",
+        "headers",
+        "regex_headers",
+        "query_parameters",
+        "regex_query_parameters",
+        "precedence",
+        "weight",
+        "shadow",
+        "timeout_ms",
+        "add_request_headers",
+        "remove_request_headers",
+        "add_response_headers",
+        "remove_response_headers",
+        "host_rewrite",
+        "case_sensitive",
     }
-)  # fmt: skip
+)
 
 # Valid Emissary Mapping fields that have no meaning in a local proxy (or are not built yet): accepted,
 # listed as "not honoured". Source: pkg/api/getambassador.io/v3alpha1/crd_mapping.go (MappingSpec).
 IGNORED_FIELDS = frozenset(
     {
-        "ambassador_id", "generation", "method_regex", "idle_timeout_ms", "connect_timeout_ms",
-        "cluster_idle_timeout_ms", "cluster_max_connection_lifetime_ms", "cluster_tag", "stats_name",
-        "auto_host_rewrite", "host_redirect", "path_redirect", "prefix_redirect", "regex_redirect",
-        "redirect_response_code", "tls", "grpc", "allow_upgrade", "use_websocket", "cors", "retry_policy",
-        "circuit_breakers", "load_balancer", "keepalive", "resolver", "labels", "bypass_auth",
-        "bypass_error_response_overrides", "error_response_overrides", "dns_type", "enable_ipv4",
-        "enable_ipv6", "add_linkerd_headers", "priority", "docs", "envoy_override", "modules",
-        "outlier_detection", "respect_dns_ttl", "rewrite_host", "shadow_host", "v3StatsName",
-        "v3health_checks", "health_checks", "add_request_headers_append", "rate_limits",
-        "timeout", "circuit_breaker", "mappingSelector", "v2BoolHeaders", "v2BoolQueryParameters",
-        "v2ExplicitTLS", "allow_websocket", "query_parameters_regex", "host_redirect_code",
-        "namespace", "metadata_labels", "cluster_name", "load_balancer_policy",
+        "ambassador_id",
+        "generation",
+        "method_regex",
+        "idle_timeout_ms",
+        "connect_timeout_ms",
+        "cluster_idle_timeout_ms",
+        "cluster_max_connection_lifetime_ms",
+        "cluster_tag",
+        "stats_name",
+        "auto_host_rewrite",
+        "host_redirect",
+        "path_redirect",
+        "prefix_redirect",
+        "regex_redirect",
+        "redirect_response_code",
+        "tls",
+        "grpc",
+        "allow_upgrade",
+        "use_websocket",
+        "cors",
+        "retry_policy",
+        "circuit_breakers",
+        "load_balancer",
+        "keepalive",
+        "resolver",
+        "labels",
+        "bypass_auth",
+        "bypass_error_response_overrides",
+        "error_response_overrides",
+        "dns_type",
+        "enable_ipv4",
+        "enable_ipv6",
+        "add_linkerd_headers",
+        "priority",
+        "docs",
+        "envoy_override",
+        "modules",
+        "outlier_detection",
+        "respect_dns_ttl",
+        "rewrite_host",
+        "shadow_host",
+        "v3StatsName",
+        "v3health_checks",
+        "health_checks",
+        "add_request_headers_append",
+        "rate_limits",
+        "timeout",
+        "circuit_breaker",
+        "mappingSelector",
+        "v2BoolHeaders",
+        "v2BoolQueryParameters",
+        "v2ExplicitTLS",
+        "allow_websocket",
+        "query_parameters_regex",
+        "host_redirect_code",
+        "namespace",
+        "metadata_labels",
+        "cluster_name",
+        "load_balancer_policy",
     }
-)  # fmt: skip
+)
 
 MAPPING_API_VERSIONS = frozenset(
     {
-        "getambassador.io/v3alpha1", "getambassador.io/v2", "getambassador.io/v1", "getambassador.io/v0",
-        "x.getambassador.io/v3alpha1", "ambassador/v0", "ambassador/v1", "ambassador/v2",
+        "getambassador.io/v3alpha1",
+        "getambassador.io/v2",
+        "getambassador.io/v1",
+        "getambassador.io/v0",
+        "x.getambassador.io/v3alpha1",
+        "ambassador/v0",
+        "ambassador/v1",
+        "ambassador/v2",
     }
-)  # fmt: skip
+)
 # The annotation style: `name` and the fields at the top level, no metadata/spec.
 FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"})
 LIST_KINDS = frozenset({"List", "MappingList"})
@@ -157,9 +229,18 @@ class _Show(reprlib.Repr):
 # Bounded repr for messages: a shared (aliased) structure is never walked past a few elements, strings and
 # numbers are cut in the middle, and non-printable characters come out escaped, so the message stays one line.
 _SHOW = _Show(
-    maxlevel=2, maxtuple=4, maxlist=4, maxarray=4, maxdict=4, maxset=4, maxfrozenset=4, maxdeque=4,
-    maxstring=80, maxlong=80, maxother=80,
-)  # fmt: skip
+    maxlevel=2,
+    maxtuple=4,
+    maxlist=4,
+    maxarray=4,
+    maxdict=4,
+    maxset=4,
+    maxfrozenset=4,
+    maxdeque=4,
+    maxstring=80,
+    maxlong=80,
+    maxother=80,
+)
 
 
 def _show(v: Any) -> str:
@@ -378,8 +459,14 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
     method = _str(spec, "method", empty_ok=False)
     weight = _int(spec, "weight", 0, 100, "an integer 0..100")
     precedence = _int(spec, "precedence", -(2**31), 2**31 - 1, "an integer")
-    timeout_ms = _int(spec, "timeout_ms", 0, MAX_TIMEOUT_MS, "a non-negative integer (milliseconds)",
-                      f"at most {MAX_TIMEOUT_MS} (milliseconds)")  # fmt: skip
+    timeout_ms = _int(
+        spec,
+        "timeout_ms",
+        0,
+        MAX_TIMEOUT_MS,
+        "a non-negative integer (milliseconds)",
+        f"at most {MAX_TIMEOUT_MS} (milliseconds)",
+    )
     host_rewrite = _str(spec, "host_rewrite", empty_ok=False)
     _parse_service(service)  # reject unparseable services now, not on the first request
     return Mapping(
@@ -612,8 +699,10 @@ def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
         # Not tied to a document: the reader refuses the character wherever it is.
         line, col = _line_col(text, e.position)
         char = e.character if isinstance(e.character, int) else ord(e.character)
-        raise MappingError(f"{path}: YAML syntax error at line {line} column {col}: unacceptable character "
-                           f"#x{char:04x}: {_clean(str(e.reason))}") from None  # fmt: skip
+        raise MappingError(
+            f"{path}: YAML syntax error at line {line} column {col}: unacceptable character "
+            f"#x{char:04x}: {_clean(str(e.reason))}"
+        ) from None
     except _Limit as e:
         raise MappingError(f"{path} doc {cur}: YAML {e.problem}{_at(e.problem_mark)}") from None
     except yaml.YAMLError as e:
@@ -721,8 +810,10 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
 
 
 def _too_large(size: int, unit: str) -> str:
-    return (f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} {unit}); split the Mappings into "
-            "several files in a directory")  # fmt: skip
+    return (
+        f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB ({size} {unit}); split the Mappings into "
+        "several files in a directory"
+    )
 
 
 def check_duplicates(result: LoadResult) -> None:

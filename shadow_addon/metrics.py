@@ -112,8 +112,10 @@ def render(m: Metrics, gauges: Iterable[tuple[str, str, dict[str, str], float]] 
     """Prometheus text exposition format 0.0.4. `gauges`: (name, help, labels, value) rows."""
     out: list[str] = []
     name = "shadow_upstream_requests_total"
-    out += [f"# HELP {name} Upstream requests that got an answer or failed, by role (production/shadow).",
-            f"# TYPE {name} counter"]  # fmt: skip
+    out += [
+        f"# HELP {name} Upstream requests that got an answer or failed, by role (production/shadow).",
+        f"# TYPE {name} counter",
+    ]
     for (mapping, service, role, code), n in sorted(m.upstream.items()):
         out.append(f"{name}{_labels(mapping=mapping, service=service, role=role, code=code)} {n}")
     name = "shadow_upstream_request_duration_seconds"
@@ -127,14 +129,18 @@ def render(m: Metrics, gauges: Iterable[tuple[str, str, dict[str, str], float]] 
         base = _labels(mapping=mapping, service=service, role=role)
         out += [f"{name}_sum{base} {_num(h.total)}", f"{name}_count{base} {cum}"]
     name = "shadow_dropped_total"
-    out += [f"# HELP {name} Copies not delivered to the shadow, by reason (sampling does not count).",
-            f"# TYPE {name} counter"]  # fmt: skip
+    out += [
+        f"# HELP {name} Copies not delivered to the shadow, by reason (sampling does not count).",
+        f"# TYPE {name} counter",
+    ]
     for (mapping, reason), n in sorted(m.dropped.items()):
         out.append(f"{name}{_labels(mapping=mapping, reason=reason)} {n}")
     if m.compared:
         name = "shadow_compare_total"
-        out += [f"# HELP {name} Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
-                f"# TYPE {name} counter"]  # fmt: skip
+        out += [
+            f"# HELP {name} Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
+            f"# TYPE {name} counter",
+        ]
         for (mapping, result), n in sorted(m.compared.items()):
             out.append(f"{name}{_labels(mapping=mapping, result=result)} {n}")
         name = "shadow_compare_mismatch_total"
@@ -146,8 +152,11 @@ def render(m: Metrics, gauges: Iterable[tuple[str, str, dict[str, str], float]] 
     for result in ("success", "failure"):
         out.append(f"{name}{_labels(result=result)} {m.reloads.get(result, 0)}")
     name = "shadow_config_errors"
-    out += [f"# HELP {name} Errors in the configuration now serving (diagnostics).", f"# TYPE {name} gauge",
-            f"{name} {m.config_errors}"]  # fmt: skip
+    out += [
+        f"# HELP {name} Errors in the configuration now serving (diagnostics).",
+        f"# TYPE {name} gauge",
+        f"{name} {m.config_errors}",
+    ]
     seen: set[str] = set()
     for gname, ghelp, labels, value in gauges:
         if gname not in seen:

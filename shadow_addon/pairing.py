@@ -79,8 +79,9 @@ class Pairing:
             pair.production_failed = "no production response"
         self._maybe_finish(key, pair)
 
-    def shadow(self, key: str, reply: Reply | None, failed: str | None,
-               on_done: Callable[[Comparison], None] | None = None) -> bool:  # fmt: skip
+    def shadow(
+        self, key: str, reply: Reply | None, failed: str | None, on_done: Callable[[Comparison], None] | None = None
+    ) -> bool:
         """Record the shadow's side; returns False when the request was not being compared."""
         pair = self.pairs.get(key)
         if pair is None:

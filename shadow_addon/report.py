@@ -59,17 +59,19 @@ def comparison(table: Table, m: Metrics) -> list[dict[str, Any]]:
         names, series = _production_series(g, table)
         shadow = g.shadow
         drops = {reason: n for (mapping, reason), n in sorted(m.dropped.items()) if mapping == shadow.name}
-        rows.append({
-            "resource": g.label,
-            "production_mappings": sorted(names) if g.production else [],
-            "shadow_mapping": shadow.name,
-            "shadow_service": shadow.service,
-            "shadow_address": str(table.addresses[shadow.key]),
-            "weight": 100 if shadow.weight is None else shadow.weight,
-            "production": _side(m, PRODUCTION, series, names),
-            "shadow": _side(m, SHADOW, {(shadow.name, shadow.service)}, {shadow.name}),
-            "drops": drops,
-        })  # fmt: skip
+        rows.append(
+            {
+                "resource": g.label,
+                "production_mappings": sorted(names) if g.production else [],
+                "shadow_mapping": shadow.name,
+                "shadow_service": shadow.service,
+                "shadow_address": str(table.addresses[shadow.key]),
+                "weight": 100 if shadow.weight is None else shadow.weight,
+                "production": _side(m, PRODUCTION, series, names),
+                "shadow": _side(m, SHADOW, {(shadow.name, shadow.service)}, {shadow.name}),
+                "drops": drops,
+            }
+        )
     return rows
 
 
@@ -77,8 +79,12 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f}"
 
 
-def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | None = None,
-               diffs: dict[str, Any] | None = None, most: int = 8) -> str:  # fmt: skip
+def text_table(
+    rows: list[dict[str, Any]],
+    compare: dict[str, dict[str, int]] | None = None,
+    diffs: dict[str, Any] | None = None,
+    most: int = 8,
+) -> str:
     """The comparison as a fixed-width table for a terminal; with `diffs` (GET /diffs), mismatches by endpoint."""
     if not rows:
         return "mitmproxy-shadow: no Mapping with a shadow has seen traffic.\n"
@@ -91,8 +97,10 @@ def text_table(rows: list[dict[str, Any]], compare: dict[str, dict[str, int]] | 
             s = r[role]
             label = r["resource"] if role == "production" else f"  -> {r['shadow_mapping']}"
             codes = " ".join(f"{c}:{n}" for c, n in s["codes"].items())
-            lines.append(f"{label[:24]:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
-                         f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}")  # fmt: skip
+            lines.append(
+                f"{label[:24]:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
+                f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}"
+            )
         if r["drops"]:
             lines.append(f"{'':<24} dropped    " + " ".join(f"{k}:{v}" for k, v in r["drops"].items()))
         results = (compare or {}).get(r["shadow_mapping"])

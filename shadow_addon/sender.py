@@ -29,9 +29,19 @@ logger = logging.getLogger(__name__)
 # Never forwarded as they were: hop-by-hop headers (RFC 9110 7.6.1), and the framing and Host headers that
 # the sender writes itself. `expect` is dropped because the whole body is sent at once.
 _SKIP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-     b"host", b"content-length", b"expect"}
-)  # fmt: skip
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+    }
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CONNECT_BACKOFF = 0.25  # s: after a refused connect, copies are dropped at once rather than dialled again
 DNS_BACKOFF = 2.0
@@ -399,10 +409,14 @@ class Sender:
 
     def gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
         pools = self.pools.items()
-        inflight = [("shadow_inflight", "Copies in flight per shadow service.", {"service": str(a)}, float(p.inflight))
-                    for a, p in pools]  # fmt: skip
-        backlog = [("shadow_backlog", "Copies waiting per shadow service.", {"service": str(a)}, float(len(p.backlog)))
-                   for a, p in pools]  # fmt: skip
+        inflight = [
+            ("shadow_inflight", "Copies in flight per shadow service.", {"service": str(a)}, float(p.inflight))
+            for a, p in pools
+        ]
+        backlog = [
+            ("shadow_backlog", "Copies waiting per shadow service.", {"service": str(a)}, float(len(p.backlog)))
+            for a, p in pools
+        ]
         return inflight + backlog
 
     def close(self) -> None:
@@ -465,8 +479,9 @@ class Sender:
         try:
             if a.scheme == "https":
                 ctx = self.ssl_context or ssl.create_default_context()
-                _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port, ssl=ctx,
-                                                       server_hostname=a.host)  # fmt: skip
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, pool), a.host, a.port, ssl=ctx, server_hostname=a.host
+                )
             else:
                 _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port)
             return conn
@@ -503,8 +518,9 @@ class Sender:
         now = time.monotonic()
         if now - pool.last_log.get(reason, -LOG_INTERVAL) >= LOG_INTERVAL:
             pool.last_log[reason] = now
-            logger.warning("shadow %s: %s: %s (logged at most every %ds)", pool.address, reason, message,
-                           int(LOG_INTERVAL))  # fmt: skip
+            logger.warning(
+                "shadow %s: %s: %s (logged at most every %ds)", pool.address, reason, message, int(LOG_INTERVAL)
+            )
 
     def _drop(self, pool: Pool, c: Copy, reason: str, msg: str) -> None:
         """A copy that was never attempted."""
@@ -513,8 +529,9 @@ class Sender:
         if self.on_result is not None:
             self.on_result(c, Outcome(reason=reason, error=msg))
 
-    def _failed(self, pool: Pool, c: Copy, out: Outcome, reason: str, msg: str, t0: float,
-                backoff: float = 0.0) -> None:  # fmt: skip
+    def _failed(
+        self, pool: Pool, c: Copy, out: Outcome, reason: str, msg: str, t0: float, backoff: float = 0.0
+    ) -> None:
         """An attempted copy that got no (complete) answer."""
         if backoff:
             pool.backoff_until, pool.backoff_reason = time.monotonic() + backoff, reason

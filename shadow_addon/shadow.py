@@ -102,81 +102,111 @@ class Shadow:
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option(
-            "mappings", str, "",
+            "mappings",
+            str,
+            "",
             "Emissary Mapping YAML: a file, or a directory of *.yaml/*.yml files. Empty: pass everything through.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "mapping_services", Sequence[str], [],
+            "mapping_services",
+            Sequence[str],
+            [],
             "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
             ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_host_suffix", bool, True,
+            "shadow_host_suffix",
+            bool,
+            True,
             "Insert -shadow before the port in the copy's Host header, as Envoy does (foo:80 -> foo-shadow:80).",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_add_headers", Sequence[str], [],
+            "shadow_add_headers",
+            Sequence[str],
+            [],
             "Headers added to every copy, as 'Name: value' (e.g. 'x-shadow: 1'). Repeatable.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_remove_headers", Sequence[str], [],
+            "shadow_remove_headers",
+            Sequence[str],
+            [],
             "Headers stripped from every copy. '@credentials' stands for Authorization, Cookie and "
             "Proxy-Authorization. Repeatable.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_sample_key", str, "",
+            "shadow_sample_key",
+            str,
+            "",
             "Header whose value decides sampling (same value, same decision). Empty: random per request.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_body_limit", str, "1m",
+            "shadow_body_limit",
+            str,
+            "1m",
             "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
-        )  # fmt: skip
+        )
         loader.add_option(
             "shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog."
         )
         loader.add_option(
-            "shadow_max_backlog", int, 256,
+            "shadow_max_backlog",
+            int,
+            256,
             "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_flows", str, "auto",
+            "shadow_flows",
+            str,
+            "auto",
             "Show each shadow exchange as its own flow (marked, commented 'shadow of <id>'): auto = in mitmweb and "
             "the console; on = also log one line per copy in mitmdump; off = never.",
             choices=["auto", "on", "off"],
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_compare", bool, False,
+            "shadow_compare",
+            bool,
+            False,
             "Compare each shadow response with production's (status, headers, body; JSON field by field) and count "
             "match, mismatch, noise or skipped. The client never waits: a record of production's reply is kept.",
-        )  # fmt: skip
+        )
         loader.add_option(
             "shadow_compare_headers", Sequence[str], ["content-type"], "Response headers compared (repeatable)."
         )
         loader.add_option(
-            "shadow_compare_ignore", Sequence[str], [],
+            "shadow_compare_ignore",
+            Sequence[str],
+            [],
             "Ignored in comparisons: JSON pointers with * for any one segment (/meta/timestamp, /items/*/id) or "
             "header names. Repeatable.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_compare_body_limit", str, "1m",
+            "shadow_compare_body_limit",
+            str,
+            "1m",
             "Bodies up to this size are compared field by field; larger ones by size and hash only.",
-        )  # fmt: skip
+        )
         loader.add_option(
             "shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines)."
         )
         loader.add_option(
-            "shadow_admin", str, "127.0.0.1:8877",
+            "shadow_admin",
+            str,
+            "127.0.0.1:8877",
             "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_admin_allow_remote", bool, False,
+            "shadow_admin_allow_remote",
+            bool,
+            False,
             "Allow shadow_admin on a non-loopback address (it has no authentication).",
-        )  # fmt: skip
+        )
         loader.add_option(
-            "shadow_timeout", str, "",
+            "shadow_timeout",
+            str,
+            "",
             "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
             "ms), as Envoy gives the mirror the route's timeout.",
-        )  # fmt: skip
+        )
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
@@ -227,8 +257,13 @@ class Shadow:
         if {"shadow_max_inflight", "shadow_max_backlog"} & updated:
             if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
                 raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")
-        compare_opts = {"shadow_compare", "shadow_compare_headers", "shadow_compare_ignore",
-                        "shadow_compare_body_limit", "shadow_compare_report"}  # fmt: skip
+        compare_opts = {
+            "shadow_compare",
+            "shadow_compare_headers",
+            "shadow_compare_ignore",
+            "shadow_compare_body_limit",
+            "shadow_compare_report",
+        }
         if compare_opts & updated:
             self._configure_compare()
         if {"mode", "listen_port"} & updated:
@@ -254,8 +289,9 @@ class Shadow:
             try:
                 config = compare.CompareConfig(
                     headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
-                    ignore=tuple(o.shadow_compare_ignore), body_limit=limit or compare.BODY_LIMIT,
-                )  # fmt: skip
+                    ignore=tuple(o.shadow_compare_ignore),
+                    body_limit=limit or compare.BODY_LIMIT,
+                )
             except ValueError as e:
                 raise exceptions.OptionsError(f"shadow_compare: {e}") from None
             try:
@@ -290,8 +326,9 @@ class Shadow:
     def _rebuild_sender(self) -> None:
         o = ctx.options
         old = self.sender
-        self.sender = Sender(self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context(),
-                             on_result=self._on_result)  # fmt: skip
+        self.sender = Sender(
+            self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context(), on_result=self._on_result
+        )
         if old is not None:
             old.close()
 
@@ -312,8 +349,10 @@ class Shadow:
             except ValueError:
                 local = host == "localhost"
             if local or host == (ctx.options.listen_host or "").lower():
-                errs.append(f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
-                            "listen address; a shadow must be another service")  # fmt: skip
+                errs.append(
+                    f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
+                    "listen address; a shadow must be another service"
+                )
         return errs
 
     def reload(self, explicit: bool = False) -> bool:
@@ -324,8 +363,13 @@ class Shadow:
         """
         return self._install(*read_mappings(ctx.options.mappings, self.overrides), explicit=explicit)
 
-    def _install(self, signature: tuple[object, ...], result: mappings.LoadResult, table: routing.Table | None,
-                 explicit: bool = False) -> bool:  # fmt: skip
+    def _install(
+        self,
+        signature: tuple[object, ...],
+        result: mappings.LoadResult,
+        table: routing.Table | None,
+        explicit: bool = False,
+    ) -> bool:
         """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
         path = ctx.options.mappings
         self._signature = signature
@@ -348,8 +392,10 @@ class Shadow:
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
         if not ctx.options.keep_host_header and any(routing.host_match(m) for m in table.mappings):
-            logger.warning("mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
-                           "the reverse target before addons see it; run with --set keep_host_header=true")  # fmt: skip
+            logger.warning(
+                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
+                "the reverse target before addons see it; run with --set keep_host_header=true"
+            )
         self.reload_errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
         self.loaded, self.loaded_at = result, time.time()
@@ -357,8 +403,13 @@ class Shadow:
         self.metrics.record_reload(True)
         if path:
             n_shadow = sum(1 for g in table.groups if g.shadow)
-            logger.info("mappings: %d Mappings in %d groups (%d with a shadow) from %s",
-                        len(table.mappings), len(table.groups), n_shadow, path)  # fmt: skip
+            logger.info(
+                "mappings: %d Mappings in %d groups (%d with a shadow) from %s",
+                len(table.mappings),
+                len(table.groups),
+                n_shadow,
+                path,
+            )
         return True
 
     async def _watch(self) -> None:
@@ -393,16 +444,25 @@ class Shadow:
         if not spec or self.admin is not None:
             return
         host, port = admin.parse_listen(spec)
-        server = admin.AdminServer({
-            "/": self._page_dashboard, "/metrics": self._page_metrics, "/diag": self._page_diag,
-            "/report": self._page_report, "/report.json": self._page_report_json, "/diffs": self._page_diffs,
-        })  # fmt: skip
+        server = admin.AdminServer(
+            {
+                "/": self._page_dashboard,
+                "/metrics": self._page_metrics,
+                "/diag": self._page_diag,
+                "/report": self._page_report,
+                "/report.json": self._page_report_json,
+                "/diffs": self._page_diffs,
+            }
+        )
         try:
             server.bind(host, port)
         except OSError as e:
             # Logged as an error during start-up, mitmdump exits with this line (errorcheck).
-            logger.error("shadow_admin: cannot listen on %s: %s (set shadow_admin=HOST:PORT, or empty to disable)",
-                         spec, e.strerror or e)  # fmt: skip
+            logger.error(
+                "shadow_admin: cannot listen on %s: %s (set shadow_admin=HOST:PORT, or empty to disable)",
+                spec,
+                e.strerror or e,
+            )
             return
         self.admin = server
         loop.create_task(server.serve())
@@ -411,8 +471,14 @@ class Shadow:
     def _page_metrics(self) -> tuple[str, bytes]:
         gauges = self.sender.gauges() if self.sender else []
         if self.pairing is not None:
-            gauges.append(("shadow_compare_pending", "Production replies held until their shadow answers.", {},
-                           float(len(self.pairing.pairs))))  # fmt: skip
+            gauges.append(
+                (
+                    "shadow_compare_pending",
+                    "Production replies held until their shadow answers.",
+                    {},
+                    float(len(self.pairing.pairs)),
+                )
+            )
         return "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.metrics, gauges).encode()
 
     def _page_diag(self) -> tuple[str, bytes]:
@@ -604,9 +670,14 @@ class Shadow:
                     # Over the limit only size and hash count: both sides then hash the bytes as sent.
                     whole = out.body_size <= self.compare_limit
                     body = _decoded(out.body, out.headers) if whole else out.body
-                    reply = compare.Reply.of(out.status, out.headers, body, self.compare_limit,
-                                             size=None if whole else out.body_size,
-                                             sha256=None if whole else out.body_sha256)  # fmt: skip
+                    reply = compare.Reply.of(
+                        out.status,
+                        out.headers,
+                        body,
+                        self.compare_limit,
+                        size=None if whole else out.body_size,
+                        sha256=None if whole else out.body_sha256,
+                    )
                 show = (lambda result: self._show(c, out, result)) if flows else None
                 if self.pairing.shadow(str(c.context), reply, out.reason, show):
                     return
@@ -625,8 +696,9 @@ class Shadow:
         else:
             outcome = out.status if out.status is not None else out.reason
             verdict = f" {result.result}" if result is not None else ""
-            logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict,
-                        out.seconds * 1e3)  # fmt: skip
+            logger.info(
+                "shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict, out.seconds * 1e3
+            )
 
     def response(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)

@@ -103,10 +103,19 @@ class Upstream:
                     self.end_headers()
                     self.wfile.write(out)
                     return
-                out = b.body if b.body is not None else json.dumps(
-                    {"name": upstream.name, "method": self.command, "path": self.path,
-                     "host": self.headers.get("host"), "size": len(body)}
-                ).encode()  # fmt: skip
+                out = (
+                    b.body
+                    if b.body is not None
+                    else json.dumps(
+                        {
+                            "name": upstream.name,
+                            "method": self.command,
+                            "path": self.path,
+                            "host": self.headers.get("host"),
+                            "size": len(body),
+                        }
+                    ).encode()
+                )
                 self.send_response(b.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
@@ -166,9 +175,13 @@ class Proxy:
         return self.logfile.read_text(errors="replace")
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
         timeout: float = 10.0,
-    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -204,12 +217,29 @@ class Proxy:
 
 
 def start_proxy(
-    tmp: Path, reverse: str, sets: dict[str, str | list[str]] | None = None, args: list[str] | None = None,
-    web: bool = False, admin: bool = True, wait: bool = True, prefix: list[str] | None = None, port: int | None = None,
-) -> Proxy:  # fmt: skip
+    tmp: Path,
+    reverse: str,
+    sets: dict[str, str | list[str]] | None = None,
+    args: list[str] | None = None,
+    web: bool = False,
+    admin: bool = True,
+    wait: bool = True,
+    prefix: list[str] | None = None,
+    port: int | None = None,
+) -> Proxy:
     port = port or free_port()
-    cmd = [*(prefix or []), str(MITMWEB if web else MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:{reverse}",
-           "--listen-host", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    cmd = [
+        *(prefix or []),
+        str(MITMWEB if web else MITMDUMP),
+        "-s",
+        str(ADDON),
+        "--mode",
+        f"reverse:{reverse}",
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     if web:
         cmd += ["--no-web-open-browser"]
     sets = dict(sets or {})
@@ -224,14 +254,14 @@ def start_proxy(
     logfile = tmp / f"mitmdump-{port}.log"
     fh = open(logfile, "wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            cwd=str(tmp))  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(tmp))
     fh.close()
     p = Proxy(proc, port, logfile, admin_port)
     if wait:
         # The admin server binds in `running`, just after the proxy port opens: wait for both.
-        ok = wait_until(lambda: proc.poll() is not None or (_port_open(port) and (
-            admin_port is None or _port_open(admin_port))), 20)  # fmt: skip
+        ok = wait_until(
+            lambda: proc.poll() is not None or (_port_open(port) and (admin_port is None or _port_open(admin_port))), 20
+        )
         if not ok or proc.poll() is not None:
             p.stop()
             raise RuntimeError(f"mitmdump did not start: {p.log}")
@@ -248,8 +278,9 @@ def _port_open(port: int) -> bool:
 
 def mapping(name: str, **spec: object) -> str:
     """A v3alpha1 Mapping document as YAML text."""
-    return json.dumps({"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping",
-                       "metadata": {"name": name}, "spec": spec})  # fmt: skip
+    return json.dumps(
+        {"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping", "metadata": {"name": name}, "spec": spec}
+    )
 
 
 def write_mappings(path: Path, *docs: str) -> Path:
@@ -271,18 +302,24 @@ def make_cert(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = tmp / f"{name}-cert.pem", tmp / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 

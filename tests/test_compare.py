@@ -607,10 +607,9 @@ def test_store_counts_every_result_but_records_only_mismatches() -> None:
     out = store.to_json()
     assert len(out["records"]) == 1
     assert out["groups"] == [
-        {"mapping": "m", "endpoint": "GET /a", "compared": 3, "mismatches": 1, "noise": 1, "skipped": 1,
-         "rate": 1 / 3},
+        {"mapping": "m", "endpoint": "GET /a", "compared": 3, "mismatches": 1, "noise": 1, "skipped": 1, "rate": 1 / 3},
         {"mapping": "n", "endpoint": "GET /b", "compared": 1, "mismatches": 0, "noise": 0, "skipped": 0, "rate": 0.0},
-    ]  # fmt: skip
+    ]
 
 
 def test_store_group_counts_outlive_evicted_records_and_overflow_into_other() -> None:

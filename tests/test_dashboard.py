@@ -185,8 +185,14 @@ def test_figures_equal_the_comparison_they_come_from() -> None:
         n.attrs["data-metric"]: int(n.attrs["data-value"])
         for n in page.one(id="summary").find_all("div", class_="tile")
     }
-    assert tiles == {"mappings": 4, "shadowed": 1, "config-errors": 1, "production-requests": 20,
-                     "shadow-requests": 10, "dropped": 3}  # fmt: skip
+    assert tiles == {
+        "mappings": 4,
+        "shadowed": 1,
+        "config-errors": 1,
+        "production-requests": 20,
+        "shadow-requests": 10,
+        "dropped": 3,
+    }
 
 
 def test_histogram_bars_follow_the_counts_of_both_roles() -> None:
@@ -239,10 +245,22 @@ def test_mappings_table_columns() -> None:
     snap = {"generated_at": 1.0, "diag": diag.snapshot(table, None, 0.0, []), "comparison": []}
     page = parse(dashboard.render(snap))
     heads = [th.text for th in page.one("table", class_="mappings").find_all("th")]
-    assert heads == ["Name", "Namespace", "Prefix", "Service", "Resolved address", "Role", "Weight", "Canary share",
-                     "Group"]  # fmt: skip
-    cells = {tr.attrs["data-mapping"]: [td.text for td in tr.find_all("td")] for tr in page.find_all("tr")
-             if "data-mapping" in tr.attrs}  # fmt: skip
+    assert heads == [
+        "Name",
+        "Namespace",
+        "Prefix",
+        "Service",
+        "Resolved address",
+        "Role",
+        "Weight",
+        "Canary share",
+        "Group",
+    ]
+    cells = {
+        tr.attrs["data-mapping"]: [td.text for td in tr.find_all("td")]
+        for tr in page.find_all("tr")
+        if "data-mapping" in tr.attrs
+    }
     assert cells["a.default"] == ["a", "default", "/api/", "a-svc", "http://a-svc:80", "production", "10", "10 %", "#0"]
     assert cells["b.default"][5:8] == ["production", "–", "90 %"]
     assert cells["s.default"][5:8] == ["shadow", "25", "–"]
@@ -273,9 +291,20 @@ def test_everything_from_user_files_is_escaped() -> None:
     assert not page.find_all("script")
     # The reader sees the original text back, in every place it was shown.
     whole = page.text
-    for shown in (f"n{EVIL}", f"/p{EVIL}/", f"svc{EVIL}", f"shadowsvc{EVIL}", f"why{EVIL}", f"/f{EVIL}.yaml",
-                  f"notice{EVIL}", f"reload{EVIL}", f"e{EVIL}", f"k{EVIL}", f"GET /e{EVIL}",
-                  f"GET /p{EVIL}"):  # fmt: skip
+    for shown in (
+        f"n{EVIL}",
+        f"/p{EVIL}/",
+        f"svc{EVIL}",
+        f"shadowsvc{EVIL}",
+        f"why{EVIL}",
+        f"/f{EVIL}.yaml",
+        f"notice{EVIL}",
+        f"reload{EVIL}",
+        f"e{EVIL}",
+        f"k{EVIL}",
+        f"GET /e{EVIL}",
+        f"GET /p{EVIL}",
+    ):
         assert shown in whole, shown
     assert page.one("span", data_reason=f"why{EVIL}")  # attribute values survive quoting intact
     assert page.one("tr", data_mapping=f"n{EVIL}.default")
@@ -290,8 +319,9 @@ def test_attribute_injection_is_inert() -> None:
     assert page.one("tr", data_mapping=f"{name}.default")
 
 
-@pytest.mark.parametrize("snap", [{}, {"generated_at": 5.0, "diag": diag.snapshot(routing.Table(), None, 0.0, []),
-                                       "comparison": []}])  # fmt: skip
+@pytest.mark.parametrize(
+    "snap", [{}, {"generated_at": 5.0, "diag": diag.snapshot(routing.Table(), None, 0.0, []), "comparison": []}]
+)
 def test_empty_state(snap: dict[str, Any]) -> None:
     page = parse(dashboard.render(snap))
     assert not page.find_all("article")
@@ -352,10 +382,24 @@ def test_compare_and_diffs_only_when_present() -> None:
     cfg = compare.CompareConfig()
     for i in range(8):
         shadow = other if i < 2 else prod
-        store.add("api-shadow", "GET /v1/items/{id}", {"method": "GET", "path": f"/v1/items/{i}"}, prod, shadow,
-                  compare.compare(prod, shadow, cfg), now=1.0 + i)  # fmt: skip
-    store.add("api-shadow", "POST /v1/orders", {"method": "POST", "path": "/v1/orders"}, prod, None,
-              compare.skipped("shadow timeout"), now=9.0)  # fmt: skip
+        store.add(
+            "api-shadow",
+            "GET /v1/items/{id}",
+            {"method": "GET", "path": f"/v1/items/{i}"},
+            prod,
+            shadow,
+            compare.compare(prod, shadow, cfg),
+            now=1.0 + i,
+        )
+    store.add(
+        "api-shadow",
+        "POST /v1/orders",
+        {"method": "POST", "path": "/v1/orders"},
+        prod,
+        None,
+        compare.skipped("shadow timeout"),
+        now=9.0,
+    )
     snap["diffs"] = store.to_json()
     page = parse(dashboard.render(snap))
     chips = [(n.attrs["data-result"], n.attrs["data-value"]) for n in resource(page).find_all(data_metric="compare")]
@@ -363,8 +407,10 @@ def test_compare_and_diffs_only_when_present() -> None:
     assert "bad" in resource(page).one(data_result="mismatch").attrs["class"].split()
     diffs = page.one("section", id="diffs")
     groups = [[td.text for td in tr.find_all("td")] for tr in diffs.find_all("tr", class_="diff-group")]
-    assert groups == [["api-shadow", "GET /v1/items/{id}", "8", "2", "0", "0", "25.0 %"],
-                      ["api-shadow", "POST /v1/orders", "0", "0", "0", "1", "0 %"]]  # fmt: skip
+    assert groups == [
+        ["api-shadow", "GET /v1/items/{id}", "8", "2", "0", "0", "25.0 %"],
+        ["api-shadow", "POST /v1/orders", "0", "0", "0", "1", "0 %"],
+    ]
     latest = [tr for tr in diffs.find_all("tr", class_="diff")]
     assert len(latest) == 2 and "/price: 10 -> 12" in latest[0].text and "GET /v1/items/1" in latest[0].text
 
@@ -376,8 +422,15 @@ def evil_diffs() -> dict[str, object]:
     store = compare.MismatchStore()
     prod = compare.Reply.of(200, [("content-type", "application/json")], json.dumps({f"k{EVIL}": 1}).encode())
     shadow = compare.Reply.of(500, [("content-type", "application/json")], json.dumps({f"k{EVIL}": 2}).encode())
-    store.add(f"m{EVIL}", f"GET /e{EVIL}", {"method": "GET", "path": f"/p{EVIL}"}, prod, shadow,
-              compare.compare(prod, shadow, compare.CompareConfig()), now=1.0)  # fmt: skip
+    store.add(
+        f"m{EVIL}",
+        f"GET /e{EVIL}",
+        {"method": "GET", "path": f"/p{EVIL}"},
+        prod,
+        shadow,
+        compare.compare(prod, shadow, compare.CompareConfig()),
+        now=1.0,
+    )
     return store.to_json()
 
 

@@ -74,8 +74,14 @@ def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> str:
 def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None:
     report = tmp_path / "report.json"
     n = 300
-    r = subprocess.run([sys.executable, str(DEMO), "--requests", str(n), "--json-report", str(report)],
-                       capture_output=True, text=True, timeout=120, env=demo_env, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(DEMO), "--requests", str(n), "--json-report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=demo_env,
+        cwd=ROOT,
+    )
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
 
@@ -101,8 +107,10 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     assert slow >= 0.25 * shadow["requests"], hist
 
     # Each process's own count: the canary took some production traffic, and every store got only its orders.
-    stats = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^\s+(shop\S*)\s+v\d\s+(\d+) requests\s+(\d+) orders",
-                                                                 out, re.M)}  # fmt: skip
+    stats = {
+        m[1]: (int(m[2]), int(m[3]))
+        for m in re.finditer(r"^\s+(shop\S*)\s+v\d\s+(\d+) requests\s+(\d+) orders", out, re.M)
+    }
     assert set(stats) == {"shop", "shop-canary", "shop-v2"}, out
     assert stats["shop"][0] + stats["shop-canary"][0] == n and stats["shop-canary"][0] > 0
     assert stats["shop"][1] + stats["shop-canary"][1] == prod["codes"].get("201", 0) > 0
@@ -114,8 +122,13 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
 
 
 def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:
-    proc = subprocess.Popen([sys.executable, str(DEMO), "--web", "--requests", "60"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=demo_env, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(DEMO), "--web", "--requests", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=demo_env,
+        cwd=ROOT,
+    )
     try:
         out = read_until(proc, "Press Ctrl-C to stop.", timeout=90)
         urls = dict(re.findall(r"^  (proxy|dashboard|mitmweb)\s+(http://127\.0\.0\.1:\d+/\S*)", out, re.M))
@@ -134,11 +147,19 @@ def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:
 
 def test_demo_fails_clearly_when_the_proxy_cannot_start(tmp_path: Path, demo_env: dict[str, str]) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: shop}\n"
-                   "spec: {prefix: /api/, service: shop, weight: lots}\n")  # fmt: skip
+    bad.write_text(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: shop}\n"
+        "spec: {prefix: /api/, service: shop, weight: lots}\n"
+    )
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, str(DEMO), "--mappings", str(bad)], capture_output=True, text=True,
-                       timeout=60, env=demo_env, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(DEMO), "--mappings", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=demo_env,
+        cwd=ROOT,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "demo: error: mitmdump exited at start-up" in r.stderr and "weight must be an integer" in r.stderr
     assert "logs kept in " + str(tmp_path) in r.stderr

@@ -42,11 +42,20 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
     reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
     v1.behaviour.responder, v2.behaviour.responder = app("v1"), app("v2")
     report = tmp_path / "mismatches.jsonl"
-    m = write_mappings(tmp_path / "m.yaml", mapping("svc", prefix="/", service="v1", rewrite=""),
-                       mapping("svc-next", prefix="/", service="v2", shadow=True))  # fmt: skip
-    p = proxy(f"http://{reverse.address}", sets={
-        "mappings": str(m), "mapping_services": [f"v1={v1.address}", f"v2={v2.address}"],
-        "shadow_compare": "true", "shadow_compare_report": str(report)})  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("svc", prefix="/", service="v1", rewrite=""),
+        mapping("svc-next", prefix="/", service="v2", shadow=True),
+    )
+    p = proxy(
+        f"http://{reverse.address}",
+        sets={
+            "mappings": str(m),
+            "mapping_services": [f"v1={v1.address}", f"v2={v2.address}"],
+            "shadow_compare": "true",
+            "shadow_compare_report": str(report),
+        },
+    )
     paths = ["/status", "/field", "/order", "/header", "/same", "/big-same", "/big-diff"]
     for path in paths:
         assert p.request("GET", path)[0] == 200
@@ -67,8 +76,9 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
     by_endpoint = {r["endpoint"]: r for r in diffs["records"]}
     assert "/price: 10 -> 12" in by_endpoint["GET /field"]["diffs"]
     assert "status: 200 -> 500" in by_endpoint["GET /status"]["diffs"]
-    assert any(d.startswith("header content-type: application/json -> text/plain")
-               for d in by_endpoint["GET /header"]["diffs"])  # fmt: skip
+    assert any(
+        d.startswith("header content-type: application/json -> text/plain") for d in by_endpoint["GET /header"]["diffs"]
+    )
     assert by_endpoint["GET /order"]["kinds"] == ["body"]
 
     mt = metrics_of(p)
@@ -86,11 +96,21 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
 def test_black_holed_shadow_releases_held_replies(tmp_path: Path, upstream, proxy, fault) -> None:
     reverse, v1 = upstream("reverse"), upstream("v1")
     hole = fault("blackhole")
-    m = write_mappings(tmp_path / "m.yaml", mapping("svc", prefix="/", service="v1", rewrite=""),
-                       mapping("svc-next", prefix="/", service="hole", shadow=True))  # fmt: skip
-    p = proxy(f"http://{reverse.address}", sets={
-        "mappings": str(m), "mapping_services": [f"v1={v1.address}", f"hole={hole.address}"],
-        "shadow_compare": "true", "shadow_timeout": "0.5", "shadow_max_inflight": "4"})  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("svc", prefix="/", service="v1", rewrite=""),
+        mapping("svc-next", prefix="/", service="hole", shadow=True),
+    )
+    p = proxy(
+        f"http://{reverse.address}",
+        sets={
+            "mappings": str(m),
+            "mapping_services": [f"v1={v1.address}", f"hole={hole.address}"],
+            "shadow_compare": "true",
+            "shadow_timeout": "0.5",
+            "shadow_max_inflight": "4",
+        },
+    )
     for i in range(20):
         assert p.request("GET", f"/x/{i}")[0] == 200  # never held back
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total", result="skipped") == 20, 20, 0.2)

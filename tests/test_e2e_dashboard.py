@@ -39,14 +39,27 @@ def find_browser() -> str | None:
 def run_browser(browser: str, profile: Path, args: list[str], url: str, timeout: float = BROWSER_TIMEOUT) -> str:
     """Run headless Chromium once on a fresh profile; its stdout. Killed (its whole process group) on timeout."""
     profile.mkdir(parents=True, exist_ok=True)
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *args, url]  # fmt: skip
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+        url,
+    ]
     # Its caches and settings go to the throw-away profile, not the user's home.
-    env = dict(os.environ, HOME=str(profile), XDG_CONFIG_HOME=str(profile / "config"),
-               XDG_CACHE_HOME=str(profile / "cache"))  # fmt: skip
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)  # fmt: skip
+    env = dict(
+        os.environ, HOME=str(profile), XDG_CONFIG_HOME=str(profile / "config"), XDG_CACHE_HOME=str(profile / "cache")
+    )
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -196,8 +209,9 @@ def test_dashboard_in_a_headless_browser(tmp_path: Path, browser: str, upstream,
     assert "row-error" in row.attrs["class"].split() and SECOND_SHADOW in row.text
 
     shot = tmp_path / "shot.png"
-    run_browser(browser, tmp_path / "profile-shot", [f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}"],
-                url)  # fmt: skip
+    run_browser(
+        browser, tmp_path / "profile-shot", [f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}"], url
+    )
     width, height, bpp, pixels = read_png(shot)
     assert (width, height) == WINDOW
     assert tuple(pixels[:3]) == HEADER_RGB  # the page's own styles were applied

@@ -26,17 +26,28 @@ def web_flows(port: int) -> list[dict]:
 def test_shadow_flows_in_mitmweb(tmp_path: Path, upstream, proxy, fault) -> None:
     reverse, api, sh = upstream("reverse"), upstream("api"), upstream("shadow")
     hole = fault("blackhole")
-    m = write_mappings(tmp_path / "m.yaml",
-                       mapping("api", prefix="/api/", service="api", rewrite="/v1/"),
-                       mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
-                       mapping("slow", prefix="/slow/", service="api"),
-                       mapping("slow-shadow", prefix="/slow/", service="hole", shadow=True,
-                               timeout_ms=100))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", rewrite="/v1/"),
+        mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
+        mapping("slow", prefix="/slow/", service="api"),
+        mapping("slow-shadow", prefix="/slow/", service="hole", shadow=True, timeout_ms=100),
+    )
     web_port = free_port()
-    p = proxy(f"http://{reverse.address}", web=True, sets={
-        "mappings": str(m), "mapping_services": [f"api={api.address}", f"cand={sh.address}", f"hole={hole.address}"],
-        "web_port": str(web_port), "web_host": "127.0.0.1", "web_password": PASSWORD,
-        "confdir": str(tmp_path / "conf"), "shadow_timeout": "0.5", "shadow_compare": "true"})  # fmt: skip
+    p = proxy(
+        f"http://{reverse.address}",
+        web=True,
+        sets={
+            "mappings": str(m),
+            "mapping_services": [f"api={api.address}", f"cand={sh.address}", f"hole={hole.address}"],
+            "web_port": str(web_port),
+            "web_host": "127.0.0.1",
+            "web_password": PASSWORD,
+            "confdir": str(tmp_path / "conf"),
+            "shadow_timeout": "0.5",
+            "shadow_compare": "true",
+        },
+    )
     assert p.request("POST", "/api/items?x=1", body=b"payload")[0] == 200
     assert p.request("GET", "/slow/x")[0] == 200
 
@@ -52,7 +63,10 @@ def test_shadow_flows_in_mitmweb(tmp_path: Path, upstream, proxy, fault) -> None
     assert shadow["comment"].startswith(f"shadow of {prod['id']} -> cand (200) mismatch: ")
     assert '/name: "api" -> "shadow"' in shadow["comment"]
     assert (shadow["request"]["method"], shadow["request"]["path"], shadow["request"]["port"]) == (
-        "POST", "/v1/items?x=1", sh.port)  # fmt: skip
+        "POST",
+        "/v1/items?x=1",
+        sh.port,
+    )
     assert shadow["response"]["status_code"] == 200 and shadow["response"]["contentLength"] > 0
     failed = next(f for f in fl if f["comment"].startswith("shadow of") and "hole" in f["comment"])
     assert failed["error"]["msg"].startswith("shadow timeout") and failed["comment"].endswith("(timeout)")

@@ -49,8 +49,10 @@ def mapping_doc(name: str, prefix: str, service: str, g: int, shadow: bool = Fal
 
 def a_text(g: int) -> str:
     """One flow-style document (a List): its strict prefixes are all unclosed, hence errors."""
-    items = [mapping_doc("a", "/a/", f"alpha-{g % KINDS}", g), mapping_doc("a-copy", "/a/", f"shadow-{g % KINDS}",
-                                                                             g, shadow=True)]  # fmt: skip
+    items = [
+        mapping_doc("a", "/a/", f"alpha-{g % KINDS}", g),
+        mapping_doc("a-copy", "/a/", f"shadow-{g % KINDS}", g, shadow=True),
+    ]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}) + "\n"
 
 
@@ -163,8 +165,11 @@ def test_rewrites_during_traffic_never_serve_a_partial_configuration(tmp_path: P
                 before = metric_sum(metrics_of(p), "shadow_config_reloads_total", result="failure")
 
                 def refused(before: float = before) -> None:
-                    ok = wait_until(lambda: metric_sum(metrics_of(p), "shadow_config_reloads_total",
-                                                       result="failure") > before, 10, 0.1)  # fmt: skip
+                    ok = wait_until(
+                        lambda: metric_sum(metrics_of(p), "shadow_config_reloads_total", result="failure") > before,
+                        10,
+                        0.1,
+                    )
                     assert ok, p.log
 
                 write_in_two_steps(d / "a.yaml", a_text(g), refused)

@@ -30,14 +30,23 @@ def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy
     prod, api, users = upstream("prod"), upstream("api"), upstream("users")
     m = write_mappings(
         tmp_path / "m.yaml",
-        mapping("api", prefix="/api/", service="api-svc.default", rewrite="/v1/",
-                add_request_headers={"x-added": "yes"}, remove_request_headers=["x-secret"],
-                add_response_headers={"x-served-by": "api"}, remove_response_headers=["x-drop"]),
+        mapping(
+            "api",
+            prefix="/api/",
+            service="api-svc.default",
+            rewrite="/v1/",
+            add_request_headers={"x-added": "yes"},
+            remove_request_headers=["x-secret"],
+            add_response_headers={"x-served-by": "api"},
+            remove_response_headers=["x-drop"],
+        ),
         mapping("users", prefix="/users/", service="users-svc:8080"),  # default rewrite "/"
         mapping("raw", prefix="/raw/", service="users-svc:8080", rewrite=""),
-    )  # fmt: skip
-    p = proxy(f"http://{prod.address}", sets={"mappings": str(m),
-              "mapping_services": services(**{"api-svc": api, "users-svc": users})})  # fmt: skip
+    )
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": services(**{"api-svc": api, "users-svc": users})},
+    )
     s, h, body = p.request("GET", "/api/items?page=2", headers={"x-secret": "s3", "x-keep": "k"})
     assert s == 200 and json.loads(body)["name"] == "api" and h["x-served-by"] == "api"
     seen = api.seen[-1]
@@ -48,7 +57,12 @@ def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy
     assert json.loads(p.request("GET", "/raw/7")[2])["path"] == "/raw/7"
     # No Mapping matches: the reverse target (the implicit production service) answers, unchanged.
     assert json.loads(p.request("GET", "/elsewhere?x=1")[2]) == {
-        "name": "prod", "method": "GET", "path": "/elsewhere?x=1", "host": prod.address, "size": 0}  # fmt: skip
+        "name": "prod",
+        "method": "GET",
+        "path": "/elsewhere?x=1",
+        "host": prod.address,
+        "size": 0,
+    }
     m = metrics_of(p)
     assert metric_sum(m, "shadow_upstream_requests_total", mapping="api", role="production", code="200") == 1
     assert metric_sum(m, "shadow_upstream_requests_total", service="reverse-target", role="production") == 1
@@ -56,26 +70,35 @@ def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy
 
 def test_longest_prefix_and_precedence(tmp_path: Path, upstream, proxy) -> None:
     prod, a, b = upstream("prod"), upstream("a"), upstream("b")
-    m = write_mappings(tmp_path / "m.yaml",
-                       mapping("catch-all", prefix="/", service="a", rewrite=""),
-                       mapping("httpbin", prefix="/httpbin/", service="b"))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("catch-all", prefix="/", service="a", rewrite=""),
+        mapping("httpbin", prefix="/httpbin/", service="b"),
+    )
     p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": services(a=a, b=b)})
     assert json.loads(p.request("GET", "/httpbin/get")[2])["name"] == "b"
     assert json.loads(p.request("GET", "/x")[2])["name"] == "a"
     # precedence beats length (Emissary docs: the catch-all with precedence 1 takes everything)
-    write_mappings(m, mapping("catch-all", prefix="/", service="a", rewrite="", precedence=1),
-                   mapping("httpbin", prefix="/httpbin/", service="b"))  # fmt: skip
+    write_mappings(
+        m,
+        mapping("catch-all", prefix="/", service="a", rewrite="", precedence=1),
+        mapping("httpbin", prefix="/httpbin/", service="b"),
+    )
     assert wait_until(lambda: json.loads(p.request("GET", "/httpbin/get")[2])["name"] == "a", 10, 0.2)
 
 
 def test_header_and_host_matching_with_keep_host_header(tmp_path: Path, upstream, proxy) -> None:
     prod, diag, canary = upstream("prod"), upstream("diag"), upstream("canary")
-    m = write_mappings(tmp_path / "m.yaml",
-                       mapping("diag", prefix="/diag/", rewrite="/diag/", host="diag.example.com", service="diag"),
-                       mapping("canary", prefix="/", rewrite="", headers={"x-canary": "1"}, service="canary"),
-                       mapping("hr", prefix="/hr/", host_rewrite="backend.internal", service="diag"))  # fmt: skip
-    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "keep_host_header": "true",
-              "mapping_services": services(diag=diag, canary=canary)})  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("diag", prefix="/diag/", rewrite="/diag/", host="diag.example.com", service="diag"),
+        mapping("canary", prefix="/", rewrite="", headers={"x-canary": "1"}, service="canary"),
+        mapping("hr", prefix="/hr/", host_rewrite="backend.internal", service="diag"),
+    )
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "keep_host_header": "true", "mapping_services": services(diag=diag, canary=canary)},
+    )
     assert json.loads(p.request("GET", "/diag/x", headers={"Host": "diag.example.com"})[2])["name"] == "diag"
     assert diag.seen[-1].header("host") == "diag.example.com"  # the client's Host is kept
     assert json.loads(p.request("GET", "/diag/x", headers={"Host": "other.example.com"})[2])["name"] == "prod"
@@ -86,8 +109,11 @@ def test_header_and_host_matching_with_keep_host_header(tmp_path: Path, upstream
 
 def test_canary_split_over_1000_requests(tmp_path: Path, upstream, proxy) -> None:
     prod, quote, quotev2 = upstream("prod"), upstream("quote"), upstream("quotev2")
-    m = write_mappings(tmp_path / "m.yaml", mapping("quote-backend", prefix="/backend/", service="quote"),
-                       mapping("quote-backend2", prefix="/backend/", service="quotev2", weight=10))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("quote-backend", prefix="/backend/", service="quote"),
+        mapping("quote-backend2", prefix="/backend/", service="quotev2", weight=10),
+    )
     p = proxy(
         f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": services(quote=quote, quotev2=quotev2)}
     )
@@ -110,22 +136,52 @@ def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> Non
     cert, key = make_cert(tmp_path)
     prod, secure = upstream("prod"), upstream("secure", tls=server_tls(cert, key))
     m = write_mappings(tmp_path / "m.yaml", mapping("secure", prefix="/s/", service="https://secure-svc"))
-    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [f"secure-svc={secure.address}"],
-                                              "ssl_verify_upstream_trusted_ca": str(cert)})  # fmt: skip
+    p = proxy(
+        f"http://{prod.address}",
+        sets={
+            "mappings": str(m),
+            "mapping_services": [f"secure-svc={secure.address}"],
+            "ssl_verify_upstream_trusted_ca": str(cert),
+        },
+    )
     s, _, body = p.request("GET", "/s/hello")
-    assert s == 200 and json.loads(body) == {"name": "secure", "method": "GET", "path": "/hello",
-                                             "host": secure.address, "size": 0}  # fmt: skip
+    assert s == 200 and json.loads(body) == {
+        "name": "secure",
+        "method": "GET",
+        "path": "/hello",
+        "host": secure.address,
+        "size": 0,
+    }
 
 
 def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
     prod = upstream("prod")
-    m = write_mappings(tmp_path / "shop.yaml", mapping("a", prefix="/a/", service="a"),
-                       mapping("cart", prefix="/cart/", service="cart", weight=150))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "shop.yaml",
+        mapping("a", prefix="/a/", service="a"),
+        mapping("cart", prefix="/cart/", service="cart", weight=150),
+    )
     r = subprocess.run(
-        [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1",
-         "-p", str(free_port()), "--set", f"mappings={m}", "--set", "shadow_admin="],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(MITMDUMP),
+            "-s",
+            str(ADDON),
+            "--mode",
+            f"reverse:http://{prod.address}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "--set",
+            f"mappings={m}",
+            "--set",
+            "shadow_admin=",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"{m} doc 2 (Mapping cart.default): weight must be an integer 0..100, got 150" in out
@@ -170,10 +226,24 @@ def test_admin_port_in_use_is_a_clear_start_up_error(tmp_path: Path, upstream) -
         busy.listen(1)
         port = busy.getsockname()[1]
         r = subprocess.run(
-            [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host",
-             "127.0.0.1", "-p", str(free_port()), "--set", f"shadow_admin=127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                str(MITMDUMP),
+                "-s",
+                str(ADDON),
+                "--mode",
+                f"reverse:http://{prod.address}",
+                "--listen-host",
+                "127.0.0.1",
+                "-p",
+                str(free_port()),
+                "--set",
+                f"shadow_admin=127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"shadow_admin: cannot listen on 127.0.0.1:{port}: Address already in use" in out
@@ -191,10 +261,26 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
     port = free_port()
     exe = Path(sys.executable).parent / "mitmshadow"
     proc = subprocess.Popen(
-        [str(exe), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1", "-p", str(port),
-         "--set", f"mappings={m}", "--set", f"mapping_services=cand={sh.address}", "--set", "shadow_admin="],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            str(exe),
+            "--mode",
+            f"reverse:http://{prod.address}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--set",
+            f"mappings={m}",
+            "--set",
+            f"mapping_services=cand={sh.address}",
+            "--set",
+            "shadow_admin=",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
 
         def answered() -> bool:

@@ -32,8 +32,16 @@ from support import (
 IGNORED_IN_COMPARISON = {"host", "x-mitmproxy-shadow", "content-length", "transfer-encoding", "connection"}
 
 
-def shadow_setup(tmp_path: Path, upstream, proxy, shadow_address: str | None = None, prod_spec: dict | None = None,
-                 shadow_spec: dict | None = None, sets: dict | None = None, **kw: object):  # fmt: skip
+def shadow_setup(
+    tmp_path: Path,
+    upstream,
+    proxy,
+    shadow_address: str | None = None,
+    prod_spec: dict | None = None,
+    shadow_spec: dict | None = None,
+    sets: dict | None = None,
+    **kw: object,
+):
     """A reverse proxy with one production Mapping (/api/ -> api, rewrite /v1/) and its shadow."""
     reverse, api = upstream("reverse"), upstream("api")
     sh = None
@@ -94,8 +102,9 @@ def test_chunked_upload_is_copied_whole(tmp_path: Path, upstream, proxy) -> None
     parts = [os.urandom(1000), os.urandom(5000), b"end"]
     conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
     try:
-        conn.request("POST", "/api/chunked", body=iter(parts), encode_chunked=True,
-                     headers={"transfer-encoding": "chunked"})  # fmt: skip
+        conn.request(
+            "POST", "/api/chunked", body=iter(parts), encode_chunked=True, headers={"transfer-encoding": "chunked"}
+        )
         r = conn.getresponse()
         assert r.status == 200 and json.loads(r.read())["size"] == 6003
     finally:
@@ -104,8 +113,7 @@ def test_chunked_upload_is_copied_whole(tmp_path: Path, upstream, proxy) -> None
 
 
 def test_streamed_body_teed_within_limit_and_dropped_beyond(tmp_path: Path, upstream, proxy) -> None:
-    p, api, sh = shadow_setup(tmp_path, upstream, proxy,
-                              sets={"stream_large_bodies": "64k", "shadow_body_limit": "1m"})  # fmt: skip
+    p, api, sh = shadow_setup(tmp_path, upstream, proxy, sets={"stream_large_bodies": "64k", "shadow_body_limit": "1m"})
     small, big = os.urandom(500 * 1024), os.urandom(2 * 1024 * 1024)
     s, _, out = p.request("POST", "/api/streamed", body=small)
     assert s == 200 and json.loads(out)["size"] == len(small)
@@ -116,8 +124,9 @@ def test_streamed_body_teed_within_limit_and_dropped_beyond(tmp_path: Path, upst
     assert [s.path for s in sh.seen] == ["/v1/streamed"]
 
 
-def h2_request(port: int, method: str, path: str, authority: str, body: bytes = b"",
-               headers: tuple[tuple[str, str], ...] = ()) -> tuple[int | None, bytes]:  # fmt: skip
+def h2_request(
+    port: int, method: str, path: str, authority: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
+) -> tuple[int | None, bytes]:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     ctx.set_alpn_protocols(["h2"])
@@ -155,10 +164,12 @@ def h2_request(port: int, method: str, path: str, authority: str, body: bytes = 
 
 
 def test_http2_client_over_tls_is_copied_as_http11(tmp_path: Path, upstream, proxy) -> None:
-    p, api, sh = shadow_setup(tmp_path, upstream, proxy, sets={"confdir": str(tmp_path / "conf"),
-                                                               "keep_host_header": "true"})  # fmt: skip
-    status, data = h2_request(p.port, "POST", "/api/h2?x=1", "client.example:8443", b"hello over h2",
-                              (("x-client", "h2"),))  # fmt: skip
+    p, api, sh = shadow_setup(
+        tmp_path, upstream, proxy, sets={"confdir": str(tmp_path / "conf"), "keep_host_header": "true"}
+    )
+    status, data = h2_request(
+        p.port, "POST", "/api/h2?x=1", "client.example:8443", b"hello over h2", (("x-client", "h2"),)
+    )
     assert status == 200 and json.loads(data)["path"] == "/v1/h2?x=1"
     assert sh.wait_for(1)
     copy = sh.seen[0]
@@ -191,11 +202,22 @@ def test_host_rewrite_of_production_is_what_the_copy_carries(tmp_path: Path, ups
 
 
 def test_added_and_removed_copy_headers(tmp_path: Path, upstream, proxy) -> None:
-    p, api, sh = shadow_setup(tmp_path, upstream, proxy, sets={
-        "shadow_add_headers": ["x-shadow: 1", "x-env: test"],
-        "shadow_remove_headers": ["@credentials", "x-internal"]})  # fmt: skip
-    creds = {"Authorization": "Bearer prod-token", "Cookie": "session=1", "Proxy-Authorization": "Basic x",
-             "x-internal": "1", "x-kept": "yes"}  # fmt: skip
+    p, api, sh = shadow_setup(
+        tmp_path,
+        upstream,
+        proxy,
+        sets={
+            "shadow_add_headers": ["x-shadow: 1", "x-env: test"],
+            "shadow_remove_headers": ["@credentials", "x-internal"],
+        },
+    )
+    creds = {
+        "Authorization": "Bearer prod-token",
+        "Cookie": "session=1",
+        "Proxy-Authorization": "Basic x",
+        "x-internal": "1",
+        "x-kept": "yes",
+    }
     assert p.request("GET", "/api/h", headers=creds)[0] == 200
     assert sh.wait_for(1)
     copy, prod = sh.seen[0], api.seen[0]
@@ -229,8 +251,9 @@ def test_weight_samples_within_statistical_bounds(tmp_path: Path, upstream, prox
 
 
 def test_sticky_sampling_by_header(tmp_path: Path, upstream, proxy) -> None:
-    p, api, sh = shadow_setup(tmp_path, upstream, proxy, shadow_spec={"weight": 50},
-                              sets={"shadow_sample_key": "x-user"})  # fmt: skip
+    p, api, sh = shadow_setup(
+        tmp_path, upstream, proxy, shadow_spec={"weight": 50}, sets={"shadow_sample_key": "x-user"}
+    )
     users, per_user = 40, 10
     keepalive_requests(p, users * per_user, headers_for=lambda i: {"x-user": f"user-{i % users}"})
     wait_until(lambda: metric_sum(metrics_of(p), "shadow_upstream_requests_total", role="shadow") == sh.count(), 5)
@@ -246,11 +269,14 @@ def test_sticky_sampling_by_header(tmp_path: Path, upstream, proxy) -> None:
 def test_single_shadow_rule_and_separate_shadows_per_resource(tmp_path: Path, upstream, proxy) -> None:
     reverse, a, b = upstream("reverse"), upstream("a"), upstream("b")
     sa1, sa2, sb = upstream("sa1"), upstream("sa2"), upstream("sb")
-    m = write_mappings(tmp_path / "m.yaml",
-                       mapping("a", prefix="/a/", service="a"), mapping("b", prefix="/b/", service="b"),
-                       mapping("z-second", prefix="/a/", service="sa2", shadow=True),
-                       mapping("a-first", prefix="/a/", service="sa1", shadow=True),
-                       mapping("b-shadow", prefix="/b/", service="sb", shadow=True))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("a", prefix="/a/", service="a"),
+        mapping("b", prefix="/b/", service="b"),
+        mapping("z-second", prefix="/a/", service="sa2", shadow=True),
+        mapping("a-first", prefix="/a/", service="sa1", shadow=True),
+        mapping("b-shadow", prefix="/b/", service="sb", shadow=True),
+    )
     svc = [f"{u.name}={u.address}" for u in (a, b, sa1, sa2, sb)]
     p = proxy(f"http://{reverse.address}", sets={"mappings": str(m), "mapping_services": svc})
     for _ in range(3):
@@ -279,8 +305,12 @@ def test_implicit_production_with_a_single_shadow_mapping(tmp_path: Path, upstre
 
 def test_upgrades_and_marked_copies_are_not_copied(tmp_path: Path, upstream, proxy) -> None:
     p, api, sh = shadow_setup(tmp_path, upstream, proxy)
-    ws = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-          "Sec-WebSocket-Version": "13"}  # fmt: skip
+    ws = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
     assert p.request("GET", "/api/ws", headers=ws)[0] == 200  # production answers (no 101 here)
     assert p.request("GET", "/api/again", headers={"x-mitmproxy-shadow": "1"})[0] == 200
     assert p.request("GET", "/api/normal")[0] == 200
@@ -294,14 +324,34 @@ def test_upgrades_and_marked_copies_are_not_copied(tmp_path: Path, upstream, pro
 def test_a_shadow_pointed_at_the_proxy_itself_is_refused(tmp_path: Path, upstream) -> None:
     reverse, api = upstream("reverse"), upstream("api")
     port = free_port()
-    m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/", service="a"),
-                       mapping("loop", prefix="/", service=f"127.0.0.1:{port}", shadow=True))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("a", prefix="/", service="a"),
+        mapping("loop", prefix="/", service=f"127.0.0.1:{port}", shadow=True),
+    )
     r = subprocess.run(
-        [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{reverse.address}", "--listen-host", "127.0.0.1",
-         "-p", str(port), "--set", f"mappings={m}", "--set", f"mapping_services=a={api.address}",
-         "--set", "shadow_admin="],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(MITMDUMP),
+            "-s",
+            str(ADDON),
+            "--mode",
+            f"reverse:http://{reverse.address}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--set",
+            f"mappings={m}",
+            "--set",
+            f"mapping_services=a={api.address}",
+            "--set",
+            "shadow_admin=",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode != 0
     assert f"(Mapping loop.default): service http://127.0.0.1:{port} is this proxy's own listen address" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
@@ -322,8 +372,9 @@ def test_a_shadow_pointed_at_the_proxy_itself_is_refused(tmp_path: Path, upstrea
         ("close", None),
     ],
 )
-def test_failing_shadow_leaves_production_correct(tmp_path: Path, upstream, proxy, fault, mode: str,
-                                                  reason: str | None) -> None:  # fmt: skip
+def test_failing_shadow_leaves_production_correct(
+    tmp_path: Path, upstream, proxy, fault, mode: str, reason: str | None
+) -> None:
     if mode == "refuse":
         address = f"127.0.0.1:{free_port()}"
     else:
@@ -332,8 +383,13 @@ def test_failing_shadow_leaves_production_correct(tmp_path: Path, upstream, prox
     n = 20
     for i in range(n):
         s, _, body = p.request("GET", f"/api/item/{i}")
-        assert s == 200 and json.loads(body) == {"name": "api", "method": "GET", "path": f"/v1/item/{i}",
-                                                 "host": api.address, "size": 0}  # fmt: skip
+        assert s == 200 and json.loads(body) == {
+            "name": "api",
+            "method": "GET",
+            "path": f"/v1/item/{i}",
+            "host": api.address,
+            "size": 0,
+        }
 
     def settled() -> bool:
         m = metrics_of(p)
@@ -356,8 +412,7 @@ def test_failing_shadow_leaves_production_correct(tmp_path: Path, upstream, prox
     assert len(shadow_lines) <= 2, shadow_lines  # logged once per service and reason per interval
 
 
-def test_client_never_waits_for_a_hung_shadow_and_overload_is_counted(tmp_path: Path, upstream, proxy,
-                                                                      fault) -> None:  # fmt: skip
+def test_client_never_waits_for_a_hung_shadow_and_overload_is_counted(tmp_path: Path, upstream, proxy, fault) -> None:
     hole = fault("blackhole")
     p, api, _ = shadow_setup(
         tmp_path,
@@ -380,8 +435,13 @@ def test_client_never_waits_for_a_hung_shadow_and_overload_is_counted(tmp_path: 
 def test_https_shadow_service(tmp_path: Path, upstream, proxy) -> None:
     cert, key = make_cert(tmp_path)
     secure = upstream("secure-shadow", tls=server_tls(cert, key))
-    p, api, _ = shadow_setup(tmp_path, upstream, proxy, shadow_address=f"https://{secure.address}",
-                             sets={"ssl_verify_upstream_trusted_ca": str(cert)})  # fmt: skip
+    p, api, _ = shadow_setup(
+        tmp_path,
+        upstream,
+        proxy,
+        shadow_address=f"https://{secure.address}",
+        sets={"ssl_verify_upstream_trusted_ca": str(cert)},
+    )
     assert p.request("POST", "/api/tls", body=b"secret")[0] == 200
     assert secure.wait_for(1) and secure.seen[0].body == b"secret"
 

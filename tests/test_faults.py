@@ -15,14 +15,25 @@ import pytest
 from support import Proxy, fd_count, free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 
-def setup(tmp_path: Path, upstream, proxy, shadow_address: str, sets: dict | None = None,
-          prefix: list[str] | None = None) -> tuple[Proxy, object]:  # fmt: skip
+def setup(
+    tmp_path: Path, upstream, proxy, shadow_address: str, sets: dict | None = None, prefix: list[str] | None = None
+) -> tuple[Proxy, object]:
     reverse, api = upstream("reverse"), upstream("api")
-    m = write_mappings(tmp_path / "m.yaml", mapping("api", prefix="/api/", service="api", rewrite="/v1/"),
-                       mapping("api-shadow", prefix="/api/", service="cand", shadow=True))  # fmt: skip
-    p = proxy(f"http://{reverse.address}", prefix=prefix, sets={
-        "mappings": str(m), "mapping_services": [f"api={api.address}", f"cand={shadow_address}"],
-        "shadow_timeout": "1", **(sets or {})})  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", rewrite="/v1/"),
+        mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
+    )
+    p = proxy(
+        f"http://{reverse.address}",
+        prefix=prefix,
+        sets={
+            "mappings": str(m),
+            "mapping_services": [f"api={api.address}", f"cand={shadow_address}"],
+            "shadow_timeout": "1",
+            **(sets or {}),
+        },
+    )
     return p, api
 
 
@@ -112,10 +123,15 @@ def test_client_disconnects_before_production_answers(tmp_path: Path, upstream, 
 def test_production_failing_while_shadow_is_fine(tmp_path: Path, upstream, proxy) -> None:
     reverse, sh = upstream("reverse"), upstream("shadow")
     dead = f"127.0.0.1:{free_port()}"
-    m = write_mappings(tmp_path / "m.yaml", mapping("api", prefix="/api/", service="api"),
-                       mapping("api-shadow", prefix="/api/", service="cand", shadow=True))  # fmt: skip
-    p = proxy(f"http://{reverse.address}", sets={"mappings": str(m),
-              "mapping_services": [f"api={dead}", f"cand={sh.address}"]})  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api"),
+        mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
+    )
+    p = proxy(
+        f"http://{reverse.address}",
+        sets={"mappings": str(m), "mapping_services": [f"api={dead}", f"cand={sh.address}"]},
+    )
     for _ in range(3):
         assert p.request("GET", "/api/x")[0] == 502  # mitmproxy's own answer for an unreachable upstream
     assert sh.wait_for(3)  # copies go out regardless: they are taken before production is reached
@@ -150,10 +166,16 @@ def test_two_proxies_shadowing_into_each_other_do_not_amplify(tmp_path: Path, up
     port_a, port_b = free_port(), free_port()
     ma = write_mappings(tmp_path / "a.yaml", mapping("to-b", prefix="/", service="b", shadow=True))
     mb = write_mappings(tmp_path / "b.yaml", mapping("to-a", prefix="/", service="a", shadow=True))
-    a = proxy(f"http://{reverse_a.address}", port=port_a,
-              sets={"mappings": str(ma), "mapping_services": [f"b=127.0.0.1:{port_b}"]})  # fmt: skip
-    b = proxy(f"http://{reverse_b.address}", port=port_b,
-              sets={"mappings": str(mb), "mapping_services": [f"a=127.0.0.1:{port_a}"]})  # fmt: skip
+    a = proxy(
+        f"http://{reverse_a.address}",
+        port=port_a,
+        sets={"mappings": str(ma), "mapping_services": [f"b=127.0.0.1:{port_b}"]},
+    )
+    b = proxy(
+        f"http://{reverse_b.address}",
+        port=port_b,
+        sets={"mappings": str(mb), "mapping_services": [f"a=127.0.0.1:{port_a}"]},
+    )
     for _ in range(5):
         assert a.request("GET", "/ping")[0] == 200
     # a's copy reaches b (served by b's reverse target); b does not copy it back, since it carries the marker.

@@ -73,10 +73,41 @@ def load_text(text: str, path: str = "m.yaml") -> LoadResult:
 
 FIELDS = sorted(mappings.HONOURED_FIELDS) + ["shaddow", "bypass_auth", "cors", "name", "namespace", "metadata"]
 PATHS = ["/", "/a/", "/b/", "/api/v1/", "/u/[0-9]+", "(a+)+$", "/a/(", "", "/sp ace/", "/é/"]
-SERVICES = ["svc", "svc:8080", "svc.ns", "http://svc", "https://svc:8443", "[::1]:81", "127.0.0.1:1", "ftp://x",
-            "x:0", "x:99999", "x/path", "a b", "svc\r\nx", ""]  # fmt: skip
-ODD = ["GET", "*", "*.example.com", "yes", "true", "~", "&a", "*a", "\r\n", "a\u2028b", "\x00", "(?=x)", "\\1",
-       "getambassador.io/v3alpha1", "ambassador/v1", "Mapping", "List"]  # fmt: skip
+SERVICES = [
+    "svc",
+    "svc:8080",
+    "svc.ns",
+    "http://svc",
+    "https://svc:8443",
+    "[::1]:81",
+    "127.0.0.1:1",
+    "ftp://x",
+    "x:0",
+    "x:99999",
+    "x/path",
+    "a b",
+    "svc\r\nx",
+    "",
+]
+ODD = [
+    "GET",
+    "*",
+    "*.example.com",
+    "yes",
+    "true",
+    "~",
+    "&a",
+    "*a",
+    "\r\n",
+    "a\u2028b",
+    "\x00",
+    "(?=x)",
+    "\\1",
+    "getambassador.io/v3alpha1",
+    "ambassador/v1",
+    "Mapping",
+    "List",
+]
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -114,13 +145,13 @@ PLAUSIBLE_SPEC = st.builds(
                     st.text(max_size=6),
                     st.fixed_dictionaries({"value": st.text(max_size=4)}, optional={"append": st.booleans()}),
                 ),
-            ),  # fmt: skip
+            ),
             "regex_rewrite": st.fixed_dictionaries(
                 {
                     "pattern": st.sampled_from(["^/a/(.*)$", "(", "/"]),
                     "substitution": st.sampled_from(["/\\1", "\\2", "\\n", "/x/", "\\\\"]),
                 }
-            ),  # fmt: skip
+            ),
             "hostname": st.sampled_from(["*", "*.example.com", "example.*", "example.com"]),
             "host": st.sampled_from(["example.com", "[a-z]+\\.com", "("]),
             "host_regex": st.booleans(),
@@ -137,25 +168,94 @@ API = st.one_of(st.sampled_from(sorted(mappings.MAPPING_API_VERSIONS)), VALUES)
 KIND = st.one_of(st.just("Mapping"), st.just("Mapping"), st.sampled_from(["List", "Service", "Ma\npping"]), VALUES)
 CRD_DOC = st.fixed_dictionaries({"apiVersion": API, "kind": KIND}, optional={"metadata": META, "spec": SPECS})
 FLAT_DOC = st.builds(
-    lambda api, name, spec: {"apiVersion": api, "kind": "Mapping", "name": name, **(spec if isinstance(spec, dict)
-                                                                                    else {})},
-    st.sampled_from(sorted(mappings.FLAT_API_VERSIONS)), NAMES, SPECS,
-)  # fmt: skip
+    lambda api, name, spec: {
+        "apiVersion": api,
+        "kind": "Mapping",
+        "name": name,
+        **(spec if isinstance(spec, dict) else {}),
+    },
+    st.sampled_from(sorted(mappings.FLAT_API_VERSIONS)),
+    NAMES,
+    SPECS,
+)
 MAPPING_DOC = st.one_of(CRD_DOC, CRD_DOC, FLAT_DOC)
 LIST_DOC = st.fixed_dictionaries(
-    {"apiVersion": st.just("v1"), "kind": st.sampled_from(["List", "MappingList"]),
-     "items": st.one_of(st.lists(st.one_of(MAPPING_DOC, SCALARS), max_size=3), SCALARS)}
-)  # fmt: skip
+    {
+        "apiVersion": st.just("v1"),
+        "kind": st.sampled_from(["List", "MappingList"]),
+        "items": st.one_of(st.lists(st.one_of(MAPPING_DOC, SCALARS), max_size=3), SCALARS),
+    }
+)
 DOCUMENTS = st.lists(st.one_of(MAPPING_DOC, MAPPING_DOC, LIST_DOC, VALUES), min_size=1, max_size=4)
 
 # Pieces of YAML syntax: joined at random they reach the scanner's and parser's corners (anchors, tags, block
 # scalars, flow collections, directives, tabs, BOM) far more often than uniform text does.
-TOKENS = ["\n", "\n", " ", "  ", "\t", ": ", "- ", "-", "[", "]", "{", "}", ",", "? ", "&a ", "*a", "*b", "&b ",
-          "!!int ", "!!str ", "!!binary ", "!!timestamp ", "!!set ", "!!omap ", "!!python/object ", "!foo ", "<<: ",
-          "|", ">-", "'", '"', "\\", "\\x", "\\u00", "\\udcff", "#", "---", "...", "%YAML 1.1", "%TAG ! tag:x,1:",
-          "\ufeff", "\x85", "\u2028", "\x00", "\x07", "prefix", "service", "weight", "kind: Mapping",
-          "apiVersion: getambassador.io/v3alpha1", "metadata:", "name: a", "spec:", "/a/", "150", "0x1F",
-          "1:20", "2001-02-30", "1e999", ".nan", "~", "yes", "0o17", "1_000"]  # fmt: skip
+TOKENS = [
+    "\n",
+    "\n",
+    " ",
+    "  ",
+    "\t",
+    ": ",
+    "- ",
+    "-",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "? ",
+    "&a ",
+    "*a",
+    "*b",
+    "&b ",
+    "!!int ",
+    "!!str ",
+    "!!binary ",
+    "!!timestamp ",
+    "!!set ",
+    "!!omap ",
+    "!!python/object ",
+    "!foo ",
+    "<<: ",
+    "|",
+    ">-",
+    "'",
+    '"',
+    "\\",
+    "\\x",
+    "\\u00",
+    "\\udcff",
+    "#",
+    "---",
+    "...",
+    "%YAML 1.1",
+    "%TAG ! tag:x,1:",
+    "\ufeff",
+    "\x85",
+    "\u2028",
+    "\x00",
+    "\x07",
+    "prefix",
+    "service",
+    "weight",
+    "kind: Mapping",
+    "apiVersion: getambassador.io/v3alpha1",
+    "metadata:",
+    "name: a",
+    "spec:",
+    "/a/",
+    "150",
+    "0x1F",
+    "1:20",
+    "2001-02-30",
+    "1e999",
+    ".nan",
+    "~",
+    "yes",
+    "0o17",
+    "1_000",
+]
 SOUP = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 
 
@@ -223,8 +323,9 @@ REGEX_ALPHABET = st.sampled_from(list("()[]{}|*+?.^$\\-,:=!<>PdswbAzaQE0129_/ ")
 @given(pattern=st.lists(REGEX_ALPHABET, max_size=24).map("".join), case_sensitive=st.booleans())
 def test_hostile_prefix_regex_compiles_or_gives_one_line_error(pattern: str, case_sensitive: bool) -> None:
     spec = {"prefix": pattern, "prefix_regex": True, "case_sensitive": case_sensitive, "service": "s"}
-    text = json.dumps({"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping", "metadata": {"name": "rx"},
-                       "spec": spec})  # fmt: skip
+    text = json.dumps(
+        {"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping", "metadata": {"name": "rx"}, "spec": spec}
+    )
     r = load_text(text)
     assert_outcome(r, "m.yaml", whole_load=False)
     if r.errors:
@@ -242,9 +343,16 @@ def test_hostile_prefix_regex_compiles_or_gives_one_line_error(pattern: str, cas
 def test_catastrophic_backtracking_patterns_resolve_a_long_adversarial_path(pattern: str) -> None:
     # Each of these takes exponential time in a backtracking engine on this path; RE2 is linear in its length.
     # There is no timing assertion: the call simply has to come back, with the right answer.
-    r = load_text(json.dumps({"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping",
-                              "metadata": {"name": "rx"},
-                              "spec": {"prefix": pattern, "prefix_regex": True, "service": "s"}}))  # fmt: skip
+    r = load_text(
+        json.dumps(
+            {
+                "apiVersion": "getambassador.io/v3alpha1",
+                "kind": "Mapping",
+                "metadata": {"name": "rx"},
+                "spec": {"prefix": pattern, "prefix_regex": True, "service": "s"},
+            }
+        )
+    )
     assert r.errors == []
     table = routing.build_table(r.mappings)
     hostile = "/" + "a" * 50_000 + "!"
@@ -269,21 +377,30 @@ def laughs(levels: int = 9, width: int = 10) -> str:
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
-        ("spec:\n  prefix: *l9\n  service: s\n",
-         "m.yaml doc 1 (Mapping bomb.default): prefix must be a string, got list [[[...], [...], [...], [...], ...], "
-         "[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], "
-         "...]"),
-        ("spec:\n  prefix: /a/\n  service: s\n  headers: {x-a: *l9}\n",
-         "m.yaml doc 1 (Mapping bomb.default): headers.x-a must be a string, got list [[[...], [...], [...], [...], "
-         "...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], "
-         "...], ...]"),
-        ("spec:\n  prefix: /a/\n  service: s\n  add_request_headers: *l9\n",
-         "m.yaml doc 1 (Mapping bomb.default): add_request_headers must be a mapping of header: value, got list"),
-        ("spec:\n  prefix: /a/\n  service: s\n  remove_request_headers: *l9\n",
-         "m.yaml doc 1 (Mapping bomb.default): remove_request_headers must be a list of header names"),
+        (
+            "spec:\n  prefix: *l9\n  service: s\n",
+            "m.yaml doc 1 (Mapping bomb.default): prefix must be a string, got list "
+            "[[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], "
+            "[[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], "
+            "...]",
+        ),
+        (
+            "spec:\n  prefix: /a/\n  service: s\n  headers: {x-a: *l9}\n",
+            "m.yaml doc 1 (Mapping bomb.default): headers.x-a must be a string, got list [[[...], [...], [...], [...], "
+            "...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], "
+            "...], ...]",
+        ),
+        (
+            "spec:\n  prefix: /a/\n  service: s\n  add_request_headers: *l9\n",
+            "m.yaml doc 1 (Mapping bomb.default): add_request_headers must be a mapping of header: value, got list",
+        ),
+        (
+            "spec:\n  prefix: /a/\n  service: s\n  remove_request_headers: *l9\n",
+            "m.yaml doc 1 (Mapping bomb.default): remove_request_headers must be a list of header names",
+        ),
         ("spec: *l9\n", "m.yaml doc 1 (Mapping bomb.default): spec must be a mapping, got list"),
     ],
-)  # fmt: skip
+)
 def test_alias_bomb_is_never_expanded(where: str, expected: str) -> None:
     # The `x-lol` keys sit in the document root, where unknown keys are not looked at, so only the use counts.
     text = laughs() + "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: bomb}\n" + where
@@ -293,9 +410,11 @@ def test_alias_bomb_is_never_expanded(where: str, expected: str) -> None:
 def test_alias_bombs_in_names_kinds_and_api_versions_are_refused_in_one_line() -> None:
     head = laughs() + "kind: Mapping\n"
     r = load_text(laughs() + "kind: *l9\n")
-    assert r.errors == ["m.yaml doc 1: kind is required (e.g. kind: Mapping), got list [[[...], [...], [...], [...], "
-                        "...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], "
-                        "[...], [...], ...], ...]"]  # fmt: skip
+    assert r.errors == [
+        "m.yaml doc 1: kind is required (e.g. kind: Mapping), got list [[[...], [...], [...], [...], "
+        "...], [[...], [...], [...], [...], ...], [[...], [...], [...], [...], ...], [[...], [...], "
+        "[...], [...], ...], ...]"
+    ]
     r = load_text(head + "apiVersion: *l9\n")
     assert len(r.errors) == 1 and r.errors[0].startswith("m.yaml doc 1: apiVersion must be one of")
     r = load_text(head + "apiVersion: getambassador.io/v3alpha1\nmetadata: {name: *l9}\nspec: {}\n")
@@ -303,8 +422,10 @@ def test_alias_bombs_in_names_kinds_and_api_versions_are_refused_in_one_line() -
 
 
 def test_self_referencing_alias_and_merge_key_bomb_are_bounded() -> None:
-    r = load_text("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\n"
-                  "spec: &s {prefix: /a/, service: s, cors: *s}\n")  # fmt: skip
+    r = load_text(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\n"
+        "spec: &s {prefix: /a/, service: s, cors: *s}\n"
+    )
     assert r.errors == [] and r.mappings[0].ignored_fields == ("cors",)
     # Merge keys (`<<`) copying a mapping ten times per level, nine levels deep: merged once, never multiplied.
     lines = ["x-m0: &m0 {k: v}"] + [f"x-m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 10)}]}}" for i in range(1, 10)]
@@ -334,8 +455,9 @@ def test_merged_keys_may_be_overridden_but_written_keys_may_not_repeat() -> None
 def test_deep_nesting_is_refused_at_the_limit(text: str, line: int) -> None:
     errors = load_text(text).errors
     assert len(errors) == 1
-    assert re.fullmatch(rf"m\.yaml doc 1: YAML nests deeper than {mappings.MAX_DEPTH} levels at line {line} column \d+",
-                        errors[0]), errors  # fmt: skip
+    assert re.fullmatch(
+        rf"m\.yaml doc 1: YAML nests deeper than {mappings.MAX_DEPTH} levels at line {line} column \d+", errors[0]
+    ), errors
 
 
 def test_nesting_up_to_the_limit_is_read_and_one_more_level_is_not() -> None:
@@ -385,36 +507,60 @@ def crd(spec: str, name: str = "w") -> str:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ('prefix: /a/, service: s, add_request_headers: {x-a: "v\\r\\nInjected: 1"}',
-         "add_request_headers.x-a must not contain CR, LF or NUL, got 'v\\r\\nInjected: 1'"),
-        ('prefix: /a/, service: s, add_response_headers: {x-a: {value: "v\\nx"}}',
-         "add_response_headers.x-a.value must not contain CR, LF or NUL, got 'v\\nx'"),
-        ('prefix: /a/, service: s, add_request_headers: {"x a": v}',
-         "add_request_headers has an invalid header name 'x a'"),
-        ('prefix: /a/, service: s, add_request_headers: {":path": /x}',
-         "add_request_headers has an invalid header name ':path'"),
-        ('prefix: /a/, service: s, add_request_headers: {x-a: {value: v, apend: false}}',
-         "add_request_headers.x-a has an unknown key 'apend' (expected value, append)"),
-        ('prefix: /a/, service: s, rewrite: "/x HTTP/1.1\\r\\nEvil: 1"',
-         "rewrite must not contain whitespace or control characters, got '/x HTTP/1.1\\r\\nEvil: 1'"),
-        ('prefix: /a/, service: s, host_rewrite: "h\\r\\nx: y"',
-         "host_rewrite must not contain whitespace or control characters, got 'h\\r\\nx: y'"),
+        (
+            'prefix: /a/, service: s, add_request_headers: {x-a: "v\\r\\nInjected: 1"}',
+            "add_request_headers.x-a must not contain CR, LF or NUL, got 'v\\r\\nInjected: 1'",
+        ),
+        (
+            'prefix: /a/, service: s, add_response_headers: {x-a: {value: "v\\nx"}}',
+            "add_response_headers.x-a.value must not contain CR, LF or NUL, got 'v\\nx'",
+        ),
+        (
+            'prefix: /a/, service: s, add_request_headers: {"x a": v}',
+            "add_request_headers has an invalid header name 'x a'",
+        ),
+        (
+            'prefix: /a/, service: s, add_request_headers: {":path": /x}',
+            "add_request_headers has an invalid header name ':path'",
+        ),
+        (
+            "prefix: /a/, service: s, add_request_headers: {x-a: {value: v, apend: false}}",
+            "add_request_headers.x-a has an unknown key 'apend' (expected value, append)",
+        ),
+        (
+            'prefix: /a/, service: s, rewrite: "/x HTTP/1.1\\r\\nEvil: 1"',
+            "rewrite must not contain whitespace or control characters, got '/x HTTP/1.1\\r\\nEvil: 1'",
+        ),
+        (
+            'prefix: /a/, service: s, host_rewrite: "h\\r\\nx: y"',
+            "host_rewrite must not contain whitespace or control characters, got 'h\\r\\nx: y'",
+        ),
         ('prefix: /a/, service: "svc\\r\\nx"', "service must be [scheme://]host[:port], got 'svc\\r\\nx'"),
         ('prefix: /a/, service: "my svc"', "service must be [scheme://]host[:port], got 'my svc'"),
         ("prefix: /a/, service: 'x:٨٠'", "service port must be 1..65535, got '٨٠'"),
         ("prefix: /a/, service: 'x:²'", "service port must be 1..65535, got '²'"),
-        ('prefix: /a/, service: s, regex_rewrite: {pattern: "/a/(.*)", substitution: "/\\\\n"}',
-         "regex_rewrite.substitution: a backslash must be followed by a group digit or a backslash, got '\\\\n'"),
-        ('prefix: /a/, service: s, regex_rewrite: {pattern: "/a/(.*)", substitution: "/\\\\2"}',
-         "regex_rewrite.substitution refers to group \\2, but the pattern has 1 group(s)"),
-        ('prefix: /a/, service: s, regex_rewrite: {pattern: "/a/", substitution: "/", substition: "/b"}',
-         "regex_rewrite has an unknown key 'substition' (expected pattern, substitution)"),
-        ("prefix: /a/, service: s, timeout_ms: 99999999999",
-         "timeout_ms must be at most 2147483647 (milliseconds), got 99999999999"),
-        ('prefix: "/a/\\n(", prefix_regex: true, service: s',
-         "prefix is not a valid RE2 regular expression '/a/\\n(': missing ): /a/\\n("),
+        (
+            'prefix: /a/, service: s, regex_rewrite: {pattern: "/a/(.*)", substitution: "/\\\\n"}',
+            "regex_rewrite.substitution: a backslash must be followed by a group digit or a backslash, got '\\\\n'",
+        ),
+        (
+            'prefix: /a/, service: s, regex_rewrite: {pattern: "/a/(.*)", substitution: "/\\\\2"}',
+            "regex_rewrite.substitution refers to group \\2, but the pattern has 1 group(s)",
+        ),
+        (
+            'prefix: /a/, service: s, regex_rewrite: {pattern: "/a/", substitution: "/", substition: "/b"}',
+            "regex_rewrite has an unknown key 'substition' (expected pattern, substitution)",
+        ),
+        (
+            "prefix: /a/, service: s, timeout_ms: 99999999999",
+            "timeout_ms must be at most 2147483647 (milliseconds), got 99999999999",
+        ),
+        (
+            'prefix: "/a/\\n(", prefix_regex: true, service: s',
+            "prefix is not a valid RE2 regular expression '/a/\\n(': missing ): /a/\\n(",
+        ),
     ],
-)  # fmt: skip
+)
 def test_values_that_would_split_a_request_are_refused(spec: str, message: str) -> None:
     assert load_text(crd(spec)).errors == [f"m.yaml doc 1 (Mapping w.default): {message}"]
 
@@ -422,34 +568,60 @@ def test_values_that_would_split_a_request_are_refused(spec: str, message: str) 
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ('apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: "a\\u2028b"}\nspec: {}\n',
-         "m.yaml doc 1: metadata.name must be printable text, got 'a\\u2028b'"),
-        ('apiVersion: ambassador/v1\nkind: Mapping\nname: "a\\x1bb"\nprefix: /a/\nservice: s\n',
-         "m.yaml doc 1: name must be printable text, got 'a\\x1bb'"),
-        ('apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a, namespace: "n\\n"}\nspec: {}\n',
-         "m.yaml doc 1 (Mapping a): namespace must be a non-empty printable string"),
+        (
+            'apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: "a\\u2028b"}\nspec: {}\n',
+            "m.yaml doc 1: metadata.name must be printable text, got 'a\\u2028b'",
+        ),
+        (
+            'apiVersion: ambassador/v1\nkind: Mapping\nname: "a\\x1bb"\nprefix: /a/\nservice: s\n',
+            "m.yaml doc 1: name must be printable text, got 'a\\x1bb'",
+        ),
+        (
+            'apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a, namespace: "n\\n"}\nspec: {}\n',
+            "m.yaml doc 1 (Mapping a): namespace must be a non-empty printable string",
+        ),
         ('kind: "Serv\\nice"\n', None),
-        ('apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: "\\udcff"}\n',
-         "m.yaml doc 1: YAML syntax error at line 3 column 18: not a Unicode character in '\\udcff'"),
-        ("a: 1\nb: \x00\n", "m.yaml: YAML syntax error at line 2 column 4: unacceptable character #x0000: special "
-                            "characters are not allowed"),
-        ("weight: !!int ''\n", "m.yaml doc 1: YAML syntax error at line 1 column 9: invalid int '': string index out "
-                               "of range"),
-        ("weight: 0x" + "f" * 200 + "\n", "m.yaml doc 1: YAML syntax error at line 1 column 9: integer too large: "
-         "'0xfffffffffffffffffffffffffffffffffff...ffffffffffffffffffffffffffffffffffffff'"),
-        ("weight: " + "1:" * 60 + "1\n", "m.yaml doc 1: YAML syntax error at line 1 column 9: integer too large: "
-         "'1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1...:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1'"),
-        ("when: 2001-02-30\n", "m.yaml doc 1: YAML syntax error at line 1 column 7: invalid timestamp '2001-02-30': "
-                               "day is out of range for month"),
+        (
+            'apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: "\\udcff"}\n',
+            "m.yaml doc 1: YAML syntax error at line 3 column 18: not a Unicode character in '\\udcff'",
+        ),
+        (
+            "a: 1\nb: \x00\n",
+            "m.yaml: YAML syntax error at line 2 column 4: unacceptable character #x0000: special "
+            "characters are not allowed",
+        ),
+        (
+            "weight: !!int ''\n",
+            "m.yaml doc 1: YAML syntax error at line 1 column 9: invalid int '': string index out of range",
+        ),
+        (
+            "weight: 0x" + "f" * 200 + "\n",
+            "m.yaml doc 1: YAML syntax error at line 1 column 9: integer too large: "
+            "'0xfffffffffffffffffffffffffffffffffff...ffffffffffffffffffffffffffffffffffffff'",
+        ),
+        (
+            "weight: " + "1:" * 60 + "1\n",
+            "m.yaml doc 1: YAML syntax error at line 1 column 9: integer too large: "
+            "'1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1...:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1:1'",
+        ),
+        (
+            "when: 2001-02-30\n",
+            "m.yaml doc 1: YAML syntax error at line 1 column 7: invalid timestamp '2001-02-30': "
+            "day is out of range for month",
+        ),
         ("ok: !!bool maybe\n", "m.yaml doc 1: YAML syntax error at line 1 column 5: invalid bool 'maybe': 'maybe'"),
         ("a: 1\na: 2\n", "m.yaml doc 1: YAML syntax error at line 2 column 1: duplicate key 'a'"),
-        ("apiVersion: [getambassador.io/v3alpha1]\nkind: Mapping\n",
-         "m.yaml doc 1: apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; got "
-         "['getambassador.io/v3alpha1']"),
-        ("kind: {name: Mapping}\n",
-         "m.yaml doc 1: kind is required (e.g. kind: Mapping), got dict {'name': 'Mapping'}"),
+        (
+            "apiVersion: [getambassador.io/v3alpha1]\nkind: Mapping\n",
+            "m.yaml doc 1: apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; got "
+            "['getambassador.io/v3alpha1']",
+        ),
+        (
+            "kind: {name: Mapping}\n",
+            "m.yaml doc 1: kind is required (e.g. kind: Mapping), got dict {'name': 'Mapping'}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_control_characters_and_odd_scalars_stay_on_one_line(text: str, error: str | None) -> None:
     r = load_text(text)
     if error is None:  # a skipped kind is a notice, escaped like an error
@@ -463,8 +635,10 @@ def test_messages_escape_the_path_too(tmp_path: Path) -> None:
     d.mkdir()
     (d / "m.yaml").write_text("a: [\n")
     errors = load_path(str(d)).errors
-    assert errors == [f"{tmp_path}/odd\\nname/m.yaml doc 1: YAML syntax error at line 2 column 1: expected the node "
-                      "content, but found '<stream end>'"]  # fmt: skip
+    assert errors == [
+        f"{tmp_path}/odd\\nname/m.yaml doc 1: YAML syntax error at line 2 column 1: expected the node "
+        "content, but found '<stream end>'"
+    ]
 
 
 # ---------------------------------------------------------------- all or nothing, and half-written files
@@ -485,8 +659,9 @@ def test_a_load_with_any_error_yields_no_mappings(tmp_path: Path) -> None:
     assert r.errors == [f"{tmp_path}/b.yaml doc 2 (Mapping c.default): service is required"]
     assert r.mappings == []  # a and b are valid, but the configuration as a whole is not served
     # parse_text alone keeps the valid ones beside the error, for diagnostics; load_path is what serves.
-    assert [m.name for m in load_text(crd("prefix: /b/, service: s", "b") + "---\n" + crd("prefix: /c/", "c"))
-            .mappings] == ["b"]  # fmt: skip
+    assert [
+        m.name for m in load_text(crd("prefix: /b/, service: s", "b") + "---\n" + crd("prefix: /c/", "c")).mappings
+    ] == ["b"]
 
 
 FLOW_DOC = json.dumps(
@@ -560,10 +735,27 @@ def test_malformed_file_gives_exactly_its_expected_line(name: str, monkeypatch: 
 def test_mitmdump_refuses_to_start_on_a_malformed_file_with_exactly_that_line() -> None:
     rel = "tests/malformed/timestamp-invalid.yaml"  # a case that used to escape the loader as a ValueError
     r = subprocess.run(
-        [str(MITMDUMP), "-s", str(ADDON), "--mode", "reverse:http://127.0.0.1:9", "--listen-host", "127.0.0.1",
-         "-p", str(free_port()), "--set", f"mappings={rel}", "--set", "shadow_admin="],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=ROOT,
-    )  # fmt: skip
+        [
+            str(MITMDUMP),
+            "-s",
+            str(ADDON),
+            "--mode",
+            "reverse:http://127.0.0.1:9",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "--set",
+            f"mappings={rel}",
+            "--set",
+            "shadow_admin=",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     # mitmdump prefixes each log line with its time: "[12:34:56.789] message"

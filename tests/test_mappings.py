@@ -63,12 +63,20 @@ def test_crd_versions(api: str) -> None:
 
 @pytest.mark.parametrize("api", ["ambassador/v0", "ambassador/v1"])
 def test_flat_annotation_form(api: str) -> None:
-    r = load(f"---\napiVersion: {api}\nkind: Mapping\nname: qotm_mapping\nprefix: /qotm/\nrewrite: /qotm/\n"
-             "service: qotm\nshadow: true\nweight: 10\n")  # fmt: skip
+    r = load(
+        f"---\napiVersion: {api}\nkind: Mapping\nname: qotm_mapping\nprefix: /qotm/\nrewrite: /qotm/\n"
+        "service: qotm\nshadow: true\nweight: 10\n"
+    )
     assert r.errors == []
     m = r.mappings[0]
-    assert (m.name, m.prefix, m.rewrite, m.service, m.shadow, m.weight) == ("qotm_mapping", "/qotm/", "/qotm/",
-                                                                             "qotm", True, 10)  # fmt: skip
+    assert (m.name, m.prefix, m.rewrite, m.service, m.shadow, m.weight) == (
+        "qotm_mapping",
+        "/qotm/",
+        "/qotm/",
+        "qotm",
+        True,
+        10,
+    )
 
 
 def test_multi_document_and_other_kinds_skipped_with_notice() -> None:
@@ -100,8 +108,10 @@ items:
 
 
 def test_ignored_fields_are_notices() -> None:
-    r = load("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
-             "spec: {prefix: /a/, service: a, bypass_auth: true, cors: {origins: '*'}}\n")  # fmt: skip
+    r = load(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
+        "spec: {prefix: /a/, service: a, bypass_auth: true, cors: {origins: '*'}}\n"
+    )
     assert r.errors == []
     assert r.notices == ["m.yaml doc 1 (Mapping a.default): not honoured (ignored): bypass_auth, cors"]
 

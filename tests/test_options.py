@@ -75,8 +75,11 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
 
 
 def test_commands_report_and_reload(tmp_path: Path) -> None:
-    m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="a"),
-                       mapping("a-shadow", prefix="/a/", service="b", shadow=True))  # fmt: skip
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("a", prefix="/a/", service="a"),
+        mapping("a-shadow", prefix="/a/", service="b", shadow=True),
+    )
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
         tctx.configure(sh, mappings=str(m))

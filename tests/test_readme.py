@@ -31,8 +31,16 @@ def readme_commands() -> list[str]:
 
 
 def run(cmd: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        cmd,
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_every_readme_command_is_exercised_here() -> None:
@@ -58,8 +66,15 @@ def test_scripts_demo_as_written() -> None:
 
 
 def test_scripts_demo_keep_runs_until_ctrl_c() -> None:
-    proc = subprocess.Popen(["scripts/demo", "--keep"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["scripts/demo", "--keep"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     out: list[str] = []
     try:
         deadline = time.monotonic() + 240
@@ -99,9 +114,14 @@ def test_shadow_your_own_service_command_as_written() -> None:
             except OSError:
                 pytest.skip(f"port {port} from the README is in use on this machine")
         reverse, svc, shadow = servers
-        proc = subprocess.Popen(cmd.split() + ["--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd.split() + ["--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             listen: list[int] = []
             assert proc.stdout is not None

@@ -169,15 +169,20 @@ def test_shadow_takes_no_production_traffic_and_is_sampled_by_weight() -> None:
 
 
 def test_second_shadow_is_an_error_and_the_first_by_name_namespace_is_kept() -> None:
-    t = table(M("prod", prefix="/a/"), M("z-shadow", prefix="/a/", shadow=True),
-              M("b-shadow", prefix="/a/", shadow=True))  # fmt: skip
+    t = table(
+        M("prod", prefix="/a/"), M("z-shadow", prefix="/a/", shadow=True), M("b-shadow", prefix="/a/", shadow=True)
+    )
     assert t.groups[0].shadow.name == "b-shadow"  # type: ignore[union-attr]
     assert [e.message for e in t.errors] == ["cannot accept z-shadow as second shadow after b-shadow"]
 
 
 def test_each_service_its_own_shadow() -> None:
-    t = table(M("a", prefix="/a/"), M("a-sh", prefix="/a/", shadow=True),
-              M("b", prefix="/b/"), M("b-sh", prefix="/b/", shadow=True))  # fmt: skip
+    t = table(
+        M("a", prefix="/a/"),
+        M("a-sh", prefix="/a/", shadow=True),
+        M("b", prefix="/b/"),
+        M("b-sh", prefix="/b/", shadow=True),
+    )
     assert pick(t, view("/a/")).shadow.name == "a-sh"  # type: ignore[union-attr]
     assert pick(t, view("/b/")).shadow.name == "b-sh"  # type: ignore[union-attr]
 
