@@ -68,7 +68,7 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
         tctx.configure(sh, mappings=str(good))
-        sh._running = True  # as after the `running` hook
+        sh.files.running = True  # as after the `running` hook
         with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
             tctx.configure(sh, mappings=str(bad))
         assert tctx.options.mappings == str(good) and [m.name for m in sh.table.mappings] == ["a"]
