@@ -6,6 +6,7 @@ A request is routed by the old table or the new one, never a mix; a bad reload k
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -49,6 +50,40 @@ def read_mappings(path: str, overrides: Sequence[routing.ServiceOverride]) -> Lo
     return signature, result, table
 
 
+def unknown_services(table: routing.Table, overrides: Sequence[routing.ServiceOverride]) -> list[str]:
+    """A `mapping_services` NAME that stands for no Mapping's `service` is almost always a typo, or a Mapping's
+    name given where its service was meant: say so, naming the services that do exist."""
+    out = []
+    services = sorted({m.service for m in table.mappings})
+    for o in overrides:
+        if any(mappings.override_matches(o.name, m.service, m.namespace) for m in table.mappings):
+            continue
+        named = [m.service for m in table.mappings if m.name == o.name]
+        hint = f"; {o.name} is a Mapping's name, its service is {named[0]}" if named else ""
+        known = ", ".join(services[:12]) + (", ..." if len(services) > 12 else "") if services else "none"
+        out.append(f"mapping_services: {o.name} matches no Mapping's service{hint} (services: {known})")
+    return out
+
+
+def changes(old: routing.Table, new: routing.Table) -> str:
+    """What a reload changed, by Mapping `name.namespace`: "2 added (a, b), 1 changed (c)" or "nothing"."""
+
+    def by_key(t: routing.Table) -> dict[str, mappings.Mapping]:
+        return {m.key: dataclasses.replace(m, source="") for m in t.mappings}  # a moved document is no change
+
+    before, after = by_key(old), by_key(new)
+    parts = []
+    for word, keys in (
+        ("added", [k for k in after if k not in before]),
+        ("removed", [k for k in before if k not in after]),
+        ("changed", [k for k in after if k in before and after[k] != before[k]]),
+    ):
+        if keys:
+            shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
+            parts.append(f"{len(keys)} {word} ({shown})")
+    return ", ".join(parts) or "no Mapping changed"
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where the Mappings come from and what else a table must pass before it serves."""
@@ -71,6 +106,7 @@ class MappingFiles:
         self.source = Source()
         self.running = False  # past start-up: errors no longer stop mitmdump
         self._signature: tuple[object, ...] | None = None
+        self._installed_path: str | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     def load(self, source: Source, explicit: bool = False) -> bool:
@@ -112,25 +148,33 @@ class MappingFiles:
             logger.info(n)
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
-        if not self.source.keep_host and any(routing.host_match(m) for m in table.mappings):
-            logger.warning(
-                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
-                "the reverse target before addons see it; run with --set keep_host_header=true"
-            )
+        for w in self._warnings(table):
+            logger.warning(w)
+            result.notices.append(w)  # shown in /diag and on the dashboard too
+        old, first = self.table, self._installed_path != self.source.path
+        self._installed_path = self.source.path
         self.errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
         self.loaded, self.loaded_at = result, time.time()
         self.metrics.config_errors = len(table.errors)
         self.metrics.record_reload(True)
         if self.source.path:
-            logger.info(
-                "mappings: %d Mappings in %d groups (%d with a shadow) from %s",
-                len(table.mappings),
-                len(table.groups),
-                sum(1 for g in table.groups if g.shadow),
-                self.source.path,
-            )
+            n_shadow = sum(1 for g in table.groups if g.shadow)
+            summary = f"{len(table.mappings)} Mappings in {len(table.groups)} groups ({n_shadow} with a shadow)"
+            if first:
+                logger.info("mappings: %s from %s", summary, self.source.path)
+            else:
+                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, changes(old, table), summary)
         return True
+
+    def _warnings(self, table: routing.Table) -> list[str]:
+        out = unknown_services(table, self.source.overrides)
+        if not self.source.keep_host and any(routing.host_match(m) for m in table.mappings):
+            out.append(
+                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
+                "the reverse target before addons see it; run with --set keep_host_header=true"
+            )
+        return out
 
     def _failed(self, errors: list[str], explicit: bool) -> bool:
         self.metrics.record_reload(False)

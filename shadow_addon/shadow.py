@@ -67,6 +67,8 @@ class Shadow:
             self._rebuild_sender()
         if settings.RELOAD_OPTIONS & updated:
             self.reload(explicit=True)
+        if {"mode", "mappings", "connection_strategy"} & updated:
+            self._check_mode()
 
     def running(self) -> None:
         if self.sender is None:
@@ -119,6 +121,23 @@ class Shadow:
         self.sender = Sender(self.metrics, s.max_inflight, s.max_backlog, context, on_result=self._on_result)
         if old is not None:
             old.close()
+
+    def _check_mode(self) -> None:
+        """Reverse mode is what the Mappings are for; routed requests must not depend on the reverse target."""
+        if not ctx.options.mappings:
+            return
+        reverse = [m for m in ctx.options.mode if m.startswith("reverse:")]
+        if not reverse:
+            logger.warning(
+                "shadow: mitmproxy is not in reverse-proxy mode: a request no Mapping routes and sent to the proxy "
+                "as to a server gets 502 'Request destination unknown'; start with --mode reverse:http://HOST:PORT "
+                "(where requests no Mapping routes go)"
+            )
+        elif ctx.options.connection_strategy == "eager":
+            # Eager mode dials the reverse target before any addon re-routes the request: with it down, every
+            # request would fail, routed ones included. Lazily, it is dialled only for requests it serves.
+            ctx.options.update(connection_strategy="lazy")
+            logger.info("shadow: connection_strategy=lazy, so routed requests never wait for the reverse target")
 
     def _proxy_ports(self) -> set[int]:
         ports = set()
