@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,14 @@ def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream,
         assert wait_until(lambda: "Mappings in 1 groups" in log.read_text() or proc.poll() is not None, 20)
         text = log.read_text()
         assert "Traceback" not in text and "Mappings in 1 groups" in text, text
+
+
+def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> None:
+    """pip on Python 3.11 said only "No matching distribution found for mitmproxy>=12"; the build backend, which
+    pip runs first, now names the interpreter. Run here under a stand-in for an older version."""
+    backend = Path(ADDON).parents[1] / "build_backend"
+    code = "import sys; sys.version_info = (3, 11, 7, 'final', 0); "
+    code += f"sys.path.insert(0, {str(backend)!r}); import python_check"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
