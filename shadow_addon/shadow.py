@@ -57,6 +57,14 @@ class Shadow:
         settings.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as e:
+            if self.files.running:
+                raise  # a change at run time: mitmproxy rolls the option back and shows this line
+            logger.error("%s", e)  # at start-up: one line (not a traceback), and mitmdump exits (errorcheck)
+
+    def _configure(self, updated: set[str]) -> None:
         self.settings = settings.parse(ctx.options)
         self._flows = None
         if settings.COMPARE_OPTIONS & updated:
