@@ -15,7 +15,7 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> N
     req, m, a = flow.request, route.mapping, route.address
     assert m is not None and a is not None
     req.scheme = a.scheme
-    # data.host/port re-route without touching Host (mitmproxy-internals.md section 5).
+    # data.host/port re-route without touching Host (setting request.host would also rewrite it).
     req.data.host, req.data.port = a.host, a.port
     if m.host_rewrite:
         req.host_header = m.host_rewrite

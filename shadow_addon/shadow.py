@@ -51,7 +51,7 @@ class Shadow:
     def table(self) -> routing.Table:
         return self.files.table
 
-    # ------------------------------------------------------------------ lifecycle (sync: see design.md)
+    # ---------------------------------------- lifecycle (synchronous: an async `done` breaks `-s` hot reload)
 
     def load(self, loader: Any) -> None:
         settings.declare(loader)
