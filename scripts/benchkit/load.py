@@ -105,6 +105,7 @@ class ClosedLoop:
                     if writer is None:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5.0)
                         t0 = clock()
+                    assert writer is not None
                     ok = await exchange(reader, writer, request)
                     self.record(t0, clock(), ok)
                     failures = 0

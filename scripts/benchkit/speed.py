@@ -62,14 +62,8 @@ def place_processes() -> tuple[set[int] | None, str]:
 
 
 class SpeedProbe:
-    """The speed of mitmdump's CPU over time, measured on that CPU.
-
-    On these virtual machines the speed of a core wanders (the same pure-Python loop runs 50-90 times a second,
-    changing from one second to the next, with no steal time reported), and each core wanders on its own. Plain
-    mitmdump under constant load follows it (per-second correlation ~0.8), so throughput in one window compared
-    with another mostly measures the host. The probe shares mitmdump's CPU and times a fixed piece of work in its
-    own CPU time; a window's throughput divided by the probe's mean speed in that window is comparable across
-    windows (on a 60 s test: raw 10 s windows spread +-8 %, normalised ones +-2.5 %)."""
+    """The speed of mitmdump's CPU over time, sampled by the probe child on that CPU: a window's throughput
+    divided by the probe's mean speed in that window is comparable across windows (docs/benchmark.md)."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
