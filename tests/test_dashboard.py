@@ -349,14 +349,21 @@ def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
     assert resource(page).one("div", class_="drops").text == "Dropped copies none"
 
 
-def test_page_is_self_contained_and_refreshes() -> None:
+def test_page_works_under_its_content_security_policy_and_refreshes() -> None:
     snap, _ = real_snapshot()
     text = dashboard.render(snap)
     page = parse(text)
     assert page.one("meta", http_equiv="refresh").attrs["content"] == "5"
-    for tag in ("script", "link", "img", "iframe", "object"):
+    for tag in ("script", "img", "iframe", "object", "style"):
         assert not page.find_all(tag), tag
-    assert "url(" not in text and "@import" not in text
+    # default-src 'none'; style-src 'self': one stylesheet from this server, no inline style anywhere.
+    assert [(n.attrs["rel"], n.attrs["href"]) for n in page.find_all("link")] == [
+        ("stylesheet", "/static/dashboard.css")
+    ]
+    assert not [n for n in page.iter() if "style" in n.attrs]
+    css = dashboard.static_pages()["/static/dashboard.css"]()
+    assert css[0].startswith("text/css") and b"--prod:#2f6fdb" in css[1]
+    assert "url(" not in text and "@import" not in text and b"url(" not in css[1] and b"@import" not in css[1]
     assert all(a.attrs["href"].startswith("/") for a in page.find_all("a"))  # only this admin server's own pages
     assert page.one("head").one("title").text == "mitmproxy-shadow dashboard"
     assert page.one("h1").text == "mitmproxy-shadow production vs shadow"
