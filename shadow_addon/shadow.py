@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -19,13 +18,11 @@ from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 from mitmproxy.net import encoding
 from mitmproxy.net.http import url
-from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
-from .metrics import PRODUCTION, Metrics
+from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing, selfloop
+from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 from .pairing import Pairing
-from .report import REVERSE_TARGET
 from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
@@ -91,7 +88,7 @@ class Shadow:
         self._signature: tuple[object, ...] | None = None
         self._running = False
         self._watcher: asyncio.Task[None] | None = None
-        self._listen_ports: set[int] = set()
+        self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self.reload_errors: list[str] = []
         self.admin: admin.AdminServer | None = None
         self.pairing: Pairing | None = None
@@ -266,11 +263,11 @@ class Shadow:
         }
         if compare_opts & updated:
             self._configure_compare()
-        if {"mode", "listen_port"} & updated:
-            self._listen_ports = self._proxy_ports()
+        if {"mode", "listen_host", "listen_port"} & updated:
+            self.listen = selfloop.Listen.from_options(o.mode, o.listen_host, o.listen_port)
         if {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"} & updated:
             self._rebuild_sender()
-        if {"mappings", "mapping_services", "mode", "listen_port", "keep_host_header"} & updated:
+        if {"mappings", "mapping_services", "mode", "listen_host", "listen_port", "keep_host_header"} & updated:
             self.reload(explicit=True)
 
     def _configure_compare(self) -> None:
@@ -304,17 +301,6 @@ class Shadow:
         if old is not None:
             old.close()
 
-    def _proxy_ports(self) -> set[int]:
-        ports = set()
-        for spec in ctx.options.mode:
-            try:
-                port = mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port)
-            except ValueError:
-                continue
-            if port:
-                ports.add(port)
-        return ports
-
     def _ssl_context(self) -> ssl.SSLContext:
         o = ctx.options
         c = ssl.create_default_context(cafile=o.ssl_verify_upstream_trusted_ca or None)
@@ -334,34 +320,13 @@ class Shadow:
 
     # ------------------------------------------------------------------ configuration loading
 
-    def _self_loop_errors(self, table: routing.Table) -> list[str]:
-        """A shadow pointed at this proxy would copy its own copies: refuse it at configuration time."""
-        errs = []
-        for g in table.groups:
-            if g.shadow is None:
-                continue
-            a = table.addresses[g.shadow.key]
-            if a.port not in self._listen_ports:
-                continue
-            host = a.host.lower()
-            try:
-                local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
-            except ValueError:
-                local = host == "localhost"
-            if local or host == (ctx.options.listen_host or "").lower():
-                errs.append(
-                    f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
-                    "listen address; a shadow must be another service"
-                )
-        return errs
-
     def reload(self, explicit: bool = False) -> bool:
         """Load the Mapping files and swap the routing table in one assignment. Returns success.
 
         At start-up an error is logged (mitmdump then exits with it, no traceback); an explicit `--set` later
         raises OptionsError (the option is rolled back); a file change keeps the last good table.
         """
-        return self._install(*read_mappings(ctx.options.mappings, self.overrides), explicit=explicit)
+        return self._install(*read_mappings(ctx.options.mappings, self.overrides, self.listen), explicit=explicit)
 
     def _install(
         self,
@@ -374,8 +339,6 @@ class Shadow:
         path = ctx.options.mappings
         self._signature = signature
         errors = list(result.errors)
-        if table is not None:
-            errors += self._self_loop_errors(table)
         if errors:
             self.metrics.record_reload(False)
             self.reload_errors = errors
@@ -392,10 +355,12 @@ class Shadow:
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
         if not ctx.options.keep_host_header and any(routing.host_match(m) for m in table.mappings):
-            logger.warning(
+            warning = (
                 "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
                 "the reverse target before addons see it; run with --set keep_host_header=true"
             )
+            logger.warning(warning)
+            result.notices.append(warning)  # shown in /diag and the dashboard too
         self.reload_errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
         self.loaded, self.loaded_at = result, time.time()
@@ -423,7 +388,7 @@ class Shadow:
             try:
                 if await asyncio.to_thread(files_signature, path) == self._signature:
                     continue
-                loaded = await asyncio.to_thread(read_mappings, path, self.overrides)
+                loaded = await asyncio.to_thread(read_mappings, path, self.overrides, self.listen)
                 if ctx.options.mappings == path:  # else `configure` already loaded the new path
                     self._install(*loaded)
             except Exception as e:
@@ -479,7 +444,7 @@ class Shadow:
                     float(len(self.pairing.pairs)),
                 )
             )
-        return "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.metrics, gauges).encode()
+        return metrics.CONTENT_TYPE, metrics.render(self.metrics, gauges)
 
     def _page_diag(self) -> tuple[str, bytes]:
         d = diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors)
@@ -774,13 +739,17 @@ def files_signature(path: str) -> tuple[object, ...]:
 
 
 def read_mappings(
-    path: str, overrides: Sequence[routing.ServiceOverride]
+    path: str, overrides: Sequence[routing.ServiceOverride], listen: selfloop.Listen | None = None
 ) -> tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]:
     """Read, validate and build: no mitmproxy state, safe in a thread. The signature is taken first, so a change
-    during the read is seen again by the next poll."""
+    during the read is seen again by the next poll. A shadow at this proxy's own address (`listen`) is an error:
+    it would copy its own copies (checked here, since names are resolved)."""
     signature = files_signature(path) if path else ()
     result = mappings.load_path(path) if path else mappings.LoadResult()
     table = routing.build_table(result.mappings, overrides) if not result.errors else None
+    if table is not None and listen is not None:
+        result.errors += selfloop.loop_errors(table, listen)
+        table = table if not result.errors else None
     return signature, result, table
 
 
