@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
 
 import h11
 
@@ -110,7 +111,7 @@ def respond(
     return 200, ctype, body
 
 
-def response_headers(status: int, ctype: str, length: int) -> list[tuple[bytes, bytes]]:
+def response_headers(ctype: str, length: int) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", ctype.encode()), (b"content-length", str(length).encode()), *COMMON_HEADERS]
     if ctype.startswith("text/html"):
         headers.append((b"content-security-policy", CSP.encode()))
@@ -184,7 +185,10 @@ class AdminServer:
                 hosts = [v for k, v in request.headers if k == b"host"]
                 authority = hosts[0].decode("latin-1") if len(hosts) == 1 else None
                 status, ctype, body = respond(method, path, authority, self.host, self.pages)
-            out = conn.send(h11.Response(status_code=status, headers=response_headers(status, ctype, len(body))))
+            head = h11.Response(
+                status_code=status, reason=HTTPStatus(status).phrase, headers=response_headers(ctype, len(body))
+            )
+            out = conn.send(head)
             if method != "HEAD":
                 out += conn.send(h11.Data(data=body))
             out += conn.send(h11.EndOfMessage())
