@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import socket
@@ -200,3 +201,19 @@ def test_garbage_and_oversized_heads_are_shrugged_off(running: Proxy) -> None:
         s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         assert s.recv(100).split(b" ")[1] in (b"400", b"431")
     assert get(port, "/metrics", "localhost")[0] == 200
+
+
+def test_host_match_warning_is_a_diag_notice(tmp_path: Path, upstream, proxy) -> None:
+    reverse, api = upstream("reverse"), upstream("api")
+    m = write_mappings(tmp_path / "m.yaml", mapping("by-host", prefix="/", service="api", host="shop.example"))
+    p = proxy(f"http://{reverse.address}", sets={"mappings": str(m), "mapping_services": [f"api={api.address}"]})
+    warning = "some Mappings match on host, but mitmproxy replaces the client's Host"
+    assert warning in p.log
+    notices = json.loads(p.admin("/diag")[1])["notices"]
+    assert [n for n in notices if warning in n and "keep_host_header=true" in n], notices
+    assert warning in html.unescape(get(p.admin_port or 0, "/", "localhost")[2].decode())  # the dashboard too
+    q = proxy(
+        f"http://{reverse.address}",
+        sets={"mappings": str(m), "mapping_services": [f"api={api.address}"], "keep_host_header": "true"},
+    )
+    assert not [n for n in json.loads(q.admin("/diag")[1])["notices"] if warning in n]
