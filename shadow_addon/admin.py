@@ -160,7 +160,7 @@ class AdminServer:
 
     async def _request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
         async with asyncio.timeout(READ_TIMEOUT):
-            for _ in range(HEAD_LIMIT // READ_SIZE + 2):  # bounded: h11 refuses a head over HEAD_LIMIT
+            for _ in range(HEAD_LIMIT + 2):  # each read brings a byte or more, or EOF; h11 caps the head's size
                 event = conn.next_event()
                 if event is not h11.NEED_DATA:
                     return event if isinstance(event, h11.Request) else None
