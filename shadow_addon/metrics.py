@@ -25,7 +25,7 @@ SHADOW = "shadow"
 REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
 
 Gauge = tuple[str, str, dict[str, str], float]  # name, help, labels, value
-CONTENT_TYPE = exposition.CONTENT_TYPE_LATEST
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes by default
 
 
 @dataclass(slots=True)
