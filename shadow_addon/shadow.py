@@ -12,7 +12,6 @@ if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: 
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import random
 import ssl
@@ -21,9 +20,8 @@ from typing import Any
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 from mitmproxy.net import encoding
-from mitmproxy.proxy import mode_specs
 
-from . import admin, compare, copies, flowview, pages, production, routing, settings
+from . import admin, compare, copies, flowview, pages, production, routing, selfloop, settings
 from .copies import Pending
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
@@ -44,7 +42,7 @@ class Shadow:
         self.pairing: Pairing | None = None
         self.admin: admin.AdminServer | None = None
         self.pending: dict[str, Pending] = {}
-        self._listen_ports: set[int] = set()
+        self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
 
     @property
@@ -69,8 +67,9 @@ class Shadow:
         self._flows = None
         if settings.COMPARE_OPTIONS & updated:
             self._configure_compare()
-        if {"mode", "listen_port"} & updated:
-            self._listen_ports = self._proxy_ports()
+        if {"mode", "listen_host", "listen_port"} & updated:
+            o = ctx.options
+            self.listen = selfloop.Listen.from_options(o.mode, o.listen_host, o.listen_port)
         if settings.SENDER_OPTIONS & updated:
             self._rebuild_sender()
         if settings.RELOAD_OPTIONS & updated:
@@ -102,7 +101,7 @@ class Shadow:
     def reload(self, explicit: bool = False) -> bool:
         """Load the Mapping files now; see `MappingFiles.load` for how errors are reported."""
         o = ctx.options
-        source = Source(o.mappings, self.settings.overrides, self._self_loop_errors, o.keep_host_header)
+        source = Source(o.mappings, self.settings.overrides, self.listen, o.keep_host_header)
         return self.files.load(source, explicit=explicit)
 
     def _configure_compare(self) -> None:
@@ -146,38 +145,6 @@ class Shadow:
             # request would fail, routed ones included. Lazily, it is dialled only for requests it serves.
             ctx.options.update(connection_strategy="lazy")
             logger.info("shadow: connection_strategy=lazy, so routed requests never wait for the reverse target")
-
-    def _proxy_ports(self) -> set[int]:
-        ports = set()
-        for spec in ctx.options.mode:
-            try:
-                port = mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port)
-            except ValueError:
-                continue
-            if port:
-                ports.add(port)
-        return ports
-
-    def _self_loop_errors(self, table: routing.Table) -> list[str]:
-        """A shadow pointed at this proxy would copy its own copies: refuse it at configuration time."""
-        errs = []
-        for g in table.groups:
-            if g.shadow is None:
-                continue
-            a = table.addresses[g.shadow.key]
-            if a.port not in self._listen_ports:
-                continue
-            host = a.host.lower()
-            try:
-                local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
-            except ValueError:
-                local = host == "localhost"
-            if local or host == (ctx.options.listen_host or "").lower():
-                errs.append(
-                    f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
-                    "listen address; a shadow must be another service"
-                )
-        return errs
 
     def _start_admin(self) -> None:
         listen = self.settings.admin
