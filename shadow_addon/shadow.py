@@ -17,14 +17,13 @@ from dataclasses import dataclass
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
-from mitmproxy.net import encoding
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
 from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
+from .compare.pairing import Pairing
 from .metrics import PRODUCTION, Metrics
-from .pairing import Pairing
 from .report import REVERSE_TARGET
 from .sender import Copy, Outcome, Sender
 
@@ -667,16 +666,14 @@ class Shadow:
             if self.pairing is not None:
                 reply = None
                 if out.status is not None:
-                    # Over the limit only size and hash count: both sides then hash the bytes as sent.
-                    whole = out.body_size <= self.compare_limit
-                    body = _decoded(out.body, out.headers) if whole else out.body
+                    # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
                     reply = compare.Reply.of(
                         out.status,
                         out.headers,
-                        body,
+                        out.body,
                         self.compare_limit,
-                        size=None if whole else out.body_size,
-                        sha256=None if whole else out.body_sha256,
+                        size=out.body_size,
+                        sha256=out.body_sha256 or None,
                     )
                 show = (lambda result: self._show(c, out, result)) if flows else None
                 if self.pairing.shadow(str(c.context), reply, out.reason, show):
@@ -721,9 +718,7 @@ class Shadow:
         if resp.raw_content is None:  # a streamed response: nothing to compare against
             self.pairing.production(flow.id, None, "response streamed")
             return
-        raw = resp.raw_content
-        body = raw if len(raw) > self.compare_limit else _decoded(raw, resp.headers.fields)
-        reply = compare.Reply.of(resp.status_code, resp.headers.fields, body, self.compare_limit)
+        reply = compare.Reply.of(resp.status_code, resp.headers.fields, resp.raw_content, self.compare_limit)
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
         key = compare.request_key(req.method, req.path, req.raw_content or b"", vary)
@@ -782,14 +777,3 @@ def read_mappings(
     result = mappings.load_path(path) if path else mappings.LoadResult()
     table = routing.build_table(result.mappings, overrides) if not result.errors else None
     return signature, result, table
-
-
-def _decoded(body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """The body without its content-encoding (gzip, br, ...), as compared; the raw bytes if it cannot be decoded."""
-    enc = next((v for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1").strip()
-    if not enc or enc == "identity":
-        return body
-    try:
-        return encoding.decode(body, enc)
-    except ValueError:
-        return body
