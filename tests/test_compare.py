@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from typing import Any
 
+import brotli
 import pytest
 
+from shadow_addon.budget import MemoryBudget
 from shadow_addon.compare import (
     MAX_LISTED,
     MAX_VALUE,
@@ -27,7 +30,10 @@ from shadow_addon.compare import (
     request_key,
     skipped,
 )
+from shadow_addon.compare import pairing as pairing_module
 from shadow_addon.compare.fields import parse_pointer
+from shadow_addon.compare.pairing import Pairing
+from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
 CFG = CompareConfig()
@@ -673,3 +679,134 @@ def test_record_line_is_one_json_object_without_previews() -> None:
     assert obj["at"] == "1970-01-01T00:00:00.000+00:00"
     assert obj["production"] == {"status": 200, "body_size": 8, "body_sha256": hashlib.sha256(b'{"a": 1}').hexdigest()}
     assert "body_preview" not in line
+
+
+# ------------------------------------------------------------------------------------------ content-encoding
+
+
+def gz(doc: Any, mtime: int = 0) -> bytes:
+    return gzip.compress(json.dumps(doc).encode(), mtime=mtime)
+
+
+def encoded(body: bytes, coding: str, status: int = 200, limit: int = 1024 * 1024) -> Reply:
+    return Reply.of(status, [*JSON, ("Content-Encoding", coding)], body, limit)
+
+
+def test_encoded_body_is_compared_decoded_and_hashed_as_sent() -> None:
+    r = encoded(gz({"a": 1}), "gzip")
+    assert r.body == b'{"a": 1}' and r.encoded and r.parsed() == {"a": 1}
+    assert (r.body_size, r.body_sha256) == (len(gz({"a": 1})), hashlib.sha256(gz({"a": 1})).hexdigest())
+    assert r.digest() == (8, hashlib.sha256(b'{"a": 1}').hexdigest())
+    assert compare(r, js({"a": 1}), CFG).result == "match"  # gzip on one side, identity on the other
+    assert compare(encoded(gz({"a": 1}, mtime=1), "gzip"), encoded(gz({"a": 1}, mtime=2), "gzip"), CFG).result == (
+        "match"
+    )
+    c = compare(r, encoded(brotli.compress(b'{"a": 2}'), "br"), CFG)
+    assert (c.result, c.diffs) == ("mismatch", ["/a: 1 -> 2"])
+
+
+def test_a_body_not_decodable_within_the_limit_makes_both_sides_compare_as_sent() -> None:
+    bomb = gzip.compress(bytes(64 * 1024))  # 64 KiB of zeros in a few hundred bytes
+    over = encoded(bomb, "gzip", limit=4096)
+    assert over.body is None and over.body_size == len(bomb) < 4096
+    plain = encoded(gz({"a": 1}), "gzip", limit=4096)
+    c = compare(plain, over, CFG)
+    # The decoded side is not weighed against an encoded one: both answers as sent.
+    assert c.result == "mismatch" and c.diffs == [
+        f"body: {len(gz({'a': 1}))} bytes sha256 {hashlib.sha256(gz({'a': 1})).hexdigest()[:12]}.. -> "
+        f"{len(bomb)} bytes sha256 {hashlib.sha256(bomb).hexdigest()[:12]}.."
+    ]
+    assert compare(over, encoded(bomb, "gzip", limit=4096), CFG).result == "match"  # the same bytes as sent
+    garbage = encoded(b"not gzip at all", "gzip")
+    assert garbage.body is None and compare(garbage, encoded(b"not gzip at all", "gzip"), CFG).result == "match"
+    assert compare(garbage, encoded(b"not gzip either", "gzip"), CFG).result == "mismatch"
+
+
+def test_binary_bodies_that_differ_show_their_decoded_size() -> None:
+    p = Reply.of(200, [("content-type", "image/png"), ("content-encoding", "gzip")], gzip.compress(b"\x89PNG1"))
+    s = Reply.of(200, [("content-type", "image/png")], b"\x89PNG22")
+    c = compare(p, s, CFG)
+    assert c.diffs == [
+        f"body: 5 bytes sha256 {hashlib.sha256(b'\x89PNG1').hexdigest()[:12]}.. -> "
+        f"6 bytes sha256 {hashlib.sha256(b'\x89PNG22').hexdigest()[:12]}.."
+    ]
+
+
+def test_production_recompressed_differently_teaches_no_noise() -> None:
+    learner = NoiseLearner()
+    page = [("content-type", "text/html"), ("content-encoding", "gzip")]
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>a</p>", mtime=1)))
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>a</p>", mtime=2)))
+    assert learned(learner.noise("m")) == []
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>b</p>", mtime=2)))
+    assert learned(learner.noise("m")) == ["body"]
+
+
+def test_stored_mismatch_shows_the_decoded_preview_and_the_size_as_sent() -> None:
+    store = MismatchStore()
+    p = encoded(gz({"a": 1}), "gzip")
+    rec = store.add("m", "GET /", {}, p, js({"a": 2}), compare(p, js({"a": 2}), CFG), now=0.0)
+    assert rec is not None and rec["production"]["body_preview"] == '{"a": 1}'
+    assert rec["production"]["body_size"] == len(gz({"a": 1})) and not rec["production"]["body_truncated"]
+
+
+# ------------------------------------------------------------------------------------------ pairing
+
+
+def pairing(budget: MemoryBudget | None) -> Pairing:
+    return Pairing(Metrics(), CFG, budget=budget)
+
+
+def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> None:
+    budget = MemoryBudget(limit=100)
+    pr = pairing(budget)
+    body = js({"k": "x" * 30})
+    n = len(body.body or b"")
+    results: list[Comparison] = []
+    pr.expect("1", "m", "GET /", {})
+    pr.production("1", body)
+    assert budget.held == n
+    assert pr.shadow("1", body, None, results.append) and results[-1].result == "match"
+    assert budget.held == 0  # released when the pair completes
+
+    pr.expect("2", "m", "GET /", {})
+    pr.production("2", body)
+    pr.expect("3", "m", "GET /", {})
+    pr.shadow("3", body, None, results.append)  # the shadow first: its reply is the one held
+    assert budget.held == 2 * n
+    pr.expect("4", "m", "GET /", {})
+    pr.production("4", body)  # 3n > 100: not held, production unaffected
+    assert budget.held == 2 * n and "4" not in pr.pairs
+    assert not pr.shadow("4", body, None)  # its shadow is then not compared
+    assert pr.metrics.compared[("m", "skipped")] == 1
+    assert pr.store.to_json()["groups"][0]["skipped"] == 1
+
+    pr.production("3", None, "error")  # production failed: the held shadow reply goes
+    assert results[-1].result == "skipped" and budget.held == n
+    pr.close()  # what is still held goes back on close
+    assert budget.held == 0 and not pr.pairs
+
+
+def test_pairing_releases_replies_evicted_past_max_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pairing_module, "MAX_PAIRS", 2)
+    budget = MemoryBudget(limit=10_000)
+    pr = pairing(budget)
+    for key in "abc":
+        pr.expect(key, "m", "GET /", {})
+        pr.production(key, js({"v": key}))
+    assert len(pr.pairs) == 2 and budget.held == 2 * len(b'{"v": "a"}')
+    pr.expect("d", "m", "GET /", {})  # evicts b
+    assert budget.held == len(b'{"v": "a"}')
+    pr.shadow("c", None, "timeout")
+    pr.shadow("d", js({"v": "d"}), None)  # held until production's side comes
+    assert budget.held == len(b'{"v": "d"}')
+    pr.production("d", None, "error")
+    assert budget.held == 0 and not pr.pairs
+
+
+def test_pairing_without_a_budget_holds_everything() -> None:
+    pr = pairing(None)
+    pr.expect("1", "m", "GET /", {})
+    pr.production("1", js({"a": 1}))
+    assert pr.pairs["1"].held == 0 and pr.shadow("1", js({"a": 2}), None)
+    assert pr.metrics.compared[("m", "mismatch")] == 1
