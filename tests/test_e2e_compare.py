@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from bombs import br_bomb, gzip_bomb
-from support import Proxy, Seen, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import Proxy, Seen, Upstream, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32)  # 3 MiB of binary, over the 1 MiB limit
 
@@ -41,23 +42,27 @@ def app(version: str):  # noqa: ANN201
     return respond
 
 
+def compare_proxy(
+    tmp_path: Path, proxy: Callable[..., Proxy], reverse: Upstream, prod: str, shadow: str, **sets: str
+) -> Proxy:
+    """mitmdump comparing: `svc` routes everything to `prod` ("name=host:port"), `svc-next` shadows it to `shadow`."""
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("svc", prefix="/", service=prod.split("=")[0], rewrite=""),
+        mapping("svc-next", prefix="/", service=shadow.split("=")[0], shadow=True),
+    )
+    return proxy(
+        f"http://{reverse.address}",
+        sets={"mappings": str(m), "mapping_services": [prod, shadow], "shadow_compare": "true", **sets},
+    )
+
+
 def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) -> None:
     reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
     v1.behaviour.responder, v2.behaviour.responder = app("v1"), app("v2")
     report = tmp_path / "mismatches.jsonl"
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="v1", rewrite=""),
-        mapping("svc-next", prefix="/", service="v2", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"v1={v1.address}", f"v2={v2.address}"],
-            "shadow_compare": "true",
-            "shadow_compare_report": str(report),
-        },
+    p = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={v1.address}", f"v2={v2.address}", shadow_compare_report=str(report)
     )
     paths = ["/status", "/field", "/order", "/header", "/same", "/big-same", "/big-diff"]
     for path in paths:
@@ -99,20 +104,14 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
 def test_black_holed_shadow_releases_held_replies(tmp_path: Path, upstream, proxy, fault) -> None:
     reverse, v1 = upstream("reverse"), upstream("v1")
     hole = fault("blackhole")
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="v1", rewrite=""),
-        mapping("svc-next", prefix="/", service="hole", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"v1={v1.address}", f"hole={hole.address}"],
-            "shadow_compare": "true",
-            "shadow_timeout": "0.5",
-            "shadow_max_inflight": "4",
-        },
+    p = compare_proxy(
+        tmp_path,
+        proxy,
+        reverse,
+        f"v1={v1.address}",
+        f"hole={hole.address}",
+        shadow_timeout="0.5",
+        shadow_max_inflight="4",
     )
     for i in range(20):
         assert p.request("GET", f"/x/{i}")[0] == 200  # never held back
@@ -156,19 +155,7 @@ def test_compression_bombs_are_compared_as_sent_never_inflated(
     reverse, prod, shadow = upstream("reverse"), upstream("prod"), upstream("shadow")
     prod.behaviour.responder = bomb_app(bomb_bodies, bombs=side == "production")
     shadow.behaviour.responder = bomb_app(bomb_bodies, bombs=side == "shadow")
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="prod", rewrite=""),
-        mapping("svc-next", prefix="/", service="shadow", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"prod={prod.address}", f"shadow={shadow.address}"],
-            "shadow_compare": "true",
-        },
-    )
+    p = compare_proxy(tmp_path, proxy, reverse, f"prod={prod.address}", f"shadow={shadow.address}")
     rounds = 3
     for i in range(rounds):
         for coding, bomb in bomb_bodies.items():
@@ -195,19 +182,7 @@ def test_compression_bombs_are_compared_as_sent_never_inflated(
 def test_identical_bombs_on_both_sides_match_by_hash(tmp_path: Path, upstream, proxy, bomb_bodies) -> None:
     reverse, prod, shadow = upstream("reverse"), upstream("prod"), upstream("shadow")
     prod.behaviour.responder = shadow.behaviour.responder = bomb_app(bomb_bodies, bombs=True)
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="prod", rewrite=""),
-        mapping("svc-next", prefix="/", service="shadow", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"prod={prod.address}", f"shadow={shadow.address}"],
-            "shadow_compare": "true",
-        },
-    )
+    p = compare_proxy(tmp_path, proxy, reverse, f"prod={prod.address}", f"shadow={shadow.address}")
     for coding, bomb in bomb_bodies.items():
         status, _, body = p.request("GET", f"/{coding}/x")
         assert status == 200 and body == bomb
