@@ -2,12 +2,12 @@
 the diff, endpoint names, the mismatch store, and decoding bodies without trusting their size."""
 
 from .decode import decode_capped
-from .diff import MAX_LISTED, MAX_VALUE, CompareConfig, Comparison, Result, compare, skipped
+from .diff import MAX_LISTED, MAX_VALUE, CompareConfig, Comparison, compare, skipped
 from .endpoints import endpoint
-from .fields import IgnoreRules, parse_ignore, pointer
+from .fields import parse_ignore, pointer
 from .noise import NoiseLearner, NoiseSet, request_key
 from .reply import BODY_LIMIT, NOT_JSON, Reply
-from .store import OTHER, PREVIEW, MismatchStore, record_line
+from .store import OTHER, MismatchStore, record_line
 
 __all__ = [
     "BODY_LIMIT",
@@ -15,15 +15,12 @@ __all__ = [
     "MAX_VALUE",
     "NOT_JSON",
     "OTHER",
-    "PREVIEW",
     "CompareConfig",
     "Comparison",
-    "IgnoreRules",
     "MismatchStore",
     "NoiseLearner",
     "NoiseSet",
     "Reply",
-    "Result",
     "compare",
     "decode_capped",
     "endpoint",

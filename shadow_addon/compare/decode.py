@@ -31,7 +31,7 @@ def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | Non
         coding = coding.strip()
         if coding in ("", "identity"):
             continue
-        decoder = DECODERS.get(coding)
+        decoder = _DECODERS.get(coding)
         if decoder is None:
             return None
         if not data:
@@ -119,7 +119,7 @@ def _zstd(body: bytes, limit: int) -> bytes | None:
     return bytes(out)
 
 
-DECODERS: dict[str, Callable[[bytes, int], bytes | None]] = {
+_DECODERS: dict[str, Callable[[bytes, int], bytes | None]] = {
     "gzip": _gzip,
     "x-gzip": _gzip,
     "deflate": _deflate,
