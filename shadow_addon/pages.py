@@ -7,9 +7,9 @@ import time
 from typing import Any, Protocol
 
 from . import admin, dashboard, diag, metrics, report
+from .compare.pairing import Pairing
 from .mappingfiles import MappingFiles
 from .metrics import Metrics
-from .pairing import Pairing
 from .sender import Sender
 
 

@@ -19,13 +19,12 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
-from mitmproxy.net import encoding
 
 from . import admin, compare, copies, flowview, pages, production, routing, selfloop, settings
+from .compare.pairing import Pairing
 from .copies import Pending
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
-from .pairing import Pairing
 from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
@@ -246,7 +245,7 @@ class Shadow:
         production.edit_response(flow, p.route)
         production.record(self.metrics, flow, p.route)
         if self.pairing is not None and p.route.group.shadow is not None:
-            self._compare_production(flow, p.route.group.shadow.name)
+            self.pairing.production_answered(flow, p.route.group.shadow.name)
 
     def error(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
@@ -277,23 +276,9 @@ class Shadow:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
         try:
             flows = self._flows_wanted()
-            if self.pairing is not None:
-                reply = None
-                limit = self.pairing.config.body_limit
-                if out.status is not None:
-                    # Over the limit only size and hash count: both sides then hash the bytes as sent.
-                    whole = out.body_size <= limit
-                    reply = compare.Reply.of(
-                        out.status,
-                        out.headers,
-                        _decoded(out.body, out.headers) if whole else out.body,
-                        limit,
-                        size=None if whole else out.body_size,
-                        sha256=None if whole else out.body_sha256,
-                    )
-                show = (lambda result: self._show(c, out, result)) if flows else None
-                if self.pairing.shadow(str(c.context), reply, out.reason, show):
-                    return
+            show = (lambda result: self._show(c, out, result)) if flows else None
+            if self.pairing is not None and self.pairing.shadow_answered(str(c.context), out, show):
+                return
             if flows:
                 self._show(c, out, None)
         except Exception:  # comparison and the flow view are conveniences: they must not affect copies
@@ -311,32 +296,6 @@ class Shadow:
             verdict = f" {result.result}" if result is not None else ""
             ms = out.seconds * 1e3
             logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict, ms)
-
-    def _compare_production(self, flow: http.HTTPFlow, shadow_mapping: str) -> None:
-        resp, req = flow.response, flow.request
-        assert self.pairing is not None and resp is not None
-        if resp.raw_content is None:  # a streamed response: nothing to compare against
-            self.pairing.production(flow.id, None, "response streamed")
-            return
-        raw, limit = resp.raw_content, self.pairing.config.body_limit
-        body = raw if len(raw) > limit else _decoded(raw, resp.headers.fields)
-        reply = compare.Reply.of(resp.status_code, resp.headers.fields, body, limit)
-        # Noise is learned from production's own answers to identical requests (the caller's identity included).
-        vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
-        key = compare.request_key(req.method, req.path, req.raw_content or b"", vary)
-        self.pairing.learn(shadow_mapping, key, reply)
-        self.pairing.production(flow.id, reply)
-
-
-def _decoded(body: bytes, headers: Any) -> bytes:
-    """The body without its content-encoding (gzip, br, ...), as compared; the raw bytes if it cannot be decoded."""
-    enc = next((v for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1").strip()
-    if not enc or enc == "identity":
-        return body
-    try:
-        return encoding.decode(body, enc)
-    except ValueError:
-        return body
 
 
 if __name__.startswith("__mitmproxy_script__"):
