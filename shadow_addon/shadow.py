@@ -22,7 +22,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
+from . import admin, compare, dashboard, diag, explain, flowview, mappings, metrics, report, routing
 from .metrics import PRODUCTION, Metrics
 from .pairing import Pairing
 from .report import REVERSE_TARGET
@@ -113,6 +113,27 @@ class Shadow:
             [],
             "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
             ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
+        )
+        loader.add_option(
+            "mapping_ambassador_id",
+            str,
+            "default",
+            "This instance's ambassador_id: Mappings whose ambassador_id does not include it are ignored, as "
+            "Emissary ignores them.",
+        )
+        loader.add_option(
+            "mappings_strict",
+            bool,
+            False,
+            "Any invalid Mapping stops loading (for CI). Off: as in Emissary, an invalid Mapping is left out, "
+            "reported in the log and /diag, and the others serve.",
+        )
+        loader.add_option(
+            "mapping_keep_host",
+            bool,
+            True,
+            "Keep the client's Host header as Envoy does (turns on keep_host_header when Mappings are loaded), so "
+            "upstreams see it and host/hostname Mappings match. Off: Host follows the routed service.",
         )
         loader.add_option(
             "shadow_host_suffix",
@@ -270,7 +291,8 @@ class Shadow:
             self._listen_ports = self._proxy_ports()
         if {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"} & updated:
             self._rebuild_sender()
-        if {"mappings", "mapping_services", "mode", "listen_port", "keep_host_header"} & updated:
+        reload_opts = {"mappings", "mapping_services", "mode", "listen_port", "keep_host_header", "mappings_strict"}
+        if {*reload_opts, "mapping_ambassador_id", "mapping_keep_host"} & updated:
             self.reload(explicit=True)
 
     def _configure_compare(self) -> None:
@@ -361,7 +383,9 @@ class Shadow:
         At start-up an error is logged (mitmdump then exits with it, no traceback); an explicit `--set` later
         raises OptionsError (the option is rolled back); a file change keeps the last good table.
         """
-        return self._install(*read_mappings(ctx.options.mappings, self.overrides), explicit=explicit)
+        o = ctx.options
+        loaded = read_mappings(o.mappings, self.overrides, o.mapping_ambassador_id, o.mappings_strict)
+        return self._install(*loaded, explicit=explicit)
 
     def _install(
         self,
@@ -373,7 +397,7 @@ class Shadow:
         """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
         path = ctx.options.mappings
         self._signature = signature
-        errors = list(result.errors)
+        errors = result.blocking(ctx.options.mappings_strict)
         if table is not None:
             errors += self._self_loop_errors(table)
         if errors:
@@ -389,13 +413,15 @@ class Shadow:
         assert table is not None
         for n in result.notices:
             logger.info(n)
+        for e in result.errors:  # invalid Mappings, left out as Emissary leaves them out
+            logger.error(e)
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
-        if not ctx.options.keep_host_header and any(routing.host_match(m) for m in table.mappings):
-            logger.warning(
-                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
-                "the reverse target before addons see it; run with --set keep_host_header=true"
-            )
+        for m in table.ignored:
+            logger.info("Mapping %s: ignored: ambassador_id %s", m.key, ", ".join(m.ambassador_id))
+        host_notice = explain.host_notice(table, ctx.options.keep_host_header or ctx.options.mapping_keep_host)
+        if host_notice:
+            logger.warning(host_notice)
         self.reload_errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
         self.loaded, self.loaded_at = result, time.time()
@@ -423,7 +449,10 @@ class Shadow:
             try:
                 if await asyncio.to_thread(files_signature, path) == self._signature:
                     continue
-                loaded = await asyncio.to_thread(read_mappings, path, self.overrides)
+                o = ctx.options
+                loaded = await asyncio.to_thread(
+                    read_mappings, path, self.overrides, o.mapping_ambassador_id, o.mappings_strict
+                )
                 if ctx.options.mappings == path:  # else `configure` already loaded the new path
                     self._install(*loaded)
             except Exception as e:
@@ -433,6 +462,11 @@ class Shadow:
 
     def running(self) -> None:
         self._running = True
+        o = ctx.options
+        if o.mappings and o.mapping_keep_host and not o.keep_host_header:
+            # mitmproxy's reverse mode replaces Host before any hook; Envoy keeps the client's (set before traffic).
+            logger.info("mappings: keep_host_header turned on: upstreams see the client's Host, as with Envoy")
+            o.keep_host_header = True
         if self.sender is None:
             self._rebuild_sender()
         loop = asyncio.get_running_loop()
@@ -481,8 +515,13 @@ class Shadow:
             )
         return "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.metrics, gauges).encode()
 
+    def _diag_notices(self) -> list[str]:
+        o = ctx.options
+        notice = explain.host_notice(self.table, o.keep_host_header or o.mapping_keep_host)
+        return [notice] if notice else []
+
     def _page_diag(self) -> tuple[str, bytes]:
-        d = diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors)
+        d = diag.snapshot(self.table, self.loaded, self.loaded_at, self.reload_errors, self._diag_notices())
         return "application/json", json.dumps(d, indent=1).encode()
 
     def snapshot(self) -> dict[str, object]:
@@ -560,6 +599,11 @@ class Shadow:
         route = routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
         if route is None:
             return
+        reply = routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade"))
+        if reply is not None:  # a redirect, or an upgrade the route does not allow: Envoy answers itself
+            status, headers = reply
+            flow.response = http.Response.make(status, b"", headers)
+            return
         if route.mapping is not None:
             self._apply(flow, route)
         p = self.pending[flow.id] = Pending(route)
@@ -592,8 +636,9 @@ class Shadow:
             # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
             req.host_header = url.hostport(a.scheme, a.host, a.port)
         req.path = route.path
-        if m.remove_request_headers or m.add_request_headers:
-            routing.edit_headers(req.headers, m.remove_request_headers, m.add_request_headers)
+        g = route.group.settings  # header edits are the group's (v3route.py V3Route)
+        if g.remove_request_headers or g.add_request_headers:
+            routing.edit_headers(req.headers, g.remove_request_headers, g.add_request_headers)
         flow.metadata["shadow_mapping"] = m.name
 
     def _tee(self, p: Pending):  # type: ignore[no-untyped-def]
@@ -708,8 +753,9 @@ class Shadow:
             self._record_production(flow, "", REVERSE_TARGET)
             return
         m = p.route.mapping
-        if m is not None and (m.add_response_headers or m.remove_response_headers) and flow.response:
-            routing.edit_headers(flow.response.headers, m.remove_response_headers, m.add_response_headers)
+        g = p.route.group.settings
+        if m is not None and (g.add_response_headers or g.remove_response_headers) and flow.response:
+            routing.edit_headers(flow.response.headers, g.remove_response_headers, g.add_response_headers)
         label, service = self._production_labels(p.route)
         self._record_production(flow, label, service)
         if self.pairing is not None and p.route.group.shadow is not None:
@@ -774,13 +820,14 @@ def files_signature(path: str) -> tuple[object, ...]:
 
 
 def read_mappings(
-    path: str, overrides: Sequence[routing.ServiceOverride]
+    path: str, overrides: Sequence[routing.ServiceOverride], ambassador_id: str = "default", strict: bool = False
 ) -> tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]:
     """Read, validate and build: no mitmproxy state, safe in a thread. The signature is taken first, so a change
     during the read is seen again by the next poll."""
     signature = files_signature(path) if path else ()
     result = mappings.load_path(path) if path else mappings.LoadResult()
-    table = routing.build_table(result.mappings, overrides) if not result.errors else None
+    blocked = result.blocking(strict)
+    table = routing.build_table(result.mappings, overrides, ambassador_id) if not blocked else None
     return signature, result, table
 
 

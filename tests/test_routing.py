@@ -76,13 +76,22 @@ def test_more_header_constraints_first_at_equal_prefix() -> None:
 
 
 def test_group_key_ignores_weight_and_shadow_but_not_method_or_precedence() -> None:
+    """irhttpmapping.py IRHTTPMapping.__init__ / _group_id: `method` becomes a `:method` header and host/hostname
+    (even "*") an `:authority` one, both in the id; weight and shadow are not."""
     a, b = M("a", prefix="/x/"), M("b", prefix="/x/", weight=10)
     s = M("s", prefix="/x/", shadow=True)
     assert routing.group_key(a) == routing.group_key(b) == routing.group_key(s)
     assert routing.group_key(a) != routing.group_key(M("c", prefix="/x/", method="POST"))
     assert routing.group_key(a) != routing.group_key(M("d", prefix="/x/", precedence=2))
-    # Emissary's group id treats a missing method as GET.
-    assert routing.group_key(a) == routing.group_key(M("e", prefix="/x/", method="GET"))
+    # No method, method GET and method POST are three groups; no hostname and hostname "*" are two.
+    get, post = M("e", prefix="/x/", method="GET"), M("f", prefix="/x/", method="POST")
+    assert len({routing.group_key(a), routing.group_key(get), routing.group_key(post)}) == 3
+    assert routing.group_key(a) != routing.group_key(M("g", prefix="/x/", hostname="*"))
+    # A `:authority` header is the host; case_sensitive and prefix_exact are not in the id (core keys).
+    assert routing.group_key(M("h", prefix="/x/", headers={":authority": "a.com"})) == routing.group_key(
+        M("i", prefix="/x/", hostname="a.com")
+    )
+    assert routing.group_key(a) == routing.group_key(M("j", prefix="/x/", case_sensitive=False))
 
 
 def test_method_host_query_and_regex_matches() -> None:
@@ -103,7 +112,9 @@ def test_method_host_query_and_regex_matches() -> None:
         return r.mapping.name if r and r.mapping else None
 
     assert name(view("/m/", "POST")) == "post" and name(view("/m/", "GET")) is None
-    assert name(view("/h/", host="diag.example.com:8080")) == "host" and name(view("/h/", host="x.com")) is None
+    # Envoy exact :authority match: the whole value, port included (t_mappingtests_plain.py HostHeaderMapping).
+    assert name(view("/h/", host="diag.example.com")) == "host" and name(view("/h/", host="x.com")) is None
+    assert name(view("/h/", host="diag.example.com:8080")) is None
     assert name(view("/g/", host="a.example.com")) == "glob" and name(view("/g/", host="example.org")) is None
     assert name(view("/q/?debug")) == "query" and name(view("/q/?other=1")) is None
     assert name(view("/rq/?id=12")) == "rxq" and name(view("/rq/?id=x12")) is None
@@ -116,8 +127,9 @@ def test_method_host_query_and_regex_matches() -> None:
 # ---------------------------------------------------------------- canary weights (Emissary docs: canary.md)
 
 
-def names(ws: list[tuple[mappings.Mapping, int]] | str) -> list[tuple[str, int]] | str:
-    return ws if isinstance(ws, str) else [(m.name, w) for m, w in ws]
+def names(ws: tuple[list[tuple[mappings.Mapping, int]], list[str]]) -> list[tuple[str, int]]:
+    assert ws[1] == []
+    return [(m.name, w) for m, w in ws[0]]
 
 
 def test_canary_weights_cumulative_weighted_first() -> None:
@@ -126,9 +138,20 @@ def test_canary_weights_cumulative_weighted_first() -> None:
     assert names(routing.canary_weights([M("a", weight=30), M("b", weight=20)])) == [("a", 30), ("b", 50)]
     assert names(routing.canary_weights([M("a", weight=100), M("b")])) == [("a", 100), ("b", 100)]  # b gets 0%
     assert names(routing.canary_weights([M("only", weight=10)])) == [("only", 100)]
-    assert names(routing.canary_weights([M("a", weight=60), M("b", weight=50)])) == (
-        "total weight of mappings a, b exceeds 100 (110); the group is ignored"
-    )
+
+
+def test_weights_over_100_post_emissarys_errors_and_keep_the_weights_so_far() -> None:
+    """irbasemappinggroup.py normalize_weights_in_mappings: the error texts; routes keep their order, Mappings
+    reached keep their cumulative weight, the others Envoy's default 100 (v3route.py `_weight`)."""
+    ws, errs = routing.canary_weights([M("a", weight=60), M("b", weight=50), M("c")])
+    assert [(m.name, w) for m, w in ws] == [("a", 60), ("b", 110), ("c", 100)]
+    assert errs == [
+        "Total weight of mappings exceeds 100, please reconfigure for correct behavior...",
+        "Could not normalize mapping weights, ignoring...",
+    ]
+    ws, errs = routing.canary_weights([M("a", weight=30), M("b", weight=150), M("c", weight=10)])
+    assert [(m.name, w) for m, w in ws] == [("a", 30), ("b", 100), ("c", 100)]
+    assert errs[0] == "Mapping b has invalid weight 150"
 
 
 def test_canary_pick_and_fall_through_when_weights_do_not_reach_100() -> None:
@@ -140,12 +163,16 @@ def test_canary_pick_and_fall_through_when_weights_do_not_reach_100() -> None:
     assert pick(partial, view("/p/x"), canary=70).mapping.name == "rest"  # type: ignore[union-attr]
 
 
-def test_group_over_100_is_reported_and_ignored() -> None:
+def test_group_over_100_is_reported_and_still_routes() -> None:
+    """irhttpmappinggroup.py finalize: "Could not normalize mapping weights, ignoring..." is posted, yet the routes
+    made so far stay (V3Route.generate loops group.mappings)."""
     t = table(M("a", prefix="/p/", weight=60), M("b", prefix="/p/", weight=50))
     assert [(e.mapping, e.message) for e in t.errors] == [
-        ("a.default", "total weight of mappings a, b exceeds 100 (110); the group is ignored")
+        ("a.default", "Total weight of mappings exceeds 100, please reconfigure for correct behavior..."),
+        ("a.default", "Could not normalize mapping weights, ignoring..."),
     ]
-    assert pick(t, view("/p/x")) is None
+    assert pick(t, view("/p/x"), canary=10).mapping.name == "a"  # type: ignore[union-attr]
+    assert pick(t, view("/p/x"), canary=70).mapping.name == "b"  # type: ignore[union-attr]
 
 
 def test_canary_split_statistics() -> None:
@@ -187,12 +214,17 @@ def test_each_service_its_own_shadow() -> None:
     assert pick(t, view("/b/")).shadow.name == "b-sh"  # type: ignore[union-attr]
 
 
-def test_shadow_only_group_copies_implicit_production() -> None:
+def test_shadow_only_group_has_no_route_and_copies_nothing() -> None:
+    """v3route.py V3Route.generate makes routes from group.mappings only: a shadow alone in its group mirrors
+    nothing and never changes where production requests go."""
     t = table(M("sh", prefix="/", shadow=True, rewrite="/ignored/"), M("api", prefix="/api/"))
-    r = pick(t, view("/other?x=1"))
-    assert r is not None and r.mapping is None and r.address is None and r.path == "/other?x=1"
-    assert r.shadow.name == "sh" and r.timeout_ms == 3000  # type: ignore[union-attr]
-    assert pick(t, view("/api/x")).shadow is None  # type: ignore[union-attr]
+    assert pick(t, view("/other?x=1")) is None  # the reverse target serves it; no copy
+    r = pick(t, view("/api/x"))
+    assert r is not None and r.mapping.name == "api" and r.shadow is None  # type: ignore[union-attr]
+    # The shadow meant for `api` but written with hostname "*" is in another group: it copies nothing either.
+    t = table(M("api", prefix="/api/"), M("api-shadow", prefix="/api/", hostname="*", shadow=True))
+    r = pick(t, view("/api/x"))
+    assert r is not None and r.mapping.name == "api" and r.shadow is None  # type: ignore[union-attr]
 
 
 def test_copy_inherits_production_timeout_and_shadow_service_address() -> None:
