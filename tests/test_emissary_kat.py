@@ -121,15 +121,12 @@ def test_kat_shadow(tmp_path: Path, upstream, proxy) -> None:
     )
     diag = json.loads(p.admin("/diag")[1])
     assert diag["errors"] == [] and len(diag["mappings"]) == 5
+    paths = [f"/{NAME}/mark/{i % 10}" for i in range(100)]
+    paths += [f"/{NAME}/weighted-mark/{(i % 10) + 100}" for i in range(500)]
     conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
     try:
-        for i in range(100):
-            conn.request("GET", f"/{NAME}/mark/{i % 10}")
-            r = conn.getresponse()
-            r.read()
-            assert r.status == 200 and r.getheader("X-Shadowed") is None
-        for i in range(500):
-            conn.request("GET", f"/{NAME}/weighted-mark/{(i % 10) + 100}")
+        for path in paths:  # one kept-alive connection, one request at a time, as the KAT's client
+            conn.request("GET", path)
             r = conn.getresponse()
             r.read()
             assert r.status == 200 and r.getheader("X-Shadowed") is None
