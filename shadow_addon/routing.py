@@ -201,7 +201,7 @@ def normalize_path(path: str) -> str:
     """The path as Envoy routes it: Emissary turns on `normalize_path` (v3listener.py), RFC 3986 5.2.4 dot-segment
     removal (`/a/../b/` is `/b/`). The query is kept as is; `merge_slashes` stays off, escaped slashes stay."""
     p, sep, q = path.partition("?")
-    if "." not in p:  # the common case: nothing to remove
+    if "." not in p and "%2" not in p:  # the common case: nothing to remove
         return path
     out: list[str] = []
     segs = p.split("/")
@@ -376,8 +376,8 @@ class Group:
     def label(self) -> str:
         """How a person names the resource: [METHOD ]prefix[ host X]."""
         m = self.members[0]
-        hm = host_match(m)
-        return (f"{m.method} " if m.method else "") + m.prefix + (f" host {hm[1]}" if hm else "")
+        host = next((h.value for h in header_matches(m) if h.name == ":authority" and h.value is not None), None)
+        return (f"{m.method} " if m.method else "") + m.prefix + (f" host {host}" if host else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -413,8 +413,8 @@ class Shadow:
         assert table is not None
         for n in result.notices:
             logger.info(n)
-        for e in result.errors:  # invalid Mappings, left out as Emissary leaves them out
-            logger.error(e)
+        for e in result.errors:  # invalid Mappings, left out as Emissary leaves them out (an error would end start-up)
+            logger.warning(e)
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
         for m in table.ignored:

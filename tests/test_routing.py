@@ -282,3 +282,148 @@ def test_edit_headers_removes_then_adds() -> None:
 def test_regex_rewrite_follows_re2_rewrite_rules(substitution: str, expected: str) -> None:
     m = M("m", prefix="/u/", regex_rewrite={"pattern": "^/u/([0-9]+)$", "substitution": substitution})
     assert routing.rewrite_path(m, "/u/42?q=1") == expected + "?q=1"
+
+
+# ---------------------------------------------------------------- Emissary's rules, one test each
+
+
+def test_present_header_query_and_host_in_the_group_id() -> None:
+    """irhttpmapping.py _group_id: header and query names and values are in the id; `true` means present."""
+    base = M("a", prefix="/x/")
+    assert routing.group_key(M("b", prefix="/x/", headers={"x-a": True})) == "HTTP-GET/x/x-a"
+    assert routing.group_key(M("c", prefix="/x/", query_parameters={"q": "1"})) == "HTTP-GET/x/q1"
+    assert routing.group_key(M("d", prefix="/x/", hostname="*")) == "HTTP-GET/x/:authority*"
+    assert routing.group_key(M("e", prefix="/x/", method="POST", precedence=3)) == "HTTP-GET/x/:methodPOST3"
+    assert routing.group_key(base) == "HTTP-GET/x/"
+
+
+def test_method_and_host_count_in_route_order() -> None:
+    """irhttpmapping.py _route_weight: `:method` and `:authority` count in the header length like any header, and
+    a present-only header counts its name plus one ("*"), so a `method` Mapping can outrank a header one."""
+    by_method = M("m", prefix="/x/", method="GET")  # ":method" + "GET" = 10
+    by_header = M("h", prefix="/x/", headers={"x-a": "1"})  # 4
+    present = M("p", prefix="/x/", headers={"x-long-name": True})  # 11 + 1 = 12
+    assert route_len(by_method) == 10 and route_len(by_header) == 4 and route_len(present) == 12
+    t = table(by_header, by_method, present)
+    assert [g.members[0].name for g in t.groups] == ["p", "m", "h"]
+    assert pick(t, view("/x/", **{"x-a": "1"})).mapping.name == "m"  # type: ignore[union-attr]
+
+
+def route_len(m: mappings.Mapping) -> int:
+    w = routing.route_weight(m)
+    assert isinstance(w[2], int)
+    return w[2]
+
+
+def test_group_wide_settings_from_the_production_mappings() -> None:
+    """irhttpmappinggroup.py finalize + v3route.py V3Route: add_*_headers merged over the group; remove_*_headers
+    and regex_rewrite from the last Mapping (by name) that sets them, for every route of the group."""
+    a = M("a", prefix="/x/", add_request_headers={"x-a": "1"}, remove_request_headers=["x-gone"], weight=50)
+    b = M("b", prefix="/x/", add_request_headers={"x-b": "2"}, regex_rewrite={"pattern": "/x/", "substitution": "/"})
+    c = M("c", prefix="/x/", shadow=True, add_request_headers={"x-shadow": "no"})
+    t = table(a, b, c)
+    s = t.groups[0].settings
+    assert [h.name for h in s.add_request_headers] == ["x-a", "x-b"] and s.remove_request_headers == ("x-gone",)
+    r = pick(t, view("/x/y"), canary=10)
+    assert r is not None and r.mapping.name == "a" and r.path == "/y"  # type: ignore[union-attr]
+    # A later Mapping without regex_rewrite clears it for the whole group (every Mapping carries the key).
+    t = table(b, M("z", prefix="/x/", rewrite="/z/"))
+    assert t.groups[0].settings.regex_rewrite is None
+    assert pick(t, view("/x/y"), canary=10).path == "/x/y"  # type: ignore[union-attr]  # b's rewrite is ""
+
+
+def test_core_keys_must_agree_even_for_a_shadow() -> None:
+    """irhttpmappinggroup.py add_mapping: a later Mapping whose CoreMappingKeys differ is refused, in Emissary's
+    words; the check runs before the shadow branch."""
+    t = table(M("a", prefix="/x/", connect_timeout_ms=100), M("s", prefix="/x/", shadow=True, connect_timeout_ms=200))
+    assert t.groups[0].shadow is None
+    assert [(e.mapping, e.message) for e in t.errors] == [
+        (
+            "s.default",
+            "cannot accept new mapping s with mismatched connect_timeout_ms: 200 != 100."
+            "Please verify field is set with the same value in all related mappings."
+            "Example: When canary is configured, related mappings should have same fields and values",
+        )
+    ]
+    t = table(M("a", prefix="/x/"), M("b", prefix="/x/", prefix_exact=False))
+    assert "prefix_exact: False != -unset-" in t.errors[0].message and len(t.groups[0].members) == 1
+
+
+def test_ambassador_id_selects_mappings() -> None:
+    """config.py good_ambassador_id: ids as a string or a list; "_automatic_" always; default "default"."""
+    ms = [
+        M("plain", prefix="/a/"),
+        M("blue", prefix="/b/", ambassador_id="blue"),
+        M("both", prefix="/c/", ambassador_id=["default", "blue"]),
+        M("auto", prefix="/d/", ambassador_id=["_automatic_"]),
+    ]
+    assert sorted(m.name for m in routing.build_table(ms).mappings) == ["auto", "both", "plain"]
+    blue = routing.build_table(ms, (), "blue")
+    assert sorted(m.name for m in blue.mappings) == ["auto", "blue", "both"]
+    assert [m.name for m in blue.ignored] == ["plain"]
+
+
+def test_matching_as_envoy_does() -> None:
+    """Envoy route matching as v3route.py configures it: exact host on the whole :authority (case and port);
+    globs are suffix/prefix matches; method_regex; the first raw query value; case_sensitive ignored for
+    prefix_regex; the path normalised first (v3listener.py normalize_path)."""
+    t = table(
+        M("exact", prefix="/e/", hostname="Api.example.com"),
+        M("glob", prefix="/g/", hostname="*.example.com"),
+        M("mrx", prefix="/m/", method="GET|HEAD", method_regex=True),
+        M("q", prefix="/q/", query_parameters={"a": "x%20y"}),
+        M("rx", prefix="/R/[0-9]+", prefix_regex=True, case_sensitive=False),
+        M("b", prefix="/b/"),
+    )
+
+    def name(req: RequestView) -> str | None:
+        r = pick(t, req)
+        return r.mapping.name if r and r.mapping else None
+
+    assert name(view("/e/", host="Api.example.com")) == "exact"
+    assert name(view("/e/", host="api.example.com")) is None and name(view("/e/", host="Api.example.com:80")) is None
+    assert name(view("/g/", host="a.example.com")) == "glob" and name(view("/g/", host="a.example.com:8080")) is None
+    assert name(view("/m/", "HEAD")) == "mrx" and name(view("/m/", "POST")) is None
+    assert name(view("/q/?a=x%20y&a=z")) == "q" and name(view("/q/?a=z&a=x%20y")) is None
+    assert name(view("/q/?a=x y")) is None  # raw, undecoded
+    assert name(view("/R/12")) == "rx" and name(view("/r/12")) is None
+    r = pick(t, view("/a/../b/c/./d"))
+    assert r is not None and r.mapping.name == "b" and r.path == "/c/d"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/a/../b/", "/b/"),
+        ("/need-normalization/../simple/", "/simple/"),
+        ("/a/./b?x=/../", "/a/b?x=/../"),
+        ("/a/%2e%2E/b", "/b"),
+        ("/../a", "/a"),
+        ("/a/b/..", "/a/"),
+        ("/a//b/", "/a//b/"),  # merge_slashes stays off
+        ("/a%2Fb/../c", "/c"),  # escaped slashes are not separators
+        ("/.hidden/x", "/.hidden/x"),
+    ],
+)
+def test_normalize_path(path: str, expected: str) -> None:
+    """RFC 3986 5.2.4 remove_dot_segments, as Envoy's normalize_path (on in Emissary's v3listener.py)."""
+    assert routing.normalize_path(path) == expected
+
+
+def test_redirect_and_upgrade_answers() -> None:
+    """v3route.py: a host_redirect group answers a redirect and mirrors nothing; an upgrade is allowed only where
+    allow_upgrade/use_websocket lists it (Envoy answers 403 otherwise)."""
+    t = table(
+        M("r", prefix="/r/", service="foobar.com", host_redirect=True, redirect_response_code=302),
+        M("rs", prefix="/r/", shadow=True),
+        M("ws", prefix="/ws/", use_websocket=True),
+        M("plain", prefix="/p/"),
+    )
+    r = pick(t, view("/r/x?q=1"))
+    assert r is not None and r.shadow is None
+    assert routing.local_reply(r, "GET", None, None) == (302, {"location": "http://foobar.com/r/x?q=1"})
+    ws, plain = pick(t, view("/ws/")), pick(t, view("/p/"))
+    assert ws is not None and plain is not None
+    assert routing.local_reply(ws, "GET", "Upgrade", "websocket") is None
+    assert routing.local_reply(plain, "GET", "keep-alive, Upgrade", "websocket") == (403, {})
+    assert routing.local_reply(plain, "GET", None, None) is None
