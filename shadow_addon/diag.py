@@ -62,7 +62,7 @@ def snapshot(
         "mappings": rows,
         "groups": groups,
         "errors": errors,
-        "notices": (list(loaded.notices) if loaded else []) + list(extra_notices) + explain.warnings(table),
+        "notices": (list(loaded.notices) if loaded else []) + list(extra_notices) + explain.traps(table),
         "routes": explain.routes(table),
         "ignored": [{"mapping": m.key, "ambassador_id": list(m.ambassador_id)} for m in table.ignored],
         "files": list(loaded.files) if loaded else [],

@@ -59,8 +59,8 @@ def _separation(shadow: Mapping, prod: Mapping) -> str:
     return "; ".join(parts) or "the order of their header or query matches"
 
 
-def warnings(table: Table) -> list[str]:
-    """Each trap in the table, one line each."""
+def traps(table: Table) -> list[str]:
+    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
     out: list[str] = []
     for g in table.groups:
         if g.shadow is not None and not g.routes:
@@ -71,16 +71,19 @@ def warnings(table: Table) -> list[str]:
                 p = near[0]
                 line += f"; it was probably meant for {p.key} (same prefix), separated by {_separation(s, p)}"
             out.append(line)
-        for e in g.errors:
-            out.append(f"group {g.label}: {e}; it routes with the weights computed so far")
-    for e in table.errors:
-        if e.message not in {x for g in table.groups for x in g.errors}:
-            out.append(f"Mapping {e.mapping}: {e.message}")
     for m in table.ignored:
         out.append(
             f"Mapping {m.key} ignored: ambassador_id {', '.join(m.ambassador_id)} does not include "
             f"{table.ambassador_id!r}"
         )
+    return out
+
+
+def warnings(table: Table) -> list[str]:
+    """Each trap in the table, one line each: the traps, Emissary's errors (second shadow, weights over 100,
+    mismatched core keys), and fields not honoured."""
+    out = traps(table)
+    out += [f"Mapping {e.mapping}: {e.message}" for e in table.errors]
     for g in table.groups:
         for m in g.members:
             if m.ignored_fields:

@@ -454,9 +454,10 @@ def _add_mapping(b: _Building, m: Mapping, errors: list[ConfigError]) -> None:
             msg = "At most one of host_redirect and shadow may be set; ignoring host_redirect"
             errors.append(ConfigError(m.key, msg))
         if b.shadow is not None:
+            # Not used, but still referenced by the group (add_mapping ends in referenced_by): listed in /diag.
             errors.append(ConfigError(m.key, f"cannot accept {m.name} as second shadow after {b.shadow.name}"))
-            return
-        b.shadow = m
+        else:
+            b.shadow = m
     elif m.redirect is not None:
         if b.redirect is not None:
             errors.append(ConfigError(m.key, f"cannot accept {m.name} as second host_redirect after {b.redirect.name}"))

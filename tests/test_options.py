@@ -67,7 +67,7 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
     bad = write_mappings(tmp_path / "bad.yaml", mapping("a", prefix="/a/"))
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
-        tctx.configure(sh, mappings=str(good))
+        tctx.configure(sh, mappings=str(good), mappings_strict=True)  # any invalid Mapping fails the load
         sh._running = True  # as after the `running` hook
         with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
             tctx.configure(sh, mappings=str(bad))
