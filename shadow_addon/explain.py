@@ -66,10 +66,13 @@ def traps(table: Table) -> list[str]:
         if g.shadow is not None and not g.routes:
             s = g.shadow
             line = f"shadow {s.key} is alone in its group: it has no route, so it copies nothing"
-            near = [p for h in table.groups if h.routes for p, _ in h.production if p.prefix == s.prefix]
+            near = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
             if near:
-                p = near[0]
-                line += f"; it was probably meant for {p.key} (same prefix), separated by {_separation(s, p)}"
+                meant = sorted(m.key for m, _ in near[0].production)
+                p = near[0].production[0][0]
+                line += (
+                    f"; it was probably meant for {', '.join(meant)} (same prefix), separated by {_separation(s, p)}"
+                )
             out.append(line)
     for m in table.ignored:
         out.append(
