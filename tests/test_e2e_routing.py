@@ -313,3 +313,62 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_emissary_rules_through_mitmdump(tmp_path: Path, upstream, proxy) -> None:
+    """Through a real mitmdump: a shadow alone in its group copies nothing (v3route.py V3Route.generate); a
+    `method` Mapping outranks a header one (irhttpmapping.py _route_weight); header additions are the group's
+    (irhttpmappinggroup.py finalize); ambassador_id selects Mappings (config.py good_ambassador_id); a v2 Mapping
+    without host gets hostname "*" (handwritten.conversion.go); `..` is normalised (v3listener.py)."""
+    prod, api, by_method, by_header, blue, sh = (upstream(n) for n in ("prod", "api", "m", "h", "blue", "sh"))
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", hostname="*", add_request_headers={"x-a": "1"}, weight=50),
+        mapping("api-b", prefix="/api/", service="api", hostname="*", add_request_headers={"x-b": "2"}),
+        mapping("api-shadow", prefix="/api/", service="sh", shadow=True),  # no hostname: another group
+        mapping("by-method", prefix="/o/", service="m", method="GET"),
+        mapping("by-header", prefix="/o/", service="h", headers={"x-a": "1"}),
+        mapping("blue", prefix="/blue/", service="blue", ambassador_id=["blue"]),
+        json.dumps(
+            {
+                "apiVersion": "getambassador.io/v2",
+                "kind": "Mapping",
+                "metadata": {"name": "v2"},
+                "spec": {"prefix": "/v2/", "service": "api"},
+            }
+        ),
+    )
+    svc = [f"{n}={u.address}" for n, u in (("api", api), ("m", by_method), ("h", by_header), ("blue", blue))]
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [*svc, f"sh={sh.address}"]})
+    for _ in range(10):
+        assert json.loads(p.request("GET", "/api/x")[2])["name"] == "api"
+        seen = api.seen[-1]
+        assert seen.header("x-a") == "1" and seen.header("x-b") == "2"  # merged over the group, either Mapping
+    assert json.loads(p.request("GET", "/o/", headers={"x-a": "1"})[2])["name"] == "m"
+    assert json.loads(p.request("POST", "/o/", headers={"x-a": "1"})[2])["name"] == "h"
+    assert json.loads(p.request("GET", "/blue/")[2])["name"] == "prod"
+    assert json.loads(p.request("GET", "/v2/x", headers={"Host": "any.example"})[2])["path"] == "/x"
+    assert json.loads(p.request("GET", "/elsewhere/../api/y")[2])["path"] == "/y"  # normalised, then rewritten
+    assert sh.count() == 0
+    diag = json.loads(p.admin("/diag")[1])
+    assert [i["mapping"] for i in diag["ignored"]] == ["blue.default"]
+    assert any(n.startswith("shadow api-shadow.default is alone in its group") for n in diag["notices"])
+
+
+def test_mapping_keep_host_off_follows_the_routed_service(tmp_path: Path, upstream, proxy) -> None:
+    """With mapping_keep_host=false (and keep_host_header off) Host follows the re-route, and a Mapping that matches
+    on host cannot match: the warning is in the log and /diag."""
+    prod, api = upstream("prod"), upstream("api")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api"),
+        mapping("h", prefix="/h/", service="api", hostname="a.example"),
+    )
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"api={api.address}"], "mapping_keep_host": "false"},
+    )
+    assert json.loads(p.request("GET", "/api/x")[2])["host"] == api.address
+    assert json.loads(p.request("GET", "/h/", headers={"Host": "a.example"})[2])["name"] == "prod"
+    assert "some Mappings match on host" in p.log
+    assert any("some Mappings match on host" in n for n in json.loads(p.admin("/diag")[1])["notices"])
