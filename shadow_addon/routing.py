@@ -557,6 +557,15 @@ def sample_draw(value: str | None) -> float | None:
     return (zlib.crc32(value.encode("utf-8", "surrogateescape")) % 10000) / 100.0
 
 
+NO_TIMEOUT_CAP = 3600.0  # s: timeout_ms 0 ("none") still ends a copy that never answers, after an hour
+
+
+def copy_timeout(timeout_ms: int) -> float:
+    """Seconds the copy may take: the production route's timeout (Envoy router.cc gives the mirror the route's
+    timeout); 0 means none in Envoy (v3route.py passes it as `timeout: 0s`), bounded here by NO_TIMEOUT_CAP."""
+    return timeout_ms / 1000.0 if timeout_ms > 0 else NO_TIMEOUT_CAP
+
+
 def redirect_location(r: Redirect, req: RequestView, path: str) -> str:
     """Where a host_redirect group sends the client (Envoy RedirectAction, as v3route.py configures it): the host
     is the Mapping's service; path_redirect replaces the path (the query stays unless it has its own),

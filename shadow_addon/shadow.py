@@ -673,7 +673,7 @@ class Shadow:
             self._skip_copy(p, "body_limit")
             return
         host = req.host_header or url.hostport(req.scheme, req.host, req.port)
-        timeout = self.timeout_override or route.timeout_ms / 1000.0
+        timeout = self.timeout_override or routing.copy_timeout(route.timeout_ms)
         keep = self.body_limit if self._flows_wanted() else 0
         if self.pairing is not None:
             keep = max(keep, self.compare_limit)

@@ -427,3 +427,11 @@ def test_redirect_and_upgrade_answers() -> None:
     assert routing.local_reply(ws, "GET", "Upgrade", "websocket") is None
     assert routing.local_reply(plain, "GET", "keep-alive, Upgrade", "websocket") == (403, {})
     assert routing.local_reply(plain, "GET", None, None) is None
+
+
+def test_timeout_zero_means_none_for_the_copy() -> None:
+    """v3route.py: timeout_ms becomes the route timeout, 0s = none in Envoy; the mirror inherits it."""
+    t = table(M("p", prefix="/a/", timeout_ms=0), M("s", prefix="/a/", shadow=True))
+    r = pick(t, view("/a/"))
+    assert r is not None and r.timeout_ms == 0 and routing.copy_timeout(r.timeout_ms) == routing.NO_TIMEOUT_CAP
+    assert routing.copy_timeout(750) == 0.75
