@@ -603,6 +603,8 @@ class Shadow:
         if reply is not None:  # a redirect, or an upgrade the route does not allow: Envoy answers itself
             status, headers = reply
             flow.response = http.Response.make(status, b"", headers)
+            if route.shadow is not None:
+                self.metrics.record_drop(route.shadow.name, "upgrade")
             return
         if route.mapping is not None:
             self._apply(flow, route)
