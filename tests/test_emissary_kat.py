@@ -493,3 +493,81 @@ def test_kat_mappingtests_plain(tmp_path: Path, upstream, proxy) -> None:
     get(p, "/websocket/", up)
     assert target.count() == n + 1  # forwarded (the echo server answers it as a plain request)
     assert metric_sum(metrics_of(p), "shadow_dropped_total") == 0
+
+
+# ---------------------------------------------------------------- t_basics.py
+
+BASICS_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind:  Module
+name:  ambassador
+config:
+  use_ambassador_namespace_for_service_resolution: true
+"""
+for _prefix, _ids in (
+    ("findme", "[kat]"),
+    ("findme-array", "[kat, missme]"),
+    ("findme-array2", "[missme, kat]"),
+    ("missme", "[missme]"),
+    ("missme-array", "[missme1, missme2]"),
+):
+    BASICS_KAT += f"""
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  ambassadoridtest-{_prefix}
+hostname: "*"
+prefix: /{_prefix}/
+service: target.default
+ambassador_id: {_ids}
+"""
+BASICS_KAT += """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata:
+  name:  invalidresources-m-good-crd
+spec:
+  ambassador_id: ["kat"]
+  hostname: "*"
+  prefix: /good-crd/
+  service: target.default
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata:
+  name:  invalidresources-m-bad-crd
+spec:
+  ambassador_id: ["kat"]
+  hostname: "*"
+  prefix_bad: /bad-crd/
+  service: target.default
+"""
+
+
+def test_kat_basics_ambassador_id_and_invalid_resources(tmp_path: Path, upstream, proxy) -> None:
+    """t_basics.py AmbassadorIDTest (config.py good_ambassador_id: a string or any list holding this instance's
+    id) and InvalidResources (an invalid Mapping is left out, the good one beside it serves); the Module is
+    skipped with a notice."""
+    prod, target = upstream("prod"), upstream("target")
+    p = proxy(
+        f"http://{prod.address}",
+        sets={
+            "mappings": str(flat(BASICS_KAT, tmp_path)),
+            "mapping_services": [f"target={target.address}"],
+            "mapping_ambassador_id": "kat",
+        },
+    )
+    for path in ("/findme/", "/findme-array/", "/findme-array2/", "/good-crd/"):
+        assert backend(p, path) == "target", path
+    for path in ("/missme/", "/missme-array/", "/bad-crd/"):
+        assert backend(p, path) == "prod", path
+    diag = json.loads(p.admin("/diag")[1])
+    assert sorted(i["mapping"] for i in diag["ignored"]) == [
+        "ambassadoridtest-missme-array.default",
+        "ambassadoridtest-missme.default",
+    ]
+    assert [e["message"] for e in diag["errors"]] == [
+        f"{tmp_path / 'kat.yaml'} doc 8 (Mapping invalidresources-m-bad-crd.default): unknown field 'prefix_bad'"
+    ]
