@@ -24,6 +24,12 @@ def _match(g: Group) -> dict[str, Any]:
     }
 
 
+def _label(g: Group) -> str:
+    """The group's label, with `hostname "*"` shown: it is what separates two groups of the same prefix."""
+    star = any(h.name == ":authority" and h.value == "*" for h in header_matches(g.members[0]))
+    return g.label + (" host *" if star else "")
+
+
 def _kv(h: KeyValue) -> dict[str, Any]:
     return {"name": h.name, "value": h.value, "regex": h.regex}
 
@@ -124,7 +130,7 @@ def routes(table: Table) -> list[dict[str, Any]]:
         out.append(
             {
                 "order": i,
-                "label": g.label,
+                "label": _label(g),
                 "match": _match(g),
                 "route_weight": [str(x) for x in route_weight(g.members[0])],
                 "routes": g.routes,

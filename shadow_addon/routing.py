@@ -376,8 +376,8 @@ class Group:
     def label(self) -> str:
         """How a person names the resource: [METHOD ]prefix[ host X]."""
         m = self.members[0]
-        host = next((h.value for h in header_matches(m) if h.name == ":authority" and h.value is not None), None)
-        return (f"{m.method} " if m.method else "") + m.prefix + (f" host {host}" if host else "")
+        hm = host_match(m)
+        return (f"{m.method} " if m.method else "") + m.prefix + (f" host {hm[1]}" if hm else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> Non
     }
 
 
-def test_bad_file_stops_start_up_with_one_line_under_mappings_strict(tmp_path: Path, upstream) -> None:
+def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
     """mappings_strict restores "any error stops start-up" (for CI); without it Emissary's per-resource validity
     applies (test_invalid_mapping_is_left_out_and_the_others_serve)."""
     prod = upstream("prod")
