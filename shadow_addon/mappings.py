@@ -501,14 +501,15 @@ def _redirect(spec: dict[str, Any], service: str) -> Redirect | None:
 
 
 def _allow_upgrade(spec: dict[str, Any]) -> tuple[str, ...]:
-    """allow_upgrade: a list of upgrade types; use_websocket: true adds "websocket" (irhttpmapping.py)."""
+    """allow_upgrade: a list of upgrade types; use_websocket adds "websocket" (irhttpmapping.py __init__)."""
     raw = spec.get("allow_upgrade")
     out: list[str] = []
     if raw is not None:
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
             raise ValueError(f"allow_upgrade must be a list of upgrade types, got {_type_name(raw)} {_show(raw)}")
         out = [x.lower() for x in raw]
-    if _bool(spec, "use_websocket", False) and "websocket" not in out:
+    _bool(spec, "use_websocket", False)
+    if "use_websocket" in spec and "websocket" not in out:  # irhttpmapping.py: the key's presence, whatever its value
         out.append("websocket")
     return tuple(out)
 

@@ -417,6 +417,7 @@ def test_redirect_and_upgrade_answers() -> None:
         M("r", prefix="/r/", service="foobar.com", host_redirect=True, redirect_response_code=302),
         M("rs", prefix="/r/", shadow=True),
         M("ws", prefix="/ws/", use_websocket=True),
+        M("ws-false", prefix="/wsf/", use_websocket=False),  # irhttpmapping.py: the key alone adds websocket
         M("plain", prefix="/p/"),
     )
     r = pick(t, view("/r/x?q=1"))
@@ -425,6 +426,8 @@ def test_redirect_and_upgrade_answers() -> None:
     ws, plain = pick(t, view("/ws/")), pick(t, view("/p/"))
     assert ws is not None and plain is not None
     assert routing.local_reply(ws, "GET", "Upgrade", "websocket") is None
+    wsf = pick(t, view("/wsf/"))
+    assert wsf is not None and routing.local_reply(wsf, "GET", "Upgrade", "websocket") is None
     assert routing.local_reply(plain, "GET", "keep-alive, Upgrade", "websocket") == (403, {})
     assert routing.local_reply(plain, "GET", None, None) is None
 
