@@ -9,7 +9,11 @@ import pytest
 from shadow_addon import mappings
 from shadow_addon.mappings import Address, parse_text
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "emissary-corpus"
+# The shared corpus of real Mapping files, wherever the checkout sits below it (main checkout or a worktree).
+CORPUS = next(
+    (p / "shared" / "emissary-corpus" for p in Path(__file__).resolve().parents if (p / "shared").is_dir()),
+    Path("/nonexistent"),
+)
 
 
 def load(text: str, path: str = "m.yaml") -> mappings.LoadResult:
@@ -254,8 +258,11 @@ def test_directory_sorted_non_recursive_and_missing(tmp_path: Path) -> None:
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="shared/emissary-corpus not beside the checkout")
 @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")) + ["shadowing-v3alpha1-dir"])
 def test_every_emissary_documentation_example_loads(name: str) -> None:
+    from shadow_addon import explain, routing
+
     r = mappings.load_path(str(CORPUS / name))
     assert r.errors == [] and r.mappings, (r.errors, r.notices)
+    explain.text(routing.build_table(r.mappings), r)  # and explains itself
 
 
 @pytest.mark.parametrize(
