@@ -89,7 +89,7 @@ def make_copy(
         host=routing.shadow_host(host) if host_suffix else host,
         fields=req.headers.fields,
         body=body,
-        timeout=timeout or route.timeout_ms / 1000.0,
+        timeout=timeout or routing.copy_timeout(route.timeout_ms),
         add=((MARKER, b"1"), *add),
         remove=remove,
         keep_body=keep_body,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from . import explain
 from .mappings import LoadResult
 from .routing import Table
 
@@ -13,7 +15,13 @@ def canary_share(cumulative: list[int], i: int) -> int:
     return cumulative[i] - (cumulative[i - 1] if i else 0)
 
 
-def snapshot(table: Table, loaded: LoadResult | None, loaded_at: float, reload_errors: list[str]) -> dict[str, Any]:
+def snapshot(
+    table: Table,
+    loaded: LoadResult | None,
+    loaded_at: float,
+    reload_errors: list[str],
+    extra_notices: Sequence[str] = (),
+) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for gi, g in enumerate(table.groups):
@@ -26,7 +34,7 @@ def snapshot(table: Table, loaded: LoadResult | None, loaded_at: float, reload_e
                 "mappings": [m.key for m in g.members],
                 "shadow": g.shadow.key if g.shadow else None,
                 "error": g.error,
-                "implicit_production": not g.production and g.error is None,
+                "routes": g.routes,
             }
         )
         for m in g.members:
@@ -47,13 +55,16 @@ def snapshot(table: Table, loaded: LoadResult | None, loaded_at: float, reload_e
                     "ignored_fields": list(m.ignored_fields),
                 }
             )
-    errors = [{"mapping": e.mapping, "message": e.message} for e in table.errors]
+    errors = [{"mapping": None, "message": e} for e in (loaded.errors if loaded else [])]
+    errors += [{"mapping": e.mapping, "message": e.message} for e in table.errors]
     errors += [{"mapping": None, "message": e} for e in reload_errors]
     return {
         "mappings": rows,
         "groups": groups,
         "errors": errors,
-        "notices": list(loaded.notices) if loaded else [],
+        "notices": (list(loaded.notices) if loaded else []) + list(extra_notices) + explain.traps(table),
+        "routes": explain.routes(table),
+        "ignored": [{"mapping": m.key, "ambassador_id": list(m.ambassador_id)} for m in table.ignored],
         "files": list(loaded.files) if loaded else [],
         "loaded_at": loaded_at,
     }

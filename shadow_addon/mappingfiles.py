@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mitmproxy import exceptions
 
-from . import mappings, routing, selfloop
+from . import explain, mappings, routing, selfloop
 from .metrics import Metrics
 
 logger = logging.getLogger("shadow")
@@ -48,10 +48,13 @@ def read_mappings(source: Source) -> Loaded:
     path = source.path
     signature = files_signature(path) if path else ()
     result = mappings.load_path(path) if path else mappings.LoadResult()
-    table = routing.build_table(result.mappings, source.overrides) if not result.errors else None
+    blocked = result.blocking(source.strict)
+    table = routing.build_table(result.mappings, source.overrides, source.ambassador_id) if not blocked else None
     if table is not None and source.listen is not None:
-        result.errors += selfloop.loop_errors(table, source.listen)
-        table = table if not result.errors else None
+        loops = selfloop.loop_errors(table, source.listen)
+        result.errors += loops
+        result.file_errors += loops  # a shadow into this proxy stops the load whatever `strict` says
+        table = table if not loops else None
     return signature, result, table
 
 
@@ -96,7 +99,9 @@ class Source:
     path: str = ""
     overrides: tuple[routing.ServiceOverride, ...] = ()
     listen: selfloop.Listen | None = None  # where this proxy listens: no shadow may point there
-    keep_host: bool = False
+    keep_host: bool = True  # the client's Host reaches the hooks (keep_host_header)
+    ambassador_id: str = "default"
+    strict: bool = False  # any invalid Mapping stops the load
 
 
 class MappingFiles:
@@ -143,14 +148,18 @@ class MappingFiles:
     ) -> bool:
         """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
         self._signature = signature
-        errors = list(result.errors)
+        errors = result.blocking(self.source.strict)
         if errors:
             return self._failed(errors, explicit)
         assert table is not None
         for n in result.notices:
             logger.info(n)
+        for e in result.errors:  # invalid Mappings, left out as Emissary leaves them out (an error would end start-up)
+            logger.warning(e)
         for e in table.errors:
             logger.warning("Mapping %s: %s", e.mapping, e.message)
+        for m in table.ignored:
+            logger.info("Mapping %s: ignored: ambassador_id %s", m.key, ", ".join(m.ambassador_id))
         for w in self._warnings(table):
             logger.warning(w)
             result.notices.append(w)  # shown in /diag and on the dashboard too
@@ -172,12 +181,8 @@ class MappingFiles:
 
     def _warnings(self, table: routing.Table) -> list[str]:
         out = unknown_services(table, self.source.overrides)
-        if not self.source.keep_host and any(routing.host_match(m) for m in table.mappings):
-            out.append(
-                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
-                "the reverse target before addons see it; run with --set keep_host_header=true"
-            )
-        return out
+        host = explain.host_notice(table, self.source.keep_host)
+        return [*out, host] if host else out
 
     def _failed(self, errors: list[str], explicit: bool) -> bool:
         self.metrics.record_reload(False)

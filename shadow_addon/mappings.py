@@ -12,6 +12,7 @@ characters that would split an HTTP message (CR, LF, NUL, whitespace where the g
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import reprlib
@@ -50,6 +51,17 @@ HONOURED_FIELDS = frozenset(
         "remove_response_headers",
         "host_rewrite",
         "case_sensitive",
+        "ambassador_id",
+        "ambassadorId",
+        "method_regex",
+        "tls",
+        "host_redirect",
+        "path_redirect",
+        "prefix_redirect",
+        "regex_redirect",
+        "redirect_response_code",
+        "allow_upgrade",
+        "use_websocket",
     }
 )
 
@@ -57,9 +69,7 @@ HONOURED_FIELDS = frozenset(
 # listed as "not honoured". Source: pkg/api/getambassador.io/v3alpha1/crd_mapping.go (MappingSpec).
 IGNORED_FIELDS = frozenset(
     {
-        "ambassador_id",
         "generation",
-        "method_regex",
         "idle_timeout_ms",
         "connect_timeout_ms",
         "cluster_idle_timeout_ms",
@@ -67,15 +77,7 @@ IGNORED_FIELDS = frozenset(
         "cluster_tag",
         "stats_name",
         "auto_host_rewrite",
-        "host_redirect",
-        "path_redirect",
-        "prefix_redirect",
-        "regex_redirect",
-        "redirect_response_code",
-        "tls",
         "grpc",
-        "allow_upgrade",
-        "use_websocket",
         "cors",
         "retry_policy",
         "circuit_breakers",
@@ -133,8 +135,29 @@ MAPPING_API_VERSIONS = frozenset(
 )
 # The annotation style: `name` and the fields at the top level, no metadata/spec.
 FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"})
+# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go).
+V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1"})
 LIST_KINDS = frozenset({"List", "MappingList"})
 FLAT_META_KEYS = frozenset({"apiVersion", "kind", "name", "namespace", "metadata"})
+
+# Keys every Mapping of a group must agree on (irhttpmappinggroup.py CoreMappingKeys; prefix, method and headers
+# are in the group id here already).
+CORE_KEYS = (
+    "bypass_auth",
+    "circuit_breakers",
+    "cluster_timeout_ms",
+    "connect_timeout_ms",
+    "cluster_idle_timeout_ms",
+    "cluster_max_connection_lifetime_ms",
+    "keepalive",
+    "labels",
+    "load_balancer",
+    "prefix_regex",
+    "prefix_exact",
+)
+# Emissary-supported fields this proxy does not apply: listed per Mapping in /diag notices, once.
+NOT_HONOURED_NOTE = "not honoured (ignored)"
+REDIRECT_CODES = (301, 302, 303, 307, 308)  # v3route.py redirect_response_code
 
 DEFAULT_TIMEOUT_MS = 3000  # Emissary: cluster_request_timeout_ms default (v3route.py)
 MAX_TIMEOUT_MS = 2**31 - 1  # Envoy durations in ms fit an int32; larger values only overflow later
@@ -156,6 +179,17 @@ class HeaderAdd:
     name: str
     value: str
     append: bool = True  # Emissary: add_request_headers `append` defaults to True (v3route.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """host_redirect: answer a redirect to `service` instead of proxying (v3route.py V3Route host_redirect)."""
+
+    host: str
+    path: str | None = None  # path_redirect
+    prefix: str | None = None  # prefix_redirect
+    regex: tuple[str, str] | None = None  # regex_redirect (pattern, substitution)
+    code: int = 301
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +222,12 @@ class Mapping:
     host_rewrite: str | None = None
     case_sensitive: bool = True  # Emissary default (v3route.py)
     ignored_fields: tuple[str, ...] = ()
+    method_regex: bool = False
+    ambassador_id: tuple[str, ...] = ("default",)  # config.py good_ambassador_id: default "default"
+    redirect: Redirect | None = None
+    allow_upgrade: tuple[str, ...] = ()  # upgrade types Envoy accepts on this route (lower case)
+    core: tuple[tuple[str, str, str], ...] = ()  # CORE_KEYS set here: (key, canonical JSON, Python text)
+    explicit: frozenset[str] = frozenset()  # the fields as written, for group-wide flattening
 
     @property
     def key(self) -> str:
@@ -203,8 +243,16 @@ class Mapping:
 class LoadResult:
     mappings: list[Mapping] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # skipped documents, ignored fields
-    errors: list[str] = field(default_factory=list)  # invalid input: the whole load is rejected
+    errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping)
     files: list[str] = field(default_factory=list)
+    file_errors: list[str] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
+
+    def blocking(self, strict: bool = False) -> list[str]:
+        """The errors that stop loading: a file-level error always, any error with `mappings_strict`.
+
+        As in Emissary, an invalid Mapping invalidates itself only (config.py: a resource with errors is skipped).
+        """
+        return list(self.errors) if strict else list(self.file_errors)
 
 
 # ---------------------------------------------------------------- field validation
@@ -424,7 +472,75 @@ def _known_keys(key: str, raw: dict[Any, Any], known: tuple[str, ...]) -> None:
             raise ValueError(f"{key} has an unknown key {_show(k)} (expected {', '.join(known)})")
 
 
-def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) -> Mapping:
+def _ambassador_ids(spec: dict[str, Any]) -> tuple[str, ...]:
+    """config.py good_ambassador_id: `ambassadorId` is a synonym; a string or a list; default "default"."""
+    key = "ambassadorId" if spec.get("ambassadorId") is not None else "ambassador_id"
+    raw = spec.get(key)
+    if raw is None:
+        return ("default",)
+    ids = [raw] if isinstance(raw, str) else raw
+    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+        raise ValueError(f"{key} must be a string or a list of strings, got {_type_name(raw)} {_show(raw)}")
+    return tuple(ids)
+
+
+def _redirect(spec: dict[str, Any], service: str) -> Redirect | None:
+    """v3route.py V3Route: host_redirect answers a redirect to `service`; path/prefix/regex_redirect (one of them,
+    irhttpmapping.py _enforce_mutual_exclusion) set its path; redirect_response_code one of 301..308."""
+    if not _bool(spec, "host_redirect", False):
+        return None
+    path = _str(spec, "path_redirect", empty_ok=False)
+    prefix = _str(spec, "prefix_redirect", empty_ok=False)
+    regex_redirect = None
+    if spec.get("regex_redirect") is not None:
+        regex_redirect = _regex_rewrite({"regex_rewrite": spec["regex_redirect"]})
+    code = _int(spec, "redirect_response_code", 0, 999, "one of 301, 302, 303, 307, 308")
+    if code is not None and code not in REDIRECT_CODES:
+        raise ValueError(f"redirect_response_code must be one of 301, 302, 303, 307, 308, got {code}")
+    return Redirect(_no_space("service", service), path, prefix, regex_redirect, code or 301)
+
+
+def _allow_upgrade(spec: dict[str, Any]) -> tuple[str, ...]:
+    """allow_upgrade: a list of upgrade types; use_websocket adds "websocket" (irhttpmapping.py __init__)."""
+    raw = spec.get("allow_upgrade")
+    out: list[str] = []
+    if raw is not None:
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            raise ValueError(f"allow_upgrade must be a list of upgrade types, got {_type_name(raw)} {_show(raw)}")
+        out = [x.lower() for x in raw]
+    _bool(spec, "use_websocket", False)
+    if "use_websocket" in spec and "websocket" not in out:  # irhttpmapping.py: the key's presence, whatever its value
+        out.append("websocket")
+    return tuple(out)
+
+
+def _core(spec: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for k in CORE_KEYS:
+        if k in spec:
+            v = spec[k]
+            out.append((k, json.dumps(v, sort_keys=True, default=str), _show_py(v)))
+    return tuple(out)
+
+
+def _show_py(v: Any) -> str:
+    """A value as Emissary prints it in its messages (Python's str: True, not true)."""
+    text = str(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def qualify_service(service: str, namespace: str) -> str:
+    """irbasemapping.py normalize_service_name: a bare name in another namespace than Ambassador's ("default")
+    gets `.namespace` (not an IP, not localhost, no dot); the scheme and port stay."""
+    scheme, host, port = _parse_service(service)
+    if namespace == "default" or "." in host or ":" in host or host == "localhost" or _is_ip(host):
+        return service
+    return (f"{scheme}://" if scheme else "") + f"{host}.{namespace}" + (f":{port}" if port is not None else "")
+
+
+def build_mapping(
+    name: str, namespace: str, source: str, spec: dict[str, Any], api_version: str = "getambassador.io/v3alpha1"
+) -> Mapping:
     """Validate one Mapping spec (its fields, whatever the form); raise ValueError naming the field."""
     ignored: list[str] = []
     for key in spec:
@@ -445,19 +561,40 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
     if prefix_regex and prefix_exact:
         raise ValueError("prefix_regex and prefix_exact cannot both be true")
     if prefix_regex:
-        # With the flags routing compiles it with: a case-folded pattern can outgrow RE2's memory budget.
-        _regex("prefix", prefix, case_sensitive)
+        # Envoy's safe_regex ignores case_sensitive (v3route.py passes it; RE2 runs the pattern as written).
+        _regex("prefix", prefix)
     if "rewrite" in spec and spec["rewrite"] is None:
         rewrite: str | None = ""
     else:
         rewrite = _str(spec, "rewrite")
         rewrite = "/" if rewrite is None else _no_space("rewrite", rewrite)
-    host = _str(spec, "host")
+    regex_rewrite = _regex_rewrite(spec)
+    if regex_rewrite is not None:
+        rewrite = ""  # irhttpmapping.py: regex_rewrite replaces rewrite
+    host = _str(spec, "host", empty_ok=False)
     host_regex = _bool(spec, "host_regex", False)
-    if host is not None and host_regex:
-        _regex("host", host)
+    hostname = _str(spec, "hostname", empty_ok=False)
+    if api_version in V2_API_VERSIONS and hostname is None:
+        # v2 -> v3alpha1 conversion (handwritten.conversion.go): host becomes a glob hostname, no host is "*".
+        if host is None:
+            hostname = "*"
+        elif not host_regex:
+            hostname, host = host, None
+    if host is not None:
+        if host_regex:
+            _regex("host", host)
+        elif "*" in host and hostname is None:
+            raise ValueError(f"host exact-match {host} contains *, which cannot match anything.")
+    headers = _match_map(spec, "headers", regex=False)
+    for hname, hvalue in headers:
+        if hname.lower() == ":authority" and hvalue is not None and "*" in hvalue:
+            raise ValueError(f":authority exact-match '{hvalue}' contains *, which cannot match anything.")
     method = _str(spec, "method", empty_ok=False)
-    weight = _int(spec, "weight", 0, 100, "an integer 0..100")
+    method_regex = _bool(spec, "method_regex", False)
+    if method is not None and method_regex:
+        _regex("method", method)
+    # Emissary takes any weight here; over 100 is an error of the group (irbasemappinggroup.py).
+    weight = _int(spec, "weight", 0, 2**31 - 1, "an integer 0..100")
     precedence = _int(spec, "precedence", -(2**31), 2**31 - 1, "an integer")
     timeout_ms = _int(
         spec,
@@ -469,27 +606,35 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
     )
     host_rewrite = _str(spec, "host_rewrite", empty_ok=False)
     _parse_service(service)  # reject unparseable services now, not on the first request
+    tls = spec.get("tls")
+    if tls is not None and not isinstance(tls, bool | str):
+        raise ValueError(f"tls must be true, false or a TLSContext name, got {_type_name(tls)} {_show(tls)}")
+    if tls and not service.lower().startswith("https://"):
+        # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
+        service = "https://" + service.split("://", 1)[-1]
+    shadow = _bool(spec, "shadow", False)
+    redirect = _redirect(spec, service)
     return Mapping(
         name=name,
         namespace=namespace,
         source=source,
         prefix=prefix,
-        service=service,
+        service=qualify_service(service, namespace),
         prefix_regex=prefix_regex,
         prefix_exact=prefix_exact,
         rewrite=rewrite,
-        regex_rewrite=_regex_rewrite(spec),
-        hostname=_str(spec, "hostname", empty_ok=False),
+        regex_rewrite=regex_rewrite,
+        hostname=hostname,
         host=host,
         host_regex=host_regex,
-        method=method.upper() if method else None,
-        headers=_match_map(spec, "headers", regex=False),
+        method=method,
+        headers=headers,
         regex_headers=_match_map(spec, "regex_headers", regex=True),  # type: ignore[arg-type]
         query_parameters=_match_map(spec, "query_parameters", regex=False),
         regex_query_parameters=_match_map(spec, "regex_query_parameters", regex=True),  # type: ignore[arg-type]
         precedence=precedence or 0,
         weight=weight,
-        shadow=_bool(spec, "shadow", False),
+        shadow=shadow,
         timeout_ms=timeout_ms,
         add_request_headers=_header_adds(spec, "add_request_headers"),
         remove_request_headers=_name_list(spec, "remove_request_headers"),
@@ -498,6 +643,12 @@ def build_mapping(name: str, namespace: str, source: str, spec: dict[str, Any]) 
         host_rewrite=_no_space("host_rewrite", host_rewrite) if host_rewrite is not None else None,
         case_sensitive=case_sensitive,
         ignored_fields=tuple(sorted(ignored)),
+        method_regex=method_regex,
+        ambassador_id=_ambassador_ids(spec),
+        redirect=redirect,
+        allow_upgrade=_allow_upgrade(spec),
+        core=_core(spec),
+        explicit=frozenset(k for k in spec if isinstance(k, str)),
     )
 
 
@@ -751,7 +902,8 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
             f"got {_show(api)}"
         )
         return
-    if api in FLAT_API_VERSIONS:
+    if api in FLAT_API_VERSIONS or ("spec" not in obj and "metadata" not in obj and "name" in obj):
+        # The annotation style, which Emissary's KAT also writes with getambassador.io/ apiVersions.
         name, namespace = obj.get("name"), obj.get("namespace", "default")
         spec = {k: v for k, v in obj.items() if k not in FLAT_META_KEYS}
         name_field = "name"
@@ -777,7 +929,7 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         result.errors.append(f"{where} (Mapping {name}.{namespace}): spec must be a mapping, got {_type_name(spec)}")
         return
     try:
-        m = build_mapping(name, namespace, where, spec)
+        m = build_mapping(name, namespace, where, spec, api)
     except ValueError as e:
         result.errors.append(f"{_where(path, doc, item, f'{name}.{namespace}')}: {e}")
         return
@@ -797,16 +949,21 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     result = result if result is not None else LoadResult()
     path = _clean(path)
     if len(text) > MAX_FILE_BYTES:
-        result.errors.append(f"{path}: {_too_large(len(text), 'characters')}")
+        _file_error(result, f"{path}: {_too_large(len(text), 'characters')}")
         return result
     try:
         docs = _iter_documents(text, path)
     except MappingError as e:
-        result.errors.append(str(e))
+        _file_error(result, str(e))
         return result
     for doc, obj in docs:
         _one_document(obj, path, doc, None, result)
     return result
+
+
+def _file_error(result: LoadResult, message: str) -> None:
+    result.errors.append(message)
+    result.file_errors.append(message)
 
 
 def _too_large(size: int, unit: str) -> str:
@@ -817,11 +974,16 @@ def _too_large(size: int, unit: str) -> str:
 
 
 def check_duplicates(result: LoadResult) -> None:
+    """A second Mapping with the same name.namespace is reported and dropped; the first one stays."""
     seen: dict[str, Mapping] = {}
+    kept: list[Mapping] = []
     for m in result.mappings:
         first = seen.setdefault(m.key, m)
         if first is not m:
             result.errors.append(f"{m.source} (Mapping {m.key}): duplicate name, already defined at {first.source}")
+        else:
+            kept.append(m)
+    result.mappings = kept
 
 
 def mapping_files(path: str) -> list[str]:
@@ -842,19 +1004,20 @@ def mapping_files(path: str) -> list[str]:
 def load_path(path: str) -> LoadResult:
     """Read and validate every Mapping under `path`. Errors are collected, never raised.
 
-    All or nothing: when `errors` is not empty, `mappings` is empty, so no caller can serve a partial table.
-    Each file is read once, as it is at that moment; a file caught half-written either fails (and the caller
-    keeps its previous configuration) or, cut at a document boundary, reads as fewer Mappings. Writers
-    should replace files atomically (write a temporary file, then rename it over the old one).
+    As in Emissary, an invalid Mapping is left out and the others load; `blocking()` says whether the caller
+    may serve them (a file that cannot be read as YAML blocks everything, any error does under strict). Each file
+    is read once, as it is at that moment; a file caught half-written either fails (and the caller keeps its
+    previous configuration) or, cut at a document boundary, reads as fewer Mappings. Writers should replace files
+    atomically (write a temporary file, then rename it over the old one).
     """
     result = LoadResult()
     try:
         files = mapping_files(path) if os.path.exists(path) else None
     except OSError as e:  # e.g. a directory that cannot be listed
-        result.errors.append(f"{_clean(path)}: cannot read: {e.strerror or e}")
+        _file_error(result, f"{_clean(path)}: cannot read: {e.strerror or e}")
         return result
     if files is None:
-        result.errors.append(f"{_clean(path)}: no such file or directory")
+        _file_error(result, f"{_clean(path)}: no such file or directory")
         return result
     for f in files:
         result.files.append(f)
@@ -863,17 +1026,15 @@ def load_path(path: str) -> LoadResult:
                 raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused without reading it all
             if len(raw) > MAX_FILE_BYTES:
                 size = max(os.path.getsize(f), len(raw))  # a device or pipe reports no size
-                result.errors.append(f"{_clean(f)}: {_too_large(size, 'bytes')}")
+                _file_error(result, f"{_clean(f)}: {_too_large(size, 'bytes')}")
                 continue
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            result.errors.append(f"{_clean(f)}: not UTF-8 text (byte {e.start})")
+            _file_error(result, f"{_clean(f)}: not UTF-8 text (byte {e.start})")
             continue
         except OSError as e:
-            result.errors.append(f"{_clean(f)}: cannot read: {e.strerror or e}")
+            _file_error(result, f"{_clean(f)}: cannot read: {e.strerror or e}")
             continue
         parse_text(text, f, result)
     check_duplicates(result)
-    if result.errors:
-        result.mappings = []
     return result

@@ -22,15 +22,16 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> N
         # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
         req.host_header = url.hostport(a.scheme, a.host, a.port)
     req.path = route.path
-    if m.remove_request_headers or m.add_request_headers:
-        routing.edit_headers(req.headers, m.remove_request_headers, m.add_request_headers)
+    g = route.group.settings  # header edits are the group's (v3route.py V3Route)
+    if g.remove_request_headers or g.add_request_headers:
+        routing.edit_headers(req.headers, g.remove_request_headers, g.add_request_headers)
     flow.metadata["shadow_mapping"] = m.name
 
 
 def edit_response(flow: http.HTTPFlow, route: routing.Route) -> None:
-    m = route.mapping
-    if m is not None and (m.add_response_headers or m.remove_response_headers) and flow.response:
-        routing.edit_headers(flow.response.headers, m.remove_response_headers, m.add_response_headers)
+    g = route.group.settings
+    if route.mapping is not None and (g.add_response_headers or g.remove_response_headers) and flow.response:
+        routing.edit_headers(flow.response.headers, g.remove_response_headers, g.add_response_headers)
 
 
 def labels(route: routing.Route | None) -> tuple[str, str]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Protocol
-from urllib.parse import parse_qsl
 
 from mitmproxy.http import Headers
 
 from . import regex
-from .mappings import DEFAULT_TIMEOUT_MS, Address, HeaderAdd, Mapping, override_matches, service_address
+from .mappings import Address, HeaderAdd, Mapping, Redirect, override_matches, service_address
 
 
 class HeaderLookup(Protocol):
@@ -52,90 +52,136 @@ def resolve_address(m: Mapping, overrides: Sequence[ServiceOverride]) -> Address
 # ---------------------------------------------------------------- grouping and order
 
 
-def host_match(m: Mapping) -> tuple[str, str] | None:
-    """The `:authority` match a Mapping asks for: (kind, value), kind exact/prefix/suffix/regex.
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One header or query match, as Emissary's KeyValueDecorator (irhttpmapping.py): value None = present."""
 
-    Emissary irhttpmapping.py: `hostname` overrides `host`; v3route.py generate_headers: a leading `*` is a
-    suffix match, a trailing `*` a prefix match, `*` alone no match at all.
-    """
-    if m.hostname is not None:
-        h = m.hostname
-        if h == "*":
-            return None
-        if h.startswith("*"):
-            return ("suffix", h[1:].lower())
-        if h.endswith("*"):
-            return ("prefix", h[:-1].lower())
-        return ("exact", h.lower())
+    name: str
+    value: str | None
+    regex: bool = False
+
+    def length(self) -> int:
+        return len(self.name) + len(self.value or "*") + (1 if self.regex else 0)
+
+    def key(self) -> str:
+        return self.name + "-" + (self.value or "*")
+
+
+def header_matches(m: Mapping) -> tuple[KeyValue, ...]:
+    """The header matches Emissary builds (IRHTTPMapping.__init__), in its order: `headers` (an exact
+    `:authority` among them becomes the host), `regex_headers`, then `:authority` from host/hostname (hostname wins,
+    `"*"` included), then `:method` from `method` (a regex with `method_regex`)."""
+    out: list[KeyValue] = []
+    host: str | None = None
+    host_regex = False
+    for n, v in m.headers:
+        if v is not None and n.lower() == ":authority":
+            host = v
+        else:
+            out.append(KeyValue(n, v))
+    out += [KeyValue(n, v, True) for n, v in m.regex_headers]
     if m.host is not None:
-        return ("regex", m.host) if m.host_regex else ("exact", m.host.lower())
-    return None
+        host, host_regex = m.host, m.host_regex
+    if m.hostname is not None:
+        host, host_regex = m.hostname, False
+    if host:
+        out.append(KeyValue(":authority", host, host_regex))
+    if m.method is not None:
+        out.append(KeyValue(":method", m.method, m.method_regex))
+    return tuple(out)
 
 
-def group_key(m: Mapping) -> tuple[object, ...]:
-    """Mappings with the same key form one group (one resource).
-
-    Emissary irhttpmapping.py _group_id: method (default GET), prefix, headers (with :authority), query
-    parameters, precedence; weight and shadow are not part of it.
-    """
-    return (
-        m.method or "GET",
-        m.prefix,
-        m.prefix_regex,
-        m.prefix_exact,
-        m.case_sensitive,
-        host_match(m),
-        tuple(sorted(m.headers, key=lambda h: (h[0].lower(), h[1] or ""))),
-        tuple(sorted(m.regex_headers)),
-        tuple(sorted(m.query_parameters, key=lambda q: (q[0], q[1] or ""))),
-        tuple(sorted(m.regex_query_parameters)),
-        m.precedence,
+def query_matches(m: Mapping) -> tuple[KeyValue, ...]:
+    return tuple(KeyValue(n, v) for n, v in m.query_parameters) + tuple(
+        KeyValue(n, v, True) for n, v in m.regex_query_parameters
     )
 
 
+def host_match(m: Mapping) -> tuple[str, str] | None:
+    """The `:authority` match a Mapping asks for: (kind, value), kind exact/prefix/suffix/regex.
+
+    v3route.py generate_headers: a leading `*` is a suffix match, a trailing `*` a prefix match, `*` alone none.
+    """
+    for h in header_matches(m):
+        if h.name == ":authority" and h.value is not None:
+            if h.regex:
+                return ("regex", h.value)
+            if h.value == "*":
+                return None
+            if h.value.startswith("*"):
+                return ("suffix", h.value[1:])
+            if h.value.endswith("*"):
+                return ("prefix", h.value[:-1])
+            return ("exact", h.value)
+    return None
+
+
+def group_key(m: Mapping) -> str:
+    """Mappings with the same id form one group (one resource). Emissary irhttpmapping.py _group_id: the method
+    part is always GET (`method` is not kept on the resource; it counts through its `:method` header), then the
+    prefix, each header's name and value, each query parameter's, and a non-zero precedence."""
+    parts = ["HTTP-GET", m.prefix]
+    for h in (*header_matches(m), *query_matches(m)):
+        parts.append(h.name + (h.value if h.value is not None else ""))
+    if m.precedence:
+        parts.append(str(m.precedence))
+    return "".join(parts)
+
+
 def route_weight(m: Mapping) -> tuple[object, ...]:
-    """Sort key, highest first. Emissary irhttpmapping.py _route_weight:
-    [precedence, len(prefix), len(headers), len(query params), prefix, method, header keys...]."""
-    hosts = host_match(m)
-    headers: list[tuple[str, str, bool]] = [(n, v or "", False) for n, v in m.headers]
-    headers += [(n, v, True) for n, v in m.regex_headers]
-    if hosts is not None:
-        headers.append((":authority", hosts[1], hosts[0] == "regex"))
-    queries = [(n, v or "", False) for n, v in m.query_parameters]
-    queries += [(n, v, True) for n, v in m.regex_query_parameters]
-    len_h = sum(len(n) + len(v) + (1 if rx else 0) for n, v, rx in headers)
-    len_q = sum(len(n) + len(v) + (1 if rx else 0) for n, v, rx in queries)
-    keys = sorted(f"{n}-{v}" for n, v, _ in headers) + sorted(f"{n}-{v}" for n, v, _ in queries)
-    return (m.precedence, len(m.prefix), len_h, len_q, m.prefix, m.method or "GET", *keys)
+    """Sort key, highest first. Emissary irhttpmapping.py _route_weight: [precedence, len(prefix), header length,
+    query length, prefix, "GET", header keys..., query keys...]; `:method` and `:authority` count as headers."""
+    headers, queries = header_matches(m), query_matches(m)
+    return (
+        m.precedence,
+        len(m.prefix),
+        sum(h.length() for h in headers),
+        sum(q.length() for q in queries),
+        m.prefix,
+        "GET",
+        *(h.key() for h in headers),
+        *(q.key() for q in queries),
+    )
 
 
-def canary_weights(mappings: Sequence[Mapping]) -> list[tuple[Mapping, int]] | str:
-    """Cumulative weights for a group's production Mappings, or an error message.
+NORMALIZE_FAILED = "Could not normalize mapping weights, ignoring..."
 
-    Emissary irbasemappinggroup.py normalize_weights_in_mappings: one Mapping gets 100; weighted Mappings
-    first, cumulative round(weight); the rest shared evenly by weightless ones, the last forced to 100.
+
+def canary_weights(mappings: Sequence[Mapping]) -> tuple[list[tuple[Mapping, int]], list[str]]:
+    """Cumulative weights for a group's production Mappings, in route order, and the errors Emissary posts.
+
+    Emissary irbasemappinggroup.py normalize_weights_in_mappings: one Mapping gets 100; weighted Mappings first,
+    cumulative round(weight); the rest shared evenly by weightless ones, the last forced to 100. On an error
+    (a weight over 100, a total over 100) the routes keep their order and the weights computed so far; a Mapping
+    not reached keeps Envoy's default numerator 100 (v3route.py: mapping.get("_weight", 100)).
     """
     if len(mappings) == 1:
-        return [(mappings[0], 100)]
-    out: list[tuple[Mapping, int]] = []
+        return [(mappings[0], 100)], []
+    weighted: list[tuple[Mapping, int]] = []
     weightless: list[Mapping] = []
+    so_far: dict[str, int] = {}
     total = 0
+
+    def failed(message: str) -> tuple[list[tuple[Mapping, int]], list[str]]:
+        return [(m, so_far.get(m.key, 100)) for m in mappings], [message, NORMALIZE_FAILED]
+
     for m in mappings:
         if m.weight is None:
             weightless.append(m)
-        else:
-            total += round(m.weight)
-            out.append((m, total))
+            continue
+        if m.weight > 100:
+            return failed(f"Mapping {m.name} has invalid weight {m.weight}")
+        total += round(m.weight)
+        so_far[m.key] = total
+        weighted.append((m, total))
     if total > 100:
-        names = ", ".join(m.name for m, _ in out)
-        return f"total weight of mappings {names} exceeds 100 ({total}); the group is ignored"
+        return failed("Total weight of mappings exceeds 100, please reconfigure for correct behavior...")
     if weightless:
         share = round((100 - total) / len(weightless))
-        for m in weightless:
-            total += share
-            out.append((m, total))
-        out[-1] = (out[-1][0], 100)
-    return out
+        for i, m in enumerate(weightless):
+            total = 100 if i == len(weightless) - 1 else total + share
+            weighted.append((m, total))
+    return weighted, []
 
 
 # ---------------------------------------------------------------- request matching
@@ -146,58 +192,105 @@ def _path_only(path: str) -> str:
     return path if i < 0 else path[:i]
 
 
-def _host_only(authority: str) -> str:
-    a = authority.lower()
-    if a.startswith("["):
-        return a[: a.find("]") + 1]
-    return a.rsplit(":", 1)[0] if a.count(":") == 1 else a
+def _is_dot(seg: str, dots: int) -> bool:
+    """A `.` or `..` segment, percent-encoded dots included (Envoy canonicalPath, via Chromium's URL library)."""
+    return seg.lower().replace("%2e", ".") == "." * dots
+
+
+def normalize_path(path: str) -> str:
+    """The path as Envoy routes it: Emissary turns on `normalize_path` (v3listener.py), RFC 3986 5.2.4 dot-segment
+    removal (`/a/../b/` is `/b/`). The query is kept as is; `merge_slashes` stays off, escaped slashes stay."""
+    p, sep, q = path.partition("?")
+    if "." not in p and "%2" not in p:  # the common case: nothing to remove
+        return path
+    out: list[str] = []
+    segs = p.split("/")
+    for i, seg in enumerate(segs[1:] if p.startswith("/") else segs):
+        last = i == len(segs) - (2 if p.startswith("/") else 1)
+        if _is_dot(seg, 1):
+            if last:
+                out.append("")
+        elif _is_dot(seg, 2):
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out) + sep + q
+
+
+def first_query_values(path: str) -> dict[str, str]:
+    """Envoy QueryParamsMulti::parseQueryString + getFirstValue: the raw, undecoded first value of each name."""
+    i = path.find("?")
+    out: dict[str, str] = {}
+    if i < 0:
+        return out
+    for part in path[i + 1 :].split("#", 1)[0].split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            out.setdefault(name, value)
+    return out
+
+
+Test = Callable[[str | None], bool]
+
+
+def _value_test(h: KeyValue) -> Test | None:
+    """Envoy HeaderUtility: exact and regex (full match, RE2) on the whole value, case-sensitive; present-only;
+    `:authority` globs are prefix/suffix matches and `*` matches anything (v3route.py generate_headers)."""
+    expected = h.value
+    if expected is None:
+        return lambda v: v is not None
+    if h.regex:
+        rx = regex.compile(expected)
+        return lambda v: v is not None and rx.fullmatch(v) is not None
+    if h.name == ":authority":
+        if expected == "*":
+            return None
+        if expected.startswith("*"):
+            suffix = expected[1:]
+            return lambda v: v is not None and v.endswith(suffix)
+        if expected.endswith("*"):
+            prefix = expected[:-1]
+            return lambda v: v is not None and v.startswith(prefix)
+    return lambda v: v == expected
 
 
 @dataclass(frozen=True, slots=True)
 class Matcher:
-    """One group's compiled match: built once per configuration, run per request."""
+    """One group's compiled match: built once per configuration, run per request (on the normalised path)."""
 
-    method: str | None
     path_test: Callable[[str], bool]
-    host_test: Callable[[str], bool] | None
-    header_tests: tuple[tuple[str, Callable[[str | None], bool]], ...]
-    query_tests: tuple[tuple[str, Callable[[str | None], bool]], ...]
+    header_tests: tuple[tuple[str, Test], ...]
+    query_tests: tuple[tuple[str, Test], ...]
 
-    def matches(self, req: RequestView) -> bool:
-        if self.method is not None and req.method.upper() != self.method:
-            return False
-        if not self.path_test(req.path):
-            return False
-        if self.host_test is not None and not self.host_test(req.authority):
+    def matches(self, req: RequestView, path: str) -> bool:
+        if not self.path_test(path):
             return False
         for name, test in self.header_tests:
-            if not test(req.headers.get(name)):
+            if name == ":authority":
+                value: str | None = req.authority
+            elif name == ":method":
+                value = req.method
+            else:
+                value = req.headers.get(name)
+            if not test(value):
                 return False
         if self.query_tests:
-            i = req.path.find("?")
-            query = dict(parse_qsl(req.path[i + 1 :], keep_blank_values=True)) if i >= 0 else {}
+            query = first_query_values(path)
             for name, test in self.query_tests:
                 if not test(query.get(name)):
                     return False
         return True
 
 
-def _value_test(expected: str | None) -> Callable[[str | None], bool]:
-    if expected is None:
-        return lambda v: v is not None
-    return lambda v: v == expected
-
-
-def _regex_test(pattern: str) -> Callable[[str | None], bool]:
-    rx = regex.compile(pattern)
-    return lambda v: v is not None and rx.fullmatch(v) is not None
-
-
 def path_test(m: Mapping) -> Callable[[str], bool]:
     """Envoy route match: `prefix` on the whole :path; `path` (prefix_exact) and `safe_regex` (prefix_regex,
-    a full match) on the path without its query string. case_sensitive: false folds case."""
+    a full match) on the path without its query string. case_sensitive: false folds case, except for a regex,
+    which RE2 runs as written."""
     if m.prefix_regex:
-        rx = regex.compile(m.prefix, m.case_sensitive)
+        rx = regex.compile(m.prefix)
         return lambda p: rx.fullmatch(_path_only(p)) is not None
     if m.prefix_exact:
         if m.case_sensitive:
@@ -212,42 +305,72 @@ def path_test(m: Mapping) -> Callable[[str], bool]:
     return lambda p: p[:n].lower() == low
 
 
-def _host_test(m: Mapping) -> Callable[[str], bool] | None:
-    hm = host_match(m)
-    if hm is None:
-        return None
-    kind, value = hm
-    if kind == "regex":
-        rx = regex.compile(value)
-        return lambda a: rx.fullmatch(a) is not None or rx.fullmatch(_host_only(a)) is not None
-    if kind == "suffix":
-        return lambda a: _host_only(a).endswith(value)
-    if kind == "prefix":
-        return lambda a: _host_only(a).startswith(value)
-    # An exact name matches with or without the client's port (browsers send `host:port` off port 80).
-    return lambda a: a.lower() == value or _host_only(a) == value
-
-
 def build_matcher(m: Mapping) -> Matcher:
-    headers = [(n, _value_test(v)) for n, v in m.headers]
-    headers += [(n, _regex_test(v)) for n, v in m.regex_headers]
-    queries = [(n, _value_test(v)) for n, v in m.query_parameters]
-    queries += [(n, _regex_test(v)) for n, v in m.regex_query_parameters]
-    return Matcher(m.method, path_test(m), _host_test(m), tuple(headers), tuple(queries))
+    headers = [(h.name.lower() if h.name.startswith(":") else h.name, _value_test(h)) for h in header_matches(m)]
+    queries = [(q.name, _value_test(q)) for q in query_matches(m)]
+    return Matcher(
+        path_test(m),
+        tuple((n, t) for n, t in headers if t is not None),
+        tuple((n, t) for n, t in queries if t is not None),
+    )
 
 
 # ---------------------------------------------------------------- the table
 
 
 @dataclass(frozen=True, slots=True)
+class Settings:
+    """What v3route.py takes from the group, the same for every route of it (IRHTTPMappingGroup.finalize flattens
+    the production Mappings in order: add_* headers merged, other keys from the last Mapping that sets them)."""
+
+    add_request_headers: tuple[HeaderAdd, ...] = ()
+    add_response_headers: tuple[HeaderAdd, ...] = ()
+    remove_request_headers: tuple[str, ...] = ()
+    remove_response_headers: tuple[str, ...] = ()
+    regex_rewrite: tuple[str, str] | None = None
+    allow_upgrade: tuple[str, ...] = ()
+
+
+def group_settings(production: Sequence[Mapping]) -> Settings:
+    req: dict[str, HeaderAdd] = {}
+    resp: dict[str, HeaderAdd] = {}
+    remove_req: tuple[str, ...] = ()
+    remove_resp: tuple[str, ...] = ()
+    rx: tuple[str, str] | None = None
+    upgrade: tuple[str, ...] = ()
+    for m in production:
+        req.update((h.name, h) for h in m.add_request_headers)
+        resp.update((h.name, h) for h in m.add_response_headers)
+        if "remove_request_headers" in m.explicit:
+            remove_req = m.remove_request_headers
+        if "remove_response_headers" in m.explicit:
+            remove_resp = m.remove_response_headers
+        rx = m.regex_rewrite  # every Mapping carries regex_rewrite ({} when unset): the last one wins
+        if "allow_upgrade" in m.explicit or "use_websocket" in m.explicit:
+            upgrade = m.allow_upgrade
+    return Settings(tuple(req.values()), tuple(resp.values()), remove_req, remove_resp, rx, upgrade)
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
-    key: tuple[object, ...]
+    key: str
     weight: tuple[object, ...]
     matcher: Matcher
-    members: tuple[Mapping, ...]  # every Mapping of the group, name.namespace order
-    production: tuple[tuple[Mapping, int], ...]  # canary order with cumulative weights; () = implicit
+    members: tuple[Mapping, ...]  # every accepted Mapping of the group, name.namespace order
+    production: tuple[tuple[Mapping, int], ...]  # route order with cumulative weights; () = no route
     shadow: Mapping | None
-    error: str | None = None  # set when the group is ignored (invalid canary weights)
+    errors: tuple[str, ...] = ()  # Emissary's errors for this group (it still routes)
+    settings: Settings = field(default_factory=Settings)
+    redirect: Mapping | None = None  # host_redirect: the group answers a redirect
+
+    @property
+    def error(self) -> str | None:
+        return self.errors[0] if self.errors else None
+
+    @property
+    def routes(self) -> bool:
+        """Emissary V3Route.generate: a group yields routes for its production Mappings (or its redirect) only."""
+        return bool(self.production) or self.redirect is not None
 
     @property
     def label(self) -> str:
@@ -268,6 +391,8 @@ class Table:
     groups: tuple[Group, ...] = ()
     addresses: dict[str, Address] = field(default_factory=dict)  # by Mapping key
     errors: tuple[ConfigError, ...] = ()  # Emissary-style diagnostics errors; the table still serves
+    ignored: tuple[Mapping, ...] = ()  # Mappings for another ambassador_id
+    ambassador_id: str = "default"
 
     @property
     def mappings(self) -> list[Mapping]:
@@ -275,60 +400,139 @@ class Table:
 
 
 def order_groups(groups: Iterable[Group]) -> list[Group]:
-    """Highest route weight first (Emissary ir.py ordered_groups: sorted by group_weight, reverse)."""
-    return sorted(groups, key=lambda g: g.weight, reverse=True)
+    """Highest route weight first (Emissary ir.py ordered_groups: reversed(sorted(group_weight)), so equal weights
+    come in reverse order of creation)."""
+    return list(reversed(sorted(groups, key=lambda g: g.weight)))
 
 
-def build_table(mappings: Sequence[Mapping], overrides: Sequence[ServiceOverride] = ()) -> Table:
+def accepts_ambassador_id(m: Mapping, ambassador_id: str) -> bool:
+    """config.py good_ambassador_id: the Mapping's ids include this instance's, or are exactly ["_automatic_"]."""
+    return m.ambassador_id == ("_automatic_",) or ambassador_id in m.ambassador_id
+
+
+MISMATCH = (
+    "cannot accept new mapping %s with mismatched %s."
+    "Please verify field is set with the same value in all related mappings."
+    "Example: When canary is configured, related mappings should have same fields and values"
+)
+
+
+def core_mismatches(first: Mapping, m: Mapping) -> list[str]:
+    """irhttpmappinggroup.py add_mapping: each CoreMappingKey `m` sets must equal the group's (the first Mapping's)."""
+    group = {k: (canon, shown) for k, canon, shown in first.core}
+    out = []
+    for k, canon, shown in m.core:
+        if k not in group or group[k][0] != canon:
+            out.append(f"{k}: {shown} != {group[k][1] if k in group else '-unset-'}")
+    if header_matches(m) != header_matches(first):  # `headers` is a core key too (regex flags included)
+        out.append(f"headers: {_show_headers(m)} != {_show_headers(first)}")
+    return out
+
+
+def _show_headers(m: Mapping) -> str:
+    return str([{"name": h.name, "value": h.value, "regex": h.regex} for h in header_matches(m)])
+
+
+@dataclass(slots=True)
+class _Building:
+    first: Mapping
+    members: list[Mapping] = field(default_factory=list)
+    production: list[Mapping] = field(default_factory=list)
+    shadow: Mapping | None = None
+    redirect: Mapping | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _add_mapping(b: _Building, m: Mapping, errors: list[ConfigError]) -> None:
+    """irhttpmappinggroup.py add_mapping, message for message."""
+    mismatches = core_mismatches(b.first, m)
+    if mismatches:
+        errors.append(ConfigError(m.key, MISMATCH % (m.name, ", ".join(mismatches))))
+        return
+    if m.shadow:
+        if m.redirect is not None:
+            msg = "At most one of host_redirect and shadow may be set; ignoring host_redirect"
+            errors.append(ConfigError(m.key, msg))
+        if b.shadow is not None:
+            # Not used, but still referenced by the group (add_mapping ends in referenced_by): listed in /diag.
+            errors.append(ConfigError(m.key, f"cannot accept {m.name} as second shadow after {b.shadow.name}"))
+        else:
+            b.shadow = m
+    elif m.redirect is not None:
+        if b.redirect is not None:
+            errors.append(ConfigError(m.key, f"cannot accept {m.name} as second host_redirect after {b.redirect.name}"))
+            return
+        if b.production:
+            first = b.production[0].name
+            msg = f"cannot accept {m.name} with host_redirect after mappings without host_redirect (eg {first})"
+            errors.append(ConfigError(m.key, msg))
+            return
+        b.redirect = m
+    else:
+        if b.redirect is not None:
+            msg = f"cannot accept {m.name} without host_redirect after {b.redirect.name} with host_redirect"
+            errors.append(ConfigError(m.key, msg))
+            return
+        b.production.append(m)
+    b.members.append(m)
+
+
+def build_table(
+    mappings: Sequence[Mapping], overrides: Sequence[ServiceOverride] = (), ambassador_id: str = "default"
+) -> Table:
     # Emissary adds resources in fetcher.sorted() order: by rkey, `name.namespace`.
     ordered = sorted(mappings, key=lambda m: m.key)
-    by_key: dict[tuple[object, ...], list[Mapping]] = {}
-    for m in ordered:
-        by_key.setdefault(group_key(m), []).append(m)
+    ignored = tuple(m for m in ordered if not accepts_ambassador_id(m, ambassador_id))
+    building: dict[str, _Building] = {}
     errors: list[ConfigError] = []
+    for m in ordered:
+        if not accepts_ambassador_id(m, ambassador_id):
+            continue
+        gid = group_key(m)
+        b = building.get(gid)
+        if b is None:
+            b = building[gid] = _Building(m)
+        _add_mapping(b, m, errors)
     groups: list[Group] = []
-    for key, members in by_key.items():
-        shadows = [m for m in members if m.shadow]
-        shadow = shadows[0] if shadows else None
-        for extra in shadows[1:]:
-            # irhttpmappinggroup.py add_mapping: the first shadow is kept.
-            msg = f"cannot accept {extra.name} as second shadow after {shadows[0].name}"
-            errors.append(ConfigError(extra.key, msg))
-        prod = [m for m in members if not m.shadow]
-        weights = canary_weights(prod) if prod else []
-        error = None
-        if isinstance(weights, str):
-            error = weights
-            errors.append(ConfigError(prod[0].key, weights))
-            weights = []
+    for gid, b in building.items():
+        if not b.members:
+            continue
+        weights, werrs = canary_weights(b.production) if b.production else ([], [])
+        errors += [ConfigError(b.production[0].key, e) for e in werrs]
         groups.append(
             Group(
-                key=key,
-                weight=max(route_weight(m) for m in members),
-                matcher=build_matcher(members[0]),
-                members=tuple(members),
+                key=gid,
+                weight=max(route_weight(m) for m in b.members),
+                matcher=build_matcher(b.first),
+                members=tuple(b.members),
                 production=tuple(weights),
-                shadow=shadow,
-                error=error,
+                shadow=b.shadow,
+                errors=tuple(werrs),
+                settings=group_settings(b.production),
+                redirect=b.redirect,
             )
         )
-    addresses = {m.key: resolve_address(m, overrides) for m in ordered}
-    return Table(tuple(order_groups(groups)), addresses, tuple(errors))
+    kept = [m for g in groups for m in g.members]
+    addresses = {m.key: resolve_address(m, overrides) for m in kept}
+    return Table(tuple(order_groups(groups)), addresses, tuple(errors), ignored, ambassador_id)
 
 
 # ---------------------------------------------------------------- per request
 
 
-def rewrite_path(m: Mapping, path: str) -> str:
-    """The upstream path after `regex_rewrite` or `rewrite` (Envoy regex_rewrite / prefix_rewrite).
+def rewrite_path(m: Mapping, path: str, regex_rewrite: tuple[str, str] | None | EllipsisType = ...) -> str:
+    """The upstream path after the group's `regex_rewrite` or the Mapping's `rewrite` (Envoy regex_rewrite /
+    prefix_rewrite; v3route.py V3Route).
 
-    `rewrite` defaults to "/" (prefix replaced by "/"); "" means none; regex_rewrite wins
-    (Emissary irhttpmapping.py, v3route.py). With prefix_exact or prefix_regex the whole path is the
-    matched part, so it is replaced whole (Envoy PathRouteEntryImpl / RegexRouteEntryImpl); the query stays.
+    `rewrite` defaults to "/" (prefix replaced by "/"); "" means none; regex_rewrite wins. With prefix_exact or
+    prefix_regex the whole path is the matched part, so it is replaced whole (Envoy PathRouteEntryImpl /
+    RegexRouteEntryImpl); the query stays.
     """
-    if m.regex_rewrite is not None:
+    if regex_rewrite is ...:  # the Mapping on its own; in a table the group's setting is passed
+        regex_rewrite = m.regex_rewrite
+    if regex_rewrite is not None:
         p, sep, q = path.partition("?")
-        pattern, subst = m.regex_rewrite
+        pattern, subst = regex_rewrite
         return regex.substitute(regex.compile(pattern), subst, p) + sep + q
     if not m.rewrite:
         return path
@@ -353,36 +557,66 @@ def sample_draw(value: str | None) -> float | None:
     return (zlib.crc32(value.encode("utf-8", "surrogateescape")) % 10000) / 100.0
 
 
+NO_TIMEOUT_CAP = 3600.0  # s: timeout_ms 0 ("none") still ends a copy that never answers, after an hour
+
+
+def copy_timeout(timeout_ms: int) -> float:
+    """Seconds the copy may take: the production route's timeout (Envoy router.cc gives the mirror the route's
+    timeout); 0 means none in Envoy (v3route.py passes it as `timeout: 0s`), bounded here by NO_TIMEOUT_CAP."""
+    return timeout_ms / 1000.0 if timeout_ms > 0 else NO_TIMEOUT_CAP
+
+
+def redirect_location(r: Redirect, req: RequestView, path: str) -> str:
+    """Where a host_redirect group sends the client (Envoy RedirectAction, as v3route.py configures it): the host
+    is the Mapping's service; path_redirect replaces the path (the query stays unless it has its own),
+    prefix_redirect the matched prefix, regex_redirect rewrites the path. The scheme is the request's (http)."""
+    p, sep, q = path.partition("?")
+    if r.path is not None:
+        p, sep, q = (r.path.partition("?")) if "?" in r.path else (r.path, sep, q)
+    elif r.regex is not None:
+        p = regex.substitute(regex.compile(r.regex[0]), r.regex[1], p)
+    host = r.host.split("://", 1)[-1]
+    return f"http://{host}{p}{sep}{q}"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     group: Group
-    mapping: Mapping | None  # None: the reverse target (implicit production) serves it
+    mapping: Mapping | None  # None: a redirect (the group's host_redirect Mapping answers)
     address: Address | None
-    path: str  # the upstream path (rewritten)
-    timeout_ms: int  # the production route's timeout, which the copy inherits (Envoy router.cc)
+    path: str  # the upstream path (normalised, rewritten)
+    timeout_ms: int  # the production route's timeout (0: none), which the copy inherits (Envoy router.cc)
     shadow: Mapping | None  # set when this request is to be copied (sampled in)
     shadow_address: Address | None
     sampled_out: bool = False  # a shadow exists but this request was not picked
+    redirect: tuple[int, str] | None = None  # (status, Location): answer this instead of proxying
 
 
 def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: float) -> Route | None:
-    """The route for one request, or None when no group matches (the reverse target serves it unchanged).
+    """The route for one request, or None when no route matches (the reverse target serves it unchanged).
 
-    Draws are in [0, 100): the canary pick takes the first Mapping whose cumulative weight exceeds it
-    (Envoy evaluateFractionalPercent); the copy is made when shadow_draw < the shadow's weight.
-    A group whose weights do not reach 100 lets the remaining requests fall through to later groups.
+    Only production Mappings (or a host_redirect) make routes (Emissary V3Route.generate loops group.mappings): a
+    group with only a shadow is skipped, and its shadow copies nothing. Draws are in [0, 100): the canary pick takes
+    the first route whose cumulative weight exceeds it (Envoy evaluateFractionalPercent), and a group whose weights
+    do not reach 100 lets the remaining requests fall through to later groups; the copy is made when
+    shadow_draw < the shadow's weight (v3route.py request_mirror_policies).
     """
+    path = normalize_path(req.path)
     for g in table.groups:
-        if g.error is not None or not g.matcher.matches(req):
+        if not g.routes or not g.matcher.matches(req, path):
             continue
+        if g.redirect is not None:
+            r = g.redirect.redirect
+            assert r is not None
+            target = path if r.prefix is None else r.prefix + path[len(g.redirect.prefix) :]
+            return Route(g, None, None, path, 0, None, None, redirect=(r.code, redirect_location(r, req, target)))
         picked: Mapping | None = None
-        if g.production:
-            for m, cum in g.production:
-                if canary_draw < cum:
-                    picked = m
-                    break
-            if picked is None:
-                continue
+        for m, cum in g.production:
+            if canary_draw < cum:
+                picked = m
+                break
+        if picked is None:
+            continue
         shadow = g.shadow
         sampled_out = False
         if shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight):
@@ -390,13 +624,29 @@ def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: flo
         return Route(
             group=g,
             mapping=picked,
-            address=table.addresses[picked.key] if picked else None,
-            path=rewrite_path(picked, req.path) if picked else req.path,
-            timeout_ms=picked.effective_timeout_ms if picked else DEFAULT_TIMEOUT_MS,
+            address=table.addresses[picked.key],
+            path=rewrite_path(picked, path, g.settings.regex_rewrite),
+            timeout_ms=picked.effective_timeout_ms,
             shadow=shadow,
             shadow_address=table.addresses[shadow.key] if shadow else None,
             sampled_out=sampled_out,
         )
+    return None
+
+
+def local_reply(
+    route: Route, method: str, connection: str | None, upgrade: str | None
+) -> tuple[int, dict[str, str]] | None:
+    """The answer Envoy gives without proxying, or None: a host_redirect's redirect, or 403 for an upgrade (e.g.
+    WebSocket) the route does not allow (v3route.py upgrade_configs from allow_upgrade/use_websocket; Envoy
+    conn_manager_impl.cc refuses an upgrade with no upgrade config with 403, and Emissary configures none on the
+    listener)."""
+    if route.redirect is not None:
+        return route.redirect[0], {"location": route.redirect[1]}
+    if upgrade and connection and "upgrade" in connection.lower() and method != "CONNECT":
+        allowed = route.group.settings.allow_upgrade
+        if upgrade.strip().lower() not in allowed:
+            return 403, {}
     return None
 
 

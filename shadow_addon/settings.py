@@ -6,6 +6,7 @@ addon swaps in a whole new `Settings` or keeps the old one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from mitmproxy import exceptions
 from mitmproxy.utils import human
 
 from . import admin, compare, mappings, routing
+
+logger = logging.getLogger("shadow")
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
 CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
@@ -31,7 +34,18 @@ COMPARE_OPTIONS = frozenset(
 SENDER_OPTIONS = frozenset(
     {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"}
 )
-RELOAD_OPTIONS = frozenset({"mappings", "mapping_services", "mode", "listen_port", "listen_host", "keep_host_header"})
+RELOAD_OPTIONS = frozenset(
+    {
+        "mappings",
+        "mapping_services",
+        "mapping_ambassador_id",
+        "mappings_strict",
+        "mapping_keep_host",
+        "mode",
+        "listen_port",
+        "listen_host",
+    }
+)
 
 
 def declare(loader: Any) -> None:
@@ -49,6 +63,27 @@ def declare(loader: Any) -> None:
         [],
         "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
         ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
+    )
+    add(
+        "mapping_ambassador_id",
+        str,
+        "default",
+        "This instance's ambassador_id: Mappings whose ambassador_id does not include it are ignored, as "
+        "Emissary ignores them.",
+    )
+    add(
+        "mappings_strict",
+        bool,
+        False,
+        "Any invalid Mapping stops loading (for CI). Off: as in Emissary, an invalid Mapping is left out, "
+        "reported in the log and /diag, and the others serve.",
+    )
+    add(
+        "mapping_keep_host",
+        bool,
+        True,
+        "Keep the client's Host header as Envoy does (turns on keep_host_header when Mappings are loaded), so "
+        "upstreams see it and host/hostname Mappings match. Off: Host follows the routed service.",
     )
     add(
         "shadow_host_suffix",
@@ -253,3 +288,25 @@ def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
             "(set shadow_admin_allow_remote=true to allow it)"
         )
     return host, port
+
+
+def fit_mitmproxy(o: Any, updated: set[str]) -> None:
+    """Set the mitmproxy options Mappings need (saying so once), or explain a mode they cannot work in."""
+    if not o.mappings:
+        return
+    reverse = any(m.startswith("reverse:") for m in o.mode)
+    if not reverse and {"mode", "mappings"} & updated:
+        logger.warning(
+            "shadow: mitmproxy is not in reverse-proxy mode: a request no Mapping routes and sent to the proxy "
+            "as to a server gets 502 'Request destination unknown'; start with --mode reverse:http://HOST:PORT "
+            "(where requests no Mapping routes go)"
+        )
+    if reverse and o.connection_strategy == "eager":
+        # Eager mode dials the reverse target before any addon re-routes the request: with it down, every
+        # request would fail, routed ones included. Lazily, it is dialled only for requests it serves.
+        o.update(connection_strategy="lazy")
+        logger.info("shadow: connection_strategy=lazy, so routed requests never wait for the reverse target")
+    if o.mapping_keep_host and not o.keep_host_header:
+        # mitmproxy's reverse mode replaces Host before any hook; Envoy keeps the client's.
+        o.update(keep_host_header=True)
+        logger.info("mappings: keep_host_header turned on: upstreams see the client's Host, as with Envoy")

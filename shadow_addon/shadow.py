@@ -73,8 +73,7 @@ class Shadow:
             self._rebuild_sender()
         if settings.RELOAD_OPTIONS & updated:
             self.reload(explicit=True)
-        if {"mode", "mappings", "connection_strategy"} & updated:
-            self._check_mode()
+        settings.fit_mitmproxy(ctx.options, updated)
 
     def running(self) -> None:
         if self.sender is None:
@@ -100,7 +99,10 @@ class Shadow:
     def reload(self, explicit: bool = False) -> bool:
         """Load the Mapping files now; see `MappingFiles.load` for how errors are reported."""
         o = ctx.options
-        source = Source(o.mappings, self.settings.overrides, self.listen, o.keep_host_header)
+        keep_host = o.keep_host_header or o.mapping_keep_host
+        source = Source(
+            o.mappings, self.settings.overrides, self.listen, keep_host, o.mapping_ambassador_id, o.mappings_strict
+        )
         return self.files.load(source, explicit=explicit)
 
     def _configure_compare(self) -> None:
@@ -127,23 +129,6 @@ class Shadow:
         self.sender = Sender(self.metrics, s.max_inflight, s.max_backlog, context, on_result=self._on_result)
         if old is not None:
             old.close()
-
-    def _check_mode(self) -> None:
-        """Reverse mode is what the Mappings are for; routed requests must not depend on the reverse target."""
-        if not ctx.options.mappings:
-            return
-        reverse = [m for m in ctx.options.mode if m.startswith("reverse:")]
-        if not reverse:
-            logger.warning(
-                "shadow: mitmproxy is not in reverse-proxy mode: a request no Mapping routes and sent to the proxy "
-                "as to a server gets 502 'Request destination unknown'; start with --mode reverse:http://HOST:PORT "
-                "(where requests no Mapping routes go)"
-            )
-        elif ctx.options.connection_strategy == "eager":
-            # Eager mode dials the reverse target before any addon re-routes the request: with it down, every
-            # request would fail, routed ones included. Lazily, it is dialled only for requests it serves.
-            ctx.options.update(connection_strategy="lazy")
-            logger.info("shadow: connection_strategy=lazy, so routed requests never wait for the reverse target")
 
     def _start_admin(self) -> None:
         listen = self.settings.admin
@@ -196,6 +181,12 @@ class Shadow:
             shadow_draw = sticky if sticky is not None else shadow_draw
         route = routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
         if route is None:
+            return
+        if reply := routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade")):
+            status, headers = reply  # a redirect, or an upgrade the route does not allow: Envoy answers itself
+            flow.response = http.Response.make(status, b"", headers)
+            if route.shadow is not None:  # a redirect route has no cluster, so no mirror either
+                self.metrics.record_drop(route.shadow.name, "upgrade" if status == 403 else "redirect")
             return
         if route.mapping is not None:
             production.apply_route(flow, route, ctx.options.keep_host_header)

@@ -206,14 +206,18 @@ def test_garbage_and_oversized_heads_are_shrugged_off(running: Proxy) -> None:
 def test_host_match_warning_is_a_diag_notice(tmp_path: Path, upstream, proxy) -> None:
     reverse, api = upstream("reverse"), upstream("api")
     m = write_mappings(tmp_path / "m.yaml", mapping("by-host", prefix="/", service="api", host="shop.example"))
-    p = proxy(f"http://{reverse.address}", sets={"mappings": str(m), "mapping_services": [f"api={api.address}"]})
+    services = [f"api={api.address}"]
+    p = proxy(
+        f"http://{reverse.address}",
+        sets={"mappings": str(m), "mapping_services": services, "mapping_keep_host": "false"},
+    )
     warning = "some Mappings match on host, but mitmproxy replaces the client's Host"
     assert warning in p.log
     notices = json.loads(p.admin("/diag")[1])["notices"]
-    assert [n for n in notices if warning in n and "keep_host_header=true" in n], notices
+    assert [n for n in notices if warning in n and "mapping_keep_host is off" in n], notices
     assert warning in html.unescape(get(p.admin_port or 0, "/", "localhost")[2].decode())  # the dashboard too
     q = proxy(
         f"http://{reverse.address}",
-        sets={"mappings": str(m), "mapping_services": [f"api={api.address}"], "keep_host_header": "true"},
+        sets={"mappings": str(m), "mapping_services": services},  # the default: the client's Host is kept
     )
     assert not [n for n in json.loads(q.admin("/diag")[1])["notices"] if warning in n]

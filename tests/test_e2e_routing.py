@@ -52,7 +52,8 @@ def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy
     seen = api.seen[-1]
     assert seen.path == "/v1/items?page=2"
     assert seen.header("x-added") == "yes" and seen.header("x-secret") is None and seen.header("x-keep") == "k"
-    assert seen.header("host") == api.address  # keep_host_header off: Host follows the re-route
+    # Envoy keeps the client's Host: mapping_keep_host (default on) turns on keep_host_header.
+    assert seen.header("host") == f"127.0.0.1:{p.port}"
     assert json.loads(p.request("GET", "/users/7")[2])["path"] == "/7"
     assert json.loads(p.request("GET", "/raw/7")[2])["path"] == "/raw/7"
     # No Mapping matches: the reverse target (the implicit production service) answers, unchanged.
@@ -60,7 +61,7 @@ def test_prefix_rewrite_headers_and_pass_through(tmp_path: Path, upstream, proxy
         "name": "prod",
         "method": "GET",
         "path": "/elsewhere?x=1",
-        "host": prod.address,
+        "host": f"127.0.0.1:{p.port}",
         "size": 0,
     }
     m = metrics_of(p)
@@ -149,17 +150,19 @@ def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> Non
         "name": "secure",
         "method": "GET",
         "path": "/hello",
-        "host": secure.address,
+        "host": f"127.0.0.1:{p.port}",  # the client's Host, as Envoy keeps it
         "size": 0,
     }
 
 
 def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
+    """mappings_strict restores "any error stops start-up" (for CI); without it Emissary's per-resource validity
+    applies (test_invalid_mapping_is_left_out_and_the_others_serve)."""
     prod = upstream("prod")
     m = write_mappings(
         tmp_path / "shop.yaml",
         mapping("a", prefix="/a/", service="a"),
-        mapping("cart", prefix="/cart/", service="cart", weight=150),
+        mapping("cart", prefix="/cart/", service="cart", weight="oops"),
     )
     r = subprocess.run(
         [
@@ -176,6 +179,8 @@ def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None
             f"mappings={m}",
             "--set",
             "shadow_admin=",
+            "--set",
+            "mappings_strict=true",
         ],
         capture_output=True,
         text=True,
@@ -184,7 +189,7 @@ def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None
     )
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert f"{m} doc 2 (Mapping cart.default): weight must be an integer 0..100, got 150" in out
+    assert f"{m} doc 2 (Mapping cart.default): weight must be an integer 0..100, got 'oops'" in out
     assert "Traceback" not in out
 
 
@@ -199,12 +204,12 @@ def test_hot_reload_good_bad_fixed(tmp_path: Path, upstream, proxy) -> None:
         return json.loads(p.request("GET", "/a/x")[2])["name"]
 
     assert name() == "one"
-    write_mappings(d / "a.yaml", mapping("a", prefix="/a/", service="two", weight="oops"))
-    assert wait_until(lambda: "weight must be an integer 0..100, got 'oops'" in p.log, 10, 0.1), p.log
+    (d / "a.yaml").write_text(mapping("a", prefix="/a/", service="two") + "\n---\nkind: [Mapping\n")
+    assert wait_until(lambda: "a.yaml doc 2: YAML syntax error" in p.log, 10, 0.1), p.log
     assert "reload failed; the previous configuration keeps serving" in p.log
-    assert name() == "one"  # the last good configuration keeps serving
+    assert name() == "one"  # a file that is not YAML: the last good configuration keeps serving
     diag = json.loads(p.admin("/diag")[1])
-    assert any("got 'oops'" in e["message"] for e in diag["errors"])
+    assert any("YAML syntax error" in e["message"] for e in diag["errors"])
     time.sleep(0.01)
     write_mappings(d / "a.yaml", mapping("a", prefix="/a/", service="two"))
     assert wait_until(lambda: name() == "two", 10, 0.1)
@@ -257,7 +262,11 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
     import sys
 
     prod, sh = upstream("prod"), upstream("shadow")
-    m = write_mappings(tmp_path / "m.yaml", mapping("all-shadow", prefix="/", service="cand", shadow=True))
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("all", prefix="/", service="app", rewrite=""),
+        mapping("all-shadow", prefix="/", service="cand", shadow=True),
+    )
     port = free_port()
     exe = Path(sys.executable).parent / "mitmshadow"
     proc = subprocess.Popen(
@@ -273,6 +282,8 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
             f"mappings={m}",
             "--set",
             f"mapping_services=cand={sh.address}",
+            "--set",
+            f"mapping_services=app={prod.address}",
             "--set",
             "shadow_admin=",
         ],
@@ -302,3 +313,62 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_emissary_rules_through_mitmdump(tmp_path: Path, upstream, proxy) -> None:
+    """Through a real mitmdump: a shadow alone in its group copies nothing (v3route.py V3Route.generate); a
+    `method` Mapping outranks a header one (irhttpmapping.py _route_weight); header additions are the group's
+    (irhttpmappinggroup.py finalize); ambassador_id selects Mappings (config.py good_ambassador_id); a v2 Mapping
+    without host gets hostname "*" (handwritten.conversion.go); `..` is normalised (v3listener.py)."""
+    prod, api, by_method, by_header, blue, sh = (upstream(n) for n in ("prod", "api", "m", "h", "blue", "sh"))
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", hostname="*", add_request_headers={"x-a": "1"}, weight=50),
+        mapping("api-b", prefix="/api/", service="api", hostname="*", add_request_headers={"x-b": "2"}),
+        mapping("api-shadow", prefix="/api/", service="sh", shadow=True),  # no hostname: another group
+        mapping("by-method", prefix="/o/", service="m", method="GET"),
+        mapping("by-header", prefix="/o/", service="h", headers={"x-a": "1"}),
+        mapping("blue", prefix="/blue/", service="blue", ambassador_id=["blue"]),
+        json.dumps(
+            {
+                "apiVersion": "getambassador.io/v2",
+                "kind": "Mapping",
+                "metadata": {"name": "v2"},
+                "spec": {"prefix": "/v2/", "service": "api"},
+            }
+        ),
+    )
+    svc = [f"{n}={u.address}" for n, u in (("api", api), ("m", by_method), ("h", by_header), ("blue", blue))]
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [*svc, f"sh={sh.address}"]})
+    for _ in range(10):
+        assert json.loads(p.request("GET", "/api/x")[2])["name"] == "api"
+        seen = api.seen[-1]
+        assert seen.header("x-a") == "1" and seen.header("x-b") == "2"  # merged over the group, either Mapping
+    assert json.loads(p.request("GET", "/o/", headers={"x-a": "1"})[2])["name"] == "m"
+    assert json.loads(p.request("POST", "/o/", headers={"x-a": "1"})[2])["name"] == "h"
+    assert json.loads(p.request("GET", "/blue/")[2])["name"] == "prod"
+    assert json.loads(p.request("GET", "/v2/x", headers={"Host": "any.example"})[2])["path"] == "/x"
+    assert json.loads(p.request("GET", "/elsewhere/../api/y")[2])["path"] == "/y"  # normalised, then rewritten
+    assert sh.count() == 0
+    diag = json.loads(p.admin("/diag")[1])
+    assert [i["mapping"] for i in diag["ignored"]] == ["blue.default"]
+    assert any(n.startswith("shadow api-shadow.default is alone in its group") for n in diag["notices"])
+
+
+def test_mapping_keep_host_off_follows_the_routed_service(tmp_path: Path, upstream, proxy) -> None:
+    """With mapping_keep_host=false (and keep_host_header off) Host follows the re-route, and a Mapping that matches
+    on host cannot match: the warning is in the log and /diag."""
+    prod, api = upstream("prod"), upstream("api")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api"),
+        mapping("h", prefix="/h/", service="api", hostname="a.example"),
+    )
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"api={api.address}"], "mapping_keep_host": "false"},
+    )
+    assert json.loads(p.request("GET", "/api/x")[2])["host"] == api.address
+    assert json.loads(p.request("GET", "/h/", headers={"Host": "a.example"})[2])["name"] == "prod"
+    assert "some Mappings match on host" in p.log
+    assert any("some Mappings match on host" in n for n in json.loads(p.admin("/diag")[1])["notices"])

@@ -170,17 +170,19 @@ def test_thousands_of_distinct_paths_keep_metric_cardinality_bounded(tmp_path: P
 def test_two_proxies_shadowing_into_each_other_do_not_amplify(tmp_path: Path, upstream, proxy) -> None:
     reverse_a, reverse_b = upstream("reverse-a"), upstream("reverse-b")
     port_a, port_b = free_port(), free_port()
-    ma = write_mappings(tmp_path / "a.yaml", mapping("to-b", prefix="/", service="b", shadow=True))
-    mb = write_mappings(tmp_path / "b.yaml", mapping("to-a", prefix="/", service="a", shadow=True))
+    # A shadow mirrors a production route (Emissary): each proxy routes / to its own reverse target, by name.
+    prod = mapping("prod", prefix="/", service="own", rewrite="")
+    ma = write_mappings(tmp_path / "a.yaml", prod, mapping("to-b", prefix="/", service="b", rewrite="", shadow=True))
+    mb = write_mappings(tmp_path / "b.yaml", prod, mapping("to-a", prefix="/", service="a", rewrite="", shadow=True))
     a = proxy(
         f"http://{reverse_a.address}",
         port=port_a,
-        sets={"mappings": str(ma), "mapping_services": [f"b=127.0.0.1:{port_b}"]},
+        sets={"mappings": str(ma), "mapping_services": [f"b=127.0.0.1:{port_b}", f"own={reverse_a.address}"]},
     )
     b = proxy(
         f"http://{reverse_b.address}",
         port=port_b,
-        sets={"mappings": str(mb), "mapping_services": [f"a=127.0.0.1:{port_a}"]},
+        sets={"mappings": str(mb), "mapping_services": [f"a=127.0.0.1:{port_a}", f"own={reverse_b.address}"]},
     )
     for _ in range(5):
         assert a.request("GET", "/ping")[0] == 200

@@ -46,15 +46,21 @@ def assert_one_line(line: str, path: str) -> None:
 
 
 def assert_outcome(result: LoadResult, path: str, *, whole_load: bool) -> None:
-    """A configuration (no errors, routable) or one-line errors; a whole load with errors serves nothing."""
+    """A configuration (routable) beside one-line errors; a file that is not YAML serves nothing.
+
+    As in Emissary (config.py), an invalid Mapping invalidates itself only: the valid ones load beside it.
+    """
     for line in result.errors + result.notices:
         assert_one_line(line, path)
-    if result.errors:
-        if whole_load:
-            assert result.mappings == []
+    if result.file_errors:
+        assert result.mappings == [] or not whole_load
         return
+    for line in result.errors:  # the Mapping an error names is never among the loaded ones
+        assert not any(line.startswith((m.source + " ", m.source + ":")) for m in result.mappings)
     table = routing.build_table(result.mappings)
-    assert set(table.addresses) == {m.key for m in result.mappings}
+    # Each Mapping serves, is ignored (ambassador_id), or is refused by its group with an error naming it.
+    accounted = set(table.addresses) | {m.key for m in table.ignored} | {e.mapping for e in table.errors}
+    assert accounted >= {m.key for m in result.mappings}
     # Every accepted Mapping is routable: a request aimed at it resolves (to it or a better match), no exception.
     for m in result.mappings[:8]:
         path_in = m.prefix if not m.prefix_regex else "/"
@@ -310,7 +316,7 @@ def test_mapping_shaped_documents_give_a_configuration_or_one_line_errors(
 ) -> None:
     text = dump(docs, style)
     assert_outcome(load_text(text), "m.yaml", whole_load=False)
-    # Through the file system too: there, any error means no Mappings at all (never a partial table).
+    # Through the file system too.
     f = workdir / "docs.yaml"
     f.write_text(text, encoding="utf-8")
     assert_outcome(load_path(str(f)), str(f), whole_load=True)
@@ -652,16 +658,19 @@ def test_hidden_files_in_a_directory_are_not_loaded(tmp_path: Path) -> None:
     assert r.errors == [] and r.files == [str(tmp_path / "a.yaml")]
 
 
-def test_a_load_with_any_error_yields_no_mappings(tmp_path: Path) -> None:
+def test_an_invalid_mapping_invalidates_itself_only(tmp_path: Path) -> None:
+    """Emissary config.py / fetch/resource.py: a resource with errors is left out, the others serve;
+    `mappings_strict` (blocking(strict=True)) turns any error into a failed load, and a file that is not YAML is
+    always a file-level error."""
     (tmp_path / "a.yaml").write_text(crd("prefix: /a/, service: s", "a"))
     (tmp_path / "b.yaml").write_text(crd("prefix: /b/, service: s", "b") + "---\n" + crd("prefix: /c/", "c"))
     r = load_path(str(tmp_path))
-    assert r.errors == [f"{tmp_path}/b.yaml doc 2 (Mapping c.default): service is required"]
-    assert r.mappings == []  # a and b are valid, but the configuration as a whole is not served
-    # parse_text alone keeps the valid ones beside the error, for diagnostics; load_path is what serves.
-    assert [
-        m.name for m in load_text(crd("prefix: /b/, service: s", "b") + "---\n" + crd("prefix: /c/", "c")).mappings
-    ] == ["b"]
+    err = f"{tmp_path}/b.yaml doc 2 (Mapping c.default): service is required"
+    assert r.errors == [err] and r.blocking() == [] and r.blocking(strict=True) == [err]
+    assert [m.name for m in r.mappings] == ["a", "b"]
+    (tmp_path / "c.yaml").write_text("kind: Mapping\nspec: {prefix: [/a/\n")
+    r = load_path(str(tmp_path))
+    assert len(r.blocking()) == 1 and r.blocking()[0].startswith(f"{tmp_path}/c.yaml doc 1: YAML syntax error")
 
 
 FLOW_DOC = json.dumps(
@@ -729,7 +738,7 @@ def test_malformed_file_gives_exactly_its_expected_line(name: str, monkeypatch: 
     rel = f"tests/malformed/{name}"
     r = load_path(rel)
     assert r.errors == [expectations()[rel]]
-    assert r.mappings == []
+    assert_outcome(r, rel, whole_load=True)
 
 
 def test_mitmdump_refuses_to_start_on_a_malformed_file_with_exactly_that_line() -> None:

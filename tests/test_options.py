@@ -63,7 +63,7 @@ def test_request_headers_hook_routes_and_leaves_replays_alone(tmp_path: Path) ->
     m = write_mappings(tmp_path / "m.yaml", mapping("api", prefix="/api/", service="api-svc:9000", rewrite="/v1/"))
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
-        tctx.configure(sh, mappings=str(m))
+        tctx.configure(sh, mappings=str(m), mapping_keep_host=False)  # Host follows the routed service
         f = tflow.tflow(req=tutils.treq(path=b"/api/x?y=1"))
         sh.requestheaders(f)
         assert (f.request.host, f.request.port, f.request.path) == ("api-svc", 9000, "/v1/x?y=1")
@@ -79,7 +79,7 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
     bad = write_mappings(tmp_path / "bad.yaml", mapping("a", prefix="/a/"))
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
-        tctx.configure(sh, mappings=str(good))
+        tctx.configure(sh, mappings=str(good), mappings_strict=True)  # any invalid Mapping fails the load
         sh.files.running = True  # as after the `running` hook
         with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
             tctx.configure(sh, mappings=str(bad))

@@ -76,13 +76,22 @@ def test_more_header_constraints_first_at_equal_prefix() -> None:
 
 
 def test_group_key_ignores_weight_and_shadow_but_not_method_or_precedence() -> None:
+    """irhttpmapping.py IRHTTPMapping.__init__ / _group_id: `method` becomes a `:method` header and host/hostname
+    (even "*") an `:authority` one, both in the id; weight and shadow are not."""
     a, b = M("a", prefix="/x/"), M("b", prefix="/x/", weight=10)
     s = M("s", prefix="/x/", shadow=True)
     assert routing.group_key(a) == routing.group_key(b) == routing.group_key(s)
     assert routing.group_key(a) != routing.group_key(M("c", prefix="/x/", method="POST"))
     assert routing.group_key(a) != routing.group_key(M("d", prefix="/x/", precedence=2))
-    # Emissary's group id treats a missing method as GET.
-    assert routing.group_key(a) == routing.group_key(M("e", prefix="/x/", method="GET"))
+    # No method, method GET and method POST are three groups; no hostname and hostname "*" are two.
+    get, post = M("e", prefix="/x/", method="GET"), M("f", prefix="/x/", method="POST")
+    assert len({routing.group_key(a), routing.group_key(get), routing.group_key(post)}) == 3
+    assert routing.group_key(a) != routing.group_key(M("g", prefix="/x/", hostname="*"))
+    # A `:authority` header is the host; case_sensitive and prefix_exact are not in the id (core keys).
+    assert routing.group_key(M("h", prefix="/x/", headers={":authority": "a.com"})) == routing.group_key(
+        M("i", prefix="/x/", hostname="a.com")
+    )
+    assert routing.group_key(a) == routing.group_key(M("j", prefix="/x/", case_sensitive=False))
 
 
 def test_method_host_query_and_regex_matches() -> None:
@@ -103,7 +112,9 @@ def test_method_host_query_and_regex_matches() -> None:
         return r.mapping.name if r and r.mapping else None
 
     assert name(view("/m/", "POST")) == "post" and name(view("/m/", "GET")) is None
-    assert name(view("/h/", host="diag.example.com:8080")) == "host" and name(view("/h/", host="x.com")) is None
+    # Envoy exact :authority match: the whole value, port included (t_mappingtests_plain.py HostHeaderMapping).
+    assert name(view("/h/", host="diag.example.com")) == "host" and name(view("/h/", host="x.com")) is None
+    assert name(view("/h/", host="diag.example.com:8080")) is None
     assert name(view("/g/", host="a.example.com")) == "glob" and name(view("/g/", host="example.org")) is None
     assert name(view("/q/?debug")) == "query" and name(view("/q/?other=1")) is None
     assert name(view("/rq/?id=12")) == "rxq" and name(view("/rq/?id=x12")) is None
@@ -116,8 +127,9 @@ def test_method_host_query_and_regex_matches() -> None:
 # ---------------------------------------------------------------- canary weights (Emissary docs: canary.md)
 
 
-def names(ws: list[tuple[mappings.Mapping, int]] | str) -> list[tuple[str, int]] | str:
-    return ws if isinstance(ws, str) else [(m.name, w) for m, w in ws]
+def names(ws: tuple[list[tuple[mappings.Mapping, int]], list[str]]) -> list[tuple[str, int]]:
+    assert ws[1] == []
+    return [(m.name, w) for m, w in ws[0]]
 
 
 def test_canary_weights_cumulative_weighted_first() -> None:
@@ -126,9 +138,20 @@ def test_canary_weights_cumulative_weighted_first() -> None:
     assert names(routing.canary_weights([M("a", weight=30), M("b", weight=20)])) == [("a", 30), ("b", 50)]
     assert names(routing.canary_weights([M("a", weight=100), M("b")])) == [("a", 100), ("b", 100)]  # b gets 0%
     assert names(routing.canary_weights([M("only", weight=10)])) == [("only", 100)]
-    assert names(routing.canary_weights([M("a", weight=60), M("b", weight=50)])) == (
-        "total weight of mappings a, b exceeds 100 (110); the group is ignored"
-    )
+
+
+def test_weights_over_100_post_emissarys_errors_and_keep_the_weights_so_far() -> None:
+    """irbasemappinggroup.py normalize_weights_in_mappings: the error texts; routes keep their order, Mappings
+    reached keep their cumulative weight, the others Envoy's default 100 (v3route.py `_weight`)."""
+    ws, errs = routing.canary_weights([M("a", weight=60), M("b", weight=50), M("c")])
+    assert [(m.name, w) for m, w in ws] == [("a", 60), ("b", 110), ("c", 100)]
+    assert errs == [
+        "Total weight of mappings exceeds 100, please reconfigure for correct behavior...",
+        "Could not normalize mapping weights, ignoring...",
+    ]
+    ws, errs = routing.canary_weights([M("a", weight=30), M("b", weight=150), M("c", weight=10)])
+    assert [(m.name, w) for m, w in ws] == [("a", 30), ("b", 100), ("c", 100)]
+    assert errs[0] == "Mapping b has invalid weight 150"
 
 
 def test_canary_pick_and_fall_through_when_weights_do_not_reach_100() -> None:
@@ -140,12 +163,16 @@ def test_canary_pick_and_fall_through_when_weights_do_not_reach_100() -> None:
     assert pick(partial, view("/p/x"), canary=70).mapping.name == "rest"  # type: ignore[union-attr]
 
 
-def test_group_over_100_is_reported_and_ignored() -> None:
+def test_group_over_100_is_reported_and_still_routes() -> None:
+    """irhttpmappinggroup.py finalize: "Could not normalize mapping weights, ignoring..." is posted, yet the routes
+    made so far stay (V3Route.generate loops group.mappings)."""
     t = table(M("a", prefix="/p/", weight=60), M("b", prefix="/p/", weight=50))
     assert [(e.mapping, e.message) for e in t.errors] == [
-        ("a.default", "total weight of mappings a, b exceeds 100 (110); the group is ignored")
+        ("a.default", "Total weight of mappings exceeds 100, please reconfigure for correct behavior..."),
+        ("a.default", "Could not normalize mapping weights, ignoring..."),
     ]
-    assert pick(t, view("/p/x")) is None
+    assert pick(t, view("/p/x"), canary=10).mapping.name == "a"  # type: ignore[union-attr]
+    assert pick(t, view("/p/x"), canary=70).mapping.name == "b"  # type: ignore[union-attr]
 
 
 def test_canary_split_statistics() -> None:
@@ -187,12 +214,17 @@ def test_each_service_its_own_shadow() -> None:
     assert pick(t, view("/b/")).shadow.name == "b-sh"  # type: ignore[union-attr]
 
 
-def test_shadow_only_group_copies_implicit_production() -> None:
+def test_shadow_only_group_has_no_route_and_copies_nothing() -> None:
+    """v3route.py V3Route.generate makes routes from group.mappings only: a shadow alone in its group mirrors
+    nothing and never changes where production requests go."""
     t = table(M("sh", prefix="/", shadow=True, rewrite="/ignored/"), M("api", prefix="/api/"))
-    r = pick(t, view("/other?x=1"))
-    assert r is not None and r.mapping is None and r.address is None and r.path == "/other?x=1"
-    assert r.shadow.name == "sh" and r.timeout_ms == 3000  # type: ignore[union-attr]
-    assert pick(t, view("/api/x")).shadow is None  # type: ignore[union-attr]
+    assert pick(t, view("/other?x=1")) is None  # the reverse target serves it; no copy
+    r = pick(t, view("/api/x"))
+    assert r is not None and r.mapping.name == "api" and r.shadow is None  # type: ignore[union-attr]
+    # The shadow meant for `api` but written with hostname "*" is in another group: it copies nothing either.
+    t = table(M("api", prefix="/api/"), M("api-shadow", prefix="/api/", hostname="*", shadow=True))
+    r = pick(t, view("/api/x"))
+    assert r is not None and r.mapping.name == "api" and r.shadow is None  # type: ignore[union-attr]
 
 
 def test_copy_inherits_production_timeout_and_shadow_service_address() -> None:
@@ -250,3 +282,159 @@ def test_edit_headers_removes_then_adds() -> None:
 def test_regex_rewrite_follows_re2_rewrite_rules(substitution: str, expected: str) -> None:
     m = M("m", prefix="/u/", regex_rewrite={"pattern": "^/u/([0-9]+)$", "substitution": substitution})
     assert routing.rewrite_path(m, "/u/42?q=1") == expected + "?q=1"
+
+
+# ---------------------------------------------------------------- Emissary's rules, one test each
+
+
+def test_present_header_query_and_host_in_the_group_id() -> None:
+    """irhttpmapping.py _group_id: header and query names and values are in the id; `true` means present."""
+    base = M("a", prefix="/x/")
+    assert routing.group_key(M("b", prefix="/x/", headers={"x-a": True})) == "HTTP-GET/x/x-a"
+    assert routing.group_key(M("c", prefix="/x/", query_parameters={"q": "1"})) == "HTTP-GET/x/q1"
+    assert routing.group_key(M("d", prefix="/x/", hostname="*")) == "HTTP-GET/x/:authority*"
+    assert routing.group_key(M("e", prefix="/x/", method="POST", precedence=3)) == "HTTP-GET/x/:methodPOST3"
+    assert routing.group_key(base) == "HTTP-GET/x/"
+
+
+def test_method_and_host_count_in_route_order() -> None:
+    """irhttpmapping.py _route_weight: `:method` and `:authority` count in the header length like any header, and
+    a present-only header counts its name plus one ("*"), so a `method` Mapping can outrank a header one."""
+    by_method = M("m", prefix="/x/", method="GET")  # ":method" + "GET" = 10
+    by_header = M("h", prefix="/x/", headers={"x-a": "1"})  # 4
+    present = M("p", prefix="/x/", headers={"x-long-name": True})  # 11 + 1 = 12
+    assert route_len(by_method) == 10 and route_len(by_header) == 4 and route_len(present) == 12
+    t = table(by_header, by_method, present)
+    assert [g.members[0].name for g in t.groups] == ["p", "m", "h"]
+    assert pick(t, view("/x/", **{"x-a": "1"})).mapping.name == "m"  # type: ignore[union-attr]
+
+
+def route_len(m: mappings.Mapping) -> int:
+    w = routing.route_weight(m)
+    assert isinstance(w[2], int)
+    return w[2]
+
+
+def test_group_wide_settings_from_the_production_mappings() -> None:
+    """irhttpmappinggroup.py finalize + v3route.py V3Route: add_*_headers merged over the group; remove_*_headers
+    and regex_rewrite from the last Mapping (by name) that sets them, for every route of the group."""
+    a = M("a", prefix="/x/", add_request_headers={"x-a": "1"}, remove_request_headers=["x-gone"], weight=50)
+    b = M("b", prefix="/x/", add_request_headers={"x-b": "2"}, regex_rewrite={"pattern": "/x/", "substitution": "/"})
+    c = M("c", prefix="/x/", shadow=True, add_request_headers={"x-shadow": "no"})
+    t = table(a, b, c)
+    s = t.groups[0].settings
+    assert [h.name for h in s.add_request_headers] == ["x-a", "x-b"] and s.remove_request_headers == ("x-gone",)
+    r = pick(t, view("/x/y"), canary=10)
+    assert r is not None and r.mapping.name == "a" and r.path == "/y"  # type: ignore[union-attr]
+    # A later Mapping without regex_rewrite clears it for the whole group (every Mapping carries the key).
+    t = table(b, M("z", prefix="/x/", rewrite="/z/"))
+    assert t.groups[0].settings.regex_rewrite is None
+    assert pick(t, view("/x/y"), canary=10).path == "/x/y"  # type: ignore[union-attr]  # b's rewrite is ""
+
+
+def test_core_keys_must_agree_even_for_a_shadow() -> None:
+    """irhttpmappinggroup.py add_mapping: a later Mapping whose CoreMappingKeys differ is refused, in Emissary's
+    words; the check runs before the shadow branch."""
+    t = table(M("a", prefix="/x/", connect_timeout_ms=100), M("s", prefix="/x/", shadow=True, connect_timeout_ms=200))
+    assert t.groups[0].shadow is None
+    assert [(e.mapping, e.message) for e in t.errors] == [
+        (
+            "s.default",
+            "cannot accept new mapping s with mismatched connect_timeout_ms: 200 != 100."
+            "Please verify field is set with the same value in all related mappings."
+            "Example: When canary is configured, related mappings should have same fields and values",
+        )
+    ]
+    t = table(M("a", prefix="/x/"), M("b", prefix="/x/", prefix_exact=False))
+    assert "prefix_exact: False != -unset-" in t.errors[0].message and len(t.groups[0].members) == 1
+
+
+def test_ambassador_id_selects_mappings() -> None:
+    """config.py good_ambassador_id: ids as a string or a list; "_automatic_" always; default "default"."""
+    ms = [
+        M("plain", prefix="/a/"),
+        M("blue", prefix="/b/", ambassador_id="blue"),
+        M("both", prefix="/c/", ambassador_id=["default", "blue"]),
+        M("auto", prefix="/d/", ambassador_id=["_automatic_"]),
+    ]
+    assert sorted(m.name for m in routing.build_table(ms).mappings) == ["auto", "both", "plain"]
+    blue = routing.build_table(ms, (), "blue")
+    assert sorted(m.name for m in blue.mappings) == ["auto", "blue", "both"]
+    assert [m.name for m in blue.ignored] == ["plain"]
+
+
+def test_matching_as_envoy_does() -> None:
+    """Envoy route matching as v3route.py configures it: exact host on the whole :authority (case and port);
+    globs are suffix/prefix matches; method_regex; the first raw query value; case_sensitive ignored for
+    prefix_regex; the path normalised first (v3listener.py normalize_path)."""
+    t = table(
+        M("exact", prefix="/e/", hostname="Api.example.com"),
+        M("glob", prefix="/g/", hostname="*.example.com"),
+        M("mrx", prefix="/m/", method="GET|HEAD", method_regex=True),
+        M("q", prefix="/q/", query_parameters={"a": "x%20y"}),
+        M("rx", prefix="/R/[0-9]+", prefix_regex=True, case_sensitive=False),
+        M("b", prefix="/b/"),
+    )
+
+    def name(req: RequestView) -> str | None:
+        r = pick(t, req)
+        return r.mapping.name if r and r.mapping else None
+
+    assert name(view("/e/", host="Api.example.com")) == "exact"
+    assert name(view("/e/", host="api.example.com")) is None and name(view("/e/", host="Api.example.com:80")) is None
+    assert name(view("/g/", host="a.example.com")) == "glob" and name(view("/g/", host="a.example.com:8080")) is None
+    assert name(view("/m/", "HEAD")) == "mrx" and name(view("/m/", "POST")) is None
+    assert name(view("/q/?a=x%20y&a=z")) == "q" and name(view("/q/?a=z&a=x%20y")) is None
+    assert name(view("/q/?a=x y")) is None  # raw, undecoded
+    assert name(view("/R/12")) == "rx" and name(view("/r/12")) is None
+    r = pick(t, view("/a/../b/c/./d"))
+    assert r is not None and r.mapping.name == "b" and r.path == "/c/d"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/a/../b/", "/b/"),
+        ("/need-normalization/../simple/", "/simple/"),
+        ("/a/./b?x=/../", "/a/b?x=/../"),
+        ("/a/%2e%2E/b", "/b"),
+        ("/../a", "/a"),
+        ("/a/b/..", "/a/"),
+        ("/a//b/", "/a//b/"),  # merge_slashes stays off
+        ("/a%2Fb/../c", "/c"),  # escaped slashes are not separators
+        ("/.hidden/x", "/.hidden/x"),
+    ],
+)
+def test_normalize_path(path: str, expected: str) -> None:
+    """RFC 3986 5.2.4 remove_dot_segments, as Envoy's normalize_path (on in Emissary's v3listener.py)."""
+    assert routing.normalize_path(path) == expected
+
+
+def test_redirect_and_upgrade_answers() -> None:
+    """v3route.py: a host_redirect group answers a redirect and mirrors nothing; an upgrade is allowed only where
+    allow_upgrade/use_websocket lists it (Envoy answers 403 otherwise)."""
+    t = table(
+        M("r", prefix="/r/", service="foobar.com", host_redirect=True, redirect_response_code=302),
+        M("rs", prefix="/r/", shadow=True),
+        M("ws", prefix="/ws/", use_websocket=True),
+        M("ws-false", prefix="/wsf/", use_websocket=False),  # irhttpmapping.py: the key alone adds websocket
+        M("plain", prefix="/p/"),
+    )
+    r = pick(t, view("/r/x?q=1"))
+    assert r is not None and r.shadow is None
+    assert routing.local_reply(r, "GET", None, None) == (302, {"location": "http://foobar.com/r/x?q=1"})
+    ws, plain = pick(t, view("/ws/")), pick(t, view("/p/"))
+    assert ws is not None and plain is not None
+    assert routing.local_reply(ws, "GET", "Upgrade", "websocket") is None
+    wsf = pick(t, view("/wsf/"))
+    assert wsf is not None and routing.local_reply(wsf, "GET", "Upgrade", "websocket") is None
+    assert routing.local_reply(plain, "GET", "keep-alive, Upgrade", "websocket") == (403, {})
+    assert routing.local_reply(plain, "GET", None, None) is None
+
+
+def test_timeout_zero_means_none_for_the_copy() -> None:
+    """v3route.py: timeout_ms becomes the route timeout, 0s = none in Envoy; the mirror inherits it."""
+    t = table(M("p", prefix="/a/", timeout_ms=0), M("s", prefix="/a/", shadow=True))
+    r = pick(t, view("/a/"))
+    assert r is not None and r.timeout_ms == 0 and routing.copy_timeout(r.timeout_ms) == routing.NO_TIMEOUT_CAP
+    assert routing.copy_timeout(750) == 0.75

@@ -1,0 +1,188 @@
+"""`explain`: the routing table as a person reads it, with a warning for each trap. Pure: Table in, text or JSON out.
+
+Used by `mitmshadow explain FILES...` and by `/diag` (its "routes" key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .mappings import LoadResult, Mapping
+from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
+
+UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
+
+
+def _match(g: Group) -> dict[str, Any]:
+    m = g.members[0]
+    kind = "regex" if m.prefix_regex else "exact" if m.prefix_exact else "prefix"
+    return {
+        kind: m.prefix,
+        "headers": [_kv(h) for h in header_matches(m)],
+        "query_parameters": [_kv(q) for q in query_matches(m)],
+        "precedence": m.precedence,
+    }
+
+
+def _label(g: Group) -> str:
+    """The group's label, with `hostname "*"` shown: it is what separates two groups of the same prefix."""
+    star = any(h.name == ":authority" and h.value == "*" for h in header_matches(g.members[0]))
+    return g.label + (" host *" if star else "")
+
+
+def _kv(h: KeyValue) -> dict[str, Any]:
+    return {"name": h.name, "value": h.value, "regex": h.regex}
+
+
+def _describe(h: KeyValue) -> str:
+    """A header match in the words of the Mapping field it came from."""
+    if h.name == ":authority":
+        return f"hostname {h.value!r}" if not h.regex else f"host_regex {h.value!r}"
+    if h.name == ":method":
+        return f"method {h.value}" + (" (regex)" if h.regex else "")
+    if h.value is None:
+        return f"header {h.name} present"
+    return f"header {h.name}{' ~ ' if h.regex else ' = '}{h.value!r}"
+
+
+def _separation(shadow: Mapping, prod: Mapping) -> str:
+    """What puts two Mappings of the same prefix into different groups (irhttpmapping.py _group_id)."""
+    parts: list[str] = []
+    a, b = header_matches(shadow), header_matches(prod)
+    for name, label in ((":authority", "hostname"), (":method", "method")):
+        sa = [h for h in a if h.name == name]
+        sb = [h for h in b if h.name == name]
+        if sa != sb:
+            parts.append(f"{_describe(sa[0]) if sa else f'no {label}'} vs {_describe(sb[0]) if sb else f'no {label}'}")
+    other_a = [h for h in a if h.name not in (":authority", ":method")]
+    other_b = [h for h in b if h.name not in (":authority", ":method")]
+    if other_a != other_b:
+        parts.append(f"headers {[_describe(h) for h in other_a]} vs {[_describe(h) for h in other_b]}")
+    if query_matches(shadow) != query_matches(prod):
+        parts.append("query_parameters differ")
+    if shadow.precedence != prod.precedence:
+        parts.append(f"precedence {shadow.precedence} vs {prod.precedence}")
+    return "; ".join(parts) or "the order of their header or query matches"
+
+
+def traps(table: Table) -> list[str]:
+    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
+    out: list[str] = []
+    for g in table.groups:
+        if g.shadow is not None and not g.routes:
+            s = g.shadow
+            line = f"shadow {s.key} is alone in its group: it has no route, so it copies nothing"
+            near = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
+            if near:
+                meant = sorted(m.key for m, _ in near[0].production)
+                p = near[0].production[0][0]
+                line += (
+                    f"; it was probably meant for {', '.join(meant)} (same prefix), separated by {_separation(s, p)}"
+                )
+            out.append(line)
+    for m in table.ignored:
+        out.append(
+            f"Mapping {m.key} ignored: ambassador_id {', '.join(m.ambassador_id)} does not include "
+            f"{table.ambassador_id!r}"
+        )
+    return out
+
+
+def warnings(table: Table) -> list[str]:
+    """Each trap in the table, one line each: the traps, Emissary's errors (second shadow, weights over 100,
+    mismatched core keys), and fields not honoured."""
+    out = traps(table)
+    out += [f"Mapping {e.mapping}: {e.message}" for e in table.errors]
+    for g in table.groups:
+        for m in g.members:
+            if m.ignored_fields:
+                out.append(f"Mapping {m.key}: not honoured (ignored): {', '.join(m.ignored_fields)}")
+    return out
+
+
+def host_notice(table: Table, keep_host: bool) -> str | None:
+    """Host matching needs the client's Host, which mitmproxy's reverse mode replaces unless keep_host_header."""
+    if keep_host or not any(host_match(m) for m in table.mappings):
+        return None
+    return (
+        "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with the reverse target "
+        "before addons see it (mapping_keep_host is off): they cannot match"
+    )
+
+
+def routes(table: Table) -> list[dict[str, Any]]:
+    """The groups in route order, as plain data (for /diag)."""
+    out: list[dict[str, Any]] = []
+    for i, g in enumerate(table.groups, 1):
+        prev = 0
+        prods = []
+        for m, cum in g.production:
+            prods.append(
+                {
+                    "name": m.key,
+                    "service": m.service,
+                    "cumulative_weight": cum,
+                    "share": max(0, min(cum, 100) - prev),
+                }
+            )
+            prev = max(prev, min(cum, 100))
+        s = g.shadow
+        out.append(
+            {
+                "order": i,
+                "label": _label(g),
+                "match": _match(g),
+                "route_weight": [str(x) for x in route_weight(g.members[0])],
+                "routes": g.routes,
+                "production": prods,
+                "redirect": g.redirect.key if g.redirect else None,
+                "shadow": None
+                if s is None
+                else {"name": s.key, "service": s.service, "weight": 100 if s.weight is None else s.weight},
+                "errors": list(g.errors),
+            }
+        )
+    return out
+
+
+def _match_text(r: dict[str, Any]) -> str:
+    m = r["match"]
+    kind = next(k for k in ("prefix", "exact", "regex") if k in m)
+    parts = [f"{kind} {m[kind]}"]
+    parts += [_describe(KeyValue(h["name"], h["value"], h["regex"])) for h in m["headers"]]
+    for q in m["query_parameters"]:
+        parts.append(
+            f"query {q['name']}" + ("" if q["value"] is None else f" {'~' if q['regex'] else '='} {q['value']!r}")
+        )
+    if m["precedence"]:
+        parts.append(f"precedence {m['precedence']}")
+    return ", ".join(parts)
+
+
+def text(table: Table, loaded: LoadResult | None = None) -> str:
+    """The report `mitmshadow explain` prints."""
+    lines = ["Routes, in the order they are tried (the first match wins):", ""]
+    for r in routes(table):
+        lines.append(f"{r['order']}. {_match_text(r)}")
+        if r["redirect"]:
+            lines.append(f"     redirect: {r['redirect']}")
+        for p in r["production"]:
+            lines.append(
+                f"     {p['name']:<28} -> {p['service']:<28} cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
+            )
+        if r["shadow"]:
+            s = r["shadow"]
+            copies = f"copies {s['weight']}% of the requests" if r["routes"] else "copies nothing (no route)"
+            lines.append(f"     shadow {s['name']:<21} -> {s['service']:<28} weight {s['weight']}: {copies}")
+        if not r["routes"]:
+            lines.append("     no route: only a shadow")
+    if not table.groups:
+        lines.append("(no Mappings)")
+    lines += ["", UNROUTED]
+    problems = list(loaded.errors) if loaded else []
+    warn = warnings(table)
+    if problems or warn:
+        lines += ["", "Warnings:"]
+        lines += [f"  - {e}" for e in problems]
+        lines += [f"  - {w}" for w in warn]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""`explain`: the routing table in route order, with a warning for each trap (pure), the CLI, and /diag."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from support import mapping, write_mappings
+
+from shadow_addon import explain, mappings, routing
+
+
+def M(name: str, **kw: object) -> mappings.Mapping:
+    return mappings.build_mapping(name, "default", "t", {"service": name + "-svc", **kw})
+
+
+def test_routes_in_order_with_weights_and_shadow() -> None:
+    """ir.py ordered_groups order; cumulative weights (irbasemappinggroup.py); the shadow's own weight
+    (v3route.py request_mirror_policies)."""
+    t = routing.build_table(
+        [
+            M("quote", prefix="/backend/"),
+            M("quotev2", prefix="/backend/", weight=10),
+            M("next", prefix="/backend/", shadow=True, weight=25),
+            M("all", prefix="/"),
+        ]
+    )
+    rs = explain.routes(t)
+    assert [r["label"] for r in rs] == ["/backend/", "/"]
+    assert rs[0]["production"] == [
+        {"name": "quotev2.default", "service": "quotev2-svc", "cumulative_weight": 10, "share": 10},
+        {"name": "quote.default", "service": "quote-svc", "cumulative_weight": 100, "share": 90},
+    ]
+    assert rs[0]["shadow"] == {"name": "next.default", "service": "next-svc", "weight": 25}
+    text = explain.text(t)
+    assert text.index("quotev2.default") < text.index("quote.default ") < text.index("prefix /\n")
+    assert "copies 25% of the requests" in text and "Warnings" not in text
+
+
+def test_shadow_alone_names_the_mapping_it_was_meant_for_and_the_field() -> None:
+    """V3Route.generate: a group with only a shadow has no route; the separating field is in _group_id."""
+    t = routing.build_table(
+        [
+            M("api", prefix="/api/", hostname="*"),
+            M("api-shadow", prefix="/api/", shadow=True),
+            M("orders", prefix="/orders/"),
+            M("orders-shadow", prefix="/orders/", method="POST", shadow=True),
+        ]
+    )
+    w = explain.warnings(t)
+    assert (
+        "shadow api-shadow.default is alone in its group: it has no route, so it copies nothing; it was probably "
+        "meant for api.default (same prefix), separated by no hostname vs hostname '*'"
+    ) in w
+    assert any(x.startswith("shadow orders-shadow.default is alone") and "method POST vs no method" in x for x in w)
+    assert "no route: only a shadow" in explain.text(t)
+
+
+def test_every_trap_is_warned() -> None:
+    """Second shadow (irhttpmappinggroup.py add_mapping), weights over 100 (normalize_weights_in_mappings),
+    ambassador_id (config.py good_ambassador_id), fields not honoured."""
+    t = routing.build_table(
+        [
+            M("a", prefix="/a/", weight=60, cors={"origins": "*"}),
+            M("b", prefix="/a/", weight=60),
+            M("s1", prefix="/a/", shadow=True),
+            M("s2", prefix="/a/", shadow=True),
+            M("blue", prefix="/b/", ambassador_id="blue"),
+        ]
+    )
+    w = "\n".join(explain.warnings(t))
+    assert "cannot accept s2 as second shadow after s1" in w
+    assert "Total weight of mappings exceeds 100, please reconfigure for correct behavior..." in w
+    assert "Mapping blue.default ignored: ambassador_id blue does not include 'default'" in w
+    assert "Mapping a.default: not honoured (ignored): cors" in w
+
+
+def test_host_notice_only_when_host_matching_cannot_work() -> None:
+    t = routing.build_table([M("h", prefix="/", hostname="a.example.com")])
+    assert explain.host_notice(t, keep_host=True) is None
+    assert "cannot match" in (explain.host_notice(t, keep_host=False) or "")
+    assert explain.host_notice(routing.build_table([M("p", prefix="/")]), keep_host=False) is None
+
+
+def test_mitmshadow_explain_command(tmp_path: Path) -> None:
+    """The CLI: text by default, JSON with --json, exit status 1 only for a file that cannot be read."""
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", hostname="*"),
+        mapping("api-shadow", prefix="/api/", service="api-next", shadow=True),
+    )
+    cmd = [sys.executable, "-m", "shadow_addon.cli", "explain"]
+    r = subprocess.run([*cmd, str(m)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "shadow api-shadow.default is alone in its group" in r.stdout
+    r = subprocess.run([*cmd, "--json", str(m)], capture_output=True, text=True, timeout=60)
+    doc = json.loads(r.stdout)
+    assert [x["label"] for x in doc["routes"]] == ["/api/ host *", "/api/"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [Mapping\n")
+    r = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "YAML syntax error" in r.stdout
+
+
+def test_diag_has_routes_and_notices(tmp_path: Path, upstream, proxy) -> None:
+    """/diag carries the same data ("routes"), the traps as notices, and invalid Mappings as errors while the
+    others serve (config.py: an invalid resource is left out)."""
+    prod, api = upstream("prod"), upstream("api")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", hostname="*", rewrite=""),
+        mapping("api-shadow", prefix="/api/", service="api-next", shadow=True),
+        mapping("broken", prefix="/broken/", service="api", weight="ten"),
+    )
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [f"api={api.address}"]})
+    d = json.loads(p.admin("/diag")[1])
+    assert [r["label"] for r in d["routes"]] == ["/api/ host *", "/api/"]
+    assert any("api-shadow.default is alone in its group" in n for n in d["notices"])
+    assert any("weight must be an integer 0..100, got 'ten'" in e["message"] for e in d["errors"])
+    assert json.loads(p.request("GET", "/api/x")[2])["name"] == "api"
+    assert json.loads(p.request("GET", "/broken/x")[2])["name"] == "prod"
