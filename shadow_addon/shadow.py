@@ -23,10 +23,11 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
 from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
+from .budget import MemoryBudget
 from .metrics import PRODUCTION, Metrics
 from .pairing import Pairing
 from .report import REVERSE_TARGET
-from .sender import Copy, Outcome, Sender
+from .sender import RESPONSE_LIMIT, Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
 
@@ -53,6 +54,14 @@ def _parse_header_specs(option: str, values: Sequence[str]) -> tuple[tuple[bytes
             raise exceptions.OptionsError(f"{option}: expected 'Name: value', got {spec!r}")
         out.append((name.strip().encode(), value.strip().encode()))
     return tuple(out)
+
+
+def _parse_size(option: str, value: str, default: int) -> int:
+    try:
+        size = human.parse_size(value)
+    except ValueError:
+        raise exceptions.OptionsError(f"{option}: expected a size such as 64k or 1m, got {value!r}") from None
+    return size if size is not None else default
 
 
 CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
@@ -83,6 +92,8 @@ class Shadow:
         self.remove_headers: frozenset[bytes] = frozenset()
         self.sample_key = ""
         self.body_limit = 1024 * 1024
+        self.response_limit = RESPONSE_LIMIT
+        self.budget = MemoryBudget(256 * 1024 * 1024)  # one for the addon's life: holders keep their accounts
         self.host_suffix = True
         self.timeout_override = 0.0
         self.pending: dict[str, Pending] = {}
@@ -144,6 +155,20 @@ class Shadow:
             str,
             "1m",
             "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
+        )
+        loader.add_option(
+            "shadow_response_limit",
+            str,
+            "64k",
+            "Largest shadow response body read (e.g. 64k, 1m); past it the copy is counted as response_limit. "
+            "When comparison or the flow view keeps bodies, their keep size if larger.",
+        )
+        loader.add_option(
+            "shadow_memory_limit",
+            str,
+            "256m",
+            "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
+            "every shadow service; beyond it copies are dropped and counted as overload.",
         )
         loader.add_option(
             "shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog."
@@ -236,6 +261,12 @@ class Shadow:
                     f"shadow_body_limit: expected a size such as 512k or 1m, got {o.shadow_body_limit!r}"
                 ) from None
             self.body_limit = limit if limit is not None else 1024 * 1024
+        if "shadow_response_limit" in updated:
+            self.response_limit = _parse_size("shadow_response_limit", o.shadow_response_limit, RESPONSE_LIMIT)
+            if self.sender is not None:
+                self.sender.response_limit = self.response_limit
+        if "shadow_memory_limit" in updated:
+            self.budget.limit = _parse_size("shadow_memory_limit", o.shadow_memory_limit, 256 * 1024 * 1024)
         if "shadow_admin" in updated and ctx.options.shadow_admin:
             try:
                 host, _ = admin.parse_listen(ctx.options.shadow_admin)
@@ -327,7 +358,13 @@ class Shadow:
         o = ctx.options
         old = self.sender
         self.sender = Sender(
-            self.metrics, o.shadow_max_inflight, o.shadow_max_backlog, self._ssl_context(), on_result=self._on_result
+            self.metrics,
+            o.shadow_max_inflight,
+            o.shadow_max_backlog,
+            self._ssl_context(),
+            on_result=self._on_result,
+            response_limit=self.response_limit,
+            budget=self.budget,
         )
         if old is not None:
             old.close()
