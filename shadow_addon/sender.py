@@ -4,8 +4,10 @@ timeouts, and one outcome per copy. Nothing here raises into the caller; every f
 Why not mitmproxy's `replay.client`: its queue is unbounded and serial (or unlimited), it has no timeout,
 replayed flows re-enter every addon's hooks, and it measured ~0.3x of plain mitmdump's throughput. This is
 a small HTTP/1.1 client on mitmproxy's own event loop, written on asyncio's Protocol API rather than streams:
-a response is parsed in `data_received` as it arrives, a copy on a kept-alive connection needs no task, no
-future and no extra loop iteration, which is what makes 100 % shadowing cheap for production.
+a response is parsed in `data_received` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
+costs a bounded amount whatever the shadow sends), a copy on a kept-alive connection needs no task, no future
+and no extra loop iteration, which is what makes 100 % shadowing cheap for production. Bytes held for copies'
+bodies and kept answers are counted in one `MemoryBudget`, shared across services and with comparison.
 """
 
 from __future__ import annotations
@@ -191,7 +193,11 @@ class _Conn(asyncio.Protocol):
         self.received = False
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
-        self.transport.writelines(assemble(c))
+        parts = assemble(c)
+        if len(parts) == 1:
+            self.transport.write(parts[0])  # writelines goes through sendmsg: dearer for one small buffer
+        else:
+            self.transport.writelines(parts)
 
     def _release(self) -> tuple[Copy, Outcome]:
         c, out = self.copy, self.out
