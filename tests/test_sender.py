@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 from support import mapping, write_mappings
@@ -263,3 +264,17 @@ async def test_rebuilding_the_sender_releases_every_copy_and_comparison(tmp_path
             assert after["shadow_dropped_total:cancelled"] == 3
             assert after["shadow_compare_total"] == 3 and after["shadow_memory_bytes"] == 0
             sh.done()
+
+
+@pytest.mark.parametrize("option", ["shadow_response_limit", "shadow_memory_limit"])
+def test_size_options_are_parsed_once_and_applied_live(option: str) -> None:
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        with pytest.raises(exceptions.OptionsError) as e:
+            tctx.configure(sh, **{option: "lots"})
+        assert str(e.value) == f"{option}: expected a size such as 64k or 1m, got 'lots'"
+        sh._rebuild_sender()
+        tctx.configure(sh, **{option: "2m"})
+        assert sh.sender is not None and sh.sender.budget is sh.budget
+        live = sh.sender.response_limit if option == "shadow_response_limit" else sh.budget.limit
+        assert live == 2 * 1024 * 1024
