@@ -23,12 +23,16 @@ ROLES = ("production", "shadow")
 ROLE_TITLE = {"production": "Production", "shadow": "Shadow"}
 # Drop reasons the sender and the addon record, in words; an unknown reason is shown as is.
 DROP_REASONS = {
-    "overload": "in-flight limit and backlog full",
+    "overload": "in-flight limit, backlog or memory limit full",
     "timeout": "no complete answer in time",
     "reset": "connection reset",
     "connect_error": "connection refused or failed",
     "dns_error": "name did not resolve",
     "tls_error": "TLS handshake failed",
+    "interim_limit": "too many interim (1xx) responses",
+    "head_limit": "response head too large",
+    "response_limit": "response body over shadow_response_limit",
+    "cancelled": "sender closed or rebuilt",
     "body_limit": "body over shadow_body_limit",
     "streamed": "streamed body not kept",
     "upgrade": "CONNECT or upgrade, never mirrored",

@@ -4,14 +4,15 @@ timeouts, and one outcome per copy. Nothing here raises into the caller; every f
 Why not mitmproxy's `replay.client`: its queue is unbounded and serial (or unlimited), it has no timeout,
 replayed flows re-enter every addon's hooks, and it measured ~0.3x of plain mitmdump's throughput. This is
 a small HTTP/1.1 client on mitmproxy's own event loop, written on asyncio's Protocol API rather than streams:
-a response is parsed in `data_received` as it arrives, a copy on a kept-alive connection needs no task, no
-future and no extra loop iteration, which is what makes 100 % shadowing cheap for production.
+a response is parsed in `data_received` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
+costs a bounded amount whatever the shadow sends), a copy on a kept-alive connection needs no task, no future
+and no extra loop iteration, which is what makes 100 % shadowing cheap for production. Bytes held for copies'
+bodies and kept answers are counted in one `MemoryBudget`, shared across services and with comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import ssl
@@ -21,8 +22,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import MemoryBudget
 from .mappings import Address
 from .metrics import SHADOW, Metrics
+from .reader import ReadError, ResponseReader
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +49,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CONNECT_BACKOFF = 0.25  # s: after a refused connect, copies are dropped at once rather than dialled again
 DNS_BACKOFF = 2.0
 LOG_INTERVAL = 30.0  # s: at most one log line per service and reason in this interval
-MAX_HEAD = 64 * 1024
-
-
-class BadResponse(Exception):
-    pass
+LOOP_BACKOFF = 2.0
+RESPONSE_LIMIT = 64 * 1024  # body bytes read of an answer nobody keeps: status and timing are what count
 
 
 @dataclass(slots=True)
@@ -91,6 +91,7 @@ class Outcome:
 @dataclass(slots=True)
 class Pool:
     address: Address
+    service: str  # the Mapping service whose copies go to this address (gauge label)
     inflight: int = 0
     backlog: deque[Copy] = field(default_factory=deque)
     idle: list[_Conn] = field(default_factory=list)
@@ -103,158 +104,66 @@ class Pool:
     last_log: dict[str, float] = field(default_factory=dict)
 
 
+def client_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
+    """TLS to https shadows, verified as mitmproxy verifies its upstreams (`ssl_insecure`,
+    `ssl_verify_upstream_trusted_ca`)."""
+    c = ssl.create_default_context(cafile=cafile or None)
+    if insecure:
+        c.check_hostname = False
+        c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+def _transfer_codings(values: list[bytes]) -> list[bytes]:
+    """The transfer-codings other than chunked, in order (RFC 9112 6.1: chunked is always the final one)."""
+    codings = []
+    for v in values:
+        for t in v.split(b","):
+            t = t.strip().lower()
+            if t and t != b"chunked":
+                codings.append(t)
+    return codings
+
+
+def _fields_and_codings(c: Copy) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    fields = [(b"Host", c.host.encode("utf-8", "surrogateescape"))]
+    te: list[bytes] = []
+    for k, v in c.fields:
+        lk = k.lower()
+        if lk in _SKIP:
+            if lk == b"transfer-encoding":
+                te.append(v)
+        elif lk not in c.remove:
+            fields.append((k, v))
+    fields += c.add
+    codings = _transfer_codings(te) if te else []
+    if codings:
+        # The body still carries these codings (gzip...), as production received it: the shadow must be told so,
+        # and a request with a coding other than chunked must end with chunked (RFC 9112 6.1).
+        fields.append((b"transfer-encoding", b", ".join([*codings, b"chunked"])))
+    elif c.body or c.method in _BODY_METHODS:
+        fields.append((b"content-length", b"%d" % len(c.body)))
+    return fields, codings
+
+
 def sent_fields(c: Copy) -> list[tuple[bytes, bytes]]:
     """The header fields of the copy, exactly as the sender writes them (Host first, then the rest)."""
-    fields = [(b"Host", c.host.encode("utf-8", "surrogateescape"))]
-    fields += [(k, v) for k, v in c.fields if k.lower() not in _SKIP and k.lower() not in c.remove]
-    fields += c.add
-    if c.body or c.method in _BODY_METHODS:
-        fields.append((b"content-length", b"%d" % len(c.body)))
-    return fields
+    return _fields_and_codings(c)[0]
 
 
-def assemble_head(c: Copy) -> bytes:
+def assemble(c: Copy) -> list[bytes]:
+    """The copy as the bytes to write: head, then the body (framed by chunked when it has other codings)."""
+    fields, codings = _fields_and_codings(c)
     parts = [f"{c.method} {c.path} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
-    parts += [b"%s: %s\r\n" % kv for kv in sent_fields(c)]
+    parts += [b"%s: %s\r\n" % kv for kv in fields]
     parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-# ---------------------------------------------------------------- response parsing (incremental)
-
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_EOF, _DONE = range(8)
-
-
-class _Parser:
-    """Parses one HTTP/1.x response from a buffer as bytes arrive; keeps at most `keep` body bytes."""
-
-    __slots__ = ("method", "keep", "digest", "out", "state", "need", "kept", "size", "keep_alive")
-
-    def __init__(self, method: str, keep: int, hash_body: bool, out: Outcome) -> None:
-        self.method, self.keep, self.out = method, keep, out
-        self.digest = hashlib.sha256() if hash_body else None
-        self.state, self.need, self.size = _HEAD, 0, 0
-        self.kept: list[bytes] = []
-        self.keep_alive = False
-
-    def _take(self, buf: bytearray, n: int) -> None:
-        if n == len(buf):
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:n])
-            del buf[:n]
-        if self.size < self.keep:
-            self.kept.append(data[: self.keep - self.size])
-        if self.digest is not None:
-            self.digest.update(data)
-        self.size += n
-
-    def _consume(self, buf: bytearray) -> bool:
-        """Take up to `need` body bytes from buf; True once all of them have arrived."""
-        n = min(self.need, len(buf))
-        if n:
-            self._take(buf, n)
-            self.need -= n
-        return not self.need
-
-    def finish(self) -> None:
-        self.out.body, self.out.body_size = b"".join(self.kept), self.size
-        if self.digest is not None:
-            self.out.body_sha256 = self.digest.hexdigest()
-        self.state = _DONE
-
-    def feed(self, buf: bytearray) -> bool:
-        """Consume what `buf` holds; True once the response is complete. Raises BadResponse."""
-        while True:
-            st = self.state
-            if st == _HEAD:
-                i = buf.find(b"\r\n\r\n")
-                if i < 0:
-                    if len(buf) > MAX_HEAD:
-                        raise BadResponse("response head too large")
-                    return False
-                head = bytes(buf[:i])
-                del buf[: i + 4]
-                self._head(head)
-            elif st == _LENGTH:
-                if not self._consume(buf):
-                    return False
-                self.finish()
-            elif st == _CHUNK_SIZE:
-                i = buf.find(b"\r\n")
-                if i < 0:
-                    if len(buf) > 1024:
-                        raise BadResponse("bad chunk size line")
-                    return False
-                try:
-                    n = int(bytes(buf[:i]).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise BadResponse("bad chunk size") from None
-                del buf[: i + 2]
-                self.state, self.need = (_TRAILERS, 0) if n == 0 else (_CHUNK_DATA, n)
-            elif st == _CHUNK_DATA:
-                if not self._consume(buf):
-                    return False
-                self.state = _CHUNK_CRLF
-            elif st == _CHUNK_CRLF:
-                if len(buf) < 2:
-                    return False
-                if buf[:2] != b"\r\n":
-                    raise BadResponse("bad chunk terminator")
-                del buf[:2]
-                self.state = _CHUNK_SIZE
-            elif st == _TRAILERS:
-                i = buf.find(b"\r\n")
-                if i < 0:
-                    if len(buf) > MAX_HEAD:
-                        raise BadResponse("trailers too large")
-                    return False
-                del buf[: i + 2]
-                if i == 0:
-                    self.finish()
-            elif st == _UNTIL_EOF:
-                if buf:
-                    self._take(buf, len(buf))
-                return False
-            else:
-                return True
-
-    def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadResponse(f"not an HTTP/1 status line: {lines[0][:60]!r}")
-        status = int(parts[1])
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                raise BadResponse("malformed response header")
-            headers.append((name, value.strip()))
-        if 100 <= status < 200 and status != 101:
-            return  # 100 Continue and friends: the real answer follows
-        out = self.out
-        out.status, out.headers, out.http_version = status, headers, parts[0].decode()
-        lower = {k.lower(): v for k, v in headers}
-        conn = lower.get(b"connection", b"").lower()
-        self.keep_alive = (parts[0] == b"HTTP/1.1" and b"close" not in conn) or b"keep-alive" in conn
-        if self.method == "HEAD" or status in (101, 204, 304):
-            self.finish()
-        elif b"chunked" in lower.get(b"transfer-encoding", b"").lower():
-            self.state = _CHUNK_SIZE
-        elif b"content-length" in lower:
-            try:
-                self.need = int(lower[b"content-length"])
-            except ValueError:
-                raise BadResponse("bad content-length") from None
-            if self.need < 0:
-                raise BadResponse("bad content-length")
-            self.state = _LENGTH
-            if self.need == 0:
-                self.finish()
-        else:
-            self.state, self.keep_alive = _UNTIL_EOF, False  # delimited by close
+    if codings:
+        if c.body:
+            parts += [b"%x\r\n" % len(c.body), c.body, b"\r\n"]
+        parts.append(b"0\r\n\r\n")
+    elif c.body:
+        parts.append(c.body)
+    return parts
 
 
 # ---------------------------------------------------------------- one connection
@@ -266,59 +175,75 @@ class _Conn(asyncio.Protocol):
     def __init__(self, sender: Sender, pool: Pool) -> None:
         self.sender, self.pool = sender, pool
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.reader = ResponseReader(sender.budget)
         self.copy: Copy | None = None
         self.out: Outcome | None = None
-        self.parser: _Parser | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.t0 = 0.0
         self.served = 0  # copies answered on this connection: a reused one may have been closed while idle
         self.received = False
         self.retried = False
         self.lost = False
+        self.looped = False  # connected to this proxy itself
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        is_self = self.sender.is_self
+        if is_self is not None:
+            peer = transport.get_extra_info("peername")
+            if peer and is_self(peer[0], peer[1]):
+                self.looped = True
+                transport.abort()
+                return
         self.pool.conns.add(self)
 
     def send(self, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool = False) -> None:
         self.copy, self.out, self.t0, self.retried = c, out, t0, retried
-        self.parser = _Parser(c.method, c.keep_body, c.hash_body, out)
+        self.reader.start(c.method, c.keep_body, self.sender.response_limit, c.hash_body)
         self.received = False
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
-        if c.body:
-            self.transport.writelines((assemble_head(c), c.body))
+        parts = assemble(c)
+        if len(parts) == 1:
+            self.transport.write(parts[0])  # writelines goes through sendmsg: dearer for one small buffer
         else:
-            self.transport.write(assemble_head(c))
+            self.transport.writelines(parts)
 
     def _release(self) -> tuple[Copy, Outcome]:
         c, out = self.copy, self.out
         assert c is not None and out is not None
-        self.copy = self.out = self.parser = None
+        self.copy = self.out = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         return c, out
 
+    def _fail(self, reason: str, msg: str, status: int | None = None) -> None:
+        """Give up on the copy: close the connection, count it, free what its answer held."""
+        c, out = self._release()
+        self._abort()
+        self.sender._failed(self.pool, c, out, reason, msg, self.t0, status=status, held=self.reader.kept_size)
+
+    def _complete(self, keep: bool) -> None:
+        c, out = self._release()
+        r = self.reader
+        out.status, out.headers, out.http_version = r.status, r.headers, r.http_version
+        out.body, out.body_size, out.body_sha256 = r.body, r.size, r.sha256
+        self.served += 1
+        self.sender._answered(self.pool, self, c, out, self.t0, keep, r.kept_size)
+
     def data_received(self, data: bytes) -> None:
-        if self.copy is None or self.parser is None:
+        if self.copy is None:
             self._abort()  # unsolicited bytes on an idle connection: it can no longer be trusted
             return
         self.received = True
-        self.buf += data
         try:
-            done = self.parser.feed(self.buf)
-        except BadResponse as e:
-            c, out = self._release()
-            self._abort()
-            self.sender._failed(self.pool, c, out, "bad_response", str(e), self.t0)
+            done = self.reader.feed(data)
+        except ReadError as e:
+            self._fail(e.reason, str(e), e.status)
             return
         if done:
-            keep = self.parser.keep_alive and not self.buf
-            c, out = self._release()
-            self.served += 1
-            self.sender._answered(self.pool, self, c, out, self.t0, keep)
+            self._complete(self.reader.reusable)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost decides what the EOF meant
@@ -328,32 +253,26 @@ class _Conn(asyncio.Protocol):
         self.pool.conns.discard(self)
         if self in self.pool.idle:
             self.pool.idle.remove(self)
-        if self.copy is None or self.parser is None:
+        if self.copy is None:
             return
-        parser = self.parser
-        if parser.state == _UNTIL_EOF:  # a close-delimited body ends here
-            parser.finish()
-            c, out = self._release()
-            self.sender._answered(self.pool, self, c, out, self.t0, False)
+        if self.reader.eof():  # a close-delimited body ends here
+            self._complete(False)
             return
-        c, out = self._release()
         if self.served and not self.received and not self.retried:
             # A kept-alive connection the service closed while idle: one more try on a fresh connection.
+            c, out = self._release()
             self.sender._reconnect(self.pool, c, out, self.t0)
             return
         if isinstance(exc, ssl.SSLError):
-            self.sender._failed(self.pool, c, out, "tls_error", str(exc), self.t0)
+            self._fail("tls_error", str(exc))
         else:
             why = f"connection closed ({exc})" if exc else "connection closed before the answer was complete"
-            self.sender._failed(self.pool, c, out, "reset", why, self.t0)
+            self._fail("reset", why)
 
     def _timeout(self) -> None:
         self.timer = None
-        if self.copy is None:
-            return
-        c, out = self._release()
-        self._abort()
-        self.sender._failed(self.pool, c, out, "timeout", f"no complete answer within {c.timeout:g}s", self.t0)
+        if self.copy is not None:
+            self._fail("timeout", f"no complete answer within {self.copy.timeout:g}s")
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -364,10 +283,24 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """A copy waiting for its connection to be made."""
+
+    c: Copy
+    out: Outcome
+    t0: float
+    over: bool = False  # its outcome was given (the sender closed meanwhile)
+
+
 # ---------------------------------------------------------------- the sender
 
 
 class Sender:
+    """Copies to shadow services. `budget` bounds the bytes held for copies' bodies and kept answers, across
+    services (shared with comparison); `response_limit` the body bytes read of an answer nobody keeps; `is_self`
+    (ip, port) tells a connection to this proxy itself, which is dropped as `loop`."""
+
     def __init__(
         self,
         metrics: Metrics,
@@ -375,14 +308,21 @@ class Sender:
         max_backlog: int = 256,
         ssl_context: ssl.SSLContext | None = None,
         on_result: Callable[[Copy, Outcome], None] | None = None,
+        response_limit: int = RESPONSE_LIMIT,
+        budget: MemoryBudget | None = None,
+        is_self: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.metrics = metrics
         self.max_inflight = max_inflight
         self.max_backlog = max_backlog
         self.ssl_context = ssl_context
         self.on_result = on_result
+        self.response_limit = response_limit
+        self.budget = budget if budget is not None else MemoryBudget(256 * 1024 * 1024)
+        self.is_self = is_self
         self.pools: dict[Address, Pool] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.attempts: set[_Attempt] = set()
         self.closed = False
 
     # ------------------------------------------------------------ entry point (sync, from a hook)
@@ -393,11 +333,14 @@ class Sender:
             return
         pool = self.pools.get(c.address)
         if pool is None:
-            pool = self.pools[c.address] = Pool(c.address)
+            pool = self.pools[c.address] = Pool(c.address, c.service)
         now = time.monotonic()
         if pool.backoff_until > now:
             # Counted under the failure that started the back-off (refused, or a name that does not resolve).
             self._drop(pool, c, pool.backoff_reason, "failed recently (backing off)")
+            return
+        if c.body and not self.budget.take(len(c.body)):
+            self._drop(pool, c, "overload", "memory limit reached (shadow_memory_limit)")
             return
         if self._may_start(pool):
             self._start(pool, c, c.timeout)
@@ -405,38 +348,63 @@ class Sender:
             c.enqueued = now
             pool.backlog.append(c)
         else:
-            self._drop(pool, c, "overload", "in-flight limit and backlog full")
+            self._drop(pool, c, "overload", "in-flight limit and backlog full", held=True)
 
     def gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
-        pools = self.pools.items()
-        inflight = [
-            ("shadow_inflight", "Copies in flight per shadow service.", {"service": str(a)}, float(p.inflight))
-            for a, p in pools
+        inflight: dict[str, int] = {}
+        backlog: dict[str, int] = {}
+        for p in self.pools.values():
+            inflight[p.service] = inflight.get(p.service, 0) + p.inflight
+            backlog[p.service] = backlog.get(p.service, 0) + len(p.backlog)
+        rows = [
+            ("shadow_inflight", "Copies in flight per shadow service.", {"service": s}, float(n))
+            for s, n in inflight.items()
         ]
-        backlog = [
-            ("shadow_backlog", "Copies waiting per shadow service.", {"service": str(a)}, float(len(p.backlog)))
-            for a, p in pools
+        rows += [
+            ("shadow_backlog", "Copies waiting per shadow service.", {"service": s}, float(n))
+            for s, n in backlog.items()
         ]
-        return inflight + backlog
+        rows.append(
+            (
+                "shadow_memory_bytes",
+                "Bytes held for copies' bodies and kept shadow answers (shadow_memory_limit).",
+                {},
+                float(self.budget.held),
+            )
+        )
+        return rows
 
     def close(self) -> None:
-        """Cancel copies in flight and close every connection (sync: safe from `done`). Copies that were in flight
-        or waiting are counted as `shutdown`."""
+        """Close every connection (sync: safe from `done`). Every copy in flight, connecting or waiting gets its
+        outcome now, counted as `cancelled`, so nothing waits for it any more."""
         self.closed = True
         for t in list(self.tasks):
             t.cancel()
+        for a in list(self.attempts):
+            a.over = True
+            self._cancelled(self.pools[a.c.address], a.c, a.out, active=True)
+        self.attempts.clear()
         for pool in self.pools.values():
-            for c in pool.backlog:
-                self.metrics.record_drop(c.mapping, "shutdown")
-            pool.backlog.clear()
+            while pool.backlog:
+                self._cancelled(pool, pool.backlog.popleft(), Outcome(), active=False)
             for conn in list(pool.conns):
                 if conn.copy is not None:
-                    self.metrics.record_drop(conn.copy.mapping, "shutdown")
-                    conn._release()
+                    c, out = conn._release()
+                    self.budget.release(conn.reader.kept_size)
+                    self._cancelled(pool, c, out, active=True)
                 conn._abort()
             pool.idle.clear()
 
     # ------------------------------------------------------------ internals
+
+    def _cancelled(self, pool: Pool, c: Copy, out: Outcome, active: bool) -> None:
+        out.reason, out.error = "cancelled", "the sender was closed or rebuilt"
+        if active:
+            pool.inflight -= 1
+        self.budget.release(len(c.body))
+        self.metrics.record_drop(c.mapping, "cancelled")
+        if self.on_result is not None:
+            self.on_result(c, out)
 
     def _may_start(self, pool: Pool) -> bool:
         """Room for one more copy in flight. Until a connect to the service has worked (at first, and after one
@@ -470,7 +438,9 @@ class Sender:
         """Send a copy over a new connection. The attempt counts in `pool.connecting` from now (not from when its
         task first runs) until `_dial` ends, so copies submitted in between see it, whatever the task factory."""
         pool.connecting += 1
-        self._spawn(self._connect(pool, c, out, t0, seconds, retried))
+        a = _Attempt(c, out, t0)
+        self.attempts.add(a)
+        self._spawn(self._connect(pool, a, seconds, retried))
 
     async def _dial(self, pool: Pool) -> _Conn:
         """One connection attempt, counted in `pool.connecting` by `_open`."""
@@ -488,31 +458,41 @@ class Sender:
         finally:
             pool.connecting -= 1
 
-    async def _connect(self, pool: Pool, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool) -> None:
+    async def _connect(self, pool: Pool, a: _Attempt, seconds: float, retried: bool) -> None:
+        c, out, t0 = a.c, a.out, a.t0
         try:
             async with asyncio.timeout(max(seconds, 0.0)):
                 conn = await self._dial(pool)
         except TimeoutError:
-            self._failed(pool, c, out, "timeout", f"could not connect within {c.timeout:g}s", t0)
+            self._attempt_failed(pool, a, "timeout", f"could not connect within {c.timeout:g}s")
         except socket.gaierror as e:
-            self._failed(pool, c, out, "dns_error", str(e), t0, DNS_BACKOFF)
+            self._attempt_failed(pool, a, "dns_error", str(e), DNS_BACKOFF)
         except ssl.SSLError as e:  # before OSError: SSLError is one
-            self._failed(pool, c, out, "tls_error", str(e), t0)
+            self._attempt_failed(pool, a, "tls_error", str(e))
         except OSError as e:
-            self._failed(pool, c, out, "connect_error", e.strerror or str(e), t0, CONNECT_BACKOFF)
+            self._attempt_failed(pool, a, "connect_error", e.strerror or str(e), CONNECT_BACKOFF)
         except asyncio.CancelledError:
-            if not self.closed:
-                self._failed(pool, c, out, "shutdown", "cancelled", t0)
-            else:
-                self.metrics.record_drop(c.mapping, "shutdown")
+            if not a.over:  # cancelled from outside the sender
+                self._attempt_failed(pool, a, "cancelled", "cancelled")
             raise
         else:
-            if self.closed:
+            if a.over:  # the sender was closed meanwhile: the copy already has its outcome
                 conn.close()
+                return
+            self.attempts.discard(a)
+            if conn.looped:
+                # This proxy's own address: the copy, and those waiting for this connection, are dropped as loop.
+                self._failed(pool, c, out, "loop", "the shadow service is this proxy", t0, LOOP_BACKOFF, upstream=False)
                 return
             pool.suspect = False
             conn.send(c, out, t0, seconds - (time.monotonic() - t0), retried)
             self._drain(pool, time.monotonic())  # copies that waited for this attempt
+
+    def _attempt_failed(self, pool: Pool, a: _Attempt, reason: str, msg: str, backoff: float = 0.0) -> None:
+        if a.over:
+            return
+        self.attempts.discard(a)
+        self._failed(pool, a.c, a.out, reason, msg, a.t0, backoff)
 
     def _log(self, pool: Pool, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -522,39 +502,57 @@ class Sender:
                 "shadow %s: %s: %s (logged at most every %ds)", pool.address, reason, message, int(LOG_INTERVAL)
             )
 
-    def _drop(self, pool: Pool, c: Copy, reason: str, msg: str) -> None:
-        """A copy that was never attempted."""
+    def _drop(self, pool: Pool, c: Copy, reason: str, msg: str, held: bool = False) -> None:
+        """A copy that was never attempted; `held`: its body was counted in the budget."""
+        if held:
+            self.budget.release(len(c.body))
         self.metrics.record_drop(c.mapping, reason)
         self._log(pool, reason, msg)
         if self.on_result is not None:
             self.on_result(c, Outcome(reason=reason, error=msg))
 
     def _failed(
-        self, pool: Pool, c: Copy, out: Outcome, reason: str, msg: str, t0: float, backoff: float = 0.0
+        self,
+        pool: Pool,
+        c: Copy,
+        out: Outcome,
+        reason: str,
+        msg: str,
+        t0: float,
+        backoff: float = 0.0,
+        status: int | None = None,
+        held: int = 0,
+        upstream: bool = True,
     ) -> None:
-        """An attempted copy that got no (complete) answer."""
+        """An attempted copy that got no (complete) answer. `status`: the answer's status, if it had arrived
+        (a copy stopped by a cap); it goes into the request metrics as any answer does."""
         if backoff:
             pool.backoff_until, pool.backoff_reason = time.monotonic() + backoff, reason
             pool.suspect = True
         out.reason, out.error, out.seconds = reason, msg, time.monotonic() - t0
+        if status is not None:
+            out.error = f"status {status}, then {msg}"
         self.metrics.record_drop(c.mapping, reason)
-        self.metrics.record_upstream(c.mapping, c.service, SHADOW, "error", out.seconds)
+        if upstream:
+            self.metrics.record_upstream(c.mapping, c.service, SHADOW, status or "error", out.seconds)
         self._log(pool, reason, msg)
-        self._finished(pool, c, out)
+        self._finished(pool, c, out, held)
 
-    def _answered(self, pool: Pool, conn: _Conn, c: Copy, out: Outcome, t0: float, keep: bool) -> None:
+    def _answered(self, pool: Pool, conn: _Conn, c: Copy, out: Outcome, t0: float, keep: bool, held: int) -> None:
         out.seconds = time.monotonic() - t0
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, out.status or 0, out.seconds)
         if keep and not self.closed and len(pool.idle) < self.max_inflight and not conn.lost:
             pool.idle.append(conn)
         else:
             conn.close()
-        self._finished(pool, c, out)
+        self._finished(pool, c, out, held)
 
-    def _finished(self, pool: Pool, c: Copy, out: Outcome) -> None:
+    def _finished(self, pool: Pool, c: Copy, out: Outcome, held: int = 0) -> None:
         pool.inflight -= 1
         if self.on_result is not None:
             self.on_result(c, out)
+        # The kept answer was the receiver's to copy or keep: from here it holds it under its own account.
+        self.budget.release(len(c.body) + held)
         if self.closed:
             return
         self._drain(pool, time.monotonic())
@@ -564,12 +562,13 @@ class Sender:
         if pool.backlog and pool.backoff_until > now:
             # The service just failed: waiting copies would only dial it again. Drop them under that reason.
             while pool.backlog:
-                self._drop(pool, pool.backlog.popleft(), pool.backoff_reason, "failed recently (backing off)")
+                c = pool.backlog.popleft()
+                self._drop(pool, c, pool.backoff_reason, "failed recently (backing off)", held=True)
             return
         while pool.backlog and self._may_start(pool):
             nxt = pool.backlog.popleft()
             left = nxt.timeout - (now - nxt.enqueued)  # the wait counts against the copy's timeout
             if left <= 0:
-                self._drop(pool, nxt, "overload", "waited in the backlog longer than its timeout")
+                self._drop(pool, nxt, "overload", "waited in the backlog longer than its timeout", held=True)
                 continue
             self._start(pool, nxt, left)

@@ -15,10 +15,12 @@ from mitmproxy import exceptions
 from mitmproxy.utils import human
 
 from . import admin, compare, mappings, routing
+from .sender import RESPONSE_LIMIT
 
 logger = logging.getLogger("shadow")
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
+DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 
 # Which options, when changed, need more than a new Settings object.
@@ -116,6 +118,20 @@ def declare(loader: Any) -> None:
         "1m",
         "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
     )
+    add(
+        "shadow_response_limit",
+        str,
+        "64k",
+        "Largest shadow response body read (e.g. 64k, 1m); past it the copy is counted as response_limit. "
+        "When comparison or the flow view keeps bodies, their keep size if larger.",
+    )
+    add(
+        "shadow_memory_limit",
+        str,
+        "256m",
+        "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
+        "every shadow service; beyond it copies are dropped and counted as overload.",
+    )
     add("shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog.")
     add(
         "shadow_max_backlog",
@@ -183,6 +199,8 @@ class Settings:
     remove_headers: frozenset[bytes] = frozenset()
     sample_key: str = ""
     body_limit: int = DEFAULT_BODY_LIMIT
+    response_limit: int = RESPONSE_LIMIT
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
     host_suffix: bool = True
     timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
     compare: compare.CompareConfig | None = None  # None: comparison off
@@ -202,6 +220,8 @@ def parse(o: Any) -> Settings:
         remove_headers=_remove_specs(o.shadow_remove_headers),
         sample_key=o.shadow_sample_key.strip(),
         body_limit=_size("shadow_body_limit", o.shadow_body_limit) or DEFAULT_BODY_LIMIT,
+        response_limit=_size("shadow_response_limit", o.shadow_response_limit) or RESPONSE_LIMIT,
+        memory_limit=_size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
         host_suffix=o.shadow_host_suffix,
         timeout=_seconds(o.shadow_timeout),
         compare=_compare(o) if o.shadow_compare else None,

@@ -14,18 +14,18 @@ import asyncio
 import dataclasses
 import logging
 import random
-import ssl
 from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
 from . import admin, compare, copies, flowview, pages, production, routing, selfloop, settings
+from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
-from .sender import Copy, Outcome, Sender
+from .sender import Copy, Outcome, Sender, client_context
 
 logger = logging.getLogger("shadow")
 
@@ -37,6 +37,7 @@ class Shadow:
         self.settings = settings.Settings()
         self.metrics = Metrics()
         self.files = MappingFiles(self.metrics)
+        self.budget = MemoryBudget(settings.DEFAULT_MEMORY_LIMIT)  # one for the addon's life: holders keep accounts
         self.sender: Sender | None = None
         self.pairing: Pairing | None = None
         self.admin: admin.AdminServer | None = None
@@ -62,7 +63,10 @@ class Shadow:
             logger.error("%s", e)  # at start-up: one line (not a traceback), and mitmdump exits (errorcheck)
 
     def _configure(self, updated: set[str]) -> None:
-        self.settings = settings.parse(ctx.options)
+        self.settings = s = settings.parse(ctx.options)
+        self.budget.limit = s.memory_limit
+        if self.sender is not None:
+            self.sender.response_limit = s.response_limit
         self._flows = None
         if settings.COMPARE_OPTIONS & updated:
             self._configure_compare()
@@ -111,7 +115,7 @@ class Shadow:
             self.pairing = None
         else:
             try:
-                self.pairing = Pairing(self.metrics, config, self.settings.compare_report)
+                self.pairing = Pairing(self.metrics, config, self.settings.compare_report, self.budget)
             except OSError as e:
                 path = self.settings.compare_report
                 raise exceptions.OptionsError(f"shadow_compare_report: cannot open {path}: {e.strerror or e}") from None
@@ -119,14 +123,18 @@ class Shadow:
             old.close()
 
     def _rebuild_sender(self) -> None:
-        o = ctx.options
-        context = ssl.create_default_context(cafile=o.ssl_verify_upstream_trusted_ca or None)
-        if o.ssl_insecure:  # follow mitmproxy's own upstream verification setting
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        o, s = ctx.options, self.settings
         old = self.sender
-        s = self.settings
-        self.sender = Sender(self.metrics, s.max_inflight, s.max_backlog, context, on_result=self._on_result)
+        self.sender = Sender(
+            self.metrics,
+            s.max_inflight,
+            s.max_backlog,
+            client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca),
+            on_result=self._on_result,
+            response_limit=s.response_limit,
+            budget=self.budget,
+            is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
+        )
         if old is not None:
             old.close()
 

@@ -6,12 +6,20 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+from support import mapping, write_mappings
 
+from shadow_addon import pages
+from shadow_addon.budget import MemoryBudget
 from shadow_addon.mappings import Address
 from shadow_addon.metrics import Metrics
 from shadow_addon.sender import CONNECT_BACKOFF, Copy, Outcome, Sender
+from shadow_addon.shadow import Shadow
 
 BURST = 50
 
@@ -101,3 +109,175 @@ async def test_copies_that_waited_for_a_connect_go_out_once_it_succeeds(dials: C
         sender.close()
         server.close()
         await server.wait_closed()
+
+
+class Blackhole:
+    """A loopback server that reads every request and never answers."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Blackhole:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            while await reader.read(65536):
+                pass
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+
+def body_copy(port: int, body: bytes, service: str = "cand-svc") -> Copy:
+    return Copy("cand", service, Address("http", "127.0.0.1", port), "POST", "/x", "cand", (), body, 30.0)
+
+
+async def wait_for(cond: Callable[[], bool]) -> None:
+    for _ in range(250):  # <= 5 s
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_closing_gives_every_copy_an_outcome_and_frees_its_memory() -> None:
+    outcomes: list[Outcome] = []
+    metrics = Metrics()
+    sender = Sender(metrics, max_inflight=2, max_backlog=10, on_result=lambda c, out: outcomes.append(out))
+    async with Blackhole() as bh:
+        for _ in range(6):
+            sender.submit(body_copy(bh.port, b"b" * 1000))
+        pool = sender.pools[Address("http", "127.0.0.1", bh.port)]
+        await wait_for(lambda: len(bh.writers) == 2)
+        assert (pool.inflight, len(pool.backlog), sender.budget.held) == (2, 4, 6000)
+        sender.close()
+        assert [o.reason for o in outcomes] == ["cancelled"] * 6
+        assert metrics.dropped == {("cand", "cancelled"): 6}
+        assert (pool.inflight, len(pool.backlog), sender.budget.held) == (0, 0, 0)
+        assert not any(k[2] == "shadow" for k in metrics.upstream)  # never an answer nor an error of the shadow
+        await asyncio.sleep(0.1)  # the aborted connections' callbacks run: no second outcome
+        assert len(outcomes) == 6
+
+
+async def test_closing_while_connecting_gives_the_outcome_once() -> None:
+    outcomes: list[Outcome] = []
+    sender = Sender(Metrics(), on_result=lambda c, out: outcomes.append(out))
+    async with Blackhole() as bh:
+        sender.submit(body_copy(bh.port, b"x"))  # the connect is under way (its task has not run to the end)
+        sender.close()
+        await asyncio.sleep(0.1)
+    assert [o.reason for o in outcomes] == ["cancelled"] and sender.budget.held == 0
+
+
+async def test_a_connection_to_this_proxy_is_dropped_as_loop_with_the_copies_waiting_for_it() -> None:
+    outcomes: list[Outcome] = []
+    metrics = Metrics()
+    async with Blackhole() as bh:
+        asked: list[tuple[str, int]] = []
+
+        def is_self(ip: str, port: int) -> bool:
+            asked.append((ip, port))
+            return port == bh.port
+
+        sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out), is_self=is_self)
+        for _ in range(5):  # the first dials; the others wait for that connection
+            sender.submit(body_copy(bh.port, b"x"))
+        await wait_for(lambda: len(outcomes) == 5)
+        assert asked == [("127.0.0.1", bh.port)]
+        assert [o.reason for o in outcomes] == ["loop"] * 5 and metrics.dropped == {("cand", "loop"): 5}
+        await wait_for(lambda: bool(bh.writers))
+        assert sender.budget.held == 0 and sum(p.inflight for p in sender.pools.values()) == 0
+        sender.close()
+
+
+async def test_the_memory_budget_bounds_bodies_held_across_services() -> None:
+    outcomes: list[Outcome] = []
+    metrics = Metrics()
+    budget = MemoryBudget(3000)
+    sender = Sender(metrics, budget=budget, on_result=lambda c, out: outcomes.append(out))
+    async with Blackhole() as a, Blackhole() as b:
+        for _ in range(4):
+            sender.submit(body_copy(a.port, b"a" * 1000, "svc-a"))
+            sender.submit(body_copy(b.port, b"b" * 1000, "svc-b"))
+        assert budget.held == 3000
+        assert metrics.dropped == {("cand", "overload"): 5}
+        gauges = {(name, tuple(labels.items())): v for name, _, labels, v in sender.gauges()}
+        assert gauges[("shadow_memory_bytes", ())] == 3000.0
+        held = {k[1]: v for k, v in gauges.items() if k[0] in ("shadow_inflight", "shadow_backlog")}
+        assert set(held) == {(("service", "svc-a"),), (("service", "svc-b"),)}  # the Mapping's service, not address
+        assert sum(v for k, v in gauges.items() if k[0] in ("shadow_inflight", "shadow_backlog")) == 3
+        sender.close()
+    assert budget.held == 0
+
+
+def scrape(sh: Shadow) -> dict[str, float]:
+    """The addon's /metrics page through Prometheus' own parser: {sample name: sum over labels}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(pages.pages(sh)["/metrics"]()[1].decode()):
+        for s in fam.samples:
+            key = s.name + ("" if "reason" not in s.labels else f":{s.labels['reason']}")
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+async def test_rebuilding_the_sender_releases_every_copy_and_comparison(tmp_path: Path) -> None:
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api"),
+        mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
+    )
+    sh = Shadow()
+    async with Blackhole() as bh:
+        with taddons.context(sh, Proxyserver()) as tctx:
+            tctx.configure(
+                sh,
+                mappings=str(m),
+                mapping_services=["api=127.0.0.1:1", f"cand=127.0.0.1:{bh.port}"],
+                shadow_compare=True,
+                shadow_timeout="60",
+                shadow_admin="",
+            )
+            if sh.sender is None:
+                sh.running()
+            for i in range(3):
+                f = tflow.tflow(req=tutils.treq(path=b"/api/%d" % i))
+                sh.requestheaders(f)
+                sh.request(f)
+                f.response = tutils.tresp()
+                sh.response(f)
+            await wait_for(lambda: len(bh.writers) == 3)
+            before = scrape(sh)
+            assert (before["shadow_inflight"], before["shadow_compare_pending"]) == (3, 3)
+            tctx.configure(sh, shadow_max_inflight=10)  # rebuilds the sender while the shadow holds 3 copies
+            after = scrape(sh)
+            assert after.get("shadow_inflight", 0) == 0 and after["shadow_compare_pending"] == 0
+            assert after["shadow_dropped_total:cancelled"] == 3
+            assert after["shadow_compare_total"] == 3 and after["shadow_memory_bytes"] == 0
+            sh.done()
+
+
+@pytest.mark.parametrize("option", ["shadow_response_limit", "shadow_memory_limit"])
+def test_size_options_are_parsed_once_and_applied_live(option: str) -> None:
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh)
+        sh.files.running = True  # at run time a bad value raises, and mitmproxy rolls it back
+        with pytest.raises(exceptions.OptionsError) as e:
+            tctx.configure(sh, **{option: "lots"})
+        assert str(e.value) == f"{option}: expected a size such as 512k or 1m, got 'lots'"
+        sh._rebuild_sender()
+        tctx.configure(sh, **{option: "2m"})
+        assert sh.sender is not None and sh.sender.budget is sh.budget
+        live = sh.sender.response_limit if option == "shadow_response_limit" else sh.budget.limit
+        assert live == 2 * 1024 * 1024
