@@ -12,7 +12,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from mitmproxy import command, ctx, exceptions, http
@@ -22,7 +22,7 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 from mitmproxy.utils import human
 
-from . import admin, compare, dashboard, diag, flowview, mappings, metrics, report, routing
+from . import admin, compare, dashboard, diag, flowview, mappings, metrics, replay, report, routing
 from .metrics import PRODUCTION, Metrics
 from .pairing import Pairing
 from .report import REVERSE_TARGET
@@ -97,6 +97,7 @@ class Shadow:
         self.pairing: Pairing | None = None
         self.compare_limit = 0
         self._flows: bool | None = None
+        self.replay = replay.Replay(self, MARKER)
 
     # ------------------------------------------------------------------ options
 
@@ -207,6 +208,7 @@ class Shadow:
             "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
             "ms), as Envoy gives the mirror the route's timeout.",
         )
+        replay.add_options(loader)
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
@@ -246,6 +248,7 @@ class Shadow:
                     f"shadow_admin: {host} is not a loopback address; the admin server has no authentication "
                     "(set shadow_admin_allow_remote=true to allow it)"
                 )
+        self.replay.configure(updated)
         if "shadow_timeout" in updated:
             try:
                 t = float(o.shadow_timeout) if o.shadow_timeout.strip() else 0.0
@@ -438,6 +441,7 @@ class Shadow:
         loop = asyncio.get_running_loop()
         self._watcher = loop.create_task(self._watch())
         self._start_admin(loop)
+        self.replay.running()
 
     def _start_admin(self, loop: asyncio.AbstractEventLoop) -> None:
         spec = ctx.options.shadow_admin
@@ -534,6 +538,7 @@ class Shadow:
         if self._running and self.metrics.upstream and any(g.shadow for g in self.table.groups) and not quiet:
             print(self.report_text(), end="", flush=True)
         self._running = False
+        self.replay.done()
         if self.admin is not None:
             self.admin.close()
             self.admin = None
@@ -547,17 +552,24 @@ class Shadow:
 
     # ------------------------------------------------------------------ hooks
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.is_replay or flow.response or flow.error or not self.table.groups:
-            return
-        req = flow.request
-        authority = req.host_header or ""
-        view = routing.RequestView(req.method, req.path, authority, req.headers)
+    def route_of(self, req: http.Request) -> routing.Route | None:
+        """Where a request goes: the canary pick, and the shadow if this request is sampled."""
+        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
         shadow_draw = random.random() * 100.0
         if self.sample_key:
             sticky = routing.sample_draw(req.headers.get(self.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
-        route = routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
+        return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
+        # unless it is a flow this addon routed already (its path may be rewritten).
+        if not flow.live or flow.response or flow.error or not self.table.groups:
+            return
+        if flow.is_replay and "shadow_mapping" in flow.metadata:
+            return
+        req = flow.request
+        route = self.route_of(req)
         if route is None:
             return
         if route.mapping is not None:
@@ -609,13 +621,14 @@ class Shadow:
 
         return tee
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if not flow.live:
+            # A recorded flow: copied as it would have been live. mitmproxy awaits what this returns (the wait for
+            # the shadow's room, or the recorded pace), which holds back the reading of the capture.
+            return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
         if p is None or p.route.shadow is None or self.sender is None:
-            return
-        route = p.route
-        shadow = route.shadow
-        assert shadow is not None and route.shadow_address is not None
+            return None
         req = flow.request
         body = req.raw_content
         if body is None:
@@ -623,17 +636,28 @@ class Shadow:
                 body = bytes(p.tee)
             else:
                 self._skip_copy(p, "body_limit" if p.tee_over else "streamed")
-                return
+                return None
         if len(body) > self.body_limit:
             self._skip_copy(p, "body_limit")
-            return
+            return None
+        self.submit_copy(flow.id, req, p.route, body, self.pairing is not None)
+        p.tee, p.sent = None, True
+        return None
+
+    def copy_timeout(self, route: routing.Route) -> float:
+        return self.timeout_override or route.timeout_ms / 1000.0
+
+    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+        """Shape the copy of `req` (production's request, already transformed) and hand it to the sender."""
+        shadow = route.shadow
+        assert shadow is not None and route.shadow_address is not None and self.sender is not None
         host = req.host_header or url.hostport(req.scheme, req.host, req.port)
-        timeout = self.timeout_override or route.timeout_ms / 1000.0
+        timeout = self.copy_timeout(route)
         keep = self.body_limit if self._flows_wanted() else 0
-        if self.pairing is not None:
+        if self.pairing is not None and paired:
             keep = max(keep, self.compare_limit)
             summary = {"method": req.method, "path": req.path, "host": host, "size": len(body)}
-            self.pairing.expect(flow.id, shadow.name, compare.endpoint(req.method, req.path), summary)
+            self.pairing.expect(key, shadow.name, compare.endpoint(req.method, req.path), summary)
         self.sender.submit(
             Copy(
                 mapping=shadow.name,
@@ -648,11 +672,10 @@ class Shadow:
                 add=((MARKER, b"1"), *self.add_headers),
                 remove=self.remove_headers,
                 keep_body=keep,
-                hash_body=self.pairing is not None,
-                context=flow.id,
+                hash_body=self.pairing is not None and paired,
+                context=key,
             )
         )
-        p.tee, p.sent = None, True
 
     def _flows_wanted(self) -> bool:
         if self._flows is None:  # decided once per configuration: this runs for every copy
@@ -663,6 +686,7 @@ class Shadow:
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
         try:
+            self.replay.settled(c)
             flows = self._flows_wanted()
             if self.pairing is not None:
                 reply = None
@@ -703,7 +727,7 @@ class Shadow:
     def response(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
         if p is None:
-            if flow.is_replay or not self.table.groups:
+            if flow.is_replay or not flow.live or not self.table.groups:
                 return
             self._record_production(flow, "", REVERSE_TARGET)
             return

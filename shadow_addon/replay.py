@@ -1,0 +1,242 @@
+"""Shadowing a recorded capture: flows read with `mitmdump -r` (a flow file or a HAR) are routed and copied as they
+would have been live, and the recorded response plays production's part in the metrics and the comparison.
+Production is never contacted.
+
+mitmproxy feeds each recorded flow through every hook in turn and awaits the hooks before reading the next one
+(`Master.load_flow`), so waiting in a hook holds back the reading: at most `shadow_max_inflight` copies per shadow
+service are under way, and the rest of the capture stays on disk. mitmdump's KeepServing exits as soon as the file
+is read; copies still in flight would be lost, so this takes over that job and exits once every copy has an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import ctx, exceptions, http
+
+from . import routing
+from .mappings import Address
+from .report import REVERSE_TARGET
+from .sender import Copy, Sender
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
+
+logger = logging.getLogger("shadow")
+
+PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
+# What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
+BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
+_UPGRADE_METHODS = frozenset({"CONNECT"})
+
+
+def add_options(loader: Any) -> None:
+    loader.add_option(
+        "shadow_replay_speed",
+        float,
+        0.0,
+        "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
+        "the shadow's limits allow (shadow_max_inflight).",
+    )
+
+
+def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float, now: float) -> float:
+    """Seconds to wait before a flow recorded at `recorded` is copied; `clock` = (first recorded time, when it was
+    played). Flows are stored in the order they completed, so a flow may be due already."""
+    if speed <= 0 or clock is None:
+        return 0.0
+    first, started = clock
+    return started + (recorded - first) / speed - now
+
+
+def skip_reason(req: http.Request, marker: str, body_limit: int) -> str | None:
+    """Why a recorded request is not copied (the same reasons as live), or None."""
+    if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
+        return "upgrade"  # Envoy mirrors no CONNECT/upgrade
+    if marker in req.headers:
+        return "loop"
+    if req.raw_content is None:
+        return "streamed"  # recorded without its body (stream_large_bodies)
+    if len(req.raw_content) > body_limit:
+        return "body_limit"
+    return None
+
+
+class Replay:
+    """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
+
+    def __init__(self, shadow: Shadow, marker: bytes) -> None:
+        self.shadow = shadow
+        self.marker = marker.decode()
+        self.speed = 0.0
+        self.outstanding: dict[Address, int] = {}  # copies of recorded flows under way, per shadow service
+        self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
+        self.waiters: list[asyncio.Future[None]] = []
+        self.read = self.copies = self.settled_copies = 0
+        self.longest = 0.0  # the longest copy timeout seen: bounds the wait at exit
+        self._clock: tuple[float, float] | None = None
+        self._sender: Sender | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self, updated: set[str]) -> None:
+        if "shadow_replay_speed" in updated:
+            speed = ctx.options.shadow_replay_speed
+            if not speed >= 0 or speed == float("inf"):
+                raise exceptions.OptionsError(f"shadow_replay_speed must be a number >= 0, got {speed!r}")
+            self.speed = speed
+
+    def running(self) -> None:
+        o = ctx.options
+        if not (o.rfile or o.client_replay) or o.keepserving or ctx.master.addons.get("keepserving") is None:
+            return
+        # KeepServing would exit with copies in flight: it is told to keep serving, and `_exit_when_settled`
+        # exits on the same conditions once every copy of the capture has an outcome.
+        o.update(keepserving=True)
+        self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
+
+    def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        self._wake(cancel=True)
+
+    # ------------------------------------------------------------------ recorded flows
+
+    def recorded(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A flow from a capture: routed now; copied now, or once the shadow has room or the recorded time comes."""
+        sh = self.shadow
+        if not sh.table.groups:
+            return None
+        self.read += 1
+        route = sh.route_of(flow.request)
+        if route is None:
+            sh._record_production(flow, "", REVERSE_TARGET)
+            return None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        delay = pace_delay(self.speed, self._clock, flow.request.timestamp_start, now)
+        if self.speed > 0 and self._clock is None:
+            self._clock = (flow.request.timestamp_start, now)
+        if delay <= 0 and self._room(route):
+            self._play(flow, route)
+            return None
+        return self._play_later(flow, route, delay)
+
+    async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while not self._room(route):
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            await fut
+        self._play(flow, route)
+
+    def _room(self, route: routing.Route) -> bool:
+        self._check_sender()
+        a = route.shadow_address
+        return a is None or self.outstanding.get(a, 0) < ctx.options.shadow_max_inflight
+
+    def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
+        sh = self.shadow
+        key = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
+        # Production's request as it would have been sent, on a flow of its own: the capture stays as recorded.
+        dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
+        dup.id, dup.request, dup.response, dup.error = key, flow.request.copy(), flow.response, flow.error
+        m = route.mapping
+        if m is not None:
+            sh._apply(dup, route)
+            if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
+                dup.response = dup.response.copy()
+                routing.edit_headers(dup.response.headers, m.remove_response_headers, m.add_response_headers)
+        label, service = sh._production_labels(route)
+        if dup.response is not None:
+            sh._record_production(dup, label, service)
+        elif dup.error is not None:
+            sh.metrics.record_upstream(label, service, "production", "error", None)
+        shadow = route.shadow
+        if shadow is None or route.shadow_address is None or sh.sender is None:
+            return
+        why = skip_reason(dup.request, self.marker, sh.body_limit)
+        if why is not None:
+            sh.metrics.record_drop(shadow.name, why)
+            return
+        body = dup.request.raw_content
+        assert body is not None
+        paired = sh.pairing is not None and dup.response is not None
+        self.keys.add(key)
+        self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
+        self.copies += 1
+        self.longest = max(self.longest, sh.copy_timeout(route))
+        sh.submit_copy(key, dup.request, route, body, paired)
+        if paired:
+            sh._compare_production(dup, shadow.name)
+
+    def settled(self, c: Copy) -> None:
+        """A copy has its outcome (called for every copy, live ones included)."""
+        key = c.context
+        if key not in self.keys:
+            return
+        self.keys.discard(key)  # type: ignore[arg-type]
+        self.settled_copies += 1
+        n = self.outstanding.get(c.address, 0) - 1
+        if n > 0:
+            self.outstanding[c.address] = n
+        else:
+            self.outstanding.pop(c.address, None)
+        self._wake()
+
+    def _wake(self, cancel: bool = False) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.cancel() if cancel else fut.set_result(None)
+
+    def _check_sender(self) -> None:
+        """A rebuilt sender (options changed) cancels its copies without outcomes: forget them."""
+        if self.shadow.sender is not self._sender:
+            self._sender = self.shadow.sender
+            if self.keys:
+                self.keys.clear()
+                self.outstanding.clear()
+                self._wake()
+
+    # ------------------------------------------------------------------ exit
+
+    def progress(self) -> str:
+        pending = len(self.keys)
+        done = self.copies - pending
+        return f"replay: {self.read} recorded flows, {self.copies} copies, {done} done, {pending} in flight"
+
+    async def _exit_when_settled(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        idle_since: float | None = None
+        shown = ""
+        while True:
+            await asyncio.sleep(0.1)
+            self._check_sender()
+            now = loop.time()
+            if now - last >= PROGRESS_INTERVAL:
+                last, line = now, self.progress()
+                if line != shown:
+                    shown = line
+                    logger.info(line)
+            if any(ctx.master.commands.call(c) for c in BUSY_COMMANDS):
+                idle_since = None
+                continue
+            if idle_since is None:
+                idle_since = now
+            # Every copy ends within its timeout (the sender's guarantee); the margin only guards against a bug.
+            late = now - idle_since > 2 * self.longest + 5.0
+            if not self.keys or late:
+                if self.keys:
+                    logger.warning("replay: %d copies still had no outcome; exiting", len(self.keys))
+                if self.read:
+                    logger.info(self.progress())
+                ctx.master.shutdown()
+                return
