@@ -36,8 +36,8 @@ _UPGRADE_METHODS = frozenset({"CONNECT"})
 def add_options(loader: Any) -> None:
     loader.add_option(
         "shadow_replay_speed",
-        float,
-        0.0,
+        str,
+        "0",
         "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
         "the shadow's limits allow (shadow_max_inflight).",
     )
@@ -85,9 +85,15 @@ class Replay:
 
     def configure(self, updated: set[str]) -> None:
         if "shadow_replay_speed" in updated:
-            speed = ctx.options.shadow_replay_speed
-            if not speed >= 0 or speed == float("inf"):
-                raise exceptions.OptionsError(f"shadow_replay_speed must be a number >= 0, got {speed!r}")
+            text = ctx.options.shadow_replay_speed
+            try:
+                speed = float(text) if text.strip() else 0.0
+            except ValueError:
+                speed = -1.0
+            if not speed >= 0 or speed == float("inf"):  # mitmproxy's --set parses no float options
+                raise exceptions.OptionsError(
+                    f"shadow_replay_speed must be a number >= 0 (1 = as recorded), got {text!r}"
+                )
             self.speed = speed
 
     def running(self) -> None:
