@@ -73,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=ADDR",
         help="where a Mapping service is: NAME=[scheme://]HOST:PORT (repeatable)",
     )
-    p.add_argument("--compare", action="store_true", help="compare answers (implied by --fail-on-mismatch)")
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare each answer with the recorded one (default); --no-compare only sends the copies",
+    )
     p.add_argument(
         "--fail-on-mismatch",
         type=_rate,

@@ -218,6 +218,12 @@ class Replay:
         done = self.copies - pending
         return f"replay: {self.read} recorded flows, {self.copies} copies, {done} done, {pending} in flight"
 
+    def _under_way(self) -> int:
+        """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
+        sender = self.shadow.sender
+        in_sender = sum(int(v) for *_, v in sender.gauges()) if sender is not None else 0
+        return max(len(self.keys), in_sender)
+
     async def _exit_when_settled(self) -> None:
         loop = asyncio.get_running_loop()
         last = loop.time()
@@ -239,9 +245,10 @@ class Replay:
                 idle_since = now
             # Every copy ends within its timeout (the sender's guarantee); the margin only guards against a bug.
             late = now - idle_since > 2 * self.longest + 5.0
-            if not self.keys or late:
-                if self.keys:
-                    logger.warning("replay: %d copies still had no outcome; exiting", len(self.keys))
+            under_way = self._under_way()
+            if not under_way or late:
+                if under_way:
+                    logger.warning("replay: %d copies still had no outcome; exiting", under_way)
                 if self.read:
                     logger.info(self.progress())
                 ctx.master.shutdown()
