@@ -98,7 +98,9 @@ class Replay:
 
     def running(self) -> None:
         o = ctx.options
-        if not (o.rfile or o.client_replay) or o.keepserving or ctx.master.addons.get("keepserving") is None:
+        if ctx.master.addons.get("keepserving") is None or o.keepserving:  # mitmweb and the console keep serving
+            return
+        if not (o.rfile or o.client_replay):
             return
         # KeepServing would exit with copies in flight: it is told to keep serving, and `_exit_when_settled`
         # exits on the same conditions once every copy of the capture has an outcome.

@@ -1,0 +1,119 @@
+"""The offline-replay core: pacing, what is not copied, the gate's verdicts and arguments, and recorded flows
+through the addon's hooks with a real shadow server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+
+import pytest
+from mitmproxy import http
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+from support import Upstream, mapping, wait_until, write_mappings
+
+from shadow_addon import cli, gate, replay
+from shadow_addon.shadow import Shadow
+
+
+def test_pace_follows_the_recorded_clock_at_the_chosen_speed() -> None:
+    clock = (1000.0, 50.0)  # the first flow was recorded at 1000 and played at loop time 50
+    assert replay.pace_delay(1.0, clock, 1003.0, 51.0) == pytest.approx(2.0)
+    assert replay.pace_delay(2.0, clock, 1003.0, 51.0) == pytest.approx(0.5)
+    assert replay.pace_delay(1.0, clock, 999.0, 51.0) < 0  # stored late (flows are saved as they complete): due
+    assert replay.pace_delay(0.0, clock, 5000.0, 51.0) == 0.0  # 0: as fast as the shadow allows
+    assert replay.pace_delay(1.0, None, 5000.0, 51.0) == 0.0  # the first flow sets the clock
+
+
+def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
+    def req(
+        method: str = "GET", headers: tuple[tuple[bytes, bytes], ...] = (), body: bytes | None = b""
+    ) -> http.Request:
+        r = tutils.treq(method=method.encode(), headers=http.Headers(headers))
+        r.raw_content = body
+        return r
+
+    marker, limit = "x-mitmproxy-shadow", 10
+    assert replay.skip_reason(req(), marker, limit) is None
+    assert replay.skip_reason(req("CONNECT"), marker, limit) == "upgrade"
+    assert replay.skip_reason(req(headers=((b"Upgrade", b"websocket"),)), marker, limit) == "upgrade"
+    assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), marker, limit) == "loop"
+    assert replay.skip_reason(req(body=None), marker, limit) == "streamed"
+    assert replay.skip_reason(req("POST", body=b"x" * 11), marker, limit) == "body_limit"
+
+
+def test_verdicts_count_unanswered_copies_and_not_noise() -> None:
+    counts = {
+        "a-shadow": {"match": 8, "mismatch": 1, "noise": 1},
+        "b-shadow": {"match": 9, "skipped": 1},
+        "c-shadow": {"noise": 4},
+    }
+    v = {x.mapping: x for x in gate.verdicts(counts, 0.1)}
+    assert (v["a-shadow"].differing, v["a-shadow"].total, v["a-shadow"].failed) == (1, 10, False)
+    assert (v["b-shadow"].differing, v["b-shadow"].total, v["b-shadow"].failed) == (1, 10, False)
+    assert v["c-shadow"].rate == 0.0 and not v["c-shadow"].failed
+    strict = {x.mapping: x.failed for x in gate.verdicts(counts, 0.0)}
+    assert strict == {"a-shadow": True, "b-shadow": True, "c-shadow": False}
+    assert v["a-shadow"].line(0.1) == "ok: a-shadow: 1 of 10 pairs differ (10.0%; allowed 10.0%)"
+
+
+def test_gate_arguments_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    args = gate.parser().parse_args(["c.mitm", "--mappings", "m", "--fail-on-mismatch", "2.5%", "--service", "a=b:1"])
+    assert args.fail_on_mismatch == pytest.approx(0.025) and args.service == ["a=b:1"] and args.compare
+    assert gate.parser().parse_args(["c", "--mappings", "m", "--fail-on-mismatch", "0.2"]).fail_on_mismatch == 0.2
+    for bad in (["c", "--mappings", "m", "--fail-on-mismatch", "x"], ["c"], ["c", "--mappings", "m", "--nope"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["replay", *bad])
+        assert e.value.code == 2
+    assert "usage: mitmshadow replay" in capsys.readouterr().err
+
+
+def test_cli_dispatches_subcommands_and_passes_the_rest_to_mitmdump() -> None:
+    assert set(cli.SUBCOMMANDS) >= {"replay"}
+    with pytest.raises(SystemExit) as e:
+        cli.main(["replay", "/nonexistent/capture.mitm", "--mappings", "m.yaml"])
+    assert e.value.code == gate.USAGE
+
+
+def recorded_flow(path: bytes, body: bytes = b"") -> http.HTTPFlow:
+    f = tflow.tflow(req=tutils.treq(path=path, content=body), resp=True, live=False)
+    f.request.timestamp_start = 1000.0
+    return f
+
+
+async def test_recorded_flows_are_copied_and_wait_for_the_shadow_to_have_room(tmp_path: Path) -> None:
+    shadow_app = Upstream("shadow")
+    shadow_app.behaviour.delay = 0.3
+    try:
+        m = write_mappings(
+            tmp_path / "m.yaml",
+            mapping("api", prefix="/api/", service="prod:9000", rewrite="/v1/"),
+            mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
+        )
+        sh = Shadow()
+        with taddons.context(sh, Proxyserver()) as tctx:
+            tctx.configure(
+                sh,
+                mappings=str(m),
+                mapping_services=[f"shadow={shadow_app.address}"],
+                shadow_max_inflight=1,
+                shadow_admin="",
+            )
+            first, second = recorded_flow(b"/api/a"), recorded_flow(b"/api/b", b"body")
+            assert sh.request(first) is None  # room: copied at once, the capture reading goes on
+            waiting = sh.request(second)
+            assert inspect.isawaitable(waiting)  # no room: the reading of the capture waits
+            await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+            assert sh.replay.copies == 2
+            assert await asyncio.to_thread(wait_until, lambda: shadow_app.count() == 2, 30)
+            assert [(s.method, s.path, s.body) for s in shadow_app.seen] == [
+                ("GET", "/v1/a", b""),
+                ("GET", "/v1/b", b"body"),
+            ]
+            assert first.request.path == "/api/a"  # the recorded flow stays as recorded
+            prod = sum(n for (name, _, role, _), n in sh.metrics.upstream.items() if role == "production")
+            assert prod == 2  # the recorded answers count as production's
+            sh.done()
+    finally:
+        shadow_app.stop()
