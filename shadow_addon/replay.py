@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, io
 
 from . import routing
 from .mappings import Address
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("shadow")
 
+LEARN_BATCH = 200  # recorded flows learned from per loop iteration
 PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
 # What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
@@ -80,6 +82,7 @@ class Replay:
         self._clock: tuple[float, float] | None = None
         self._sender: Sender | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._learning: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,6 +101,9 @@ class Replay:
 
     def running(self) -> None:
         o = ctx.options
+        rfile = getattr(o, "rfile", None)
+        if rfile and rfile != "-" and self.shadow.pairing is not None:
+            self._learning = asyncio.get_running_loop().create_task(self._learn_noise(rfile))
         if ctx.master.addons.get("keepserving") is None or o.keepserving:  # mitmweb and the console keep serving
             return
         if not (o.rfile or o.client_replay):
@@ -108,9 +114,10 @@ class Replay:
         self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
 
     def done(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+        for task in (self._watcher, self._learning):
+            if task is not None:
+                task.cancel()
+        self._watcher = self._learning = None
         self._wake(cancel=True)
 
     # ------------------------------------------------------------------ recorded flows
@@ -130,12 +137,15 @@ class Replay:
         delay = pace_delay(self.speed, self._clock, flow.request.timestamp_start, now)
         if self.speed > 0 and self._clock is None:
             self._clock = (flow.request.timestamp_start, now)
-        if delay <= 0 and self._room(route):
+        learning = self._learning is not None and not self._learning.done()
+        if delay <= 0 and not learning and self._room(route):
             self._play(flow, route)
             return None
         return self._play_later(flow, route, delay)
 
     async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float) -> None:
+        if self._learning is not None:
+            await asyncio.shield(self._learning)
         if delay > 0:
             await asyncio.sleep(delay)
         while not self._room(route):
@@ -151,16 +161,8 @@ class Replay:
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
         sh = self.shadow
-        key = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
-        # Production's request as it would have been sent, on a flow of its own: the capture stays as recorded.
-        dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
-        dup.id, dup.request, dup.response, dup.error = key, flow.request.copy(), flow.response, flow.error
-        m = route.mapping
-        if m is not None:
-            sh._apply(dup, route)
-            if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
-                dup.response = dup.response.copy()
-                routing.edit_headers(dup.response.headers, m.remove_response_headers, m.add_response_headers)
+        dup = self._as_live(flow, route)
+        key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
         label, service = sh._production_labels(route)
         if dup.response is not None:
             sh._record_production(dup, label, service)
@@ -183,6 +185,38 @@ class Replay:
         sh.submit_copy(key, dup.request, route, body, paired)
         if paired:
             sh._compare_production(dup, shadow.name)
+
+    def _as_live(self, flow: http.HTTPFlow, route: routing.Route) -> http.HTTPFlow:
+        """Production's exchange as it would have been live (the Mapping's transforms), on a flow of its own: the
+        capture stays as recorded."""
+        dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
+        dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
+        m = route.mapping
+        if m is not None:
+            self.shadow._apply(dup, route)
+            if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
+                dup.response = dup.response.copy()
+                routing.edit_headers(dup.response.headers, m.remove_response_headers, m.add_response_headers)
+        return dup
+
+    async def _learn_noise(self, path: str) -> None:
+        """Learn noise from the whole capture before the first comparison: production's answers to identical
+        requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent."""
+        sh = self.shadow
+        try:
+            with open(os.path.expanduser(path), "rb") as fh:
+                for i, f in enumerate(io.FlowReader(fh).stream()):
+                    if sh.pairing is None or not sh.table.groups:
+                        return
+                    if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
+                        route = sh.route_of(f.request)
+                        if route is not None and route.group.shadow is not None:
+                            # A fresh flow id: no comparison waits for it, so this only learns.
+                            sh._compare_production(self._as_live(f, route), route.group.shadow.name)
+                    if i % LEARN_BATCH == LEARN_BATCH - 1:
+                        await asyncio.sleep(0)
+        except (OSError, exceptions.FlowReadException):
+            return  # mitmproxy's reader reports the same problem
 
     def settled(self, c: Copy) -> None:
         """A copy has its outcome (called for every copy, live ones included)."""

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,10 @@ PRODUCTION = f"127.0.0.1:{free_port()}"
 WAIT = 120  # s: generous bound on a whole replay run on a loaded machine (never a timing assertion)
 
 # (method, path, headers, body) sent through the recording proxy. /api/price is the endpoint the candidate
-# answers differently; /other is routed by no Mapping; the marked request is a copy made elsewhere.
+# answers differently; /api/time carries a timestamp that differs on every call (noise, learned from the two
+# recorded answers, first and last in the capture); /other is routed by no Mapping.
 TRAFFIC: list[tuple[str, str, dict[str, str], bytes | None]] = [
+    ("GET", "/api/time", {"x-trace": "t5"}, None),
     ("GET", "/api/users/1", {"x-trace": "t1", "x-drop": "secret"}, None),
     (
         "POST",
@@ -34,6 +37,7 @@ TRAFFIC: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("PUT", "/api/users/2", {"content-type": "application/octet-stream"}, bytes(range(256)) * 4),
     ("GET", "/api/price?id=8", {"x-trace": "t4"}, None),
     ("GET", "/other", {}, None),
+    ("GET", "/api/time", {"x-trace": "t5"}, None),
 ]
 COPIED = [t for t in TRAFFIC if t[1].startswith("/api/")]
 
@@ -48,6 +52,8 @@ def app(version: str):  # noqa: ANN201
         body: dict[str, object] = {"name": name, "query": query, "size": len(seen.body)}
         if name == "price":
             body["price"] = 12 if version == "v2" else 10
+        if name == "time":
+            body["ts"] = time.monotonic_ns()
         return 200, {"content-type": "application/json"}, json.dumps(body).encode()
 
     return respond
@@ -119,24 +125,31 @@ def replay_cli(tmp: Path, capture: Path, candidate: str, *extra: str) -> subproc
     )
 
 
-def copies(shadow: Upstream) -> list[tuple[str, str, str | None, dict[str, str], bytes]]:
+Received = tuple[str, str, str | None, dict[str, str], bytes]
+
+
+def order(c: Received) -> tuple[str, str, str, bytes]:
+    return c[1], c[0], repr(sorted(c[3].items())), c[4]
+
+
+def copies(shadow: Upstream) -> list[Received]:
     """What the shadow received, in a comparable form, sorted (copies may arrive in any order)."""
     out = []
     for s in shadow.seen:
         wanted = ("x-trace", "x-env", "x-drop", "x-mitmproxy-shadow", "content-type")
         headers = {k: v for k in wanted if (v := s.header(k)) is not None}
         out.append((s.method, s.path, s.header("host"), headers, s.body))
-    return sorted(out, key=lambda c: (c[1], c[0]))
+    return sorted(out, key=order)
 
 
-def expected_copies(production_address: str) -> list[tuple[str, str, str | None, dict[str, str], bytes]]:
+def expected_copies(production_address: str) -> list[Received]:
     host, port = production_address.rsplit(":", 1)
     out = []
     for method, path, headers, body in COPIED:
         h = {k: v for k, v in headers.items() if k != "x-drop"}
         h |= {"x-env": "prod", "x-mitmproxy-shadow": "1"}
         out.append((method, "/v1/" + path.removeprefix("/api/"), f"{host}-shadow:{port}", h, body or b""))
-    return sorted(out, key=lambda c: (c[1], c[0]))
+    return sorted(out, key=order)
 
 
 def mismatches(report: Path) -> list[str]:
@@ -175,7 +188,7 @@ def test_offline_replay_copies_as_live_and_compares_with_the_recorded_answers(tm
     assert production.count() == len(TRAFFIC)  # production is never contacted
     # Only the differing endpoint mismatches; the summary at exit counts every pair.
     assert mismatches(report) == ["GET /v1/price", "GET /v1/price"]
-    assert re.search(r"compared\s+match:3 mismatch:2\n", run.stdout), run.stdout
+    assert re.search(r"compared\s+match:3 mismatch:2 noise:2\n", run.stdout), run.stdout
     assert f"{len(TRAFFIC)} recorded flows, {len(COPIED)} copies, {len(COPIED)} done, 0 in flight" in run.stdout
 
 
@@ -187,12 +200,12 @@ def test_the_gate_exit_code_follows_the_threshold_for_a_flow_file_and_a_har(tmp_
         report = tmp_path / f"{name}.jsonl"
         strict = replay_cli(tmp_path, cap, candidate.address, "--report", str(report))
         assert strict.returncode == 1, strict.stdout + strict.stderr
-        assert "FAIL: api-next: 2 of 5 pairs differ (40.0%; allowed 0.0%)" in strict.stdout
+        assert "FAIL: api-next: 2 of 7 pairs differ (28.6%; allowed 0.0%)" in strict.stdout
         assert mismatches(report) == ["GET /v1/price", "GET /v1/price"]
         lenient = replay_cli(tmp_path, cap, candidate.address, "--fail-on-mismatch", "50%")
         assert lenient.returncode == 0, lenient.stdout + lenient.stderr
-        assert "ok: api-next: 2 of 5 pairs differ (40.0%; allowed 50.0%)" in lenient.stdout
-        assert copies(candidate) == sorted(expected_copies(PRODUCTION) * 2, key=lambda c: (c[1], c[0]))
+        assert "ok: api-next: 2 of 7 pairs differ (28.6%; allowed 50.0%)" in lenient.stdout
+        assert copies(candidate) == sorted(expected_copies(PRODUCTION) * 2, key=order)
         candidate.seen.clear()
 
 
@@ -231,10 +244,11 @@ def test_copies_wait_for_the_shadow_instead_of_overflowing_its_backlog(tmp_path:
     candidate.behaviour.responder = app("v1")
     candidate.behaviour.delay = 0.2
     # One copy in flight and no backlog at all: live, every copy but the first would be dropped as overload.
+    # The first /api/time pair is compared before the second is read: its noise is learned from the whole capture.
     limits = ["--set", "shadow_max_inflight=1", "--set", "shadow_max_backlog=0"]
     run = replay_cli(tmp_path, capture, candidate.address, "--compare", *limits)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "ok: api-next: 0 of 5 pairs differ" in run.stdout
+    assert f"ok: api-next: 0 of {len(COPIED)} pairs differ" in run.stdout
     assert candidate.count() == len(COPIED) and "dropped" not in run.stdout
 
 
