@@ -67,6 +67,30 @@ def skip_reason(req: http.Request, marker: str, body_limit: int) -> str | None:
     return None
 
 
+def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
+    """The route of a request the Mapping `name` routed already (a flow recorded or replayed after this addon
+    routed it): its request is what production got, so no transform applies again; only the shadow is drawn."""
+    for g in table.groups:
+        m = next((m for m, _ in g.production if m.name == name), None)
+        if m is None or g.error is not None:
+            continue
+        shadow = g.shadow
+        sampled_out = shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight)
+        if sampled_out:
+            shadow = None
+        return routing.Route(
+            group=g,
+            mapping=m,
+            address=table.addresses[m.key],
+            path=path,
+            timeout_ms=m.effective_timeout_ms,
+            shadow=shadow,
+            shadow_address=table.addresses[shadow.key] if shadow else None,
+            sampled_out=sampled_out,
+        )
+    return None
+
+
 class Replay:
     """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
 
@@ -128,7 +152,7 @@ class Replay:
         if not sh.table.groups:
             return None
         self.read += 1
-        route = sh.route_of(flow.request)
+        route = sh.route_of(flow.request, flow.metadata.get("shadow_mapping"))
         if route is None:
             sh._record_production(flow, "", REVERSE_TARGET)
             return None
@@ -192,7 +216,7 @@ class Replay:
         dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
         dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
         m = route.mapping
-        if m is not None:
+        if m is not None and "shadow_mapping" not in flow.metadata:  # else recorded after this addon routed it
             self.shadow._apply(dup, route)
             if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
                 dup.response = dup.response.copy()
@@ -209,7 +233,7 @@ class Replay:
                     if sh.pairing is None or not sh.table.groups:
                         return
                     if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
-                        route = sh.route_of(f.request)
+                        route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
                         if route is not None and route.group.shadow is not None:
                             # A fresh flow id: no comparison waits for it, so this only learns.
                             sh._compare_production(self._as_live(f, route), route.group.shadow.name)

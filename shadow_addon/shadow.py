@@ -552,27 +552,29 @@ class Shadow:
 
     # ------------------------------------------------------------------ hooks
 
-    def route_of(self, req: http.Request) -> routing.Route | None:
-        """Where a request goes: the canary pick, and the shadow if this request is sampled."""
-        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
+    def route_of(self, req: http.Request, routed: str | None = None) -> routing.Route | None:
+        """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
+        that routed this request already (a replayed or recorded flow), whose route it keeps."""
         shadow_draw = random.random() * 100.0
         if self.sample_key:
             sticky = routing.sample_draw(req.headers.get(self.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
+        if routed is not None:
+            return replay.route_routed(self.table, routed, req.path, shadow_draw)
+        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
-        # unless it is a flow this addon routed already (its path may be rewritten).
+        # unless this addon routed it already (its path may be rewritten): it then keeps that route.
         if not flow.live or flow.response or flow.error or not self.table.groups:
             return
-        if flow.is_replay and "shadow_mapping" in flow.metadata:
-            return
         req = flow.request
-        route = self.route_of(req)
+        routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
+        route = self.route_of(req, routed)
         if route is None:
             return
-        if route.mapping is not None:
+        if route.mapping is not None and routed is None:
             self._apply(flow, route)
         p = self.pending[flow.id] = Pending(route)
         if route.shadow is not None:

@@ -279,3 +279,28 @@ def test_client_replay_goes_to_production_and_is_shadowed_once(tmp_path: Path, u
     assert copies(candidate) == expected_copies(production.address)
     assert re.search(r"dropped\s+loop:1\n", run.stdout), run.stdout
     assert os.path.exists(capture)
+
+
+def test_a_capture_recorded_through_the_addon_is_not_routed_twice(tmp_path: Path, upstream, proxy) -> None:
+    production, live_shadow, offline_shadow, reverse = (upstream(n) for n in ("prod", "live", "offline", "reverse"))
+    production.behaviour.responder = live_shadow.behaviour.responder = offline_shadow.behaviour.responder = app("v1")
+    capture = tmp_path / "through-the-addon.mitm"
+    services = [f"prod={production.address}"]
+    p = proxy(
+        f"http://{reverse.address}",
+        sets={
+            "mappings": str(mappings_file(tmp_path)),
+            "mapping_services": [*services, f"candidate={live_shadow.address}"],
+        },
+        args=["-w", str(capture)],
+    )
+    for method, path, headers, body in COPIED:
+        assert p.request(method, path, body=body, headers=headers)[0] == 200
+    assert live_shadow.wait_for(len(COPIED), WAIT)
+    assert p.stop() == 0
+    cmd = [str(MITMDUMP), "-n", "-r", str(capture), "-s", ADDON, "--set", f"mappings={mappings_file(tmp_path)}"]
+    cmd += ["--set", f"mapping_services={services[0]}", "--set", f"mapping_services=candidate={offline_shadow.address}"]
+    run = subprocess.run(cmd + ["--set", "shadow_admin="], capture_output=True, text=True, timeout=WAIT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The recorded requests were rewritten already: the offline copies are the live ones, not rewritten again.
+    assert copies(offline_shadow) == copies(live_shadow) == expected_copies(production.address)

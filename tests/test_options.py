@@ -57,9 +57,9 @@ def test_request_headers_hook_routes_replays_once(tmp_path: Path) -> None:
         assert (f.request.host, f.request.port, f.request.path) == ("api-svc", 9000, "/v1/x?y=1")
         assert f.request.host_header == "api-svc:9000" and f.metadata["shadow_mapping"] == "api"
         routed = f.copy()  # a flow this addon routed, replayed (mitmweb's replay, or -C of its capture)
-        routed.is_replay = "request"
+        routed.is_replay, routed.live = "request", True  # as mitmproxy's client replay runs it
         sh.requestheaders(routed)
-        assert routed.request.path == "/v1/x?y=1"  # never routed twice
+        assert routed.request.path == "/v1/x?y=1" and sh.pending[routed.id].route.mapping.name == "api"  # once
         captured = tflow.tflow(req=tutils.treq(path=b"/api/x"))  # a capture's flow, replayed with -C
         captured.is_replay = "request"
         sh.requestheaders(captured)
