@@ -54,6 +54,12 @@ def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float,
     return started + (recorded - first) / speed - now
 
 
+def window(max_inflight: int, max_backlog: int) -> int:
+    """Copies of recorded flows under way at once per shadow service. Until a connection to the service works,
+    the sender dials once and keeps the rest in its backlog: this many always fit, so none is dropped as overload."""
+    return max(1, min(max_inflight, max_backlog + 1))
+
+
 def skip_reason(req: http.Request, marker: str, body_limit: int) -> str | None:
     """Why a recorded request is not copied (the same reasons as live), or None."""
     if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
@@ -181,7 +187,9 @@ class Replay:
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
         a = route.shadow_address
-        return a is None or self.outstanding.get(a, 0) < ctx.options.shadow_max_inflight
+        return a is None or self.outstanding.get(a, 0) < window(
+            ctx.options.shadow_max_inflight, ctx.options.shadow_max_backlog
+        )
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
         sh = self.shadow

@@ -26,6 +26,12 @@ def test_pace_follows_the_recorded_clock_at_the_chosen_speed() -> None:
     assert replay.pace_delay(1.0, None, 5000.0, 51.0) == 0.0  # the first flow sets the clock
 
 
+def test_the_window_of_copies_fits_the_senders_limits() -> None:
+    assert replay.window(64, 256) == 64  # in flight once connected
+    assert replay.window(64, 10) == 11  # one dialling, the rest waiting in the backlog
+    assert replay.window(8, 0) == 1
+
+
 def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
     def req(
         method: str = "GET", headers: tuple[tuple[bytes, bytes], ...] = (), body: bytes | None = b""
@@ -114,6 +120,35 @@ async def test_recorded_flows_are_copied_and_wait_for_the_shadow_to_have_room(tm
             assert first.request.path == "/api/a"  # the recorded flow stays as recorded
             prod = sum(n for (name, _, role, _), n in sh.metrics.upstream.items() if role == "production")
             assert prod == 2  # the recorded answers count as production's
+            sh.done()
+    finally:
+        shadow_app.stop()
+
+
+async def test_recorded_pace_holds_back_flows_until_their_time(tmp_path: Path) -> None:
+    shadow_app = Upstream("shadow")
+    try:
+        m = write_mappings(
+            tmp_path / "m.yaml",
+            mapping("api", prefix="/api/", service="prod:9000"),
+            mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
+        )
+        sh = Shadow()
+        with taddons.context(sh, Proxyserver()) as tctx:
+            tctx.configure(sh, mappings=str(m), mapping_services=[f"shadow={shadow_app.address}"], shadow_admin="")
+            with pytest.raises(Exception, match="shadow_replay_speed must be a number >= 0"):
+                tctx.configure(sh, shadow_replay_speed="-1")
+            tctx.configure(sh, shadow_replay_speed="4")
+            sh.running()  # starts the sender, as mitmdump does
+            first, later = recorded_flow(b"/api/a"), recorded_flow(b"/api/b")
+            later.request.timestamp_start = 1000.4  # 0.4 s after the first, 0.1 s at speed 4
+            assert sh.request(first) is None
+            waiting = sh.request(later)
+            assert inspect.isawaitable(waiting) and sh.replay.copies == 1  # not yet: its time has not come
+            await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+            assert sh.replay.copies == 2
+            tctx.configure(sh, shadow_replay_speed="0")
+            assert sh.request(recorded_flow(b"/api/c")) is None  # as fast as the shadow's room allows
             sh.done()
     finally:
         shadow_app.stop()
