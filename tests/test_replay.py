@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mitmproxy import http
@@ -88,9 +90,10 @@ def recorded_flow(path: bytes, body: bytes = b"") -> http.HTTPFlow:
     return f
 
 
-async def test_recorded_flows_are_copied_and_wait_for_the_shadow_to_have_room(tmp_path: Path) -> None:
+@pytest.fixture
+async def offline(tmp_path: Path) -> AsyncIterator[tuple[Shadow, Any, Upstream]]:
+    """The addon in a mitmproxy test context, routing /api/ (rewritten to /v1/) and copying it to a real server."""
     shadow_app = Upstream("shadow")
-    shadow_app.behaviour.delay = 0.3
     try:
         m = write_mappings(
             tmp_path / "m.yaml",
@@ -99,56 +102,42 @@ async def test_recorded_flows_are_copied_and_wait_for_the_shadow_to_have_room(tm
         )
         sh = Shadow()
         with taddons.context(sh, Proxyserver()) as tctx:
-            tctx.configure(
-                sh,
-                mappings=str(m),
-                mapping_services=[f"shadow={shadow_app.address}"],
-                shadow_max_inflight=1,
-                shadow_admin="",
-            )
-            first, second = recorded_flow(b"/api/a"), recorded_flow(b"/api/b", b"body")
-            assert sh.request(first) is None  # room: copied at once, the capture reading goes on
-            waiting = sh.request(second)
-            assert inspect.isawaitable(waiting)  # no room: the reading of the capture waits
-            await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
-            assert sh.replay.copies == 2
-            assert await asyncio.to_thread(wait_until, lambda: shadow_app.count() == 2, 30)
-            assert [(s.method, s.path, s.body) for s in shadow_app.seen] == [
-                ("GET", "/v1/a", b""),
-                ("GET", "/v1/b", b"body"),
-            ]
-            assert first.request.path == "/api/a"  # the recorded flow stays as recorded
-            prod = sum(n for (name, _, role, _), n in sh.metrics.upstream.items() if role == "production")
-            assert prod == 2  # the recorded answers count as production's
-            sh.done()
-    finally:
-        shadow_app.stop()
-
-
-async def test_recorded_pace_holds_back_flows_until_their_time(tmp_path: Path) -> None:
-    shadow_app = Upstream("shadow")
-    try:
-        m = write_mappings(
-            tmp_path / "m.yaml",
-            mapping("api", prefix="/api/", service="prod:9000"),
-            mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
-        )
-        sh = Shadow()
-        with taddons.context(sh, Proxyserver()) as tctx:
             tctx.configure(sh, mappings=str(m), mapping_services=[f"shadow={shadow_app.address}"], shadow_admin="")
-            with pytest.raises(Exception, match="shadow_replay_speed must be a number >= 0"):
-                tctx.configure(sh, shadow_replay_speed="-1")
-            tctx.configure(sh, shadow_replay_speed="4")
             sh.running()  # starts the sender, as mitmdump does
-            first, later = recorded_flow(b"/api/a"), recorded_flow(b"/api/b")
-            later.request.timestamp_start = 1000.4  # 0.4 s after the first, 0.1 s at speed 4
-            assert sh.request(first) is None
-            waiting = sh.request(later)
-            assert inspect.isawaitable(waiting) and sh.replay.copies == 1  # not yet: its time has not come
-            await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
-            assert sh.replay.copies == 2
-            tctx.configure(sh, shadow_replay_speed="0")
-            assert sh.request(recorded_flow(b"/api/c")) is None  # as fast as the shadow's room allows
+            yield sh, tctx, shadow_app
             sh.done()
     finally:
         shadow_app.stop()
+
+
+async def test_recorded_flows_are_copied_and_wait_for_the_shadow_to_have_room(offline) -> None:
+    sh, tctx, shadow_app = offline
+    shadow_app.behaviour.delay = 0.3
+    tctx.configure(sh, shadow_max_inflight=1)
+    first, second = recorded_flow(b"/api/a"), recorded_flow(b"/api/b", b"body")
+    assert sh.request(first) is None  # room: copied at once, the capture reading goes on
+    waiting = sh.request(second)
+    assert inspect.isawaitable(waiting)  # no room: the reading of the capture waits
+    await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+    assert sh.replay.copies == 2
+    assert await asyncio.to_thread(wait_until, lambda: shadow_app.count() == 2, 30)
+    assert [(s.method, s.path, s.body) for s in shadow_app.seen] == [("GET", "/v1/a", b""), ("GET", "/v1/b", b"body")]
+    assert first.request.path == "/api/a"  # the recorded flow stays as recorded
+    prod = sum(n for (_, _, role, _), n in sh.metrics.upstream.items() if role == "production")
+    assert prod == 2  # the recorded answers count as production's
+
+
+async def test_recorded_pace_holds_back_flows_until_their_time(offline) -> None:
+    sh, tctx, _ = offline
+    with pytest.raises(Exception, match="shadow_replay_speed must be a number >= 0"):
+        tctx.configure(sh, shadow_replay_speed="-1")
+    tctx.configure(sh, shadow_replay_speed="4")
+    first, later = recorded_flow(b"/api/a"), recorded_flow(b"/api/b")
+    later.request.timestamp_start = 1000.4  # 0.4 s after the first, 0.1 s at speed 4
+    assert sh.request(first) is None
+    waiting = sh.request(later)
+    assert inspect.isawaitable(waiting) and sh.replay.copies == 1  # not yet: its time has not come
+    await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+    assert sh.replay.copies == 2
+    tctx.configure(sh, shadow_replay_speed="0")
+    assert sh.request(recorded_flow(b"/api/c")) is None  # as fast as the shadow's room allows
