@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import mapping, write_mappings
+from support import ADDON, MITMDUMP, mapping, write_mappings
 
 from shadow_addon.shadow import Shadow
 
@@ -36,9 +37,20 @@ from shadow_addon.shadow import Shadow
 def test_bad_options_are_one_line_option_errors(option: str, value: object, message: str) -> None:
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh)  # start-up: an error is logged as one line, and mitmdump exits (see the e2e test)
+        sh.files.running = True  # at run time, `set` raises: mitmproxy rolls the option back
         with pytest.raises(exceptions.OptionsError) as e:
             tctx.configure(sh, **{option: value})
         assert str(e.value) == message
+
+
+def test_a_bad_option_at_start_up_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Raised from `configure` while the script loads, an OptionsError was printed as a traceback."""
+    cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_timeout=soon"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    assert "shadow_timeout must be a number of seconds, got 'soon'" in out
 
 
 def test_remote_admin_needs_explicit_consent() -> None:
@@ -72,7 +84,7 @@ def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
         tctx.configure(sh, mappings=str(good))
-        sh._running = True  # as after the `running` hook
+        sh.files.running = True  # as after the `running` hook
         with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
             tctx.configure(sh, mappings=str(bad))
         assert tctx.options.mappings == str(good) and [m.name for m in sh.table.mappings] == ["a"]

@@ -43,9 +43,15 @@ ensure_venv() {
   local stamp="$VENV/.shadow-installed" want
   want=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "installing mitmproxy-shadow (editable, with test extra) into .venv" >&2
-    "$VENV_PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-    "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" >&2
+    echo "installing mitmproxy-shadow and its test tools into .venv" >&2
+    # pip's and setuptools' chatter goes to a log, shown only if the install fails.
+    local log="$VENV/install.log"
+    if ! { "$VENV_PY" -m pip install --quiet --disable-pip-version-check --upgrade pip \
+          && "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"; } >"$log" 2>&1; then
+      cat "$log" >&2
+      echo "error: installing into .venv failed (log above, also in $log)" >&2
+      return 1
+    fi
     echo "$want" > "$stamp"
   fi
 }

@@ -1,0 +1,212 @@
+"""The interleaved runs summarised: medians per scenario, per-round ratios against each reference, the checks
+against the targets (docs/benchmark.md, "Targets") and notes on what the checks do not cover."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from benchkit import report
+from benchkit.report import Check, counts, spread
+from benchkit.runs import Run
+from benchkit.scenarios import BAD_SHADOWS, HOSTILE, SCENARIOS
+
+FD_SLACK = 16
+OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: flagged as disturbed
+RSS_HEADROOM_MIB = 32.0  # blackhole vs plain
+HOSTILE_RSS_MIB = 50.0  # a hostile shadow vs its reference
+COMPARE_MATCH_MIN = 0.99  # share of compared pairs that must match on the compare scenario (identical documents)
+
+
+def _median(values: Sequence[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.median(vals) if vals else math.nan
+
+
+def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, n in d.items():
+            out[k] = out.get(k, 0) + n
+    return dict(sorted(out.items()))
+
+
+def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dict[str, dict[str, Any]], list[Check]]:
+    by: dict[str, dict[int, Run]] = {n: {} for n in names}
+    for r in runs:
+        by[r.scenario][r.round] = r
+    summary: dict[str, dict[str, Any]] = {}
+    for n in names:
+        rs = list(by[n].values())
+        scn = SCENARIOS[n]
+        row: dict[str, Any] = {
+            "rounds": len(rs),
+            "reference": scn.reference,
+            "description": scn.description,
+            "rps": _median([r.rps for r in rs]),
+            "core_speed": _median([r.core_speed for r in rs]),
+            "p50_ms": _median([r.p50_ms for r in rs]),
+            "p99_ms": _median([r.p99_ms for r in rs]),
+            "errors": sum(r.errors + r.unfinished for r in rs),
+            "prod_received": sum(r.prod_received for r in rs),
+            "shadow_received": sum(r.shadow_received for r in rs),
+            "shadow_marked": sum(r.shadow_marked for r in rs),
+            "peak_rss_mib": max((r.peak_rss_mib for r in rs), default=math.nan),
+            "hwm_rss_mib": max((r.hwm_rss_mib for r in rs), default=math.nan),
+            "peak_fds": max((r.peak_fds for r in rs), default=-1),
+            "rss_growth_mib": _median([r.rss_growth_mib for r in rs]),
+            "cpu_mitmdump_pct": _median([r.cpu_mitmdump_pct for r in rs]),
+            "cpu_upstreams_pct": _median([r.cpu_upstreams_pct for r in rs]),
+            "cpu_client_pct": _median([r.cpu_client_pct for r in rs]),
+            "cpu_other_pct": _median([r.cpu_other_pct for r in rs]),
+            "cpu_us_per_request": _median([r.cpu_us_per_request for r in rs]),
+            "addon_drops": _sum_counts(r.addon_drops for r in rs),
+            "addon_shadow_codes": _sum_counts(r.addon_shadow_codes for r in rs),
+            "addon_compare": _sum_counts(r.addon_compare for r in rs),
+            "addon_compare_pending": sum(r.addon_compare_pending for r in rs),
+        }
+        row["delivery"] = row["shadow_received"] / row["prod_received"] if scn.shadow and row["prod_received"] else None
+        ref = scn.reference
+        if ref in by:
+            for k, key in (
+                ("rps", "throughput_ratio"),
+                ("rps_norm", "norm_throughput_ratio"),
+                ("p50_ms", "p50_ratio"),
+                ("p99_ms", "p99_ratio"),
+                ("cpu_us_per_request", "cpu_per_request_ratio"),
+            ):
+                per_round = [
+                    getattr(r, k) / getattr(by[ref][i], k)
+                    for i, r in by[n].items()
+                    if i in by[ref] and getattr(by[ref][i], k) > 0
+                ]
+                row[key + "_per_round"] = per_round
+                row[key] = _median(per_round)
+        summary[n] = row
+
+    checks: list[Check] = []
+
+    def ratio_check(n: str, key: str, label: str, op: str, limit: float) -> Check | None:
+        if n not in summary or key not in summary[n]:
+            return None
+        v = summary[n][key]
+        ok = v >= limit if op == ">=" else v <= limit
+        res = "n/a" if math.isnan(v) else "PASS" if ok else "FAIL"
+        value = "no request measured" if math.isnan(v) else f"{v:.3f}x{spread(summary[n][key + '_per_round'])}"
+        checks.append(Check(f"{n} vs {summary[n]['reference']}: {label}", value, f"{op} {limit:g}x", res, v))
+        return checks[-1]
+
+    # With the speed probe, throughput is compared at equal CPU speed; the ratio as measured is shown as "info".
+    normalised = bool(runs) and all(not math.isnan(r.core_speed) for r in runs)
+
+    def throughput_check(n: str, limit: float) -> None:
+        if normalised:
+            ratio_check(n, "norm_throughput_ratio", "throughput at equal CPU speed", ">=", limit)
+        raw = ratio_check(n, "throughput_ratio", "throughput as measured" if normalised else "throughput", ">=", limit)
+        if normalised and raw is not None:
+            raw.result = "info"
+
+    throughput_check("healthy", 0.85)
+    ratio_check("healthy", "p50_ratio", "p50 latency", "<=", 1.15)
+    if "healthy" in summary and "p99_ratio" in summary["healthy"]:
+        v = summary["healthy"]["p99_ratio"]
+        value = f"{v:.3f}x{spread(summary['healthy']['p99_ratio_per_round'])}"
+        checks.append(Check("healthy vs plain: p99 latency", value, "(no target)", "-", v))
+    if "healthy" in summary:
+        h = summary["healthy"]
+        got, want = h["shadow_received"], h["prod_received"]
+        frac = got / want if want else math.nan
+        res = "n/a" if not want else "PASS" if got >= want else "PASS*" if frac >= 0.999 else "FAIL"
+        checks.append(Check("healthy: delivery to the shadow", f"{frac:.4%} ({got}/{want})", "100%", res, frac))
+    throughput_check("compare", 0.80)
+    if "compare" in summary:
+        compared = summary["compare"]["addon_compare"]
+        total = sum(compared.values())
+        share = compared.get("match", 0) / total if total else math.nan
+        res = "n/a" if not total else "PASS" if share >= COMPARE_MATCH_MIN else "FAIL"
+        value = f"{share:.2%} ({compared.get('match', 0)}/{total})" if total else "no shadow_compare_total"
+        checks.append(Check("compare: pairs that match", value, f">= {COMPARE_MATCH_MIN:.0%}", res, share))
+
+    def rss_check(n: str, ref: str, headroom: float) -> None:
+        if n not in summary or ref not in summary:
+            return
+        got, base = summary[n]["hwm_rss_mib"], summary[ref]["hwm_rss_mib"]
+        res = "n/a" if math.isnan(got) or math.isnan(base) else "PASS" if got <= base + headroom else "FAIL"
+        value = f"{got:.1f} MiB ({ref} {base:.1f})"
+        checks.append(Check(f"{n}: peak RSS (VmHWM)", value, f"<= {base + headroom:.1f} MiB", res, got))
+
+    for n in BAD_SHADOWS:
+        throughput_check(n, 0.90)
+        ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
+    if "blackhole" in summary and "plain" in summary:
+        b, p = summary["blackhole"], summary["plain"]
+        fd_limit = p["peak_fds"] + max_inflight + FD_SLACK
+        res = "n/a" if b["peak_fds"] < 0 or p["peak_fds"] < 0 else "PASS" if b["peak_fds"] <= fd_limit else "FAIL"
+        checks.append(
+            Check("blackhole: peak open fds", f"{b['peak_fds']} (plain {p['peak_fds']})", f"<= {fd_limit}", res)
+        )
+    rss_check("blackhole", "plain", RSS_HEADROOM_MIB)
+    for n in HOSTILE:
+        throughput_check(n, 0.95)
+        ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
+        rss_check(n, SCENARIOS[n].reference or "healthy", HOSTILE_RSS_MIB)
+    return summary, checks
+
+
+def notes(runs: list[Run], summary: dict[str, dict[str, Any]], checks: list[Check]) -> list[str]:
+    """Things worth a look that the checks do not cover."""
+    out = []
+    for r in runs:
+        if r.errors or r.unfinished:
+            out.append(f"round {r.round} {r.scenario}: {r.errors} client errors, {r.unfinished} unfinished")
+        bad = report.alarming(r.mitmdump_output)
+        if bad:
+            out.append(f"round {r.round} {r.scenario}: mitmdump printed: {' | '.join(bad[:3])[:300]}")
+        if SCENARIOS[r.scenario].addon and not r.addon_metrics_ok:
+            out.append(f"round {r.round} {r.scenario}: the addon's /metrics did not answer after the load")
+        if r.shadow_received != r.shadow_marked:
+            out.append(
+                f"round {r.round} {r.scenario}: {r.shadow_received - r.shadow_marked} requests reached the shadow "
+                "without the x-mitmproxy-shadow mark"
+            )
+    printed = [r for r in runs if r.mitmdump_output]
+    if printed:
+        out.append(
+            f"{len(printed)} of {len(runs)} mitmdump runs printed output (no error or warning among it unless listed "
+            "above; e.g. the addon's summary table at exit): see mitmdump_output in the JSON"
+        )
+    busy = [r for r in runs if not math.isnan(r.cpu_other_pct) and r.cpu_other_pct > OTHER_LOAD_PCT]
+    if busy:
+        worst = max(busy, key=lambda r: r.cpu_other_pct)
+        out.append(
+            f"{len(busy)} of {len(runs)} runs shared the machine with other work (> {OTHER_LOAD_PCT:g}% of a core "
+            f"outside the benchmark; worst: round {worst.round} {worst.scenario}, {worst.cpu_other_pct:.0f}%): "
+            "their figures are disturbed; rerun when the machine is quiet"
+        )
+    slow_plain = [
+        r for r in runs if r.scenario == "plain" and r.cpu_mitmdump_pct < 80 and not (r.cpu_other_pct > OTHER_LOAD_PCT)
+    ]
+    if slow_plain:
+        out.append(
+            f"plain mitmdump used < 80% of a core in {len(slow_plain)} quiet run(s): the client or the servers may "
+            "have limited throughput (ratios then understate the addon's cost)"
+        )
+    for n, row in summary.items():
+        total = sum(row[k] for k in ("cpu_mitmdump_pct", "cpu_upstreams_pct", "cpu_client_pct"))
+        if not math.isnan(total) and total > 0.9 * 100 * (os.cpu_count() or 1):
+            out.append(f"{n}: the machine was saturated ({total:.0f}% CPU over {os.cpu_count()} cores)")
+    for n, row in summary.items():
+        if row["addon_compare"] or row["addon_compare_pending"]:
+            out.append(
+                f"{n}: shadow_compare_total by result (all rounds): {counts(row['addon_compare'])}; "
+                f"shadow_compare_pending after the settle time: {row['addon_compare_pending']}"
+            )
+    if any(c.result == "PASS*" for c in checks):
+        out.append(
+            "PASS*: delivery >= 99.9% but < 100%: a healthy shadow should get every copy; check the addon's "
+            "shadow_dropped_total before accepting it"
+        )
+    return out

@@ -1,0 +1,98 @@
+"""The copy of one request: what the request hook decided for it (`Pending`), the tee that keeps a streamed
+body, and the `Copy` shaped from the request as production got it (Envoy mirrors after the route's transforms)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mitmproxy import http
+from mitmproxy.net.http import url
+
+from . import routing
+from .sender import Copy
+
+MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
+_UPGRADE_METHODS = frozenset({"CONNECT"})
+
+
+@dataclass(slots=True)
+class Pending:
+    """What `requestheaders` decided for a flow, used by `request`, `response` and `error`."""
+
+    route: routing.Route
+    tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
+    tee_over: bool = False
+    sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
+
+
+def not_copied(req: http.Request) -> str | None:
+    """Why a request is never copied, known from its head alone, or None."""
+    if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
+        return "upgrade"  # Envoy mirrors no CONNECT/upgrade
+    if MARKER.decode() in req.headers:
+        return "loop"
+    return None
+
+
+def tee(p: Pending, limit: int) -> Callable[[bytes], bytes]:
+    """A `request.stream` function that passes chunks through and keeps them, up to `limit` bytes in all."""
+
+    def keep(chunk: bytes) -> bytes:
+        if not p.tee_over and p.tee is not None:
+            if len(p.tee) + len(chunk) > limit:
+                p.tee_over, p.tee = True, None  # past the limit: free what was kept
+            else:
+                p.tee += chunk
+        return chunk
+
+    return keep
+
+
+def body_of(req: http.Request, p: Pending, limit: int) -> bytes | str:
+    """The body to copy, or the reason it cannot be copied."""
+    body = req.raw_content
+    if body is None:
+        if p.tee is None:
+            return "body_limit" if p.tee_over else "streamed"
+        body = bytes(p.tee)
+    return "body_limit" if len(body) > limit else body
+
+
+def host_of(req: http.Request) -> str:
+    return req.host_header or url.hostport(req.scheme, req.host, req.port)
+
+
+def make_copy(
+    req: http.Request,
+    route: routing.Route,
+    body: bytes,
+    *,
+    host_suffix: bool,
+    timeout: float,
+    add: tuple[tuple[bytes, bytes], ...],
+    remove: frozenset[bytes],
+    keep_body: int,
+    hash_body: bool,
+    context: object,
+) -> Copy:
+    """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`."""
+    shadow, address = route.shadow, route.shadow_address
+    assert shadow is not None and address is not None
+    host = host_of(req)
+    return Copy(
+        mapping=shadow.name,
+        service=shadow.service,
+        address=address,
+        method=req.method,
+        path=req.path,
+        host=routing.shadow_host(host) if host_suffix else host,
+        fields=req.headers.fields,
+        body=body,
+        timeout=timeout or route.timeout_ms / 1000.0,
+        add=((MARKER, b"1"), *add),
+        remove=remove,
+        keep_body=keep_body,
+        hash_body=hash_body,
+        context=context,
+    )

@@ -1,0 +1,206 @@
+"""The Mapping files: read and checked off the event loop, installed in one assignment, watched for changes.
+
+A request is routed by the old table or the new one, never a mix; a bad reload keeps the last good table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mitmproxy import exceptions
+
+from . import mappings, routing
+from .metrics import Metrics
+
+logger = logging.getLogger("shadow")
+
+WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
+
+Loaded = tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]
+
+
+def files_signature(path: str) -> tuple[object, ...]:
+    """What identifies the files' current content: names, stat data and a hash (a same-size rewrite within one
+    timestamp tick still counts as a change)."""
+    sig: list[object] = []
+    try:
+        for f in mappings.mapping_files(path):
+            st = os.stat(f)
+            with open(f, "rb") as fh:
+                digest = hashlib.sha256(fh.read(mappings.MAX_FILE_BYTES + 1)).hexdigest()
+            sig.append((f, st.st_mtime_ns, st.st_size, st.st_ino, digest))
+    except OSError:
+        sig.append(("missing", path))
+    return tuple(sig)
+
+
+def read_mappings(path: str, overrides: Sequence[routing.ServiceOverride]) -> Loaded:
+    """Read, validate and build: no mitmproxy state, safe in a thread. The signature is taken first, so a change
+    during the read is seen again by the next poll."""
+    signature = files_signature(path) if path else ()
+    result = mappings.load_path(path) if path else mappings.LoadResult()
+    table = routing.build_table(result.mappings, overrides) if not result.errors else None
+    return signature, result, table
+
+
+def unknown_services(table: routing.Table, overrides: Sequence[routing.ServiceOverride]) -> list[str]:
+    """A `mapping_services` NAME that stands for no Mapping's `service` is almost always a typo, or a Mapping's
+    name given where its service was meant: say so, naming the services that do exist."""
+    out = []
+    services = sorted({m.service for m in table.mappings})
+    for o in overrides:
+        if any(mappings.override_matches(o.name, m.service, m.namespace) for m in table.mappings):
+            continue
+        named = [m.service for m in table.mappings if m.name == o.name]
+        hint = f"; {o.name} is a Mapping's name, its service is {named[0]}" if named else ""
+        known = ", ".join(services[:12]) + (", ..." if len(services) > 12 else "") if services else "none"
+        out.append(f"mapping_services: {o.name} matches no Mapping's service{hint} (services: {known})")
+    return out
+
+
+def changes(old: routing.Table, new: routing.Table) -> str:
+    """What a reload changed, by Mapping `name.namespace`: "2 added (a, b), 1 changed (c)" or "nothing"."""
+
+    def by_key(t: routing.Table) -> dict[str, mappings.Mapping]:
+        return {m.key: dataclasses.replace(m, source="") for m in t.mappings}  # a moved document is no change
+
+    before, after = by_key(old), by_key(new)
+    parts = []
+    for word, keys in (
+        ("added", [k for k in after if k not in before]),
+        ("removed", [k for k in before if k not in after]),
+        ("changed", [k for k in after if k in before and after[k] != before[k]]),
+    ):
+        if keys:
+            shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
+            parts.append(f"{len(keys)} {word} ({shown})")
+    return ", ".join(parts) or "no Mapping changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the Mappings come from and what else a table must pass before it serves."""
+
+    path: str = ""
+    overrides: tuple[routing.ServiceOverride, ...] = ()
+    check: Callable[[routing.Table], list[str]] = lambda table: []  # extra errors (e.g. a shadow at this proxy)
+    keep_host: bool = False
+
+
+class MappingFiles:
+    """The routing table now serving and how it got there (for /diag)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.table = routing.Table()
+        self.loaded: mappings.LoadResult | None = None
+        self.loaded_at = 0.0
+        self.errors: list[str] = []  # of the last failed load; empty once one succeeds
+        self.source = Source()
+        self.running = False  # past start-up: errors no longer stop mitmdump
+        self._signature: tuple[object, ...] | None = None
+        self._installed_path: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def load(self, source: Source, explicit: bool = False) -> bool:
+        """Load now, on the calling thread (start-up, `--set`, the reload command). Returns success.
+
+        At start-up an error is logged (mitmdump then exits with it, no traceback); an explicit `--set` later
+        raises OptionsError (the option is rolled back); a file change keeps the last good table.
+        """
+        self.source = source
+        return self._install(*read_mappings(source.path, source.overrides), explicit=explicit)
+
+    def start(self) -> None:
+        self.running = True
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def stop(self) -> None:
+        self.running = False
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def _install(
+        self,
+        signature: tuple[object, ...],
+        result: mappings.LoadResult,
+        table: routing.Table | None,
+        explicit: bool = False,
+    ) -> bool:
+        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
+        self._signature = signature
+        errors = list(result.errors)
+        if table is not None:
+            errors += self.source.check(table)
+        if errors:
+            return self._failed(errors, explicit)
+        assert table is not None
+        for n in result.notices:
+            logger.info(n)
+        for e in table.errors:
+            logger.warning("Mapping %s: %s", e.mapping, e.message)
+        for w in self._warnings(table):
+            logger.warning(w)
+            result.notices.append(w)  # shown in /diag and on the dashboard too
+        old, first = self.table, self._installed_path != self.source.path
+        self._installed_path = self.source.path
+        self.errors = []
+        self.table = table  # one assignment: a request sees the old table or the new one, never a mix
+        self.loaded, self.loaded_at = result, time.time()
+        self.metrics.config_errors = len(table.errors)
+        self.metrics.record_reload(True)
+        if self.source.path:
+            n_shadow = sum(1 for g in table.groups if g.shadow)
+            summary = f"{len(table.mappings)} Mappings in {len(table.groups)} groups ({n_shadow} with a shadow)"
+            if first:
+                logger.info("mappings: %s from %s", summary, self.source.path)
+            else:
+                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, changes(old, table), summary)
+        return True
+
+    def _warnings(self, table: routing.Table) -> list[str]:
+        out = unknown_services(table, self.source.overrides)
+        if not self.source.keep_host and any(routing.host_match(m) for m in table.mappings):
+            out.append(
+                "mappings: some Mappings match on host, but mitmproxy replaces the client's Host with "
+                "the reverse target before addons see it; run with --set keep_host_header=true"
+            )
+        return out
+
+    def _failed(self, errors: list[str], explicit: bool) -> bool:
+        self.metrics.record_reload(False)
+        self.errors = errors
+        if explicit and self.running:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise exceptions.OptionsError(errors[0] + more)
+        for e in errors:
+            logger.error(e)
+        if self.running:
+            logger.error("mappings: reload failed; the previous configuration keeps serving")
+        return False
+
+    async def _watch(self) -> None:
+        # Files are read and parsed in a thread (a large file must not stall traffic), one reload at a time, and
+        # installed here on the loop. Nothing may end this task: hot reload would silently stop.
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            source = self.source
+            if not source.path:
+                continue
+            try:
+                if await asyncio.to_thread(files_signature, source.path) == self._signature:
+                    continue
+                loaded = await asyncio.to_thread(read_mappings, source.path, source.overrides)
+                if self.source is source:  # else `load` already installed a newer source
+                    self._install(*loaded)
+            except Exception as e:
+                logger.error("mappings: reload of %s failed: %s: %s", source.path, type(e).__name__, e)

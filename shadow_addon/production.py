@@ -1,0 +1,59 @@
+"""The production flow: re-routed to its Mapping's service, its answer's headers edited, its metrics recorded."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+from mitmproxy.net.http import url
+
+from . import routing
+from .metrics import PRODUCTION, Metrics
+from .report import REVERSE_TARGET
+
+
+def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> None:
+    """Re-route the production request to the picked Mapping's service."""
+    req, m, a = flow.request, route.mapping, route.address
+    assert m is not None and a is not None
+    req.scheme = a.scheme
+    # data.host/port re-route without touching Host (setting request.host would also rewrite it).
+    req.data.host, req.data.port = a.host, a.port
+    if m.host_rewrite:
+        req.host_header = m.host_rewrite
+    elif not keep_host:
+        # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
+        req.host_header = url.hostport(a.scheme, a.host, a.port)
+    req.path = route.path
+    if m.remove_request_headers or m.add_request_headers:
+        routing.edit_headers(req.headers, m.remove_request_headers, m.add_request_headers)
+    flow.metadata["shadow_mapping"] = m.name
+
+
+def edit_response(flow: http.HTTPFlow, route: routing.Route) -> None:
+    m = route.mapping
+    if m is not None and (m.add_response_headers or m.remove_response_headers) and flow.response:
+        routing.edit_headers(flow.response.headers, m.remove_response_headers, m.add_response_headers)
+
+
+def labels(route: routing.Route | None) -> tuple[str, str]:
+    """The (mapping, service) labels of production's metrics for a routed request (None: not routed)."""
+    if route is None:
+        return "", REVERSE_TARGET
+    if route.mapping is not None:
+        return route.mapping.name, route.mapping.service
+    # Implicit production: labelled with the group's first Mapping (its shadow in a shadow-only group).
+    return route.group.members[0].name, REVERSE_TARGET
+
+
+def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None) -> None:
+    """Count production's answer with its latency."""
+    resp = flow.response
+    if resp is None:
+        return
+    seconds = None
+    if resp.timestamp_end and flow.request.timestamp_end:
+        seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
+    metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, seconds)
+
+
+def record_error(metrics: Metrics, route: routing.Route) -> None:
+    metrics.record_upstream(*labels(route), PRODUCTION, "error", None)

@@ -1,0 +1,255 @@
+"""The addon's options: their declaration (`declare`) and their parsing into one `Settings` object (`parse`).
+
+Parsing is pure over the option values, so every error is a one-line `OptionsError` naming the option, and the
+addon swaps in a whole new `Settings` or keeps the old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import exceptions
+from mitmproxy.utils import human
+
+from . import admin, compare, mappings, routing
+
+DEFAULT_BODY_LIMIT = 1024 * 1024
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+# Which options, when changed, need more than a new Settings object.
+COMPARE_OPTIONS = frozenset(
+    {
+        "shadow_compare",
+        "shadow_compare_headers",
+        "shadow_compare_ignore",
+        "shadow_compare_body_limit",
+        "shadow_compare_report",
+    }
+)
+SENDER_OPTIONS = frozenset(
+    {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"}
+)
+RELOAD_OPTIONS = frozenset({"mappings", "mapping_services", "mode", "listen_port", "listen_host", "keep_host_header"})
+
+
+def declare(loader: Any) -> None:
+    """Every option of the addon, with a help text a user understands without the README."""
+    add = loader.add_option
+    add(
+        "mappings",
+        str,
+        "",
+        "Emissary Mapping YAML: a file, or a directory of *.yaml/*.yml files. Empty: pass everything through.",
+    )
+    add(
+        "mapping_services",
+        Sequence[str],
+        [],
+        "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
+        ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
+    )
+    add(
+        "shadow_host_suffix",
+        bool,
+        True,
+        "Insert -shadow before the port in the copy's Host header, as Envoy does (foo:80 -> foo-shadow:80).",
+    )
+    add(
+        "shadow_add_headers",
+        Sequence[str],
+        [],
+        "Headers added to every copy, as 'Name: value' (e.g. 'x-shadow: 1'). Repeatable.",
+    )
+    add(
+        "shadow_remove_headers",
+        Sequence[str],
+        [],
+        "Headers stripped from every copy. '@credentials' stands for Authorization, Cookie and "
+        "Proxy-Authorization. Repeatable.",
+    )
+    add(
+        "shadow_sample_key",
+        str,
+        "",
+        "Header whose value decides sampling (same value, same decision). Empty: random per request.",
+    )
+    add(
+        "shadow_body_limit",
+        str,
+        "1m",
+        "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
+    )
+    add("shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog.")
+    add(
+        "shadow_max_backlog",
+        int,
+        256,
+        "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
+    )
+    add(
+        "shadow_flows",
+        str,
+        "auto",
+        "Show each shadow exchange as its own flow (marked, commented 'shadow of <id>'): auto = in mitmweb and "
+        "the console; on = also log one line per copy in mitmdump; off = never.",
+        choices=["auto", "on", "off"],
+    )
+    add(
+        "shadow_compare",
+        bool,
+        False,
+        "Compare each shadow response with production's (status, headers, body; JSON field by field) and count "
+        "match, mismatch, noise or skipped. The client never waits: a record of production's reply is kept.",
+    )
+    add("shadow_compare_headers", Sequence[str], ["content-type"], "Response headers compared (repeatable).")
+    add(
+        "shadow_compare_ignore",
+        Sequence[str],
+        [],
+        "Ignored in comparisons: JSON pointers with * for any one segment (/meta/timestamp, /items/*/id) or "
+        "header names. Repeatable.",
+    )
+    add(
+        "shadow_compare_body_limit",
+        str,
+        "1m",
+        "Bodies up to this size are compared field by field; larger ones by size and hash only.",
+    )
+    add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
+    add(
+        "shadow_admin",
+        str,
+        "127.0.0.1:8877",
+        "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
+    )
+    add(
+        "shadow_admin_allow_remote",
+        bool,
+        False,
+        "Allow shadow_admin on a non-loopback address (it has no authentication).",
+    )
+    add(
+        "shadow_timeout",
+        str,
+        "",
+        "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
+        "ms), as Envoy gives the mirror the route's timeout.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The parsed options the hooks and the rooms use."""
+
+    overrides: tuple[routing.ServiceOverride, ...] = ()
+    add_headers: tuple[tuple[bytes, bytes], ...] = ()
+    remove_headers: frozenset[bytes] = frozenset()
+    sample_key: str = ""
+    body_limit: int = DEFAULT_BODY_LIMIT
+    host_suffix: bool = True
+    timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
+    compare: compare.CompareConfig | None = None  # None: comparison off
+    compare_report: str = ""
+    admin: tuple[str, int] | None = None
+    max_inflight: int = 64
+    max_backlog: int = 256
+
+
+def parse(o: Any) -> Settings:
+    """Settings from mitmproxy's options; raises `OptionsError` with one line naming the option."""
+    if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
+        raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")
+    return Settings(
+        overrides=_overrides(o.mapping_services),
+        add_headers=_header_specs("shadow_add_headers", o.shadow_add_headers),
+        remove_headers=_remove_specs(o.shadow_remove_headers),
+        sample_key=o.shadow_sample_key.strip(),
+        body_limit=_size("shadow_body_limit", o.shadow_body_limit) or DEFAULT_BODY_LIMIT,
+        host_suffix=o.shadow_host_suffix,
+        timeout=_seconds(o.shadow_timeout),
+        compare=_compare(o) if o.shadow_compare else None,
+        compare_report=o.shadow_compare_report,
+        admin=_admin(o.shadow_admin, o.shadow_admin_allow_remote),
+        max_inflight=o.shadow_max_inflight,
+        max_backlog=o.shadow_max_backlog,
+    )
+
+
+def _overrides(specs: Sequence[str]) -> tuple[routing.ServiceOverride, ...]:
+    out = []
+    for spec in specs:
+        try:
+            name, addr, given = mappings.parse_service_override(spec)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"mapping_services: {e}") from None
+        out.append(routing.ServiceOverride(name, addr, given))
+    return tuple(out)
+
+
+def _header_specs(option: str, values: Sequence[str]) -> tuple[tuple[bytes, bytes], ...]:
+    out = []
+    for spec in values:
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+            raise exceptions.OptionsError(f"{option}: expected 'Name: value', got {spec!r}")
+        out.append((name.strip().encode(), value.strip().encode()))
+    return tuple(out)
+
+
+def _remove_specs(values: Sequence[str]) -> frozenset[bytes]:
+    names: set[bytes] = set()
+    for v in values:
+        v = v.strip()
+        if not v or any(c in v for c in " \t\r\n:"):
+            raise exceptions.OptionsError(f"shadow_remove_headers: expected a header name, got {v!r}")
+        if v.lower() == "@credentials":  # preset: production credentials never reach the test service
+            names.update(h.encode() for h in CREDENTIAL_HEADERS)
+        else:
+            names.add(v.lower().encode())
+    return frozenset(names)
+
+
+def _size(option: str, value: str) -> int | None:
+    try:
+        return human.parse_size(value)
+    except ValueError:
+        raise exceptions.OptionsError(f"{option}: expected a size such as 512k or 1m, got {value!r}") from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        t = float(value) if value.strip() else 0.0
+    except ValueError:
+        t = -1.0
+    if not t >= 0 or t == float("inf"):
+        raise exceptions.OptionsError(f"shadow_timeout must be a number of seconds, got {value!r}")
+    return t
+
+
+def _compare(o: Any) -> compare.CompareConfig:
+    limit = _size("shadow_compare_body_limit", o.shadow_compare_body_limit)
+    try:
+        return compare.CompareConfig(
+            headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
+            ignore=tuple(o.shadow_compare_ignore),
+            body_limit=limit or compare.BODY_LIMIT,
+        )
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_compare: {e}") from None
+
+
+def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    try:
+        host, port = admin.parse_listen(spec)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_admin: {e}") from None
+    if not admin.is_loopback(host) and not allow_remote:
+        raise exceptions.OptionsError(
+            f"shadow_admin: {host} is not a loopback address; the admin server has no authentication "
+            "(set shadow_admin_allow_remote=true to allow it)"
+        )
+    return host, port

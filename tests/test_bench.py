@@ -1,0 +1,131 @@
+"""The benchmark's own parts: the hostile shadows' answers as a real HTTP parser reads them, the server process that
+sends them, the /metrics reader against prometheus_client's own output, and the scenario selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import h11
+import pytest
+from mitmproxy.net import encoding
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from support import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchkit import answers, metrics  # noqa: E402
+from benchkit.scenarios import SCENARIOS, select_scenarios  # noqa: E402
+
+
+def events(data: bytes, method: bytes = b"GET") -> list[object]:
+    """What h11, as a client that sent one `method` request, makes of `data` (bounded)."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(data)
+    out: list[object] = []
+    for _ in range(100_000):
+        ev = conn.next_event()
+        if ev in (h11.NEED_DATA, h11.PAUSED):
+            break
+        out.append(ev)
+    return out
+
+
+def test_flood_is_nothing_but_100_continue() -> None:
+    e = answers.flood()
+    evs = events(e.head + e.block)
+    assert len(evs) > 1000
+    assert all(isinstance(ev, h11.InformationalResponse) and ev.status_code == 100 for ev in evs)
+
+
+def test_hints_are_103_with_2000_headers_each_under_64_kib() -> None:
+    e = answers.hints()
+    assert len(e.block) < 64 * 1024
+    evs = events(e.block * 3)
+    assert len(evs) == 3
+    for ev in evs:
+        assert isinstance(ev, h11.InformationalResponse) and ev.status_code == 103
+        assert len(ev.headers) == answers.HINT_HEADERS
+
+
+@pytest.mark.parametrize("make, version", [(answers.stream, b"1.1"), (answers.stream10, b"1.0")])
+def test_streams_are_a_200_whose_body_never_ends(make: Callable[[], answers.Endless], version: bytes) -> None:
+    e = make()
+    evs = events(e.head + e.block * 4)
+    head, *rest = evs
+    assert isinstance(head, h11.Response) and head.status_code == 200 and head.http_version == version
+    assert rest and all(isinstance(ev, h11.Data) for ev in rest)  # no EndOfMessage: the body goes on
+    assert sum(len(ev.data) for ev in rest if isinstance(ev, h11.Data)) >= 3 * answers.BLOCK
+
+
+@pytest.mark.parametrize("make, name", [(answers.bomb_br, "br"), (answers.bomb_gzip, "gzip")])
+def test_bombs_are_small_answers_that_inflate_to_their_size(make: Callable[[int], bytes], name: str) -> None:
+    raw = make(16)
+    head, body = events(raw)[:2]
+    assert isinstance(head, h11.Response) and head.status_code == 200
+    assert dict(head.headers)[b"content-encoding"] == name.encode()
+    assert isinstance(body, h11.Data) and len(body.data) < 64 * 1024
+    assert len(encoding.decode(body.data, name)) == 16 << 20
+
+
+def test_metrics_are_read_from_what_prometheus_client_writes() -> None:
+    reg = CollectorRegistry()
+    drops = Counter("shadow_dropped_total", "", ["mapping", "reason"], registry=reg)
+    drops.labels("a", "timeout").inc(3)
+    drops.labels("b", "timeout").inc(2)
+    drops.labels("a", "overload").inc(1)
+    codes = Counter("shadow_upstream_requests_total", "", ["role", "code"], registry=reg)
+    codes.labels("shadow", "200").inc(7)
+    codes.labels("production", "200").inc(9)
+    Gauge("shadow_inflight", "", ["service"], registry=reg).labels("s").set(4)
+    m = metrics.parse(generate_latest(reg).decode())
+    assert m.ok and m.drops == {"timeout": 5, "overload": 1} and m.shadow_codes == {"200": 7} and m.inflight == 4
+    later = metrics.parse(generate_latest(reg).decode().replace(" 3.0", " 13.0"))
+    assert later.since(m).drops == {"timeout": 10}
+
+
+def test_selecting_scenarios_adds_the_references_their_ratios_need() -> None:
+    assert select_scenarios("bomb") == (["plain", "compare", "bomb"], ["plain", "compare"])
+    assert select_scenarios("flood,stream")[0] == ["plain", "healthy", "flood", "stream"]
+    assert select_scenarios(None)[0] == list(SCENARIOS)
+    with pytest.raises(ValueError, match="nosuch"):
+        select_scenarios("nosuch")
+
+
+def test_the_flood_server_streams_until_the_client_leaves() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchkit.servers", "flood"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        port = json.loads(proc.stdout.readline())["ports"]["flood"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nx-mitmproxy-shadow: 1\r\n\r\n")
+            got = bytearray()
+            deadline = time.monotonic() + 30
+            while len(got) < 4 << 20 and time.monotonic() < deadline:  # far more than the socket buffers hold
+                got += c.recv(1 << 20)
+            assert len(got) >= 4 << 20
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+        proc.stdin.write(b"stats\n")
+        proc.stdin.flush()
+        stats = json.loads(proc.stdout.readline())["flood"]
+        assert (stats["requests"], stats["marked"], stats["answered"]) == (1, 1, 1)
+        proc.stdin.write(b"quit\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -1,0 +1,115 @@
+"""A newcomer's first hour, as they meet it: real mitmdump processes, real servers on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ADDON, MITMDUMP, free_port, mapping, wait_until, write_mappings
+
+
+def test_routed_requests_work_with_the_reverse_target_down(tmp_path: Path, upstream, proxy) -> None:
+    """mitmproxy dials the reverse target eagerly, before the addon re-routes: routed requests must not need it."""
+    app, app_shadow = upstream("app"), upstream("app-v2")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("app", prefix="/app/", service="app.default:8080"),
+        mapping("app-shadow", prefix="/app/", service="app-v2.default:8080", shadow=True),
+    )
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    p = proxy(
+        dead, sets={"mappings": str(m), "mapping_services": [f"app={app.address}", f"app-v2={app_shadow.address}"]}
+    )
+    for i in range(5):
+        status, _, body = p.request("GET", f"/app/item/{i}")
+        assert status == 200, (status, body[:200], p.log[-2000:])
+    assert app.count() == 5
+    assert app_shadow.wait_for(5)
+    assert "connection_strategy=lazy" in p.log
+    status, _, _ = p.request("GET", "/elsewhere")  # unrouted: the reverse target is down, mitmproxy says so
+    assert status == 502
+
+
+def test_a_mapping_services_name_matching_no_service_is_named_at_start_up(tmp_path: Path, upstream, proxy) -> None:
+    app = upstream("app")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("myapp", prefix="/myapp/", service="myapp.default:8080"),
+        mapping("myapp-shadow", prefix="/myapp/", service="myapp-v2.default:8080", shadow=True),
+    )
+    p = proxy(
+        app.address,
+        sets={"mappings": str(m), "mapping_services": [f"myapp={app.address}", "myapp-shadow=127.0.0.1:1"]},
+    )
+    line = "mapping_services: myapp-shadow matches no Mapping's service; myapp-shadow is a Mapping's name, its service is myapp-v2.default:8080 (services: myapp-v2.default:8080, myapp.default:8080)"  # noqa: E501
+    assert wait_until(lambda: line in p.log, 10), p.log
+    status, body = p.admin("/diag")
+    assert status == 200 and line in json.loads(body)["notices"]
+
+
+def test_a_reload_says_what_changed(tmp_path: Path, upstream, proxy) -> None:
+    app = upstream("app")
+    path = tmp_path / "m.yaml"
+    write_mappings(path, mapping("a", prefix="/a/", service="app"), mapping("b", prefix="/b/", service="app"))
+    p = proxy(app.address, sets={"mappings": str(path), "mapping_services": [f"app={app.address}"]})
+    assert wait_until(lambda: "mappings: 2 Mappings in 2 groups (0 with a shadow) from" in p.log, 10), p.log
+    write_mappings(
+        path,
+        mapping("a", prefix="/a/", service="app", rewrite="/x/"),
+        mapping("c", prefix="/c/", service="app"),
+    )
+    want = "1 added (c.default), 1 removed (b.default), 1 changed (a.default); now 2 Mappings in 2 groups"
+    assert wait_until(lambda: want in p.log, 15), p.log[-2000:]
+    assert "mappings: reloaded " in p.log
+
+
+@contextlib.contextmanager
+def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """mitmdump with exactly these arguments (no admin server), stopped on exit."""
+    log = tmp / "mitmdump.log"
+    with open(log, "wb") as fh:
+        cmd = [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", str(free_port()), "--set", "shadow_admin=", *args]
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield proc, log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_without_reverse_mode_the_start_up_says_what_to_do(tmp_path: Path, upstream) -> None:
+    app = upstream("app")
+    m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="app"))
+    sets = ["--set", f"mappings={m}", "--set", f"mapping_services=app={app.address}"]
+    with mitmdump(tmp_path, "-s", str(ADDON), *sets) as (_, log):
+        assert wait_until(lambda: "not in reverse-proxy mode" in log.read_text(), 20), log.read_text()
+        assert "--mode reverse:http://HOST:PORT" in log.read_text()
+
+
+@pytest.mark.parametrize("script", ["shadow.py", "__init__.py"])
+def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream, script: str) -> None:
+    """`-s shadow_addon/shadow.py` and `-s shadow_addon/__init__.py` load the addon like the entry script."""
+    app = upstream("app")
+    m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="app"))
+    args = ["-s", str(Path(ADDON).parent / script), "--mode", f"reverse:{app.address}"]
+    args += ["--set", f"mappings={m}", "--set", f"mapping_services=app={app.address}"]
+    with mitmdump(tmp_path, *args) as (proc, log):
+        assert wait_until(lambda: "Mappings in 1 groups" in log.read_text() or proc.poll() is not None, 20)
+        text = log.read_text()
+        assert "Traceback" not in text and "Mappings in 1 groups" in text, text
+
+
+def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> None:
+    """pip on Python 3.11 said only "No matching distribution found for mitmproxy>=12"; the build backend, which
+    pip runs first, now names the interpreter. Run here under a stand-in for an older version."""
+    backend = Path(ADDON).parents[1] / "build_backend"
+    code = "import sys; sys.version_info = (3, 11, 7, 'final', 0); "
+    code += f"sys.path.insert(0, {str(backend)!r}); import python_check"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
