@@ -529,7 +529,9 @@ def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, 
     before = {name: st.get("requests", 0) for name, st in shop_stats(shops).items()}
     print("\nThe same traffic, recorded by the proxy (-w) and replayed offline against v2 (mitmshadow replay):")
     cmd = [sys.executable, "-m", "shadow_addon.cli", "replay", str(capture_path(procs)), "--mappings"]
-    cmd += [str(args.mappings), "--service", f"shop-v2={HOST}:{shops['shop-v2']}"]
+    # A few copies at a time: the demo's v2 answers one request at a time, and a copy waiting behind 64 others
+    # would time out.
+    cmd += [str(args.mappings), "--service", f"shop-v2={HOST}:{shops['shop-v2']}", "--set", "shadow_max_inflight=4"]
     child = procs.start("replay", cmd)
     try:
         code = child.proc.wait(REPLAY_TIMEOUT)

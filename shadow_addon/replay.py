@@ -14,13 +14,12 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, exceptions, http, io
 
-from . import routing
+from . import copies, production, routing
 from .mappings import Address
-from .report import REVERSE_TARGET
 from .sender import Copy, Sender
 
 if TYPE_CHECKING:
@@ -32,17 +31,6 @@ LEARN_BATCH = 200  # recorded flows learned from per loop iteration
 PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
 # What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
-_UPGRADE_METHODS = frozenset({"CONNECT"})
-
-
-def add_options(loader: Any) -> None:
-    loader.add_option(
-        "shadow_replay_speed",
-        str,
-        "0",
-        "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
-        "the shadow's limits allow (shadow_max_inflight).",
-    )
 
 
 def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float, now: float) -> float:
@@ -60,12 +48,10 @@ def window(max_inflight: int, max_backlog: int) -> int:
     return max(1, min(max_inflight, max_backlog + 1))
 
 
-def skip_reason(req: http.Request, marker: str, body_limit: int) -> str | None:
+def skip_reason(req: http.Request, body_limit: int) -> str | None:
     """Why a recorded request is not copied (the same reasons as live), or None."""
-    if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
-        return "upgrade"  # Envoy mirrors no CONNECT/upgrade
-    if marker in req.headers:
-        return "loop"
+    if reason := copies.not_copied(req):
+        return reason
     if req.raw_content is None:
         return "streamed"  # recorded without its body (stream_large_bodies)
     if len(req.raw_content) > body_limit:
@@ -100,10 +86,8 @@ def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float)
 class Replay:
     """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
 
-    def __init__(self, shadow: Shadow, marker: bytes) -> None:
+    def __init__(self, shadow: Shadow) -> None:
         self.shadow = shadow
-        self.marker = marker.decode()
-        self.speed = 0.0
         self.outstanding: dict[Address, int] = {}  # copies of recorded flows under way, per shadow service
         self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
         self.waiters: list[asyncio.Future[None]] = []
@@ -115,19 +99,6 @@ class Replay:
         self._learning: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    def configure(self, updated: set[str]) -> None:
-        if "shadow_replay_speed" in updated:
-            text = ctx.options.shadow_replay_speed
-            try:
-                speed = float(text) if text.strip() else 0.0
-            except ValueError:
-                speed = -1.0
-            if not speed >= 0 or speed == float("inf"):  # mitmproxy's --set parses no float options
-                raise exceptions.OptionsError(
-                    f"shadow_replay_speed must be a number >= 0 (1 = as recorded), got {text!r}"
-                )
-            self.speed = speed
 
     def running(self) -> None:
         o = ctx.options
@@ -160,12 +131,12 @@ class Replay:
         self.read += 1
         route = sh.route_of(flow.request, flow.metadata.get("shadow_mapping"))
         if route is None:
-            sh._record_production(flow, "", REVERSE_TARGET)
+            production.record(sh.metrics, flow, None)
             return None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        delay = pace_delay(self.speed, self._clock, flow.request.timestamp_start, now)
-        if self.speed > 0 and self._clock is None:
+        speed = sh.settings.replay_speed
+        now = asyncio.get_running_loop().time()
+        delay = pace_delay(speed, self._clock, flow.request.timestamp_start, now)
+        if speed > 0 and self._clock is None:
             self._clock = (flow.request.timestamp_start, now)
         learning = self._learning is not None and not self._learning.done()
         if delay <= 0 and not learning and self._room(route):
@@ -187,23 +158,21 @@ class Replay:
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
         a = route.shadow_address
-        return a is None or self.outstanding.get(a, 0) < window(
-            ctx.options.shadow_max_inflight, ctx.options.shadow_max_backlog
-        )
+        s = self.shadow.settings
+        return a is None or self.outstanding.get(a, 0) < window(s.max_inflight, s.max_backlog)
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
         sh = self.shadow
         dup = self._as_live(flow, route)
         key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
-        label, service = sh._production_labels(route)
         if dup.response is not None:
-            sh._record_production(dup, label, service)
+            production.record(sh.metrics, dup, route)
         elif dup.error is not None:
-            sh.metrics.record_upstream(label, service, "production", "error", None)
+            production.record_error(sh.metrics, route)
         shadow = route.shadow
         if shadow is None or route.shadow_address is None or sh.sender is None:
             return
-        why = skip_reason(dup.request, self.marker, sh.body_limit)
+        why = skip_reason(dup.request, sh.settings.body_limit)
         if why is not None:
             sh.metrics.record_drop(shadow.name, why)
             return
@@ -213,7 +182,7 @@ class Replay:
         self.keys.add(key)
         self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
         self.copies += 1
-        self.longest = max(self.longest, sh.copy_timeout(route))
+        self.longest = max(self.longest, sh.settings.timeout or route.timeout_ms / 1000.0)
         sh.submit_copy(key, dup.request, route, body, paired)
         if paired:
             sh._compare_production(dup, shadow.name)
@@ -225,10 +194,10 @@ class Replay:
         dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
         m = route.mapping
         if m is not None and "shadow_mapping" not in flow.metadata:  # else recorded after this addon routed it
-            self.shadow._apply(dup, route)
+            production.apply_route(dup, route, ctx.options.keep_host_header)
             if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
                 dup.response = dup.response.copy()
-                routing.edit_headers(dup.response.headers, m.remove_response_headers, m.add_response_headers)
+                production.edit_response(dup, route)
         return dup
 
     async def _learn_noise(self, path: str) -> None:

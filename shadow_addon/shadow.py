@@ -136,7 +136,7 @@ class Shadow:
 
     def _check_mode(self) -> None:
         """Reverse mode is what the Mappings are for; routed requests must not depend on the reverse target."""
-        if not ctx.options.mappings:
+        if not ctx.options.mappings or not ctx.options.server:  # -n: nothing listens (e.g. reading a capture)
             return
         reverse = [m for m in ctx.options.mode if m.startswith("reverse:")]
         if not reverse:

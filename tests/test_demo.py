@@ -127,7 +127,7 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     status = re.search(
         r"exit status 1: the gate would block this release in CI; v2 got (\d+) copies, production 0 ", replay
     )
-    assert status and int(status[1]) == int(gate[2]), replay
+    assert status and 0 < int(status[1]) <= int(gate[2]), replay  # a copy that timed out may not have reached v2
     assert re.search(r"GET /api/cart/\w+ .*/total_cents: missing", replay), replay  # the renamed field
 
 

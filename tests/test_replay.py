@@ -42,13 +42,13 @@ def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
         r.raw_content = body
         return r
 
-    marker, limit = "x-mitmproxy-shadow", 10
-    assert replay.skip_reason(req(), marker, limit) is None
-    assert replay.skip_reason(req("CONNECT"), marker, limit) == "upgrade"
-    assert replay.skip_reason(req(headers=((b"Upgrade", b"websocket"),)), marker, limit) == "upgrade"
-    assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), marker, limit) == "loop"
-    assert replay.skip_reason(req(body=None), marker, limit) == "streamed"
-    assert replay.skip_reason(req("POST", body=b"x" * 11), marker, limit) == "body_limit"
+    limit = 10
+    assert replay.skip_reason(req(), limit) is None
+    assert replay.skip_reason(req("CONNECT"), limit) == "upgrade"
+    assert replay.skip_reason(req(headers=((b"Upgrade", b"websocket"),)), limit) == "upgrade"
+    assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), limit) == "loop"
+    assert replay.skip_reason(req(body=None), limit) == "streamed"
+    assert replay.skip_reason(req("POST", body=b"x" * 11), limit) == "body_limit"
 
 
 def test_verdicts_count_unanswered_copies_and_not_noise() -> None:
