@@ -1,4 +1,9 @@
-"""The admin HTTP server: GET-only, its own paths only, on mitmproxy's event loop."""
+"""The admin HTTP server: GET-only, its own paths only, on mitmproxy's event loop.
+
+HTTP/1.1 is parsed by h11. The server has no authentication, so it answers only requests addressed to it by a
+loopback name or its own configured address (a page on another site cannot reach it by DNS rebinding), and
+every answer forbids sniffing, caching and framing.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,27 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
+
+import h11
 
 logger = logging.getLogger(__name__)
 
 Page = Callable[[], tuple[str, bytes]]  # -> (content type, body)
 HEAD_LIMIT = 8192
 READ_TIMEOUT = 5.0
+READ_SIZE = 4096
+
+CSP = "default-src 'none'; style-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+COMMON_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"connection", b"close"),
+)
+# Inside JSON these characters only occur in strings, where the \u form means the same: a browser that
+# sniffs a JSON answer as HTML finds no markup in it.
+_JSON_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -32,9 +52,74 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_of(authority: str) -> str:
+    """The host of a Host header value, without port, brackets or a trailing dot, lower case."""
+    a = authority.strip().lower()
+    if a.startswith("["):
+        a = a[1 : a.find("]")] if "]" in a else a[1:]
+    elif a.count(":") == 1:
+        a = a.partition(":")[0]
+    return a.rstrip(".")
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b.lower()
+
+
+def host_allowed(authority: str, admin_host: str) -> bool:
+    """A loopback name or address (any port), or the address the admin server was configured on."""
+    host = host_of(authority)
+    if not host:
+        return False
+    if is_loopback(host):
+        return True
+    return bool(admin_host) and not _is_wildcard(admin_host) and _same_host(host, admin_host)
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def json_safe(body: bytes) -> bytes:
+    for raw, escaped in _JSON_ESCAPES:
+        body = body.replace(raw, escaped)
+    return body
+
+
+def respond(
+    method: str, path: str, authority: str | None, admin_host: str, pages: dict[str, Page]
+) -> tuple[int, str, bytes]:
+    """Status, content type and body for one request (no I/O beyond calling the page)."""
+    if authority is None or not host_allowed(authority, admin_host):
+        return 421, "text/plain; charset=utf-8", b"misdirected request: address this server by a loopback name\n"
+    if method not in ("GET", "HEAD"):
+        return 405, "text/plain; charset=utf-8", b"only GET\n"
+    page = pages.get(path)
+    if page is None:
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+    ctype, body = page()
+    if ctype.startswith("application/json"):
+        body = json_safe(body)
+    return 200, ctype, body
+
+
+def response_headers(ctype: str, length: int) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", ctype.encode()), (b"content-length", str(length).encode()), *COMMON_HEADERS]
+    if ctype.startswith("text/html"):
+        headers.append((b"content-security-policy", CSP.encode()))
+    return headers
+
+
 class AdminServer:
     def __init__(self, pages: dict[str, Page]) -> None:
         self.pages = pages
+        self.host = ""
         self.server: asyncio.Server | None = None
         self.sock: socket.socket | None = None
         self.clients: set[asyncio.Task[None]] = set()
@@ -52,6 +137,7 @@ class AdminServer:
             sock.close()
             raise
         self.sock = sock
+        self.host = host
 
     async def serve(self) -> None:
         assert self.sock is not None
@@ -70,30 +156,43 @@ class AdminServer:
         for t in list(self.clients):
             t.cancel()
 
+    async def _request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
+        async with asyncio.timeout(READ_TIMEOUT):
+            for _ in range(HEAD_LIMIT + 2):  # each read brings a byte or more, or EOF; h11 caps the head's size
+                event = conn.next_event()
+                if event is not h11.NEED_DATA:
+                    return event if isinstance(event, h11.Request) else None
+                conn.receive_data(await reader.read(READ_SIZE))
+        return None
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self.clients.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            method, _, rest = head.partition(b" ")
-            target = rest.split(b" ", 1)[0].decode("latin-1")
-            path = target.split("?", 1)[0]
-            if method not in (b"GET", b"HEAD"):
-                status, ctype, body = "405 Method Not Allowed", "text/plain", b"only GET\n"
-            elif path in self.pages:
-                status = "200 OK"
-                ctype, body = self.pages[path]()
+            try:
+                request = await self._request(conn, reader)
+            except h11.RemoteProtocolError as e:
+                status, ctype, body, method = e.error_status_hint, "text/plain; charset=utf-8", b"bad request\n", ""
             else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            out = (
-                f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
-                "cache-control: no-store\r\nconnection: close\r\n\r\n"
-            ).encode()
-            writer.write(out if method == b"HEAD" else out + body)
+                if request is None:
+                    return
+                method = request.method.decode("ascii", "replace")
+                path = request.target.decode("latin-1").split("?", 1)[0]
+                hosts = [v for k, v in request.headers if k == b"host"]
+                authority = hosts[0].decode("latin-1") if len(hosts) == 1 else None
+                status, ctype, body = respond(method, path, authority, self.host, self.pages)
+            head = h11.Response(
+                status_code=status, reason=HTTPStatus(status).phrase, headers=response_headers(ctype, len(body))
+            )
+            out = conn.send(head)
+            if method != "HEAD":
+                out += conn.send(h11.Data(data=body))
+            out += conn.send(h11.EndOfMessage())
+            writer.write(out)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (TimeoutError, ConnectionError, h11.ProtocolError):
             pass
         except Exception:  # a page must never take the proxy down
             logger.exception("admin: error serving a request")

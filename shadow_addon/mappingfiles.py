@@ -11,12 +11,12 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mitmproxy import exceptions
 
-from . import mappings, routing
+from . import mappings, routing, selfloop
 from .metrics import Metrics
 
 logger = logging.getLogger("shadow")
@@ -41,12 +41,17 @@ def files_signature(path: str) -> tuple[object, ...]:
     return tuple(sig)
 
 
-def read_mappings(path: str, overrides: Sequence[routing.ServiceOverride]) -> Loaded:
+def read_mappings(source: Source) -> Loaded:
     """Read, validate and build: no mitmproxy state, safe in a thread. The signature is taken first, so a change
-    during the read is seen again by the next poll."""
+    during the read is seen again by the next poll. A shadow at this proxy's own address is an error: it would
+    copy its own copies (checked here, since names are resolved)."""
+    path = source.path
     signature = files_signature(path) if path else ()
     result = mappings.load_path(path) if path else mappings.LoadResult()
-    table = routing.build_table(result.mappings, overrides) if not result.errors else None
+    table = routing.build_table(result.mappings, source.overrides) if not result.errors else None
+    if table is not None and source.listen is not None:
+        result.errors += selfloop.loop_errors(table, source.listen)
+        table = table if not result.errors else None
     return signature, result, table
 
 
@@ -90,7 +95,7 @@ class Source:
 
     path: str = ""
     overrides: tuple[routing.ServiceOverride, ...] = ()
-    check: Callable[[routing.Table], list[str]] = lambda table: []  # extra errors (e.g. a shadow at this proxy)
+    listen: selfloop.Listen | None = None  # where this proxy listens: no shadow may point there
     keep_host: bool = False
 
 
@@ -116,7 +121,7 @@ class MappingFiles:
         raises OptionsError (the option is rolled back); a file change keeps the last good table.
         """
         self.source = source
-        return self._install(*read_mappings(source.path, source.overrides), explicit=explicit)
+        return self._install(*read_mappings(source), explicit=explicit)
 
     def start(self) -> None:
         self.running = True
@@ -139,8 +144,6 @@ class MappingFiles:
         """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
         self._signature = signature
         errors = list(result.errors)
-        if table is not None:
-            errors += self.source.check(table)
         if errors:
             return self._failed(errors, explicit)
         assert table is not None
@@ -199,7 +202,7 @@ class MappingFiles:
             try:
                 if await asyncio.to_thread(files_signature, source.path) == self._signature:
                     continue
-                loaded = await asyncio.to_thread(read_mappings, source.path, source.overrides)
+                loaded = await asyncio.to_thread(read_mappings, source)
                 if self.source is source:  # else `load` already installed a newer source
                     self._install(*loaded)
             except Exception as e:

@@ -1,4 +1,4 @@
-"""Metric families and the few functions that record into them; Prometheus text rendering.
+"""Metric families and the few functions that record into them; their Prometheus exposition.
 
 Pure data: no I/O, no locks (everything runs on mitmproxy's event loop). Label values come only from the
 configuration (Mapping and service names) and status codes, never from traffic, so cardinality is bounded.
@@ -6,16 +6,26 @@ configuration (Mapping and service names) and status codes, never from traffic, 
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
+
+from prometheus_client import exposition
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 # 1 ms .. 10 s, roughly x2.5 apart: enough resolution for p50/p99 of local services.
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 PRODUCTION = "production"
 SHADOW = "shadow"
+REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
+
+Gauge = tuple[str, str, dict[str, str], float]  # name, help, labels, value
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes by default
 
 
 @dataclass(slots=True)
@@ -90,77 +100,75 @@ class Metrics:
         result = "success" if ok else "failure"
         self.reloads[result] = self.reloads.get(result, 0) + 1
 
-    def drops_total(self, reason: str | None = None) -> int:
-        return sum(n for (_, r), n in self.dropped.items() if reason is None or r == reason)
+
+def _counter(name: str, doc: str, labels: tuple[str, ...], values: dict[Any, int]) -> CounterMetricFamily:
+    """A counter family from a dict keyed by label values (one label: plain keys)."""
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        fam.add_metric(key if isinstance(key, tuple) else (key,), n)
+    return fam
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class MetricsCollector(Collector):
+    """Reads the counters of `Metrics` at scrape time: recording stays plain dict arithmetic on the hot path."""
+
+    def __init__(self, m: Metrics, gauges: Sequence[Gauge] = ()) -> None:
+        self.m = m
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield _counter(
+            "shadow_upstream_requests",
+            "Upstream requests that got an answer or failed, by role (production/shadow).",
+            ("mapping", "service", "role", "code"),
+            m.upstream,
+        )
+        durations = HistogramMetricFamily(
+            "shadow_upstream_request_duration_seconds",
+            "Upstream time, request sent to response complete.",
+            labels=("mapping", "service", "role"),
+        )
+        bounds = (*map(floatToGoString, BUCKETS), "+Inf")
+        for key, h in sorted(m.durations.items()):
+            durations.add_metric(key, list(zip(bounds, accumulate(h.counts), strict=True)), h.total)
+        yield durations
+        yield _counter(
+            "shadow_dropped",
+            "Copies not delivered to the shadow, by reason (sampling does not count).",
+            ("mapping", "reason"),
+            m.dropped,
+        )
+        if m.compared:
+            yield _counter(
+                "shadow_compare",
+                "Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
+                ("mapping", "result"),
+                m.compared,
+            )
+            yield _counter(
+                "shadow_compare_mismatch",
+                "Mismatches by what differed (status, header, body).",
+                ("mapping", "kind"),
+                m.mismatches,
+            )
+        reloads = {result: m.reloads.get(result, 0) for result in ("success", "failure")}
+        yield _counter("shadow_config_reloads", "Mapping reloads by result.", ("result",), reloads)
+        yield GaugeMetricFamily(
+            "shadow_config_errors", "Errors in the configuration now serving (diagnostics).", value=m.config_errors
+        )
+        families: dict[str, tuple[GaugeMetricFamily, tuple[str, ...]]] = {}
+        for name, doc, labels, value in self.gauges:
+            if name not in families:
+                families[name] = (GaugeMetricFamily(name, doc, labels=tuple(labels)), tuple(labels))
+            fam, names = families[name]
+            fam.add_metric([labels.get(k, "") for k in names], value)
+        for fam, _ in families.values():
+            yield fam
 
 
-def _labels(**kv: str) -> str:
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kv.items()) + "}"
-
-
-def _num(v: float) -> str:
-    if v == math.inf:
-        return "+Inf"
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
-def render(m: Metrics, gauges: Iterable[tuple[str, str, dict[str, str], float]] = ()) -> str:
-    """Prometheus text exposition format 0.0.4. `gauges`: (name, help, labels, value) rows."""
-    out: list[str] = []
-    name = "shadow_upstream_requests_total"
-    out += [
-        f"# HELP {name} Upstream requests that got an answer or failed, by role (production/shadow).",
-        f"# TYPE {name} counter",
-    ]
-    for (mapping, service, role, code), n in sorted(m.upstream.items()):
-        out.append(f"{name}{_labels(mapping=mapping, service=service, role=role, code=code)} {n}")
-    name = "shadow_upstream_request_duration_seconds"
-    out += [f"# HELP {name} Upstream time, request sent to response complete.", f"# TYPE {name} histogram"]
-    for (mapping, service, role), h in sorted(m.durations.items()):
-        cum = 0
-        for i, le in enumerate((*BUCKETS, math.inf)):
-            cum += h.counts[i]
-            labels = _labels(mapping=mapping, service=service, role=role, le=_num(le))
-            out.append(f"{name}_bucket{labels} {cum}")
-        base = _labels(mapping=mapping, service=service, role=role)
-        out += [f"{name}_sum{base} {_num(h.total)}", f"{name}_count{base} {cum}"]
-    name = "shadow_dropped_total"
-    out += [
-        f"# HELP {name} Copies not delivered to the shadow, by reason (sampling does not count).",
-        f"# TYPE {name} counter",
-    ]
-    for (mapping, reason), n in sorted(m.dropped.items()):
-        out.append(f"{name}{_labels(mapping=mapping, reason=reason)} {n}")
-    if m.compared:
-        name = "shadow_compare_total"
-        out += [
-            f"# HELP {name} Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
-            f"# TYPE {name} counter",
-        ]
-        for (mapping, result), n in sorted(m.compared.items()):
-            out.append(f"{name}{_labels(mapping=mapping, result=result)} {n}")
-        name = "shadow_compare_mismatch_total"
-        out += [f"# HELP {name} Mismatches by what differed (status, header, body).", f"# TYPE {name} counter"]
-        for (mapping, kind), n in sorted(m.mismatches.items()):
-            out.append(f"{name}{_labels(mapping=mapping, kind=kind)} {n}")
-    name = "shadow_config_reloads_total"
-    out += [f"# HELP {name} Mapping reloads by result.", f"# TYPE {name} counter"]
-    for result in ("success", "failure"):
-        out.append(f"{name}{_labels(result=result)} {m.reloads.get(result, 0)}")
-    name = "shadow_config_errors"
-    out += [
-        f"# HELP {name} Errors in the configuration now serving (diagnostics).",
-        f"# TYPE {name} gauge",
-        f"{name} {m.config_errors}",
-    ]
-    seen: set[str] = set()
-    for gname, ghelp, labels, value in gauges:
-        if gname not in seen:
-            seen.add(gname)
-            out += [f"# HELP {gname} {ghelp}", f"# TYPE {gname} gauge"]
-        out.append(f"{gname}{_labels(**labels)} {_num(value)}")
-    return "\n".join(out) + "\n"
+def render(m: Metrics, gauges: Sequence[Gauge] = ()) -> bytes:
+    """Prometheus text exposition format (0.0.4), by prometheus_client."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(m, gauges))
+    return exposition.generate_latest(registry)

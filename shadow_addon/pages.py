@@ -7,9 +7,9 @@ import time
 from typing import Any, Protocol
 
 from . import admin, dashboard, diag, metrics, report
+from .compare.pairing import Pairing
 from .mappingfiles import MappingFiles
 from .metrics import Metrics
-from .pairing import Pairing
 from .sender import Sender
 
 
@@ -24,8 +24,9 @@ class State(Protocol):
 
 def pages(state: State) -> dict[str, admin.Page]:
     return {
+        **dashboard.static_pages(),
         "/": lambda: ("text/html; charset=utf-8", dashboard.render(snapshot(state)).encode()),
-        "/metrics": lambda: ("text/plain; version=0.0.4; charset=utf-8", _metrics(state)),
+        "/metrics": lambda: (metrics.CONTENT_TYPE, _metrics(state)),
         "/diag": lambda: ("application/json", _json(_diag(state))),
         "/report": lambda: ("text/plain; charset=utf-8", report_text(state).encode()),
         "/report.json": lambda: ("application/json", _json(report.comparison(state.files.table, state.metrics))),
@@ -64,7 +65,7 @@ def _metrics(state: State) -> bytes:
     if state.pairing is not None:
         pending = float(len(state.pairing.pairs))
         gauges.append(("shadow_compare_pending", "Production replies held until their shadow answers.", {}, pending))
-    return metrics.render(state.metrics, gauges).encode()
+    return metrics.render(state.metrics, gauges)
 
 
 def _json(doc: object) -> bytes:

@@ -6,8 +6,7 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import routing
-from .metrics import PRODUCTION, Metrics
-from .report import REVERSE_TARGET
+from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 
 
 def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> None:

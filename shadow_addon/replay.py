@@ -184,8 +184,8 @@ class Replay:
         self.copies += 1
         self.longest = max(self.longest, sh.settings.timeout or route.timeout_ms / 1000.0)
         sh.submit_copy(key, dup.request, route, body, paired)
-        if paired:
-            sh._compare_production(dup, shadow.name)
+        if paired and sh.pairing is not None:
+            sh.pairing.production_answered(dup, shadow.name)
 
     def _as_live(self, flow: http.HTTPFlow, route: routing.Route) -> http.HTTPFlow:
         """Production's exchange as it would have been live (the Mapping's transforms), on a flow of its own: the
@@ -213,7 +213,7 @@ class Replay:
                         route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
                         if route is not None and route.group.shadow is not None:
                             # A fresh flow id: no comparison waits for it, so this only learns.
-                            sh._compare_production(self._as_live(f, route), route.group.shadow.name)
+                            sh.pairing.production_answered(self._as_live(f, route), route.group.shadow.name)
                     if i % LEARN_BATCH == LEARN_BATCH - 1:
                         await asyncio.sleep(0)
         except (OSError, exceptions.FlowReadException):

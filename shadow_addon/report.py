@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .metrics import BUCKETS, PRODUCTION, SHADOW, Histogram, Metrics
+from .metrics import BUCKETS, PRODUCTION, REVERSE_TARGET, SHADOW, Histogram, Metrics
 from .routing import Group, Table
-
-REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
 
 
 def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_names: set[str]) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_na
     }
 
 
-def _production_series(g: Group, table: Table) -> tuple[set[str], set[tuple[str, str]] | None]:
+def _production_series(g: Group) -> tuple[set[str], set[tuple[str, str]] | None]:
     if g.production:
         names = {m.name for m, _ in g.production}
         return names, {(m.name, m.service) for m, _ in g.production}
@@ -56,7 +54,7 @@ def comparison(table: Table, m: Metrics) -> list[dict[str, Any]]:
     for g in table.groups:
         if g.shadow is None:
             continue
-        names, series = _production_series(g, table)
+        names, series = _production_series(g)
         shadow = g.shadow
         drops = {reason: n for (mapping, reason), n in sorted(m.dropped.items()) if mapping == shadow.name}
         rows.append(

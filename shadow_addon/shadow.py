@@ -12,7 +12,6 @@ if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: 
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import random
 import ssl
@@ -21,14 +20,12 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
-from mitmproxy.net import encoding
-from mitmproxy.proxy import mode_specs
 
-from . import admin, compare, copies, flowview, pages, production, replay, routing, settings
+from . import admin, compare, copies, flowview, pages, production, replay, routing, selfloop, settings
+from .compare.pairing import Pairing
 from .copies import Pending
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
-from .pairing import Pairing
 from .sender import Copy, Outcome, Sender
 
 logger = logging.getLogger("shadow")
@@ -45,7 +42,7 @@ class Shadow:
         self.pairing: Pairing | None = None
         self.admin: admin.AdminServer | None = None
         self.pending: dict[str, Pending] = {}
-        self._listen_ports: set[int] = set()
+        self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
 
@@ -71,8 +68,9 @@ class Shadow:
         self._flows = None
         if settings.COMPARE_OPTIONS & updated:
             self._configure_compare()
-        if {"mode", "listen_port"} & updated:
-            self._listen_ports = self._proxy_ports()
+        if {"mode", "listen_host", "listen_port"} & updated:
+            o = ctx.options
+            self.listen = selfloop.Listen.from_options(o.mode, o.listen_host, o.listen_port)
         if settings.SENDER_OPTIONS & updated:
             self._rebuild_sender()
         if settings.RELOAD_OPTIONS & updated:
@@ -106,7 +104,7 @@ class Shadow:
     def reload(self, explicit: bool = False) -> bool:
         """Load the Mapping files now; see `MappingFiles.load` for how errors are reported."""
         o = ctx.options
-        source = Source(o.mappings, self.settings.overrides, self._self_loop_errors, o.keep_host_header)
+        source = Source(o.mappings, self.settings.overrides, self.listen, o.keep_host_header)
         return self.files.load(source, explicit=explicit)
 
     def _configure_compare(self) -> None:
@@ -150,38 +148,6 @@ class Shadow:
             # request would fail, routed ones included. Lazily, it is dialled only for requests it serves.
             ctx.options.update(connection_strategy="lazy")
             logger.info("shadow: connection_strategy=lazy, so routed requests never wait for the reverse target")
-
-    def _proxy_ports(self) -> set[int]:
-        ports = set()
-        for spec in ctx.options.mode:
-            try:
-                port = mode_specs.ProxyMode.parse(spec).listen_port(ctx.options.listen_port)
-            except ValueError:
-                continue
-            if port:
-                ports.add(port)
-        return ports
-
-    def _self_loop_errors(self, table: routing.Table) -> list[str]:
-        """A shadow pointed at this proxy would copy its own copies: refuse it at configuration time."""
-        errs = []
-        for g in table.groups:
-            if g.shadow is None:
-                continue
-            a = table.addresses[g.shadow.key]
-            if a.port not in self._listen_ports:
-                continue
-            host = a.host.lower()
-            try:
-                local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
-            except ValueError:
-                local = host == "localhost"
-            if local or host == (ctx.options.listen_host or "").lower():
-                errs.append(
-                    f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own "
-                    "listen address; a shadow must be another service"
-                )
-        return errs
 
     def _start_admin(self) -> None:
         listen = self.settings.admin
@@ -268,7 +234,7 @@ class Shadow:
         production.edit_response(flow, p.route)
         production.record(self.metrics, flow, p.route)
         if self.pairing is not None and p.route.group.shadow is not None:
-            self._compare_production(flow, p.route.group.shadow.name)
+            self.pairing.production_answered(flow, p.route.group.shadow.name)
 
     def error(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
@@ -297,7 +263,7 @@ class Shadow:
 
     def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
         """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
-        with production's, which `_compare_production` gives under the same key."""
+        with production's, which `Pairing.production_answered` gives under the same key."""
         s = self.settings
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
@@ -336,23 +302,9 @@ class Shadow:
         try:
             self.replay.settled(c)
             flows = self._flows_wanted()
-            if self.pairing is not None:
-                reply = None
-                limit = self.pairing.config.body_limit
-                if out.status is not None:
-                    # Over the limit only size and hash count: both sides then hash the bytes as sent.
-                    whole = out.body_size <= limit
-                    reply = compare.Reply.of(
-                        out.status,
-                        out.headers,
-                        _decoded(out.body, out.headers) if whole else out.body,
-                        limit,
-                        size=None if whole else out.body_size,
-                        sha256=None if whole else out.body_sha256,
-                    )
-                show = (lambda result: self._show(c, out, result)) if flows else None
-                if self.pairing.shadow(str(c.context), reply, out.reason, show):
-                    return
+            show = (lambda result: self._show(c, out, result)) if flows else None
+            if self.pairing is not None and self.pairing.shadow_answered(str(c.context), out, show):
+                return
             if flows:
                 self._show(c, out, None)
         except Exception:  # comparison and the flow view are conveniences: they must not affect copies
@@ -370,32 +322,6 @@ class Shadow:
             verdict = f" {result.result}" if result is not None else ""
             ms = out.seconds * 1e3
             logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict, ms)
-
-    def _compare_production(self, flow: http.HTTPFlow, shadow_mapping: str) -> None:
-        resp, req = flow.response, flow.request
-        assert self.pairing is not None and resp is not None
-        if resp.raw_content is None:  # a streamed response: nothing to compare against
-            self.pairing.production(flow.id, None, "response streamed")
-            return
-        raw, limit = resp.raw_content, self.pairing.config.body_limit
-        body = raw if len(raw) > limit else _decoded(raw, resp.headers.fields)
-        reply = compare.Reply.of(resp.status_code, resp.headers.fields, body, limit)
-        # Noise is learned from production's own answers to identical requests (the caller's identity included).
-        vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
-        key = compare.request_key(req.method, req.path, req.raw_content or b"", vary)
-        self.pairing.learn(shadow_mapping, key, reply)
-        self.pairing.production(flow.id, reply)
-
-
-def _decoded(body: bytes, headers: Any) -> bytes:
-    """The body without its content-encoding (gzip, br, ...), as compared; the raw bytes if it cannot be decoded."""
-    enc = next((v for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1").strip()
-    if not enc or enc == "identity":
-        return body
-    try:
-        return encoding.decode(body, enc)
-    except ValueError:
-        return body
 
 
 if __name__.startswith("__mitmproxy_script__"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from typing import Any
 
+import brotli
 import pytest
 
+from shadow_addon.budget import MemoryBudget
 from shadow_addon.compare import (
     MAX_LISTED,
     MAX_VALUE,
@@ -22,10 +25,15 @@ from shadow_addon.compare import (
     compare,
     endpoint,
     parse_ignore,
+    pointer,
     record_line,
     request_key,
     skipped,
 )
+from shadow_addon.compare import pairing as pairing_module
+from shadow_addon.compare.fields import parse_pointer
+from shadow_addon.compare.pairing import Pairing
+from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
 CFG = CompareConfig()
@@ -33,6 +41,29 @@ CFG = CompareConfig()
 
 def js(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply.of(status, JSON if headers is None else headers, json.dumps(doc).encode())
+
+
+def learn(n: NoiseSet, name: str) -> bool:
+    """Teach a field named as in the diff text (`*`: any array index)."""
+    if name in ("status", "body"):
+        return n.learn(name)
+    if name.startswith("header "):
+        return n.learn("header", name[7:].lower())
+    return n.learn("path", parse_pointer(name, wildcard=True))
+
+
+def matches(n: NoiseSet, name: str) -> bool:
+    """Whether a differing field, named as in the diff text, is noise."""
+    if name in ("status", "body"):
+        return getattr(n, name)
+    if name.startswith("header "):
+        return name[7:].lower() in n.headers
+    return n.covers(tuple(s for s in parse_pointer(name, wildcard=False) if s is not None))
+
+
+def learned(n: NoiseSet) -> list[str]:
+    out = ["status"] * n.status + ["body"] * n.body + [f"header {h}" for h in sorted(n.headers)]
+    return out + sorted(pointer(p) for p in n.paths)
 
 
 def raw(body: bytes, ctype: str = "application/octet-stream", status: int = 200, limit: int = 1024) -> Reply:
@@ -336,7 +367,7 @@ def test_number_of_listed_differences_is_capped() -> None:
 
 def test_number_of_listed_noisy_fields_is_capped() -> None:
     n = NoiseSet()
-    n.add("/*")
+    learn(n, "/*")
     c = compare(js(list(range(30))), js(list(range(1, 31))), CFG, n)
     assert c.result == "noise" and c.diffs == [] and len(c.noisy) == MAX_LISTED + 1
     assert c.noisy[0] == "/0" and c.noisy[-1] == f"... and {30 - MAX_LISTED} more"
@@ -344,7 +375,7 @@ def test_number_of_listed_noisy_fields_is_capped() -> None:
 
 def test_every_difference_counts_towards_the_result_past_the_listing_cap() -> None:
     n = NoiseSet()
-    n.add("/z")
+    learn(n, "/z")
     many = {f"k{i}": i for i in range(30)}
     c = compare(js({**many, "z": 1}), js({**{k: -1 for k in many}, "z": 2}), CompareConfig(ignore=("/k3",)), n)
     assert c.result == "mismatch" and c.noisy == ["/z"]
@@ -361,31 +392,31 @@ def test_skipped() -> None:
 
 def test_noise_set_matches_exact_generalised_and_beneath() -> None:
     n = NoiseSet()
-    assert n.add("/meta/ts") and n.add("/items/*/ts") and n.add("header date") and n.add("status")
-    assert not n.add("/meta/ts")  # already known
-    assert n.matches("/meta/ts") and n.matches("/meta/ts/nanos")
-    assert n.matches("/items/3/ts") and not n.matches("/items/3/price") and not n.matches("/items/x/ts")
-    assert n.matches("header Date") and n.matches("status") and not n.matches("body")
-    assert not n.matches("/meta") and not n.matches("(root)")
-    assert n.fields() == ["status", "header date", "/items/*/ts", "/meta/ts"]
+    assert learn(n, "/meta/ts") and learn(n, "/items/*/ts") and learn(n, "header date") and learn(n, "status")
+    assert not learn(n, "/meta/ts")  # already known
+    assert matches(n, "/meta/ts") and matches(n, "/meta/ts/nanos")
+    assert matches(n, "/items/3/ts") and not matches(n, "/items/3/price") and not matches(n, "/items/x/ts")
+    assert matches(n, "header Date") and matches(n, "status") and not matches(n, "body")
+    assert not matches(n, "/meta") and not matches(n, "(root)")
+    assert learned(n) == ["status", "header date", "/items/*/ts", "/meta/ts"]
 
 
 def test_noise_set_root_covers_everything() -> None:
     n = NoiseSet()
-    assert not n.matches("(root)") and not n.matches("/a")
-    n.add("(root)")
-    assert n.matches("(root)") and n.matches("/a/0")
+    assert not matches(n, "(root)") and not matches(n, "/a")
+    learn(n, "(root)")
+    assert matches(n, "(root)") and matches(n, "/a/0")
 
 
 def test_noise_set_capacity() -> None:
     n = NoiseSet(capacity=2)
-    assert n.add("/a") and n.add("/b") and not n.add("/c")
-    assert len(n) == 2 and not n.matches("/c")
+    assert learn(n, "/a") and learn(n, "/b") and not learn(n, "/c")
+    assert len(n) == 2 and not matches(n, "/c")
 
 
 def test_compare_with_noise_set_sorts_noisy_fields() -> None:
     n = NoiseSet()
-    n.add("/ts")
+    learn(n, "/ts")
     assert compare(js({"ts": 1, "p": 1}), js({"ts": 2, "p": 1}), CFG, n) == Comparison(
         "noise", frozenset(), [], ["/ts"]
     )
@@ -395,14 +426,14 @@ def test_compare_with_noise_set_sorts_noisy_fields() -> None:
 
 def test_status_noise_never_hides_a_shadow_server_error() -> None:
     n = NoiseSet()
-    n.add("status")
+    learn(n, "status")
     assert compare(js({}, 200), js({}, 404), CFG, n).result == "noise"
     assert compare(js({}, 200), js({}, 503), CFG, n).result == "mismatch"
 
 
 def test_ignored_fields_are_neither_noise_nor_diffs() -> None:
     n = NoiseSet()
-    n.add("/ts")
+    learn(n, "/ts")
     c = compare(js({"ts": 1}), js({"ts": 2}), CompareConfig(ignore=("/ts",)), n)
     assert c == Comparison("match", frozenset(), [], [])
 
@@ -427,7 +458,7 @@ def test_timestamp_learned_as_noise_from_two_production_replies() -> None:
     production = js({"price": 10, "meta": {"timestamp": "10:00:01"}})
     learner.observe("m", key, production)
     noise = learner.noise("m")
-    assert noise.fields() == ["/meta/timestamp"]
+    assert learned(noise) == ["/meta/timestamp"]
     assert len(learner.noise("other")) == 0  # per mapping
 
     only_ts = compare(production, js({"price": 10, "meta": {"timestamp": "10:00:02"}}), CFG, noise)
@@ -446,7 +477,7 @@ def test_same_values_teach_nothing_and_different_keys_are_not_compared() -> None
     learner.observe("m", "k1", js({"a": 1, "b": [1, 2]}))
     learner.observe("m", "k1", js({"b": [1, 2.0], "a": 1}))
     learner.observe("m", "k2", js({"a": 2}))
-    assert learner.noise("m").fields() == []
+    assert learned(learner.noise("m")) == []
 
 
 def test_changed_value_in_array_is_learned_for_every_index() -> None:
@@ -454,17 +485,17 @@ def test_changed_value_in_array_is_learned_for_every_index() -> None:
     learner.observe("m", "k", js({"items": [{"id": 1, "ts": 5}, {"id": 2, "ts": 6}]}))
     learner.observe("m", "k", js({"items": [{"id": 1, "ts": 5}, {"id": 2, "ts": 7}]}))
     noise = learner.noise("m")
-    assert noise.fields() == ["/items/*/ts"]
-    assert noise.matches("/items/0/ts") and not noise.matches("/items/0/id")
+    assert learned(noise) == ["/items/*/ts"]
+    assert matches(noise, "/items/0/ts") and not matches(noise, "/items/0/id")
 
 
 def test_field_present_once_is_learned_exactly_where_it_appears() -> None:
     learner = NoiseLearner()
     learner.observe("m", "k", js({"a": 1, "list": [1]}))
     learner.observe("m", "k", js({"a": 1, "list": [1, 2], "debug": {"x": [1]}}))
-    assert learner.noise("m").fields() == ["/debug", "/list/1"]
+    assert learned(learner.noise("m")) == ["/debug", "/list/1"]
     learner.observe("m", "k", js({"a": 1, "list": [1]}))  # they vanish again: nothing new
-    assert learner.noise("m").fields() == ["/debug", "/list/1"]
+    assert learned(learner.noise("m")) == ["/debug", "/list/1"]
 
 
 def test_status_change_teaches_status_only_and_server_errors_teach_nothing() -> None:
@@ -472,9 +503,9 @@ def test_status_change_teaches_status_only_and_server_errors_teach_nothing() -> 
     learner.observe("m", "k", js({"a": 1}, 200))
     learner.observe("m", "k", js({"error": "x"}, 503))  # ignored, and not kept
     learner.observe("m", "k", js({"a": 1}, 200))
-    assert learner.noise("m").fields() == []
+    assert learned(learner.noise("m")) == []
     learner.observe("m", "k", js({"b": 1}, 404))
-    assert learner.noise("m").fields() == ["status"]
+    assert learned(learner.noise("m")) == ["status"]
 
 
 def test_header_and_non_json_body_noise() -> None:
@@ -482,7 +513,7 @@ def test_header_and_non_json_body_noise() -> None:
     learner.observe("m", "k", Reply.of(200, [("content-type", "text/html"), ("etag", "1")], b"<p>a</p>"))
     learner.observe("m", "k", Reply.of(200, [("content-type", "text/html"), ("etag", "2")], b"<p>b</p>"))
     noise = learner.noise("m")
-    assert noise.fields() == ["body", "header etag"]
+    assert learned(noise) == ["body", "header etag"]
     c = compare(
         Reply.of(200, [("content-type", "text/html"), ("etag", "2")], b"<p>b</p>"),
         Reply.of(200, [("content-type", "text/html"), ("etag", "3")], b"<p>c</p>"),
@@ -498,13 +529,13 @@ def test_learner_lru_evicts_least_recently_seen_key() -> None:
     learner.observe("m", "k2", js({"w": 1}))
     learner.observe("m", "k1", js({"v": 1}))  # k1 is now the most recent
     learner.observe("m", "k3", js({"x": 1}))  # evicts k2
-    assert len(learner) == 2
+    assert len(learner.prints) == 2
     learner.observe("m", "k2", js({"w": 2}))  # k2 was forgotten: nothing to compare with; evicts k1
-    assert learner.noise("m").fields() == []
+    assert learned(learner.noise("m")) == []
     learner.observe("m", "k3", js({"x": 2}))  # k3 was kept
-    assert learner.noise("m").fields() == ["/x"]
+    assert learned(learner.noise("m")) == ["/x"]
     learner.observe("m", "k1", js({"v": 2}))  # k1 was evicted by k2
-    assert learner.noise("m").fields() == ["/x"] and len(learner) == 2
+    assert learned(learner.noise("m")) == ["/x"] and len(learner.prints) == 2
 
 
 def test_learner_node_budget_bounds_memory() -> None:
@@ -512,23 +543,23 @@ def test_learner_node_budget_bounds_memory() -> None:
     learner.observe("m", "k1", js({"a": 1, "b": 2}))  # 3 nodes
     learner.observe("m", "k2", js({"a": 1, "b": 2, "c": 3}))  # 4 nodes
     learner.observe("m", "k3", js({"a": 1, "b": 2, "c": 3}))  # 4 nodes: 11 > 10, k1 goes
-    assert len(learner) == 2
+    assert len(learner.prints) == 2
     learner.observe("m", "k1", js({"a": 9, "b": 2}))
-    assert learner.noise("m").fields() == []
+    assert learned(learner.noise("m")) == []
 
 
 def test_json_of_exactly_max_nodes_keeps_field_detail() -> None:
     learner = NoiseLearner(max_nodes=5)
     learner.observe("m", "k", js([0, 0, 0, 0]))  # 5 nodes: the array and its 4 elements
     learner.observe("m", "k", js([0, 0, 0, 1]))
-    assert learner.noise("m").fields() == ["/*"]
+    assert learned(learner.noise("m")) == ["/*"]
 
 
 def test_large_json_keeps_no_field_detail() -> None:
     learner = NoiseLearner(max_nodes=5)
     learner.observe("m", "k", js(list(range(10))))
     learner.observe("m", "k", js(list(range(1, 11))))
-    assert learner.noise("m").fields() == [] and len(learner) == 1
+    assert learned(learner.noise("m")) == [] and len(learner.prints) == 1
 
 
 def test_learner_noise_cap_per_mapping() -> None:
@@ -542,7 +573,7 @@ def test_numeric_object_keys_generalise_like_array_indices() -> None:
     learner = NoiseLearner()
     learner.observe("m", "k", js({"by_year": {"2023": 1, "2024": 1}}))
     learner.observe("m", "k", js({"by_year": {"2023": 1, "2024": 2}}))
-    assert learner.noise("m").fields() == ["/by_year/*"]
+    assert learned(learner.noise("m")) == ["/by_year/*"]
 
 
 # ------------------------------------------------------------------------------------------ endpoints
@@ -648,3 +679,134 @@ def test_record_line_is_one_json_object_without_previews() -> None:
     assert obj["at"] == "1970-01-01T00:00:00.000+00:00"
     assert obj["production"] == {"status": 200, "body_size": 8, "body_sha256": hashlib.sha256(b'{"a": 1}').hexdigest()}
     assert "body_preview" not in line
+
+
+# ------------------------------------------------------------------------------------------ content-encoding
+
+
+def gz(doc: Any, mtime: int = 0) -> bytes:
+    return gzip.compress(json.dumps(doc).encode(), mtime=mtime)
+
+
+def encoded(body: bytes, coding: str, status: int = 200, limit: int = 1024 * 1024) -> Reply:
+    return Reply.of(status, [*JSON, ("Content-Encoding", coding)], body, limit)
+
+
+def test_encoded_body_is_compared_decoded_and_hashed_as_sent() -> None:
+    r = encoded(gz({"a": 1}), "gzip")
+    assert r.body == b'{"a": 1}' and r.encoded and r.parsed() == {"a": 1}
+    assert (r.body_size, r.body_sha256) == (len(gz({"a": 1})), hashlib.sha256(gz({"a": 1})).hexdigest())
+    assert r.digest() == (8, hashlib.sha256(b'{"a": 1}').hexdigest())
+    assert compare(r, js({"a": 1}), CFG).result == "match"  # gzip on one side, identity on the other
+    assert compare(encoded(gz({"a": 1}, mtime=1), "gzip"), encoded(gz({"a": 1}, mtime=2), "gzip"), CFG).result == (
+        "match"
+    )
+    c = compare(r, encoded(brotli.compress(b'{"a": 2}'), "br"), CFG)
+    assert (c.result, c.diffs) == ("mismatch", ["/a: 1 -> 2"])
+
+
+def test_a_body_not_decodable_within_the_limit_makes_both_sides_compare_as_sent() -> None:
+    bomb = gzip.compress(bytes(64 * 1024))  # 64 KiB of zeros in a few hundred bytes
+    over = encoded(bomb, "gzip", limit=4096)
+    assert over.body is None and over.body_size == len(bomb) < 4096
+    plain = encoded(gz({"a": 1}), "gzip", limit=4096)
+    c = compare(plain, over, CFG)
+    # The decoded side is not weighed against an encoded one: both answers as sent.
+    assert c.result == "mismatch" and c.diffs == [
+        f"body: {len(gz({'a': 1}))} bytes sha256 {hashlib.sha256(gz({'a': 1})).hexdigest()[:12]}.. -> "
+        f"{len(bomb)} bytes sha256 {hashlib.sha256(bomb).hexdigest()[:12]}.."
+    ]
+    assert compare(over, encoded(bomb, "gzip", limit=4096), CFG).result == "match"  # the same bytes as sent
+    garbage = encoded(b"not gzip at all", "gzip")
+    assert garbage.body is None and compare(garbage, encoded(b"not gzip at all", "gzip"), CFG).result == "match"
+    assert compare(garbage, encoded(b"not gzip either", "gzip"), CFG).result == "mismatch"
+
+
+def test_binary_bodies_that_differ_show_their_decoded_size() -> None:
+    p = Reply.of(200, [("content-type", "image/png"), ("content-encoding", "gzip")], gzip.compress(b"\x89PNG1"))
+    s = Reply.of(200, [("content-type", "image/png")], b"\x89PNG22")
+    c = compare(p, s, CFG)
+    assert c.diffs == [
+        f"body: 5 bytes sha256 {hashlib.sha256(b'\x89PNG1').hexdigest()[:12]}.. -> "
+        f"6 bytes sha256 {hashlib.sha256(b'\x89PNG22').hexdigest()[:12]}.."
+    ]
+
+
+def test_production_recompressed_differently_teaches_no_noise() -> None:
+    learner = NoiseLearner()
+    page = [("content-type", "text/html"), ("content-encoding", "gzip")]
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>a</p>", mtime=1)))
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>a</p>", mtime=2)))
+    assert learned(learner.noise("m")) == []
+    learner.observe("m", "k", Reply.of(200, page, gzip.compress(b"<p>b</p>", mtime=2)))
+    assert learned(learner.noise("m")) == ["body"]
+
+
+def test_stored_mismatch_shows_the_decoded_preview_and_the_size_as_sent() -> None:
+    store = MismatchStore()
+    p = encoded(gz({"a": 1}), "gzip")
+    rec = store.add("m", "GET /", {}, p, js({"a": 2}), compare(p, js({"a": 2}), CFG), now=0.0)
+    assert rec is not None and rec["production"]["body_preview"] == '{"a": 1}'
+    assert rec["production"]["body_size"] == len(gz({"a": 1})) and not rec["production"]["body_truncated"]
+
+
+# ------------------------------------------------------------------------------------------ pairing
+
+
+def pairing(budget: MemoryBudget | None) -> Pairing:
+    return Pairing(Metrics(), CFG, budget=budget)
+
+
+def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> None:
+    budget = MemoryBudget(limit=100)
+    pr = pairing(budget)
+    body = js({"k": "x" * 30})
+    n = len(body.body or b"")
+    results: list[Comparison] = []
+    pr.expect("1", "m", "GET /", {})
+    pr.production("1", body)
+    assert budget.held == n
+    assert pr.shadow("1", body, None, results.append) and results[-1].result == "match"
+    assert budget.held == 0  # released when the pair completes
+
+    pr.expect("2", "m", "GET /", {})
+    pr.production("2", body)
+    pr.expect("3", "m", "GET /", {})
+    pr.shadow("3", body, None, results.append)  # the shadow first: its reply is the one held
+    assert budget.held == 2 * n
+    pr.expect("4", "m", "GET /", {})
+    pr.production("4", body)  # 3n > 100: not held, production unaffected
+    assert budget.held == 2 * n and "4" not in pr.pairs
+    assert not pr.shadow("4", body, None)  # its shadow is then not compared
+    assert pr.metrics.compared[("m", "skipped")] == 1
+    assert pr.store.to_json()["groups"][0]["skipped"] == 1
+
+    pr.production("3", None, "error")  # production failed: the held shadow reply goes
+    assert results[-1].result == "skipped" and budget.held == n
+    pr.close()  # what is still held goes back on close
+    assert budget.held == 0 and not pr.pairs
+
+
+def test_pairing_releases_replies_evicted_past_max_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pairing_module, "MAX_PAIRS", 2)
+    budget = MemoryBudget(limit=10_000)
+    pr = pairing(budget)
+    for key in "abc":
+        pr.expect(key, "m", "GET /", {})
+        pr.production(key, js({"v": key}))
+    assert len(pr.pairs) == 2 and budget.held == 2 * len(b'{"v": "a"}')
+    pr.expect("d", "m", "GET /", {})  # evicts b
+    assert budget.held == len(b'{"v": "a"}')
+    pr.shadow("c", None, "timeout")
+    pr.shadow("d", js({"v": "d"}), None)  # held until production's side comes
+    assert budget.held == len(b'{"v": "d"}')
+    pr.production("d", None, "error")
+    assert budget.held == 0 and not pr.pairs
+
+
+def test_pairing_without_a_budget_holds_everything() -> None:
+    pr = pairing(None)
+    pr.expect("1", "m", "GET /", {})
+    pr.production("1", js({"a": 1}))
+    assert pr.pairs["1"].held == 0 and pr.shadow("1", js({"a": 2}), None)
+    assert pr.metrics.compared[("m", "mismatch")] == 1

@@ -349,14 +349,21 @@ def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
     assert resource(page).one("div", class_="drops").text == "Dropped copies none"
 
 
-def test_page_is_self_contained_and_refreshes() -> None:
+def test_page_works_under_its_content_security_policy_and_refreshes() -> None:
     snap, _ = real_snapshot()
     text = dashboard.render(snap)
     page = parse(text)
     assert page.one("meta", http_equiv="refresh").attrs["content"] == "5"
-    for tag in ("script", "link", "img", "iframe", "object"):
+    for tag in ("script", "img", "iframe", "object", "style"):
         assert not page.find_all(tag), tag
-    assert "url(" not in text and "@import" not in text
+    # default-src 'none'; style-src 'self': one stylesheet from this server, no inline style anywhere.
+    assert [(n.attrs["rel"], n.attrs["href"]) for n in page.find_all("link")] == [
+        ("stylesheet", "/static/dashboard.css")
+    ]
+    assert not [n for n in page.iter() if "style" in n.attrs]
+    css = dashboard.static_pages()["/static/dashboard.css"]()
+    assert css[0].startswith("text/css") and b"--prod:#2f6fdb" in css[1]
+    assert "url(" not in text and "@import" not in text and b"url(" not in css[1] and b"@import" not in css[1]
     assert all(a.attrs["href"].startswith("/") for a in page.find_all("a"))  # only this admin server's own pages
     assert page.one("head").one("title").text == "mitmproxy-shadow dashboard"
     assert page.one("h1").text == "mitmproxy-shadow production vs shadow"
@@ -457,3 +464,36 @@ def evil_diffs() -> dict[str, object]:
 )
 def test_number_formats(fn: Any, value: Any, expected: str) -> None:
     assert fn(value) == expected
+
+
+def _poisoned(v: Any, keys: bool) -> Any:
+    """Every string in a snapshot with markup and quotes appended; with `keys`, the keys of free-form maps too."""
+    if isinstance(v, str):
+        return v + EVIL
+    if isinstance(v, list):
+        return [_poisoned(x, keys) for x in v]
+    if isinstance(v, dict):
+        return {(k + EVIL if keys and k[:1].isdigit() else k): _poisoned(x, keys) for k, x in v.items()}
+    return v
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_no_string_anywhere_in_the_snapshot_comes_out_as_markup(keys: bool) -> None:
+    snap, _ = real_snapshot()
+    snap["compare"] = {"api-shadow": {"match": 3, "mismatch": 1}}
+    snap["diffs"] = evil_diffs()
+    poisoned = _poisoned(snap, keys)
+    poisoned["comparison"][0]["drops"][f"reason{EVIL}"] = 1
+    poisoned["compare"] = {poisoned["comparison"][0]["shadow_mapping"]: {f"result{EVIL}": 2, "match": 1}}
+    text = dashboard.render(poisoned)
+    assert "<script" not in text and "\"'&<" not in text
+    page = parse(text)  # strict: every element balanced, so no value closed an element or opened one
+    assert not page.find_all("script")
+    assert not [n for n in page.iter() if any(k.startswith("on") for k in n.attrs)]
+    assert page.text.count("<script>alert(1)</script>") > 20  # shown back as text, in many places
+    tags = {n.tag for n in page.iter()}
+    assert tags <= {
+        *("#document", "html", "head", "meta", "title", "link", "body", "header", "h1", "small", "dl", "div", "dt"),
+        *("dd", "code", "main", "section", "h2", "span", "ul", "li", "article", "h3", "p", "b", "table", "thead"),
+        *("tr", "th", "tbody", "td", "figure", "figcaption", "svg", "g", "line", "text", "rect", "i", "footer", "a"),
+    }, tags

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from support import Seen, mapping, metric_sum, metrics_of, wait_until, write_mappings
+import pytest
+from bombs import br_bomb, gzip_bomb
+from support import Proxy, Seen, Upstream, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32)  # 3 MiB of binary, over the 1 MiB limit
 
@@ -38,23 +42,27 @@ def app(version: str):  # noqa: ANN201
     return respond
 
 
+def compare_proxy(
+    tmp_path: Path, proxy: Callable[..., Proxy], reverse: Upstream, prod: str, shadow: str, **sets: str
+) -> Proxy:
+    """mitmdump comparing: `svc` routes everything to `prod` ("name=host:port"), `svc-next` shadows it to `shadow`."""
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("svc", prefix="/", service=prod.split("=")[0], rewrite=""),
+        mapping("svc-next", prefix="/", service=shadow.split("=")[0], shadow=True),
+    )
+    return proxy(
+        f"http://{reverse.address}",
+        sets={"mappings": str(m), "mapping_services": [prod, shadow], "shadow_compare": "true", **sets},
+    )
+
+
 def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) -> None:
     reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
     v1.behaviour.responder, v2.behaviour.responder = app("v1"), app("v2")
     report = tmp_path / "mismatches.jsonl"
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="v1", rewrite=""),
-        mapping("svc-next", prefix="/", service="v2", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"v1={v1.address}", f"v2={v2.address}"],
-            "shadow_compare": "true",
-            "shadow_compare_report": str(report),
-        },
+    p = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={v1.address}", f"v2={v2.address}", shadow_compare_report=str(report)
     )
     paths = ["/status", "/field", "/order", "/header", "/same", "/big-same", "/big-diff"]
     for path in paths:
@@ -96,22 +104,89 @@ def test_comparison_classifies_each_difference(tmp_path: Path, upstream, proxy) 
 def test_black_holed_shadow_releases_held_replies(tmp_path: Path, upstream, proxy, fault) -> None:
     reverse, v1 = upstream("reverse"), upstream("v1")
     hole = fault("blackhole")
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("svc", prefix="/", service="v1", rewrite=""),
-        mapping("svc-next", prefix="/", service="hole", shadow=True),
-    )
-    p = proxy(
-        f"http://{reverse.address}",
-        sets={
-            "mappings": str(m),
-            "mapping_services": [f"v1={v1.address}", f"hole={hole.address}"],
-            "shadow_compare": "true",
-            "shadow_timeout": "0.5",
-            "shadow_max_inflight": "4",
-        },
+    p = compare_proxy(
+        tmp_path,
+        proxy,
+        reverse,
+        f"v1={v1.address}",
+        f"hole={hole.address}",
+        shadow_timeout="0.5",
+        shadow_max_inflight="4",
     )
     for i in range(20):
         assert p.request("GET", f"/x/{i}")[0] == 200  # never held back
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total", result="skipped") == 20, 20, 0.2)
     assert metric_sum(metrics_of(p), "shadow_compare_pending") == 0  # every held reply was released
+
+
+def peak_rss_mib(p: Proxy) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    status = Path(f"/proc/{p.proc.pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kib / 1024
+
+
+@pytest.fixture(scope="module")
+def bomb_bodies() -> dict[str, bytes]:
+    """Per coding: a body of about 1 MiB (gzip, 1 GiB of zeros) or 6.5 KB (br, 4 GiB of zeros) on the wire."""
+    return {"gzip": gzip_bomb(), "br": br_bomb()}
+
+
+OK = gzip.compress(b'{"ok": true}', mtime=0)
+
+
+def bomb_app(bodies: dict[str, bytes], bombs: bool):  # noqa: ANN201
+    """Answers GET /<coding>/...: the bomb for that coding, or a small gzip JSON body."""
+
+    def respond(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        coding = seen.path.split("/")[1]
+        headers = {"content-type": "application/json"}
+        if bombs:
+            return 200, {**headers, "content-encoding": coding}, bodies[coding]
+        return 200, {**headers, "content-encoding": "gzip"}, OK
+
+    return respond
+
+
+@pytest.mark.parametrize("side", ["shadow", "production"])
+def test_compression_bombs_are_compared_as_sent_never_inflated(
+    tmp_path: Path, upstream, proxy, bomb_bodies: dict[str, bytes], side: str
+) -> None:
+    reverse, prod, shadow = upstream("reverse"), upstream("prod"), upstream("shadow")
+    prod.behaviour.responder = bomb_app(bomb_bodies, bombs=side == "production")
+    shadow.behaviour.responder = bomb_app(bomb_bodies, bombs=side == "shadow")
+    p = compare_proxy(tmp_path, proxy, reverse, f"prod={prod.address}", f"shadow={shadow.address}")
+    rounds = 3
+    for i in range(rounds):
+        for coding, bomb in bomb_bodies.items():
+            status, headers, body = p.request("GET", f"/{coding}/{i}")
+            # Production's answer reaches the client byte for byte, as production sent it.
+            assert status == 200 and headers["content-encoding"] == (coding if side == "production" else "gzip")
+            assert body == (bomb if side == "production" else OK)
+    n = rounds * len(bomb_bodies)
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == n, 60, 0.2), p.log
+    mt = metrics_of(p)
+    # One side could not be decoded within the limit: both compare by size and hash as sent, and they differ.
+    assert metric_sum(mt, "shadow_compare_total", mapping="svc-next", result="mismatch") == n
+    assert metric_sum(mt, "shadow_compare_mismatch_total", mapping="svc-next", kind="body") == n
+    records = json.loads(p.admin("/diffs")[1])["records"]
+    sizes = {len(b) for b in bomb_bodies.values()}
+    for r in records:
+        bomb_side = r[side]
+        assert bomb_side["body_size"] in sizes and bomb_side["body_preview"] is None
+        assert r["diffs"][0].startswith("body: ") and "bytes sha256" in r["diffs"][0]
+    assert p.proc.poll() is None
+    assert peak_rss_mib(p) < 400  # inflating even one bomb would take 1 to 4 GiB
+
+
+def test_identical_bombs_on_both_sides_match_by_hash(tmp_path: Path, upstream, proxy, bomb_bodies) -> None:
+    reverse, prod, shadow = upstream("reverse"), upstream("prod"), upstream("shadow")
+    prod.behaviour.responder = shadow.behaviour.responder = bomb_app(bomb_bodies, bombs=True)
+    p = compare_proxy(tmp_path, proxy, reverse, f"prod={prod.address}", f"shadow={shadow.address}")
+    for coding, bomb in bomb_bodies.items():
+        status, _, body = p.request("GET", f"/{coding}/x")
+        assert status == 200 and body == bomb
+    n = len(bomb_bodies)
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == n, 60, 0.2), p.log
+    assert metric_sum(metrics_of(p), "shadow_compare_total", result="match") == n
+    assert peak_rss_mib(p) < 400

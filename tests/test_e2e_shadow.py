@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import h2.config
@@ -16,8 +15,6 @@ import h2.connection
 import h2.events
 import pytest
 from support import (
-    ADDON,
-    MITMDUMP,
     Proxy,
     free_port,
     make_cert,
@@ -28,6 +25,7 @@ from support import (
     wait_until,
     write_mappings,
 )
+from test_selfloop import run_refused
 
 IGNORED_IN_COMPARISON = {"host", "x-mitmproxy-shadow", "content-length", "transfer-encoding", "connection"}
 
@@ -322,39 +320,7 @@ def test_upgrades_and_marked_copies_are_not_copied(tmp_path: Path, upstream, pro
 
 
 def test_a_shadow_pointed_at_the_proxy_itself_is_refused(tmp_path: Path, upstream) -> None:
-    reverse, api = upstream("reverse"), upstream("api")
-    port = free_port()
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("a", prefix="/", service="a"),
-        mapping("loop", prefix="/", service=f"127.0.0.1:{port}", shadow=True),
-    )
-    r = subprocess.run(
-        [
-            str(MITMDUMP),
-            "-s",
-            str(ADDON),
-            "--mode",
-            f"reverse:http://{reverse.address}",
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--set",
-            f"mappings={m}",
-            "--set",
-            f"mapping_services=a={api.address}",
-            "--set",
-            "shadow_admin=",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert r.returncode != 0
-    assert f"(Mapping loop.default): service http://127.0.0.1:{port} is this proxy's own listen address" in r.stdout
-    assert "Traceback" not in r.stdout + r.stderr
+    run_refused(tmp_path, upstream, "127.0.0.1", "127.0.0.1")  # other spellings: test_selfloop.py
 
 
 # ---------------------------------------------------------------- failing shadows never reach production

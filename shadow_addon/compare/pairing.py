@@ -1,7 +1,8 @@
 """Pairs each copied request's production and shadow replies, whichever arrives first, and compares them.
 
-Only copies in flight hold a production reply (bounded by the sender's in-flight and backlog limits, and by
-MAX_PAIRS); the client's reply is never held back: what is kept is a record of it. Noise is learned from
+Only copies in flight hold a reply (bounded by the sender's in-flight and backlog limits, by MAX_PAIRS and, when
+given, by a memory budget shared with the rest of shadowing); the client's reply is never held back: what is kept
+is a record of it. Noise is learned from
 production answers alone. Mismatches go to the metrics, a bounded store (GET /diffs) and, if asked, a JSON-lines
 report file.
 """
@@ -14,9 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import compare
-from .compare import CompareConfig, Comparison, Reply
-from .metrics import Metrics
+from mitmproxy import http
+
+from ..budget import MemoryBudget
+from ..metrics import Metrics
+from ..sender import Outcome
+from .diff import CompareConfig, Comparison, compare, skipped
+from .noise import NoiseLearner, request_key
+from .reply import Reply
+from .store import MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ class Pair:
     shadow: Reply | None = None
     shadow_failed: str | None = None
     on_done: list[Callable[[Comparison], None]] = field(default_factory=list)
+    held: int = 0  # bytes taken from the budget for the reply waiting for its other half
 
     @property
     def complete(self) -> bool:
@@ -42,11 +50,14 @@ class Pair:
 
 
 class Pairing:
-    def __init__(self, metrics: Metrics, config: CompareConfig, report_path: str = "") -> None:
+    def __init__(
+        self, metrics: Metrics, config: CompareConfig, report_path: str = "", budget: MemoryBudget | None = None
+    ) -> None:
         self.metrics = metrics
         self.config = config
-        self.learner = compare.NoiseLearner(headers=config.headers)
-        self.store = compare.MismatchStore()
+        self.budget = budget
+        self.learner = NoiseLearner(headers=config.headers)
+        self.store = MismatchStore()
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
         self.report_path = report_path
         self._report: IO[str] | None = None
@@ -58,6 +69,8 @@ class Pairing:
         if self._report is not None:
             self._report.close()
             self._report = None
+        for pair in self.pairs.values():
+            self._release(pair)
         self.pairs.clear()
 
     def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any]) -> None:
@@ -65,7 +78,31 @@ class Pairing:
         self.pairs[key] = Pair(mapping, endpoint, summary)
         while len(self.pairs) > MAX_PAIRS:
             _, old = self.pairs.popitem(last=False)
-            self._finish(old, compare.skipped("too many pending comparisons"))
+            self._finish(old, skipped("too many pending comparisons"))
+
+    def shadow_answered(self, key: str, out: Outcome, on_done: Callable[[Comparison], None] | None) -> bool:
+        """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
+        reply = None
+        if out.status is not None:
+            # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
+            limit = self.config.body_limit
+            reply = Reply.of(
+                out.status, out.headers, out.body, limit, size=out.body_size, sha256=out.body_sha256 or None
+            )
+        return self.shadow(key, reply, out.reason, on_done)
+
+    def production_answered(self, flow: http.HTTPFlow, mapping: str) -> None:
+        """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise."""
+        resp, req = flow.response, flow.request
+        assert resp is not None
+        if resp.raw_content is None:  # a streamed response: nothing to compare against
+            self.production(flow.id, None, "response streamed")
+            return
+        reply = Reply.of(resp.status_code, resp.headers.fields, resp.raw_content, self.config.body_limit)
+        # Noise is learned from production's own answers to identical requests (the caller's identity included).
+        vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
+        self.learn(mapping, request_key(req.method, req.path, req.raw_content or b"", vary), reply)
+        self.production(flow.id, reply)
 
     def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
         self.learner.observe(mapping, request_key, reply)
@@ -77,7 +114,7 @@ class Pairing:
         pair.production, pair.production_failed = reply, (failed if reply is None else None)
         if pair.production is None and pair.production_failed is None:
             pair.production_failed = "no production response"
-        self._maybe_finish(key, pair)
+        self._settle(key, pair, reply)
 
     def shadow(
         self, key: str, reply: Reply | None, failed: str | None, on_done: Callable[[Comparison], None] | None = None
@@ -89,27 +126,41 @@ class Pairing:
         pair.shadow, pair.shadow_failed = reply, ((failed or "failed") if reply is None else None)
         if on_done is not None:
             pair.on_done.append(on_done)
-        self._maybe_finish(key, pair)
+        self._settle(key, pair, reply)
         return True
 
-    def _maybe_finish(self, key: str, pair: Pair) -> None:
+    def _settle(self, key: str, pair: Pair, reply: Reply | None) -> None:
+        """Compare a complete pair; else hold `reply` until its other half comes, if the budget allows."""
         if not pair.complete:
+            n = len(reply.body) if reply is not None and reply.body is not None else 0
+            if n and self.budget is not None:
+                if not self.budget.take(n):
+                    del self.pairs[key]  # not held: the other half, when it comes, is not compared
+                    self._finish(pair, skipped("overload (memory budget)"))
+                    return
+                pair.held += n
             return
         del self.pairs[key]
         if pair.shadow_failed is not None:
-            result = compare.skipped(f"shadow {pair.shadow_failed}")
+            result = skipped(f"shadow {pair.shadow_failed}")
         elif pair.production_failed is not None or pair.production is None or pair.shadow is None:
-            result = compare.skipped(f"production {pair.production_failed}")
+            result = skipped(f"production {pair.production_failed}")
         else:
-            result = compare.compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
+            result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
         self._finish(pair, result)
 
+    def _release(self, pair: Pair) -> None:
+        if pair.held and self.budget is not None:
+            self.budget.release(pair.held)
+        pair.held = 0
+
     def _finish(self, pair: Pair, result: Comparison) -> None:
+        self._release(pair)
         self.metrics.record_compare(pair.mapping, result.result, result.kinds)
         record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
         if record is not None and self._report is not None:
             try:
-                self._report.write(compare.record_line(record))
+                self._report.write(record_line(record))
                 self._report.flush()
             except OSError as e:
                 logger.warning("shadow_compare_report: cannot write %s: %s; report disabled", self.report_path, e)

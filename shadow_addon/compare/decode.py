@@ -1,0 +1,128 @@
+"""Undo a body's content-encoding with a cap on the output: a small compressed body can inflate to gigabytes.
+
+Input is fed in bounded slices and every decoder is asked for at most what is left under the cap, so decoding
+costs at most `limit` bytes of output (and a few ms) however the body was built. Nothing is decoded on trust:
+over the cap, truncated, garbage or an unknown coding all give None, and the caller compares the bytes as sent.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Callable
+
+import brotli
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # the backport mitmproxy itself installs before Python 3.14
+    from backports import zstd
+
+SLICE = 64 * 1024  # input bytes fed to a decoder at a time
+ZSTD_WINDOW_LOG = 23  # RFC 9659 section 3: zstd content-encoding windows are at most 8 MiB
+
+
+def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | None:
+    """`body` without its content-encoding(s) (`gzip`, `deflate`, `br`, `zstd`, `identity`, stacked as in
+    `gzip, br`), or None when it cannot be decoded or decodes to more than `limit` bytes."""
+    data = body
+    # RFC 9110 section 8.4: codings are listed in the order applied, so they are undone last first.
+    for coding in reversed(content_encoding.lower().split(",")):
+        coding = coding.strip()
+        if coding in ("", "identity"):
+            continue
+        decoder = _DECODERS.get(coding)
+        if decoder is None:
+            return None
+        if not data:
+            continue  # an empty body (HEAD, 204) carries the header without a stream
+        decoded = decoder(data, limit)
+        if decoded is None:
+            return None
+        data = decoded
+    return data if len(data) <= limit else None
+
+
+def _gzip(body: bytes, limit: int) -> bytes | None:
+    return _zlib(body, limit, 16 + zlib.MAX_WBITS, members=True)
+
+
+def _deflate(body: bytes, limit: int) -> bytes | None:
+    # "deflate" is zlib-wrapped by the standard, raw deflate by some servers: both are accepted, as browsers do.
+    out = _zlib(body, limit, zlib.MAX_WBITS, members=False)
+    return out if out is not None else _zlib(body, limit, -zlib.MAX_WBITS, members=False)
+
+
+def _zlib(body: bytes, limit: int, wbits: int, members: bool) -> bytes | None:
+    out = bytearray()
+    rest = body
+    try:
+        while True:  # one gzip member per round; each consumes input, so the rounds are bounded by its size
+            d = zlib.decompressobj(wbits)
+            i = 0
+            while i < len(rest) and not d.eof:
+                chunk = rest[i : i + SLICE]
+                i += SLICE
+                while chunk and not d.eof:
+                    out += d.decompress(chunk, limit + 1 - len(out))
+                    if len(out) > limit:
+                        return None
+                    chunk = d.unconsumed_tail
+            if not d.eof:
+                return None  # truncated
+            rest = d.unused_data + rest[i:]
+            if not rest:
+                return bytes(out)
+            if not members:
+                return None  # bytes after the end of the stream
+    except zlib.error:
+        return None
+
+
+def _brotli(body: bytes, limit: int) -> bytes | None:
+    d = brotli.Decompressor()
+    out = bytearray()
+    try:
+        for i in range(0, len(body), SLICE):
+            if d.is_finished():
+                return None  # bytes after the end of the stream
+            out += d.process(body[i : i + SLICE], output_buffer_limit=limit + 1 - len(out))
+            # Output held back by the buffer limit is drained with empty input, still within the cap.
+            while len(out) <= limit and not d.is_finished() and not d.can_accept_more_data():
+                out += d.process(b"", output_buffer_limit=limit + 1 - len(out))
+            if len(out) > limit:
+                return None
+    except brotli.error:
+        return None
+    return bytes(out) if d.is_finished() else None
+
+
+def _zstd(body: bytes, limit: int) -> bytes | None:
+    out = bytearray()
+    rest = body
+    try:
+        while rest:  # one frame per round (a body may hold several)
+            d = zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: ZSTD_WINDOW_LOG})
+            i = 0
+            while i < len(rest) and not d.eof:
+                out += d.decompress(rest[i : i + SLICE], limit + 1 - len(out))
+                i += SLICE
+                while len(out) <= limit and not d.needs_input and not d.eof:
+                    out += d.decompress(b"", limit + 1 - len(out))
+                if len(out) > limit:
+                    return None
+            if not d.eof:
+                return None  # truncated
+            rest = d.unused_data + rest[i:]
+    except zstd.ZstdError:
+        return None
+    return bytes(out)
+
+
+_DECODERS: dict[str, Callable[[bytes, int], bytes | None]] = {
+    "gzip": _gzip,
+    "x-gzip": _gzip,
+    "deflate": _deflate,
+    "br": _brotli,
+    "zstd": _zstd,
+}

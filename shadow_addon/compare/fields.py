@@ -1,0 +1,85 @@
+"""Names of compared fields and the rules that leave some out.
+
+Fields are named as in the diff text: `status`, `header <name>`, `body` (a body compared as text or by hash),
+and RFC 6901 JSON pointers for the fields of JSON bodies (`(root)` for the whole document).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ROOT = "(root)"
+
+Path = tuple[str, ...]
+Pattern = tuple[str | None, ...]  # None: any one segment
+
+_TCHAR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a valid header name
+
+
+def is_header_name(text: str) -> bool:
+    return bool(_TCHAR.fullmatch(text))
+
+
+def _escape(seg: str) -> str:
+    return seg.replace("~", "~0").replace("/", "~1")  # RFC 6901 section 3: ~ first, so "~1" stays literal
+
+
+def pointer(path: Iterable[str | None]) -> str:
+    """A path as a JSON pointer (`*` for a wildcard segment); the empty path is `(root)`."""
+    text = "".join("/" + ("*" if s is None else _escape(s)) for s in path)
+    return text or ROOT
+
+
+def parse_pointer(text: str, wildcard: bool) -> Pattern:
+    """A JSON pointer as a path; with `wildcard`, a `*` segment stands for any one segment."""
+    if text in ("", ROOT):
+        return ()
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not a JSON pointer (it must start with '/')")
+    if re.search(r"~(?![01])", text):
+        raise ValueError(f"{text!r}: '~' must be followed by 0 or 1 (RFC 6901 escapes ~0 and ~1)")
+    segs = text[1:].split("/")
+    return tuple(None if wildcard and s == "*" else s.replace("~1", "/").replace("~0", "~") for s in segs)
+
+
+def is_index(seg: str) -> bool:
+    return seg.isascii() and seg.isdigit()
+
+
+def general(path: Path) -> Pattern:
+    """The path with every array index (or all-digit key) made a wildcard."""
+    return tuple(None if is_index(s) else s for s in path)
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoreRules:
+    """Header names and JSON pointer patterns never compared. A pattern also covers everything beneath it."""
+
+    headers: frozenset[str] = frozenset()
+    pointers: tuple[Pattern, ...] = ()
+
+    def covers(self, path: Path) -> bool:
+        n = len(path)
+        return any(
+            len(p) <= n and all(s is None or s == x for s, x in zip(p, path, strict=False)) for p in self.pointers
+        )
+
+
+def parse_ignore(entries: Iterable[str]) -> IgnoreRules:
+    """Entries starting with "/" are JSON pointers (`*`: any one segment), others header names.
+    Raises ValueError with a one-line message for a bad entry."""
+    headers: set[str] = set()
+    pointers: list[Pattern] = []
+    for raw in entries:
+        e = raw.strip()
+        if not e:
+            raise ValueError("empty ignore entry (expected a JSON pointer such as /meta/timestamp or a header name)")
+        if e.startswith("/"):
+            pointers.append(parse_pointer(e, wildcard=True))
+        elif is_header_name(e):
+            headers.add(e.lower())
+        else:
+            raise ValueError(f"ignore entry {e!r} is neither a JSON pointer (starting with '/') nor a header name")
+    return IgnoreRules(frozenset(headers), tuple(dict.fromkeys(pointers)))

@@ -1,0 +1,114 @@
+"""One response as compared: status, headers and the body without its content-encoding, parsed at most once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .decode import decode_capped
+
+BODY_LIMIT = 1024 * 1024
+
+_UNPARSED: Any = object()
+NOT_JSON: Any = object()  # what `Reply.parsed` returns for a body that is not JSON
+
+
+def _str(v: str | bytes) -> str:
+    return v.decode("latin-1") if isinstance(v, bytes) else v  # header bytes map 1:1 onto latin-1
+
+
+@dataclass(slots=True)
+class Reply:
+    """One response as compared. `body`: the content without its content-encoding, None when it is over the body
+    limit or cannot be decoded within it (then only size and hash count). `body_size` and `body_sha256` are those
+    of the bytes as sent, so two answers one of which could not be decoded compare alike."""
+
+    status: int
+    headers: list[tuple[str, str]]  # names case-insensitive
+    body: bytes | None
+    body_size: int
+    body_sha256: str  # hex; "" when unknown (only a prefix of an over-limit body was seen)
+    encoded: bool = False  # whether `body` differs from the bytes as sent (it was decoded)
+    _json: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
+    _digest: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        status: int,
+        headers: Iterable[tuple[str | bytes, str | bytes]],
+        body: bytes,
+        limit: int = BODY_LIMIT,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> Reply:
+        """From the parts as sent (the body still content-encoded). `size`: the full body size when `body` is only
+        its beginning (a sender that keeps a prefix); `sha256`: the full body's hash when the caller computed it
+        while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`."""
+        fields = [(_str(k), _str(v)) for k, v in headers]
+        total = len(body) if size is None else size
+        whole = total == len(body)
+        digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
+        kept = None
+        if whole and total <= limit:
+            coding = ", ".join(v for k, v in fields if k.lower() == "content-encoding")
+            kept = decode_capped(body, coding, limit)
+        return cls(status, fields, kept, total, digest, kept is not None and kept is not body)
+
+    def header(self, name: str) -> str | None:
+        """All values of a header (case-insensitive), stripped and joined by ", "; None when absent."""
+        name = name.lower()
+        values = [v.strip() for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+    def media(self) -> tuple[str, str | None]:
+        """(type/subtype in lower case, charset or None) of the content-type."""
+        mime, *params = (self.header("content-type") or "").split(";")
+        charset = None
+        for p in params:
+            k, _, v = p.partition("=")
+            if k.strip().lower() == "charset":
+                charset = v.strip().strip('"') or None
+        return mime.strip().lower(), charset
+
+    def parsed(self) -> Any:
+        """The body as JSON when its content-type is JSON and it parses; NOT_JSON otherwise. Parsed once."""
+        if self._json is _UNPARSED:
+            self._json = NOT_JSON
+            if self.body is not None and _is_json(self.media()[0]):
+                try:
+                    self._json = json.loads(self.body, parse_constant=_reject_constant)
+                except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
+                    pass
+        return self._json
+
+    def digest(self) -> tuple[int, str]:
+        """(size, sha256) of the content: the decoded body when it is kept, else the bytes as sent."""
+        if self._digest is None:
+            if self.body is not None and self.encoded:
+                self._digest = (len(self.body), hashlib.sha256(self.body).hexdigest())
+            else:
+                self._digest = (self.body_size, self.body_sha256)
+        return self._digest
+
+    def is_text(self) -> bool:
+        mime, charset = self.media()
+        return (
+            charset is not None
+            or mime.startswith("text/")
+            or _is_json(mime)
+            or mime in ("application/xml", "application/javascript")
+            or mime.endswith("+xml")
+        )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN would never equal itself
+
+
+def _is_json(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json")
