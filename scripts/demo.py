@@ -14,7 +14,9 @@ What runs (every process on 127.0.0.1, on ports picked free, each in its own pro
      sees: browsing and searching, product pages (some of them new products v2 cannot show), carts, orders.
   4. The report: the admin server's /report, read once every copy has come back, the request counts each
      process saw, and a few lines on what it all shows.
-  5. Everything stops and the demo exits 0; with --keep, everything stays up until Ctrl-C.
+  5. The same traffic, recorded by the proxy (-w), replayed offline against v2 with `mitmshadow replay`, the
+     CI gate: each copy's answer compared with the recorded one, production not contacted.
+  6. Everything stops and the demo exits 0; with --keep, everything stays up until Ctrl-C.
 
 Any process that does not start within START_TIMEOUT ends the demo with exit status 1 and the tail of its log.
 """
@@ -57,6 +59,7 @@ REQUEST_TIMEOUT = 10.0  # s per request of the traffic
 MIN_RATE = 20.0  # requests/s: slower than this, the traffic is declared stuck (far below any working setup)
 MAX_FAILURES = 20  # requests without an answer before the traffic stops: the proxy is not answering
 SETTLE_TIMEOUT = 5.0  # s to wait for the last shadow copies before reading the report
+REPLAY_TIMEOUT = 120.0  # s for the offline replay of the recorded traffic (it takes a few seconds)
 WIDTH = 100  # columns of the explanation
 
 # The shop's data, so the traffic asks for what the shop has (and, on purpose, for some things v2 lacks).
@@ -249,6 +252,8 @@ def start_proxy(procs: Processes, args: argparse.Namespace, shops: dict[str, int
         f"mappings={args.mappings}",
         "--set",
         f"shadow_admin={HOST}:{admin_port}",
+        "-w",  # recorded for the offline replay
+        str(capture_path(procs)),
     ]
     for name, p in shops.items():
         cmd += ["--set", f"mapping_services={name}={HOST}:{p}"]
@@ -511,6 +516,42 @@ def _print_report(proxy: Proxy, shops: dict[str, int], compare: bool | None, jso
         print("\n".join(explain(rows[0], stats, compare)))
 
 
+# ---------------------------------------------------------------------------------------------- offline replay
+
+
+def capture_path(procs: Processes) -> Path:
+    return procs.logdir / "traffic.mitm"
+
+
+def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, int]) -> None:
+    """The recorded traffic replayed against v2 with `mitmshadow replay`, the CI gate; production is not contacted
+    (the Mappings' production services are left unresolved)."""
+    before = {name: st.get("requests", 0) for name, st in shop_stats(shops).items()}
+    print("\nThe same traffic, recorded by the proxy (-w) and replayed offline against v2 (mitmshadow replay):")
+    cmd = [sys.executable, "-m", "shadow_addon.cli", "replay", str(capture_path(procs)), "--mappings"]
+    # A few copies at a time: the demo's v2 answers one request at a time, and a copy waiting behind 64 others
+    # would time out.
+    cmd += [str(args.mappings), "--service", f"shop-v2={HOST}:{shops['shop-v2']}", "--set", "shadow_max_inflight=4"]
+    child = procs.start("replay", cmd)
+    try:
+        code = child.proc.wait(REPLAY_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"the offline replay did not end within {REPLAY_TIMEOUT:.0f} s:\n{child.tail()}") from None
+    procs.children.remove(child)  # it has ended, as it should: not a process to keep alive
+    if code not in (0, 1):
+        raise DemoError(f"mitmshadow replay exited with status {code}:\n{child.tail()}")
+    lines = child.log.read_text(errors="replace").splitlines()
+    shown = [x for x in lines if re.match(r"\s+-> |\s+compared |\s+shop-v2 |(ok|FAIL): ", x)]
+    print("\n".join(f"  {x.strip()}" for x in shown))
+    after = {name: st.get("requests", 0) for name, st in shop_stats(shops).items()}
+    production = sum(after[n] - before[n] for n in ("shop", "shop-canary"))
+    verdict = "would block this release in CI" if code == 1 else "would let this release through"
+    print(
+        f"  exit status {code}: the gate {verdict}; v2 got {after['shop-v2'] - before['shop-v2']} copies, "
+        f"production {production} requests"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -556,6 +597,7 @@ def run(args: argparse.Namespace, procs: Processes) -> None:
         raise DemoError(f"{traffic.codes['failed']} requests failed; the last: {traffic.last_failure}")
 
     print_report(proxy, shops, compare, args.json_report)
+    replay_offline(procs, args, shops)
     if args.keep:
         keep_running(procs, proxy, shops)
     else:

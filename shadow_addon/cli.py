@@ -1,17 +1,42 @@
-"""`mitmshadow`: mitmdump (or mitmweb with --web) with the shadow addon loaded; other arguments pass through.
-
-`mitmshadow explain FILES...` prints the routing table the Mapping files make, with a warning for each trap.
-"""
+"""`mitmshadow`: mitmdump (or mitmweb with --web) with the shadow addon loaded, and its subcommands."""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+from collections.abc import Callable, Sequence
 
 ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon.py")
 
+HELP = """\
+mitmshadow: traffic shadowing for mitmproxy, configured with Emissary-ingress Mapping files.
+Production requests pass through; a copy of each goes to the shadow service its Mapping names.
 
-def explain_main(args: list[str]) -> int:
+usage:
+  mitmshadow --mode reverse:URL --set mappings=FILE [--set OPTION=VALUE ...] [MITMDUMP ARGS]
+  mitmshadow --web ...                 the same in mitmweb (shadow exchanges shown as flows)
+  mitmshadow explain FILES...          print the route table the Mapping files make, with their traps
+  mitmshadow replay CAPTURE --mappings FILE [--service NAME=ADDR ...] [--fail-on-mismatch RATE]
+                                       shadow a recorded capture offline, and gate CI on the comparison
+  mitmshadow --help-mitmdump           mitmdump's own help (every mitmdump argument passes through)
+
+options that matter (--set NAME=VALUE):
+  mappings                Mapping YAML file or directory (hot-reloaded)
+  mapping_services        NAME=[scheme://]HOST:PORT, where a Mapping's `service` really is (repeatable)
+  shadow_compare          true: compare shadow and production answers (/diffs, report at exit)
+  shadow_admin            dashboard, /metrics and /diag address (default 127.0.0.1:8877; empty: off)
+  shadow_remove_headers   headers the copy must not carry; @credentials strips Authorization and cookies
+  (every option: mitmshadow --options, or the README)
+
+example:
+  mitmshadow --mode reverse:http://127.0.0.1:9000 -p 8080 --set mappings=mappings/shadow.yaml \\
+      --set mapping_services=myservice=127.0.0.1:9001 --set mapping_services=myservice-v2=127.0.0.1:9002
+  curl http://127.0.0.1:8080/myservice/hello     # answered by myservice; a copy goes to myservice-v2
+"""
+
+
+def _explain(args: Sequence[str]) -> int:
     """`explain [--ambassador-id ID] [--json] FILES...`: 0 when every file loads, 1 otherwise."""
     import argparse
     import json
@@ -22,7 +47,7 @@ def explain_main(args: list[str]) -> int:
     parser.add_argument("files", nargs="+", help="Mapping files or directories")
     parser.add_argument("--ambassador-id", default="default", help="this instance's ambassador_id")
     parser.add_argument("--json", action="store_true", help="the same data as /diag's routes, as JSON")
-    ns = parser.parse_args(args)
+    ns = parser.parse_args(list(args))
     loaded = mappings.LoadResult()
     for path in ns.files:
         one = mappings.load_path(path)
@@ -38,13 +63,50 @@ def explain_main(args: list[str]) -> int:
     return 1 if loaded.file_errors else 0
 
 
+def _replay(argv: Sequence[str]) -> int:
+    from . import gate
+
+    return gate.main(argv)
+
+
+# Each subcommand takes its own arguments and returns the exit code.
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"explain": _explain, "replay": _replay}
+
+
+def _web_port_busy(args: list[str]) -> str | None:
+    """mitmweb answers a busy UI port with a traceback: say it in one line before starting it."""
+    port, host = 8081, "127.0.0.1"
+    for i, a in enumerate(args[:-1]):
+        if a == "--web-port":
+            port = int(args[i + 1]) if args[i + 1].isdigit() else port
+        elif a == "--web-host":
+            host = args[i + 1]
+        elif a == "--set" and args[i + 1].startswith("web_port=") and args[i + 1][9:].isdigit():
+            port = int(args[i + 1][9:])
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        return (
+            f"mitmshadow: mitmweb's UI port {host}:{port} is not free ({e.strerror}); choose one with --web-port PORT"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["explain"]:
-        sys.exit(explain_main(args[1:]))
+    if args and args[0] in SUBCOMMANDS:
+        sys.exit(SUBCOMMANDS[args[0]](args[1:]))
+    if args[:1] in (["-h"], ["--help"]):
+        print(HELP, end="")
+        return
+    if args[:1] == ["--help-mitmdump"]:
+        args = ["--help"]
     web = "--web" in args
     if web:
         args.remove("--web")
+        if busy := _web_port_busy(args):
+            sys.exit(busy)
     from mitmproxy.tools import main as tools
 
     (tools.mitmweb if web else tools.mitmdump)(["-s", ADDON, *args])

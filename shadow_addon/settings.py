@@ -188,6 +188,13 @@ def declare(loader: Any) -> None:
         "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
         "ms), as Envoy gives the mirror the route's timeout.",
     )
+    add(
+        "shadow_replay_speed",
+        str,
+        "0",
+        "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
+        "the shadow's limits allow (shadow_max_inflight).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +215,7 @@ class Settings:
     admin: tuple[str, int] | None = None
     max_inflight: int = 64
     max_backlog: int = 256
+    replay_speed: float = 0.0  # recorded flows: 1 = their recorded pace; 0 = as fast as the shadow allows
 
 
 def parse(o: Any) -> Settings:
@@ -223,12 +231,13 @@ def parse(o: Any) -> Settings:
         response_limit=_size("shadow_response_limit", o.shadow_response_limit) or RESPONSE_LIMIT,
         memory_limit=_size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
         host_suffix=o.shadow_host_suffix,
-        timeout=_seconds(o.shadow_timeout),
+        timeout=_nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
         compare=_compare(o) if o.shadow_compare else None,
         compare_report=o.shadow_compare_report,
         admin=_admin(o.shadow_admin, o.shadow_admin_allow_remote),
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
+        replay_speed=_nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
     )
 
 
@@ -273,13 +282,14 @@ def _size(option: str, value: str) -> int | None:
         raise exceptions.OptionsError(f"{option}: expected a size such as 512k or 1m, got {value!r}") from None
 
 
-def _seconds(value: str) -> float:
+def _nonnegative(option: str, value: str, expected: str) -> float:
+    """A finite number >= 0 given as text (mitmproxy's `--set` parses no float options); empty is 0."""
     try:
         t = float(value) if value.strip() else 0.0
     except ValueError:
         t = -1.0
     if not t >= 0 or t == float("inf"):
-        raise exceptions.OptionsError(f"shadow_timeout must be a number of seconds, got {value!r}")
+        raise exceptions.OptionsError(f"{option} must be {expected}, got {value!r}")
     return t
 
 
@@ -315,7 +325,7 @@ def fit_mitmproxy(o: Any, updated: set[str]) -> None:
     if not o.mappings:
         return
     reverse = any(m.startswith("reverse:") for m in o.mode)
-    if not reverse and {"mode", "mappings"} & updated:
+    if not reverse and o.server and {"mode", "mappings"} & updated:  # -n: nothing listens (reading a capture)
         logger.warning(
             "shadow: mitmproxy is not in reverse-proxy mode: a request no Mapping routes and sent to the proxy "
             "as to a server gets 502 'Request destination unknown'; start with --mode reverse:http://HOST:PORT "

@@ -14,12 +14,13 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
-from . import admin, compare, copies, flowview, pages, production, routing, selfloop, settings
+from . import admin, compare, copies, flowview, pages, production, replay, routing, selfloop, settings
 from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
@@ -44,6 +45,7 @@ class Shadow:
         self.pending: dict[str, Pending] = {}
         self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
+        self.replay = replay.Replay(self)
 
     @property
     def table(self) -> routing.Table:
@@ -84,6 +86,7 @@ class Shadow:
             self._rebuild_sender()
         self.files.start()
         self._start_admin()
+        self.replay.running()
 
     def done(self) -> None:
         # mitmdump's summary at exit, once: only after traffic, and not when asked to be quiet (-q).
@@ -91,6 +94,7 @@ class Shadow:
         if self.files.running and self.metrics.upstream and any(g.shadow for g in self.table.groups) and not quiet:
             print(pages.report_text(self), end="", flush=True)
         self.files.stop()
+        self.replay.done()
         if self.admin is not None:
             self.admin.close()
             self.admin = None
@@ -179,15 +183,13 @@ class Shadow:
     # ------------------------------------------------------------------ hooks
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.is_replay or flow.response or flow.error or not self.table.groups:
+        # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
+        # unless this addon routed it already (its path may be rewritten): it then keeps that route.
+        if not flow.live or flow.response or flow.error or not self.table.groups:
             return
         req, s = flow.request, self.settings
-        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
-        shadow_draw = random.random() * 100.0
-        if s.sample_key:
-            sticky = routing.sample_draw(req.headers.get(s.sample_key))
-            shadow_draw = sticky if sticky is not None else shadow_draw
-        route = routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
+        routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
+        route = self.route_of(req, routed)
         if route is None:
             return
         if reply := routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade")):
@@ -196,7 +198,7 @@ class Shadow:
             if route.shadow is not None:  # a redirect route has no cluster, so no mirror either
                 self.metrics.record_drop(route.shadow.name, "upgrade" if status == 403 else "redirect")
             return
-        if route.mapping is not None:
+        if route.mapping is not None and routed is None:
             production.apply_route(flow, route, ctx.options.keep_host_header)
         p = self.pending[flow.id] = Pending(route)
         if route.shadow is not None:
@@ -206,39 +208,26 @@ class Shadow:
                 p.tee = bytearray()
                 req.stream = copies.tee(p, s.body_limit)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if not flow.live:
+            # A recorded flow: copied as it would have been live. mitmproxy awaits what this returns (the wait for
+            # the shadow's room, or the recorded pace), which holds back the reading of the capture.
+            return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
         if p is None or p.route.shadow is None or self.sender is None:
-            return
-        req, s = flow.request, self.settings
-        body = copies.body_of(req, p, s.body_limit)
+            return None
+        body = copies.body_of(flow.request, p, self.settings.body_limit)
         if isinstance(body, str):
             self._skip_copy(p, body)
-            return
-        keep = s.body_limit if self._flows_wanted() else 0
-        if self.pairing is not None:
-            keep = max(keep, self.pairing.config.body_limit)
-            summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
-            self.pairing.expect(flow.id, p.route.shadow.name, compare.endpoint(req.method, req.path), summary)
-        c = copies.make_copy(
-            req,
-            p.route,
-            body,
-            host_suffix=s.host_suffix,
-            timeout=s.timeout,
-            add=s.add_headers,
-            remove=s.remove_headers,
-            keep_body=keep,
-            hash_body=self.pairing is not None,
-            context=flow.id,
-        )
-        self.sender.submit(c)
+            return None
+        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
         p.tee, p.sent = None, True
+        return None
 
     def response(self, flow: http.HTTPFlow) -> None:
         p = self.pending.pop(flow.id, None)
         if p is None:
-            if not flow.is_replay and self.table.groups:
+            if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
             return
         production.edit_response(flow, p.route)
@@ -259,6 +248,42 @@ class Shadow:
 
     # ------------------------------------------------------------------ helpers of the hooks
 
+    def route_of(self, req: http.Request, routed: str | None = None) -> routing.Route | None:
+        """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
+        that routed this request already (a replayed or recorded flow), whose route it keeps."""
+        shadow_draw = random.random() * 100.0
+        if self.settings.sample_key:
+            sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
+            shadow_draw = sticky if sticky is not None else shadow_draw
+        if routed is not None:
+            return replay.route_routed(self.table, routed, req.path, shadow_draw)
+        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
+        return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
+
+    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+        """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
+        with production's, which `Pairing.production_answered` gives under the same key."""
+        s = self.settings
+        assert route.shadow is not None and self.sender is not None
+        keep = s.body_limit if self._flows_wanted() else 0
+        if self.pairing is not None and paired:
+            keep = max(keep, self.pairing.config.body_limit)
+            summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
+            self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
+        c = copies.make_copy(
+            req,
+            route,
+            body,
+            host_suffix=s.host_suffix,
+            timeout=s.timeout,
+            add=s.add_headers,
+            remove=s.remove_headers,
+            keep_body=keep,
+            hash_body=self.pairing is not None and paired,
+            context=key,
+        )
+        self.sender.submit(c)
+
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
         assert p.route.shadow is not None
@@ -274,6 +299,7 @@ class Shadow:
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
         try:
+            self.replay.settled(c)
             flows = self._flows_wanted()
             show = (lambda result: self._show(c, out, result)) if flows else None
             if self.pairing is not None and self.pairing.shadow_answered(str(c.context), out, show):

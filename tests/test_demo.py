@@ -120,6 +120,16 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     assert shadow["requests"] - lost <= v2_requests <= shadow["requests"], (stats, shadow)
     assert shadow["codes"].get("201", 0) <= v2_orders <= shadow["codes"].get("201", 0) + lost, (stats, shadow)
 
+    # The recorded traffic, replayed offline through the CI gate: v2's differences block it; production untouched.
+    replay = out.split("replayed offline against v2 (mitmshadow replay):", 1)[1]
+    gate = re.search(r"^  FAIL: shop-v2: (\d+) of (\d+) pairs differ", replay, re.M)
+    assert gate and 0 < int(gate[1]) < int(gate[2]), replay
+    status = re.search(
+        r"exit status 1: the gate would block this release in CI; v2 got (\d+) copies, production 0 ", replay
+    )
+    assert status and 0 < int(status[1]) <= int(gate[2]), replay  # a copy that timed out may not have reached v2
+    assert re.search(r"GET /api/cart/\w+ .*/total_cents: missing", replay), replay  # the renamed field
+
 
 def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:
     proc = subprocess.Popen(

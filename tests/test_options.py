@@ -59,7 +59,7 @@ def test_remote_admin_needs_explicit_consent() -> None:
         tctx.configure(sh, shadow_admin_allow_remote=True, shadow_admin="0.0.0.0:8877")
 
 
-def test_request_headers_hook_routes_and_leaves_replays_alone(tmp_path: Path) -> None:
+def test_request_headers_hook_routes_replays_once(tmp_path: Path) -> None:
     m = write_mappings(tmp_path / "m.yaml", mapping("api", prefix="/api/", service="api-svc:9000", rewrite="/v1/"))
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
@@ -68,10 +68,14 @@ def test_request_headers_hook_routes_and_leaves_replays_alone(tmp_path: Path) ->
         sh.requestheaders(f)
         assert (f.request.host, f.request.port, f.request.path) == ("api-svc", 9000, "/v1/x?y=1")
         assert f.request.host_header == "api-svc:9000" and f.metadata["shadow_mapping"] == "api"
-        replay = tflow.tflow(req=tutils.treq(path=b"/api/x"))
-        replay.is_replay = "request"
-        sh.requestheaders(replay)
-        assert replay.request.path == "/api/x"  # a replay was routed already; never routed twice
+        routed = f.copy()  # a flow this addon routed, replayed (mitmweb's replay, or -C of its capture)
+        routed.is_replay, routed.live = "request", True  # as mitmproxy's client replay runs it
+        sh.requestheaders(routed)
+        assert routed.request.path == "/v1/x?y=1" and sh.pending[routed.id].route.mapping.name == "api"  # once
+        captured = tflow.tflow(req=tutils.treq(path=b"/api/x"))  # a capture's flow, replayed with -C
+        captured.is_replay = "request"
+        sh.requestheaders(captured)
+        assert captured.request.path == "/v1/x" and captured.metadata["shadow_mapping"] == "api"
 
 
 def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -> None:

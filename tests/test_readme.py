@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -47,7 +48,7 @@ def test_every_readme_command_is_exercised_here() -> None:
     handled = {"scripts/test", "scripts/demo", "scripts/demo --keep"}
     for cmd in readme_commands():
         assert cmd in handled or cmd.startswith(
-            (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c")
+            (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c", *RECORDED_TRAFFIC)
         ), f"README command not exercised by tests/test_readme.py: {cmd}"
     assert {"scripts/test", "scripts/demo"} <= set(readme_commands())
 
@@ -102,6 +103,37 @@ def _mitmdump_command() -> str:
     return cmds[0]
 
 
+def _start_listening(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """A README mitmdump command on a free loopback port (read from its output)."""
+    return subprocess.Popen(
+        cmd + ["--listen-host", "127.0.0.1", "-p", "0"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _get_items(proc: subprocess.Popen[str], n: int = 100) -> http.client.HTTPConnection:
+    """GET /myservice/item/0..n-1 through the proxy once it says where it listens; returns the open connection."""
+    listen: list[int] = []
+    assert proc.stdout is not None
+    for _ in range(50):
+        line = proc.stdout.readline()
+        if m := re.search(r"listening at 127\.0\.0\.1:(\d+)", line):
+            listen.append(int(m.group(1)))
+            break
+    assert listen, "mitmdump did not report its port"
+    conn = http.client.HTTPConnection("127.0.0.1", listen[0], timeout=10)
+    for i in range(n):
+        conn.request("GET", f"/myservice/item/{i}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    return conn
+
+
 def test_shadow_your_own_service_command_as_written() -> None:
     cmd = _mitmdump_command()
     ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", cmd)]
@@ -114,31 +146,9 @@ def test_shadow_your_own_service_command_as_written() -> None:
             except OSError:
                 pytest.skip(f"port {port} from the README is in use on this machine")
         reverse, svc, shadow = servers
-        proc = subprocess.Popen(
-            cmd.split() + ["--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        proc = _start_listening(cmd.split() + ["--set", "shadow_admin="], ROOT)
         try:
-            listen: list[int] = []
-            assert proc.stdout is not None
-            for _ in range(50):
-                line = proc.stdout.readline()
-                if m := re.search(r"listening at 127\.0\.0\.1:(\d+)", line):
-                    listen.append(int(m.group(1)))
-                    break
-            assert listen, "mitmdump did not report its port"
-            import http.client
-
-            conn = http.client.HTTPConnection("127.0.0.1", listen[0], timeout=10)
-            for i in range(100):
-                conn.request("GET", f"/myservice/item/{i}")
-                r = conn.getresponse()
-                r.read()
-                assert r.status == 200
+            conn = _get_items(proc)
             conn.request("GET", "/other")
             conn.getresponse().read()
             conn.close()
@@ -182,3 +192,54 @@ def test_every_test_the_guarantees_name_exists() -> None:
         f"{f}::{n}" for f, n in named if not re.search(rf"^(async )?def {n}\(", (ROOT / "tests" / f).read_text(), re.M)
     ]
     assert not missing
+
+
+# "Test a release against recorded traffic": record, replay, gate (run by the test below).
+RECORDED_TRAFFIC = (
+    ".venv/bin/mitmdump --mode reverse:",
+    ".venv/bin/mitmdump -n -r ",
+    ".venv/bin/mitmshadow replay ",
+)
+
+
+def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
+    record, replay, gate = (next(c for c in readme_commands() if c.startswith(prefix)) for prefix in RECORDED_TRAFFIC)
+    for name in (".venv", "shadow_addon", "mappings"):  # the commands' relative paths, from a scratch directory
+        (tmp_path / name).symlink_to(ROOT / name)
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", record + replay)]
+    servers: list[Upstream] = []
+    try:
+        for name, port in zip(("production", "myservice-shadow"), ports, strict=True):
+            try:
+                servers.append(Upstream(name, port=port))
+            except OSError:
+                pytest.skip(f"port {port} from the README is in use on this machine")
+        production, shadow = servers
+        production.behaviour.body = shadow.behaviour.body = b'{"ok": true}'
+        proc = _start_listening(record.split(), tmp_path)
+        try:
+            _get_items(proc).close()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+        assert production.count() == 100 and (tmp_path / "prod.mitm").stat().st_size > 0
+
+        def in_scratch(cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
+            )
+
+        r = in_scratch(replay + " --set shadow_admin=")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        copied = shadow.count()
+        assert 1 <= copied < 40  # weight 10: ~10 of 100 copied
+        assert all(s.path.startswith("/item/") and "-shadow" in (s.header("host") or "") for s in shadow.seen)
+        assert production.count() == 100  # never contacted by a replay
+        r = in_scratch(gate)
+        assert r.returncode == 0 and "ok: myservice-shadow: 0 of" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+        shadow.behaviour.body = b'{"ok": false}'
+        r = in_scratch(gate)
+        assert r.returncode == 1 and "FAIL: myservice-shadow:" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    finally:
+        for s in servers:
+            s.stop()

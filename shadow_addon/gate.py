@@ -1,0 +1,156 @@
+"""`mitmshadow replay`: shadow a recorded capture offline and gate a release on the comparison.
+
+Exit codes: 0 every Mapping within the threshold, 1 a Mapping's mismatch rate over it, 2 a usage or configuration
+error (bad arguments, a Mapping file or a capture that cannot be read, no request that went to a shadow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    mapping: str  # the shadow Mapping
+    differing: int  # mismatches, and copies the shadow did not answer
+    total: int
+    failed: bool
+
+    @property
+    def rate(self) -> float:
+        return self.differing / self.total if self.total else 0.0
+
+    def line(self, threshold: float) -> str:
+        word = "FAIL" if self.failed else "ok"
+        return (
+            f"{word}: {self.mapping}: {self.differing} of {self.total} pairs differ ({self.rate:.1%}; "
+            f"allowed {threshold:.1%})"
+        )
+
+
+def verdicts(counts: Mapping[str, Mapping[str, int]], threshold: float) -> list[Verdict]:
+    """Per shadow Mapping: the share of pairs that differ (mismatch, or `skipped`: the shadow gave no answer to
+    compare) against the threshold. Noise is not a difference."""
+    out = []
+    for mapping, c in sorted(counts.items()):
+        differing = c.get("mismatch", 0) + c.get("skipped", 0)
+        total = differing + c.get("match", 0) + c.get("noise", 0)
+        out.append(Verdict(mapping, differing, total, total > 0 and differing / total > threshold))
+    return out
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate such as 0.01 or 1%, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1 (or 0% and 100%), got {text!r}")
+    return v
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mitmshadow replay",
+        description="Copy every request of a recorded capture (mitmproxy flow file or HAR) to the shadow services of "
+        "the Mappings, compare each answer with the recorded one, print the report, and exit 1 when a Mapping's "
+        "share of differing answers is over the threshold. Production is never contacted.",
+        epilog="exit codes: 0 within the threshold, 1 over it, 2 usage or configuration error",
+    )
+    p.add_argument("capture", help="a mitmproxy flow file (mitmdump -w) or a HAR file")
+    p.add_argument("--mappings", required=True, help="Mapping YAML: a file or a directory")
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME=ADDR",
+        help="where a Mapping service is: NAME=[scheme://]HOST:PORT (repeatable)",
+    )
+    p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare each answer with the recorded one (default); --no-compare only sends the copies",
+    )
+    p.add_argument(
+        "--fail-on-mismatch",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="exit 1 when more than RATE (0.05 or 5%%) of a Mapping's pairs differ; default 0: any difference",
+    )
+    p.add_argument("--speed", type=float, default=0.0, help="1 = recorded pace, 2 = twice as fast, 0 = at once")
+    p.add_argument("--report", default="", metavar="FILE", help="append each mismatch as a JSON line to FILE")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="any other mitmproxy or shadow option, e.g. --set shadow_timeout=2 (repeatable)",
+    )
+    return p
+
+
+class _Errors(logging.Handler):
+    """Counts errors logged during the run (a capture that cannot be read is logged, not raised)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))  # exits 2 on a usage error
+    if not os.path.isfile(args.capture) or not os.access(args.capture, os.R_OK):
+        print(f"mitmshadow replay: cannot read capture {args.capture}", file=sys.stderr)
+        return USAGE
+    compare = args.compare or args.fail_on_mismatch is not None
+    threshold = args.fail_on_mismatch or 0.0
+    from .cli import ADDON
+
+    cmd = ["-n", "-r", args.capture, "-s", ADDON, "--set", f"mappings={args.mappings}"]
+    cmd += ["--set", "shadow_admin=", "--set", "flow_detail=0", "--set", f"shadow_replay_speed={args.speed}"]
+    for spec in args.service:
+        cmd += ["--set", f"mapping_services={spec}"]
+    if compare:
+        cmd += ["--set", "shadow_compare=true"]
+    if args.report:
+        cmd += ["--set", f"shadow_compare_report={args.report}"]
+    for spec in args.sets:
+        cmd += ["--set", spec]
+
+    from mitmproxy.tools import cmdline, dump
+    from mitmproxy.tools import main as tools
+
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    try:
+        master = tools.run(dump.DumpMaster, cmdline.mitmdump, cmd)
+    except SystemExit as e:  # mitmdump refused an option or a Mapping file, and said why
+        return USAGE if e.code else OK
+    finally:
+        logging.getLogger().removeHandler(errors)
+    shadow = master.addons.get("shadow")
+    if shadow is None or errors.count:
+        print("mitmshadow replay: errors were logged (see above); no verdict", file=sys.stderr)
+        return USAGE
+    if not compare:
+        return OK
+    results = verdicts(shadow.metrics.compare_counts(), threshold)
+    if not results:
+        print("mitmshadow replay: no request of the capture went to a shadow; nothing to compare", file=sys.stderr)
+        return USAGE
+    for v in results:
+        print(v.line(threshold))
+    return FAILED if any(v.failed for v in results) else OK

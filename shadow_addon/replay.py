@@ -1,0 +1,292 @@
+"""Shadowing a recorded capture: flows read with `mitmdump -r` (a flow file or a HAR) are routed and copied as they
+would have been live, and the recorded response plays production's part in the metrics and the comparison.
+Production is never contacted.
+
+mitmproxy feeds each recorded flow through every hook in turn and awaits the hooks before reading the next one
+(`Master.load_flow`), so waiting in a hook holds back the reading: at most `shadow_max_inflight` copies per shadow
+service are under way, and the rest of the capture stays on disk. mitmdump's KeepServing exits as soon as the file
+is read; copies still in flight would be lost, so this takes over that job and exits once every copy has an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from mitmproxy import ctx, exceptions, http, io
+
+from . import copies, production, routing
+from .mappings import Address
+from .sender import Copy, Sender
+
+if TYPE_CHECKING:
+    from .shadow import Shadow
+
+logger = logging.getLogger("shadow")
+
+LEARN_BATCH = 200  # recorded flows learned from per loop iteration
+PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
+# What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
+BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
+
+
+def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float, now: float) -> float:
+    """Seconds to wait before a flow recorded at `recorded` is copied; `clock` = (first recorded time, when it was
+    played). Flows are stored in the order they completed, so a flow may be due already."""
+    if speed <= 0 or clock is None:
+        return 0.0
+    first, started = clock
+    return started + (recorded - first) / speed - now
+
+
+def window(max_inflight: int, max_backlog: int) -> int:
+    """Copies of recorded flows under way at once per shadow service. Until a connection to the service works,
+    the sender dials once and keeps the rest in its backlog: this many always fit, so none is dropped as overload."""
+    return max(1, min(max_inflight, max_backlog + 1))
+
+
+def skip_reason(req: http.Request, body_limit: int) -> str | None:
+    """Why a recorded request is not copied (the same reasons as live), or None."""
+    if reason := copies.not_copied(req):
+        return reason
+    if req.raw_content is None:
+        return "streamed"  # recorded without its body (stream_large_bodies)
+    if len(req.raw_content) > body_limit:
+        return "body_limit"
+    return None
+
+
+def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
+    """The route of a request the Mapping `name` routed already (a flow recorded or replayed after this addon
+    routed it): its request is what production got, so no transform applies again; only the shadow is drawn."""
+    for g in table.groups:
+        m = next((m for m, _ in g.production if m.name == name), None)
+        if m is None or g.error is not None:
+            continue
+        shadow = g.shadow
+        sampled_out = shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight)
+        if sampled_out:
+            shadow = None
+        return routing.Route(
+            group=g,
+            mapping=m,
+            address=table.addresses[m.key],
+            path=path,
+            timeout_ms=m.effective_timeout_ms,
+            shadow=shadow,
+            shadow_address=table.addresses[shadow.key] if shadow else None,
+            sampled_out=sampled_out,
+        )
+    return None
+
+
+class Replay:
+    """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
+
+    def __init__(self, shadow: Shadow) -> None:
+        self.shadow = shadow
+        self.outstanding: dict[Address, int] = {}  # copies of recorded flows under way, per shadow service
+        self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
+        self.waiters: list[asyncio.Future[None]] = []
+        self.read = self.copies = self.settled_copies = 0
+        self.longest = 0.0  # the longest copy timeout seen: bounds the wait at exit
+        self._clock: tuple[float, float] | None = None
+        self._sender: Sender | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._learning: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def running(self) -> None:
+        o = ctx.options
+        rfile = getattr(o, "rfile", None)
+        if rfile and rfile != "-" and self.shadow.pairing is not None:
+            self._learning = asyncio.get_running_loop().create_task(self._learn_noise(rfile))
+        if ctx.master.addons.get("keepserving") is None or o.keepserving:  # mitmweb and the console keep serving
+            return
+        if not (o.rfile or o.client_replay):
+            return
+        # KeepServing would exit with copies in flight: it is told to keep serving, and `_exit_when_settled`
+        # exits on the same conditions once every copy of the capture has an outcome.
+        o.update(keepserving=True)
+        self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
+
+    def done(self) -> None:
+        for task in (self._watcher, self._learning):
+            if task is not None:
+                task.cancel()
+        self._watcher = self._learning = None
+        self._wake(cancel=True)
+
+    # ------------------------------------------------------------------ recorded flows
+
+    def recorded(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A flow from a capture: routed now; copied now, or once the shadow has room or the recorded time comes."""
+        sh = self.shadow
+        if not sh.table.groups:
+            return None
+        self.read += 1
+        route = sh.route_of(flow.request, flow.metadata.get("shadow_mapping"))
+        if route is None:
+            production.record(sh.metrics, flow, None)
+            return None
+        speed = sh.settings.replay_speed
+        now = asyncio.get_running_loop().time()
+        delay = pace_delay(speed, self._clock, flow.request.timestamp_start, now)
+        if speed > 0 and self._clock is None:
+            self._clock = (flow.request.timestamp_start, now)
+        learning = self._learning is not None and not self._learning.done()
+        if delay <= 0 and not learning and self._room(route):
+            self._play(flow, route)
+            return None
+        return self._play_later(flow, route, delay)
+
+    async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float) -> None:
+        if self._learning is not None:
+            await asyncio.shield(self._learning)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while not self._room(route):
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            await fut
+        self._play(flow, route)
+
+    def _room(self, route: routing.Route) -> bool:
+        self._check_sender()
+        a = route.shadow_address
+        s = self.shadow.settings
+        return a is None or self.outstanding.get(a, 0) < window(s.max_inflight, s.max_backlog)
+
+    def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
+        sh = self.shadow
+        dup = self._as_live(flow, route)
+        key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
+        if dup.response is not None:
+            production.record(sh.metrics, dup, route)
+        elif dup.error is not None:
+            production.record_error(sh.metrics, route)
+        shadow = route.shadow
+        if shadow is None or route.shadow_address is None or sh.sender is None:
+            return
+        why = skip_reason(dup.request, sh.settings.body_limit)
+        if why is not None:
+            sh.metrics.record_drop(shadow.name, why)
+            return
+        body = dup.request.raw_content
+        assert body is not None
+        paired = sh.pairing is not None and dup.response is not None
+        self.keys.add(key)
+        self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
+        self.copies += 1
+        self.longest = max(self.longest, sh.settings.timeout or route.timeout_ms / 1000.0)
+        sh.submit_copy(key, dup.request, route, body, paired)
+        if paired and sh.pairing is not None:
+            sh.pairing.production_answered(dup, shadow.name)
+
+    def _as_live(self, flow: http.HTTPFlow, route: routing.Route) -> http.HTTPFlow:
+        """Production's exchange as it would have been live (the Mapping's transforms), on a flow of its own: the
+        capture stays as recorded."""
+        dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
+        dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
+        m = route.mapping
+        if m is not None and "shadow_mapping" not in flow.metadata:  # else recorded after this addon routed it
+            production.apply_route(dup, route, ctx.options.keep_host_header)
+            if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
+                dup.response = dup.response.copy()
+                production.edit_response(dup, route)
+        return dup
+
+    async def _learn_noise(self, path: str) -> None:
+        """Learn noise from the whole capture before the first comparison: production's answers to identical
+        requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent."""
+        sh = self.shadow
+        try:
+            with open(os.path.expanduser(path), "rb") as fh:
+                for i, f in enumerate(io.FlowReader(fh).stream()):
+                    if sh.pairing is None or not sh.table.groups:
+                        return
+                    if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
+                        route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
+                        if route is not None and route.group.shadow is not None:
+                            # A fresh flow id: no comparison waits for it, so this only learns.
+                            sh.pairing.production_answered(self._as_live(f, route), route.group.shadow.name)
+                    if i % LEARN_BATCH == LEARN_BATCH - 1:
+                        await asyncio.sleep(0)
+        except (OSError, exceptions.FlowReadException):
+            return  # mitmproxy's reader reports the same problem
+
+    def settled(self, c: Copy) -> None:
+        """A copy has its outcome (called for every copy, live ones included)."""
+        key = c.context
+        if key not in self.keys:
+            return
+        self.keys.discard(key)  # type: ignore[arg-type]
+        self.settled_copies += 1
+        n = self.outstanding.get(c.address, 0) - 1
+        if n > 0:
+            self.outstanding[c.address] = n
+        else:
+            self.outstanding.pop(c.address, None)
+        self._wake()
+
+    def _wake(self, cancel: bool = False) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.cancel() if cancel else fut.set_result(None)
+
+    def _check_sender(self) -> None:
+        """A rebuilt sender (options changed) cancels its copies without outcomes: forget them."""
+        if self.shadow.sender is not self._sender:
+            self._sender = self.shadow.sender
+            if self.keys:
+                self.keys.clear()
+                self.outstanding.clear()
+                self._wake()
+
+    # ------------------------------------------------------------------ exit
+
+    def progress(self) -> str:
+        pending = len(self.keys)
+        done = self.copies - pending
+        return f"replay: {self.read} recorded flows, {self.copies} copies, {done} done, {pending} in flight"
+
+    def _under_way(self) -> int:
+        """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
+        sender = self.shadow.sender
+        in_sender = sum(int(v) for *_, v in sender.gauges()) if sender is not None else 0
+        return max(len(self.keys), in_sender)
+
+    async def _exit_when_settled(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        idle_since: float | None = None
+        shown = ""
+        while True:
+            await asyncio.sleep(0.1)
+            self._check_sender()
+            now = loop.time()
+            if now - last >= PROGRESS_INTERVAL:
+                last, line = now, self.progress()
+                if line != shown:
+                    shown = line
+                    logger.info(line)
+            if any(ctx.master.commands.call(c) for c in BUSY_COMMANDS):
+                idle_since = None
+                continue
+            if idle_since is None:
+                idle_since = now
+            # Every copy ends within its timeout (the sender's guarantee); the margin only guards against a bug.
+            late = now - idle_since > 2 * self.longest + 5.0
+            under_way = self._under_way()
+            if not under_way or late:
+                if under_way:
+                    logger.warning("replay: %d copies still had no outcome; exiting", under_way)
+                if self.read:
+                    logger.info(self.progress())
+                ctx.master.shutdown()
+                return
