@@ -200,3 +200,22 @@ class AdminServer:
             writer.close()
             if task is not None:
                 self.clients.discard(task)
+
+
+def start(listen: tuple[str, int], pages: dict[str, Page]) -> AdminServer | None:
+    """Bind now (a port in use is an error at start-up, not later in a task) and serve on the running loop."""
+    spec = f"[{listen[0]}]:{listen[1]}" if ":" in listen[0] else f"{listen[0]}:{listen[1]}"
+    server = AdminServer(pages)
+    try:
+        server.bind(*listen)
+    except OSError as e:
+        # Logged as an error during start-up, mitmdump exits with this line (errorcheck).
+        logger.error(
+            "shadow_admin: cannot listen on %s: %s (set shadow_admin=HOST:PORT, or empty to disable)",
+            spec,
+            e.strerror or e,
+        )
+        return None
+    asyncio.get_running_loop().create_task(server.serve())
+    logger.info("shadow admin: dashboard on http://%s/ (also /metrics, /diag, /report, /diffs)", spec)
+    return server

@@ -11,6 +11,7 @@ from mitmproxy.net.http import url
 
 from . import routing
 from .sender import Copy
+from .settings import Settings
 
 MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
 _UPGRADE_METHODS = frozenset({"CONNECT"})
@@ -67,11 +68,8 @@ def make_copy(
     req: http.Request,
     route: routing.Route,
     body: bytes,
+    s: Settings,
     *,
-    host_suffix: bool,
-    timeout: float,
-    add: tuple[tuple[bytes, bytes], ...],
-    remove: frozenset[bytes],
     keep_body: int,
     hash_body: bool,
     context: object,
@@ -86,12 +84,12 @@ def make_copy(
         address=address,
         method=req.method,
         path=req.path,
-        host=routing.shadow_host(host) if host_suffix else host,
+        host=routing.shadow_host(host) if s.host_suffix else host,
         fields=req.headers.fields,
         body=body,
-        timeout=timeout or routing.copy_timeout(route.timeout_ms),
-        add=((MARKER, b"1"), *add),
-        remove=remove,
+        timeout=s.timeout or routing.copy_timeout(route.timeout_ms),
+        add=((MARKER, b"1"), *s.add_headers),
+        remove=s.remove_headers,
         keep_body=keep_body,
         hash_body=hash_body,
         context=context,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 from mitmproxy import connection, flow, http
 
+from .compare import Comparison
 from .sender import Copy, Outcome, sent_fields
+
+logger = logging.getLogger("shadow")
 
 MARK = ":ghost:"
 
@@ -52,3 +57,17 @@ def shadow_flow(c: Copy, out: Outcome, production_id: str) -> http.HTTPFlow:
     f.metadata["shadow_of"] = production_id
     f.metadata["shadow_mapping"] = c.mapping
     return f
+
+
+def show(view: Any, c: Copy, out: Outcome, result: Comparison | None) -> None:
+    """One shadow exchange: a flow in mitmweb and the console (`view`), else one log line (shadow_flows=on)."""
+    if view is not None:
+        f = shadow_flow(c, out, str(c.context))
+        if result is not None and result.result != "skipped":
+            f.comment += f" {result.result}" + (": " + "; ".join(result.diffs[:5]) if result.diffs else "")
+        view.add([f])
+    else:
+        outcome = out.status if out.status is not None else out.reason
+        verdict = f" {result.result}" if result is not None else ""
+        ms = out.seconds * 1e3
+        logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict, ms)

@@ -28,6 +28,19 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> N
     flow.metadata["shadow_mapping"] = m.name
 
 
+def answer_locally(flow: http.HTTPFlow, route: routing.Route, metrics: Metrics) -> bool:
+    """A redirect, or an upgrade the route does not allow, is answered by the proxy itself, as Envoy does."""
+    req = flow.request
+    reply = routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade"))
+    if reply is None:
+        return False
+    status, headers = reply
+    flow.response = http.Response.make(status, b"", headers)
+    if route.shadow is not None:  # a redirect route has no cluster, so no mirror either
+        metrics.record_drop(route.shadow.name, "upgrade" if status == 403 else "redirect")
+    return True
+
+
 def edit_response(flow: http.HTTPFlow, route: routing.Route) -> None:
     g = route.group.settings
     if route.mapping is not None and (g.add_response_headers or g.remove_response_headers) and flow.response:

@@ -201,7 +201,11 @@ def declare(loader: Any) -> None:
 class Settings:
     """The parsed options the hooks and the rooms use."""
 
+    mappings: str = ""
     overrides: tuple[routing.ServiceOverride, ...] = ()
+    ambassador_id: str = "default"
+    strict: bool = False  # any invalid Mapping stops the load
+    keep_host: bool = True  # the client's Host reaches the hooks (keep_host_header, or mapping_keep_host turns it on)
     add_headers: tuple[tuple[bytes, bytes], ...] = ()
     remove_headers: frozenset[bytes] = frozenset()
     sample_key: str = ""
@@ -223,7 +227,11 @@ def parse(o: Any) -> Settings:
     if o.shadow_max_inflight < 1 or o.shadow_max_backlog < 0:
         raise exceptions.OptionsError("shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0")
     return Settings(
+        mappings=o.mappings,
         overrides=_overrides(o.mapping_services),
+        ambassador_id=o.mapping_ambassador_id,
+        strict=o.mappings_strict,
+        keep_host=o.keep_host_header or o.mapping_keep_host,
         add_headers=_header_specs("shadow_add_headers", o.shadow_add_headers),
         remove_headers=_remove_specs(o.shadow_remove_headers),
         sample_key=o.shadow_sample_key.strip(),

@@ -10,7 +10,6 @@ if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "shadow_addon"
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -106,23 +105,18 @@ class Shadow:
 
     def reload(self, explicit: bool = False) -> bool:
         """Load the Mapping files now; see `MappingFiles.load` for how errors are reported."""
-        o = ctx.options
-        keep_host = o.keep_host_header or o.mapping_keep_host
-        source = Source(
-            o.mappings, self.settings.overrides, self.listen, keep_host, o.mapping_ambassador_id, o.mappings_strict
-        )
+        s = self.settings
+        source = Source(s.mappings, s.overrides, self.listen, s.keep_host, s.ambassador_id, s.strict)
         return self.files.load(source, explicit=explicit)
 
     def _configure_compare(self) -> None:
-        old, config = self.pairing, self.settings.compare
-        if config is None:
-            self.pairing = None
-        else:
-            try:
-                self.pairing = Pairing(self.metrics, config, self.settings.compare_report, self.budget)
-            except OSError as e:
-                path = self.settings.compare_report
-                raise exceptions.OptionsError(f"shadow_compare_report: cannot open {path}: {e.strerror or e}") from None
+        old, s = self.pairing, self.settings
+        try:
+            self.pairing = Pairing(self.metrics, s.compare, s.compare_report, self.budget) if s.compare else None
+        except OSError as e:
+            raise exceptions.OptionsError(
+                f"shadow_compare_report: cannot open {s.compare_report}: {e.strerror}"
+            ) from None
         if old is not None:
             old.close()
 
@@ -143,26 +137,8 @@ class Shadow:
             old.close()
 
     def _start_admin(self) -> None:
-        listen = self.settings.admin
-        if listen is None or self.admin is not None:
-            return
-        server = admin.AdminServer(pages.pages(self))
-        try:
-            server.bind(*listen)
-        except OSError as e:
-            # Logged as an error during start-up, mitmdump exits with this line (errorcheck).
-            spec = ctx.options.shadow_admin
-            logger.error(
-                "shadow_admin: cannot listen on %s: %s (set shadow_admin=HOST:PORT, or empty to disable)",
-                spec,
-                e.strerror or e,
-            )
-            return
-        self.admin = server
-        asyncio.get_running_loop().create_task(server.serve())
-        logger.info(
-            "shadow admin: dashboard on http://%s/ (also /metrics, /diag, /report, /diffs)", ctx.options.shadow_admin
-        )
+        if self.settings.admin is not None and self.admin is None:
+            self.admin = admin.start(self.settings.admin, pages.pages(self))
 
     # ------------------------------------------------------------------ commands
 
@@ -192,11 +168,7 @@ class Shadow:
         route = self.route_of(req, routed)
         if route is None:
             return
-        if reply := routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade")):
-            status, headers = reply  # a redirect, or an upgrade the route does not allow: Envoy answers itself
-            flow.response = http.Response.make(status, b"", headers)
-            if route.shadow is not None:  # a redirect route has no cluster, so no mirror either
-                self.metrics.record_drop(route.shadow.name, "upgrade" if status == 403 else "redirect")
+        if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:
             production.apply_route(flow, route, ctx.options.keep_host_header)
@@ -270,19 +242,8 @@ class Shadow:
             keep = max(keep, self.pairing.config.body_limit)
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
             self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
-        c = copies.make_copy(
-            req,
-            route,
-            body,
-            host_suffix=s.host_suffix,
-            timeout=s.timeout,
-            add=s.add_headers,
-            remove=s.remove_headers,
-            keep_body=keep,
-            hash_body=self.pairing is not None and paired,
-            context=key,
-        )
-        self.sender.submit(c)
+        hash_body = self.pairing is not None and paired
+        self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
@@ -310,17 +271,7 @@ class Shadow:
             logger.exception("shadow: could not record the shadow's result")
 
     def _show(self, c: Copy, out: Outcome, result: compare.Comparison | None) -> None:
-        view = ctx.master.addons.get("view")
-        if view is not None:
-            f = flowview.shadow_flow(c, out, str(c.context))
-            if result is not None and result.result != "skipped":
-                f.comment += f" {result.result}" + (": " + "; ".join(result.diffs[:5]) if result.diffs else "")
-            view.add([f])
-        else:
-            outcome = out.status if out.status is not None else out.reason
-            verdict = f" {result.result}" if result is not None else ""
-            ms = out.seconds * 1e3
-            logger.info("shadow %s %s -> %s: %s%s (%.1f ms)", c.method, c.path, c.address, outcome, verdict, ms)
+        flowview.show(ctx.master.addons.get("view"), c, out, result)
 
 
 if __name__.startswith("__mitmproxy_script__"):
