@@ -48,7 +48,7 @@ def test_every_readme_command_is_exercised_here() -> None:
     handled = {"scripts/test", "scripts/demo", "scripts/demo --keep"}
     for cmd in readme_commands():
         assert cmd in handled or cmd.startswith(
-            (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c", *RECORDED_TRAFFIC)
+            (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c", CURL, *MITMSHADOW, *RECORDED_TRAFFIC)
         ), f"README command not exercised by tests/test_readme.py: {cmd}"
     assert {"scripts/test", "scripts/demo"} <= set(readme_commands())
 
@@ -115,17 +115,19 @@ def _start_listening(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _get_items(proc: subprocess.Popen[str], n: int = 100) -> http.client.HTTPConnection:
-    """GET /myservice/item/0..n-1 through the proxy once it says where it listens; returns the open connection."""
-    listen: list[int] = []
+def _listen_port(proc: subprocess.Popen[str]) -> int:
+    """The port mitmdump says it listens at."""
     assert proc.stdout is not None
     for _ in range(50):
         line = proc.stdout.readline()
         if m := re.search(r"listening at 127\.0\.0\.1:(\d+)", line):
-            listen.append(int(m.group(1)))
-            break
-    assert listen, "mitmdump did not report its port"
-    conn = http.client.HTTPConnection("127.0.0.1", listen[0], timeout=10)
+            return int(m.group(1))
+    raise AssertionError("mitmdump did not report its port")
+
+
+def _get_items(port: int, n: int = 100) -> http.client.HTTPConnection:
+    """GET /myservice/item/0..n-1 through the proxy at this port; returns the open connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for i in range(n):
         conn.request("GET", f"/myservice/item/{i}")
         r = conn.getresponse()
@@ -140,7 +142,7 @@ def test_shadow_your_own_service_command_as_written() -> None:
     assert len(ports) == 3, cmd  # the reverse target, the service and its shadow
     servers: list[Upstream] = []
     try:
-        for name, port in zip(("reverse-target", "myservice", "myservice-shadow"), ports, strict=True):
+        for name, port in zip(("reverse-target", "myservice", "myservice-v2"), ports, strict=True):
             try:
                 servers.append(Upstream(name, port=port))
             except OSError:
@@ -148,7 +150,15 @@ def test_shadow_your_own_service_command_as_written() -> None:
         reverse, svc, shadow = servers
         proc = _start_listening(cmd.split() + ["--set", "shadow_admin="], ROOT)
         try:
-            conn = _get_items(proc)
+            port = _listen_port(proc)
+            curls = [c for c in readme_commands() if c.startswith(CURL)]
+            assert curls  # the quick start's step 3
+            for curl in curls:  # as written, sent to the port this run listens at instead of 8080
+                r = run(curl.replace("127.0.0.1:8080", f"127.0.0.1:{port}"), 60)
+                assert r.returncode == 0, r.stdout + r.stderr
+            assert [s.path for s in svc.seen] == ["/hello"] * len(curls)  # routed, the prefix rewritten to "/"
+            svc.seen.clear()
+            conn = _get_items(port)
             conn.request("GET", "/other")
             conn.getresponse().read()
             conn.close()
@@ -178,10 +188,9 @@ def test_addon_path_command_for_installed_packages() -> None:
 
 
 def test_every_test_the_guarantees_name_exists() -> None:
-    """`file.py::test_name` (and `::test_name`, same file as the one before) in the Guarantees table."""
-    section = README.read_text().split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    """`file.py::test_name` (and `::test_name`, same file as the one before) in docs/guarantees.md's table."""
     named: list[tuple[str, str]] = []
-    for row in section.splitlines():
+    for row in (ROOT / "docs" / "guarantees.md").read_text().splitlines():
         current = ""
         for file, name in re.findall(r"`(?:(test_\w+\.py))?::(test_\w+)`", row):
             current = file or current
@@ -193,6 +202,9 @@ def test_every_test_the_guarantees_name_exists() -> None:
     ]
     assert not missing
 
+
+CURL = "curl http://127.0.0.1:8080/"
+MITMSHADOW = (".venv/bin/mitmshadow --help", ".venv/bin/mitmshadow explain ")
 
 # "Test a release against recorded traffic": record, replay, gate (run by the test below).
 RECORDED_TRAFFIC = (
@@ -218,7 +230,7 @@ def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
         production.behaviour.body = shadow.behaviour.body = b'{"ok": true}'
         proc = _start_listening(record.split(), tmp_path)
         try:
-            _get_items(proc).close()
+            _get_items(_listen_port(proc)).close()
         finally:
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=30)
@@ -243,3 +255,77 @@ def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
     finally:
         for s in servers:
             s.stop()
+
+
+def test_mitmshadow_commands_as_written() -> None:
+    """`mitmshadow --help` and `mitmshadow explain` as the README shows them."""
+    cmds = [c for c in readme_commands() if c.startswith(MITMSHADOW)]
+    assert {c.split()[1] for c in cmds} == {"--help", "explain"}, cmds
+    for cmd in cmds:
+        r = run(cmd, 60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        if " explain " in f"{cmd} ":
+            # the quick start's shadow: the Mapping myservice-shadow copies to the service myservice-v2
+            assert "shadow myservice-shadow.default -> myservice-v2.default" in r.stdout, r.stdout
+        else:
+            assert "usage:" in r.stdout and "--help-mitmdump" in r.stdout, r.stdout
+
+
+class _Loader:
+    """Records what `settings.declare` registers, as mitmproxy's loader would receive it."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, object] = {}
+
+    def add_option(self, name: str, typespec: object, default: object, help: str, choices: object = None) -> None:
+        self.options[name] = default
+
+
+def _readme_options() -> dict[str, str]:
+    """The README's Options table: option name -> its default column."""
+    section = README.read_text().split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| ([^|]*?) \|", section, re.M))
+
+
+def test_every_option_is_in_the_readme_table_with_its_default() -> None:
+    from shadow_addon import settings
+
+    loader = _Loader()
+    settings.declare(loader)
+    table = _readme_options()
+    assert len(loader.options) >= 20
+    assert sorted(set(loader.options) - set(table)) == []  # declared, not documented
+    assert sorted(set(table) - set(loader.options)) == []  # documented, not declared
+    for name, default in loader.options.items():
+        shown = table[name].strip("`")
+        if isinstance(default, bool):
+            assert shown == str(default).lower(), name
+        elif isinstance(default, int):
+            assert shown == str(default), name
+        elif isinstance(default, str):
+            assert shown == (default or "empty"), name
+        else:  # a list
+            assert shown == (", ".join(default) or "none"), name  # type: ignore[call-overload]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_in_the_readme_and_docs_resolve() -> None:
+    """Every relative link names a file that exists, and every #anchor a heading of that file."""
+    docs = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # an absolute URL
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), f"{doc.name}: link to missing {target}"
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", file.read_text(), re.M)
+                assert anchor in {_anchor(h) for h in headings}, f"{doc.name}: no heading for {target}"
+            checked += 1
+    assert checked >= 5
