@@ -64,7 +64,7 @@ def declare(loader: Any) -> None:
         Sequence[str],
         [],
         "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
-        ".namespace and port (e.g. myservice=127.0.0.1:8081). Repeatable.",
+        ".namespace and port (e.g. myservice=127.0.0.1:9001). Repeatable.",
     )
     add(
         "mapping_ambassador_id",

@@ -157,7 +157,7 @@ def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> Non
 
 def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
     """mappings_strict restores "any error stops start-up" (for CI); without it Emissary's per-resource validity
-    applies (test_invalid_mapping_is_left_out_and_the_others_serve)."""
+    applies (test_hostile_mappings.py::test_an_invalid_mapping_invalidates_itself_only)."""
     prod = upstream("prod")
     m = write_mappings(
         tmp_path / "shop.yaml",
