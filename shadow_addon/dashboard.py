@@ -1,4 +1,4 @@
-"""The dashboard page as a pure function of a snapshot (see `Shadow.snapshot`).
+"""The dashboard page as a pure function of a snapshot (see `pages.snapshot`).
 
 The figures are computed here as plain data; `templates/dashboard.html` lays them out with autoescaping on,
 so Mapping names, prefixes, services and diffs from user files and traffic can never become markup. Styles are

@@ -16,7 +16,7 @@ import h11
 from .budget import MemoryBudget
 
 MAX_INTERIM = 8  # 1xx responses accepted before the final one
-MAX_HEAD = 64 * 1024  # bytes buffered for one head, chunk line or trailer section
+MAX_HEAD = 16 * 1024  # bytes buffered for one head, chunk line or trailer section (nginx buffers 4-8 KiB)
 MAX_HEADERS = 256  # fields in one head or in the trailers
 
 
@@ -30,6 +30,7 @@ class ReadError(Exception):
 
 
 _REQUESTS: dict[str, h11.Request] = {}
+_END = h11.EndOfMessage()  # events are immutable: one serves every request
 
 
 def _request(method: str) -> h11.Request:
@@ -93,7 +94,7 @@ class ResponseReader:
             conn.start_next_cycle()
         self._reset(keep, limit, hash_body)
         conn.send(_request(method))
-        conn.send(h11.EndOfMessage())
+        conn.send(_END)
 
     @property
     def reusable(self) -> bool:

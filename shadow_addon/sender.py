@@ -46,6 +46,7 @@ _SKIP = frozenset(
     }
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 CONNECT_BACKOFF = 0.25  # s: after a refused connect, copies are dropped at once rather than dialled again
 DNS_BACKOFF = 2.0
 LOG_INTERVAL = 30.0  # s: at most one log line per service and reason in this interval
@@ -101,6 +102,7 @@ class Pool:
     connecting: int = 0  # connection attempts under way
     # No connect has succeeded yet, or the last one failed: one attempt at a time until one succeeds.
     suspect: bool = True
+    capped: int = 0  # answers in a row stopped by a cap (interim, head or body size)
     last_log: dict[str, float] = field(default_factory=dict)
 
 
@@ -218,11 +220,16 @@ class _Conn(asyncio.Protocol):
             self.timer = None
         return c, out
 
-    def _fail(self, reason: str, msg: str, status: int | None = None) -> None:
-        """Give up on the copy: close the connection, count it, free what its answer held."""
+    def _fail(self, reason: str, msg: str, status: int | None = None, capped: bool = False) -> None:
+        """Give up on the copy: close the connection, count it, free what its answer held. A service whose
+        answers break a cap again and again (an endless stream, a 1xx flood) is left alone for a moment, as a
+        refusing one is: each such answer costs a new connection and a buffer's worth of reading."""
         c, out = self._release()
         self._abort()
-        self.sender._failed(self.pool, c, out, reason, msg, self.t0, status=status, held=self.reader.kept_size)
+        pool = self.pool
+        pool.capped = pool.capped + 1 if capped else 0
+        backoff = CONNECT_BACKOFF if pool.capped >= 2 else 0.0
+        self.sender._failed(pool, c, out, reason, msg, self.t0, backoff, status=status, held=self.reader.kept_size)
 
     def _complete(self, keep: bool) -> None:
         c, out = self._release()
@@ -240,7 +247,7 @@ class _Conn(asyncio.Protocol):
         try:
             done = self.reader.feed(data)
         except ReadError as e:
-            self._fail(e.reason, str(e), e.status)
+            self._fail(e.reason, str(e), e.status, capped=e.reason in CAP_REASONS)
             return
         if done:
             self._complete(self.reader.reusable)
@@ -540,6 +547,7 @@ class Sender:
 
     def _answered(self, pool: Pool, conn: _Conn, c: Copy, out: Outcome, t0: float, keep: bool, held: int) -> None:
         out.seconds = time.monotonic() - t0
+        pool.capped = 0
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, out.status or 0, out.seconds)
         if keep and not self.closed and len(pool.idle) < self.max_inflight and not conn.lost:
             pool.idle.append(conn)

@@ -166,3 +166,19 @@ def test_bomb_under_a_small_cap_produces_little() -> None:
     finally:
         tracemalloc.stop()
     assert peak < LIMIT
+
+
+def test_a_small_body_that_did_not_decode_is_not_decoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shadow answering the same bomb to every copy costs one decoding, not one per answer."""
+    from shadow_addon.compare import decode
+
+    monkeypatch.setattr(decode, "_refused", type(decode._refused)())
+    calls: list[str] = []
+    real = decode._decode
+    monkeypatch.setattr(decode, "_decode", lambda b, c, lim: calls.append(c) or real(b, c, lim))
+    bomb = br_bomb()
+    good = brotli.compress(b"ok")
+    assert [decode_capped(bomb, "br", LIMIT) for _ in range(3)] == [None, None, None]
+    assert [decode_capped(good, "br", LIMIT) for _ in range(2)] == [b"ok", b"ok"]
+    assert decode_capped(bomb, "br", LIMIT * 2) is None  # another cap is another question
+    assert calls == ["br", "br", "br", "br"]

@@ -176,11 +176,14 @@ def test_an_answer_without_end_is_cut_at_its_cap(
     m = metrics_of(p)
     assert metric_sum(m, "shadow_dropped_total") == n  # no copy counted under another reason
     # The status seen before the cap still counts as the shadow's answer; without one, the copy is an error.
+    # After two capped answers in a row the service is backed off: the copies meanwhile are dropped under the
+    # same reason without being sent, so the shadow saw from 2 to n of them.
     code = "200" if status_seen else "error"
-    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow", code=code) == n
-    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow") == n
+    sent = h.count()
+    assert 2 <= sent <= n
+    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow", code=code) == sent
+    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow") == sent
     assert metric_sum(m, "shadow_memory_bytes") == 0
-    assert h.count() == n
     assert p.request("GET", "/api/after")[0] == 200
 
 

@@ -255,14 +255,15 @@ def test_directory_sorted_non_recursive_and_missing(tmp_path: Path) -> None:
     assert mappings.load_path(str(tmp_path)).errors == [f"{tmp_path}/bin.yaml: not UTF-8 text (byte 0)"]
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared/emissary-corpus not beside the checkout")
-@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")) + ["shadowing-v3alpha1-dir"])
-def test_every_emissary_documentation_example_loads(name: str) -> None:
-    from shadow_addon import explain, routing
+if CORPUS.is_dir():  # the maintainers' corpus of Emissary's documentation examples (CI has it); a clone does not
 
-    r = mappings.load_path(str(CORPUS / name))
-    assert r.errors == [] and r.mappings, (r.errors, r.notices)
-    explain.text(routing.build_table(r.mappings), r)  # and explains itself
+    @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")) + ["shadowing-v3alpha1-dir"])
+    def test_every_emissary_documentation_example_loads(name: str) -> None:
+        from shadow_addon import explain, routing
+
+        r = mappings.load_path(str(CORPUS / name))
+        assert r.errors == [] and r.mappings, (r.errors, r.notices)
+        explain.text(routing.build_table(r.mappings), r)  # and explains itself
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,3 +114,28 @@ def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> N
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
+
+
+def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) -> None:
+    """A service on mitmweb's UI port (8081 by default) made mitmweb end in a 20-line traceback."""
+    mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd = [str(mitmshadow), "--web", "--web-port", str(port), "--web-host", "127.0.0.1", "-p", "0"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr + r.stdout
+    assert r.stderr.strip().splitlines() == [
+        f"mitmshadow: mitmweb's UI port 127.0.0.1:{port} is not free (Address already in use); "
+        "choose one with --web-port PORT"
+    ]
+
+
+def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
+    mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
+    r = subprocess.run([str(mitmshadow), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) < 40
+    assert "mappings" in r.stdout and "mapping_services" in r.stdout and "--help-mitmdump" in r.stdout
+    full = subprocess.run([str(mitmshadow), "--help-mitmdump"], capture_output=True, text=True, timeout=60)
+    assert "--listen-port" in full.stdout and "--set" in full.stdout  # mitmdump's own help (it exits 1, as mitmdump)

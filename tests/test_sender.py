@@ -281,3 +281,44 @@ def test_size_options_are_parsed_once_and_applied_live(option: str) -> None:
         assert sh.sender is not None and sh.sender.budget is sh.budget
         live = sh.sender.response_limit if option == "shadow_response_limit" else sh.budget.limit
         assert live == 2 * 1024 * 1024
+
+
+async def test_a_service_whose_answers_break_a_cap_again_is_left_alone_for_a_moment() -> None:
+    """Each answer stopped by a cap costs a new connection and a buffer's worth of reading: after two in a row
+    the service is backed off as a refusing one is, and the copies meanwhile are counted under the same reason.
+    One good answer in between resets the count."""
+    outcomes: list[Outcome] = []
+    metrics = Metrics()
+    sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out))
+    accepted = 0
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 64
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            for _ in range(100):  # bounded: the sender closes after its interim cap
+                writer.write(flood)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for n in (1, 2):
+            sender.submit(copy(port))
+            await settle(outcomes, n)
+        for _ in range(10):  # while backing off: dropped at once, nothing dialled
+            sender.submit(copy(port))
+        await settle(outcomes, 12)
+        assert accepted == 2
+        assert metrics.dropped == {("cand", "interim_limit"): 12}
+        await asyncio.sleep(CONNECT_BACKOFF + 0.05)
+        sender.submit(copy(port))  # dialled again after the back-off
+        await settle(outcomes, 13)
+        assert accepted == 3
+    finally:
+        sender.close()
+        server.close()

@@ -7,8 +7,10 @@ over the cap, truncated, garbage or an unknown coding all give None, and the cal
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 
 import brotli
@@ -20,11 +22,31 @@ else:  # the backport mitmproxy itself installs before Python 3.14
 
 SLICE = 64 * 1024  # input bytes fed to a decoder at a time
 ZSTD_WINDOW_LOG = 23  # RFC 9659 section 3: zstd content-encoding windows are at most 8 MiB
+# A small body known not to decode within a cap is not decoded again: a shadow that answers the same bomb to
+# every copy costs one decoding (a brotli bomb's first output alone takes several ms), not one per answer.
+REFUSED_BODY = 64 * 1024
+REFUSED_KEPT = 256
+_refused: OrderedDict[tuple[str, int, bytes], None] = OrderedDict()
 
 
 def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     """`body` without its content-encoding(s) (`gzip`, `deflate`, `br`, `zstd`, `identity`, stacked as in
     `gzip, br`), or None when it cannot be decoded or decodes to more than `limit` bytes."""
+    if not body or len(body) > REFUSED_BODY or content_encoding.strip().lower() in ("", "identity"):
+        return _decode(body, content_encoding, limit)
+    key = (content_encoding, limit, hashlib.blake2b(body, digest_size=16).digest())
+    if key in _refused:
+        _refused.move_to_end(key)
+        return None
+    data = _decode(body, content_encoding, limit)
+    if data is None:
+        _refused[key] = None
+        if len(_refused) > REFUSED_KEPT:
+            _refused.popitem(last=False)
+    return data
+
+
+def _decode(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     data = body
     # RFC 9110 section 8.4: codings are listed in the order applied, so they are undone last first.
     for coding in reversed(content_encoding.lower().split(",")):
