@@ -77,7 +77,9 @@ class ResponseReader:
 
     def _reset(self, keep: int, limit: int, hash_body: bool) -> None:
         self.keep, self.limit = keep, max(limit, keep)
-        self.digest = hashlib.sha256() if hash_body else None
+        # Hashed while reading only when the body may outgrow what is kept: a kept body is hashed when compared,
+        # and one past the limit is not compared at all.
+        self.digest = hashlib.sha256() if hash_body and self.limit > keep else None
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.http_version = "HTTP/1.1"
@@ -122,7 +124,16 @@ class ResponseReader:
             return True
         if not data:  # h11 reads b"" as the end of the stream
             return False
-        self.conn.receive_data(data)
+        conn = self.conn
+        while self.status is None and len(data) > MAX_HEAD:
+            # h11 bounds only an incomplete event: a complete 60 KB head handed over in one read would be parsed
+            # whole before any cap applies. Until the final head is in, it gets a head's worth at a time.
+            conn.receive_data(data[:MAX_HEAD])
+            data = data[MAX_HEAD:]
+            if self._events():
+                conn.receive_data(data)  # bytes past the response: the connection is then not reused
+                return True
+        conn.receive_data(data)
         return self._events()
 
     def eof(self) -> bool:

@@ -164,6 +164,22 @@ def test_heads_are_capped(data: bytes) -> None:
     assert failure(data).reason == "head_limit"
 
 
+def test_a_complete_head_too_large_in_one_read_is_refused_by_size_not_parsed_whole() -> None:
+    """h11 bounds only incomplete events: handed a complete 60 KB head of 2,000 fields at once, it parsed it all
+    before the field cap applied. It now gets a head's worth at a time and refuses it by size."""
+    hints = b"HTTP/1.1 103 Early Hints\r\n" + b"link: </style.css>; rel=preload\r\n" * 2000 + b"\r\n"
+    e = failure(hints * 3)
+    assert e.reason == "head_limit" and f"over {MAX_HEAD} bytes" in str(e)
+
+
+def test_a_kept_body_is_not_hashed_while_read() -> None:
+    """With nothing read past what is kept, hashing while reading is work for nothing: a body cut at the limit
+    is not compared, and a kept one is hashed when it is."""
+    r = ResponseReader()
+    r.start("GET", 1 << 20, 1 << 20, hash_body=True)
+    assert r.feed(CHUNKED) and r.body == b"Wikipedia" and r.sha256 == ""
+
+
 def test_body_past_the_limit_keeps_the_status() -> None:
     r = ResponseReader()
     r.start("GET", 0, 100)
