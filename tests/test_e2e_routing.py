@@ -11,6 +11,7 @@ from pathlib import Path
 from support import (
     ADDON,
     MITMDUMP,
+    Upstream,
     free_port,
     make_cert,
     mapping,
@@ -155,6 +156,13 @@ def test_https_service_with_verified_tls(tmp_path: Path, upstream, proxy) -> Non
     }
 
 
+def start_up_failure(prod: Upstream, *sets: str) -> subprocess.CompletedProcess[str]:
+    """mitmdump with the addon in front of `prod`, these `--set`s, run until it exits (it is expected to)."""
+    cmd = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1"]
+    cmd += ["-p", str(free_port())] + [arg for kv in sets for arg in ("--set", kv)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
 def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
     """mappings_strict restores "any error stops start-up" (for CI); without it Emissary's per-resource validity
     applies (test_hostile_mappings.py::test_an_invalid_mapping_invalidates_itself_only)."""
@@ -164,29 +172,7 @@ def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None
         mapping("a", prefix="/a/", service="a"),
         mapping("cart", prefix="/cart/", service="cart", weight="oops"),
     )
-    r = subprocess.run(
-        [
-            str(MITMDUMP),
-            "-s",
-            str(ADDON),
-            "--mode",
-            f"reverse:http://{prod.address}",
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "--set",
-            f"mappings={m}",
-            "--set",
-            "shadow_admin=",
-            "--set",
-            "mappings_strict=true",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    r = start_up_failure(prod, f"mappings={m}", "shadow_admin=", "mappings_strict=true")
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"{m} doc 2 (Mapping cart.default): weight must be an integer 0..100, got 'oops'" in out
@@ -230,25 +216,7 @@ def test_admin_port_in_use_is_a_clear_start_up_error(tmp_path: Path, upstream) -
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        r = subprocess.run(
-            [
-                str(MITMDUMP),
-                "-s",
-                str(ADDON),
-                "--mode",
-                f"reverse:http://{prod.address}",
-                "--listen-host",
-                "127.0.0.1",
-                "-p",
-                str(free_port()),
-                "--set",
-                f"shadow_admin=127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        r = start_up_failure(prod, f"shadow_admin=127.0.0.1:{port}")
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"shadow_admin: cannot listen on 127.0.0.1:{port}: Address already in use" in out
