@@ -9,10 +9,9 @@ report file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -28,7 +27,6 @@ from .store import MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
 
-MAX_DECODING = 16  # brotli bodies being decoded in worker threads at once; beyond, the pair is skipped
 MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
 
 
@@ -61,7 +59,6 @@ class Pairing:
         self.learner = NoiseLearner(headers=config.headers)
         self.store = MismatchStore()
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
-        self.decoding = 0  # replies being decoded off the loop
         self.report_path = report_path
         self._report: IO[str] | None = None
         if report_path:
@@ -85,20 +82,14 @@ class Pairing:
 
     def shadow_answered(self, key: str, out: Outcome, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
-        if key not in self.pairs:
-            return False
-        if out.status is None:
-            return self.shadow(key, None, out.reason, on_done)
-        # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
-        limit = self.config.body_limit
-        size, sha256 = out.body_size, out.body_sha256 or None
-        self._reply(
-            out.headers,
-            lambda: Reply.of(out.status or 0, out.headers, out.body, limit, size=size, sha256=sha256),
-            lambda reply: self.shadow(key, reply, None, on_done),
-            lambda why: self.shadow(key, None, why, on_done),
-        )
-        return True
+        reply = None
+        if out.status is not None:
+            # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
+            limit = self.config.body_limit
+            reply = Reply.of(
+                out.status, out.headers, out.body, limit, size=out.body_size, sha256=out.body_sha256 or None
+            )
+        return self.shadow(key, reply, out.reason, on_done)
 
     def production_answered(self, flow: http.HTTPFlow, mapping: str) -> None:
         """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise."""
@@ -107,52 +98,11 @@ class Pairing:
         if resp.raw_content is None:  # a streamed response: nothing to compare against
             self.production(flow.id, None, "response streamed")
             return
-        key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
+        reply = Reply.of(resp.status_code, resp.headers.fields, resp.raw_content, self.config.body_limit)
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
-        lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
-
-        def answered(reply: Reply) -> None:
-            self.learn(mapping, lesson, reply)
-            self.production(key, reply)
-
-        self._reply(
-            fields,
-            lambda: Reply.of(status, fields, raw, self.config.body_limit),
-            answered,
-            lambda why: self.production(key, None, why),
-        )
-
-    def _reply(
-        self,
-        headers: Iterable[tuple[bytes, bytes]],
-        make: Callable[[], Reply],
-        then: Callable[[Reply], None],
-        skip: Callable[[str], None],
-    ) -> None:
-        """Build a reply and hand it on. A brotli body is decoded in a worker thread: its decoder can fill a window
-        of up to 16 MiB before its output cap applies (several ms for a bomb), and it releases the GIL meanwhile."""
-        coding = b",".join(v for k, v in headers if k.lower() == b"content-encoding").lower()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if b"br" not in coding or loop is None:
-            then(make())
-            return
-        if self.decoding >= MAX_DECODING:
-            skip("overload (decoding)")
-            return
-        self.decoding += 1
-
-        def done(f: asyncio.Future[Reply]) -> None:
-            self.decoding -= 1
-            if f.cancelled() or f.exception() is not None:
-                skip("not decoded")
-            else:
-                then(f.result())
-
-        loop.run_in_executor(None, make).add_done_callback(done)
+        self.learn(mapping, request_key(req.method, req.path, req.raw_content or b"", vary), reply)
+        self.production(flow.id, reply)
 
     def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
         self.learner.observe(mapping, request_key, reply)
