@@ -258,7 +258,8 @@ class Replay:
     def _under_way(self) -> int:
         """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
         sender = self.shadow.sender
-        in_sender = sum(int(v) for *_, v in sender.gauges()) if sender is not None else 0
+        gauges = sender.gauges() if sender is not None else []
+        in_sender = sum(int(v) for name, _, _, v in gauges if name in ("shadow_inflight", "shadow_backlog"))
         return max(len(self.keys), in_sender)
 
     async def _exit_when_settled(self) -> None:
