@@ -50,14 +50,19 @@ def tee(p: Pending, limit: int) -> Callable[[bytes], bytes]:
     return keep
 
 
-def body_of(req: http.Request, p: Pending, limit: int) -> bytes | str:
-    """The body to copy, or the reason it cannot be copied."""
+def body_of(req: http.Request, limit: int, p: Pending | None = None) -> bytes | str:
+    """The body to copy, or the reason it cannot be copied. `p`: what the request hook kept of a streamed body."""
     body = req.raw_content
     if body is None:
-        if p.tee is None:
-            return "body_limit" if p.tee_over else "streamed"
+        if p is None or p.tee is None:
+            return "body_limit" if p is not None and p.tee_over else "streamed"
         body = bytes(p.tee)
     return "body_limit" if len(body) > limit else body
+
+
+def timeout_of(route: routing.Route, s: Settings) -> float:
+    """Seconds the copy may take: shadow_timeout, else the production route's (Envoy gives the mirror its route's)."""
+    return s.timeout or routing.copy_timeout(route.timeout_ms)
 
 
 def host_of(req: http.Request) -> str:
@@ -87,7 +92,7 @@ def make_copy(
         host=routing.shadow_host(host) if s.host_suffix else host,
         fields=req.headers.fields,
         body=body,
-        timeout=s.timeout or routing.copy_timeout(route.timeout_ms),
+        timeout=timeout_of(route, s),
         add=((MARKER, b"1"), *s.add_headers),
         remove=s.remove_headers,
         keep_body=keep_body,

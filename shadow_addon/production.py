@@ -43,8 +43,14 @@ def answer_locally(flow: http.HTTPFlow, route: routing.Route, metrics: Metrics) 
 
 def edit_response(flow: http.HTTPFlow, route: routing.Route) -> None:
     g = route.group.settings
-    if route.mapping is not None and (g.add_response_headers or g.remove_response_headers) and flow.response:
+    if edits_response(route) and flow.response:
         routing.edit_headers(flow.response.headers, g.remove_response_headers, g.add_response_headers)
+
+
+def edits_response(route: routing.Route) -> bool:
+    """Whether the route changes production's answer: the group's response header edits (v3route.py V3Route)."""
+    g = route.group.settings
+    return route.mapping is not None and bool(g.add_response_headers or g.remove_response_headers)
 
 
 def labels(route: routing.Route | None) -> tuple[str, str]:

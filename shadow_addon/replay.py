@@ -50,13 +50,8 @@ def window(max_inflight: int, max_backlog: int) -> int:
 
 def skip_reason(req: http.Request, body_limit: int) -> str | None:
     """Why a recorded request is not copied (the same reasons as live), or None."""
-    if reason := copies.not_copied(req):
-        return reason
-    if req.raw_content is None:
-        return "streamed"  # recorded without its body (stream_large_bodies)
-    if len(req.raw_content) > body_limit:
-        return "body_limit"
-    return None
+    body = copies.body_of(req, body_limit)  # a recorded request without its body was streamed
+    return copies.not_copied(req) or (body if isinstance(body, str) else None)
 
 
 def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
@@ -64,22 +59,8 @@ def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float)
     routed it): its request is what production got, so no transform applies again; only the shadow is drawn."""
     for g in table.groups:
         m = next((m for m, _ in g.production if m.name == name), None)
-        if m is None or g.error is not None:
-            continue
-        shadow = g.shadow
-        sampled_out = shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight)
-        if sampled_out:
-            shadow = None
-        return routing.Route(
-            group=g,
-            mapping=m,
-            address=table.addresses[m.key],
-            path=path,
-            timeout_ms=m.effective_timeout_ms,
-            shadow=shadow,
-            shadow_address=table.addresses[shadow.key] if shadow else None,
-            sampled_out=sampled_out,
-        )
+        if m is not None and g.error is None:
+            return routing.route_to(table, g, m, path, shadow_draw)
     return None
 
 
@@ -182,7 +163,7 @@ class Replay:
         self.keys.add(key)
         self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
         self.copies += 1
-        self.longest = max(self.longest, sh.settings.timeout or route.timeout_ms / 1000.0)
+        self.longest = max(self.longest, copies.timeout_of(route, sh.settings))
         sh.submit_copy(key, dup.request, route, body, paired)
         if paired and sh.pairing is not None:
             sh.pairing.production_answered(dup, shadow.name)
@@ -195,7 +176,7 @@ class Replay:
         m = route.mapping
         if m is not None and "shadow_mapping" not in flow.metadata:  # else recorded after this addon routed it
             production.apply_route(dup, route, ctx.options.keep_host_header)
-            if dup.response is not None and (m.add_response_headers or m.remove_response_headers):
+            if dup.response is not None and production.edits_response(route):
                 dup.response = dup.response.copy()
                 production.edit_response(dup, route)
         return dup

@@ -617,21 +617,27 @@ def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: flo
                 break
         if picked is None:
             continue
-        shadow = g.shadow
-        sampled_out = False
-        if shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight):
-            shadow, sampled_out = None, True
-        return Route(
-            group=g,
-            mapping=picked,
-            address=table.addresses[picked.key],
-            path=rewrite_path(picked, path, g.settings.regex_rewrite),
-            timeout_ms=picked.effective_timeout_ms,
-            shadow=shadow,
-            shadow_address=table.addresses[shadow.key] if shadow else None,
-            sampled_out=sampled_out,
-        )
+        return route_to(table, g, picked, rewrite_path(picked, path, g.settings.regex_rewrite), shadow_draw)
     return None
+
+
+def route_to(table: Table, g: Group, m: Mapping, path: str, shadow_draw: float) -> Route:
+    """The route through production Mapping `m` of group `g` to `path`; the copy is made when shadow_draw < the
+    shadow's weight (v3route.py request_mirror_policies)."""
+    shadow = g.shadow
+    sampled_out = shadow is not None and not shadow_draw < (100 if shadow.weight is None else shadow.weight)
+    if sampled_out:
+        shadow = None
+    return Route(
+        group=g,
+        mapping=m,
+        address=table.addresses[m.key],
+        path=path,
+        timeout_ms=m.effective_timeout_ms,
+        shadow=shadow,
+        shadow_address=table.addresses[shadow.key] if shadow else None,
+        sampled_out=sampled_out,
+    )
 
 
 def local_reply(

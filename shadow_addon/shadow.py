@@ -188,7 +188,7 @@ class Shadow:
         p = self.pending.get(flow.id)
         if p is None or p.route.shadow is None or self.sender is None:
             return None
-        body = copies.body_of(flow.request, p, self.settings.body_limit)
+        body = copies.body_of(flow.request, self.settings.body_limit, p)
         if isinstance(body, str):
             self._skip_copy(p, body)
             return None
