@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from . import explain
@@ -20,7 +19,6 @@ def snapshot(
     loaded: LoadResult | None,
     loaded_at: float,
     reload_errors: list[str],
-    extra_notices: Sequence[str] = (),
 ) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -62,7 +60,7 @@ def snapshot(
         "mappings": rows,
         "groups": groups,
         "errors": errors,
-        "notices": (list(loaded.notices) if loaded else []) + list(extra_notices) + explain.traps(table),
+        "notices": (list(loaded.notices) if loaded else []) + explain.traps(table),
         "routes": explain.routes(table),
         "ignored": [{"mapping": m.key, "ambassador_id": list(m.ambassador_id)} for m in table.ignored],
         "files": list(loaded.files) if loaded else [],
