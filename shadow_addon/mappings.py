@@ -309,8 +309,18 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LINE_BREAKERS = frozenset("\r\n\0")
 
 
+def is_field_name(name: str) -> bool:
+    """An RFC 9110 field-name token: nothing that could end a header line or change its meaning."""
+    return bool(_TOKEN_RE.fullmatch(name))
+
+
+def breaks_line(v: str) -> bool:
+    """Whether a header value holds CR, LF or NUL, which would end or split an HTTP/1 line."""
+    return any(c in _LINE_BREAKERS for c in v)
+
+
 def _no_breakers(key: str, v: str) -> str:
-    if any(c in _LINE_BREAKERS for c in v):
+    if breaks_line(v):
         raise ValueError(f"{key} must not contain CR, LF or NUL, got {_show(v)}")
     return v
 
@@ -398,7 +408,7 @@ def _header_adds(spec: dict[str, Any], key: str) -> tuple[HeaderAdd, ...]:
     for name, value in raw.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"{key} has a header name that is not a string: {_show(name)}")
-        if not _TOKEN_RE.fullmatch(name):
+        if not is_field_name(name):
             raise ValueError(f"{key} has an invalid header name {_show(name)}")
         if isinstance(value, dict):  # {value: ..., append: ...}
             _known_keys(f"{key}.{name}", value, ("value", "append"))

@@ -264,9 +264,11 @@ def _header_specs(option: str, values: Sequence[str]) -> tuple[tuple[bytes, byte
     out = []
     for spec in values:
         name, sep, value = spec.partition(":")
-        if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
+        name, value = name.strip(), value.strip()
+        # Same rules as a Mapping's headers: a token for the name, no line breaks in the value (no injection).
+        if not sep or not mappings.is_field_name(name) or mappings.breaks_line(value):
             raise exceptions.OptionsError(f"{option}: expected 'Name: value', got {spec!r}")
-        out.append((name.strip().encode(), value.strip().encode()))
+        out.append((name.encode(), value.encode()))
     return tuple(out)
 
 
@@ -274,7 +276,7 @@ def _remove_specs(values: Sequence[str]) -> frozenset[bytes]:
     names: set[bytes] = set()
     for v in values:
         v = v.strip()
-        if not v or any(c in v for c in " \t\r\n:"):
+        if v.lower() != "@credentials" and not mappings.is_field_name(v):
             raise exceptions.OptionsError(f"shadow_remove_headers: expected a header name, got {v!r}")
         if v.lower() == "@credentials":  # preset: production credentials never reach the test service
             names.update(h.encode() for h in CREDENTIAL_HEADERS)

@@ -21,6 +21,13 @@ from shadow_addon.shadow import Shadow
         ("mapping_services", ["a=ftp://h:1"], "mapping_services: service scheme must be http or https, got 'ftp'"),
         ("shadow_add_headers", ["no colon"], "shadow_add_headers: expected 'Name: value', got 'no colon'"),
         ("shadow_remove_headers", ["bad name:"], "shadow_remove_headers: expected a header name, got 'bad name:'"),
+        ("shadow_remove_headers", ["x(y)"], "shadow_remove_headers: expected a header name, got 'x(y)'"),
+        (
+            "shadow_add_headers",
+            ["x-a: 1\r\nInjected: yes"],
+            "shadow_add_headers: expected 'Name: value', got 'x-a: 1\\r\\nInjected: yes'",
+        ),
+        ("shadow_add_headers", ["x(y): 1"], "shadow_add_headers: expected 'Name: value', got 'x(y): 1'"),
         ("shadow_timeout", "soon", "shadow_timeout must be a number of seconds, got 'soon'"),
         ("shadow_timeout", "-1", "shadow_timeout must be a number of seconds, got '-1'"),
         ("shadow_body_limit", "lots", "shadow_body_limit: expected a size such as 512k or 1m, got 'lots'"),
