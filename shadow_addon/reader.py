@@ -5,11 +5,19 @@ No I/O: the connection hands over what it received and asks whether the response
 and trailers, close-delimited bodies); measured faster here than mitmproxy's HTTP/1 head reader with h11's body
 readers (scripts/bench_parser.py). This module adds the caps: interim (1xx) responses, head size and field
 count, and body bytes read.
+
+One shape is read without h11: the answer nearly every healthy service gives, an HTTP/1.1 final response whose
+whole head arrives in the first read, every line in the strict RFC 9112 grammar, framed by one Content-Length.
+h11's state machine costs several times the rest of the addon's work on that answer (scripts/bench_parser.py);
+anything else (1xx, chunked, close-delimited, HEAD, obs-fold, odd bytes, a head split across reads) goes to h11
+from its first byte, so the fast path never decides anything h11 would decide differently
+(tests/test_sender_parser.py compares the two on every shape).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import h11
 
@@ -18,6 +26,16 @@ from .budget import MemoryBudget
 MAX_INTERIM = 8  # 1xx responses accepted before the final one
 MAX_HEAD = 16 * 1024  # bytes buffered for one head, chunk line or trailer section (nginx buffers 4-8 KiB)
 MAX_HEADERS = 256  # fields in one head or in the trailers
+
+# RFC 9112 / 9110: tchar for field names; a field value of VCHAR, obs-text, SP and HTAB (no CR, LF, NUL or other
+# control). h11 accepts these heads too and reads them the same way; any other head goes to h11.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
+_SIMPLE_HEAD = re.compile(
+    rb"HTTP/1\.1 ([2-5][0-9][0-9]) " + _VALUE + rb"\r\n((?:" + _TOKEN + rb":" + _VALUE + rb"\r\n)*)\r\n"
+)
+_FIELD = re.compile(b"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb"?)[ \t]*\r\n")
+_NO_BODY = (204, 304)
 
 
 class ReadError(Exception):
@@ -55,6 +73,11 @@ class ResponseReader:
     __slots__ = (
         "conn",
         "budget",
+        "method",
+        "h11_used",
+        "remaining",
+        "keep_alive",
+        "extra",
         "keep",
         "limit",
         "digest",
@@ -73,9 +96,14 @@ class ResponseReader:
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.budget = budget
         self.closed = False  # the peer closed: nothing more can be read
+        self.method = "GET"
         self._reset(0, 0, False)
 
     def _reset(self, keep: int, limit: int, hash_body: bool) -> None:
+        self.h11_used = False  # this response goes through h11 (the fast path did not take it)
+        self.remaining: int | None = None  # fast path: Content-Length body bytes still to come
+        self.keep_alive = True  # fast path: no `Connection: close`
+        self.extra = False  # fast path: bytes arrived past the response
         self.keep, self.limit = keep, max(limit, keep)
         # Hashed while reading only when the body may outgrow what is kept: a kept body is hashed when compared,
         # and one past the limit is not compared at all.
@@ -91,16 +119,23 @@ class ResponseReader:
 
     def start(self, method: str, keep: int, limit: int, hash_body: bool = False) -> None:
         """A request is being sent on this connection (a fresh one, or one whose last exchange `reusable`)."""
+        self.method = method
+        self._reset(keep, limit, hash_body)
+
+    def _use_h11(self) -> None:
+        """h11 reads this response: it learns of the request now (its state machine frames the answer by it)."""
         conn = self.conn
         if conn.our_state is h11.DONE:
             conn.start_next_cycle()
-        self._reset(keep, limit, hash_body)
-        conn.send(_request(method))
+        conn.send(_request(self.method))
         conn.send(_END)
+        self.h11_used = True
 
     @property
     def reusable(self) -> bool:
         """The response is complete, both sides may go on, and nothing was sent beyond it."""
+        if not self.h11_used:
+            return self.done and not self.closed and self.keep_alive and not self.extra
         conn = self.conn
         return (
             self.done
@@ -124,6 +159,13 @@ class ResponseReader:
             return True
         if not data:  # h11 reads b"" as the end of the stream
             return False
+        if self.remaining is not None:
+            return self._rest(data)
+        if not self.h11_used:
+            done = self._fast(data)
+            if done is not None:
+                return done
+            self._use_h11()
         conn = self.conn
         while self.status is None and len(data) > MAX_HEAD:
             # h11 bounds only an incomplete event: a complete 60 KB head handed over in one read would be parsed
@@ -136,11 +178,63 @@ class ResponseReader:
         conn.receive_data(data)
         return self._events()
 
+    def _fast(self, data: bytes) -> bool | None:
+        """Read a plain Content-Length response whose head is all in `data`; None: h11 reads it instead."""
+        end = data.find(b"\r\n\r\n", 0, MAX_HEAD)
+        if end < 0 or self.method == "HEAD":
+            return None
+        m = _SIMPLE_HEAD.fullmatch(data, 0, end + 4)
+        if m is None or int(m[1]) in _NO_BODY:
+            return None
+        fields: list[tuple[bytes, bytes]] = _FIELD.findall(data, m.start(2), m.end(2))
+        if len(fields) > MAX_HEADERS:
+            return None
+        length = None
+        keep_alive = True
+        for k, v in fields:
+            lk = k.lower()
+            if lk == b"content-length":
+                if length is not None or not v.isdigit() or len(v) > 18:
+                    return None  # repeated or odd: h11 decides
+                length = int(v)
+            elif lk == b"transfer-encoding":
+                return None
+            elif lk == b"connection" and b"close" in [t.strip().lower() for t in v.split(b",")]:
+                keep_alive = False
+        if length is None:
+            return None  # delimited by the close: h11
+        self.status, self.headers, self.keep_alive = int(m[1]), fields, keep_alive
+        self._check_length(length)
+        self.remaining = length
+        return self._rest(data[end + 4 :])
+
+    def _rest(self, data: bytes) -> bool:
+        """Fast path: body bytes of a Content-Length response."""
+        left = self.remaining
+        assert left is not None
+        if len(data) > left:
+            self.extra = True  # bytes past the response: the connection is then not reused
+            data = data[:left]
+        if data:
+            self._data(data)
+            left -= len(data)
+        self.remaining = left
+        if left == 0:
+            self.done = True
+        return self.done
+
+    def _check_length(self, length: int) -> None:
+        """A body declared longer than the limit is refused at its head, never read."""
+        if length > self.limit:
+            raise self._fail("response_limit", f"response body of {length} bytes, over the {self.limit} bytes read")
+
     def eof(self) -> bool:
         """The peer closed: True if that completes the response (a body delimited by the close)."""
         self.closed = True
         if self.done:
             return True
+        if not self.h11_used:
+            return False  # a Content-Length body cut short, or no answer at all
         self.conn.receive_data(b"")
         try:
             return self._events()
@@ -188,6 +282,10 @@ class ResponseReader:
         self.status = ev.status_code
         self.headers = list(ev.headers.raw_items())
         self.http_version = "HTTP/" + ev.http_version.decode()
+        if self.method != "HEAD" and ev.status_code not in _NO_BODY:
+            framing = dict(ev.headers)  # h11 has checked them: one Content-Length, or chunked
+            if b"transfer-encoding" not in framing and b"content-length" in framing:
+                self._check_length(int(framing[b"content-length"]))
 
     def _data(self, data: bytes | bytearray) -> None:
         n = len(data)

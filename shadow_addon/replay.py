@@ -241,7 +241,9 @@ class Replay:
         sender = self.shadow.sender
         gauges = sender.gauges() if sender is not None else []
         in_sender = sum(int(v) for name, _, _, v in gauges if name in ("shadow_inflight", "shadow_backlog"))
-        return max(len(self.keys), in_sender)
+        pairing = self.shadow.pairing
+        decoding = pairing.decoding if pairing is not None else 0  # answers still being decoded for comparison
+        return max(len(self.keys), in_sender) + decoding
 
     async def _exit_when_settled(self) -> None:
         loop = asyncio.get_running_loop()

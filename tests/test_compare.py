@@ -810,3 +810,69 @@ def test_pairing_without_a_budget_holds_everything() -> None:
     pr.production("1", js({"a": 1}))
     assert pr.pairs["1"].held == 0 and pr.shadow("1", js({"a": 2}), None)
     assert pr.metrics.compared[("m", "mismatch")] == 1
+
+
+async def test_a_brotli_bomb_is_decoded_off_the_event_loop_once() -> None:
+    """A brotli decoder with a 4 MiB window fills it before its output cap applies (tens of ms): the loop hands
+    the body to the worker thread and the pair completes when it is done. The same body again is known refused
+    and compared on the loop at once, as is a small brotli answer."""
+    import asyncio
+
+    from bombs import br_bomb
+
+    from shadow_addon.sender import Outcome
+
+    pr = pairing(None)
+    results: list[Comparison] = []
+    bomb = br_bomb(256 << 20) + b"\0"  # a body no other test decodes
+    headers = [(b"content-type", b"application/json"), (b"content-encoding", b"br")]
+    for key in ("1", "2"):
+        pr.expect(key, "m", "GET /", {})
+        pr.production(key, js({"a": 1}))
+    assert pr.shadow_answered("1", Outcome(status=200, headers=headers, body=bomb, body_size=len(bomb)), results.append)
+    assert results == [] and pr.decoding == 1  # not decoded on the loop
+    for _ in range(500):  # <= 5 s
+        if results:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.result for r in results] == ["mismatch"] and pr.decoding == 0  # compared as sent: size and hash
+    assert pr.shadow_answered("2", Outcome(status=200, headers=headers, body=bomb, body_size=len(bomb)), results.append)
+    assert [r.result for r in results] == ["mismatch", "mismatch"] and pr.decoding == 0
+    for key, lgwin in (("3", 20), ("4", 22)):  # a 1 MiB window on the loop; a 4 MiB one in the worker
+        small = brotli.compress(json.dumps({"a": 1}).encode(), lgwin=lgwin)
+        pr.expect(key, "m", "GET /", {})
+        pr.production(key, js({"a": 1}))
+        out = Outcome(status=200, headers=headers, body=small, body_size=len(small))
+        assert pr.shadow_answered(key, out, results.append)
+        assert pr.decoding == (lgwin > 20), lgwin
+        for _ in range(500):  # <= 5 s
+            if len(results) == int(key):
+                break
+            await asyncio.sleep(0.01)
+        assert [r.result for r in results][-1] == "match" and pr.decoding == 0, lgwin
+
+
+async def test_decodings_waiting_for_the_worker_are_bounded_and_a_closed_pairing_ignores_them() -> None:
+    import asyncio
+
+    from bombs import br_bomb
+
+    from shadow_addon.sender import Outcome
+
+    pr = pairing(None)
+    results: list[Comparison] = []
+    headers = [(b"content-encoding", b"br")]
+    n = pairing_module.MAX_DECODING + 2
+    for i in range(n):
+        bomb = br_bomb(64 << 20) + b"\0" * (i + 2)  # each new: none known refused yet
+        pr.expect(str(i), "m", "GET /", {})
+        pr.production(str(i), js({"a": 1}))
+        pr.shadow_answered(str(i), Outcome(status=200, headers=headers, body=bomb, body_size=len(bomb)), results.append)
+    assert pr.decoding == pairing_module.MAX_DECODING
+    assert len(results) == 2 and all(any("overload (decoding)" in d for d in r.diffs) for r in results), results
+    pr.close()
+    for _ in range(500):  # <= 5 s
+        if pr.decoding == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert pr.decoding == 0 and len(results) == 2  # the decodings ended; nothing compared after close

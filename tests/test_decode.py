@@ -12,7 +12,7 @@ import brotli
 import pytest
 from bombs import br_bomb, deflate_bomb, gzip_bomb
 
-from shadow_addon.compare import decode_capped
+from shadow_addon.compare import decode, decode_capped
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -182,3 +182,42 @@ def test_a_small_body_that_did_not_decode_is_not_decoded_again(monkeypatch: pyte
     assert [decode_capped(good, "br", LIMIT) for _ in range(2)] == [b"ok", b"ok"]
     assert decode_capped(bomb, "br", LIMIT * 2) is None  # another cap is another question
     assert calls == ["br", "br", "br", "br"]
+
+
+# ------------------------------------------------------------------ which bodies are decoded off the loop
+
+
+@pytest.mark.parametrize("quality", [0, 1, 5, 11])
+@pytest.mark.parametrize("size", [0, 1, 5000, 300_000, (1 << 20) + 5])
+def test_brotli_head_reads_the_window_and_the_first_block(quality: int, size: int) -> None:
+    data = bytes(range(256)) * (size // 512) + b"a" * (size - 256 * (size // 512))
+    for lgwin in range(10, 25):
+        body = brotli.compress(data, quality=quality, lgwin=lgwin)
+        head = decode.brotli_head(body)
+        assert head is not None, lgwin
+        window_bits, last, length = head
+        assert window_bits == (max(lgwin, 18) if quality < 2 else lgwin), lgwin  # the fastest levels use 18 or more
+        if last:
+            assert length == len(data), lgwin  # one last block holds it all (0: the empty stream)
+        else:
+            assert length is not None and 0 < length <= len(data), lgwin
+
+
+def test_brotli_head_refuses_what_is_not_rfc_7932() -> None:
+    assert decode.brotli_head(b"\x11") is None  # the large-window extension's marker
+    assert decode.brotli_head(b"\x0b") is None  # window bits, then a block length cut short
+
+
+def test_only_a_brotli_stream_with_a_large_window_is_decoded_off_the_loop() -> None:
+    bomb = br_bomb(64 << 20)  # default window: 4 MiB
+    assert decode.off_loop(bomb, "br", LIMIT)
+    assert decode_capped(bomb, "br", LIMIT) is None
+    assert not decode.off_loop(bomb, "br", LIMIT)  # known now: refused on the loop without decoding
+    c = brotli.Compressor(quality=5, lgwin=20)
+    small_window = b"".join(c.process(bytes(1 << 20)) for _ in range(64)) + c.finish()
+    assert not decode.off_loop(small_window, "br", LIMIT)  # a 1 MiB window costs what the output cap does
+    assert not decode.off_loop(brotli.compress(DATA[:50_000], lgwin=24), "br", LIMIT)  # one last block, sized
+    assert decode.off_loop(brotli.compress(DATA * 4, lgwin=24), "br", LIMIT)  # blocks of a 16 MiB window
+    assert decode.off_loop(gzip.compress(bomb), "br, gzip", LIMIT)  # brotli under gzip: not seen from here
+    assert not decode.off_loop(gzip_bomb(64 << 20), "gzip", LIMIT)
+    assert not decode.off_loop(b"", "br", LIMIT)

@@ -234,3 +234,93 @@ def test_a_chunked_only_body_is_sent_with_its_length() -> None:
     c = copy(((b"transfer-encoding", b"chunked"),), b"abc")
     assert sent_fields(c)[-1] == (b"content-length", b"3")
     assert b"".join(assemble(c)).endswith(b"\r\n\r\nabc")
+
+
+# The fast path (a plain Content-Length answer whose head arrives whole) against h11 reading the same bytes:
+# handed over in one read the fast path may take them; with the first byte alone, h11 reads them from the start.
+OK = b"HTTP/1.1 200 OK\r\n"
+SAME_EITHER_WAY = {
+    "plain": (LENGTH, "GET", True),
+    "close": (OK + b"Connection: keep-alive, Close\r\ncontent-length: 2\r\n\r\nhi", "GET", True),
+    "keep-alive token": (OK + b"connection: keep-alive\r\ncontent-length: 2\r\n\r\nhi", "GET", True),
+    "spaces and tabs": (OK + b"X-A:  \t a b \t\r\nX-Empty:\r\nContent-Length:2 \r\n\r\nhi", "GET", True),
+    "obs-text": (b"HTTP/1.1 404 Nicht gef\xfcnden\r\nx-b: caf\xe9\r\ncontent-length: 0\r\n\r\n", "GET", True),
+    "bytes past the response": (LENGTH + b"HTTP/1.1 200 OK\r\n", "GET", True),
+    "empty body, 500": (b"HTTP/1.1 500 \r\ncontent-length: 0\r\n\r\n", "GET", True),
+    "204 with a length": (b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n", "GET", False),
+    "304 with a length": (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n", "GET", False),
+    "HEAD": (OK + b"content-length: 5000000\r\n\r\n", "HEAD", False),
+    "HTTP/1.0": (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "HTTP/1.0 keep-alive": (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "no reason": (b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "two equal lengths": (OK + b"content-length: 2\r\nContent-Length: 2\r\n\r\nhi", "GET", False),
+    "a list of lengths": (OK + b"content-length: 2, 2\r\n\r\nhi", "GET", False),
+    "two lengths": (OK + b"content-length: 2\r\ncontent-length: 3\r\n\r\nhi!", "GET", False),
+    "signed length": (OK + b"content-length: +2\r\n\r\nhi", "GET", False),
+    "length and chunked": (
+        OK + b"content-length: 99\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        "GET",
+        False,
+    ),
+    "chunked": (CHUNKED, "GET", False),
+    "close-delimited": (OK + b"x: 1\r\n\r\nhi", "GET", False),
+    "interim first": (INTERIM, "GET", False),
+    "obs-fold": (OK + b"x-a: 1\r\n  2\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "space before colon": (OK + b"x-a : 1\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "NUL in a value": (OK + b"x-a: 1\x002\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "bare LF": (b"HTTP/1.1 200 OK\ncontent-length: 2\n\nhi", "GET", False),
+    "status 600": (b"HTTP/1.1 600 Odd\r\ncontent-length: 2\r\n\r\nhi", "GET", False),
+    "too many fields": (OK + b"x: 1\r\n" * (MAX_HEADERS + 1) + b"content-length: 0\r\n\r\n", "GET", False),
+    "length over the limit": (OK + b"content-length: 4194304\r\n\r\n" + b"z" * 100, "GET", True),
+    "length of 19 digits": (OK + b"content-length: 1000000000000000000\r\n\r\n", "GET", False),
+}
+
+
+def outcome(data: bytes, method: str, h11_only: bool) -> tuple[object, ...]:
+    r = ResponseReader()
+    r.start(method, 1 << 20, 1 << 20)
+    try:
+        done = r.feed(data[:1]) if h11_only else False
+        done = r.feed(data[1:] if h11_only else data) or done
+    except ReadError as e:
+        return ("error", e.reason, e.status, r.h11_used)
+    return (done, r.status, r.headers, r.body, r.size, r.reusable, r.h11_used)
+
+
+@pytest.mark.parametrize("shape", SAME_EITHER_WAY)
+def test_the_fast_path_reads_exactly_what_h11_reads(shape: str) -> None:
+    data, method, fast = SAME_EITHER_WAY[shape]
+    by_h11, either = outcome(data, method, True), outcome(data, method, False)
+    assert by_h11[-1] is True  # a head split across reads is always h11's
+    assert either[:-1] == by_h11[:-1]
+    assert either[-1] is (not fast), "taken by the fast path" if either[-1] is False else "left to h11"
+
+
+def test_a_length_over_the_limit_is_refused_at_the_head_with_its_status() -> None:
+    head = OK + b"content-length: 4194304\r\n\r\n"  # nothing of the body sent: the head decides
+    for reads in ([head], [head[:1], head[1:]]):  # the fast path; h11
+        r = ResponseReader()
+        r.start("GET", 0, 1 << 20)
+        with pytest.raises(ReadError) as e:
+            for data in reads:
+                r.feed(data)
+        assert (e.value.reason, e.value.status, r.size) == ("response_limit", 200, 0), len(reads)
+
+
+def test_fast_path_body_across_reads_then_the_next_response_on_the_same_connection() -> None:
+    r = ResponseReader()
+    for i in range(3):
+        r.start("GET", 1 << 20, 1 << 20)
+        assert not r.feed(OK + b"content-length: 10\r\n\r\n01234")
+        assert not r.feed(b"567")
+        assert r.feed(b"89")
+        assert (r.body, r.reusable, r.h11_used) == (b"0123456789", True, False), i
+        r.start("GET", 1 << 20, 1 << 20)  # then one h11 must read: it knows of no earlier exchange
+        assert r.feed(CHUNKED) and r.h11_used and r.body == b"Wikipedia" and r.reusable, i
+
+
+def test_a_fast_path_body_cut_short_by_the_close_is_not_an_answer() -> None:
+    r = ResponseReader()
+    r.start("GET", 1 << 20, 1 << 20)
+    assert not r.feed(OK + b"content-length: 10\r\n\r\n01234")
+    assert r.eof() is False and not r.done

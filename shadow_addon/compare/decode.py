@@ -3,12 +3,17 @@
 Input is fed in bounded slices and every decoder is asked for at most what is left under the cap, so decoding
 costs at most `limit` bytes of output (and a few ms) however the body was built. Nothing is decoded on trust:
 over the cap, truncated, garbage or an unknown coding all give None, and the caller compares the bytes as sent.
+
+One exception to "a few ms": a brotli decoder fills its window (up to 16 MiB) before the output cap applies,
+about 40 ms for a bomb with the largest window. `off_loop` tells the caller which bodies to decode in a worker
+thread (the decoder releases the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,23 +32,86 @@ ZSTD_WINDOW_LOG = 23  # RFC 9659 section 3: zstd content-encoding windows are at
 REFUSED_BODY = 64 * 1024
 REFUSED_KEPT = 256
 _refused: OrderedDict[tuple[str, int, bytes], None] = OrderedDict()
+_refused_lock = threading.Lock()  # the worker thread (see off_loop) remembers refusals too
+LOOP_WINDOW_BITS = 20  # a brotli window up to 1 MiB costs the loop a few ms at most, like the output cap itself
+
+
+def _refused_key(body: bytes, content_encoding: str, limit: int) -> tuple[str, int, bytes] | None:
+    if not body or len(body) > REFUSED_BODY or content_encoding.strip().lower() in ("", "identity"):
+        return None
+    return (content_encoding, limit, hashlib.blake2b(body, digest_size=16).digest())
 
 
 def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     """`body` without its content-encoding(s) (`gzip`, `deflate`, `br`, `zstd`, `identity`, stacked as in
     `gzip, br`), or None when it cannot be decoded or decodes to more than `limit` bytes."""
-    if not body or len(body) > REFUSED_BODY or content_encoding.strip().lower() in ("", "identity"):
+    key = _refused_key(body, content_encoding, limit)
+    if key is None:
         return _decode(body, content_encoding, limit)
-    key = (content_encoding, limit, hashlib.blake2b(body, digest_size=16).digest())
-    if key in _refused:
-        _refused.move_to_end(key)
-        return None
+    with _refused_lock:
+        if key in _refused:
+            _refused.move_to_end(key)
+            return None
     data = _decode(body, content_encoding, limit)
     if data is None:
-        _refused[key] = None
-        if len(_refused) > REFUSED_KEPT:
-            _refused.popitem(last=False)
+        with _refused_lock:
+            _refused[key] = None
+            if len(_refused) > REFUSED_KEPT:
+                _refused.popitem(last=False)
     return data
+
+
+def off_loop(body: bytes, content_encoding: str, limit: int) -> bool:
+    """Whether decoding `body` may hold the event loop for more than a few ms: a brotli stream whose window is
+    over 1 MiB, unless it says it is one last block of at most 1 MiB (the decoder then sizes its ring buffer to
+    it) or the body is already known not to decode within `limit`. A brotli coding under another one is not seen
+    until that one is undone: off the loop too."""
+    codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip() not in ("", "identity")]
+    if "br" not in codings or not body:
+        return False
+    key = _refused_key(body, content_encoding, limit)
+    if key is not None and key in _refused:  # one lookup: atomic under the GIL
+        return False
+    if codings[-1] != "br":
+        return True
+    head = brotli_head(body)
+    if head is None:
+        return True
+    window_bits, last, length = head
+    return window_bits > LOOP_WINDOW_BITS and not (last and length is not None and length <= 1 << LOOP_WINDOW_BITS)
+
+
+def brotli_head(body: bytes) -> tuple[int, bool, int | None] | None:
+    """The start of a brotli stream (RFC 7932 sections 9.1 and 9.2): window bits, whether the first meta-block is
+    the last, and its uncompressed length (0 for an empty stream, None for a metadata block). None: not brotli as
+    RFC 7932 defines it (the large-window extension included)."""
+    bits = int.from_bytes(body[:8], "little")  # bits are read from the least significant end
+    pos = 0
+
+    def take(n: int) -> int:
+        nonlocal pos
+        v = (bits >> pos) & ((1 << n) - 1)
+        pos += n
+        return v
+
+    if take(1) == 0:
+        window_bits = 16
+    elif n := take(3):
+        window_bits = 17 + n
+    else:
+        m = take(3)
+        if m == 1:
+            return None  # large window: not in RFC 7932
+        window_bits = 8 + m if m else 17
+    last = take(1) == 1
+    if last and take(1):
+        return window_bits, True, 0  # ISLASTEMPTY
+    nibbles = take(2)
+    if nibbles == 3:
+        return window_bits, last, None  # a metadata block
+    if len(body) * 8 < pos + 4 * (nibbles + 4):
+        return None
+    return window_bits, last, take(4 * (nibbles + 4)) + 1
 
 
 def _decode(body: bytes, content_encoding: str, limit: int) -> bytes | None:

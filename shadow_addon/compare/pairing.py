@@ -9,9 +9,11 @@ report file.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -20,6 +22,7 @@ from mitmproxy import http
 from ..budget import MemoryBudget
 from ..metrics import Metrics
 from ..sender import Outcome
+from .decode import off_loop
 from .diff import CompareConfig, Comparison, compare, skipped
 from .noise import NoiseLearner, request_key
 from .reply import Reply
@@ -28,6 +31,17 @@ from .store import MismatchStore, record_line
 logger = logging.getLogger(__name__)
 
 MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
+# Bodies that `decode.off_loop` names are decoded in one worker thread: one brotli window in memory at a time.
+# Beyond MAX_DECODING waiting for it, the pair is skipped (a shadow answering new bombs faster than they decode).
+MAX_DECODING = 16
+_worker: ThreadPoolExecutor | None = None
+
+
+def _decoder() -> ThreadPoolExecutor:
+    global _worker
+    if _worker is None:
+        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-decode")
+    return _worker
 
 
 @dataclass(slots=True)
@@ -58,6 +72,8 @@ class Pairing:
         self.budget = budget
         self.learner = NoiseLearner(headers=config.headers)
         self.store = MismatchStore()
+        self.decoding = 0  # replies being decoded in the worker thread
+        self.closed = False
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
         self.report_path = report_path
         self._report: IO[str] | None = None
@@ -66,6 +82,7 @@ class Pairing:
             self._report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
+        self.closed = True  # decodings still in the worker thread end in nothing
         if self._report is not None:
             self._report.close()
             self._report = None
@@ -82,14 +99,21 @@ class Pairing:
 
     def shadow_answered(self, key: str, out: Outcome, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
-        reply = None
-        if out.status is not None:
-            # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
-            limit = self.config.body_limit
-            reply = Reply.of(
-                out.status, out.headers, out.body, limit, size=out.body_size, sha256=out.body_sha256 or None
-            )
-        return self.shadow(key, reply, out.reason, on_done)
+        if key not in self.pairs:
+            return False
+        if out.status is None:
+            return self.shadow(key, None, out.reason, on_done)
+        # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
+        limit, status = self.config.body_limit, out.status
+        size, sha256 = out.body_size, out.body_sha256 or None
+        self._reply(
+            out.headers,
+            out.body if size == len(out.body) else b"",
+            lambda: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256),
+            lambda reply: self.shadow(key, reply, None, on_done),
+            lambda why: self.shadow(key, None, why, on_done),
+        )
+        return True
 
     def production_answered(self, flow: http.HTTPFlow, mapping: str) -> None:
         """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise."""
@@ -98,11 +122,58 @@ class Pairing:
         if resp.raw_content is None:  # a streamed response: nothing to compare against
             self.production(flow.id, None, "response streamed")
             return
-        reply = Reply.of(resp.status_code, resp.headers.fields, resp.raw_content, self.config.body_limit)
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
-        self.learn(mapping, request_key(req.method, req.path, req.raw_content or b"", vary), reply)
-        self.production(flow.id, reply)
+        key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
+        lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
+
+        def answered(reply: Reply) -> None:
+            self.learn(mapping, lesson, reply)
+            self.production(key, reply)
+
+        self._reply(
+            fields,
+            raw,
+            lambda: Reply.of(status, fields, raw, self.config.body_limit),
+            answered,
+            lambda why: self.production(key, None, why),
+        )
+
+    def _reply(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        make: Callable[[], Reply],
+        then: Callable[[Reply], None],
+        skip: Callable[[str], None],
+    ) -> None:
+        """Build a reply and hand it on: at once, or from the worker thread when decoding its body could hold the
+        loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
+        limit = self.config.body_limit
+        coding = b", ".join(v for k, v in headers if k.lower() == b"content-encoding").decode("latin-1")
+        if len(body) > limit or not off_loop(body, coding, limit):
+            then(make())
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
+            then(make())
+            return
+        if self.decoding >= MAX_DECODING:
+            skip("overload (decoding)")
+            return
+        self.decoding += 1
+
+        def done(f: asyncio.Future[Reply]) -> None:
+            self.decoding -= 1
+            if self.closed:
+                return
+            if f.cancelled() or f.exception() is not None:
+                skip("not decoded")
+            else:
+                then(f.result())
+
+        loop.run_in_executor(_decoder(), make).add_done_callback(done)
 
     def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
         self.learner.observe(mapping, request_key, reply)
