@@ -48,6 +48,7 @@ _SKIP = frozenset(
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 CONNECT_BACKOFF = 0.25  # s: after a refused connect, copies are dropped at once rather than dialled again
+CAP_BACKOFF_MAX = 4.0  # s: the longest a service whose answers keep breaking a cap is left alone
 DNS_BACKOFF = 2.0
 LOG_INTERVAL = 30.0  # s: at most one log line per service and reason in this interval
 LOOP_BACKOFF = 2.0
@@ -168,6 +169,15 @@ def assemble(c: Copy) -> list[bytes]:
     return parts
 
 
+def cap_backoff(capped: int) -> float:
+    """Seconds a service is left alone after `capped` answers in a row stopped by a cap: none after the first,
+    then 250 ms, doubling with each further one up to CAP_BACKOFF_MAX (a shadow that floods every answer is
+    probed a few times a minute, not a few times a second); one good answer resets the count."""
+    if capped < 2:
+        return 0.0
+    return min(CONNECT_BACKOFF * 2 ** min(capped - 2, 16), CAP_BACKOFF_MAX)
+
+
 # ---------------------------------------------------------------- one connection
 
 
@@ -228,8 +238,9 @@ class _Conn(asyncio.Protocol):
         self._abort()
         pool = self.pool
         pool.capped = pool.capped + 1 if capped else 0
-        backoff = CONNECT_BACKOFF if pool.capped >= 2 else 0.0
-        self.sender._failed(pool, c, out, reason, msg, self.t0, backoff, status=status, held=self.reader.kept_size)
+        self.sender._failed(
+            pool, c, out, reason, msg, self.t0, cap_backoff(pool.capped), status=status, held=self.reader.kept_size
+        )
 
     def _complete(self, keep: bool) -> None:
         c, out = self._release()

@@ -18,7 +18,7 @@ from shadow_addon import pages
 from shadow_addon.budget import MemoryBudget
 from shadow_addon.mappings import Address
 from shadow_addon.metrics import Metrics
-from shadow_addon.sender import CONNECT_BACKOFF, Copy, Outcome, Sender
+from shadow_addon.sender import CAP_BACKOFF_MAX, CONNECT_BACKOFF, Copy, Outcome, Sender, cap_backoff
 from shadow_addon.shadow import Shadow
 
 BURST = 50
@@ -322,3 +322,8 @@ async def test_a_service_whose_answers_break_a_cap_again_is_left_alone_for_a_mom
     finally:
         sender.close()
         server.close()
+
+
+def test_the_back_off_after_capped_answers_doubles_up_to_its_maximum() -> None:
+    assert [cap_backoff(n) for n in range(8)] == [0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert cap_backoff(10_000) == CAP_BACKOFF_MAX
