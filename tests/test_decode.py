@@ -219,5 +219,7 @@ def test_only_a_brotli_stream_with_a_large_window_is_decoded_off_the_loop() -> N
     assert not decode.off_loop(brotli.compress(DATA[:50_000], lgwin=24), "br", LIMIT)  # one last block, sized
     assert decode.off_loop(brotli.compress(DATA * 4, lgwin=24), "br", LIMIT)  # blocks of a 16 MiB window
     assert decode.off_loop(gzip.compress(bomb), "br, gzip", LIMIT)  # brotli under gzip: not seen from here
-    assert not decode.off_loop(gzip_bomb(64 << 20), "gzip", LIMIT)
+    assert not decode.off_loop(gzip_bomb(64 << 20), "gzip", LIMIT)  # gzip stops at the cap itself
+    assert decode.off_loop(gzip.compress(DATA), "gzip", 4 * LIMIT)  # a cap over 1 MiB: its output alone costs
+    assert not decode.off_loop(DATA, "identity", 4 * LIMIT)
     assert not decode.off_loop(b"", "br", LIMIT)
