@@ -876,3 +876,17 @@ async def test_decodings_waiting_for_the_worker_are_bounded_and_a_closed_pairing
             break
         await asyncio.sleep(0.01)
     assert pr.decoding == 0 and len(results) == 2  # the decodings ended; nothing compared after close
+
+
+def test_an_identical_production_answer_is_not_looked_inside_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shadow_addon.compare import noise as noise_module
+
+    flattened = []
+    real = noise_module._flatten
+    monkeypatch.setattr(noise_module, "_flatten", lambda doc, n: flattened.append(doc) or real(doc, n))
+    learner = NoiseLearner()
+    for _ in range(3):
+        learner.observe("m", "k", js({"id": 1, "at": "10:00"}))
+    assert len(flattened) == 1 and len(learner.noise("m")) == 0
+    learner.observe("m", "k", js({"id": 1, "at": "10:01"}))
+    assert len(flattened) == 2 and learner.noise("m").paths == {("at",)}

@@ -94,6 +94,7 @@ class _Print:
     headers: tuple[int, ...]  # hashes of the compared headers' values
     body: dict[Path, int | str] | str | None  # JSON: path -> value hash; else size:sha256; None: not kept
     nodes: int
+    sent: tuple[int, str]  # size and sha256 of the body as sent ("" when unknown): an identical answer teaches nothing
 
 
 def _flatten(doc: Any, max_nodes: int) -> dict[Path, int | str] | None:
@@ -157,7 +158,17 @@ class NoiseLearner:
     def observe(self, mapping: str, key: str, reply: Reply) -> None:
         if reply.status >= 500:
             return
-        new = self._fingerprint(reply)
+        old = self.prints.get((mapping, key))
+        headers = tuple(hash(reply.header(h)) for h in self.headers)
+        if (
+            old is not None
+            and reply.body_sha256
+            and old.sent == (reply.body_size, reply.body_sha256)
+            and (old.status, old.headers) == (reply.status, headers)
+        ):
+            self.prints.move_to_end((mapping, key))  # the same bytes again: nothing changed, no need to look inside
+            return
+        new = self._fingerprint(reply, headers)
         old = self.prints.pop((mapping, key), None)
         if old is not None:
             self.nodes -= old.nodes
@@ -168,8 +179,7 @@ class NoiseLearner:
             _, gone = self.prints.popitem(last=False)
             self.nodes -= gone.nodes
 
-    def _fingerprint(self, r: Reply) -> _Print:
-        headers = tuple(hash(r.header(h)) for h in self.headers)
+    def _fingerprint(self, r: Reply, headers: tuple[int, ...]) -> _Print:
         doc = r.parsed()
         body: dict[Path, int | str] | str | None
         if doc is not NOT_JSON:
@@ -177,7 +187,8 @@ class NoiseLearner:
         else:
             size, sha = r.digest()
             body = f"{size}:{sha}" if sha else None
-        return _Print(r.status, headers, body, len(body) if isinstance(body, dict) else 0)
+        nodes = len(body) if isinstance(body, dict) else 0
+        return _Print(r.status, headers, body, nodes, (r.body_size, r.body_sha256))
 
     def _learn(self, noise: NoiseSet, old: _Print, new: _Print) -> None:
         if old.status != new.status:
