@@ -61,17 +61,20 @@ def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | Non
     return data
 
 
+def known_refused(body: bytes, content_encoding: str, limit: int) -> bool:
+    """Whether `body` (a small one) was found before not to decode within `limit`: it is compared as sent."""
+    key = _refused_key(body, content_encoding, limit)
+    return key is not None and key in _refused  # one lookup: atomic under the GIL
+
+
 def off_loop(body: bytes, content_encoding: str, limit: int) -> bool:
     """Whether decoding `body` may hold the event loop for more than a few ms: any coding when `limit` is over
     1 MiB (the output alone then costs more), else a brotli stream whose window is over 1 MiB, unless it says it
-    is one last block of at most 1 MiB (the decoder then sizes its ring buffer to it). Never a body already known
-    not to decode within `limit`. A brotli coding under another one is not seen until that one is undone: off the
-    loop too."""
+    is one last block of at most 1 MiB (the decoder then sizes its ring buffer to it). A brotli coding under
+    another one is not seen until that one is undone: off the loop too. (A body `known_refused` is not decoded
+    at all.)"""
     codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip() not in ("", "identity")]
     if not codings or not body:
-        return False
-    key = _refused_key(body, content_encoding, limit)
-    if key is not None and key in _refused:  # one lookup: atomic under the GIL
         return False
     if limit > 1 << LOOP_WINDOW_BITS:
         return True

@@ -22,7 +22,7 @@ from mitmproxy import http
 from ..budget import MemoryBudget
 from ..metrics import Metrics
 from ..sender import Outcome
-from .decode import off_loop
+from .decode import known_refused, off_loop
 from .diff import CompareConfig, Comparison, compare, skipped
 from .noise import NoiseLearner, request_key
 from .reply import Reply
@@ -109,7 +109,7 @@ class Pairing:
         self._reply(
             out.headers,
             out.body if size == len(out.body) else b"",
-            lambda: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256),
+            lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
             lambda reply: self.shadow(key, reply, None, on_done),
             lambda why: self.shadow(key, None, why, on_done),
         )
@@ -134,7 +134,7 @@ class Pairing:
         self._reply(
             fields,
             raw,
-            lambda: Reply.of(status, fields, raw, self.config.body_limit),
+            lambda decode: Reply.of(status, fields, raw, self.config.body_limit, decode=decode),
             answered,
             lambda why: self.production(key, None, why),
         )
@@ -143,7 +143,7 @@ class Pairing:
         self,
         headers: Iterable[tuple[bytes, bytes]],
         body: bytes,
-        make: Callable[[], Reply],
+        make: Callable[[bool], Reply],
         then: Callable[[Reply], None],
         skip: Callable[[str], None],
     ) -> None:
@@ -151,13 +151,16 @@ class Pairing:
         loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
         limit = self.config.body_limit
         coding = b", ".join(v for k, v in headers if k.lower() == b"content-encoding").decode("latin-1")
+        if known_refused(body, coding, limit):
+            then(make(False))  # a bomb answered again: compared as sent, without looking it up twice
+            return
         if len(body) > limit or not off_loop(body, coding, limit):
-            then(make())
+            then(make(True))
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
-            then(make())
+            then(make(True))
             return
         if self.decoding >= MAX_DECODING:
             skip("overload (decoding)")
@@ -173,7 +176,7 @@ class Pairing:
             else:
                 then(f.result())
 
-        loop.run_in_executor(_decoder(), make).add_done_callback(done)
+        loop.run_in_executor(_decoder(), make, True).add_done_callback(done)
 
     def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
         self.learner.observe(mapping, request_key, reply)

@@ -45,16 +45,18 @@ class Reply:
         *,
         size: int | None = None,
         sha256: str | None = None,
+        decode: bool = True,
     ) -> Reply:
         """From the parts as sent (the body still content-encoded). `size`: the full body size when `body` is only
         its beginning (a sender that keeps a prefix); `sha256`: the full body's hash when the caller computed it
-        while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`."""
+        while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`;
+        `decode=False`: not at all (the caller knows it does not decode within `limit`)."""
         fields = [(_str(k), _str(v)) for k, v in headers]
         total = len(body) if size is None else size
         whole = total == len(body)
         digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
         kept = None
-        if whole and total <= limit:
+        if decode and whole and total <= limit:
             coding = ", ".join(v for k, v in fields if k.lower() == "content-encoding")
             kept = decode_capped(body, coding, limit)
         return cls(status, fields, kept, total, digest, kept is not None and kept is not body)

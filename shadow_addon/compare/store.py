@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,17 +27,27 @@ class _Group:
     skipped: int = 0
 
 
-def _side(r: Reply | None, limit: int) -> dict[str, Any] | None:
+def _snapshot(r: Reply | None, limit: int) -> tuple[Reply, bool] | None:
+    """What a stored mismatch keeps of an answer: the answer with its body cut to the preview (the whole body may
+    be up to the compare limit), and whether that preview is the whole body."""
     if r is None:
         return None
+    if r.body is None or len(r.body) <= limit:
+        return r, r.body is not None
+    return dataclasses.replace(r, body=r.body[:limit]), False
+
+
+def _side(snap: tuple[Reply, bool] | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    r, whole = snap
     text: str | None = None
     binary = False
     if r.body is not None:
-        head = r.body[:limit]
         charset = r.media()[1] or "utf-8"
         try:
             # Incremental: a multi-byte character cut by the preview limit is dropped, not an error.
-            text = codecs.getincrementaldecoder(charset)().decode(head, final=len(head) == len(r.body))
+            text = codecs.getincrementaldecoder(charset)().decode(r.body, final=whole)
         except (LookupError, UnicodeDecodeError):
             binary = True
     return {
@@ -45,7 +56,7 @@ def _side(r: Reply | None, limit: int) -> dict[str, Any] | None:
         "body_size": r.body_size,
         "body_sha256": r.body_sha256,
         "body_preview": text,
-        "body_truncated": r.body is None or len(r.body) > limit,
+        "body_truncated": not whole,
         "body_binary": binary,
     }
 
@@ -54,12 +65,52 @@ def _at(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
+class StoredMismatch(Mapping[str, Any]):
+    """One stored mismatch, read as the record `/diffs` and the report show. Built when first read: a shadow
+    that answers every copy differently makes a mismatch per request, most of them never looked at."""
+
+    __slots__ = ("_parts", "_record")
+
+    def __init__(self, *parts: Any) -> None:
+        self._parts = parts
+        self._record: dict[str, Any] | None = None
+
+    def _built(self) -> dict[str, Any]:
+        if self._record is None:
+            seq, t, mapping, endpoint, request, comparison, production, shadow = self._parts
+            self._record = {
+                "id": seq,
+                "time": t,
+                "at": _at(t),
+                "mapping": mapping,
+                "endpoint": endpoint,
+                "request": request,
+                "result": comparison.result,
+                "kinds": sorted(comparison.kinds),
+                "diffs": list(comparison.diffs),
+                "noisy": list(comparison.noisy),
+                "production": _side(production),
+                "shadow": _side(shadow),
+            }
+            self._parts = ()
+        return self._record
+
+    def __getitem__(self, key: str) -> Any:
+        return self._built()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+
 class MismatchStore:
     """The most recent mismatches, with both answers, and per (mapping, endpoint) counts that outlive them.
     Bounded: `capacity` records, `max_groups` endpoints (then each mapping's `(other)` bucket)."""
 
     def __init__(self, capacity: int = 200, max_groups: int = 1000, preview: int = PREVIEW) -> None:
-        self.records: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self.records: deque[StoredMismatch] = deque(maxlen=capacity)
         self.groups: dict[tuple[str, str], _Group] = {}
         self.max_groups = max_groups
         self.preview = preview
@@ -74,7 +125,7 @@ class MismatchStore:
         shadow: Reply | None,
         comparison: Comparison,
         now: float | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> StoredMismatch | None:
         """Count one comparison; keep it when it is a mismatch. Returns the stored record, else None."""
         key = (mapping, endpoint)
         g = self.groups.get(key)
@@ -93,20 +144,16 @@ class MismatchStore:
         g.mismatches += 1
         self.seq += 1
         t = time.time() if now is None else now
-        record = {
-            "id": self.seq,
-            "time": t,
-            "at": _at(t),
-            "mapping": mapping,
-            "endpoint": endpoint,
-            "request": dict(request_summary),
-            "result": comparison.result,
-            "kinds": sorted(comparison.kinds),
-            "diffs": list(comparison.diffs),
-            "noisy": list(comparison.noisy),
-            "production": _side(production, self.preview),
-            "shadow": _side(shadow, self.preview),
-        }
+        record = StoredMismatch(
+            self.seq,
+            t,
+            mapping,
+            endpoint,
+            dict(request_summary),
+            comparison,
+            _snapshot(production, self.preview),
+            _snapshot(shadow, self.preview),
+        )
         self.records.append(record)
         return record
 
@@ -125,7 +172,8 @@ class MismatchStore:
             for (m, e), g in self.groups.items()
         ]
         groups.sort(key=lambda r: (-r["mismatches"], r["mapping"], r["endpoint"]))
-        return {"capacity": self.records.maxlen, "records": list(reversed(self.records)), "groups": groups}
+        records = [dict(r) for r in reversed(self.records)]
+        return {"capacity": self.records.maxlen, "records": records, "groups": groups}
 
 
 def record_line(record: Mapping[str, Any]) -> str:
