@@ -73,7 +73,7 @@ def off_loop(body: bytes, content_encoding: str, limit: int) -> bool:
     is one last block of at most 1 MiB (the decoder then sizes its ring buffer to it). A brotli coding under
     another one is not seen until that one is undone: off the loop too. (A body `known_refused` is not decoded
     at all.)"""
-    codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip() not in ("", "identity")]
+    codings = _codings(content_encoding)
     if not codings or not body:
         return False
     if limit > 1 << LOOP_WINDOW_BITS:
@@ -122,13 +122,14 @@ def brotli_head(body: bytes) -> tuple[int, bool, int | None] | None:
     return window_bits, last, take(4 * (nibbles + 4)) + 1
 
 
+def _codings(content_encoding: str) -> list[str]:
+    """The codings in the order applied (RFC 9110 section 8.4), identity left out."""
+    return [c for c in (c.strip() for c in content_encoding.lower().split(",")) if c not in ("", "identity")]
+
+
 def _decode(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     data = body
-    # RFC 9110 section 8.4: codings are listed in the order applied, so they are undone last first.
-    for coding in reversed(content_encoding.lower().split(",")):
-        coding = coding.strip()
-        if coding in ("", "identity"):
-            continue
+    for coding in reversed(_codings(content_encoding)):  # undone last first
         decoder = _DECODERS.get(coding)
         if decoder is None:
             return None

@@ -25,7 +25,7 @@ from ..sender import Outcome
 from .decode import known_refused, off_loop
 from .diff import CompareConfig, Comparison, compare, skipped
 from .noise import NoiseLearner, request_key
-from .reply import Reply
+from .reply import Reply, content_coding
 from .store import MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Pairing:
         """Build a reply and hand it on: at once, or from the worker thread when decoding its body could hold the
         loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
         limit = self.config.body_limit
-        coding = b", ".join(v for k, v in headers if k.lower() == b"content-encoding").decode("latin-1")
+        coding = content_coding(headers)
         if known_refused(body, coding, limit):
             then(make(False))  # a bomb answered again: compared as sent, without looking it up twice
             return

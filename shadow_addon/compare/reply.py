@@ -20,6 +20,12 @@ def _str(v: str | bytes) -> str:
     return v.decode("latin-1") if isinstance(v, bytes) else v  # header bytes map 1:1 onto latin-1
 
 
+def content_coding(headers: Iterable[tuple[str | bytes, str | bytes]]) -> str:
+    """The Content-Encoding values as one string, the key under which `decode` remembers a refused body: the one
+    spelling for the reply built here and for the caller deciding where to build it."""
+    return ", ".join(_str(v) for k, v in headers if _str(k).lower() == "content-encoding")
+
+
 @dataclass(slots=True)
 class Reply:
     """One response as compared. `body`: the content without its content-encoding, None when it is over the body
@@ -57,8 +63,7 @@ class Reply:
         digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
         kept = None
         if decode and whole and total <= limit:
-            coding = ", ".join(v for k, v in fields if k.lower() == "content-encoding")
-            kept = decode_capped(body, coding, limit)
+            kept = decode_capped(body, content_coding(fields), limit)
         return cls(status, fields, kept, total, digest, kept is not None and kept is not body)
 
     def header(self, name: str) -> str | None:
