@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import mapping, write_mappings
 
 from shadow_addon import explain, mappings, routing
@@ -84,6 +85,7 @@ def test_host_notice_only_when_host_matching_cannot_work() -> None:
     assert explain.host_notice(routing.build_table([M("p", prefix="/")]), keep_host=False) is None
 
 
+@pytest.mark.e2e
 def test_mitmshadow_explain_command(tmp_path: Path) -> None:
     """The CLI: text by default, JSON with --json, exit status 1 only for a file that cannot be read."""
     m = write_mappings(

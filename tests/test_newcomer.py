@@ -83,6 +83,7 @@ def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], P
         proc.wait(10)
 
 
+@pytest.mark.e2e
 def test_without_reverse_mode_the_start_up_says_what_to_do(tmp_path: Path, upstream) -> None:
     app = upstream("app")
     m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="app"))
@@ -92,6 +93,7 @@ def test_without_reverse_mode_the_start_up_says_what_to_do(tmp_path: Path, upstr
         assert "--mode reverse:http://HOST:PORT" in log.read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", ["shadow.py", "__init__.py"])
 def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream, script: str) -> None:
     """`-s shadow_addon/shadow.py` and `-s shadow_addon/__init__.py` load the addon like the entry script."""
@@ -105,6 +107,7 @@ def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream,
         assert "Traceback" not in text and "Mappings in 1 groups" in text, text
 
 
+@pytest.mark.e2e
 def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> None:
     """pip on Python 3.11 said only "No matching distribution found for mitmproxy>=12"; the build backend, which
     pip runs first, now names the interpreter. Run here under a stand-in for an older version."""
@@ -116,6 +119,7 @@ def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> N
     assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
 
 
+@pytest.mark.e2e
 def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) -> None:
     """A service on mitmweb's UI port (8081 by default) made mitmweb end in a 20-line traceback."""
     mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
@@ -132,6 +136,7 @@ def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) ->
     ]
 
 
+@pytest.mark.e2e
 def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
     mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
     r = subprocess.run([str(mitmshadow), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -51,6 +51,7 @@ def test_bad_options_are_one_line_option_errors(option: str, value: object, mess
         assert str(e.value) == message
 
 
+@pytest.mark.e2e
 def test_a_bad_option_at_start_up_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """Raised from `configure` while the script loads, an OptionsError was printed as a traceback."""
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_timeout=soon"]

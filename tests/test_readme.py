@@ -45,16 +45,16 @@ def run(cmd: str, timeout: float, env: dict[str, str] | None = None) -> subproce
 
 
 def test_every_readme_command_is_exercised_here() -> None:
-    handled = {"scripts/test", "scripts/demo", "scripts/demo --keep"}
+    handled = {"scripts/test", "scripts/test --all", "scripts/demo", "scripts/demo --keep"}
     for cmd in readme_commands():
         assert cmd in handled or cmd.startswith(
             (".venv/bin/mitmdump -s shadow_addon/addon.py", ".venv/bin/python -c", CURL, *MITMSHADOW, *RECORDED_TRAFFIC)
         ), f"README command not exercised by tests/test_readme.py: {cmd}"
-    assert {"scripts/test", "scripts/demo"} <= set(readme_commands())
+    assert {"scripts/test", "scripts/test --all", "scripts/demo"} <= set(readme_commands())
 
 
 def test_scripts_test_is_what_ci_runs_and_it_bootstraps() -> None:
-    assert "exec scripts/test" in (ROOT / ".ci" / "run").read_text()  # CI runs the whole suite through it
+    assert "exec scripts/test --all" in (ROOT / ".ci" / "run").read_text()  # CI runs every tier through it
     r = run("scripts/test --collect-only -q tests/test_routing.py", 300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tests collected" in r.stdout
