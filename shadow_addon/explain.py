@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .mappings import LoadResult, Mapping
+from .mappings import LoadResult, Mapping, not_honoured
 from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
 
 UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
@@ -96,7 +96,7 @@ def warnings(table: Table) -> list[str]:
     for g in table.groups:
         for m in g.members:
             if m.ignored_fields:
-                out.append(f"Mapping {m.key}: not honoured (ignored): {', '.join(m.ignored_fields)}")
+                out.append(f"Mapping {m.key}: {not_honoured(m.ignored_fields)}")
     return out
 
 
