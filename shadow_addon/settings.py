@@ -6,8 +6,9 @@ addon swaps in a whole new `Settings` or keeps the old one.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,6 +329,22 @@ def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
             "(set shadow_admin_allow_remote=true to allow it)"
         )
     return host, port
+
+
+def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> list[str]:
+    """One line per option set (`--set`, config.yaml) that no addon declares and that looks like a typo: mitmproxy
+    keeps such a value aside without a word, in case a script declares it later, so `shadow_compre=true` would
+    otherwise do nothing. Names close to no option and not this addon's (`web_port` in a config.yaml shared with
+    mitmweb) are left alone."""
+    names = sorted(known)
+    out = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        if not close and not name.startswith(("shadow_", "mapping")):
+            continue
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"option {name} is not known to mitmproxy or any addon and does nothing{hint}")
+    return out
 
 
 def fit_mitmproxy(o: Any, updated: set[str]) -> None:

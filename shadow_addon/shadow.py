@@ -81,6 +81,9 @@ class Shadow:
         settings.fit_mitmproxy(ctx.options, updated)
 
     def running(self) -> None:
+        # Every script has declared its options by now: what is still deferred is a typo.
+        for line in settings.unknown_options(ctx.options.deferred, ctx.options.keys()):
+            logger.warning(line)
         if self.sender is None:
             self._rebuild_sender()
         self.files.start()
