@@ -65,21 +65,40 @@ def _separation(shadow: Mapping, prod: Mapping) -> str:
     return "; ".join(parts) or "the order of their header or query matches"
 
 
-def traps(table: Table) -> list[str]:
-    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
+def _near(a: str, b: str) -> bool:
+    """Two prefixes a person easily takes for one: `/orders` and `/orders/`, `/Orders/` and `/orders/`."""
+    return a != b and a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def lonely_shadows(table: Table) -> list[str]:
+    """A shadow alone in its group copies nothing (V3Route.generate: a group without a production Mapping makes no
+    route to mirror); each line names the Mapping it was probably meant for and what separates them."""
     out: list[str] = []
     for g in table.groups:
         if g.shadow is not None and not g.routes:
             s = g.shadow
             line = f"shadow {s.key} is alone in its group: it has no route, so it copies nothing"
-            near = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
-            if near:
-                meant = sorted(m.key for m, _ in near[0].production)
-                p = near[0].production[0][0]
+            same = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
+            near = [h for h in table.groups if h.routes and _near(h.members[0].prefix, s.prefix)]
+            if same:
+                meant = sorted(m.key for m, _ in same[0].production)
+                p = same[0].production[0][0]
                 line += (
                     f"; it was probably meant for {', '.join(meant)} (same prefix), separated by {_separation(s, p)}"
                 )
+            elif near:
+                meant = sorted(m.key for m, _ in near[0].production)
+                line += (
+                    f"; it was probably meant for {', '.join(meant)}: prefix {near[0].members[0].prefix} vs "
+                    f"{s.prefix} (a prefix matches the path's start as written, trailing slash and case included)"
+                )
             out.append(line)
+    return out
+
+
+def traps(table: Table) -> list[str]:
+    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
+    out = lonely_shadows(table)
     for m in table.ignored:
         out.append(
             f"Mapping {m.key} ignored: ambassador_id {', '.join(m.ambassador_id)} does not include "

@@ -163,6 +163,8 @@ class MappingFiles:
         for w in self._warnings(table):
             logger.warning(w)
             result.notices.append(w)  # shown in /diag and on the dashboard too
+        for w in explain.lonely_shadows(table):  # /diag lists them with the other traps
+            logger.warning("mappings: %s", w)
         old, first = self.table, self._installed_path != self.source.path
         self._installed_path = self.source.path
         self.errors = []

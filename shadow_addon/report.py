@@ -65,6 +65,7 @@ def comparison(table: Table, m: Metrics) -> list[dict[str, Any]]:
                 "shadow_service": shadow.service,
                 "shadow_address": str(table.addresses[shadow.key]),
                 "weight": 100 if shadow.weight is None else shadow.weight,
+                "copies": g.routes,  # a group without a production route has nothing to copy
                 "production": _side(m, PRODUCTION, series, names),
                 "shadow": _side(m, SHADOW, {(shadow.name, shadow.service)}, {shadow.name}),
                 "drops": drops,

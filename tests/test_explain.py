@@ -9,7 +9,8 @@ from pathlib import Path
 
 from support import mapping, write_mappings
 
-from shadow_addon import explain, mappings, routing
+from shadow_addon import dashboard, diag, explain, mappings, report, routing
+from shadow_addon.metrics import Metrics
 
 
 def M(name: str, **kw: object) -> mappings.Mapping:
@@ -121,3 +122,24 @@ def test_diag_has_routes_and_notices(tmp_path: Path, upstream, proxy) -> None:
     assert any("weight must be an integer 0..100, got 'ten'" in e["message"] for e in d["errors"])
     assert json.loads(p.request("GET", "/api/x")[2])["name"] == "api"
     assert json.loads(p.request("GET", "/broken/x")[2])["name"] == "prod"
+
+
+def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for() -> None:
+    """`/orders` and `/orders/` are two prefixes, so two groups (irhttpmapping.py _group_id); the shadow's has no
+    production Mapping and no route (V3Route.generate), and every view says it copies nothing."""
+    t = routing.build_table(
+        [M("orders", prefix="/orders/"), M("orders-next", prefix="/orders", shadow=True, weight=50)]
+    )
+    assert explain.lonely_shadows(t) == [
+        "shadow orders-next.default is alone in its group: it has no route, so it copies nothing; it was probably "
+        "meant for orders.default: prefix /orders/ vs /orders (a prefix matches the path's start as written, "
+        "trailing slash and case included)"
+    ]
+    assert "weight 50: copies nothing (no route)" in explain.text(t)
+    d = diag.snapshot(t, None, 0.0, [])
+    assert [(m["name"], m["active_shadow"]) for m in d["mappings"] if m["shadow"]] == [("orders-next", False)]
+    rows = report.comparison(t, Metrics())
+    assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
+    ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
+    assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
+    assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]

@@ -139,3 +139,31 @@ def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
     assert "mappings" in r.stdout and "mapping_services" in r.stdout and "--help-mitmdump" in r.stdout
     full = subprocess.run([str(mitmshadow), "--help-mitmdump"], capture_output=True, text=True, timeout=60)
     assert "--listen-port" in full.stdout and "--set" in full.stdout  # mitmdump's own help (it exits 1, as mitmdump)
+
+
+def test_a_shadow_prefix_that_nearly_matches_is_named_in_the_log_and_every_view(tmp_path: Path, upstream, proxy):
+    app = upstream("app")
+    path = tmp_path / "m.yaml"
+    write_mappings(
+        path,
+        mapping("orders", prefix="/orders/", service="app"),
+        mapping("orders-next", prefix="/orders", service="app", shadow=True, weight=50),
+    )
+    p = proxy(app.address, sets={"mappings": str(path), "mapping_services": [f"app={app.address}"]})
+    line = (
+        "mappings: shadow orders-next.default is alone in its group: it has no route, so it copies nothing; it was "
+        "probably meant for orders.default: prefix /orders/ vs /orders"
+    )
+    assert wait_until(lambda: line in p.log, 10), p.log
+    status, body = p.admin("/diag")
+    assert [m["active_shadow"] for m in json.loads(body)["mappings"] if m["shadow"]] == [False]
+    status, page = p.admin("/")
+    assert status == 200 and b"gets a copy of nothing: its group has no production route" in page
+    assert b"% of requests" not in page
+    write_mappings(
+        path,
+        mapping("orders", prefix="/orders/", service="app"),
+        mapping("orders-v3", prefix="/Orders/", service="app", shadow=True),
+    )
+    again = "shadow orders-v3.default is alone in its group: it has no route, so it copies nothing; it was probably "
+    assert wait_until(lambda: again in p.log, 15), p.log[-2000:]  # said again on reload
