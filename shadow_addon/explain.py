@@ -178,21 +178,49 @@ def _match_text(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+NAME_WIDTH = (28, 48)  # the name and service columns: at least 28 wide, wider for longer names up to 48
+
+
+def _columns(rs: list[dict[str, Any]]) -> tuple[int, int]:
+    """Widths of the name and service columns, from the longest names (bounded: a longer one gets its own line)."""
+    names = [len(p["name"]) for r in rs for p in r["production"]]
+    names += [len("shadow " + r["shadow"]["name"]) for r in rs if r["shadow"]]
+    services = [len(p["service"]) for r in rs for p in r["production"]]
+    services += [len(r["shadow"]["service"]) for r in rs if r["shadow"]]
+    lo, hi = NAME_WIDTH
+    return min(max([lo, *names]), hi), min(max([lo, *services]), hi)
+
+
+def _row(name: str, service: str, rest: str, widths: tuple[int, int]) -> list[str]:
+    """One Mapping's line, columns aligned; a name or service too long for its column ends its line, and the row
+    goes on below in its columns."""
+    wn, ws = widths
+    lines = []
+    if len(name) > wn:
+        lines.append(f"     {name}")
+        name = ""
+    if len(service) > ws:
+        lines.append(f"     {name:<{wn}} -> {service}")
+        return [*lines, f"     {'':<{wn}}    {'':<{ws}} {rest}"]
+    return [*lines, f"     {name:<{wn}} -> {service:<{ws}} {rest}"]
+
+
 def text(table: Table, loaded: LoadResult | None = None) -> str:
     """The report `mitmshadow explain` prints."""
     lines = ["Routes, in the order they are tried (the first match wins):", ""]
-    for r in routes(table):
+    rs = routes(table)
+    widths = _columns(rs)
+    for r in rs:
         lines.append(f"{r['order']}. {_match_text(r)}")
         if r["redirect"]:
             lines.append(f"     redirect: {r['redirect']}")
         for p in r["production"]:
-            lines.append(
-                f"     {p['name']:<28} -> {p['service']:<28} cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
-            )
+            rest = f"cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
+            lines += _row(p["name"], p["service"], rest, widths)
         if r["shadow"]:
             s = r["shadow"]
             copies = f"copies {s['weight']}% of the requests" if r["routes"] else "copies nothing (no route)"
-            lines.append(f"     shadow {s['name']:<21} -> {s['service']:<28} weight {s['weight']}: {copies}")
+            lines += _row(f"shadow {s['name']}", s["service"], f"weight {s['weight']}: {copies}", widths)
         if not r["routes"]:
             lines.append("     no route: only a shadow")
     if not table.groups:

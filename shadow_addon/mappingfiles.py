@@ -18,6 +18,7 @@ from mitmproxy import exceptions
 
 from . import explain, mappings, routing, selfloop
 from .metrics import Metrics
+from .words import plural
 
 logger = logging.getLogger("shadow")
 
@@ -174,7 +175,10 @@ class MappingFiles:
         self.metrics.record_reload(True)
         if self.source.path:
             n_shadow = sum(1 for g in table.groups if g.shadow)
-            summary = f"{len(table.mappings)} Mappings in {len(table.groups)} groups ({n_shadow} with a shadow)"
+            summary = (
+                f"{plural(len(table.mappings), 'Mapping')} in {plural(len(table.groups), 'group')} "
+                f"({n_shadow} with a shadow)"
+            )
             if first:
                 logger.info("mappings: %s from %s", summary, self.source.path)
             else:

@@ -143,3 +143,25 @@ def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for(
     ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
     assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
     assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]
+
+
+def test_columns_stay_aligned_with_long_names() -> None:
+    t = routing.build_table(
+        [
+            M("api", prefix="/api/"),
+            M("payments-authorization-service-canary", prefix="/api/", weight=10),
+            M(
+                "payments-authorization-service-shadow-for-the-next-release-candidate",
+                prefix="/api/",
+                shadow=True,
+                service="next",
+            ),
+        ]
+    )
+    lines = [x for x in explain.text(t).splitlines() if "->" in x]
+    assert len(lines) == 3
+    assert len({x.index("->") for x in lines}) == 1  # one column for the arrows, whatever the names' lengths
+    assert len({x.index("cumulative") for x in lines if "cumulative" in x} | {lines[2].index("weight")}) == 1
+    assert "     shadow payments-authorization-service-shadow-for-the-next-release-candidate.default\n" in explain.text(
+        t
+    )
