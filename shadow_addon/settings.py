@@ -194,7 +194,14 @@ def declare(loader: Any) -> None:
         str,
         "0",
         "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
-        "the shadow's limits allow (shadow_max_inflight).",
+        "the shadow's limits allow (shadow_max_inflight; unset, 4 at a time for a capture).",
+    )
+    add(
+        "shadow_replay_every_request",
+        bool,
+        False,
+        "Recorded flows (mitmdump -r): copy every request a shadow's route gets, whatever its weight (0 excepted), "
+        "so a replay copies the same requests on every run.",
     )
 
 
@@ -221,6 +228,7 @@ class Settings:
     max_inflight: int = 64
     max_backlog: int = 256
     replay_speed: float = 0.0  # recorded flows: 1 = their recorded pace; 0 = as fast as the shadow allows
+    replay_every: bool = False  # recorded flows: every request of a shadowed route is copied, whatever the weight
 
 
 def parse(o: Any) -> Settings:
@@ -247,6 +255,7 @@ def parse(o: Any) -> Settings:
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
         replay_speed=_nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
+        replay_every=o.shadow_replay_every_request,
     )
 
 
