@@ -343,12 +343,12 @@ class DevServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-def written_capture(path: Path, n: int) -> Path:
-    """A flow file of `n` recorded GETs to /api/item/N answered `{"ok": true}`, written by mitmproxy's writer."""
+def written_capture(path: Path, n: int, prefix: str = "/api/") -> Path:
+    """A flow file of `n` recorded GETs to PREFIXitem/N answered `{"ok": true}`, written by mitmproxy's writer."""
     with open(path, "wb") as fh:
         w = io.FlowWriter(fh)
         for i in range(n):
-            req = tutils.treq(path=f"/api/item/{i}".encode(), host="shop.example", port=80)
+            req = tutils.treq(path=f"{prefix}item/{i}".encode(), host="shop.example", port=80)
             resp = tutils.tresp(content=b'{"ok": true}', headers=mhttp.Headers(content_type="application/json"))
             w.add(tflow.tflow(req=req, resp=resp))
     return path
@@ -380,3 +380,17 @@ def test_the_gate_against_a_development_server_times_nothing_out_and_counts_time
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_capture_of_rewritten_paths_says_what_was_read_and_which_prefixes_exist(tmp_path: Path) -> None:
+    """Recorded in front of the service itself, the paths lack the Mapping's prefix: nothing routes, and the gate
+    says how many requests it read, shows one, and names the prefixes."""
+    capture = written_capture(tmp_path / "behind.mitm", 12, prefix="/v1/")
+    run = replay_cli(tmp_path, capture, "127.0.0.1:9")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert (
+        "mitmshadow replay: no request of the capture went to a shadow: 12 read (e.g. GET /v1/item/0); prefixes "
+        "with a shadow: /api/. A capture taken in front of the service itself holds paths its Mapping already "
+        "rewrote: record requests as clients send them (README: Test a release against recorded traffic); "
+        "nothing to compare"
+    ) in run.stderr, run.stdout + run.stderr
