@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from support import ADDON, MITMDUMP, free_port, mapping, wait_until, write_mappings
 
+from shadow_addon import mappingfiles, mappings, routing
+
 
 def test_routed_requests_work_with_the_reverse_target_down(tmp_path: Path, upstream, proxy) -> None:
     """mitmproxy dials the reverse target eagerly, before the addon re-routes: routed requests must not need it."""
@@ -168,3 +170,43 @@ def test_a_shadow_prefix_that_nearly_matches_is_named_in_the_log_and_every_view(
     )
     again = "shadow orders-v3.default is alone in its group: it has no route, so it copies nothing; it was probably "
     assert wait_until(lambda: again in p.log, 15), p.log[-2000:]  # said again on reload
+
+
+def test_a_service_that_does_not_resolve_is_named_at_start_up(tmp_path: Path, upstream, proxy) -> None:
+    """Found before the first request (which would get 502); names are resolved off the event loop, bounded."""
+    app = upstream("app")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("orders", prefix="/orders/", service="orders.default:8080"),
+        mapping("orders-next", prefix="/orders/", service="orders-v2.invalid", shadow=True),
+        mapping("local", prefix="/local/", service="127.0.0.1:9"),
+    )
+    p = proxy(app.address, sets={"mappings": str(m), "mapping_services": [f"orders={app.address}"]})
+    line = (
+        "mappings: service orders-v2.invalid (Mapping orders-next.default) does not resolve (Name or service not "
+        "known) and no mapping_services entry names it: its requests will fail; point it at a local process with "
+        "--set mapping_services=orders-v2.invalid=HOST:PORT"
+    )
+    assert wait_until(lambda: "does not resolve" in p.log, 15), p.log
+    assert line in p.log, p.log
+    assert p.log.count("does not resolve") == 1  # orders has an entry, 127.0.0.1 is an address
+    status, body = p.admin("/diag")
+    assert line in json.loads(body)["notices"]
+    assert p.request("GET", "/orders/1")[0] == 200  # production serves meanwhile
+
+
+def test_only_named_services_without_an_entry_are_resolved() -> None:
+    t = routing.build_table(
+        [
+            mappings.build_mapping("a", "default", "t", {"prefix": "/a/", "service": "a:8080"}),
+            mappings.build_mapping("b", "shop", "t", {"prefix": "/b/", "service": "b"}),
+            mappings.build_mapping("c", "default", "t", {"prefix": "/c/", "service": "10.0.0.1:80"}),
+            mappings.build_mapping("d", "default", "t", {"prefix": "/d/", "service": "localhost:81"}),
+        ]
+    )
+    overrides = [routing.ServiceOverride("a", mappings.service_address("127.0.0.1:1"), False)]
+    names = mappingfiles.names_to_resolve(t, overrides)
+    assert {k: [m.key for m in v] for k, v in names.items()} == {("b.shop", 80): ["b.shop"]}
+    assert mappingfiles.unresolved_line("b.shop", names[("b.shop", 80)], "boom").endswith(
+        "--set mapping_services=b=HOST:PORT"
+    )
