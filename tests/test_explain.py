@@ -165,3 +165,19 @@ def test_columns_stay_aligned_with_long_names() -> None:
     assert "     shadow payments-authorization-service-shadow-for-the-next-release-candidate.default\n" in explain.text(
         t
     )
+
+
+def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> None:
+    """A Service carrying getambassador.io/config used to explain as "(no Mappings)"."""
+    svc = tmp_path / "svc.yaml"
+    svc.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  namespace: shop\n  annotations:\n"
+        "    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n"
+        "      name: quote-backend\n      prefix: /backend/\n      service: quote:80\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "(no Mappings)" not in r.stdout
+    assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout
