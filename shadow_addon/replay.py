@@ -46,9 +46,9 @@ def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float,
 
 def inflight(max_inflight: int, set_by_user: bool) -> int:
     """Copies of a capture in flight per shadow service: `shadow_max_inflight` when set, else at most
-    REPLAY_INFLIGHT. A replay sends as fast as answers come back, and a development server (Python's
-    ThreadingHTTPServer listens with a backlog of 5) leaves connections beyond its backlog unanswered until the
-    copies time out, which would read as the shadow failing."""
+    REPLAY_INFLIGHT. A replay keeps that many in flight all along, and a development server (Python's
+    ThreadingHTTPServer: a listen backlog of 5, threads sharing one interpreter lock) answers each only after
+    working on all the others: 64 at once can take past the copy timeout, which would read as the shadow failing."""
     return max_inflight if set_by_user else min(max_inflight, REPLAY_INFLIGHT)
 
 
@@ -87,7 +87,8 @@ class Replay:
         self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
         self.waiters: list[asyncio.Future[None]] = []
         self.read = self.copies = self.settled_copies = 0
-        self.to_shadow = 0  # recorded requests whose route has a shadow (copied or sampled out)
+        self.to_shadow = 0  # recorded requests whose route has a shadow (copied or not)
+        self.sampled_out = 0  # of those, the ones the shadow's weight did not sample
         self.example = ""  # a recorded request that went to no shadow, for the message when none did
         self.longest = 0.0  # the longest copy timeout seen: bounds the wait at exit
         self._clock: tuple[float, float] | None = None
@@ -131,6 +132,7 @@ class Replay:
             self.example = self.example or f"{flow.request.method} {flow.request.path[:200]}"
         else:
             self.to_shadow += 1
+            self.sampled_out += route.shadow is None
         if route is None:
             production.record(sh.metrics, flow, None)
             return None
@@ -258,6 +260,8 @@ class Replay:
         if self.copies or not self.read:
             return None
         groups = self.shadow.table.groups
+        if self.to_shadow and self.sampled_out < self.to_shadow:
+            return None  # not copied for their own reasons (body_limit, streamed, ...), counted as drops
         if self.to_shadow:
             return (
                 f"replay: {self.to_shadow} of {self.read} recorded requests went to a route with a shadow, but its "
