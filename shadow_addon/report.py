@@ -111,6 +111,8 @@ def text_table(
                 f"{label:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
                 f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}"
             )
+        if r.get("copies") is False:
+            lines.append(f"{'':<24} copies     nothing: its group has no production route (see mitmshadow explain)")
         if r["drops"]:
             lines.append(f"{'':<24} dropped    " + " ".join(f"{k}:{v}" for k, v in r["drops"].items()))
         results = (compare or {}).get(r["shadow_mapping"])

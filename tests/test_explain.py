@@ -140,6 +140,7 @@ def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for(
     assert [(m["name"], m["active_shadow"]) for m in d["mappings"] if m["shadow"]] == [("orders-next", False)]
     rows = report.comparison(t, Metrics())
     assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
+    assert "copies     nothing: its group has no production route" in report.text_table(rows)
     ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
     assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
     assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]
