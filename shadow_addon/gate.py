@@ -33,7 +33,7 @@ class Verdict:
     def line(self, threshold: float) -> str:
         word = "FAIL" if self.failed else "ok"
         line = (
-            f"{word}: {self.mapping}: {self.differing} of {self.total} pairs differ ({self.rate:.1%}; "
+            f"{word}: {self.mapping}: {self.differing} of {plural(self.total, 'pair')} differ ({self.rate:.1%}; "
             f"allowed {threshold:.1%})"
         )
         if self.timeouts:

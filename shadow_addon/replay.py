@@ -21,6 +21,7 @@ from mitmproxy import ctx, exceptions, http, io
 from . import copies, production, routing
 from .mappings import Address
 from .sender import Copy, Sender
+from .words import plural
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -294,7 +295,10 @@ class Replay:
     def progress(self) -> str:
         pending = len(self.keys)
         done = self.copies - pending
-        return f"replay: {self.read} recorded flows, {self.copies} copies, {done} done, {pending} in flight"
+        return (
+            f"replay: {plural(self.read, 'recorded flow')}, {plural(self.copies, 'copy', 'copies')}, {done} done, "
+            f"{pending} in flight"
+        )
 
     def _under_way(self) -> int:
         """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
@@ -329,7 +333,7 @@ class Replay:
             under_way = self._under_way()
             if not under_way or late:
                 if under_way:
-                    logger.warning("replay: %d copies still had no outcome; exiting", under_way)
+                    logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
                 if self.read:
                     logger.info(self.progress())
                 for line in (self.nothing_copied(), self.timeouts()):

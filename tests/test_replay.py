@@ -154,6 +154,8 @@ def test_timeouts_are_counted_apart_from_differences_and_name_the_options() -> N
         "shadow_max_inflight=N for a server that takes few connections at once"
     )
     assert v["b-shadow"].line(0.5) == "ok: b-shadow: 0 of 10 pairs differ (0.0%; allowed 50.0%)"
+    one = gate.verdicts({"c-shadow": {"match": 1}}, 0.0)[0]
+    assert one.line(0.0) == "ok: c-shadow: 0 of 1 pair differ (0.0%; allowed 0.0%)"
 
 
 def test_a_capture_takes_a_development_servers_concurrency_unless_set() -> None:
