@@ -210,3 +210,24 @@ def test_only_named_services_without_an_entry_are_resolved() -> None:
     assert mappingfiles.unresolved_line("b.shop", names[("b.shop", 80)], "boom").endswith(
         "--set mapping_services=b=HOST:PORT"
     )
+
+
+def test_a_service_with_the_annotation_routes_and_shadows(tmp_path: Path, upstream, proxy) -> None:
+    """Emissary's original form: Mappings in a Service's getambassador.io/config, the Service's namespace theirs."""
+    app, app_next = upstream("app"), upstream("app-next")
+    svc = tmp_path / "service.yaml"
+    svc.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: shop\n  annotations:\n"
+        "    getambassador.io/config: |\n"
+        "      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: shop\n"
+        "      prefix: /shop/\n      service: shop:8080\n"
+        "      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: shop-next\n"
+        "      prefix: /shop/\n      service: shop-next:8080\n      shadow: true\n"
+        "spec:\n  ports: [{port: 8080}]\n"
+    )
+    services = [f"shop.shop={app.address}", f"shop-next.shop={app_next.address}"]
+    p = proxy(f"http://{app.address}", sets={"mappings": str(svc), "mapping_services": services})
+    assert wait_until(lambda: "mappings: 2 Mappings in 1 group (1 with a shadow)" in p.log, 10), p.log
+    status, _, body = p.request("GET", "/shop/cart")
+    assert status == 200 and json.loads(body)["path"] == "/cart"
+    assert app_next.wait_for(1) and app_next.seen[0].path == "/cart"
