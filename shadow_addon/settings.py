@@ -133,7 +133,13 @@ def declare(loader: Any) -> None:
         "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
         "every shadow service; beyond it copies are dropped and counted as overload.",
     )
-    add("shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog.")
+    add(
+        "shadow_max_inflight",
+        int,
+        64,
+        "Copies in flight per shadow service; more wait in the backlog. A capture read with -r sends 4 at a time "
+        "unless this is set.",
+    )
     add(
         "shadow_max_backlog",
         int,
