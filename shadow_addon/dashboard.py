@@ -300,6 +300,7 @@ def _compare_chips(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict[str, Any]:
     prod, shadow = row.get("production") or {}, row.get("shadow") or {}
     weight = row.get("weight")
+    share = f"{weight} % of requests" if isinstance(weight, int | float) else "requests"
     results = compare.get(row.get("shadow_mapping")) if compare is not None else None
     return {
         "resource": row.get("resource", ""),
@@ -307,7 +308,7 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
         "shadow_mapping": row.get("shadow_mapping", ""),
         "shadow_service": row.get("shadow_service", ""),
         "shadow_address": row.get("shadow_address", ""),
-        "share": f"{weight} % of requests" if isinstance(weight, int | float) else "requests",
+        "share": share if row.get("copies") is not False else "nothing: its group has no production route",
         "side": _side_table(prod, shadow),
         "histogram": histogram(prod, shadow),
         "codes": [_codes("production", prod), _codes("shadow", shadow)],

@@ -138,6 +138,9 @@ FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"
 # Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go).
 V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1"})
 LIST_KINDS = frozenset({"List", "MappingList"})
+ANNOTATION = "getambassador.io/config"
+# The kinds whose annotation Emissary reads (pkg/snapshot/v1/annotations.go PopulateAnnotations).
+ANNOTATED_KINDS = frozenset({"Service", "Ingress"})
 FLAT_META_KEYS = frozenset({"apiVersion", "kind", "name", "namespace", "metadata"})
 
 # Keys every Mapping of a group must agree on (irhttpmappinggroup.py CoreMappingKeys; prefix, method and headers
@@ -246,6 +249,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping)
     files: list[str] = field(default_factory=list)
     file_errors: list[str] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
+    nodes: int = 0  # YAML nodes read from the file being parsed (bounded by MAX_NODES)
 
     def blocking(self, strict: bool = False) -> list[str]:
         """The errors that stop loading: a file-level error always, any error with `mappings_strict`.
@@ -765,10 +769,10 @@ class _Loader(yaml.SafeLoader):
     `2001-02-30`, a 5000-digit integer); here each becomes a ConstructorError at the scalar's line and column.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nodes: int = 0) -> None:
         super().__init__(text)
         self._depth = 0
-        self._nodes = 0
+        self._nodes = nodes  # already read from the same file (an annotation's YAML counts with its file's)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         # The composer recurses once per nesting level: bound it here, where the position is known, rather
@@ -842,13 +846,14 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return line + 1, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
-def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
-    """The documents of one file, numbered from 1; raise MappingError (one line) for anything unreadable."""
+def _iter_documents(text: str, path: str, result: LoadResult) -> list[tuple[int, Any]]:
+    """The documents of one file (or annotation), numbered from 1; raise MappingError (one line) for anything
+    unreadable. `result.nodes` carries the YAML nodes read so far from the same file."""
     docs: list[tuple[int, Any]] = []
     n = cur = 0
     loader: _Loader | None = None
     try:
-        loader = _Loader(text)  # the reader checks every character here, before the first document
+        loader = _Loader(text, result.nodes)  # the reader checks every character here, before the first document
         while True:
             cur = n + 1
             if not loader.check_data():
@@ -874,12 +879,17 @@ def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
         raise MappingError(f"{path} doc {cur}: YAML nesting too deep") from None
     finally:
         if loader is not None:
+            result.nodes = loader._nodes
             loader.dispose()
     return docs
 
 
-def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadResult) -> None:
-    where = _where(path, doc, item)
+def _one_document(
+    obj: Any, path: str, doc: int, item: int | None, result: LoadResult, annotation: str | None = None
+) -> None:
+    """One YAML document; `annotation`: where it was read from when it comes from a getambassador.io/config
+    annotation (the location of its messages)."""
+    where = annotation or _where(path, doc, item)
     if obj is None:
         return  # an empty document (e.g. a trailing `---`)
     if not isinstance(obj, dict):
@@ -891,6 +901,9 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         # Checked first: kind and apiVersion go through set lookups, which a list or a mapping would break.
         shown = "" if kind is None else f", got {_type_name(kind)} {_show(kind)}"
         result.errors.append(f"{where}: kind is required (e.g. kind: Mapping){shown}")
+        return
+    if kind in LIST_KINDS and annotation is not None:
+        result.errors.append(f"{where}: a {kind} inside an annotation is not supported")
         return
     if kind in LIST_KINDS:
         items = obj.get("items")
@@ -904,6 +917,8 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
             _one_document(sub, path, doc, i, result)
         return
     if kind != "Mapping":
+        if annotation is None and _annotated(obj, kind, path, doc, item, result):
+            return
         result.notices.append(f"{where}: skipped kind {_clean(kind[:80])} (only Mappings are used)")
         return
     if not isinstance(api, str) or api not in MAPPING_API_VERSIONS:
@@ -941,13 +956,82 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
     try:
         m = build_mapping(name, namespace, where, spec, api)
     except ValueError as e:
-        result.errors.append(f"{_where(path, doc, item, f'{name}.{namespace}')}: {e}")
+        result.errors.append(f"{where} (Mapping {name}.{namespace}): {e}")
         return
     if m.ignored_fields:
-        result.notices.append(
-            f"{_where(path, doc, item, m.key)}: not honoured (ignored): {', '.join(m.ignored_fields)}"
-        )
+        result.notices.append(f"{where} (Mapping {m.key}): {not_honoured(m.ignored_fields)}")
     result.mappings.append(m)
+
+
+def not_honoured(fields: tuple[str, ...]) -> str:
+    """The notice for fields accepted but not applied; `grpc` says what becomes of a gRPC service's copies."""
+    line = f"{NOT_HONOURED_NOTE}: {', '.join(fields)}"
+    if "grpc" in fields:
+        line += (
+            " (grpc: copies go to the shadow as HTTP/1.1, which a gRPC server refuses, so a gRPC shadow answers "
+            "none of them; production requests are forwarded as mitmproxy receives them)"
+        )
+    return line
+
+
+def _annotated(obj: dict[Any, Any], kind: str, path: str, doc: int, item: int | None, result: LoadResult) -> bool:
+    """Mappings in a `getambassador.io/config` annotation (Emissary's original form): read from a Service or an
+    Ingress, with the object's namespace as their default (pkg/snapshot/v1/annotations.go
+    ParseAnnotationResources). Returns whether the object carries the annotation."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict) or ANNOTATION not in annotations:
+        return False
+    assert isinstance(meta, dict)
+    name, namespace = meta.get("name"), meta.get("namespace")
+    owner = f"{_clean(kind[:80])} {_show(name) if not isinstance(name, str) else _clean(name[:200])}"
+    namespace = namespace if isinstance(namespace, str) and namespace else "default"
+    where = f"{_where(path, doc, item)}, {owner}.{_clean(namespace[:200])}, annotation {ANNOTATION}"
+    if kind not in ANNOTATED_KINDS:
+        # PopulateAnnotations reads Services and Ingresses only (annotations_test.go: a Host's is not parsed).
+        result.notices.append(f"{where}: skipped: Emissary reads this annotation only on a Service or an Ingress")
+        return True
+    text = annotations[ANNOTATION]
+    if not isinstance(text, str):
+        result.errors.append(f"{where}: must be YAML text, got {_type_name(text)}")
+        return True
+    try:
+        docs = _iter_documents(text, where, result)
+    except MappingError as e:
+        result.errors.append(str(e))  # this object's Mappings are left out; the file's others load
+        return True
+    for k, sub in docs:
+        if sub is None:
+            continue
+        if isinstance(sub, dict):
+            sub = _unfold(sub, namespace)
+        _one_document(sub, path, doc, item, result, annotation=f"{where} doc {k}")
+    return True
+
+
+def _unfold(obj: dict[Any, Any], namespace: str) -> dict[Any, Any]:
+    """An annotation's resource in the metadata/spec form (annotations.go ParseAnnotationResources): name,
+    namespace and generation go to metadata, everything else to spec; the namespace defaults to the owner's;
+    `ambassador/` apiVersions become `getambassador.io/`."""
+    meta = dict(obj["metadata"]) if isinstance(obj.get("metadata"), dict) else {}
+    spec = dict(obj["spec"]) if isinstance(obj.get("spec"), dict) else {}
+    out: dict[Any, Any] = {}
+    for k, v in obj.items():
+        if k in ("apiVersion", "kind", "metadata", "spec", "status"):
+            continue
+        if k in ("name", "namespace", "generation"):
+            meta[k] = v
+        elif k == "metadata_labels":
+            meta["labels"] = v
+        else:
+            spec[k] = v
+    if not isinstance(meta.get("namespace"), str) or not meta.get("namespace"):
+        meta["namespace"] = namespace
+    api = obj.get("apiVersion")
+    if isinstance(api, str) and api.startswith("ambassador/"):
+        api = "getambassador.io/" + api.removeprefix("ambassador/")
+    out.update(apiVersion=api, kind=obj.get("kind"), metadata=meta, spec=spec)
+    return out
 
 
 def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadResult:
@@ -961,8 +1045,9 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     if len(text) > MAX_FILE_BYTES:
         _file_error(result, f"{path}: {_too_large(len(text), 'characters')}")
         return result
+    result.nodes = 0
     try:
-        docs = _iter_documents(text, path)
+        docs = _iter_documents(text, path, result)
     except MappingError as e:
         _file_error(result, str(e))
         return result

@@ -6,8 +6,9 @@ addon swaps in a whole new `Settings` or keeps the old one.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,13 @@ def declare(loader: Any) -> None:
         "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
         "every shadow service; beyond it copies are dropped and counted as overload.",
     )
-    add("shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog.")
+    add(
+        "shadow_max_inflight",
+        int,
+        64,
+        "Copies in flight per shadow service; more wait in the backlog. A capture read with -r sends 4 at a time "
+        "unless this is set.",
+    )
     add(
         "shadow_max_backlog",
         int,
@@ -193,7 +200,14 @@ def declare(loader: Any) -> None:
         str,
         "0",
         "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
-        "the shadow's limits allow (shadow_max_inflight).",
+        "the shadow's limits allow (shadow_max_inflight; unset, 4 at a time for a capture).",
+    )
+    add(
+        "shadow_replay_every_request",
+        bool,
+        False,
+        "Recorded flows (mitmdump -r): copy every request a shadow's route gets, whatever its weight (0 excepted), "
+        "so a replay copies the same requests on every run.",
     )
 
 
@@ -220,6 +234,7 @@ class Settings:
     max_inflight: int = 64
     max_backlog: int = 256
     replay_speed: float = 0.0  # recorded flows: 1 = their recorded pace; 0 = as fast as the shadow allows
+    replay_every: bool = False  # recorded flows: every request of a shadowed route is copied, whatever the weight
 
 
 def parse(o: Any) -> Settings:
@@ -246,6 +261,7 @@ def parse(o: Any) -> Settings:
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
         replay_speed=_nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
+        replay_every=o.shadow_replay_every_request,
     )
 
 
@@ -328,6 +344,22 @@ def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
             "(set shadow_admin_allow_remote=true to allow it)"
         )
     return host, port
+
+
+def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> list[str]:
+    """One line per option set (`--set`, config.yaml) that no addon declares and that looks like a typo: mitmproxy
+    keeps such a value aside without a word, in case a script declares it later, so `shadow_compre=true` would
+    otherwise do nothing. Names close to no option and not this addon's (`web_port` in a config.yaml shared with
+    mitmweb) are left alone."""
+    names = sorted(known)
+    out = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        if not close and not name.startswith(("shadow_", "mapping")):
+            continue
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"option {name} is not known to mitmproxy or any addon and does nothing{hint}")
+    return out
 
 
 def fit_mitmproxy(o: Any, updated: set[str]) -> None:

@@ -81,6 +81,9 @@ class Shadow:
         settings.fit_mitmproxy(ctx.options, updated)
 
     def running(self) -> None:
+        # Every script has declared its options by now: what is still deferred is a typo.
+        for line in settings.unknown_options(ctx.options.deferred, ctx.options.keys()):
+            logger.warning(line)
         if self.sender is None:
             self._rebuild_sender()
         self.files.start()
@@ -220,11 +223,12 @@ class Shadow:
 
     # ------------------------------------------------------------------ helpers of the hooks
 
-    def route_of(self, req: http.Request, routed: str | None = None) -> routing.Route | None:
+    def route_of(self, req: http.Request, routed: str | None = None, every: bool = False) -> routing.Route | None:
         """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
-        that routed this request already (a replayed or recorded flow), whose route it keeps."""
-        shadow_draw = random.random() * 100.0
-        if self.settings.sample_key:
+        that routed this request already (a replayed or recorded flow), whose route it keeps. `every`: the shadow
+        takes the request whatever its weight (but 0)."""
+        shadow_draw = 0.0 if every else random.random() * 100.0
+        if self.settings.sample_key and not every:
             sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
         if routed is not None:

@@ -331,3 +331,115 @@ def test_weight_over_100_loads_and_is_the_groups_error() -> None:
     head = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
     r = load(head + "spec: {prefix: /, service: s, weight: 150}")
     assert r.errors == [] and r.mappings[0].weight == 150
+
+
+ANNOTATED_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: quote
+  namespace: shop
+  annotations:
+    getambassador.io/config: |
+      ---
+      apiVersion: ambassador/v1
+      kind: Mapping
+      name: quote-backend
+      prefix: /backend/
+      service: quote:80
+      ---
+      apiVersion: getambassador.io/v3alpha1
+      kind: Mapping
+      name: quote-next
+      namespace: staging
+      hostname: "*"
+      prefix: /backend/
+      service: quote-v2
+      shadow: true
+      ---
+      apiVersion: getambassador.io/v3alpha1
+      kind: Module
+      name: ambassador
+spec:
+  ports: [{port: 80}]
+"""
+
+
+def test_mappings_in_a_service_annotation_load_with_its_namespace() -> None:
+    """pkg/snapshot/v1/annotations.go ParseAnnotationResources: flat fields fold into metadata/spec, the Service's
+    namespace is the default, `ambassador/` apiVersions become `getambassador.io/` (then v1 converts as v2 does)."""
+    r = load(ANNOTATED_SERVICE)
+    assert r.errors == []
+    assert [(m.key, m.service, m.hostname, m.shadow) for m in r.mappings] == [
+        ("quote-backend.shop", "quote.shop:80", "*", False),
+        ("quote-next.staging", "quote-v2.staging", "*", True),
+    ]
+    where = "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config"
+    assert r.mappings[0].source == f"{where} doc 1"
+    assert r.notices == [f"{where} doc 3: skipped kind Module (only Mappings are used)"]
+
+
+def test_annotations_in_a_list_and_on_an_ingress_and_errors_named_by_their_owner() -> None:
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata:
+    name: web
+    annotations: {getambassador.io/config: "kind: Mapping\\nname: w\\nprefix: /w/\\nservice: w\\napiVersion: getambassador.io/v3alpha1"}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: bad
+    annotations: {getambassador.io/config: "apiVersion: getambassador.io/v3alpha1\\nkind: Mapping\\nname: b\\nprefix: /b/\\nservice: b\\nweight: ten"}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: broken
+    annotations: {getambassador.io/config: "kind: [Mapping"}
+"""  # noqa: E501
+    r = load(text)
+    assert [m.key for m in r.mappings] == ["w.default"]
+    assert r.errors[0] == (
+        "m.yaml doc 1 item 2, Service bad.default, annotation getambassador.io/config doc 1 (Mapping b.default): "
+        "weight must be an integer 0..100, got 'ten'"
+    )
+    assert r.errors[1].startswith(
+        "m.yaml doc 1 item 3, Service broken.default, annotation getambassador.io/config doc 1: YAML syntax error"
+    )
+    assert r.file_errors == []  # one object's annotation does not stop the file
+
+
+def test_annotations_elsewhere_are_skipped_as_emissary_skips_them() -> None:
+    """PopulateAnnotations reads Services and Ingresses only (annotations_test.go leaves a Host's unparsed)."""
+    text = ANNOTATED_SERVICE.replace("kind: Service", "kind: Deployment", 1)
+    r = load(text)
+    assert r.mappings == [] and r.errors == []
+    assert r.notices == [
+        "m.yaml doc 1, Deployment quote.shop, annotation getambassador.io/config: skipped: Emissary reads this "
+        "annotation only on a Service or an Ingress"
+    ]
+
+
+def test_annotation_yaml_counts_with_its_files_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Service has 22 YAML nodes and its annotation 35: each within 40, together over it."""
+    monkeypatch.setattr(mappings, "MAX_NODES", 40)
+    r = load(ANNOTATED_SERVICE)
+    assert r.errors == [
+        "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config doc 2: YAML has more than 40 nodes in "
+        "one file at line 11 column 1"
+    ]
+
+
+def test_grpc_says_what_becomes_of_a_grpc_service() -> None:
+    r = load(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: g}\n"
+        "spec: {prefix: /g/, service: g, grpc: true}\n"
+    )
+    assert r.notices == [
+        "m.yaml doc 1 (Mapping g.default): not honoured (ignored): grpc (grpc: copies go to the shadow as HTTP/1.1, "
+        "which a gRPC server refuses, so a gRPC shadow answers none of them; production requests are forwarded as "
+        "mitmproxy receives them)"
+    ]

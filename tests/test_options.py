@@ -9,8 +9,9 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import ADDON, MITMDUMP, mapping, write_mappings
+from support import ADDON, MITMDUMP, mapping, wait_until, write_mappings
 
+from shadow_addon import settings
 from shadow_addon.shadow import Shadow
 
 
@@ -118,3 +119,38 @@ def test_commands_report_and_reload(tmp_path: Path) -> None:
         with pytest.raises(exceptions.CommandError, match=r"m.yaml doc 1: YAML syntax error"):
             tctx.master.commands.call("shadow.reload")
         assert [g.label for g in sh.table.groups] == ["/b/"]  # the last good configuration keeps serving
+
+
+def test_unknown_options_name_the_closest_declared_one() -> None:
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver()) as tctx:
+        known = list(tctx.options.keys())
+    lines = settings.unknown_options(["shadow_compre", "mapping_service", "shadow_nonsense", "web_port"], known)
+    assert lines == [
+        "option mapping_service is not known to mitmproxy or any addon and does nothing; did you mean "
+        "mapping_services?",
+        "option shadow_compre is not known to mitmproxy or any addon and does nothing; did you mean shadow_compare?",
+        "option shadow_nonsense is not known to mitmproxy or any addon and does nothing",
+    ]  # web_port: mitmweb's, from a config.yaml mitmdump shares; no option of this addon is near it
+
+
+def test_an_option_typo_is_warned_at_start_up(tmp_path: Path) -> None:
+    """mitmproxy keeps an unknown `--set` aside silently; mitmdump's log now names it and the option meant."""
+    cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="]
+    cmd += ["--set", "shadow_compre=true", "--set", "mapping_service=api=127.0.0.1:9"]
+    log = tmp_path / "mitmdump.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        assert wait_until(lambda: "listening at" in log.read_text() or proc.poll() is not None, 30)
+        want = "option mapping_service is not known to mitmproxy or any addon and does nothing; did you mean "
+        assert wait_until(lambda: want in log.read_text(), 10), log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    out = log.read_text()
+    assert want + "mapping_services?" in out, out
+    assert (
+        "option shadow_compre is not known to mitmproxy or any addon and does nothing; did you mean "
+        "shadow_compare?" in out
+    ), out
