@@ -170,6 +170,7 @@ def test_columns_stay_aligned_with_long_names() -> None:
     )
 
 
+@pytest.mark.e2e
 def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> None:
     """A Service carrying getambassador.io/config used to explain as "(no Mappings)"."""
     svc = tmp_path / "svc.yaml"

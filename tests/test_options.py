@@ -134,6 +134,7 @@ def test_unknown_options_name_the_closest_declared_one() -> None:
     ]  # web_port: mitmweb's, from a config.yaml mitmdump shares; no option of this addon is near it
 
 
+@pytest.mark.e2e
 def test_an_option_typo_is_warned_at_start_up(tmp_path: Path) -> None:
     """mitmproxy keeps an unknown `--set` aside silently; mitmdump's log now names it and the option meant."""
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="]
