@@ -15,6 +15,7 @@ from .settings import Settings
 
 MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
 _UPGRADE_METHODS = frozenset({"CONNECT"})
+READS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # safe methods (RFC 9110 9.2.1): they change nothing
 
 
 @dataclass(slots=True)

@@ -1,8 +1,21 @@
-"""Endpoint names that group requests to the same handler: `GET /users/{id}/orders/{id}`."""
+"""Endpoint names that group requests to the same handler: `GET /users/{id}/orders/{id}`, `GET /cart/{user}`.
+
+In order: a `Canonical-Resource` request header names the endpoint as given (opendiffy's override); else the
+first pattern the user gave (`shadow_compare_endpoints`) that matches; else the path with id-like segments made
+`{id}`, the caller's own name made `{user}` (from Basic credentials or a bearer JWT's claims), and a position
+that has taken many different words under the same prefix made `{var}` (user names, slugs) from then on.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote
 
 from .fields import is_index
 
@@ -11,6 +24,17 @@ _HEX = re.compile(r"[0-9a-fA-F]{8,}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}")
 _SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
 _PREFIXED = re.compile(r"[A-Za-z]+[_-][0-9]{3,}")
+_METHOD = re.compile(r"[A-Za-z]+|\*")
+_VAR = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+OVERRIDE_HEADER = "canonical-resource"  # opendiffy's header: the client names the endpoint itself
+NAME_LIMIT = 200  # characters of an endpoint name given by a header
+MANY = 5  # distinct words at one position (same prefix, same depth) before it becomes `{var}`
+MAX_PREFIXES = 2000  # prefixes whose words are counted; beyond it new prefixes are not learned
+WORD_LIMIT = 64  # longer segments are not counted (a long word is a slug or an id: shape rules see it)
+TOKEN_LIMIT = 8192  # bytes of an Authorization value looked into for the caller's name
+_CLAIMS = ("sub", "preferred_username", "username", "user", "email", "name")
 
 
 def _id_like(seg: str) -> bool:
@@ -24,7 +48,142 @@ def _id_like(seg: str) -> bool:
     return bool(_TOKEN.fullmatch(seg)) and len(_SWITCH.findall(seg)) >= 3
 
 
+def _path_of(path: str) -> str:
+    return path.split("?", 1)[0].split("#", 1)[0] or "/"
+
+
 def endpoint(method: str, path: str) -> str:
     """`GET /users/{id}/orders/{id}`: method and path without query, id-like segments collapsed."""
-    path = path.split("?", 1)[0].split("#", 1)[0] or "/"
-    return f"{method.upper()} " + "/".join("{id}" if _id_like(s) else s for s in path.split("/"))
+    return f"{method.upper()} " + "/".join("{id}" if _id_like(s) else s for s in _path_of(path).split("/"))
+
+
+class Headers(Protocol):
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """`[METHOD ]/cart/{user}`: `{name}` stands for any one segment; no method (or `*`) for any method."""
+
+    method: str | None
+    segments: tuple[str | None, ...]  # None: a `{name}`
+    text: str  # the path as written, used in the name
+
+    def matches(self, method: str, segs: Sequence[str]) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return len(segs) == len(self.segments) and all(
+            p is None or p == s for p, s in zip(self.segments, segs, strict=True)
+        )
+
+
+def parse_patterns(entries: Iterable[str]) -> tuple[Pattern, ...]:
+    """Endpoint patterns; raises ValueError with a one-line message naming the bad entry."""
+    out = []
+    for raw in entries:
+        text = raw.strip()
+        method: str | None = None
+        if " " in text:
+            m, _, text = text.partition(" ")
+            text = text.strip()
+            if not _METHOD.fullmatch(m):
+                raise ValueError(f"endpoint pattern {raw!r}: {m!r} is not a method")
+            method = None if m == "*" else m.upper()
+        if not text.startswith("/"):
+            raise ValueError(f"endpoint pattern {raw!r}: expected [METHOD ]/path with {{name}} segments")
+        segs: list[str | None] = []
+        for s in _path_of(text).split("/"):
+            if _VAR.fullmatch(s):
+                segs.append(None)
+            elif "{" in s or "}" in s:
+                raise ValueError(f"endpoint pattern {raw!r}: {s!r} must be a whole segment {{name}}")
+            else:
+                segs.append(s)
+        out.append(Pattern(method, tuple(segs), _path_of(text)))
+    return tuple(out)
+
+
+def caller(authorization: str | None) -> frozenset[str]:
+    """Names the caller goes by: the user of Basic credentials, the name claims of a bearer JWT (not verified:
+    only used to name endpoints). Empty when there are none."""
+    if not authorization or len(authorization) > TOKEN_LIMIT:
+        return frozenset()
+    scheme, _, cred = authorization.strip().partition(" ")
+    scheme, cred = scheme.lower(), cred.strip()
+    try:
+        if scheme == "basic":
+            user = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")[0]
+            return frozenset({user}) if user else frozenset()
+        if scheme == "bearer" and cred.count(".") == 2:
+            part = cred.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+            if isinstance(claims, dict):
+                names = {str(claims[c]) for c in _CLAIMS if isinstance(claims.get(c), str | int) and claims[c] != ""}
+                names |= {n.partition("@")[0] for n in names if "@" in n}  # bob@example.com: also bob
+                return frozenset(names)
+    except (ValueError, UnicodeDecodeError, binascii.Error, RecursionError):
+        pass
+    return frozenset()
+
+
+class EndpointNamer:
+    """Names requests' endpoints (see the module). Bounded: it counts words for at most `max_prefixes` prefixes,
+    at most `many` + 1 words each, of at most WORD_LIMIT characters."""
+
+    def __init__(self, patterns: Sequence[Pattern] = (), many: int = MANY, max_prefixes: int = MAX_PREFIXES) -> None:
+        self.patterns = tuple(patterns)
+        self.many = many
+        self.max_prefixes = max_prefixes
+        self.words: dict[str, set[str]] = {}  # prefix key -> words seen at the position after it
+        self.varying: set[str] = set()  # prefix keys whose next position is a `{var}`
+
+    def size(self) -> int:
+        """Rough bytes held, for the memory budget."""
+        n = sum(len(k) + 64 + sum(len(w) + 56 for w in ws) for k, ws in self.words.items())
+        return n + sum(len(k) + 64 for k in self.varying)
+
+    def name(self, method: str, path: str, headers: Headers | None = None) -> str:
+        method = method.upper()
+        if headers is not None:
+            given = headers.get(OVERRIDE_HEADER)
+            if given and given.strip():
+                return _CONTROL.sub("", given.strip())[:NAME_LIMIT]
+        segs = _path_of(path).split("/")
+        for p in self.patterns:
+            if p.matches(method, segs):
+                return f"{method} {p.text}"
+        users: frozenset[str] | None = None
+        out: list[str] = []
+        depth = len(segs)
+        for i, seg in enumerate(segs):
+            if i == 0 or not seg:
+                out.append(seg)
+                continue
+            if _id_like(seg):
+                out.append("{id}")
+                continue
+            if users is None:
+                users = caller(headers.get("authorization") if headers is not None else None)
+            if users and unquote(seg) in users:
+                out.append("{user}")
+                continue
+            out.append(self._word(f"{method} {depth} " + "/".join(out), seg))
+        return f"{method} " + "/".join(out)
+
+    def _word(self, key: str, seg: str) -> str:
+        """`seg`, or `{var}` once the position after `key` has taken more than `many` different words."""
+        if key in self.varying:
+            return "{var}"
+        if len(seg) > WORD_LIMIT:
+            return seg
+        words = self.words.get(key)
+        if words is None:
+            if len(self.words) + len(self.varying) >= self.max_prefixes:
+                return seg
+            words = self.words[key] = set()
+        words.add(seg)
+        if len(words) > self.many:
+            del self.words[key]
+            self.varying.add(key)
+            return "{var}"
+        return seg
