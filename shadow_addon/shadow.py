@@ -120,7 +120,7 @@ class Shadow:
                     s.compare_report,
                     self.budget,
                     judge=s.judge,
-                    namer=compare.EndpointNamer(s.endpoints),
+                    namer=compare.EndpointNamer(s.endpoints, budget=self.budget),
                 )
                 if s.compare
                 else None

@@ -305,14 +305,22 @@ def test_a_position_with_many_words_becomes_a_variable() -> None:
     assert n.name("DELETE", "/cart/usera") == "DELETE /cart/usera"
     assert n.name("GET", "/cart/usera/items") == "GET /cart/usera/items"
     assert n.name("GET", "/api/products") == "GET /api/products"
+    for w in users:  # the first segment names a resource: never a variable
+        assert n.name("GET", f"/{w}") == f"GET /{w}"
 
 
-def test_word_counting_is_bounded() -> None:
-    n = EndpointNamer(max_prefixes=10)
-    for i in range(100):
-        n.name("GET", f"/p{i}/x")
-    assert len(n.words) + len(n.varying) <= 10
+def test_word_counting_is_bounded_and_in_the_memory_budget() -> None:
+    budget = MemoryBudget(10**6)
+    n = EndpointNamer(max_prefixes=10, budget=budget)
+    for i in range(100):  # ten times the prefixes it may count
+        n.name("GET", f"/p{i}/a/x")
+    assert len(n.words) + len(n.varying) == 10 and budget.held == n.held > 0
     assert all(len(w) <= MANY for w in n.words.values())
+    n.close()
+    assert budget.held == 0
+    full = EndpointNamer(budget=MemoryBudget(0))
+    assert [full.name("GET", f"/cart/u{c}x") for c in "abcdefghijk"][-1] == "GET /cart/ukx"  # learns nothing
+    assert full.words == {} and full.varying == set()
 
 
 def test_patterns_and_the_header_name_endpoints() -> None:

@@ -3,7 +3,8 @@
 In order: a `Canonical-Resource` request header names the endpoint as given (opendiffy's override); else the
 first pattern the user gave (`shadow_compare_endpoints`) that matches; else the path with id-like segments made
 `{id}`, the caller's own name made `{user}` (from Basic credentials or a bearer JWT's claims), and a position
-that has taken many different words under the same prefix made `{var}` (user names, slugs) from then on.
+below the first that has taken many different words under the same prefix made `{var}` (user names, slugs) from
+then on (the first segment names a resource: `/products`, `/search`, `/health` stay apart).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
+from ..budget import MemoryBudget
 from .fields import is_index
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -30,11 +32,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 OVERRIDE_HEADER = "canonical-resource"  # opendiffy's header: the client names the endpoint itself
 NAME_LIMIT = 200  # characters of an endpoint name given by a header
-MANY = 5  # distinct words at one position (same prefix, same depth) before it becomes `{var}`
+# Distinct words at one position (same method, prefix and depth) before it becomes `{var}`. Conservative: two
+# handlers merged hide which one broke, while one handler split only spreads its figures.
+MANY = 8
 MAX_PREFIXES = 2000  # prefixes whose words are counted; beyond it new prefixes are not learned
 WORD_LIMIT = 64  # longer segments are not counted (a long word is a slug or an id: shape rules see it)
 TOKEN_LIMIT = 8192  # bytes of an Authorization value looked into for the caller's name
 _CLAIMS = ("sub", "preferred_username", "username", "user", "email", "name")
+PREFIX_BYTES = 300  # bookkeeping of one counted prefix, besides its text
+WORD_BYTES = 80  # of one counted word, besides its text
 
 
 def _id_like(seg: str) -> bool:
@@ -128,19 +134,36 @@ def caller(authorization: str | None) -> frozenset[str]:
 
 class EndpointNamer:
     """Names requests' endpoints (see the module). Bounded: it counts words for at most `max_prefixes` prefixes,
-    at most `many` + 1 words each, of at most WORD_LIMIT characters."""
+    at most `many` + 1 words each, of at most WORD_LIMIT characters, all held in `budget` when given (when it is
+    full, nothing new is learned)."""
 
-    def __init__(self, patterns: Sequence[Pattern] = (), many: int = MANY, max_prefixes: int = MAX_PREFIXES) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[Pattern] = (),
+        many: int = MANY,
+        max_prefixes: int = MAX_PREFIXES,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.patterns = tuple(patterns)
         self.many = many
         self.max_prefixes = max_prefixes
+        self.budget = budget
+        self.held = 0
         self.words: dict[str, set[str]] = {}  # prefix key -> words seen at the position after it
         self.varying: set[str] = set()  # prefix keys whose next position is a `{var}`
 
-    def size(self) -> int:
-        """Rough bytes held, for the memory budget."""
-        n = sum(len(k) + 64 + sum(len(w) + 56 for w in ws) for k, ws in self.words.items())
-        return n + sum(len(k) + 64 for k in self.varying)
+    def _take(self, n: int) -> bool:
+        if self.budget is not None and not self.budget.take(n):
+            return False
+        self.held += n
+        return True
+
+    def close(self) -> None:
+        if self.budget is not None:
+            self.budget.release(self.held)
+        self.held = 0
+        self.words.clear()
+        self.varying.clear()
 
     def name(self, method: str, path: str, headers: Headers | None = None) -> str:
         method = method.upper()
@@ -167,7 +190,7 @@ class EndpointNamer:
             if users and unquote(seg) in users:
                 out.append("{user}")
                 continue
-            out.append(self._word(f"{method} {depth} " + "/".join(out), seg))
+            out.append(seg if i == 1 else self._word(f"{method} {depth} " + "/".join(out), seg))
         return f"{method} " + "/".join(out)
 
     def _word(self, key: str, seg: str) -> str:
@@ -178,12 +201,16 @@ class EndpointNamer:
             return seg
         words = self.words.get(key)
         if words is None:
-            if len(self.words) + len(self.varying) >= self.max_prefixes:
+            if len(self.words) + len(self.varying) >= self.max_prefixes or not self._take(PREFIX_BYTES + len(key)):
                 return seg
             words = self.words[key] = set()
+        if seg in words:
+            return seg
+        if not self._take(WORD_BYTES + len(seg)):
+            return seg
         words.add(seg)
         if len(words) > self.many:
-            del self.words[key]
+            del self.words[key]  # its words' bytes stay held until close: the prefix key is kept as `varying`
             self.varying.add(key)
             return "{var}"
         return seg

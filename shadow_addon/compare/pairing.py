@@ -104,6 +104,7 @@ class Pairing:
             self._release(pair)
         self.pairs.clear()
         self.judge.close()
+        self.namer.close()
 
     def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any], secondary: bool = False) -> None:
         """A copy of request `key` is about to be sent (and, with `secondary`, to the secondary too)."""
