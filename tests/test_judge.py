@@ -198,6 +198,8 @@ def test_endpoints_and_fields_are_capped() -> None:
     judge.candidate("m", "GET /e0", mismatch(*(f"/f{i}: 1 -> 2" for i in range(10))))
     f = fields(judge, "GET /e0")
     assert set(f) == {"/x", "/f0", "/f1", OTHER_FIELDS} and f[OTHER_FIELDS]["candidate"] == 1
+    assert [e["endpoint"] for e in judge.to_json(shown=1)] == ["GET /e0"]  # the most reported fields first
+    assert judge.summary()["tracked"] == 4
 
 
 def test_what_the_judge_holds_is_in_the_memory_budget() -> None:
@@ -373,3 +375,20 @@ def test_the_secondary_copy_is_the_same_request_with_productions_host() -> None:
     assert (s.method, s.path, s.body, s.host) == ("POST", "/a?b", b"body", "shop")
     assert s.address == Address("http", "127.0.0.1", 9100) and s.mapping == "svc-next/secondary"
     assert secondary.primary_key(s.context) == "flow-1" and secondary.primary_key(c.context) is None
+
+
+def test_without_a_secondary_production_answering_again_is_the_noise_sample() -> None:
+    p = Pairing(Metrics(), CompareConfig())
+    lesson = request_key("GET", "/a", b"")
+    for i in range(4):
+        key = f"k{i}"
+        p.expect(key, "m", "GET /a", {})
+        answer = js({"ts": i // 2, "price": 10})  # production's timestamp changes every other answer
+        p.learn("m", lesson, answer, key)
+        p.production(key, answer)
+        p.shadow(key, js({"ts": 99, "price": 12}), None)
+    [e] = p.store.to_json()["judgement"]["endpoints"]
+    f = {r["field"]: r for r in e["fields"]}
+    assert e["noise_samples"] == 3 and f["/ts"]["noise"] == 1 and f["/price"]["noise"] == 0
+    assert f["/price"]["reported"] and f["/ts"]["reported"]  # 100 % vs 33 %: the shadow's own change too
+    assert e["provisional"] is False

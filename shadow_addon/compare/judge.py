@@ -5,7 +5,8 @@ shadow) differed in; and the noise samples and, per field, how many of them diff
 vs the secondary (a second instance of production's version, answering the same request) or, without one,
 production vs its own earlier answer to the same request. A field is reported when its candidate difference rate
 exceeds its noise rate by both thresholds, as Diffy's filter decides (ai/diffy/analysis/JoinedDifferences.scala,
-DifferencesFilterFactory): noise is a rate, re-judged with every pair, not a set learned for good.
+DifferencesFilterFactory; rates rather than Diffy's raw counts, as noise samples and pairs need not be as many):
+noise is a rate, re-judged with every pair, not a set learned for good.
 
 Pure: no I/O. Bounded: `max_endpoints` per shadow Mapping (then its `(other)` endpoint), `max_fields` per endpoint
 (then `(other fields)`), every entry counted in the shared memory budget.
@@ -27,6 +28,7 @@ RELATIVE = 20.0  # percent: Diffy's default relative threshold
 ABSOLUTE = 0.03  # percent: Diffy's default absolute threshold
 MAX_ENDPOINTS = 500
 MAX_FIELDS = 64
+SHOWN = 50  # endpoints detailed field by field in `to_json` (/diffs, the dashboard): those with most reported
 PROVISIONAL_BELOW = 3  # noise samples an endpoint needs before its judgement stops being provisional
 OTHER = "(other)"
 OTHER_FIELDS = "(other fields)"
@@ -209,11 +211,16 @@ class Judge:
     def provisional(self, e: EndpointCounts) -> bool:
         return e.samples < PROVISIONAL_BELOW
 
-    def to_json(self) -> list[dict[str, Any]]:
-        """Per endpoint, its fields with their figures, reported ones first; endpoints with reported fields first."""
+    def reported(self, e: EndpointCounts) -> int:
+        return sum(1 for f in e.fields.values() if verdict(e, f, self.config)["reported"])
+
+    def to_json(self, shown: int = SHOWN) -> list[dict[str, Any]]:
+        """Per endpoint, its fields with their figures, reported ones first; endpoints with reported fields first.
+        Only the first `shown` endpoints are listed (the page is read every few seconds)."""
         out = []
         hint = HINT_SECONDARY if self.config.secondary else HINT_NO_SECONDARY
-        for (mapping, endpoint), e in self.endpoints.items():
+        ranked = sorted(self.endpoints.items(), key=lambda kv: (-self.reported(kv[1]), kv[0]))
+        for (mapping, endpoint), e in ranked[:shown]:
             fields = [{"field": n, **verdict(e, f, self.config)} for n, f in e.fields.items()]
             fields.sort(key=lambda r: (not r["reported"], -r["absolute"], -r["candidate"], r["field"]))
             provisional = self.provisional(e)
@@ -238,6 +245,7 @@ class Judge:
             "absolute_threshold": self.config.absolute,
             "secondary": self.config.secondary,
             "untracked": self.untracked,
+            "tracked": len(self.endpoints),
             "endpoints": self.to_json(),
         }
 
