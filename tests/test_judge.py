@@ -311,6 +311,23 @@ def test_a_position_with_many_words_becomes_a_variable() -> None:
         assert n.name("GET", f"/{w}") == f"GET /{w}"
 
 
+def test_endpoints_named_before_a_position_varied_join_it_in_the_judgement() -> None:
+    """/cart/alice and /cart/bob, met before there were many users, join /cart/{var} once there are."""
+    n = EndpointNamer()
+    judge = Judge(current=n.current)
+    users = [f"user{c}" for c in "abcdefghij"]
+    for u in users:
+        judge.candidate("m", n.name("GET", f"/cart/{u}/items"), mismatch("/total: 1 -> 2"))
+    judge.candidate("m", n.name("GET", "/health"), Comparison("match"))
+    merged = {e["endpoint"]: e for e in judge.to_json()}
+    assert set(merged) == {"GET /cart/{var}/items", "GET /health"}
+    assert merged["GET /cart/{var}/items"]["compared"] == 10
+    assert {f["field"]: f["candidate"] for f in merged["GET /cart/{var}/items"]["fields"]} == {"/total": 10}
+    assert len(judge.endpoints) == MANY + 2  # the counts themselves are left as they were
+    assert judge.endpoints[("m", "GET /cart/usera/items")].compared == 1
+    assert n.current("about page") == "about page" and n.current("GET /cart/usera") == "GET /cart/usera"
+
+
 def test_word_counting_is_bounded_and_in_the_memory_budget() -> None:
     budget = MemoryBudget(10**6)
     n = EndpointNamer(max_prefixes=10, budget=budget)

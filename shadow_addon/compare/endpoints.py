@@ -193,6 +193,20 @@ class EndpointNamer:
             out.append(seg if i == 1 else self._word(f"{method} {depth} " + "/".join(out), seg))
         return f"{method} " + "/".join(out)
 
+    def current(self, name: str) -> str:
+        """An endpoint name given earlier, as it would be named now: a position that has since become a variable is
+        `{var}` (so `GET /cart/alice`, named before there were many users, joins `GET /cart/{var}`). Learns
+        nothing."""
+        method, sep, path = name.partition(" ")
+        if not sep or not path.startswith("/") or not self.varying:
+            return name
+        segs = path.split("/")
+        out: list[str] = []
+        for i, seg in enumerate(segs):
+            varying = i > 1 and seg and f"{method} {len(segs)} " + "/".join(out) in self.varying
+            out.append("{var}" if varying else seg)
+        return f"{method} " + "/".join(out)
+
     def _word(self, key: str, seg: str) -> str:
         """`seg`, or `{var}` once the position after `key` has taken more than `many` different words."""
         if key in self.varying:

@@ -15,7 +15,7 @@ Pure: no I/O. Bounded: `max_endpoints` per shadow Mapping (then its `(other)` en
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,8 +120,10 @@ class Judge:
         budget: MemoryBudget | None = None,
         max_endpoints: int = MAX_ENDPOINTS,
         max_fields: int = MAX_FIELDS,
+        current: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config or JudgeConfig()
+        self.current = current  # an endpoint's name as it would be given now (`EndpointNamer.current`)
         self.budget = budget
         self.max_endpoints = max_endpoints
         self.max_fields = max_fields
@@ -219,7 +221,7 @@ class Judge:
         Only the first `shown` endpoints are listed (the page is read every few seconds)."""
         out = []
         hint = HINT_SECONDARY if self.config.secondary else HINT_NO_SECONDARY
-        ranked = sorted(self.endpoints.items(), key=lambda kv: (-self.reported(kv[1]), kv[0]))
+        ranked = sorted(self._merged().items(), key=lambda kv: (-self.reported(kv[1]), kv[0]))
         for (mapping, endpoint), e in ranked[:shown]:
             fields = [{"field": n, **verdict(e, f, self.config)} for n, f in e.fields.items()]
             fields.sort(key=lambda r: (not r["reported"], -r["absolute"], -r["candidate"], r["field"]))
@@ -239,6 +241,29 @@ class Judge:
         out.sort(key=lambda r: (-r["reported"], r["mapping"], r["endpoint"]))
         return out
 
+    def _merged(self) -> dict[tuple[str, str], EndpointCounts]:
+        """The endpoints by their current names: those named before a position became a variable join it."""
+        if self.current is None:
+            return self.endpoints
+        out: dict[tuple[str, str], EndpointCounts] = {}
+        summed: set[tuple[str, str]] = set()  # entries of `out` that are sums (copies), not the counts themselves
+        for (mapping, name), e in self.endpoints.items():
+            key = (mapping, self.current(name))
+            m = out.get(key)
+            if m is None:
+                out[key] = e
+                continue
+            if key not in summed:
+                summed.add(key)
+                m = out[key] = _copy(m)
+            m.compared += e.compared
+            m.samples += e.samples
+            for n, f in e.fields.items():
+                g = m.fields.setdefault(n, FieldCounts())
+                g.candidate += f.candidate
+                g.noise += f.noise
+        return out
+
     def summary(self) -> dict[str, Any]:
         return {
             "relative_threshold": self.config.relative,
@@ -248,6 +273,10 @@ class Judge:
             "tracked": len(self.endpoints),
             "endpoints": self.to_json(),
         }
+
+
+def _copy(e: EndpointCounts) -> EndpointCounts:
+    return EndpointCounts(e.compared, e.samples, {n: FieldCounts(f.candidate, f.noise) for n, f in e.fields.items()})
 
 
 class _Recorder:

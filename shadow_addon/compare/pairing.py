@@ -82,8 +82,8 @@ class Pairing:
         self.config = config
         self.budget = budget
         self.learner = CountingLearner(headers=config.headers)
-        self.judge = Judge(judge, budget)
         self.namer = namer or EndpointNamer()
+        self.judge = Judge(judge, budget, current=self.namer.current)
         self.store = MismatchStore()
         self.store.judgement = self.judge.summary
         self.decoding = 0  # replies being decoded in the worker thread
