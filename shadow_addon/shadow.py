@@ -264,7 +264,7 @@ class Shadow:
         hash_body = self.pairing is not None and paired
         c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key)
         self.sender.submit(c)
-        if to_secondary is not None:
+        if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
             self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))
 
     def _skip_copy(self, p: Pending, reason: str) -> None:

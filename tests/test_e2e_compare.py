@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from bombs import br_bomb, gzip_bomb
-from support import Proxy, Seen, Upstream, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import Proxy, Seen, Upstream, free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32)  # 3 MiB of binary, over the 1 MiB limit
 
@@ -270,3 +270,21 @@ def test_shadow_methods_keeps_writes_away_and_the_dashboard_says_when_they_are_n
     assert wait_until(lambda: metric_sum(metrics_of(reads), "shadow_dropped_total", reason="method") == 1)
     assert [s.method for s in cand.seen] == ["POST", "GET"] and prod.count() == 3  # production got all three
     assert '<section id="writes"' not in reads.admin("/")[1].decode()
+
+
+def test_a_secondary_that_is_down_leaves_comparison_as_without_one(tmp_path: Path, upstream, proxy) -> None:
+    reverse, prod, cand = upstream("reverse"), upstream("prod"), upstream("cand")
+    prod.behaviour.responder = instance("a", 10)
+    cand.behaviour.responder = instance("a", 12)
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    p = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={prod.address}", f"v2={cand.address}", shadow_compare_secondary=down
+    )
+    for i in range(4):
+        assert p.request("GET", f"/item/{i}")[0] == 200
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total", result="mismatch") == 4, 15, 0.2)
+    mt = metrics_of(p)
+    assert metric_sum(mt, "shadow_dropped_total", mapping="svc-next/secondary") == 4
+    assert metric_sum(mt, "shadow_compare_pending") == 0
+    [e] = json.loads(p.admin("/diffs")[1])["judgement"]["endpoints"]
+    assert e["provisional"] and e["noise_samples"] == 0 and "secondary" in e["hint"]

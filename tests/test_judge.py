@@ -249,6 +249,18 @@ def test_pairing_waits_for_the_secondary_and_judges_with_it() -> None:
     assert doc["records"][0]["diffs"] == ["/ts: 1 -> 3", "/price: 10 -> 12"]
 
 
+def test_no_secondary_copy_for_a_pair_whose_shadow_copy_failed_at_once() -> None:
+    metrics = Metrics()
+    p = Pairing(metrics, CompareConfig(), judge=JudgeConfig(secondary=True))
+    p.expect("k", "m", "GET /a", {}, secondary=True)
+    assert p.secondary_wanted("k")
+    p.shadow("k", None, "overload")  # dropped by the sender as it was handed over
+    assert not p.secondary_wanted("k")
+    p.production("k", js({}))
+    assert metrics.compare_counts() == {"m": {"skipped": 1}} and not p.pairs
+    assert not p.secondary_wanted("gone")
+
+
 def test_a_failed_secondary_leaves_the_pair_judged_without_noise() -> None:
     metrics = Metrics()
     p = Pairing(metrics, CompareConfig(), judge=JudgeConfig(secondary=True))

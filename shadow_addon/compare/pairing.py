@@ -220,6 +220,17 @@ class Pairing:
             lambda why: self.secondary(key, None),
         )
 
+    def secondary_wanted(self, key: str) -> bool:
+        """Whether the copy of request `key` to the secondary is still worth sending: not when the shadow's copy has
+        failed already (the pair is skipped), in which case the pair stops waiting for it."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return False
+        if pair.shadow_failed is not None:
+            self.secondary(key, None)
+            return False
+        return True
+
     def secondary(self, key: str, reply: Reply | None) -> None:
         pair = self.pairs.get(key)
         if pair is None or not pair.secondary_waiting:
