@@ -349,6 +349,12 @@ def test_word_counting_is_bounded_and_in_the_memory_budget() -> None:
     assert all(len(w) <= MANY for w in n.words.values())
     n.close()
     assert budget.held == 0
+    cached = EndpointNamer(budget=budget)
+    for i in range(10_000):  # more paths than it caches: the cache is emptied, and its bytes given back
+        cached.name("GET", f"/{i}")
+    assert 0 < len(cached.cache) <= 4096 and budget.held == cached.held == cached.cache_held
+    cached.close()
+    assert budget.held == 0
     full = EndpointNamer(budget=MemoryBudget(0))
     assert [full.name("GET", f"/cart/u{c}x") for c in "abcdefghijk"][-1] == "GET /cart/ukx"  # learns nothing
     assert full.words == {} and full.varying == set()

@@ -39,6 +39,8 @@ MAX_PREFIXES = 2000  # prefixes whose words are counted; beyond it new prefixes 
 WORD_LIMIT = 64  # longer segments are not counted (a long word is a slug or an id: shape rules see it)
 TOKEN_LIMIT = 8192  # bytes of an Authorization value looked into for the caller's name
 _CLAIMS = ("sub", "preferred_username", "username", "user", "email", "name")
+CACHE = 4096  # names of recent paths, for requests that carry no name of their own (no header, no credentials)
+CACHE_PATH = 256  # longer paths are named each time
 PREFIX_BYTES = 300  # bookkeeping of one counted prefix, besides its text
 WORD_BYTES = 80  # of one counted word, besides its text
 
@@ -151,6 +153,17 @@ class EndpointNamer:
         self.held = 0
         self.words: dict[str, set[str]] = {}  # prefix key -> words seen at the position after it
         self.varying: set[str] = set()  # prefix keys whose next position is a `{var}`
+        # (method, path) -> name: naming runs for every compared request. Emptied when a position becomes a
+        # variable; a repeated word changes nothing, so a cached name is the name.
+        self.cache: dict[tuple[str, str], str] = {}
+        self.cache_held = 0
+
+    def _forget(self) -> None:
+        self.cache.clear()
+        if self.budget is not None:
+            self.budget.release(self.cache_held)
+        self.held -= self.cache_held
+        self.cache_held = 0
 
     def _take(self, n: int) -> bool:
         if self.budget is not None and not self.budget.take(n):
@@ -164,6 +177,7 @@ class EndpointNamer:
         self.held = 0
         self.words.clear()
         self.varying.clear()
+        self._forget()
 
     def name(self, method: str, path: str, headers: Headers | None = None) -> str:
         method = method.upper()
@@ -171,11 +185,28 @@ class EndpointNamer:
             given = headers.get(OVERRIDE_HEADER)
             if given and given.strip():
                 return _CONTROL.sub("", given.strip())[:NAME_LIMIT]
-        segs = _path_of(path).split("/")
+        path = _path_of(path)
+        authorization = headers.get("authorization") if headers is not None else None
+        if authorization is None:
+            cached = self.cache.get((method, path))
+            if cached is not None:
+                return cached
+            name = self._name(method, path, frozenset())
+            if len(path) <= CACHE_PATH:
+                if len(self.cache) >= CACHE:
+                    self._forget()
+                n = WORD_BYTES + len(path) + len(name)
+                if self._take(n):
+                    self.cache_held += n
+                    self.cache[(method, path)] = name
+            return name
+        return self._name(method, path, None, authorization)
+
+    def _name(self, method: str, path: str, users: frozenset[str] | None, authorization: str | None = None) -> str:
+        segs = path.split("/")
         for p in self.patterns:
             if p.matches(method, segs):
                 return f"{method} {p.text}"
-        users: frozenset[str] | None = None
         out: list[str] = []
         depth = len(segs)
         for i, seg in enumerate(segs):
@@ -186,7 +217,7 @@ class EndpointNamer:
                 out.append("{id}")
                 continue
             if users is None:
-                users = caller(headers.get("authorization") if headers is not None else None)
+                users = caller(authorization)
             if users and unquote(seg) in users:
                 out.append("{user}")
                 continue
@@ -226,5 +257,6 @@ class EndpointNamer:
         if len(words) > self.many:
             del self.words[key]  # its words' bytes stay held until close: the prefix key is kept as `varying`
             self.varying.add(key)
+            self._forget()
             return "{var}"
         return seg

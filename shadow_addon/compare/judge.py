@@ -197,6 +197,8 @@ class Judge:
         if e is None:
             return c
         e.compared += 1
+        if c.result == "match":
+            return c
         listed, noisy = fields_of(c)
         names = list(dict.fromkeys(listed + noisy))
         counted = {id(f): f for f in (self._field(e, n) for n in names) if f is not None}  # `(other fields)` once
