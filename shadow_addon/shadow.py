@@ -186,10 +186,8 @@ class Shadow:
             production.apply_route(flow, route, ctx.options.keep_host_header)
         p = self.pending[flow.id] = Pending(route)
         if route.shadow is not None:
-            if reason := copies.not_copied(req):
+            if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
-            elif s.methods and req.method.upper() not in s.methods:
-                self._skip_copy(p, "method")
             elif req.stream:
                 p.tee = bytearray()
                 req.stream = copies.tee(p, s.body_limit)
