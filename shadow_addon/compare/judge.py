@@ -184,13 +184,15 @@ class Judge:
         if e is None:
             return
         e.samples += 1
-        counted = {id(f): f for f in (self._field(e, n) for n in dict.fromkeys(_general(n) for n in fields)) if f}
+        names = dict.fromkeys(_general(n) for n in fields)
+        counted = {id(f): f for f in (self._field(e, n) for n in names) if f is not None}
         for f in counted.values():
             f.noise += 1
 
     def candidate(self, mapping: str, endpoint: str, c: Comparison) -> Comparison:
-        """Count one comparison of production with the candidate; returns it, as `noise` when every field that
-        differed is judged noise for this endpoint (for instance a field the secondary differs in as well)."""
+        """Count one comparison of production with the candidate and return it re-judged: as `noise` when every
+        field that differed is judged noise for this endpoint (a field the secondary differs in as well), as a
+        `mismatch` when a field in learned noise now differs far more often than production's version does."""
         if c.result == "skipped":
             return c
         e = self._endpoint(mapping, endpoint)
@@ -204,11 +206,30 @@ class Judge:
         counted = {id(f): f for f in (self._field(e, n) for n in names) if f is not None}  # `(other fields)` once
         for f in counted.values():
             f.candidate += 1
-        if c.result != "mismatch" or not listed or not all(n in e.fields for n in names):
+        if not all(n in e.fields for n in names):
             return c  # a field past a cap is not judged on its own: the pair stays as compared
-        if any(verdict(e, e.fields[n], self.config)["reported"] for n in listed if n in e.fields):
+        if c.result == "noise":
+            return self._louder(e, c, noisy)
+        if c.result != "mismatch" or not listed:
+            return c
+        if any(verdict(e, e.fields[n], self.config)["reported"] for n in listed):
             return c
         return dataclasses.replace(c, result="noise", kinds=frozenset(), diffs=[], noisy=[*c.noisy, *listed])
+
+    def _louder(self, e: EndpointCounts, c: Comparison, noisy: list[str]) -> Comparison:
+        """A pair that differed only in learned noise: a mismatch when one of those fields is reported."""
+        lines, kinds, loud = [], set(), set()
+        for n in noisy:
+            v = verdict(e, e.fields[n], self.config)
+            if v["reported"] and n != UNLISTED:
+                rate, noise = round(v["rate"] * 100, 2), round(v["noise_rate"] * 100, 2)
+                lines.append(f"{n}: differs in {rate:g} % of pairs, production's version in {noise:g} %")
+                kinds.add("status" if n == "status" else "header" if n.startswith("header ") else "body")
+                loud.add(n)
+        if not lines:
+            return c
+        rest = [x for x in c.noisy if _general(x) not in loud]
+        return dataclasses.replace(c, result="mismatch", kinds=frozenset(kinds), diffs=lines, noisy=rest)
 
     # ------------------------------------------------------------ reading
 
