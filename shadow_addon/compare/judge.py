@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import MemoryBudget
 from .diff import Comparison
-from .fields import ROOT
+from .fields import pointer
 from .noise import NoiseLearner, NoiseSet, _Print
 
 RELATIVE = 20.0  # percent: Diffy's default relative threshold
@@ -313,16 +313,12 @@ class _Recorder:
 
     def learn(self, kind: str, value: Any = None) -> bool:
         if kind == "path":
-            self.fields.append("/".join(["", *("*" if s is None else _escape(s) for s in value)]) or ROOT)
+            self.fields.append(pointer(value))
         elif kind == "header":
             self.fields.append(f"header {value}")
         else:
             self.fields.append(kind)
         return self.inner.learn(kind, value)  # type: ignore[arg-type]
-
-
-def _escape(seg: str) -> str:
-    return seg.replace("~", "~0").replace("/", "~1")
 
 
 class CountingLearner(NoiseLearner):
