@@ -131,6 +131,8 @@ class Shadow:
             ) from None
         if old is not None:
             old.close()
+        if s.secondaries and not s.compare:
+            logger.warning("shadow_compare_secondary: unused without shadow_compare=true (it serves comparison only)")
 
     def _rebuild_sender(self) -> None:
         o, s = ctx.options, self.settings
