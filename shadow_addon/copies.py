@@ -15,6 +15,7 @@ from .settings import Settings
 
 MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
 _UPGRADE_METHODS = frozenset({"CONNECT"})
+READS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # safe methods (RFC 9110 9.2.1): they change nothing
 
 
 @dataclass(slots=True)
@@ -27,12 +28,15 @@ class Pending:
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
 
 
-def not_copied(req: http.Request) -> str | None:
-    """Why a request is never copied, known from its head alone, or None."""
+def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
+    """Why a request is never copied, known from its head alone, or None. `methods`: those copied (`shadow_methods`;
+    empty: all)."""
     if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
         return "upgrade"  # Envoy mirrors no CONNECT/upgrade
     if MARKER.decode() in req.headers:
         return "loop"
+    if methods and req.method.upper() not in methods:
+        return "method"
     return None
 
 

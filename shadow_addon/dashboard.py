@@ -38,12 +38,15 @@ DROP_REASONS = {
     "upgrade": "CONNECT or upgrade, never mirrored",
     "loop": "already a copy",
     "client_error": "client left before the request was complete",
+    "method": "method not in shadow_methods",
 }
 COMPARE_ORDER = ("match", "mismatch", "noise", "skipped")
 TEXT_LIMIT = 300  # characters of a free-form value shown in the differences table
 
 DIFF_ROWS = 30  # endpoints listed
 DIFF_RECORDS = 12  # latest mismatches listed
+FIELD_ENDPOINTS = 12  # endpoints shown field by field
+FIELD_ROWS = 15  # fields listed per endpoint
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -371,7 +374,53 @@ def _diffs(diffs: Mapping[str, Any]) -> dict[str, Any]:
                 "lines": [str(d)[:TEXT_LIMIT] for d in (r.get("diffs") or [])[:6]],
             }
         )
-    return {"groups": groups[:DIFF_ROWS], "records": records}
+    return {"groups": groups[:DIFF_ROWS], "records": records, "judgement": _judgement(diffs.get("judgement"))}
+
+
+def _judgement(j: object) -> dict[str, Any] | None:
+    """The per-field view: for each endpoint with differences, what differs, how often, against noise."""
+    if not isinstance(j, Mapping):
+        return None
+    endpoints = []
+    for e in [e for e in j.get("endpoints") or [] if isinstance(e, Mapping) and e.get("fields")][:FIELD_ENDPOINTS]:
+        rows = [f for f in e.get("fields") or [] if isinstance(f, Mapping)]
+        endpoints.append(
+            {
+                "mapping": e.get("mapping"),
+                "endpoint": str(e.get("endpoint"))[:TEXT_LIMIT],
+                "compared": e.get("compared"),
+                "samples": e.get("noise_samples"),
+                "reported": e.get("reported"),
+                "provisional": bool(e.get("provisional")),
+                "hint": e.get("hint") or "",
+                "fields": [
+                    {
+                        "field": str(f.get("field"))[:TEXT_LIMIT],
+                        "candidate": f.get("candidate"),
+                        "rate": _num(f.get("rate")),
+                        "noise": f.get("noise"),
+                        "noise_rate": _num(f.get("noise_rate")),
+                        "absolute": _num(f.get("absolute")),
+                        "reported": bool(f.get("reported")),
+                    }
+                    for f in rows[:FIELD_ROWS]
+                ],
+                "more": max(0, len(rows) - FIELD_ROWS),
+            }
+        )
+    return {
+        "relative": j.get("relative_threshold"),
+        "absolute": j.get("absolute_threshold"),
+        "secondary": bool(j.get("secondary")),
+        "endpoints": endpoints,
+    }
+
+
+def _writes(writes: object) -> list[dict[str, Any]]:
+    """Shadow Mappings that are sent copies of writes (a shadow sharing state with production is changed)."""
+    if not isinstance(writes, Mapping):
+        return []
+    return [{"mapping": str(m), "n": n} for m, n in sorted(writes.items()) if isinstance(n, int) and n > 0]
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -391,5 +440,6 @@ def render(snapshot: dict[str, Any]) -> str:
         notices=[str(n) for n in diag.get("notices") or []],
         resources=[_resource(r, compare if isinstance(compare, Mapping) else None) for r in rows],
         diffs=_diffs(diffs) if isinstance(diffs, Mapping) else None,
+        writes=_writes(snapshot.get("writes")),
         mappings=_mappings(diag),
     )

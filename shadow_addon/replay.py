@@ -59,10 +59,10 @@ def window(max_inflight: int, max_backlog: int) -> int:
     return max(1, min(max_inflight, max_backlog + 1))
 
 
-def skip_reason(req: http.Request, body_limit: int) -> str | None:
+def skip_reason(req: http.Request, body_limit: int, methods: frozenset[str] = frozenset()) -> str | None:
     """Why a recorded request is not copied (the same reasons as live), or None."""
     body = copies.body_of(req, body_limit)  # a recorded request without its body was streamed
-    return copies.not_copied(req) or (body if isinstance(body, str) else None)
+    return copies.not_copied(req, methods) or (body if isinstance(body, str) else None)
 
 
 def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
@@ -177,7 +177,7 @@ class Replay:
         shadow = route.shadow
         if shadow is None or route.shadow_address is None or sh.sender is None:
             return
-        why = skip_reason(dup.request, sh.settings.body_limit)
+        why = skip_reason(dup.request, sh.settings.body_limit, sh.settings.methods)
         if why is not None:
             sh.metrics.record_drop(shadow.name, why)
             return

@@ -15,7 +15,9 @@ from typing import Any
 from mitmproxy import exceptions
 from mitmproxy.utils import human
 
-from . import admin, compare, mappings, routing
+from . import admin, compare, mappings, routing, secondary
+from .compare.endpoints import Pattern, parse_patterns
+from .compare.judge import ABSOLUTE, RELATIVE, JudgeConfig
 from .sender import RESPONSE_LIMIT
 
 logger = logging.getLogger("shadow")
@@ -32,6 +34,10 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_ignore",
         "shadow_compare_body_limit",
         "shadow_compare_report",
+        "shadow_compare_secondary",
+        "shadow_compare_relative_threshold",
+        "shadow_compare_absolute_threshold",
+        "shadow_compare_endpoints",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -177,6 +183,42 @@ def declare(loader: Any) -> None:
     )
     add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
     add(
+        "shadow_compare_secondary",
+        Sequence[str],
+        [],
+        "A second instance of production's version, [NAME=][scheme://]HOST:PORT (NAME: a production Mapping's "
+        "service, as in mapping_services; none: every service). Compared requests also go there; fields in which "
+        "it differs from production are noise for that endpoint. Repeatable.",
+    )
+    add(
+        "shadow_compare_relative_threshold",
+        str,
+        str(RELATIVE),
+        "Percent. A field is reported only when its difference rate exceeds its noise rate by more than this share "
+        "of its difference rate, and by shadow_compare_absolute_threshold (Diffy's relativeThreshold).",
+    )
+    add(
+        "shadow_compare_absolute_threshold",
+        str,
+        str(ABSOLUTE),
+        "Percent of the pairs compared by which a field's difference rate must exceed its noise rate for it to be "
+        "reported (Diffy's absoluteThreshold).",
+    )
+    add(
+        "shadow_compare_endpoints",
+        Sequence[str],
+        [],
+        "Endpoint names for comparison: [METHOD ]/path/{name}, {name} standing for one segment (e.g. "
+        "'GET /cart/{user}'). A request header Canonical-Resource names its endpoint itself. Repeatable.",
+    )
+    add(
+        "shadow_methods",
+        Sequence[str],
+        [],
+        "Only requests with these methods are copied (e.g. GET, HEAD: keep writes away from a shadow that shares "
+        "state with production). Empty: every method, as Emissary. Repeatable.",
+    )
+    add(
         "shadow_admin",
         str,
         "127.0.0.1:8877",
@@ -230,6 +272,10 @@ class Settings:
     timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
     compare: compare.CompareConfig | None = None  # None: comparison off
     compare_report: str = ""
+    secondaries: tuple[secondary.Secondary, ...] = ()
+    judge: JudgeConfig = JudgeConfig()
+    endpoints: tuple[Pattern, ...] = ()
+    methods: frozenset[str] = frozenset()  # empty: every method
     admin: tuple[str, int] | None = None
     max_inflight: int = 64
     max_backlog: int = 256
@@ -257,6 +303,7 @@ def parse(o: Any) -> Settings:
         timeout=_nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
         compare=_compare(o) if o.shadow_compare else None,
         compare_report=o.shadow_compare_report,
+        **_judgement(o),
         admin=_admin(o.shadow_admin, o.shadow_admin_allow_remote),
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
@@ -329,6 +376,31 @@ def _compare(o: Any) -> compare.CompareConfig:
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None
+
+
+def _judgement(o: Any) -> dict[str, Any]:
+    """The secondary, the thresholds, the endpoint patterns and the copied methods."""
+    try:
+        secondaries = secondary.parse(o.shadow_compare_secondary)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_compare_secondary: {e}") from None
+    try:
+        patterns = parse_patterns(o.shadow_compare_endpoints)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_compare_endpoints: {e}") from None
+    methods = set()
+    for m in o.shadow_methods:
+        if not m.strip().isalpha():
+            raise exceptions.OptionsError(f"shadow_methods: expected a method such as GET, got {m!r}")
+        methods.add(m.strip().upper())
+    relative = _nonnegative("shadow_compare_relative_threshold", o.shadow_compare_relative_threshold, "a percentage")
+    absolute = _nonnegative("shadow_compare_absolute_threshold", o.shadow_compare_absolute_threshold, "a percentage")
+    return {
+        "secondaries": secondaries,
+        "judge": JudgeConfig(relative, absolute, secondary=bool(secondaries)),
+        "endpoints": patterns,
+        "methods": frozenset(methods),
+    }
 
 
 def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:

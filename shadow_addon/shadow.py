@@ -19,7 +19,7 @@ from typing import Any
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
-from . import admin, compare, copies, flowview, pages, production, replay, routing, selfloop, settings
+from . import admin, compare, copies, flowview, pages, production, replay, routing, secondary, selfloop, settings
 from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
@@ -42,6 +42,7 @@ class Shadow:
         self.pairing: Pairing | None = None
         self.admin: admin.AdminServer | None = None
         self.pending: dict[str, Pending] = {}
+        self.writes: dict[str, int] = {}  # copies of requests other than reads, per shadow Mapping
         self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
@@ -115,13 +116,26 @@ class Shadow:
     def _configure_compare(self) -> None:
         old, s = self.pairing, self.settings
         try:
-            self.pairing = Pairing(self.metrics, s.compare, s.compare_report, self.budget) if s.compare else None
+            self.pairing = (
+                Pairing(
+                    self.metrics,
+                    s.compare,
+                    s.compare_report,
+                    self.budget,
+                    judge=s.judge,
+                    namer=compare.EndpointNamer(s.endpoints, budget=self.budget),
+                )
+                if s.compare
+                else None
+            )
         except OSError as e:
             raise exceptions.OptionsError(
                 f"shadow_compare_report: cannot open {s.compare_report}: {e.strerror}"
             ) from None
         if old is not None:
             old.close()
+        if s.secondaries and not s.compare:
+            logger.warning("shadow_compare_secondary: unused without shadow_compare=true (it serves comparison only)")
 
     def _rebuild_sender(self) -> None:
         o, s = ctx.options, self.settings
@@ -177,7 +191,7 @@ class Shadow:
             production.apply_route(flow, route, ctx.options.keep_host_header)
         p = self.pending[flow.id] = Pending(route)
         if route.shadow is not None:
-            if reason := copies.not_copied(req):
+            if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
             elif req.stream:
                 p.tee = bytearray()
@@ -242,12 +256,20 @@ class Shadow:
         s = self.settings
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
+        to_secondary = None
         if self.pairing is not None and paired:
             keep = max(keep, self.pairing.config.body_limit)
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
-            self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
+            to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
+            name = self.pairing.namer.name(req.method, req.path, req.headers)
+            self.pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
+        if req.method.upper() not in copies.READS:
+            self.writes[route.shadow.name] = self.writes.get(route.shadow.name, 0) + 1
         hash_body = self.pairing is not None and paired
-        self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
+        c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key)
+        self.sender.submit(c)
+        if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
+            self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
@@ -264,6 +286,10 @@ class Shadow:
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
         try:
+            if (key := secondary.primary_key(c.context)) is not None:
+                if self.pairing is not None:
+                    self.pairing.secondary_answered(key, out)
+                return
             self.replay.settled(c)
             flows = self._flows_wanted()
             show = (lambda result: self._show(c, out, result)) if flows else None

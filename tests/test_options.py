@@ -35,6 +35,23 @@ from shadow_addon.shadow import Shadow
         ("shadow_max_inflight", 0, "shadow_max_inflight must be >= 1 and shadow_max_backlog >= 0"),
         ("shadow_admin", "8877", "shadow_admin: expected HOST:PORT, got '8877'"),
         (
+            "shadow_compare_secondary",
+            ["orders=ftp://h:1"],
+            "shadow_compare_secondary: service scheme must be http or https, got 'ftp'",
+        ),
+        (
+            "shadow_compare_endpoints",
+            ["cart/{user}"],
+            "shadow_compare_endpoints: endpoint pattern 'cart/{user}': expected [METHOD ]/path with {name} segments",
+        ),
+        ("shadow_methods", ["GET,POST"], "shadow_methods: expected a method such as GET, got 'GET,POST'"),
+        (
+            "shadow_compare_relative_threshold",
+            "a lot",
+            "shadow_compare_relative_threshold must be a percentage, got 'a lot'",
+        ),
+        ("shadow_compare_absolute_threshold", "-1", "shadow_compare_absolute_threshold must be a percentage, got '-1'"),
+        (
             "shadow_admin",
             "0.0.0.0:8877",
             "shadow_admin: 0.0.0.0 is not a loopback address; the admin server has no "

@@ -49,6 +49,8 @@ def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
     assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), limit) == "loop"
     assert replay.skip_reason(req(body=None), limit) == "streamed"
     assert replay.skip_reason(req("POST", body=b"x" * 11), limit) == "body_limit"
+    assert replay.skip_reason(req("POST"), limit, frozenset({"GET", "HEAD"})) == "method"  # shadow_methods
+    assert replay.skip_reason(req("GET"), limit, frozenset({"GET", "HEAD"})) is None
 
 
 def test_verdicts_count_unanswered_copies_and_not_noise() -> None:
