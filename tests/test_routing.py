@@ -438,3 +438,68 @@ def test_timeout_zero_means_none_for_the_copy() -> None:
     r = pick(t, view("/a/"))
     assert r is not None and r.timeout_ms == 0 and routing.copy_timeout(r.timeout_ms) == routing.NO_TIMEOUT_CAP
     assert routing.copy_timeout(750) == 0.75
+
+
+# ---------------------------------------------------------------- details checked against Emissary's and Envoy's source
+
+
+def test_case_sensitive_false_on_one_mapping_applies_to_the_group() -> None:
+    """IRHTTPMappingGroup.finalize flattens case_sensitive onto the group; V3Route uses the group's value for a
+    Mapping that does not set its own: `case_sensitive: false` on the second canary folds the first one too."""
+    t = table(M("a", prefix="/Shop/", weight=50), M("b", prefix="/Shop/", case_sensitive=False))
+    r = pick(t, view("/shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "a"
+    assert routing.route_case_sensitive([M("a"), M("b", case_sensitive=False)]) == [False, False]
+
+
+def test_a_mapping_of_its_own_case_sensitive_keeps_it() -> None:
+    """V3Route: the Mapping's own case_sensitive wins over the group's. Envoy tries the routes in order with the
+    same draw: a route whose path does not match is skipped and the next one takes the request."""
+    t = table(M("a", prefix="/Shop/", weight=50, case_sensitive=True), M("b", prefix="/Shop/", case_sensitive=False))
+    r = pick(t, view("/shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "b"
+    r = pick(t, view("/Shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "a"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "substitution", "path", "expected"),
+    [
+        ("(.*)", "/v2\\1", "/rx/a", "/v2/rx/a"),  # Python's re.sub gives /v2/rx/a/v2
+        ("a*", "-", "baaac", "-b-c-"),  # re.sub: -b--c-
+        ("x", "-", "/abc", "/abc"),  # no match: unchanged
+        ("b*", "-", "/ab", "-/-a-"),  # re.sub: -/-a--
+    ],
+)
+def test_regex_rewrite_is_re2_global_replace(pattern: str, substitution: str, path: str, expected: str) -> None:
+    """re2.cc RE2::GlobalReplace (Envoy regex.cc replaceAll): no empty match replaced right after a match."""
+    m = M("m", prefix="/", regex_rewrite={"pattern": pattern, "substitution": substitution})
+    assert routing.rewrite_path(m, path + "?q=1") == expected + "?q=1"
+
+
+def test_regex_redirect_is_re2_global_replace() -> None:
+    m = M(
+        "r",
+        prefix="/rx/",
+        service="other.example",
+        host_redirect=True,
+        regex_redirect={"pattern": "(.*)", "substitution": "/v2\\1"},
+    )
+    r = pick(table(m), view("/rx/a"))
+    assert r is not None and r.redirect == (301, "http://other.example/v2/rx/a")
+
+
+def test_v2_true_header_is_a_regex_match_and_orders_as_one() -> None:
+    """handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec: v2 `headers: {x-a: true}` is
+    regex_headers `.*`, so its route weight is that of a regex `.*` match: it now sorts before an exact `x-a: b`
+    (length 3+2+1 vs 3+1), where v3's present match sorts after it."""
+    v2 = "getambassador.io/v2"
+    present = mappings.build_mapping("p", "default", "t", {"prefix": "/", "service": "p", "headers": {"x-a": True}}, v2)
+    exact = mappings.build_mapping("e", "default", "t", {"prefix": "/", "service": "e", "headers": {"x-ab": "c"}}, v2)
+    assert routing.header_matches(present)[0] == routing.KeyValue("x-a", ".*", True)
+    t = table(present, exact)
+    assert [g.members[0].name for g in t.groups] == ["p", "e"]
+    r = pick(t, view("/", **{"x-a": "1", "x-ab": "c"}))
+    assert r is not None and r.mapping is not None and r.mapping.name == "p"
+    v3 = table(M("p", headers={"x-a": True}), M("e", headers={"x-ab": "c"}))
+    assert [g.members[0].name for g in v3.groups] == ["e", "p"]
