@@ -172,7 +172,8 @@ def text(table: Table, loaded: LoadResult | None = None) -> str:
             )
         if r["shadow"]:
             s = r["shadow"]
-            copies = f"copies {s['weight']}% of the requests" if r["routes"] else "copies nothing (no route)"
+            copies = f"copies {min(s['weight'], 100)}% of the requests" if r["routes"] else "copies nothing (no route)"
+            copies += " (weight over 100: Envoy copies every request)" if s["weight"] > 100 and r["routes"] else ""
             lines.append(f"     shadow {s['name']:<21} -> {s['service']:<28} weight {s['weight']}: {copies}")
         if not r["routes"]:
             lines.append("     no route: only a shadow")

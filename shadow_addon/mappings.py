@@ -639,6 +639,10 @@ def build_mapping(
         # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
         service = "https://" + service.split("://", 1)[-1]
     shadow = _bool(spec, "shadow", False)
+    if shadow and weight is not None and weight > 100:
+        # v3route.py V3Route passes the shadow's weight unchecked as runtime_fraction numerator/HUNDRED; Envoy
+        # protobuf/utility.cc evaluateFractionalPercent (random % 100 < numerator) then mirrors every request.
+        warnings.append(f"shadow weight {weight} is over 100: every request is copied (100%)")
     redirect = _redirect(spec, service)
     return Mapping(
         name=name,

@@ -503,3 +503,27 @@ def test_v2_true_header_is_a_regex_match_and_orders_as_one() -> None:
     assert r is not None and r.mapping is not None and r.mapping.name == "p"
     v3 = table(M("p", headers={"x-a": True}), M("e", headers={"x-ab": "c"}))
     assert [g.members[0].name for g in v3.groups] == ["e", "p"]
+
+
+def test_shadow_weight_over_100_copies_every_request_with_a_warning() -> None:
+    """v3route.py V3Route passes the shadow weight unchecked as numerator/HUNDRED; Envoy protobuf/utility.cc
+    evaluateFractionalPercent (random % 100 < numerator) mirrors every request. The load says so, and so does
+    `explain`, which shows the 100% that happens rather than 150%."""
+    from shadow_addon import explain
+
+    r = mappings.parse_text(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: p}\nspec: {prefix: /a/, service: p}\n"
+        "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: s}\n"
+        "spec: {prefix: /a/, service: s, shadow: true, weight: 150}\n",
+        "m.yaml",
+    )
+    assert r.errors == []
+    assert r.notices == [
+        "m.yaml doc 2 (Mapping s.default): shadow weight 150 is over 100: every request is copied (100%)"
+    ]
+    t = table(*r.mappings)
+    route = pick(t, view("/a/x"), shadow=99.99)
+    assert route is not None and route.shadow is not None and not route.sampled_out
+    text = explain.text(t)
+    assert "copies 100% of the requests (weight over 100: Envoy copies every request)" in text
+    assert "150%" not in text
