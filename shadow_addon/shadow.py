@@ -165,14 +165,19 @@ class Shadow:
             return
         req, s = flow.request, self.settings
         routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
-        route = self.route_of(req, routed)
+        headers = production.routing_headers(flow, s.envoy_headers) if routed is None else None
+        route = self.route_of(req, routed, headers)
         if route is None:
             return
+        if headers is not None:
+            req.headers = headers  # routed: the request goes on as Envoy would send it
         if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:
-            production.apply_route(flow, route, ctx.options.keep_host_header)
+            production.apply_route(flow, route, ctx.options.keep_host_header, s.envoy_headers)
         p = self.pending[flow.id] = Pending(route)
+        if s.envoy_headers and flow.client_conn.sockname:
+            p.via = str(flow.client_conn.sockname[0])
         if route.shadow is not None:
             if reason := copies.not_copied(req):
                 self._skip_copy(p, reason)
@@ -192,7 +197,7 @@ class Shadow:
         if isinstance(body, str):
             self._skip_copy(p, body)
             return None
-        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
+        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
         p.tee, p.sent = None, True
         return None
 
@@ -220,19 +225,26 @@ class Shadow:
 
     # ------------------------------------------------------------------ helpers of the hooks
 
-    def route_of(self, req: http.Request, routed: str | None = None) -> routing.Route | None:
+    def route_of(
+        self, req: http.Request, routed: str | None = None, headers: http.Headers | None = None
+    ) -> routing.Route | None:
         """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
-        that routed this request already (a replayed or recorded flow), whose route it keeps."""
+        that routed this request already (a replayed or recorded flow), whose route it keeps. `headers`: the
+        headers to route on, when not the request's own (`production.routing_headers`)."""
         shadow_draw = random.random() * 100.0
         if self.settings.sample_key:
             sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
         if routed is not None:
             return replay.route_routed(self.table, routed, req.path, shadow_draw)
-        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
+        view = routing.RequestView(
+            req.method, req.path, req.host_header or "", req.headers if headers is None else headers
+        )
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
-    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+    def submit_copy(
+        self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
+    ) -> None:
         """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
         with production's, which `Pairing.production_answered` gives under the same key."""
         s = self.settings
@@ -243,7 +255,8 @@ class Shadow:
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
             self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
         hash_body = self.pairing is not None and paired
-        self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
+        copy = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via)
+        self.sender.submit(copy)
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""

@@ -1,0 +1,153 @@
+"""The request headers Envoy changes on the way, with Emissary's defaults, as pure functions over mitmproxy Headers.
+
+Emissary's listener (v3listener.py base_http_config, irambassador.py defaults) runs Envoy's connection manager with
+`use_remote_address: true`, `xff_num_trusted_hops: 0`, `preserve_external_request_id: false` and the router with
+`suppress_envoy_headers: false`. So before routing the request gets x-forwarded-for, x-forwarded-proto, x-request-id
+(and x-envoy-internal or x-envoy-external-address), the router adds x-envoy-expected-rq-timeout-ms and, when it
+rewrites the path, x-envoy-original-path, and the mirror is a copy of all that, sent by Envoy's async client, which
+marks it x-envoy-internal and appends its own address to x-forwarded-for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass
+
+from mitmproxy.http import Headers
+
+INTERNAL = "x-envoy-internal"
+XFF = "x-forwarded-for"
+
+# conn_manager_utility.cc mutateRequestHeaders: removed from a request that is not internal (cleanInternalHeaders).
+_INTERNAL_ONLY = (
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+)
+# ...and from an edge request also these.
+_EDGE_ONLY = ("x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node")
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """The client's connection as the connection manager sees it."""
+
+    client_ip: str  # the peer's address
+    local_ip: str  # the proxy's address on that connection (Envoy's local address)
+    tls: bool
+
+
+def is_internal(ip: str) -> bool:
+    """Envoy network/utility.cc Utility::isInternalAddress: RFC 1918, 127.0.0.1, and for IPv6 fd00::/8 and ::1."""
+    try:
+        a = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    if isinstance(a, ipaddress.IPv4Address):
+        return a in _V4_INTERNAL[0] or a in _V4_INTERNAL[1] or a in _V4_INTERNAL[2] or str(a) == "127.0.0.1"
+    return a == ipaddress.IPv6Address("::1") or a in _V6_INTERNAL
+
+
+_V4_INTERNAL = (
+    ipaddress.ip_network("10.0.0.0/8"),
+    ipaddress.ip_network("172.16.0.0/12"),
+    ipaddress.ip_network("192.168.0.0/16"),
+)
+_V6_INTERNAL = ipaddress.ip_network("fd00::/8")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def append_xff(headers: Headers, ip: str) -> None:
+    """http/utility.cc Utility::appendXff: `, ip` after an existing value, else the header set to ip."""
+    old = headers.get(XFF)
+    headers[XFF] = f"{old}, {ip}" if old else ip
+
+
+def _tokens(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").split(",") if t.strip()]
+
+
+def is_upgrade(headers: Headers) -> bool:
+    """http/utility.cc Utility::isUpgrade: an Upgrade header and an `upgrade` token in Connection."""
+    return "upgrade" in headers and any(t.lower() == "upgrade" for t in _tokens(headers.get("connection")))
+
+
+def drop_unsupported_upgrade(headers: Headers) -> bool:
+    """Envoy's handling of Upgrade before routing; True when it changed the headers.
+
+    `Upgrade: h2c` (curl --http2 over http) is not supported: http1/codec_impl.cc ConnectionImpl::onHeadersComplete
+    removes Upgrade, HTTP2-Settings and those two tokens of Connection, and the request is served as plain HTTP/1.1.
+    An Upgrade without `Connection: upgrade` is no upgrade: conn_manager_utility.cc mutateRequestHeaders removes it.
+    (Other Connection tokens stay: mitmproxy keeps its own connection handling, which reads them.)
+    """
+    upgrade = headers.get("upgrade")
+    if upgrade is None:
+        return False
+    if not is_upgrade(headers):
+        del headers["upgrade"]
+        return True
+    if upgrade.strip().lower() != "h2c":
+        return False
+    del headers["upgrade"]
+    headers.pop("http2-settings", None)
+    keep = [t for t in _tokens(headers.get("connection")) if t.lower() not in ("upgrade", "http2-settings")]
+    if keep:
+        headers["connection"] = ", ".join(keep)
+    else:
+        headers.pop("connection", None)
+    return True
+
+
+def connection_manager(headers: Headers, d: Downstream, request_id: str | None = None) -> None:
+    """What the connection manager adds before routing (conn_manager_utility.cc mutateRequestHeaders, with
+    Emissary's use_remote_address, no trusted hops and preserve_external_request_id false)."""
+    headers.pop(INTERNAL, None)
+    single_xff = XFF not in headers  # before appending: an XFF from the client makes the request external
+    append_xff(headers, d.local_ip if _is_loopback(d.client_ip) else d.client_ip)
+    headers["x-forwarded-proto"] = "https" if d.tls else "http"
+    internal = single_xff and is_internal(d.client_ip)
+    edge = not internal
+    if internal:
+        headers[INTERNAL] = "true"
+    else:
+        for name in (*_INTERNAL_ONLY, *(_EDGE_ONLY if edge else ())):
+            headers.pop(name, None)
+        headers["x-envoy-external-address"] = d.client_ip
+    if edge or "x-request-id" not in headers:  # a new id for every edge request, or when there is none
+        headers["x-request-id"] = request_id or str(uuid.uuid4())
+
+
+def router(headers: Headers, timeout_ms: int, original_path: str | None) -> None:
+    """What the router adds (router.cc Filter::decodeHeaders): x-envoy-expected-rq-timeout-ms from the route's
+    timeout when there is one (FilterUtility::setTimeoutHeaders), x-envoy-original-path when the route rewrites the
+    path (config_impl.cc finalizePathHeader, Emissary's default `rewrite: /` included)."""
+    if timeout_ms > 0:
+        headers["x-envoy-expected-rq-timeout-ms"] = str(timeout_ms)
+    if original_path is not None:
+        headers["x-envoy-original-path"] = original_path
+
+
+def mirror(fields: tuple[tuple[bytes, bytes], ...], local_ip: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The mirror's headers: production's, then what Envoy's async client adds (async_client_impl.cc
+    AsyncStreamImpl::sendHeaders: x-envoy-internal: true, and its own address appended to x-forwarded-for)."""
+    h = Headers(fields)
+    h[INTERNAL] = "true"
+    if local_ip:
+        append_xff(h, local_ip)
+    return h.fields

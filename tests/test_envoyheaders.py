@@ -1,0 +1,78 @@
+"""The headers Envoy changes, as pure functions (the wire is in test_e2e_envoy.py)."""
+
+from __future__ import annotations
+
+import pytest
+from mitmproxy.http import Headers
+
+from shadow_addon import envoyheaders as eh
+
+
+@pytest.mark.parametrize(
+    ("ip", "internal"),
+    [
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("172.32.0.1", False),
+        ("192.168.9.9", True),
+        ("127.0.0.1", True),
+        ("127.0.0.2", False),  # network/utility.cc isInternalAddress: INADDR_LOOPBACK only
+        ("::1", True),
+        ("fd12::1", True),
+        ("fe80::1", False),
+        ("::ffff:10.0.0.1", True),
+        ("203.0.113.9", False),
+        ("not-an-ip", False),
+    ],
+)
+def test_is_internal(ip: str, internal: bool) -> None:
+    assert eh.is_internal(ip) is internal
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "changed"),
+    [
+        (
+            {"connection": "Upgrade, HTTP2-Settings", "upgrade": "h2c", "http2-settings": "AA"},
+            {},
+            True,
+        ),
+        ({"connection": "close, upgrade", "upgrade": "H2C"}, {"connection": "close"}, True),  # other tokens stay
+        ({"upgrade": "websocket"}, {}, True),  # no `Connection: upgrade`: not an upgrade, dropped
+        ({"connection": "keep-alive", "upgrade": "websocket"}, {"connection": "keep-alive"}, True),
+        ({"connection": "upgrade", "upgrade": "websocket"}, {"connection": "upgrade", "upgrade": "websocket"}, False),
+        (
+            {"connection": "upgrade", "upgrade": "h2c, websocket"},
+            {"connection": "upgrade", "upgrade": "h2c, websocket"},
+            False,
+        ),
+        ({"connection": "close"}, {"connection": "close"}, False),
+    ],
+)
+def test_drop_unsupported_upgrade(given: dict[str, str], expected: dict[str, str], changed: bool) -> None:
+    h = Headers(**{k.replace("-", "_"): v for k, v in given.items()})
+    assert eh.drop_unsupported_upgrade(h) is changed
+    assert {k.lower(): v for k, v in h.items()} == expected
+
+
+def test_connection_manager_keeps_an_internal_clients_request_id_and_replaces_an_edge_one() -> None:
+    internal = eh.Downstream("10.0.0.5", "10.0.0.1", tls=True)
+    h = Headers(x_request_id="abc")
+    eh.connection_manager(h, internal)
+    assert h["x-request-id"] == "abc" and h["x-envoy-internal"] == "true"
+    assert h["x-forwarded-for"] == "10.0.0.5" and h["x-forwarded-proto"] == "https"
+    edge = eh.Downstream("203.0.113.9", "10.0.0.1", tls=False)
+    h = Headers(x_request_id="abc", x_envoy_expected_rq_timeout_ms="1")
+    eh.connection_manager(h, edge, request_id="new")
+    assert h["x-request-id"] == "new" and "x-envoy-internal" not in h
+    assert "x-envoy-expected-rq-timeout-ms" not in h and h["x-envoy-external-address"] == "203.0.113.9"
+
+
+def test_router_headers_and_the_mirror() -> None:
+    h = Headers()
+    eh.router(h, 0, None)  # timeout 0 is none (router.cc: only a timeout > 0 is written)
+    assert not h
+    eh.router(h, 3000, "/a/b?c")
+    assert h["x-envoy-expected-rq-timeout-ms"] == "3000" and h["x-envoy-original-path"] == "/a/b?c"
+    fields = eh.mirror(Headers(x_forwarded_for="1.2.3.4").fields, "10.0.0.1")
+    assert Headers(fields)["x-forwarded-for"] == "1.2.3.4, 10.0.0.1" and Headers(fields)["x-envoy-internal"] == "true"
