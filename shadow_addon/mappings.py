@@ -135,8 +135,9 @@ MAPPING_API_VERSIONS = frozenset(
 )
 # The annotation style: `name` and the fields at the top level, no metadata/spec.
 FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"})
-# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go).
-V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1"})
+# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go); an annotation's
+# `ambassador/vN` is read as `getambassador.io/vN` first (pkg/snapshot/v1/annotations.go).
+V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1", "ambassador/v2", "ambassador/v1"})
 LIST_KINDS = frozenset({"List", "MappingList"})
 FLAT_META_KEYS = frozenset({"apiVersion", "kind", "name", "namespace", "metadata"})
 

@@ -374,3 +374,13 @@ def test_v2_boolean_headers_and_query_parameters_convert_as_the_v2_conversion_do
     assert m.headers == (("x-c", "1"),)
     assert m.regex_headers == (("x-d", "^v"), ("x-a", ".*"))
     assert m.query_parameters == () and m.regex_query_parameters == (("q", ".*"),)
+
+
+@pytest.mark.parametrize("api", ["ambassador/v1", "ambassador/v2"])
+def test_annotation_versions_convert_as_v2(api: str) -> None:
+    """pkg/snapshot/v1/annotations.go reads `ambassador/vN` as `getambassador.io/vN`, which the v2 conversion turns
+    into v3alpha1: no host is `hostname: "*"`, a `true` header a regex `.*`."""
+    r = load(f"---\napiVersion: {api}\nkind: Mapping\nname: a\nprefix: /a/\nservice: s\nheaders: {{x-a: true}}\n")
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.hostname == "*" and m.regex_headers == (("x-a", ".*"),) and m.headers == ()
