@@ -665,3 +665,40 @@ def test_kat_merge_slashes_off_same_name_other_namespace_and_case_insensitive(tm
     assert backend(p, f"/{NAME}-1/") == "target" and backend(p, f"/{NAME}-2/") == "target"
     assert backend(p, f"/{NAME}-case/".upper()) == "target"
     assert backend(p, f"/{NAME}-case/x") == "target"
+
+
+CANARY_DIFF_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-{w}
+hostname: "*"
+prefix: /{name}-{w}/
+service: http://target
+host_rewrite: canary.1.example.com
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-{w}-canary
+hostname: "*"
+prefix: /{name}-{w}/
+service: http://canary
+host_rewrite: canary.2.example.com
+weight: {w}
+"""
+
+
+def test_kat_canary_diff_mapping_each_route_its_own_host_rewrite(tmp_path: Path, upstream, proxy) -> None:
+    """t_mappingtests_plain.py CanaryDiffMapping, weights 0 and 100: each canary route has its own host_rewrite
+    (v3route.py V3Route: host_rewrite_literal from the route's Mapping, not the group)."""
+    prod, target, canary = upstream("prod"), upstream("target"), upstream("canary")
+    m = flat("".join(CANARY_DIFF_KAT.format(name=NAME, w=w) for w in (0, 100)), tmp_path)
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"target={target.address}", f"canary={canary.address}"]},
+    )
+    for _ in range(20):
+        assert backend(p, f"/{NAME}-0/") == "target"
+        assert backend(p, f"/{NAME}-100/") == "canary"
+    assert {s.header("host") for s in target.seen} == {"canary.1.example.com"}
+    assert {s.header("host") for s in canary.seen} == {"canary.2.example.com"}

@@ -527,3 +527,12 @@ def test_shadow_weight_over_100_copies_every_request_with_a_warning() -> None:
     text = explain.text(t)
     assert "copies 100% of the requests (weight over 100: Envoy copies every request)" in text
     assert "150%" not in text
+
+
+def test_a_redirect_group_is_case_sensitive_whatever_its_mapping_says() -> None:
+    """v3route.py V3Route.generate: a host_redirect-only group's route is built from an empty mapping, so its
+    case_sensitive is the group's, and IRHTTPMappingGroup.finalize sets none (it flattens production Mappings)."""
+    t = table(M("r", prefix="/Old/", service="new.example", host_redirect=True, case_sensitive=False))
+    assert pick(t, view("/old/x")) is None
+    r = pick(t, view("/Old/x"))
+    assert r is not None and r.redirect == (301, "http://new.example/Old/x")
