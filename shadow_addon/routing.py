@@ -496,9 +496,9 @@ def _group_matching(
 ) -> tuple[Matcher, tuple[Callable[[str], bool] | None, ...]]:
     """The group's matcher (case folded if any route folds) and, when routes differ, each route's own path test."""
     if not weights:
-        # A redirect-only group: V3Route.generate builds its route from an empty mapping, so case_sensitive is the
-        # group's, which finalize flattens from production Mappings only (none): Envoy's default, True.
-        return build_matcher(b.first, True), ()
+        # A redirect group (or a shadow alone): IRHTTPMappingGroup.finalize flattens the host_redirect Mapping's
+        # case_sensitive onto the group, which V3Route uses for the route it builds from no Mapping.
+        return build_matcher(b.first), ()
     cases = route_case_sensitive([m for m, _ in weights])
     matcher = build_matcher(b.first, all(cases))
     if all(cases) or not any(cases):

@@ -529,10 +529,10 @@ def test_shadow_weight_over_100_copies_every_request_with_a_warning() -> None:
     assert "150%" not in text
 
 
-def test_a_redirect_group_is_case_sensitive_whatever_its_mapping_says() -> None:
-    """v3route.py V3Route.generate: a host_redirect-only group's route is built from an empty mapping, so its
-    case_sensitive is the group's, and IRHTTPMappingGroup.finalize sets none (it flattens production Mappings)."""
+def test_a_redirect_group_takes_its_mappings_case_sensitive() -> None:
+    """IRHTTPMappingGroup.finalize: "Flatten the case_sensitive field for host_redirect if it exists"; V3Route
+    builds the redirect route from no Mapping and so uses the group's (KAT HostRedirectMapping, `-2`)."""
     t = table(M("r", prefix="/Old/", service="new.example", host_redirect=True, case_sensitive=False))
-    assert pick(t, view("/old/x")) is None
-    r = pick(t, view("/Old/x"))
-    assert r is not None and r.redirect == (301, "http://new.example/Old/x")
+    r = pick(t, view("/old/x"))
+    assert r is not None and r.redirect == (301, "http://new.example/old/x")
+    assert pick(table(M("s", prefix="/Old/", service="new.example", host_redirect=True)), view("/old/x")) is None
