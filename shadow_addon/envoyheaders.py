@@ -114,6 +114,12 @@ def drop_unsupported_upgrade(headers: Headers) -> bool:
     return True
 
 
+def sets(name: str) -> bool:
+    """Whether the connection manager may set or remove this header before routing (so routing must see it)."""
+    n = name.lower()
+    return n.startswith(("x-forwarded-", "x-envoy-")) or n == "x-request-id"
+
+
 def connection_manager(headers: Headers, d: Downstream, request_id: str | None = None) -> None:
     """What the connection manager adds before routing (conn_manager_utility.cc mutateRequestHeaders, with
     Emissary's use_remote_address, no trusted hops and preserve_external_request_id false)."""

@@ -17,18 +17,27 @@ def downstream(flow: http.HTTPFlow) -> envoyheaders.Downstream:
     return envoyheaders.Downstream(peer, local, c.tls_established)
 
 
-def routing_headers(flow: http.HTTPFlow, envoy_headers: bool) -> http.Headers | None:
+def routing_headers(flow: http.HTTPFlow, envoy_headers: bool, table: routing.Table) -> http.Headers | None:
     """The request's headers as Envoy routes them (an unsupported Upgrade dropped; with `envoy_headers`, what its
-    connection manager adds), or None when they are the request's own. The request keeps its headers until it is
-    routed: unrouted requests go to the reverse target unchanged."""
+    connection manager adds), or None when routing on the request's own gives the same route. The request keeps
+    its headers until it is routed (`adopt_headers`): unrouted requests go to the reverse target unchanged."""
     req = flow.request
-    if not envoy_headers and "upgrade" not in req.headers:
-        return None
+    if "upgrade" not in req.headers and not (envoy_headers and table.matches_envoy_headers):
+        return None  # nothing routing looks at changes: the headers are made only for a routed request
     h = req.headers.copy()
     envoyheaders.drop_unsupported_upgrade(h)
     if envoy_headers:
         envoyheaders.connection_manager(h, downstream(flow))
     return h
+
+
+def adopt_headers(flow: http.HTTPFlow, envoy_headers: bool, early: http.Headers | None) -> None:
+    """A routed request goes on with the headers Envoy routed it with: `early` (from `routing_headers`), or, when
+    routing did not need them, the connection manager's now."""
+    if early is not None:
+        flow.request.headers = early
+    elif envoy_headers:
+        envoyheaders.connection_manager(flow.request.headers, downstream(flow))
 
 
 def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool, envoy_headers: bool = False) -> None:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mitmproxy.http import Headers
 
-from . import regex
+from . import envoyheaders, regex
 from .mappings import Address, HeaderAdd, Mapping, Redirect, override_matches, service_address
 
 
@@ -397,6 +397,7 @@ class Table:
     errors: tuple[ConfigError, ...] = ()  # Emissary-style diagnostics errors; the table still serves
     ignored: tuple[Mapping, ...] = ()  # Mappings for another ambassador_id
     ambassador_id: str = "default"
+    matches_envoy_headers: bool = False  # some route matches a header Envoy sets before routing (x-forwarded-proto...)
 
     @property
     def mappings(self) -> list[Mapping]:
@@ -545,7 +546,8 @@ def build_table(
         )
     kept = [m for g in groups for m in g.members]
     addresses = {m.key: resolve_address(m, overrides) for m in kept}
-    return Table(tuple(order_groups(groups)), addresses, tuple(errors), ignored, ambassador_id)
+    envoy_set = any(envoyheaders.sets(h.name) for g in groups for h in header_matches(g.members[0]))
+    return Table(tuple(order_groups(groups)), addresses, tuple(errors), ignored, ambassador_id, envoy_set)
 
 
 # ---------------------------------------------------------------- per request

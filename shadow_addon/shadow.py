@@ -165,12 +165,12 @@ class Shadow:
             return
         req, s = flow.request, self.settings
         routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
-        headers = production.routing_headers(flow, s.envoy_headers) if routed is None else None
+        headers = production.routing_headers(flow, s.envoy_headers, self.table) if routed is None else None
         route = self.route_of(req, routed, headers)
         if route is None:
             return
-        if headers is not None:
-            req.headers = headers  # routed: the request goes on as Envoy would send it
+        if routed is None:
+            production.adopt_headers(flow, s.envoy_headers, headers)
         if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:

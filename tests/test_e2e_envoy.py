@@ -143,3 +143,20 @@ def test_a_websocket_upgrade_the_route_does_not_allow_is_still_refused(tmp_path:
     p, api, shadow = shadowed(tmp_path, upstream, proxy)
     status, _ = raw_get(p.port, "/api/ws", {"Connection": "Upgrade", "Upgrade": "websocket"})
     assert status == 403 and api.count() == 0 and shadow.count() == 0
+
+
+def test_mappings_match_on_the_headers_envoy_sets_before_routing(tmp_path: Path, upstream, proxy) -> None:
+    """conn_manager_utility.cc mutateRequestHeaders runs before the route is picked: a Mapping matching
+    x-forwarded-proto sees the connection's scheme (http here), not what the client claims."""
+    prod, plain = upstream("prod"), upstream("plain")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("plain", prefix="/p/", service="plain", headers={"x-forwarded-proto": "http"}),
+    )
+    sets = {"mappings": str(m), "mapping_services": [f"plain={plain.address}"]}
+    p = proxy(f"http://{prod.address}", sets=sets)
+    assert p.get_json("/p/", headers={"x-forwarded-proto": "https"})["name"] == "plain"
+    assert p.get_json("/p/")["name"] == "plain"
+    p.stop()
+    p = proxy(f"http://{prod.address}", sets={**sets, "mapping_envoy_headers": "false"})
+    assert p.get_json("/p/", headers={"x-forwarded-proto": "https"})["name"] == "prod"

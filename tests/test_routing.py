@@ -536,3 +536,11 @@ def test_a_redirect_group_takes_its_mappings_case_sensitive() -> None:
     r = pick(t, view("/old/x"))
     assert r is not None and r.redirect == (301, "http://new.example/old/x")
     assert pick(table(M("s", prefix="/Old/", service="new.example", host_redirect=True)), view("/old/x")) is None
+
+
+def test_the_table_knows_whether_a_route_matches_a_header_envoy_sets() -> None:
+    """Routing must see what Envoy's connection manager sets (x-forwarded-*, x-envoy-*, x-request-id) only when a
+    route matches on one of them; otherwise those headers are added after routing, to routed requests only."""
+    assert not table(M("a", headers={"x-canary": "1"})).matches_envoy_headers
+    assert table(M("a", headers={"X-Forwarded-Proto": "https"})).matches_envoy_headers
+    assert table(M("b", regex_headers={"x-request-id": ".*"})).matches_envoy_headers
