@@ -2,8 +2,10 @@
 
 Emissary's listener (v3listener.py base_http_config, irambassador.py defaults) runs Envoy's connection manager with
 `use_remote_address: true`, `xff_num_trusted_hops: 0`, `preserve_external_request_id: false` and the router with
-`suppress_envoy_headers: false`. So before routing the request gets x-forwarded-for, x-forwarded-proto, x-request-id
-(and x-envoy-internal or x-envoy-external-address), the router adds x-envoy-expected-rq-timeout-ms and, when it
+`suppress_envoy_headers: false`, and sets no `internal_address_config`, so since Envoy 1.33 no client address counts as
+internal and every request is an edge request. So before routing the request gets x-forwarded-for, x-forwarded-proto,
+a new x-request-id and x-envoy-external-address (x-envoy-internal and internal-only x-envoy-* headers removed), the
+router adds x-envoy-expected-rq-timeout-ms and, when it
 rewrites the path, x-envoy-original-path, and the mirror is a copy of all that, sent by Envoy's async client, which
 marks it x-envoy-internal and appends its own address to x-forwarded-for.
 """
@@ -43,27 +45,6 @@ class Downstream:
     client_ip: str  # the peer's address
     local_ip: str  # the proxy's address on that connection (Envoy's local address)
     tls: bool
-
-
-def is_internal(ip: str) -> bool:
-    """Envoy network/utility.cc Utility::isInternalAddress: RFC 1918, 127.0.0.1, and for IPv6 fd00::/8 and ::1."""
-    try:
-        a = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    if isinstance(a, ipaddress.IPv4Address):
-        return a in _V4_INTERNAL[0] or a in _V4_INTERNAL[1] or a in _V4_INTERNAL[2] or str(a) == "127.0.0.1"
-    return a == ipaddress.IPv6Address("::1") or a in _V6_INTERNAL
-
-
-_V4_INTERNAL = (
-    ipaddress.ip_network("10.0.0.0/8"),
-    ipaddress.ip_network("172.16.0.0/12"),
-    ipaddress.ip_network("192.168.0.0/16"),
-)
-_V6_INTERNAL = ipaddress.ip_network("fd00::/8")
 
 
 def _is_loopback(ip: str) -> bool:
@@ -121,22 +102,20 @@ def sets(name: str) -> bool:
 
 
 def connection_manager(headers: Headers, d: Downstream, request_id: str | None = None) -> None:
-    """What the connection manager adds before routing (conn_manager_utility.cc mutateRequestHeaders, with
-    Emissary's use_remote_address, no trusted hops and preserve_external_request_id false)."""
+    """What the connection manager does before routing (conn_manager_utility.cc mutateRequestHeaders, with
+    Emissary's use_remote_address, no trusted hops and preserve_external_request_id false).
+
+    Every request is external: Emissary configures no internal_address_config, and Envoy's default for it
+    (conn_manager_config.h DefaultInternalAddressConfig, since 1.33, the runtime guard
+    explicit_internal_address_config removed in 1.36) counts no address as internal. So it is an edge request."""
     headers.pop(INTERNAL, None)
-    single_xff = XFF not in headers  # before appending: an XFF from the client makes the request external
+    # http/utility.cc appendXff; a loopback peer is replaced by Envoy's own address.
     append_xff(headers, d.local_ip if _is_loopback(d.client_ip) else d.client_ip)
     headers["x-forwarded-proto"] = "https" if d.tls else "http"
-    internal = single_xff and is_internal(d.client_ip)
-    edge = not internal
-    if internal:
-        headers[INTERNAL] = "true"
-    else:
-        for name in (*_INTERNAL_ONLY, *(_EDGE_ONLY if edge else ())):
-            headers.pop(name, None)
-        headers["x-envoy-external-address"] = d.client_ip
-    if edge or "x-request-id" not in headers:  # a new id for every edge request, or when there is none
-        headers["x-request-id"] = request_id or str(uuid.uuid4())
+    for name in (*_INTERNAL_ONLY, *_EDGE_ONLY):  # cleanInternalHeaders(edge_request=true)
+        headers.pop(name, None)
+    headers["x-envoy-external-address"] = d.client_ip
+    headers["x-request-id"] = request_id or str(uuid.uuid4())  # a new id for every edge request
 
 
 def router(headers: Headers, timeout_ms: int, original_path: str | None) -> None:

@@ -27,21 +27,22 @@ def shadowed(tmp_path: Path, upstream, proxy, **sets: object):  # type: ignore[n
 
 
 def test_envoy_headers_reach_production_and_the_copy_carries_the_same_values(tmp_path: Path, upstream, proxy) -> None:
-    """conn_manager_utility.cc mutateRequestHeaders (Emissary: use_remote_address, no trusted hops): x-forwarded-for,
-    x-forwarded-proto, x-request-id, x-envoy-internal for a loopback client without XFF; router.cc decodeHeaders:
-    x-envoy-expected-rq-timeout-ms (timeout_ms), x-envoy-original-path (the route rewrites). The mirror is copied
-    after them and Envoy's async client (async_client_impl.cc sendHeaders) marks it x-envoy-internal: true and
-    appends its own address to x-forwarded-for."""
+    """conn_manager_utility.cc mutateRequestHeaders (Emissary: use_remote_address, no trusted hops, no internal
+    addresses): x-forwarded-for, x-forwarded-proto, a new x-request-id, x-envoy-external-address; router.cc
+    decodeHeaders: x-envoy-expected-rq-timeout-ms (timeout_ms), x-envoy-original-path (the route rewrites). The mirror
+    is copied after them and Envoy's async client (async_client_impl.cc sendHeaders) marks it x-envoy-internal: true
+    and appends its own address to x-forwarded-for."""
     p, api, shadow = shadowed(tmp_path, upstream, proxy)
-    assert p.request("GET", "/api/items?x=1")[0] == 200
+    assert p.request("GET", "/api/items?x=1", headers={"x-request-id": "hello", "x-envoy-internal": "true"})[0] == 200
     assert shadow.wait_for(1)
     prod_seen, copy = api.seen[-1], shadow.seen[-1]
     assert prod_seen.path == "/v1/items?x=1"
     rid = prod_seen.header("x-request-id")
-    assert rid is not None and UUID.match(rid)
+    assert rid is not None and UUID.match(rid)  # the client's is replaced: every request is an edge request
     assert prod_seen.header("x-forwarded-proto") == "http"
     assert prod_seen.header("x-forwarded-for") == "127.0.0.1"
-    assert prod_seen.header("x-envoy-internal") == "true"
+    assert prod_seen.header("x-envoy-internal") is None
+    assert prod_seen.header("x-envoy-external-address") == "127.0.0.1"
     assert prod_seen.header("x-envoy-expected-rq-timeout-ms") == "5001"
     assert prod_seen.header("x-envoy-original-path") == "/api/items?x=1"
     assert copy.header("x-request-id") == rid
@@ -55,10 +56,10 @@ def test_envoy_headers_reach_production_and_the_copy_carries_the_same_values(tmp
     assert api.seen[-1].header("x-request-id") not in (None, rid)
 
 
-def test_a_client_behind_another_proxy_is_external(tmp_path: Path, upstream, proxy) -> None:
-    """conn_manager_utility.cc mutateRequestHeaders: an XFF from the client makes the request external (edge):
-    a new x-request-id (preserve_external_request_id is false in Emissary), no x-envoy-internal, the client's
-    address in x-envoy-external-address, internal-only x-envoy-* headers removed."""
+def test_a_client_behind_another_proxy(tmp_path: Path, upstream, proxy) -> None:
+    """conn_manager_utility.cc mutateRequestHeaders: the client's XFF is kept and the peer appended, its
+    x-forwarded-proto replaced by the connection's scheme, its x-request-id replaced (preserve_external_request_id
+    is false in Emissary), internal-only x-envoy-* headers removed."""
     p, api, shadow = shadowed(tmp_path, upstream, proxy)
     headers = {
         "x-request-id": "hello",
@@ -83,7 +84,7 @@ def test_envoy_headers_can_be_turned_off(tmp_path: Path, upstream, proxy) -> Non
     p, api, shadow = shadowed(tmp_path, upstream, proxy, mapping_envoy_headers="false")
     assert p.request("GET", "/api/x", headers={"x-request-id": "hello"})[0] == 200
     assert shadow.wait_for(1)
-    for seen in (api.seen[-1], shadow.seen[-1]):
+    for seen in (api.seen[-1], shadow.seen[-1]):  # the client's headers as they came
         names = {k.lower() for k, _ in seen.headers}
         assert not names & {"x-forwarded-for", "x-forwarded-proto", "x-envoy-internal", "x-envoy-original-path"}
         assert "x-envoy-expected-rq-timeout-ms" not in names

@@ -9,27 +9,6 @@ from shadow_addon import envoyheaders as eh
 
 
 @pytest.mark.parametrize(
-    ("ip", "internal"),
-    [
-        ("10.1.2.3", True),
-        ("172.16.0.1", True),
-        ("172.32.0.1", False),
-        ("192.168.9.9", True),
-        ("127.0.0.1", True),
-        ("127.0.0.2", False),  # network/utility.cc isInternalAddress: INADDR_LOOPBACK only
-        ("::1", True),
-        ("fd12::1", True),
-        ("fe80::1", False),
-        ("::ffff:10.0.0.1", True),
-        ("203.0.113.9", False),
-        ("not-an-ip", False),
-    ],
-)
-def test_is_internal(ip: str, internal: bool) -> None:
-    assert eh.is_internal(ip) is internal
-
-
-@pytest.mark.parametrize(
     ("given", "expected", "changed"),
     [
         (
@@ -55,17 +34,23 @@ def test_drop_unsupported_upgrade(given: dict[str, str], expected: dict[str, str
     assert {k.lower(): v for k, v in h.items()} == expected
 
 
-def test_connection_manager_keeps_an_internal_clients_request_id_and_replaces_an_edge_one() -> None:
-    internal = eh.Downstream("10.0.0.5", "10.0.0.1", tls=True)
-    h = Headers(x_request_id="abc")
-    eh.connection_manager(h, internal)
-    assert h["x-request-id"] == "abc" and h["x-envoy-internal"] == "true"
-    assert h["x-forwarded-for"] == "10.0.0.5" and h["x-forwarded-proto"] == "https"
-    edge = eh.Downstream("203.0.113.9", "10.0.0.1", tls=False)
-    h = Headers(x_request_id="abc", x_envoy_expected_rq_timeout_ms="1")
-    eh.connection_manager(h, edge, request_id="new")
+def test_connection_manager_treats_every_request_as_an_edge_request() -> None:
+    """No address is internal without internal_address_config (Emissary sets none): even a private client's
+    x-request-id is replaced and its x-envoy-* headers are removed (conn_manager_utility.cc mutateRequestHeaders)."""
+    private = eh.Downstream("10.0.0.5", "10.0.0.1", tls=True)
+    h = Headers(
+        x_request_id="abc", x_envoy_internal="true", x_envoy_expected_rq_timeout_ms="1", x_envoy_max_retries="9"
+    )
+    eh.connection_manager(h, private, request_id="new")
     assert h["x-request-id"] == "new" and "x-envoy-internal" not in h
-    assert "x-envoy-expected-rq-timeout-ms" not in h and h["x-envoy-external-address"] == "203.0.113.9"
+    assert "x-envoy-expected-rq-timeout-ms" not in h and "x-envoy-max-retries" not in h
+    assert h["x-envoy-external-address"] == "10.0.0.5"
+    assert h["x-forwarded-for"] == "10.0.0.5" and h["x-forwarded-proto"] == "https"
+    loopback = eh.Downstream("127.0.0.1", "192.0.2.7", tls=False)
+    h = Headers(x_forwarded_for="203.0.113.9")
+    eh.connection_manager(h, loopback)
+    assert h["x-forwarded-for"] == "203.0.113.9, 192.0.2.7"  # a loopback peer: Envoy's own address appended
+    assert h["x-forwarded-proto"] == "http"
 
 
 def test_router_headers_and_the_mirror() -> None:
