@@ -56,6 +56,8 @@ def _is_loopback(ip: str) -> bool:
 
 def append_xff(headers: Headers, ip: str) -> None:
     """http/utility.cc Utility::appendXff: `, ip` after an existing value, else the header set to ip."""
+    if not ip:  # no IP peer (Envoy appends only an IP address)
+        return
     old = headers.get(XFF)
     headers[XFF] = f"{old}, {ip}" if old else ip
 
@@ -114,7 +116,8 @@ def connection_manager(headers: Headers, d: Downstream, request_id: str | None =
     headers["x-forwarded-proto"] = "https" if d.tls else "http"
     for name in (*_INTERNAL_ONLY, *_EDGE_ONLY):  # cleanInternalHeaders(edge_request=true)
         headers.pop(name, None)
-    headers["x-envoy-external-address"] = d.client_ip
+    if d.client_ip:
+        headers["x-envoy-external-address"] = d.client_ip
     headers["x-request-id"] = request_id or str(uuid.uuid4())  # a new id for every edge request
 
 
