@@ -609,6 +609,10 @@ def build_mapping(
     if v2:
         headers, regex_headers = _v2_bool_matches(headers, regex_headers)
         query_parameters, regex_query_parameters = _v2_bool_matches(query_parameters, regex_query_parameters)
+    # Emissary's Python reads every resource as JSON from its Go side (encoding/json writes map keys sorted), so
+    # these maps reach IRHTTPMapping.__init__, _group_id and _route_weight in name order, whatever the YAML order.
+    headers, regex_headers = tuple(sorted(headers)), tuple(sorted(regex_headers))
+    query_parameters, regex_query_parameters = tuple(sorted(query_parameters)), tuple(sorted(regex_query_parameters))
     for hname, hvalue in headers:
         if hname.lower() == ":authority" and hvalue is not None and "*" in hvalue:
             raise ValueError(f":authority exact-match '{hvalue}' contains *, which cannot match anything.")

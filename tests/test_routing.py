@@ -544,3 +544,15 @@ def test_the_table_knows_whether_a_route_matches_a_header_envoy_sets() -> None:
     assert not table(M("a", headers={"x-canary": "1"})).matches_envoy_headers
     assert table(M("a", headers={"X-Forwarded-Proto": "https"})).matches_envoy_headers
     assert table(M("b", regex_headers={"x-request-id": ".*"})).matches_envoy_headers
+
+
+def test_header_and_query_matches_are_in_name_order_whatever_the_yaml_order() -> None:
+    """Emissary's Python reads resources as JSON from its Go side (encoding/json sorts map keys): the group id
+    (irhttpmapping.py _group_id) does not depend on the order the matches are written in, so these two are one
+    group, a canary pair."""
+    a = M("a", prefix="/x/", headers={"x-b": "1", "x-a": "2"}, query_parameters={"q": "1", "p": "2"}, weight=30)
+    b = M("b", prefix="/x/", headers={"x-a": "2", "x-b": "1"}, query_parameters={"p": "2", "q": "1"})
+    assert routing.group_key(a) == routing.group_key(b) == "HTTP-GET/x/x-a2x-b1p2q1"
+    t = table(a, b)
+    assert len(t.groups) == 1 and [m.name for m, _ in t.groups[0].production] == ["a", "b"]
+    assert t.errors == ()
