@@ -86,7 +86,7 @@ def make_copy(
     shadow, address = route.shadow, route.shadow_address
     assert shadow is not None and address is not None
     host = host_of(req)
-    fields = envoyheaders.mirror(req.headers.fields, via) if s.envoy_headers else req.headers.fields
+    fields = envoyheaders.mirror(req.headers.fields, via, route.timeout_ms) if s.envoy_headers else req.headers.fields
     return Copy(
         mapping=shadow.name,
         service=shadow.service,

@@ -131,11 +131,17 @@ def router(headers: Headers, timeout_ms: int, original_path: str | None) -> None
         headers["x-envoy-original-path"] = original_path
 
 
-def mirror(fields: tuple[tuple[bytes, bytes], ...], local_ip: str | None) -> tuple[tuple[bytes, bytes], ...]:
+def mirror(
+    fields: tuple[tuple[bytes, bytes], ...], local_ip: str | None, timeout_ms: int
+) -> tuple[tuple[bytes, bytes], ...]:
     """The mirror's headers: production's, then what Envoy's async client adds (async_client_impl.cc
-    AsyncStreamImpl::sendHeaders: x-envoy-internal: true, and its own address appended to x-forwarded-for)."""
+    AsyncStreamImpl::sendHeaders: x-envoy-internal: true, its own address appended to x-forwarded-for), then what
+    the async client's own router adds: x-envoy-expected-rq-timeout-ms from the mirror's timeout, the production
+    route's (router.cc gives the mirror timeout_.global_timeout_ and its filter config), even where the route's
+    remove_request_headers took it off production's request."""
     h = Headers(fields)
     h[INTERNAL] = "true"
     if local_ip:
         append_xff(h, local_ip)
+    router(h, timeout_ms, None)
     return h.fields

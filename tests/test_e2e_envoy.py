@@ -161,3 +161,23 @@ def test_mappings_match_on_the_headers_envoy_sets_before_routing(tmp_path: Path,
     p.stop()
     p = proxy(f"http://{prod.address}", sets={**sets, "mapping_envoy_headers": "false"})
     assert p.get_json("/p/", headers={"x-forwarded-proto": "https"})["name"] == "prod"
+
+
+def test_the_copy_gets_the_timeout_header_again_from_the_mirrors_router(tmp_path: Path, upstream, proxy) -> None:
+    """The mirror goes through Envoy's async client and its own router, which writes
+    x-envoy-expected-rq-timeout-ms from the mirror's timeout (router.cc: the production route's), so the copy has
+    it even where the route's remove_request_headers takes it off production's request."""
+    prod, api, shadow = upstream("prod"), upstream("api"), upstream("shadow")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api", remove_request_headers=["x-envoy-expected-rq-timeout-ms"]),
+        mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
+    )
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"api={api.address}", f"shadow={shadow.address}"]},
+    )
+    assert p.request("GET", "/api/x")[0] == 200
+    assert shadow.wait_for(1)
+    assert api.seen[-1].header("x-envoy-expected-rq-timeout-ms") is None
+    assert shadow.seen[-1].header("x-envoy-expected-rq-timeout-ms") == "3000"

@@ -59,5 +59,7 @@ def test_router_headers_and_the_mirror() -> None:
     assert not h
     eh.router(h, 3000, "/a/b?c")
     assert h["x-envoy-expected-rq-timeout-ms"] == "3000" and h["x-envoy-original-path"] == "/a/b?c"
-    fields = eh.mirror(Headers(x_forwarded_for="1.2.3.4").fields, "10.0.0.1")
-    assert Headers(fields)["x-forwarded-for"] == "1.2.3.4, 10.0.0.1" and Headers(fields)["x-envoy-internal"] == "true"
+    mirrored = Headers(eh.mirror(Headers(x_forwarded_for="1.2.3.4").fields, "10.0.0.1", 3000))
+    assert mirrored["x-forwarded-for"] == "1.2.3.4, 10.0.0.1" and mirrored["x-envoy-internal"] == "true"
+    assert mirrored["x-envoy-expected-rq-timeout-ms"] == "3000"  # the async client's router sets it again
+    assert "x-envoy-expected-rq-timeout-ms" not in Headers(eh.mirror(Headers().fields, None, 0))
