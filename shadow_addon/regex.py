@@ -38,7 +38,7 @@ def substitute(compiled: Any, substitution: str, text: str) -> str:
     Unlike Python's `re.sub`, an empty match right where the previous match ended is not replaced, so `(.*)` ->
     `/v2\\1` turns `/rx/a` into `/v2/rx/a`, not `/v2/rx/a/v2`.
     """
-    # Envoy source/common/common/regex.cc CompiledGoogleReMatcher::replaceAll calls re2.cc RE2::GlobalReplace.
+    # Envoy source/common/common/regex.h CompiledGoogleReMatcher::replaceAll calls re2.cc RE2::GlobalReplace.
     template = python_template(substitution)
     out: list[str] = []
     p, last_end, n, count = 0, -1, len(text), 0

@@ -702,3 +702,35 @@ def test_kat_canary_diff_mapping_each_route_its_own_host_rewrite(tmp_path: Path,
         assert backend(p, f"/{NAME}-100/") == "canary"
     assert {s.header("host") for s in target.seen} == {"canary.1.example.com"}
     assert {s.header("host") for s in canary.seen} == {"canary.2.example.com"}
+
+
+OPTIONS_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-options
+hostname: "*"
+prefix: /{name}-options/
+service: target
+rewrite: /foo
+add_request_headers: {{foo: {{value: bar}}, moo: {{value: arf}}, zoo: {{append: true, value: bar}},
+                      xoo: {{append: false, value: dwe}}, aoo: {{value: tyu}}}}
+add_response_headers: {{foo: {{value: bar}}, moo: {{value: arf}}, zoo: {{append: true, value: bar}},
+                       xoo: {{append: false, value: dwe}}, aoo: {{value: tyu}}}}
+"""
+
+
+def test_kat_option_tests(tmp_path: Path, upstream, proxy) -> None:
+    """t_optiontests.py AddRequestHeaders and AddResponseHeaders (all five values on one Mapping: `{value}` and
+    `{append, value}` each give exactly one header), Rewrite (`rewrite: /foo`: the backend sees /foo)."""
+    prod, target = upstream("prod"), upstream("target")
+    m = flat(OPTIONS_KAT.format(name=NAME), tmp_path)
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [f"target={target.address}"]})
+    status, headers, _ = get(p, f"/{NAME}-options/")
+    assert status == 200
+    seen = target.seen[-1]
+    assert seen.path == "/foo"
+    expected = {"foo": "bar", "moo": "arf", "zoo": "bar", "xoo": "dwe", "aoo": "tyu"}
+    for k, v in expected.items():
+        assert [x for n, x in seen.headers if n.lower() == k] == [v], k
+        assert headers.get(k) == v, k
