@@ -1,13 +1,13 @@
 """The request headers Envoy changes on the way, with Emissary's defaults, as pure functions over mitmproxy Headers.
 
 Emissary's listener (v3listener.py base_http_config, irambassador.py defaults) runs Envoy's connection manager with
-`use_remote_address: true`, `xff_num_trusted_hops: 0`, `preserve_external_request_id: false` and the router with
-`suppress_envoy_headers: false`, and sets no `internal_address_config`, so since Envoy 1.33 no client address counts as
-internal and every request is an edge request. So before routing the request gets x-forwarded-for, x-forwarded-proto,
-a new x-request-id and x-envoy-external-address (x-envoy-internal and internal-only x-envoy-* headers removed), the
-router adds x-envoy-expected-rq-timeout-ms and, when it
-rewrites the path, x-envoy-original-path, and the mirror is a copy of all that, sent by Envoy's async client, which
-marks it x-envoy-internal and appends its own address to x-forwarded-for.
+`use_remote_address: true`, `xff_num_trusted_hops: 0`, `preserve_external_request_id: false` and no
+`internal_address_config` (so since Envoy 1.33 no client address is internal: every request is an edge request), and
+the router with `suppress_envoy_headers: false`. So before routing a request gets x-forwarded-for, x-forwarded-proto,
+a new x-request-id and x-envoy-external-address, and loses x-envoy-internal and the internal-only x-envoy-* headers;
+the router adds x-envoy-expected-rq-timeout-ms and, when it rewrites the path, x-envoy-original-path. The mirror is a
+copy of all that, sent by Envoy's async client, which marks it x-envoy-internal and appends its own address to
+x-forwarded-for.
 """
 
 from __future__ import annotations

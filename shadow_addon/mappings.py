@@ -689,13 +689,13 @@ def build_mapping(
 
 
 def _cluster_service(service: str, warnings: list[str]) -> str:
-    """The service without a path, query or fragment, which Emissary ignores with a warning (ircluster.py
-    IRCluster.__init__: "has extra URL components; ignoring everything but the host and port")."""
+    """The service without a path, query or fragment, which Emissary ignores, posting ircluster.py
+    IRCluster.__init__'s message (the service without its scheme) and still serving the Mapping."""
     scheme, sep, rest = service.strip().rpartition("://")
     cut = min((i for i in (rest.find(c) for c in "/?#;") if i >= 0), default=-1)
     if cut <= 0:  # nothing extra, or nothing but extra (left for _parse_service to refuse)
         return service
-    warnings.append(f"service {service} has extra URL components; ignoring everything but the host and port")
+    warnings.append(f"service {rest} has extra URL components; ignoring everything but the host and port")
     return scheme + sep + rest[:cut]
 
 

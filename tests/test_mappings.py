@@ -354,7 +354,7 @@ def test_service_with_a_path_keeps_scheme_host_and_port_with_a_warning() -> None
     assert r.mappings[0].service == "http://tsvc:8080"
     assert mappings.service_address(r.mappings[0].service) == Address("http", "tsvc", 8080)
     assert r.notices == [
-        "m.yaml doc 1 (Mapping cart.default): service http://tsvc:8080/ has extra URL components; ignoring "
+        "m.yaml doc 1 (Mapping cart.default): service tsvc:8080/ has extra URL components; ignoring "
         "everything but the host and port"
     ]
     r = load(spec("prefix: /a/, service: 'tsvc/v1?x=1'"))
