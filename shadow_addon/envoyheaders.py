@@ -110,7 +110,8 @@ def connection_manager(headers: Headers, d: Downstream, request_id: str | None =
     Every request is external: Emissary configures no internal_address_config, and Envoy's default for it
     (conn_manager_config.h DefaultInternalAddressConfig, since 1.33, the runtime guard
     explicit_internal_address_config removed in 1.36) counts no address as internal. So it is an edge request."""
-    headers.pop(INTERNAL, None)
+    for name in (INTERNAL, "keep-alive", "proxy-connection"):  # "Clean proxy headers"
+        headers.pop(name, None)
     # http/utility.cc appendXff; a loopback peer is replaced by Envoy's own address.
     append_xff(headers, d.local_ip if _is_loopback(d.client_ip) else d.client_ip)
     headers["x-forwarded-proto"] = "https" if d.tls else "http"

@@ -39,9 +39,15 @@ def test_connection_manager_treats_every_request_as_an_edge_request() -> None:
     x-request-id is replaced and its x-envoy-* headers are removed (conn_manager_utility.cc mutateRequestHeaders)."""
     private = eh.Downstream("10.0.0.5", "10.0.0.1", tls=True)
     h = Headers(
-        x_request_id="abc", x_envoy_internal="true", x_envoy_expected_rq_timeout_ms="1", x_envoy_max_retries="9"
+        x_request_id="abc",
+        x_envoy_internal="true",
+        x_envoy_expected_rq_timeout_ms="1",
+        x_envoy_max_retries="9",
+        keep_alive="timeout=5",
+        proxy_connection="keep-alive",
     )
     eh.connection_manager(h, private, request_id="new")
+    assert "keep-alive" not in h and "proxy-connection" not in h
     assert h["x-request-id"] == "new" and "x-envoy-internal" not in h
     assert "x-envoy-expected-rq-timeout-ms" not in h and "x-envoy-max-retries" not in h
     assert h["x-envoy-external-address"] == "10.0.0.5"
