@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from . import routing
+from . import envoyheaders, routing
 from .sender import Copy
 from .settings import Settings
 
@@ -26,6 +26,7 @@ class Pending:
     tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
     tee_over: bool = False
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
+    via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
 
 
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
@@ -82,11 +83,14 @@ def make_copy(
     keep_body: int,
     hash_body: bool,
     context: object,
+    via: str | None = None,
 ) -> Copy:
-    """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`."""
+    """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`; with
+    mapping_envoy_headers, marked as Envoy's async client marks a mirror (x-envoy-internal, `via` added to XFF)."""
     shadow, address = route.shadow, route.shadow_address
     assert shadow is not None and address is not None
     host = host_of(req)
+    fields = envoyheaders.mirror(req.headers.fields, via, route.timeout_ms) if s.envoy_headers else req.headers.fields
     return Copy(
         mapping=shadow.name,
         service=shadow.service,
@@ -94,7 +98,7 @@ def make_copy(
         method=req.method,
         path=req.path,
         host=routing.shadow_host(host) if s.host_suffix else host,
-        fields=req.headers.fields,
+        fields=fields,
         body=body,
         timeout=timeout_of(route, s),
         add=((MARKER, b"1"), *s.add_headers),

@@ -219,7 +219,8 @@ def text(table: Table, loaded: LoadResult | None = None) -> str:
             lines += _row(p["name"], p["service"], rest, widths)
         if r["shadow"]:
             s = r["shadow"]
-            copies = f"copies {s['weight']}% of the requests" if r["routes"] else "copies nothing (no route)"
+            copies = f"copies {min(s['weight'], 100)}% of the requests" if r["routes"] else "copies nothing (no route)"
+            copies += " (weight over 100: Envoy copies every request)" if s["weight"] > 100 and r["routes"] else ""
             lines += _row(f"shadow {s['name']}", s["service"], f"weight {s['weight']}: {copies}", widths)
         if not r["routes"]:
             lines.append("     no route: only a shadow")

@@ -135,8 +135,9 @@ MAPPING_API_VERSIONS = frozenset(
 )
 # The annotation style: `name` and the fields at the top level, no metadata/spec.
 FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"})
-# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go).
-V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1"})
+# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go); an annotation's
+# `ambassador/vN` is read as `getambassador.io/vN` first (pkg/snapshot/v1/annotations.go).
+V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1", "ambassador/v2", "ambassador/v1"})
 LIST_KINDS = frozenset({"List", "MappingList"})
 ANNOTATION = "getambassador.io/config"
 # The kinds whose annotation Emissary reads (pkg/snapshot/v1/annotations.go PopulateAnnotations).
@@ -231,6 +232,7 @@ class Mapping:
     allow_upgrade: tuple[str, ...] = ()  # upgrade types Envoy accepts on this route (lower case)
     core: tuple[tuple[str, str, str], ...] = ()  # CORE_KEYS set here: (key, canonical JSON, Python text)
     explicit: frozenset[str] = frozenset()  # the fields as written, for group-wide flattening
+    warnings: tuple[str, ...] = ()  # what Emissary posts but still serves (e.g. a service with a path)
 
     @property
     def key(self) -> str:
@@ -381,7 +383,7 @@ def _regex(key: str, pattern: str, case_sensitive: bool = True) -> str:
     return pattern
 
 
-def _match_map(spec: dict[str, Any], key: str, *, regex: bool) -> tuple[tuple[str, str | None], ...]:
+def _match_map(spec: dict[str, Any], key: str, *, regex: bool, v2: bool = False) -> tuple[tuple[str, str | None], ...]:
     raw = spec.get(key)
     if raw is None:
         return ()
@@ -393,6 +395,8 @@ def _match_map(spec: dict[str, Any], key: str, *, regex: bool) -> tuple[tuple[st
             raise ValueError(f"{key} has a name that is not a string: {_show(name)}")
         if value is True and not regex:
             out.append((name, None))  # v0-v2: `true` means "must be present" (irhttpmapping.py)
+        elif value is False and v2 and not regex:
+            continue  # handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec drops `false`
         elif isinstance(value, str):
             out.append((name, _regex(f"{key}.{_clean(name)}", value) if regex else value))
         elif isinstance(value, int | float) and not isinstance(value, bool) and not regex:
@@ -503,8 +507,9 @@ def _redirect(spec: dict[str, Any], service: str) -> Redirect | None:
     irhttpmapping.py _enforce_mutual_exclusion) set its path; redirect_response_code one of 301..308."""
     if not _bool(spec, "host_redirect", False):
         return None
-    path = _str(spec, "path_redirect", empty_ok=False)
-    prefix = _str(spec, "prefix_redirect", empty_ok=False)
+    # v3route.py V3Route: `if path_redirect:` / `elif prefix_redirect:`, so "" is unset.
+    path = _str(spec, "path_redirect") or None
+    prefix = _str(spec, "prefix_redirect") or None
     regex_redirect = None
     if spec.get("regex_redirect") is not None:
         regex_redirect = _regex_rewrite({"regex_rewrite": spec["regex_redirect"]})
@@ -585,9 +590,10 @@ def build_mapping(
     regex_rewrite = _regex_rewrite(spec)
     if regex_rewrite is not None:
         rewrite = ""  # irhttpmapping.py: regex_rewrite replaces rewrite
-    host = _str(spec, "host", empty_ok=False)
+    # "" is unset: irhttpmapping.py IRHTTPMapping.__init__ adds the :authority match only `if host:`.
+    host = _str(spec, "host") or None
     host_regex = _bool(spec, "host_regex", False)
-    hostname = _str(spec, "hostname", empty_ok=False)
+    hostname = _str(spec, "hostname") or None
     if api_version in V2_API_VERSIONS and hostname is None:
         # v2 -> v3alpha1 conversion (handwritten.conversion.go): host becomes a glob hostname, no host is "*".
         if host is None:
@@ -599,7 +605,18 @@ def build_mapping(
             _regex("host", host)
         elif "*" in host and hostname is None:
             raise ValueError(f"host exact-match {host} contains *, which cannot match anything.")
-    headers = _match_map(spec, "headers", regex=False)
+    v2 = api_version in V2_API_VERSIONS
+    headers = _match_map(spec, "headers", regex=False, v2=v2)
+    regex_headers = _match_map(spec, "regex_headers", regex=True)
+    query_parameters = _match_map(spec, "query_parameters", regex=False, v2=v2)
+    regex_query_parameters = _match_map(spec, "regex_query_parameters", regex=True)
+    if v2:
+        headers, regex_headers = _v2_bool_matches(headers, regex_headers)
+        query_parameters, regex_query_parameters = _v2_bool_matches(query_parameters, regex_query_parameters)
+    # Emissary's Python reads every resource as JSON from its Go side (encoding/json writes map keys sorted), so
+    # these maps reach IRHTTPMapping.__init__, _group_id and _route_weight in name order, whatever the YAML order.
+    headers, regex_headers = tuple(sorted(headers)), tuple(sorted(regex_headers))
+    query_parameters, regex_query_parameters = tuple(sorted(query_parameters)), tuple(sorted(regex_query_parameters))
     for hname, hvalue in headers:
         if hname.lower() == ":authority" and hvalue is not None and "*" in hvalue:
             raise ValueError(f":authority exact-match '{hvalue}' contains *, which cannot match anything.")
@@ -618,7 +635,11 @@ def build_mapping(
         "a non-negative integer (milliseconds)",
         f"at most {MAX_TIMEOUT_MS} (milliseconds)",
     )
-    host_rewrite = _str(spec, "host_rewrite", empty_ok=False)
+    # "" is unset: Envoy config_impl.cc finalizeRequestHeaders rewrites Host only for a non-empty host_rewrite_literal.
+    host_rewrite = _str(spec, "host_rewrite") or None
+    warnings: list[str] = []
+    if not _bool(spec, "host_redirect", False):  # a redirect's service is a Location host, not a cluster
+        service = _cluster_service(service, warnings)
     _parse_service(service)  # reject unparseable services now, not on the first request
     tls = spec.get("tls")
     if tls is not None and not isinstance(tls, bool | str):
@@ -627,6 +648,10 @@ def build_mapping(
         # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
         service = "https://" + service.split("://", 1)[-1]
     shadow = _bool(spec, "shadow", False)
+    if shadow and weight is not None and weight > 100:
+        # v3route.py V3Route passes the shadow's weight unchecked as runtime_fraction numerator/HUNDRED; Envoy
+        # protobuf/utility.cc evaluateFractionalPercent (random % 100 < numerator) then mirrors every request.
+        warnings.append(f"shadow weight {weight} is over 100: every request is copied (100%)")
     redirect = _redirect(spec, service)
     return Mapping(
         name=name,
@@ -643,9 +668,9 @@ def build_mapping(
         host_regex=host_regex,
         method=method,
         headers=headers,
-        regex_headers=_match_map(spec, "regex_headers", regex=True),  # type: ignore[arg-type]
-        query_parameters=_match_map(spec, "query_parameters", regex=False),
-        regex_query_parameters=_match_map(spec, "regex_query_parameters", regex=True),  # type: ignore[arg-type]
+        regex_headers=regex_headers,  # type: ignore[arg-type]
+        query_parameters=query_parameters,
+        regex_query_parameters=regex_query_parameters,  # type: ignore[arg-type]
         precedence=precedence or 0,
         weight=weight,
         shadow=shadow,
@@ -663,7 +688,33 @@ def build_mapping(
         allow_upgrade=_allow_upgrade(spec),
         core=_core(spec),
         explicit=frozenset(k for k in spec if isinstance(k, str)),
+        warnings=tuple(warnings),
     )
+
+
+def _cluster_service(service: str, warnings: list[str]) -> str:
+    """The service without a path, query or fragment, which Emissary ignores, posting ircluster.py
+    IRCluster.__init__'s message (the service without its scheme) and still serving the Mapping."""
+    scheme, sep, rest = service.strip().rpartition("://")
+    cut = min((i for i in (rest.find(c) for c in "/?#;") if i >= 0), default=-1)
+    if cut <= 0:  # nothing extra, or nothing but extra (left for _parse_service to refuse)
+        return service
+    warnings.append(f"service {rest} has extra URL components; ignoring everything but the host and port")
+    return scheme + sep + rest[:cut]
+
+
+def _v2_bool_matches(
+    plain: tuple[tuple[str, str | None], ...], regex: tuple[tuple[str, str | None], ...]
+) -> tuple[tuple[tuple[str, str | None], ...], tuple[tuple[str, str | None], ...]]:
+    """getambassador.io/v2 `headers`/`query_parameters` `true` as the v2 -> v3alpha1 conversion makes it
+    (handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec): a regex `.*` match, unless that
+    name has a regex already. It counts as a regex in the group id and the route order (`.*`, regex flag)."""
+    present = [n for n, v in plain if v is None]
+    if not present:
+        return plain, regex
+    taken = {n for n, _ in regex}
+    extra = tuple((n, ".*") for n in present if n not in taken)
+    return tuple((n, v) for n, v in plain if v is not None), regex + extra
 
 
 # ---------------------------------------------------------------- service addresses
@@ -960,6 +1011,7 @@ def _one_document(
         return
     if m.ignored_fields:
         result.notices.append(f"{where} (Mapping {m.key}): {not_honoured(m.ignored_fields)}")
+    result.notices += [f"{where} (Mapping {m.key}): {w}" for w in m.warnings]
     result.mappings.append(m)
 
 

@@ -95,6 +95,14 @@ def declare(loader: Any) -> None:
         "upstreams see it and host/hostname Mappings match. Off: Host follows the routed service.",
     )
     add(
+        "mapping_envoy_headers",
+        bool,
+        True,
+        "Add to routed requests the headers Envoy adds with Emissary's defaults (x-forwarded-for, "
+        "x-forwarded-proto, x-request-id, x-envoy-expected-rq-timeout-ms, x-envoy-original-path...); copies carry "
+        "production's values and x-envoy-internal: true. Off: upstreams get the client's headers only.",
+    )
+    add(
         "shadow_host_suffix",
         bool,
         True,
@@ -269,6 +277,7 @@ class Settings:
     response_limit: int = RESPONSE_LIMIT
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     host_suffix: bool = True
+    envoy_headers: bool = True  # the headers Envoy adds (mapping_envoy_headers)
     timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
     compare: compare.CompareConfig | None = None  # None: comparison off
     compare_report: str = ""
@@ -300,6 +309,7 @@ def parse(o: Any) -> Settings:
         response_limit=_size("shadow_response_limit", o.shadow_response_limit) or RESPONSE_LIMIT,
         memory_limit=_size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
         host_suffix=o.shadow_host_suffix,
+        envoy_headers=o.mapping_envoy_headers,
         timeout=_nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
         compare=_compare(o) if o.shadow_compare else None,
         compare_report=o.shadow_compare_report,

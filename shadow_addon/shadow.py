@@ -182,14 +182,19 @@ class Shadow:
             return
         req, s = flow.request, self.settings
         routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
-        route = self.route_of(req, routed)
+        headers = production.routing_headers(flow, s.envoy_headers, self.table) if routed is None else None
+        route = self.route_of(req, routed, headers)
         if route is None:
             return
+        if routed is None:
+            production.adopt_headers(flow, s.envoy_headers, headers)
         if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:
-            production.apply_route(flow, route, ctx.options.keep_host_header)
+            production.apply_route(flow, route, ctx.options.keep_host_header, s.envoy_headers)
         p = self.pending[flow.id] = Pending(route)
+        if s.envoy_headers and flow.client_conn.sockname:
+            p.via = str(flow.client_conn.sockname[0])
         if route.shadow is not None:
             if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
@@ -209,7 +214,7 @@ class Shadow:
         if isinstance(body, str):
             self._skip_copy(p, body)
             return None
-        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
+        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
         p.tee, p.sent = None, True
         return None
 
@@ -237,20 +242,27 @@ class Shadow:
 
     # ------------------------------------------------------------------ helpers of the hooks
 
-    def route_of(self, req: http.Request, routed: str | None = None, every: bool = False) -> routing.Route | None:
+    def route_of(
+        self, req: http.Request, routed: str | None = None, every: bool = False, headers: http.Headers | None = None
+    ) -> routing.Route | None:
         """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
         that routed this request already (a replayed or recorded flow), whose route it keeps. `every`: the shadow
-        takes the request whatever its weight (but 0)."""
+        takes the request whatever its weight (but 0). `headers`: the headers to route on, when not the request's
+        own (`production.routing_headers`)."""
         shadow_draw = 0.0 if every else random.random() * 100.0
         if self.settings.sample_key and not every:
             sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
         if routed is not None:
             return replay.route_routed(self.table, routed, req.path, shadow_draw)
-        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
+        view = routing.RequestView(
+            req.method, req.path, req.host_header or "", req.headers if headers is None else headers
+        )
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
-    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+    def submit_copy(
+        self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
+    ) -> None:
         """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
         with production's, which `Pairing.production_answered` gives under the same key."""
         s = self.settings
@@ -266,7 +278,7 @@ class Shadow:
         if req.method.upper() not in copies.READS:
             self.writes[route.shadow.name] = self.writes.get(route.shadow.name, 0) + 1
         hash_body = self.pairing is not None and paired
-        c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key)
+        c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via)
         self.sender.submit(c)
         if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
             self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))

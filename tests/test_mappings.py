@@ -152,7 +152,7 @@ def spec(body: str, name: str = "cart") -> str:
         ("prefix: /a/, service: s, shaddow: true", "unknown field 'shaddow'"),
         ("prefix: /a/, service: 'ftp://x'", "service scheme must be http or https, got 'ftp'"),
         ("prefix: /a/, service: 'x:99999'", "service port must be 1..65535, got '99999'"),
-        ("prefix: /a/, service: 'x/path'", "service must be [scheme://]host[:port], got 'x/path'"),
+        ("prefix: /a/, service: '/path'", "service must be [scheme://]host[:port], got '/path'"),
         ("prefix: /a/, service: s, timeout_ms: -5", "timeout_ms must be a non-negative integer (milliseconds), got -5"),
         ("prefix: /a/, service: s, precedence: high", "precedence must be an integer, got 'high'"),
         ("prefix: /a/, service: s, headers: [x]", "headers must be a mapping of name: value, got list"),
@@ -443,3 +443,56 @@ def test_grpc_says_what_becomes_of_a_grpc_service() -> None:
         "which a gRPC server refuses, so a gRPC shadow answers none of them; production requests are forwarded as "
         "mitmproxy receives them)"
     ]
+
+
+def test_empty_strings_are_unset() -> None:
+    """irhttpmapping.py IRHTTPMapping.__init__ adds the :authority match only `if host:`; Envoy config_impl.cc
+    finalizeRequestHeaders rewrites Host only for a non-empty host_rewrite_literal; v3route.py V3Route takes
+    path_redirect/prefix_redirect only when truthy. The Mapping is served, as if the field were not there."""
+    r = load(spec("prefix: /a/, service: s, host_rewrite: '', hostname: '', host: ''"))
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.host_rewrite is None and m.hostname is None and m.host is None
+    r = load(spec("prefix: /a/, service: s, host_redirect: true, path_redirect: '', prefix_redirect: /b/"))
+    assert r.errors == [] and r.mappings[0].redirect is not None
+    assert r.mappings[0].redirect.path is None and r.mappings[0].redirect.prefix == "/b/"
+
+
+def test_service_with_a_path_keeps_scheme_host_and_port_with_a_warning() -> None:
+    """ircluster.py IRCluster.__init__: "service ... has extra URL components; ignoring everything but the host
+    and port" is posted and the cluster is built from scheme, host and port."""
+    r = load(spec("prefix: /a/, service: 'http://tsvc:8080/'"))
+    assert r.errors == []
+    assert r.mappings[0].service == "http://tsvc:8080"
+    assert mappings.service_address(r.mappings[0].service) == Address("http", "tsvc", 8080)
+    assert r.notices == [
+        "m.yaml doc 1 (Mapping cart.default): service tsvc:8080/ has extra URL components; ignoring "
+        "everything but the host and port"
+    ]
+    r = load(spec("prefix: /a/, service: 'tsvc/v1?x=1'"))
+    assert r.errors == [] and r.mappings[0].service == "tsvc" and len(r.notices) == 1
+
+
+def test_v2_boolean_headers_and_query_parameters_convert_as_the_v2_conversion_does() -> None:
+    """handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec: `true` becomes a regex `.*` match
+    (a regex the Mapping already has for that name stays), `false` is dropped; v3alpha1 keeps `true` as present."""
+    r = load(
+        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata: {name: a}\n"
+        "spec: {prefix: /a/, service: s, headers: {x-a: true, x-b: false, x-c: '1', x-d: true},\n"
+        "       regex_headers: {x-d: '^v'}, query_parameters: {q: true, r: false}}\n"
+    )
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.headers == (("x-c", "1"),)
+    assert m.regex_headers == (("x-a", ".*"), ("x-d", "^v"))  # in name order, as Emissary reads them
+    assert m.query_parameters == () and m.regex_query_parameters == (("q", ".*"),)
+
+
+@pytest.mark.parametrize("api", ["ambassador/v1", "ambassador/v2"])
+def test_annotation_versions_convert_as_v2(api: str) -> None:
+    """pkg/snapshot/v1/annotations.go reads `ambassador/vN` as `getambassador.io/vN`, which the v2 conversion turns
+    into v3alpha1: no host is `hostname: "*"`, a `true` header a regex `.*`."""
+    r = load(f"---\napiVersion: {api}\nkind: Mapping\nname: a\nprefix: /a/\nservice: s\nheaders: {{x-a: true}}\n")
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.hostname == "*" and m.regex_headers == (("x-a", ".*"),) and m.headers == ()
