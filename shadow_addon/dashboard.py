@@ -303,7 +303,8 @@ def _compare_chips(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict[str, Any]:
     prod, shadow = row.get("production") or {}, row.get("shadow") or {}
     weight = row.get("weight")
-    share = f"{weight} % of requests" if isinstance(weight, int | float) else "requests"
+    # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
+    share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
     results = compare.get(row.get("shadow_mapping")) if compare is not None else None
     return {
         "resource": row.get("resource", ""),

@@ -332,6 +332,17 @@ def test_empty_state(snap: dict[str, Any]) -> None:
     assert page.one("div", data_metric="config-errors").attrs["class"] == "tile"
 
 
+def test_a_shadow_weight_over_100_shows_as_every_request() -> None:
+    table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=150)])
+    snap = {
+        "generated_at": 1.0,
+        "diag": diag.snapshot(table, None, 0.0, []),
+        "comparison": report.comparison(table, Metrics()),
+    }
+    page = parse(dashboard.render(snap))
+    assert "gets a copy of 100 % of requests" in resource(page).text
+
+
 def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
     table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=10)])
     snap = {
