@@ -62,6 +62,7 @@ HONOURED_FIELDS = frozenset(
         "redirect_response_code",
         "allow_upgrade",
         "use_websocket",
+        "grpc",
     }
 )
 
@@ -77,7 +78,6 @@ IGNORED_FIELDS = frozenset(
         "cluster_tag",
         "stats_name",
         "auto_host_rewrite",
-        "grpc",
         "cors",
         "retry_policy",
         "circuit_breakers",
@@ -228,6 +228,9 @@ class Mapping:
     allow_upgrade: tuple[str, ...] = ()  # upgrade types Envoy accepts on this route (lower case)
     core: tuple[tuple[str, str, str], ...] = ()  # CORE_KEYS set here: (key, canonical JSON, Python text)
     explicit: frozenset[str] = frozenset()  # the fields as written, for group-wide flattening
+    # HTTP/2 to the service (v3cluster.py V3Cluster: http2_protocol_options when the cluster is grpc); a shadow's
+    # own field decides for its copies (irhttpmappinggroup.py add_cluster_for_mapping(shadow, marker='shadow')).
+    grpc: bool = False
 
     @property
     def key(self) -> str:
@@ -623,6 +626,7 @@ def build_mapping(
         # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
         service = "https://" + service.split("://", 1)[-1]
     shadow = _bool(spec, "shadow", False)
+    grpc = _bool(spec, "grpc", False)
     redirect = _redirect(spec, service)
     return Mapping(
         name=name,
@@ -659,6 +663,7 @@ def build_mapping(
         allow_upgrade=_allow_upgrade(spec),
         core=_core(spec),
         explicit=frozenset(k for k in spec if isinstance(k, str)),
+        grpc=grpc,
     )
 
 

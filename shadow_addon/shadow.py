@@ -18,11 +18,13 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
+from mitmproxy.proxy import layer, server_hooks
 
 from . import admin, compare, copies, flowview, pages, production, replay, routing, selfloop, settings
 from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
+from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .sender import Copy, Outcome, Sender, client_context
@@ -45,6 +47,7 @@ class Shadow:
         self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
+        self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
 
     @property
     def table(self) -> routing.Table:
@@ -157,6 +160,12 @@ class Shadow:
             raise exceptions.CommandError(errors[0] if errors else "reload failed")
 
     # ------------------------------------------------------------------ hooks
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        self.ingress.next_layer(nextlayer, ctx.options.http2)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.ingress.server_connect(data, self.table)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
