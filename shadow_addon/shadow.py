@@ -135,6 +135,7 @@ class Shadow:
             response_limit=s.response_limit,
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
+            h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
         )
         if old is not None:
             old.close()

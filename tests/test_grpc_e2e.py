@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,3 +104,110 @@ def test_a_grpc_client_reaches_a_service_over_the_other_transport(
     assert wait_until(lambda: (conf / "mitmproxy-ca-cert.pem").exists())
     with channel(p.port, ca=conf / "mitmproxy-ca-cert.pem" if client_tls else None) as ch:
         assert unary(ch, b"hello")[0] == b"prod:hello"
+
+
+# ---------------------------------------------------------------- copies to gRPC shadows
+
+
+def shadowed(
+    proxy: Callable[..., Proxy], tmp_path: Path, prod: GrpcService, shadow_service: str, **sets: str
+) -> Proxy:
+    return start(
+        proxy,
+        tmp_path,
+        prod,
+        grpc_mapping("echo", prod.address),
+        grpc_mapping("echo-shadow", shadow_service, shadow=True),
+        **sets,
+    )
+
+
+def test_grpc_calls_are_copied_over_http2_to_a_grpc_shadow(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod, shadow = service("prod"), service("shadow")
+    p = shadowed(proxy, tmp_path, prod, shadow.address)
+    big = bytes(range(256)) * 40  # 10 KB
+    with channel(p.port) as ch:
+        for i in range(5):
+            assert unary(ch, b"call-%d" % i)[0] == b"prod:call-%d" % i  # the client's answer is production's
+        assert unary(ch, big)[0] == b"prod:" + big
+        assert stream(ch, b"s") == [b"prod:%d:s" % i for i in range(STREAM_COUNT)]
+    assert wait_until(lambda: shadow.count == 7)
+    got = sorted(c.request for c in shadow.calls if c.method == "Unary")
+    assert got == sorted([b"call-%d" % i for i in range(5)] + [big])
+    assert [c.request for c in shadow.calls if c.method == "Stream"] == [b"s"]
+    assert all(c.metadata.get("x-mitmproxy-shadow") == "1" for c in shadow.calls)
+    m = metrics_of(p)
+    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow", mapping="echo-shadow", code="200") == 7
+    assert metric_sum(m, "shadow_grpc_calls_total", role="shadow", mapping="echo-shadow", grpc_status="0") == 7
+    assert metric_sum(m, "shadow_grpc_calls_total", role="production", mapping="echo", grpc_status="0") == 7
+    assert metric_sum(m, "shadow_dropped_total", mapping="echo-shadow") == 0
+
+
+def test_a_shadow_answering_with_an_error_status_is_counted_by_grpc_status(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod, shadow = service("prod"), service("shadow", fail=grpc.StatusCode.NOT_FOUND)
+    p = shadowed(proxy, tmp_path, prod, shadow.address)
+    with channel(p.port) as ch:
+        for _ in range(3):
+            assert unary(ch, b"x")[0] == b"prod:x"
+    assert wait_until(lambda: shadow.count == 3)
+
+    def counted() -> float:
+        return metric_sum(metrics_of(p), "shadow_grpc_calls_total", role="shadow", grpc_status="5")
+
+    assert wait_until(lambda: counted() == 3)
+    m = metrics_of(p)
+    # HTTP says 200: only grpc-status tells the failure.
+    assert metric_sum(m, "shadow_upstream_requests_total", role="shadow", code="200") == 3
+    assert metric_sum(m, "shadow_grpc_calls_total", role="production", grpc_status="0") == 3
+
+
+def test_a_shadow_that_is_down_never_reaches_the_client(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    from support import free_port
+
+    prod = service("prod")
+    p = shadowed(proxy, tmp_path, prod, f"127.0.0.1:{free_port()}")
+    with channel(p.port) as ch:
+        for i in range(5):
+            assert unary(ch, b"%d" % i)[0] == b"prod:%d" % i
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow") == 5)
+    m = metrics_of(p)
+    assert metric_sum(m, "shadow_dropped_total", reason="connect_error") >= 1
+    assert prod.count == 5
+
+
+def test_a_slow_shadow_times_out_without_delaying_the_client(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod, shadow = service("prod"), service("shadow", delay=3.0)
+    p = shadowed(proxy, tmp_path, prod, shadow.address, shadow_timeout="0.5")
+    with channel(p.port) as ch:
+        for i in range(3):
+            answer, _ = unary(ch, b"%d" % i, timeout=2.0)  # a client waiting for the shadow would fail here
+            assert answer == b"prod:%d" % i
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", reason="timeout") == 3)
+    assert shadow.count == 3
+
+
+def test_a_grpc_production_with_an_http1_shadow_is_warned_about(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod, shadow = service("prod"), service("shadow")
+    p = start(
+        proxy,
+        tmp_path,
+        prod,
+        grpc_mapping("echo", prod.address),
+        mapping("echo-shadow", prefix=PREFIX, rewrite=PREFIX, service=shadow.address, shadow=True),
+    )
+    line = "shadow echo-shadow.default has no grpc: true but production echo.default has: its copies go as HTTP/1.1"
+    assert wait_until(lambda: line in p.log)
+    diag = json.loads(p.admin("/diag")[1])
+    assert any(line in n for n in diag["notices"])
+    with channel(p.port) as ch:
+        assert unary(ch, b"x")[0] == b"prod:x"  # production is unaffected
