@@ -61,9 +61,7 @@ def code_label(value: bytes | str | None) -> str:
     return INVALID
 
 
-def status(
-    headers: Iterable[tuple[bytes, bytes]], trailers: Iterable[tuple[bytes, bytes]] | None
-) -> str | None:
+def status(headers: Iterable[tuple[bytes, bytes]], trailers: Iterable[tuple[bytes, bytes]] | None) -> str | None:
     """The call's grpc-status label (see `code_label`), or None when the answer is not gRPC at all (neither a gRPC
     content-type nor a grpc-status anywhere)."""
     headers = list(headers)

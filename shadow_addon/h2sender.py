@@ -182,6 +182,7 @@ class Session:
         self.answers: dict[int, Answer] = {}
         self.bodies: dict[int, tuple[memoryview, tuple[tuple[bytes, bytes], ...]]] = {}  # left to send, trailers
         self.closed = False
+        self.first: bytes | None = b""  # the service's first bytes, until they show its preface is a SETTINGS frame
 
     @property
     def capacity(self) -> int:
@@ -237,6 +238,14 @@ class Session:
         """Feed bytes from the service; the streams that ended, failed, or the connection's loss."""
         if self.closed:
             return []
+        if self.first is not None:
+            # RFC 9113 3.4: the server's preface is a SETTINGS frame. An HTTP/1 answer would otherwise be read as
+            # the head of a huge frame and waited for until the timeout.
+            self.first += data
+            if len(self.first) >= 4:
+                if self.first[3] != 0x4:
+                    return [self._lost("bad_response", "the service does not speak HTTP/2 (no SETTINGS frame first)")]
+                self.first = None
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.DenialOfServiceError as e:
@@ -421,7 +430,13 @@ class H2Conn(asyncio.Protocol):
                 self.sender._reconnect(self.pool, st.c, st.out, st.t0)
             else:
                 self.sender._failed(
-                    self.pool, st.c, st.out, r.reason, r.message, st.t0, status=st.answer.status,
+                    self.pool,
+                    st.c,
+                    st.out,
+                    r.reason,
+                    r.message,
+                    st.t0,
+                    status=st.answer.status,
                     held=st.answer.kept_size,
                 )
         self._abort()

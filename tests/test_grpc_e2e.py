@@ -109,9 +109,7 @@ def test_a_grpc_client_reaches_a_service_over_the_other_transport(
 # ---------------------------------------------------------------- copies to gRPC shadows
 
 
-def shadowed(
-    proxy: Callable[..., Proxy], tmp_path: Path, prod: GrpcService, shadow_service: str, **sets: str
-) -> Proxy:
+def shadowed(proxy: Callable[..., Proxy], tmp_path: Path, prod: GrpcService, shadow_service: str, **sets: str) -> Proxy:
     return start(
         proxy,
         tmp_path,

@@ -1,0 +1,260 @@
+"""gRPC framing and status, and the HTTP/2 reading of a shadow's answer under caps, fed bytes in memory (an h2
+server-side connection produces them)."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+
+from shadow_addon import grpcwire
+from shadow_addon.budget import MemoryBudget
+from shadow_addon.h2sender import Answer, Done, Failed, Lost, Session, request_headers
+from shadow_addon.mappings import Address
+from shadow_addon.reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM
+from shadow_addon.sender import Copy
+
+# ---------------------------------------------------------------- grpcwire
+
+
+def test_grpc_status_comes_from_the_trailers_or_a_trailers_only_answer() -> None:
+    grpc_head = [(b"content-type", b"application/grpc")]
+    assert grpcwire.status(grpc_head, [(b"grpc-status", b"0")]) == "0"
+    assert grpcwire.status(grpc_head, [(b"grpc-status", b"5"), (b"grpc-message", b"no%20such")]) == "5"
+    assert grpcwire.message(grpc_head, [(b"grpc-message", b"no%20such")]) == "no such"
+    assert grpcwire.status([*grpc_head, (b"grpc-status", b"14")], None) == "14"  # trailers-only
+    assert grpcwire.status(grpc_head, None) == grpcwire.MISSING
+    assert grpcwire.status([(b"content-type", b"application/json")], None) is None
+    assert grpcwire.status(grpc_head, [(b"grpc-status", b"999")]) == grpcwire.INVALID
+    assert grpcwire.status(grpc_head, [(b"grpc-status", b"\xff" * 100)]) == grpcwire.INVALID
+    assert grpcwire.code_name("5") == "NOT_FOUND"
+    assert grpcwire.is_grpc("application/grpc+proto") and not grpcwire.is_grpc("application/grpcx")
+
+
+def test_messages_are_split_by_their_length_prefix() -> None:
+    body = grpcwire.frame(b"one") + grpcwire.frame(b"", compressed=True) + grpcwire.frame(b"x" * 70000)
+    assert grpcwire.split(body) == [(False, b"one"), (True, b""), (False, b"x" * 70000)]
+    with pytest.raises(grpcwire.FramingError, match="only 2 left"):
+        grpcwire.split(grpcwire.frame(b"abcd")[:-2])
+    with pytest.raises(grpcwire.FramingError, match="prefix"):
+        grpcwire.split(b"\x00\x00")
+    with pytest.raises(grpcwire.FramingError, match="flag 7"):
+        grpcwire.split(b"\x07\x00\x00\x00\x00")
+    with pytest.raises(grpcwire.FramingError, match="more than 3"):
+        grpcwire.split(grpcwire.frame(b"") * 4, max_messages=3)
+
+
+# ---------------------------------------------------------------- the HTTP/2 session, fed bytes
+
+
+def a_copy(**kw: object) -> Copy:
+    base = dict(
+        mapping="s",
+        service="svc",
+        address=Address("http", "127.0.0.1", 1),
+        method="POST",
+        path="/pkg.Svc/Call",
+        host="api-shadow:8080",
+        fields=(
+            (b"Content-Type", b"application/grpc"),
+            (b"TE", b"trailers"),
+            (b"Connection", b"keep-alive"),
+            (b"x-trace", b"t1"),
+            (b"x-secret", b"s"),
+        ),
+        body=grpcwire.frame(b"hello"),
+        timeout=3.0,
+        add=((b"X-Mitmproxy-Shadow", b"1"),),
+        remove=frozenset({b"x-secret"}),
+        http2=True,
+    )
+    base.update(kw)
+    return Copy(**base)  # type: ignore[arg-type]
+
+
+class Peer:
+    """The service's side: an h2 server connection exchanging bytes with a Session in memory."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.conn.initiate_connection()
+        self.requests: dict[int, dict[str, object]] = {}
+        self.results: list[Done | Failed | Lost] = []
+        self.pump()
+
+    def pump(self) -> None:
+        for _ in range(20):
+            out = self.session.outgoing()
+            if out:
+                for ev in self.conn.receive_data(out):
+                    self._event(ev)
+            back = self.conn.data_to_send()
+            if back:
+                self.results += self.session.receive(back)
+            if not out and not back:
+                return
+
+    def _event(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            self.requests[ev.stream_id] = {"headers": list(ev.headers), "body": b"", "trailers": None}
+        elif isinstance(ev, h2.events.DataReceived):
+            self.requests[ev.stream_id]["body"] += ev.data  # type: ignore[operator]
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.TrailersReceived):
+            self.requests[ev.stream_id]["trailers"] = list(ev.headers)
+
+    def answer(
+        self,
+        sid: int,
+        body: bytes = grpcwire.frame(b"ok"),
+        status: bytes = b"0",
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc"), *(headers or [])])
+        if body:
+            self.conn.send_data(sid, body)
+        self.conn.send_headers(sid, [(b"grpc-status", status)], end_stream=True)
+        self.pump()
+
+
+def start(
+    session: Session, c: Copy, keep: int = 1024, limit: int = 64 * 1024, budget: MemoryBudget | None = None
+) -> int:
+    return session.start(request_headers(c, "http"), c.body, c.trailers, Answer(keep, limit, budget))
+
+
+def test_a_copy_goes_with_shadow_authority_te_trailers_and_its_request_trailers() -> None:
+    s = Session()
+    peer = Peer(s)
+    sid = start(s, a_copy(trailers=((b"X-Checksum", b"abc"),)))
+    peer.pump()
+    req = peer.requests[sid]
+    heads = req["headers"]
+    assert heads[:4] == [  # type: ignore[index]
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"api-shadow:8080"),
+        (b":path", b"/pkg.Svc/Call"),
+    ]
+    names = [k for k, _ in heads]  # type: ignore[union-attr]
+    assert (b"te", b"trailers") in heads  # type: ignore[operator]
+    assert names.count(b"te") == 1 and b"connection" not in names and b"x-secret" not in names
+    assert (b"x-trace", b"t1") in heads and (b"x-mitmproxy-shadow", b"1") in heads  # type: ignore[operator]
+    assert req["body"] == grpcwire.frame(b"hello")
+    assert req["trailers"] == [(b"x-checksum", b"abc")]
+    peer.answer(sid)
+    [done] = peer.results
+    assert isinstance(done, Done) and done.stream_id == sid
+    a = done.answer
+    assert a.status == 200 and a.trailers == [(b"grpc-status", b"0")] and b"".join(a.kept) == grpcwire.frame(b"ok")
+    assert grpcwire.status(a.headers, a.trailers) == "0"
+
+
+def test_many_copies_share_one_connection() -> None:
+    s = Session()
+    peer = Peer(s)
+    sids = [start(s, a_copy(body=grpcwire.frame(b"%d" % i))) for i in range(50)]
+    peer.pump()
+    assert len(set(sids)) == 50 and len(peer.requests) == 50
+    for sid in reversed(sids):  # answered out of order
+        peer.answer(sid)
+    assert sorted(r.stream_id for r in peer.results if isinstance(r, Done)) == sorted(sids)
+    assert not s.answers
+
+
+def test_a_request_body_larger_than_the_window_is_sent_as_the_window_opens() -> None:
+    s = Session()
+    peer = Peer(s)
+    body = grpcwire.frame(bytes(300_000))  # beyond the 65,535-byte initial window
+    sid = start(s, a_copy(body=body))
+    peer.pump()
+    assert peer.requests[sid]["body"] == body
+
+
+def test_the_stream_count_follows_the_service_settings() -> None:
+    s = Session()
+    peer = Peer(s)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2})
+    peer.pump()
+    assert s.capacity == 2
+    start(s, a_copy())
+    assert s.has_room()
+    start(s, a_copy())
+    assert not s.has_room()
+
+
+@pytest.mark.parametrize(
+    "headers, reason",
+    [
+        ([(b"x-big", b"v" * (MAX_HEAD + 1))], "head_limit"),
+        ([(b"x-%d" % i, b"v") for i in range(MAX_HEADERS + 1)], "head_limit"),
+        ([(b"content-length", b"%d" % (10 * 1024 * 1024))], "response_limit"),
+    ],
+    ids=["head-size", "head-fields", "declared-length"],
+)
+def test_an_answer_head_over_a_cap_fails_that_stream_only(headers: list[tuple[bytes, bytes]], reason: str) -> None:
+    s = Session()
+    peer = Peer(s)
+    bad, good = start(s, a_copy()), start(s, a_copy())
+    peer.pump()
+    peer.conn.send_headers(bad, [(b":status", b"200"), *headers])
+    peer.pump()
+    peer.answer(good)
+    fails = [r for r in peer.results if isinstance(r, Failed)]
+    assert [(f.stream_id, f.error.reason) for f in fails] == [(bad, reason)]
+    assert [r.stream_id for r in peer.results if isinstance(r, Done)] == [good]
+
+
+def test_an_answer_body_over_the_limit_is_stopped_and_kept_bytes_come_from_the_budget() -> None:
+    budget = MemoryBudget(10_000)
+    s = Session(budget)
+    peer = Peer(s)
+    sid = start(s, a_copy(), keep=4_000, limit=50_000, budget=budget)
+    peer.pump()
+    peer.conn.send_headers(sid, [(b":status", b"200")])
+    for _ in range(5):
+        peer.conn.send_data(sid, bytes(16_000))
+        peer.pump()
+        if peer.results:
+            break
+    [f] = peer.results
+    assert isinstance(f, Failed) and f.error.reason == "response_limit" and f.error.status == 200
+    assert budget.held == 4_000  # what was kept, for the sender to release
+
+
+def test_a_flood_of_interim_answers_is_stopped() -> None:
+    s = Session()
+    peer = Peer(s)
+    sid = start(s, a_copy())
+    peer.pump()
+    for _ in range(MAX_INTERIM + 1):
+        peer.conn.send_headers(sid, [(b":status", b"103"), (b"link", b"</a>")])
+    peer.pump()
+    [f] = peer.results
+    assert isinstance(f, Failed) and f.error.reason == "interim_limit"
+
+
+def test_a_reset_stream_and_a_goaway_are_outcomes() -> None:
+    s = Session()
+    peer = Peer(s)
+    a, b, c = start(s, a_copy()), start(s, a_copy()), start(s, a_copy())
+    peer.pump()
+    peer.conn.reset_stream(a)
+    peer.pump()
+    peer.conn.close_connection(last_stream_id=b)
+    peer.pump()
+    failed = [r for r in peer.results if isinstance(r, Failed)]
+    assert [(r.stream_id, r.error.reason) for r in failed] == [(a, "reset")]
+    [lost] = [r for r in peer.results if isinstance(r, Lost)]
+    assert lost.unprocessed == [c]  # the service never started it: it may go again on a new connection
+    assert not s.has_room()
+
+
+def test_bytes_that_are_not_http2_end_the_connection() -> None:
+    s = Session()
+    start(s, a_copy())
+    [lost] = s.receive(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    assert isinstance(lost, Lost) and lost.reason == "bad_response"
