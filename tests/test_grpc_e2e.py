@@ -161,6 +161,13 @@ def test_a_shadow_answering_with_an_error_status_is_counted_by_grpc_status(
     # HTTP says 200: only grpc-status tells the failure.
     assert metric_sum(m, "shadow_upstream_requests_total", role="shadow", code="200") == 3
     assert metric_sum(m, "shadow_grpc_calls_total", role="production", grpc_status="0") == 3
+    report = p.admin("/report")[1].decode()
+    [prod_line] = [line for line in report.splitlines() if line.startswith(PREFIX)]
+    [shadow_line] = [line for line in report.splitlines() if "-> echo-shadow" in line]
+    assert prod_line.endswith("200:3  grpc OK:3")
+    assert shadow_line.endswith("200:3  grpc NOT_FOUND:3")
+    rows = json.loads(p.admin("/report.json")[1])
+    assert rows[0]["shadow"]["grpc"] == {"5": 3} and rows[0]["shadow"]["grpc_errors"] == 3
 
 
 def test_a_shadow_that_is_down_never_reaches_the_client(
