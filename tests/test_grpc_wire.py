@@ -258,3 +258,22 @@ def test_bytes_that_are_not_http2_end_the_connection() -> None:
     start(s, a_copy())
     [lost] = s.receive(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     assert isinstance(lost, Lost) and lost.reason == "bad_response"
+
+
+def test_an_http2_copy_shows_as_the_grpc_call_it_was() -> None:
+    from shadow_addon.flowview import shadow_flow
+    from shadow_addon.sender import Outcome
+
+    c = a_copy(trailers=((b"x-checksum", b"abc"),))
+    out = Outcome(
+        status=200,
+        headers=[(b"content-type", b"application/grpc")],
+        body=grpcwire.frame(b"ok"),
+        http_version="HTTP/2.0",
+        trailers=[(b"grpc-status", b"5")],
+    )
+    f = shadow_flow(c, out, "prod-id")
+    assert f.request.http_version == "HTTP/2.0" and f.request.host_header == "api-shadow:8080"
+    assert f.request.headers["te"] == "trailers" and "x-secret" not in f.request.headers
+    assert f.request.trailers is not None and f.request.trailers["x-checksum"] == "abc"
+    assert f.response is not None and f.response.trailers is not None and f.response.trailers["grpc-status"] == "5"
