@@ -368,7 +368,10 @@ class H2Conn(asyncio.Protocol):
             self._lost(Lost("tls_error", str(exc)))
         else:
             why = f"connection closed ({exc})" if exc else "connection closed before the answer was complete"
-            self._lost(Lost("reset", why, [s for s, st in self.streams.items() if not st.answer.received]))
+            # As for HTTP/1: only a connection that has served before may have been closed while the service
+            # thought it idle; its streams without any answer go out once more.
+            again = [s for s, st in self.streams.items() if not st.answer.received] if self.served else []
+            self._lost(Lost("reset", why, again))
 
     # ------------------------------------------------------------ copies
 

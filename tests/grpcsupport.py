@@ -37,6 +37,7 @@ class GrpcService:
         delay: float = 0.0,
         fail: grpc.StatusCode | None = None,
         tls: tuple[Path, Path] | None = None,
+        service: str = SERVICE,
     ) -> None:
         self.name = name
         self.delay = delay
@@ -44,7 +45,7 @@ class GrpcService:
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         handler = grpc.method_handlers_generic_handler(
-            SERVICE,
+            service,
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
                 "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
@@ -104,8 +105,8 @@ def channel(port: int, ca: Path | None = None) -> grpc.Channel:
     return grpc.secure_channel(f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", "localhost")])
 
 
-def unary(ch: grpc.Channel, body: bytes, timeout: float = 10.0) -> tuple[bytes, grpc.Call]:
-    return ch.unary_unary(UNARY).with_call(body, timeout=timeout)
+def unary(ch: grpc.Channel, body: bytes, timeout: float = 10.0, method: str = UNARY) -> tuple[bytes, grpc.Call]:
+    return ch.unary_unary(method).with_call(body, timeout=timeout)
 
 
 def stream(ch: grpc.Channel, body: bytes, timeout: float = 10.0) -> list[bytes]:

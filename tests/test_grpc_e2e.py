@@ -216,3 +216,26 @@ def test_a_grpc_production_with_an_http1_shadow_is_warned_about(
     assert any(line in n for n in diag["notices"])
     with channel(p.port) as ch:
         assert unary(ch, b"x")[0] == b"prod:x"  # production is unaffected
+
+
+def test_the_readme_grpc_example_as_written(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """mappings/grpc.yaml with the README's command: a cleartext gRPC call answered by greeter, copied to
+    greeter-v2."""
+    from support import ROOT
+
+    prod = service("greeter", service="helloworld.Greeter")
+    v2 = service("greeter-v2", service="helloworld.Greeter")
+    p = proxy(
+        f"http://{prod.address}",
+        sets={
+            "mappings": str(ROOT / "mappings" / "grpc.yaml"),
+            "mapping_services": [f"greeter={prod.address}", f"greeter-v2={v2.address}"],
+        },
+    )
+    with channel(p.port) as ch:
+        assert unary(ch, b"world", method="/helloworld.Greeter/Unary")[0] == b"greeter:world"
+    assert wait_until(lambda: v2.count == 1)
+    assert v2.calls[0].request == b"world"
+    assert "has no grpc: true" not in p.log
