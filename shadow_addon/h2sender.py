@@ -113,6 +113,8 @@ class Answer:
         headers = []
         for k, v in raw:
             if k == b":status":
+                if not (len(v) == 3 and v.isdigit()):
+                    raise self._fail("bad_response", f"status {v[:20]!r} is not three digits")
                 status = int(v)
             elif not k.startswith(b":"):
                 headers.append((k, v))
@@ -142,6 +144,13 @@ class Answer:
 
 
 # ---------------------------------------------------------------- the protocol, without I/O
+
+
+def _code(n: int | None) -> str:
+    try:
+        return h2.errors.ErrorCodes(n).name
+    except ValueError:
+        return str(n)
 
 
 @dataclass(slots=True)
@@ -279,8 +288,8 @@ class Session:
                     if a is not None:
                         del self.answers[ev.stream_id]
                         self.bodies.pop(ev.stream_id, None)
-                        code = h2.errors._error_code_from_int(ev.error_code)
-                        out.append(Failed(ev.stream_id, ReadError("reset", f"stream reset by the service ({code})")))
+                        why = f"stream reset by the service ({_code(ev.error_code)})"
+                        out.append(Failed(ev.stream_id, ReadError("reset", why)))
                 elif isinstance(ev, h2.events.WindowUpdated):
                     for s in [ev.stream_id] if ev.stream_id else list(self.bodies):
                         if s in self.bodies:
@@ -288,8 +297,8 @@ class Session:
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     last = ev.last_stream_id if ev.last_stream_id is not None else 0
                     unprocessed = [s for s in self.answers if s > last]
-                    code = h2.errors._error_code_from_int(ev.error_code)
-                    out.append(self._lost("reset", f"the service ended the connection (GOAWAY {code})", unprocessed))
+                    why = f"the service ended the connection (GOAWAY {_code(ev.error_code)})"
+                    out.append(self._lost("reset", why, unprocessed))
                     return out
             except ReadError as e:
                 self.cancel(ev.stream_id)  # type: ignore[union-attr]
