@@ -239,3 +239,35 @@ def test_the_readme_grpc_example_as_written(
     assert wait_until(lambda: v2.count == 1)
     assert v2.calls[0].request == b"world"
     assert "has no grpc: true" not in p.log
+
+
+def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """gRPC calls recorded through the proxy (`-w`), then `mitmdump -n -r` with a `grpc: true` shadow: the copies go
+    over HTTP/2 with the recorded messages, production is not contacted again."""
+    import subprocess
+
+    from support import ADDON, MITMDUMP
+
+    prod, shadow = service("prod"), service("shadow")
+    capture = tmp_path / "grpc.mitm"
+    f = write_mappings(tmp_path / "prod.yaml", grpc_mapping("echo", prod.address))
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(f)}, args=["-w", str(capture)])
+    big = bytes(range(256)) * 40
+    with channel(p.port) as ch:
+        assert unary(ch, b"one")[0] == b"prod:one"
+        assert unary(ch, big)[0] == b"prod:" + big
+        assert stream(ch, b"s")[0] == b"prod:0:s"
+    assert p.stop() == 0
+    assert prod.count == 3
+    m = write_mappings(
+        tmp_path / "shadowed.yaml",
+        grpc_mapping("echo", prod.address),
+        grpc_mapping("echo-shadow", shadow.address, shadow=True),
+    )
+    cmd = [str(MITMDUMP), "-n", "-r", str(capture), "-s", str(ADDON), "--set", f"mappings={m}", "--set", "shadow_admin="]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(c.request for c in shadow.calls) == sorted([b"one", big, b"s"])
+    assert prod.count == 3  # offline: production only as recorded
