@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,10 @@ class GrpcService:
         fail: grpc.StatusCode | None = None,
         tls: tuple[Path, Path] | None = None,
         service: str = SERVICE,
+        reply: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.name = name
+        self.reply = reply  # the Unary answer to a request (default: `name:` + the request)
         self.delay = delay
         self.fail = fail
         self.calls: list[Call] = []
@@ -76,7 +78,7 @@ class GrpcService:
         self._record("Unary", request, context)
         self._answer(context)
         context.set_trailing_metadata((("x-served-by", self.name),))
-        return self.name.encode() + b":" + request
+        return self.reply(request) if self.reply is not None else self.name.encode() + b":" + request
 
     def _stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         self._record("Stream", request, context)

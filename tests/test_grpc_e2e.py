@@ -266,8 +266,55 @@ def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
         grpc_mapping("echo", prod.address),
         grpc_mapping("echo-shadow", shadow.address, shadow=True),
     )
-    cmd = [str(MITMDUMP), "-n", "-r", str(capture), "-s", str(ADDON), "--set", f"mappings={m}", "--set", "shadow_admin="]
+    cmd = [
+        str(MITMDUMP),
+        "-n",
+        "-r",
+        str(capture),
+        "-s",
+        str(ADDON),
+        "--set",
+        f"mappings={m}",
+        "--set",
+        "shadow_admin=",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert sorted(c.request for c in shadow.calls) == sorted([b"one", big, b"s"])
     assert prod.count == 3  # offline: production only as recorded
+
+
+def test_the_comparison_finds_a_changed_protobuf_field_and_a_grpc_status(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """With shadow_compare, answers are split by gRPC framing and decoded from protobuf's wire format: a field the
+    shadow changed is named by its path of field numbers; a failing grpc-status is a status mismatch."""
+
+    def answer(price: int) -> Callable[[bytes], bytes]:
+        # {1: request, 2: price}: field 1 length-delimited, field 2 a varint
+        return lambda req: b"\x0a" + bytes([len(req)]) + req + b"\x10" + bytes([price])
+
+    prod = service("prod", reply=answer(10))
+    shadow = service("shadow", reply=answer(12))
+    p = shadowed(proxy, tmp_path, prod, shadow.address, shadow_compare="true")
+    with channel(p.port) as ch:
+        assert unary(ch, b"sku-1")[0] == answer(10)(b"sku-1")
+        assert unary(ch, b"sku-2")[0] == answer(10)(b"sku-2")
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 2)
+    records = json.loads(p.admin("/diffs")[1])["records"]
+    assert len(records) == 2
+    assert all(r["diffs"] == ["/0/2: 10 -> 12"] for r in records)
+
+
+def test_a_failing_grpc_shadow_is_a_status_mismatch(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod, shadow = service("prod"), service("shadow", fail=grpc.StatusCode.NOT_FOUND)
+    p = shadowed(proxy, tmp_path, prod, shadow.address, shadow_compare="true")
+    with channel(p.port) as ch:
+        assert unary(ch, b"x")[0] == b"prod:x"
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 1)
+    assert metric_sum(metrics_of(p), "shadow_compare_mismatch_total", kind="status") == 1
+    [record] = json.loads(p.admin("/diffs")[1])["records"]
+    assert "grpc-status: 0 (OK) -> 5 (NOT_FOUND)" in record["diffs"]
+    assert "header grpc-message: missing -> shadow fails" in record["diffs"]

@@ -277,3 +277,73 @@ def test_an_http2_copy_shows_as_the_grpc_call_it_was() -> None:
     assert f.request.headers["te"] == "trailers" and "x-secret" not in f.request.headers
     assert f.request.trailers is not None and f.request.trailers["x-checksum"] == "abc"
     assert f.response is not None and f.response.trailers is not None and f.response.trailers["grpc-status"] == "5"
+
+
+# ---------------------------------------------------------------- comparison of gRPC answers
+
+
+def pb(*fields: tuple[int, int | bytes]) -> bytes:
+    """A protobuf message: varint fields (int) and length-delimited ones (bytes)."""
+    out = b""
+    for number, v in fields:
+        if isinstance(v, int):
+            out += bytes([number << 3]) + _varint(v)
+        else:
+            out += bytes([number << 3 | 2]) + _varint(len(v)) + v
+    return out
+
+
+def _varint(v: int) -> bytes:
+    out = b""
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def grpc_reply(body: bytes, status: str = "0", message: str | None = None) -> object:
+    from shadow_addon.compare.reply import Reply
+
+    trailers = [(b"grpc-status", status.encode())] + ([(b"grpc-message", message.encode())] if message else [])
+    return Reply.of(200, [(b"content-type", b"application/grpc"), *trailers], body)
+
+
+def test_protobuf_messages_are_decoded_generically() -> None:
+    from shadow_addon.compare import protowire
+
+    inner = pb((1, 7), (2, b"x"))
+    body = grpcwire.frame(pb((1, b"hello"), (2, 150), (3, inner), (4, 1), (4, 2), (5, b"\xff\x00"))) + grpcwire.frame(
+        b""
+    )
+    assert protowire.body(body) == [
+        {"1": "hello", "2": 150, "3": {"1": 7, "2": "x"}, "4": [1, 2], "5": "base64:/wA="},
+        {},
+    ]
+    assert protowire.body(grpcwire.frame(b"\x0a\x05ab")) is None  # a field cut short: not a message
+    assert protowire.body(grpcwire.frame(b"x", compressed=True)) is None
+    assert protowire.body(grpcwire.frame(b"\x08\x01" * (protowire.MAX_FIELDS + 1))) is None  # compared as bytes
+
+
+def test_a_changed_protobuf_field_is_named_in_the_diff() -> None:
+    from shadow_addon.compare.diff import CompareConfig, compare
+
+    prod = grpc_reply(grpcwire.frame(pb((1, b"alice"), (2, 10), (3, pb((1, 3))))))
+    shadow = grpc_reply(grpcwire.frame(pb((1, b"alice"), (2, 12), (3, pb((1, 3))))))
+    c = compare(prod, shadow, CompareConfig())  # type: ignore[arg-type]
+    assert c.result == "mismatch" and c.kinds == {"body"}
+    assert c.diffs == ["/0/2: 10 -> 12"]
+    same = compare(prod, grpc_reply(grpcwire.frame(pb((1, b"alice"), (2, 10), (3, pb((1, 3)))))), CompareConfig())  # type: ignore[arg-type]
+    assert same.result == "match"
+    ignored = compare(prod, shadow, CompareConfig(ignore=("/0/2",)))  # type: ignore[arg-type]
+    assert ignored.result == "match"
+
+
+def test_grpc_status_is_compared_as_the_status() -> None:
+    from shadow_addon.compare.diff import CompareConfig, compare
+
+    body = grpcwire.frame(pb((1, 1)))
+    c = compare(grpc_reply(body), grpc_reply(b"", "5", "no such user"), CompareConfig())  # type: ignore[arg-type]
+    assert c.result == "mismatch" and "status" in c.kinds
+    assert "grpc-status: 0 (OK) -> 5 (NOT_FOUND)" in c.diffs
+    assert "header grpc-message: missing -> no such user" in c.diffs

@@ -106,10 +106,11 @@ class Pairing:
         # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
+        fields = out.headers + out.trailers if out.trailers else out.headers  # gRPC's grpc-status is in the trailers
         self._reply(
             out.headers,
             out.body if size == len(out.body) else b"",
-            lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
+            lambda decode: Reply.of(status, fields, out.body, limit, size=size, sha256=sha256, decode=decode),
             lambda reply: self.shadow(key, reply, None, on_done),
             lambda why: self.shadow(key, None, why, on_done),
         )
@@ -125,6 +126,8 @@ class Pairing:
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
         key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
+        if resp.trailers:
+            fields = fields + resp.trailers.fields
         lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
 
         def answered(reply: Reply) -> None:

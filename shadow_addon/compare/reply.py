@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..grpcwire import is_grpc
+from . import protowire
 from .decode import decode_capped
 
 BODY_LIMIT = 1024 * 1024
@@ -86,11 +88,17 @@ class Reply:
         """The body as JSON when its content-type is JSON and it parses; NOT_JSON otherwise. Parsed once."""
         if self._json is _UNPARSED:
             self._json = NOT_JSON
-            if self.body is not None and _is_json(self.media()[0]):
+            mime = self.media()[0]
+            if self.body is not None and _is_json(mime):
                 try:
                     self._json = json.loads(self.body, parse_constant=_reject_constant)
                 except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
                     pass
+            elif self.body is not None and is_grpc(mime):
+                # gRPC messages, decoded from protobuf's wire format: compared field by field as JSON is.
+                messages = protowire.body(self.body)
+                if messages is not None:
+                    self._json = messages
         return self._json
 
     def digest(self) -> tuple[int, str]:
