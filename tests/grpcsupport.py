@@ -15,6 +15,8 @@ import grpc
 SERVICE = "shadowtest.Echo"
 UNARY = f"/{SERVICE}/Unary"
 STREAM = f"/{SERVICE}/Stream"
+CHAT = f"/{SERVICE}/Chat"  # bidi: each message answered at once
+COLLECT = f"/{SERVICE}/Collect"  # client streaming: the messages joined
 STREAM_COUNT = 3
 
 
@@ -51,6 +53,8 @@ class GrpcService:
             {
                 "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
                 "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
+                "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
+                "Collect": grpc.stream_unary_rpc_method_handler(self._collect),
             },
         )
         self.server = grpc.server(futures.ThreadPoolExecutor(8))
@@ -85,6 +89,18 @@ class GrpcService:
         self._answer(context)
         for i in range(STREAM_COUNT):
             yield b"%s:%d:%s" % (self.name.encode(), i, request)
+
+    def _chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        seen = []
+        for r in requests:
+            seen.append(r)
+            yield self.name.encode() + b":" + r
+        self._record("Chat", b"|".join(seen), context)
+
+    def _collect(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        joined = b"|".join(requests)
+        self._record("Collect", joined, context)
+        return self.name.encode() + b":" + joined
 
     @property
     def count(self) -> int:

@@ -318,3 +318,33 @@ def test_a_failing_grpc_shadow_is_a_status_mismatch(
     [record] = json.loads(p.admin("/diffs")[1])["records"]
     assert "grpc-status: 0 (OK) -> 5 (NOT_FOUND)" in record["diffs"]
     assert "header grpc-message: missing -> shadow fails" in record["diffs"]
+
+
+def test_client_and_bidi_streaming_calls_flow_through_and_are_copied_once_complete(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """A bidi call whose client waits for each answer before sending the next message works only if both ways
+    are passed on as they come; the copy goes once the request is complete, with all its messages."""
+    import queue
+
+    from grpcsupport import CHAT, COLLECT
+
+    prod, shadow = service("prod"), service("shadow")
+    p = shadowed(proxy, tmp_path, prod, shadow.address)
+    with channel(p.port) as ch:
+        outbox: queue.Queue[bytes | None] = queue.Queue()
+
+        def requests() -> Iterator[bytes]:
+            while (m := outbox.get(timeout=10)) is not None:
+                yield m
+
+        outbox.put(b"ping-0")
+        answers = ch.stream_stream(CHAT)(requests(), timeout=10)
+        for i in range(3):
+            assert next(answers) == b"prod:ping-%d" % i  # answered before the next message is sent
+            outbox.put(b"ping-%d" % (i + 1) if i < 2 else None)
+        assert list(answers) == []
+        assert ch.stream_unary(COLLECT)(iter([b"a", b"b", b"c"]), timeout=10) == b"prod:a|b|c"
+    assert wait_until(lambda: shadow.count == 2)
+    got = {c.method: c.request for c in shadow.calls}
+    assert got == {"Chat": b"ping-0|ping-1|ping-2", "Collect": b"a|b|c"}
