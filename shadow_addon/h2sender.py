@@ -48,6 +48,7 @@ _SKIP = frozenset(
         b"http2-settings",
     }
 )
+LAST_STREAM_ID = 2**31 - 1 - 2 * 100  # client stream ids are odd, up to 2^31 - 1
 MAX_STREAMS = 100  # streams opened on one connection before the service's SETTINGS say how many it takes
 
 
@@ -183,8 +184,9 @@ class Session:
         s = conn.local_settings
         s.enable_push = 0
         s.max_concurrent_streams = 0  # the service may open no stream towards us
-        s.max_header_list_size = MAX_HEAD * 2  # hpack refuses larger blocks before any is built
+        s.max_header_list_size = MAX_HEAD * 2  # advertised; the decoder enforces it below
         s.acknowledge()  # h2 sends the settings as they are now (mitmproxy's Http2Client does the same)
+        conn.decoder.max_header_list_size = MAX_HEAD * 2  # hpack stops a larger block while decoding it
         conn.initiate_connection()
         self.conn = conn
         self.budget = budget
@@ -199,7 +201,9 @@ class Session:
         return min(remote, MAX_STREAMS) if remote is not None else MAX_STREAMS
 
     def has_room(self) -> bool:
-        return not self.closed and len(self.answers) < self.capacity
+        # Stream ids run out at 2^31: a connection that far along takes no more (the next copy opens another).
+        fresh = self.conn.highest_outbound_stream_id < LAST_STREAM_ID
+        return not self.closed and fresh and len(self.answers) < self.capacity
 
     def start(
         self, headers: list[tuple[bytes, bytes]], body: bytes, trailers: tuple[tuple[bytes, bytes], ...], answer: Answer
@@ -398,7 +402,12 @@ class H2Conn(asyncio.Protocol):
         digest = hashlib.sha256() if c.hash_body and s.response_limit > c.keep_body else None
         answer = Answer(c.keep_body, max(s.response_limit, c.keep_body), s.budget, digest)
         scheme = self.pool.address.scheme
-        sid = self.session.start(request_headers(c, scheme), c.body, c.trailers, answer)
+        try:
+            sid = self.session.start(request_headers(c, scheme), c.body, c.trailers, answer)
+        except h2.exceptions.H2Error as e:  # the service ended the connection meanwhile (GOAWAY)
+            self.sender._failed(self.pool, c, out, "reset", f"the connection cannot take a stream: {e}", t0)
+            self._abort()
+            return
         st = self.streams[sid] = _Stream(c, out, t0, retried, answer)
         st.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout, sid)
         self._flush()

@@ -348,3 +348,15 @@ def test_client_and_bidi_streaming_calls_flow_through_and_are_copied_once_comple
     assert wait_until(lambda: shadow.count == 2)
     got = {c.method: c.request for c in shadow.calls}
     assert got == {"Chat": b"ping-0|ping-1|ping-2", "Collect": b"a|b|c"}
+
+
+def test_response_header_edits_reach_a_streamed_grpc_answer(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod = service("prod")
+    p = start(proxy, tmp_path, prod, grpc_mapping("echo", prod.address, add_response_headers={"x-route": "echo"}))
+    with channel(p.port) as ch:
+        answer, call = unary(ch, b"x")
+        assert answer == b"prod:x"
+        assert ("x-route", "echo") in [(m.key, m.value) for m in call.initial_metadata()]
+        assert stream(ch, b"s") == [b"prod:%d:s" % i for i in range(STREAM_COUNT)]
