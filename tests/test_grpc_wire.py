@@ -347,3 +347,29 @@ def test_grpc_status_is_compared_as_the_status() -> None:
     assert c.result == "mismatch" and "status" in c.kinds
     assert "grpc-status: 0 (OK) -> 5 (NOT_FOUND)" in c.diffs
     assert "header grpc-message: missing -> no such user" in c.diffs
+
+
+# ---------------------------------------------------------------- Mappings
+
+
+def test_grpc_is_honoured_and_a_shadow_without_it_is_warned_about() -> None:
+    from shadow_addon import explain, mappings, routing
+    from shadow_addon.ingress import h2_services, preface
+
+    def M(name: str, **kw: object) -> mappings.Mapping:
+        return mappings.build_mapping(name, "default", "t", {"service": name + "-svc", "prefix": "/p.S/", **kw})
+
+    prod = M("prod", grpc=True)
+    assert prod.grpc and prod.ignored_fields == ()
+    with pytest.raises(ValueError, match="grpc"):
+        M("bad", grpc="yes")
+    t = routing.build_table([prod, M("next", shadow=True)])
+    [w] = explain.grpc_warnings(t)
+    assert w.startswith("shadow next.default has no grpc: true but production prod.default has")
+    assert w in explain.warnings(t)
+    t2 = routing.build_table([prod, M("next", shadow=True, grpc=True), M("tls", prefix="/q/", service="https://x:9")])
+    assert explain.grpc_warnings(t2) == []
+    assert h2_services(t2) == {("prod-svc", 80, "http"), ("next-svc", 80, "http")}
+    assert preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00") is True
+    assert preface(b"PRI * HTTP/2") is None
+    assert preface(b"GET / HTTP/1.1\r\n") is False
