@@ -176,11 +176,23 @@ class Lost:
     unprocessed: list[int] = field(default_factory=list)
 
 
+# As mitmproxy's own HTTP/2 layers (proxy/layers/http/_http2.py h2_conf_defaults): the copy's header block is built
+# here (lower-case names, no connection-specific fields), so h2 need not check and normalise it again; the
+# service's answer is still validated, as an answer from an untrusted peer.
+CONFIG = h2.config.H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    normalize_inbound_headers=False,
+)
+
+
 class Session:
     """One client HTTP/2 connection's protocol state: `start` a stream, `receive` bytes, `outgoing` to write."""
 
     def __init__(self, budget: MemoryBudget | None = None) -> None:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn = h2.connection.H2Connection(CONFIG)
         s = conn.local_settings
         s.enable_push = 0
         s.max_concurrent_streams = 0  # the service may open no stream towards us
