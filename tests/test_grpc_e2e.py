@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpcsupport import STREAM_COUNT, GrpcService, channel, stream, unary
-from support import Proxy, make_cert, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import FaultServer, Proxy, make_cert, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 PREFIX = "/shadowtest.Echo/"
 
@@ -360,3 +360,27 @@ def test_response_header_edits_reach_a_streamed_grpc_answer(
         assert answer == b"prod:x"
         assert ("x-route", "echo") in [(m.key, m.value) for m in call.initial_metadata()]
         assert stream(ch, b"s") == [b"prod:%d:s" % i for i in range(STREAM_COUNT)]
+
+
+@pytest.mark.parametrize(
+    "mode, reason",
+    [("garbage", "bad_response"), ("truncated", "bad_response"), ("reset", "reset"), ("blackhole", "timeout")],
+)
+def test_a_misbehaving_grpc_shadow_leaves_production_correct(
+    proxy: Callable[..., Proxy],
+    service: Callable[..., GrpcService],
+    fault: Callable[..., FaultServer],
+    tmp_path: Path,
+    mode: str,
+    reason: str,
+) -> None:
+    """A shadow that answers HTTP/2 copies with something else (not HTTP/2 at all, HTTP/1), resets or never
+    answers: every copy is counted under its reason, the client gets production's answers."""
+    prod, bad = service("prod"), fault(mode)
+    p = shadowed(proxy, tmp_path, prod, bad.address, shadow_timeout="0.5")
+    with channel(p.port) as ch:
+        for i in range(4):
+            assert unary(ch, b"%d" % i, timeout=5)[0] == b"prod:%d" % i
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow") == 4)
+    assert metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow", reason=reason) >= 1
+    assert prod.count == 4
