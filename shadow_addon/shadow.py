@@ -216,7 +216,7 @@ class Shadow:
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self.grpc_calls and flow.response is not None:
+        if self.grpc_calls and flow.id in self.grpc_calls and flow.response is not None:
             keep = self.pairing.config.body_limit if self.pairing is not None else 0
             tee = self.grpc_calls[flow.id] = grpcflow.Tee(max(keep, self.settings.body_limit))
             flow.response.stream = tee
