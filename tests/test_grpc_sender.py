@@ -25,8 +25,9 @@ class H2Service:
     """An HTTP/2 gRPC-like service: answers every stream with one message and grpc-status `status`, after `delay`
     seconds; `close_after`: closes each connection after that many answers."""
 
-    def __init__(self, status: bytes = b"0", delay: float = 0.0, close_after: int = 0) -> None:
+    def __init__(self, status: bytes = b"0", delay: float = 0.0, close_after: int = 0, goaway: bool = False) -> None:
         self.status, self.delay, self.close_after = status, delay, close_after
+        self.goaway = goaway  # the first connection answers its first stream, then GOAWAY: the others never start
         self.connections = 0
         self.requests: list[tuple[list[tuple[bytes, bytes]], bytes]] = []
         self.server: asyncio.Server | None = None
@@ -42,7 +43,7 @@ class H2Service:
         writer.write(conn.data_to_send())
         bodies: dict[int, bytes] = {}
         heads: dict[int, list[tuple[bytes, bytes]]] = {}
-        answered = 0
+        answered = first = 0
         try:
             while data := await reader.read(65536):
                 for ev in conn.receive_data(data):
@@ -52,6 +53,11 @@ class H2Service:
                         bodies[ev.stream_id] += ev.data
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                     elif isinstance(ev, h2.events.StreamEnded):
+                        if self.goaway and answered == 1:
+                            conn.close_connection(last_stream_id=first)
+                            self.goaway = False
+                            break
+                        first = ev.stream_id
                         self.requests.append((heads[ev.stream_id], bodies[ev.stream_id]))
                         if self.delay:
                             await asyncio.sleep(self.delay)
@@ -229,4 +235,20 @@ async def test_a_copy_to_this_proxy_itself_is_dropped_as_loop(services: list[H2S
     sender.submit(a_copy(port))
     await settle(outcomes, 1)
     assert outcomes[0].reason == "loop" and not svc.requests
+    sender.close()
+
+
+async def test_copies_a_service_never_started_go_again_on_a_new_connection(services: list[H2Service]) -> None:
+    svc = H2Service(goaway=True)
+    services.append(svc)
+    port = await svc.start()
+    outcomes: list[Outcome] = []
+    sender = Sender(Metrics(), on_result=lambda c, out: outcomes.append(out))
+    sender.submit(a_copy(port))
+    await settle(outcomes, 1)  # the connection is up and has served
+    for _ in range(3):
+        sender.submit(a_copy(port))
+    await settle(outcomes, 4)
+    assert [o.status for o in outcomes] == [200] * 4, [o.error for o in outcomes]
+    assert svc.connections >= 2 and len(svc.requests) == 4
     sender.close()
