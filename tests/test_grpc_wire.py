@@ -373,3 +373,30 @@ def test_grpc_is_honoured_and_a_shadow_without_it_is_warned_about() -> None:
     assert preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00") is True
     assert preface(b"PRI * HTTP/2") is None
     assert preface(b"GET / HTTP/1.1\r\n") is False
+
+
+def test_the_dashboard_shows_grpc_status_per_role() -> None:
+    from test_dashboard import M, parse, real_snapshot, resource
+
+    from shadow_addon import dashboard, report, routing
+    from shadow_addon.metrics import PRODUCTION, SHADOW
+
+    snap, m = real_snapshot()
+    page = parse(dashboard.render(snap))
+    assert "gRPC" not in resource(page).text  # no gRPC traffic: no gRPC bars
+    for _ in range(3):
+        m.record_grpc("api", "api-svc", PRODUCTION, "0")
+        m.record_grpc("api-shadow", "api-shadow-svc", SHADOW, "5")
+    m.record_grpc("api-shadow", "api-shadow-svc", SHADOW, "0")
+    table = routing.build_table([M("api"), M("api-shadow", shadow=True), M("other", prefix="/other/")])
+    snap["comparison"] = report.comparison(table, m)
+    page = parse(dashboard.render(snap))
+    bars = [n for n in resource(page).find_all("div", class_="codes") if "gRPC" in n.text]
+    assert [b.attrs["data-role"] for b in bars] == ["production", "shadow"]
+    legend = {
+        (b.attrs["data-role"], s.attrs["data-code"]): int(s.attrs["data-value"])
+        for b in bars
+        for s in b.find_all("span", class_="code")
+    }
+    assert legend == {("production", "OK"): 3, ("shadow", "NOT_FOUND"): 3, ("shadow", "OK"): 1}
+
