@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -218,27 +219,39 @@ def test_a_grpc_production_with_an_http1_shadow_is_warned_about(
         assert unary(ch, b"x")[0] == b"prod:x"  # production is unaffected
 
 
-def test_the_readme_grpc_example_as_written(
-    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
-) -> None:
-    """mappings/grpc.yaml with the README's command: a cleartext gRPC call answered by greeter, copied to
-    greeter-v2."""
-    from support import ROOT
+def test_the_readme_grpc_example_as_written(service: Callable[..., GrpcService], tmp_path: Path) -> None:
+    """The README's gRPC command with mappings/grpc.yaml, its ports swapped for free ones: a cleartext gRPC call
+    answered by greeter, copied to greeter-v2."""
+    import re
+    import signal
+    import subprocess
 
+    from support import ROOT, free_port
+    from test_readme import readme_commands
+
+    [cmd] = [c for c in readme_commands() if "mappings/grpc.yaml" in c]
     prod = service("greeter", service="helloworld.Greeter")
     v2 = service("greeter-v2", service="helloworld.Greeter")
-    p = proxy(
-        f"http://{prod.address}",
-        sets={
-            "mappings": str(ROOT / "mappings" / "grpc.yaml"),
-            "mapping_services": [f"greeter={prod.address}", f"greeter-v2={v2.address}"],
-        },
-    )
-    with channel(p.port) as ch:
-        assert unary(ch, b"world", method="/helloworld.Greeter/Unary")[0] == b"greeter:world"
-    assert wait_until(lambda: v2.count == 1)
-    assert v2.calls[0].request == b"world"
-    assert "has no grpc: true" not in p.log
+    port = free_port()
+    cmd = cmd.replace("127.0.0.1:50051", prod.address).replace("127.0.0.1:50052", v2.address)
+    cmd = re.sub(r" -p 8080\b", f" -p {port} --listen-host 127.0.0.1", cmd) + " --set shadow_admin="
+    log = tmp_path / "mitmdump.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, shell=True, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_until(lambda: proc.poll() is not None or "listening at" in log.read_text()), log.read_text()
+        with channel(port) as ch:
+            assert unary(ch, b"world", method="/helloworld.Greeter/Unary")[0] == b"greeter:world"
+        assert wait_until(lambda: v2.count == 1)
+        assert v2.calls[0].request == b"world"
+        assert "has no grpc: true" not in log.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
