@@ -75,10 +75,10 @@ class Ingress:
             return
         if len(c.layers) != 1 or not isinstance(c.layers[0], modes.ReverseProxy):
             return  # only the layer right under the reverse proxy sees the connection's first bytes
-        seen = preface(nextlayer.data_client())
-        if seen is None:
-            nextlayer.layer = None  # wait for the rest of the preface before any layer decides
-        elif seen:
+        # The preface must be in the first bytes read: addon hooks run before mitmproxy's own NextLayer, which
+        # decides on the first read whatever follows, so a preface cut after fewer than 24 bytes cannot be waited
+        # for from here. gRPC clients write it together with their SETTINGS frame.
+        if preface(nextlayer.data_client()):
             c.client.alpn = H2  # HttpLayer then serves this client with Http2Server
             self.h2c_clients += 1
 
