@@ -397,3 +397,19 @@ def test_a_misbehaving_grpc_shadow_leaves_production_correct(
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow") == 4)
     assert metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow", reason=reason) >= 1
     assert prod.count == 4
+
+
+def test_a_call_over_the_body_limit_reaches_production_and_its_copy_is_counted(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """A streamed call is kept for its copy up to shadow_body_limit only: past it production still gets it whole,
+    and the copy is dropped as body_limit."""
+    prod, shadow = service("prod"), service("shadow")
+    p = shadowed(proxy, tmp_path, prod, shadow.address, shadow_body_limit="4k")
+    big = bytes(range(256)) * 40  # 10 KB
+    with channel(p.port) as ch:
+        assert unary(ch, big)[0] == b"prod:" + big
+        assert unary(ch, b"small")[0] == b"prod:small"
+    assert wait_until(lambda: shadow.count == 1)
+    assert shadow.calls[0].request == b"small"
+    assert metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow", reason="body_limit") == 1
