@@ -31,6 +31,7 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_ignore",
         "shadow_compare_body_limit",
         "shadow_compare_report",
+        "shadow_grpc_descriptors",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -169,6 +170,13 @@ def declare(loader: Any) -> None:
         "Bodies up to this size are compared field by field; larger ones by size and hash only.",
     )
     add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
+    add(
+        "shadow_grpc_descriptors",
+        str,
+        "",
+        "A FileDescriptorSet (protoc --include_imports --descriptor_set_out, buf build -o): gRPC answers are "
+        "compared with field names instead of field numbers.",
+    )
     add(
         "shadow_admin",
         str,
@@ -310,6 +318,7 @@ def _compare(o: Any) -> compare.CompareConfig:
             headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
+            descriptors=o.shadow_grpc_descriptors,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None

@@ -413,3 +413,43 @@ def test_a_call_over_the_body_limit_reaches_production_and_its_copy_is_counted(
     assert wait_until(lambda: shadow.count == 1)
     assert shadow.calls[0].request == b"small"
     assert metric_sum(metrics_of(p), "shadow_dropped_total", mapping="echo-shadow", reason="body_limit") == 1
+
+
+def test_with_a_descriptor_set_the_changed_field_is_named(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    from test_grpc_wire import pb
+
+    def answer(price: int) -> Callable[[bytes], bytes]:
+        return lambda req: pb((1, req), (2, price))
+
+    item = pb((1, b"Item"), (2, pb((1, b"sku"), (3, 1), (5, 9))), (2, pb((1, b"price"), (3, 2), (5, 3))))
+    method = pb((1, b"Unary"), (2, b".shadowtest.Item"), (3, b".shadowtest.Item"))
+    fds = pb((1, pb((1, b"echo.proto"), (2, b"shadowtest"), (4, item), (6, pb((1, b"Echo"), (2, method))))))
+    (tmp_path / "echo.pb").write_bytes(fds)
+    prod, shadow = service("prod", reply=answer(10)), service("shadow", reply=answer(12))
+    p = shadowed(
+        proxy,
+        tmp_path,
+        prod,
+        shadow.address,
+        shadow_compare="true",
+        shadow_grpc_descriptors=str(tmp_path / "echo.pb"),
+    )
+    with channel(p.port) as ch:
+        assert unary(ch, b"sku-1")[0] == answer(10)(b"sku-1")
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 1)
+    [record] = json.loads(p.admin("/diffs")[1])["records"]
+    assert record["diffs"] == ["/0/price: 10 -> 12"]
+
+
+def test_a_file_that_is_not_a_descriptor_set_stops_start_up_with_one_line(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    prod = service("prod")
+    bad = tmp_path / "bad.pb"
+    bad.write_bytes(b"\x0a\x05ab")
+    with pytest.raises(RuntimeError) as e:
+        shadowed(proxy, tmp_path, prod, prod.address, shadow_compare="true", shadow_grpc_descriptors=str(bad))
+    assert f"shadow_compare: descriptor set {bad}: not a FileDescriptorSet" in str(e.value)
+    assert "Traceback" not in str(e.value)

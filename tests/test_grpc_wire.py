@@ -3,6 +3,8 @@ server-side connection produces them)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h2.config
 import h2.connection
 import h2.events
@@ -400,3 +402,46 @@ def test_the_dashboard_shows_grpc_status_per_role() -> None:
     }
     assert legend == {("production", "OK"): 3, ("shadow", "NOT_FOUND"): 3, ("shadow", "OK"): 1}
 
+
+def descriptor_set() -> bytes:
+    """A FileDescriptorSet, encoded by hand, for `package shop; message Item {string sku = 1; int64 price = 2;
+    Tag tag = 3; message Tag {string name = 1; int32 level = 4;}} service Prices {rpc Get(Item) returns (Item);}`."""
+    tag = pb((1, b"Tag"), (2, pb((1, b"name"), (3, 1), (5, 9))), (2, pb((1, b"level"), (3, 4), (5, 5))))
+    item = pb(
+        (1, b"Item"),
+        (2, pb((1, b"sku"), (3, 1), (5, 9))),
+        (2, pb((1, b"price"), (3, 2), (5, 3))),
+        (2, pb((1, b"tag"), (3, 3), (5, 11), (6, b".shop.Item.Tag"))),
+        (3, tag),
+    )
+    service = pb((1, b"Prices"), (2, pb((1, b"Get"), (2, b".shop.Item"), (3, b".shop.Item"))))
+    file = pb((1, b"shop.proto"), (2, b"shop"), (4, item), (6, service))
+    return pb((1, file))
+
+
+def test_with_a_descriptor_set_fields_are_named(tmp_path: Path) -> None:
+    from shadow_addon.compare import descriptors
+    from shadow_addon.compare.diff import CompareConfig, compare
+
+    f = tmp_path / "shop.pb"
+    f.write_bytes(descriptor_set())
+    d = descriptors.load(str(f))
+    assert d.outputs == {"/shop.Prices/Get": ".shop.Item"}
+    config = CompareConfig(descriptors=str(f))
+    namer = d.namer("/shop.Prices/Get")
+    # The tag {4: 65} is the bytes " A": printable text to a reader without the schema, a message with it.
+    prod = grpc_reply(grpcwire.frame(pb((1, b"a1"), (2, 10), (3, pb((4, 65))))))
+    shadow = grpc_reply(grpcwire.frame(pb((1, b"a1"), (2, 12), (3, pb((4, 66))))))
+    unnamed = compare(grpc_reply(prod.body), grpc_reply(shadow.body), CompareConfig())  # type: ignore[arg-type,attr-defined]
+    assert unnamed.diffs == ["/0/2: 10 -> 12", '/0/3: " A" -> " B"']
+    prod.schema = shadow.schema = namer  # type: ignore[attr-defined]
+    c = compare(prod, shadow, config)  # type: ignore[arg-type]
+    assert c.diffs == ["/0/price: 10 -> 12", "/0/tag/level: 65 -> 66"]
+    assert compare(prod, shadow, CompareConfig(descriptors=str(f), ignore=("/0/price", "/0/tag/level"))).result == (  # type: ignore[arg-type]
+        "match"
+    )
+    assert d.namer("/shop.Prices/Other") is None
+    bad = tmp_path / "bad.pb"
+    bad.write_bytes(b"\x0a\x05ab")
+    with pytest.raises(ValueError, match="not a FileDescriptorSet"):
+        descriptors.load(str(bad))

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from ..grpcwire import code_label, code_name
+from .descriptors import Descriptors
+from .descriptors import load as load_descriptors
 from .fields import IgnoreRules, Path, is_header_name, parse_ignore, pointer
 from .noise import NoiseSet
 from .reply import BODY_LIMIT, NOT_JSON, Reply
@@ -33,7 +35,9 @@ class CompareConfig:
     headers: tuple[str, ...] = ("content-type",)
     ignore: tuple[str, ...] = ()
     body_limit: int = BODY_LIMIT
+    descriptors: str = ""  # a FileDescriptorSet file: gRPC fields by name instead of number
     rules: IgnoreRules = field(init=False, repr=False, compare=False)
+    names: Descriptors | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = []
@@ -46,6 +50,7 @@ class CompareConfig:
         object.__setattr__(self, "headers", tuple(dict.fromkeys(names)))
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "rules", parse_ignore(self.ignore))
+        object.__setattr__(self, "names", load_descriptors(self.descriptors) if self.descriptors else None)
 
 
 @dataclass(frozen=True, slots=True)

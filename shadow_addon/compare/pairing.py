@@ -107,11 +107,12 @@ class Pairing:
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
         fields = out.headers + out.trailers if out.trailers else out.headers  # gRPC's grpc-status is in the trailers
+        path = self.pairs[key].summary.get("path")
         self._reply(
             out.headers,
             out.body if size == len(out.body) else b"",
             lambda decode: Reply.of(status, fields, out.body, limit, size=size, sha256=sha256, decode=decode),
-            lambda reply: self.shadow(key, reply, None, on_done),
+            lambda reply: self.shadow(key, self._named(reply, path), None, on_done),
             lambda why: self.shadow(key, None, why, on_done),
         )
         return True
@@ -131,6 +132,7 @@ class Pairing:
         lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
 
         def answered(reply: Reply) -> None:
+            self._named(reply, req.path)
             self.learn(mapping, lesson, reply)
             self.production(key, reply)
 
@@ -141,6 +143,13 @@ class Pairing:
             answered,
             lambda why: self.production(key, None, why),
         )
+
+    def _named(self, reply: Reply, path: str | None) -> Reply:
+        """With shadow_grpc_descriptors, a gRPC answer's fields are named by its method's output type."""
+        names = self.config.names
+        if names is not None and path:
+            reply.schema = names.namer(path)
+        return reply
 
     def _reply(
         self,

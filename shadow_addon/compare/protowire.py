@@ -29,7 +29,7 @@ class _TooMany(Exception):
     """More fields than MAX_FIELDS: stops the whole body, not one nested attempt."""
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
+def varint(b: bytes, i: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if i >= len(b):
@@ -54,12 +54,12 @@ def message(b: bytes, depth: int = 0, left: list[int] | None = None) -> dict[str
         left[0] -= 1
         if left[0] < 0:
             raise _TooMany
-        key, i = _varint(b, i)
+        key, i = varint(b, i)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError("field number 0")
         if wire == 0:
-            v, i = _varint(b, i)
+            v, i = varint(b, i)
         elif wire == 1:
             if i + 8 > n:
                 raise WireError("fixed64 cut short")
@@ -69,7 +69,7 @@ def message(b: bytes, depth: int = 0, left: list[int] | None = None) -> dict[str
                 raise WireError("fixed32 cut short")
             v, i = int.from_bytes(b[i : i + 4], "little"), i + 4
         elif wire == 2:
-            length, i = _varint(b, i)
+            length, i = varint(b, i)
             if i + length > n:
                 raise WireError("length-delimited field cut short")
             v, i = _bytes(b[i : i + length], depth, left), i + length

@@ -40,6 +40,8 @@ class Reply:
     body_size: int
     body_sha256: str  # hex; "" when unknown (only a prefix of an over-limit body was seen)
     encoded: bool = False  # whether `body` differs from the bytes as sent (it was decoded)
+    # gRPC: names the decoded messages' fields (`Descriptors.namer` of the call's method), set before parsing
+    schema: Any = field(default=None, init=False, repr=False, compare=False)
     _json: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
     _digest: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -98,7 +100,7 @@ class Reply:
                 # gRPC messages, decoded from protobuf's wire format: compared field by field as JSON is.
                 messages = protowire.body(self.body)
                 if messages is not None:
-                    self._json = messages
+                    self._json = messages if self.schema is None else self.schema(messages)
         return self._json
 
     def digest(self) -> tuple[int, str]:
