@@ -106,4 +106,6 @@ def make_copy(
         keep_body=keep_body,
         hash_body=hash_body,
         context=context,
+        http2=shadow.grpc,  # the shadow Mapping's own field (irhttpmappinggroup.py add_cluster_for_mapping)
+        trailers=req.trailers.fields if req.trailers else (),
     )

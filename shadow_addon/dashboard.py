@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 
+from .grpcwire import code_name
+
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
 ROLES = ("production", "shadow")
@@ -214,6 +216,22 @@ def _codes(role: str, side: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": role, "title": ROLE_TITLE[role], "items": items}
 
 
+def _grpc_codes(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """gRPC calls by grpc-status per role, as status-code bars (OK as a 2xx, any other status as a 5xx: a failed
+    call is HTTP 200), when either side answered gRPC."""
+    if not (prod.get("grpc") or shadow.get("grpc")):
+        return []
+    out = []
+    for role, side in (("production", prod), ("shadow", shadow)):
+        c = _codes(role, {"codes": side.get("grpc") or {}})
+        c["title"] += " gRPC"
+        for i in c["items"]:
+            i["cls"] = "c2" if i["code"] == "0" else "c5"
+            i["code"] = code_name(i["code"])
+        out.append(c)
+    return out
+
+
 def _nice_top(x: float) -> float:
     """The smallest 'round' axis maximum >= x (x a fraction of requests, 0..1)."""
     for top in (0.04, 0.08, 0.12, 0.2, 0.4, 0.6, 0.8, 1.0):  # quarters of each are round percentages
@@ -315,7 +333,7 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
         "share": share if row.get("copies") is not False else "nothing: its group has no production route",
         "side": _side_table(prod, shadow),
         "histogram": histogram(prod, shadow),
-        "codes": [_codes("production", prod), _codes("shadow", shadow)],
+        "codes": [_codes("production", prod), _codes("shadow", shadow), *_grpc_codes(prod, shadow)],
         "drops": [
             {"reason": str(reason), "value": n, "why": DROP_REASONS.get(str(reason), "")}
             for reason, n in sorted((row.get("drops") or {}).items())

@@ -107,10 +107,28 @@ def traps(table: Table) -> list[str]:
     return out
 
 
+def grpc_warnings(table: Table) -> list[str]:
+    """A gRPC production whose shadow Mapping lacks `grpc: true`: its copies go as HTTP/1.1, as in Emissary, where
+    the shadow's cluster is built from the shadow Mapping's own fields (irhttpmappinggroup.py
+    add_cluster_for_mapping(shadow, marker='shadow')); a gRPC service refuses them."""
+    out = []
+    for g in table.groups:
+        s = g.shadow
+        if s is None or s.grpc:
+            continue
+        prods = sorted(m.key for m, _ in g.production if m.grpc)
+        if prods:
+            out.append(
+                f"shadow {s.key} has no grpc: true but production {', '.join(prods)} has: its copies go as "
+                "HTTP/1.1, which a gRPC service refuses (set grpc: true on the shadow Mapping too)"
+            )
+    return out
+
+
 def warnings(table: Table) -> list[str]:
     """Each trap in the table, one line each: the traps, Emissary's errors (second shadow, weights over 100,
     mismatched core keys), and fields not honoured."""
-    out = traps(table)
+    out = traps(table) + grpc_warnings(table)
     out += [f"Mapping {e.mapping}: {e.message}" for e in table.errors]
     for g in table.groups:
         for m in g.members:

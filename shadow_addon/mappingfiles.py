@@ -287,7 +287,7 @@ class MappingFiles:
         return True
 
     def _warnings(self, table: routing.Table) -> list[str]:
-        out = unknown_services(table, self.source.overrides)
+        out = unknown_services(table, self.source.overrides) + explain.grpc_warnings(table)
         host = explain.host_notice(table, self.source.keep_host)
         return [*out, host] if host else out
 

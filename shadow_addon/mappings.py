@@ -62,6 +62,7 @@ HONOURED_FIELDS = frozenset(
         "redirect_response_code",
         "allow_upgrade",
         "use_websocket",
+        "grpc",
     }
 )
 
@@ -77,7 +78,6 @@ IGNORED_FIELDS = frozenset(
         "cluster_tag",
         "stats_name",
         "auto_host_rewrite",
-        "grpc",
         "cors",
         "retry_policy",
         "circuit_breakers",
@@ -233,6 +233,9 @@ class Mapping:
     core: tuple[tuple[str, str, str], ...] = ()  # CORE_KEYS set here: (key, canonical JSON, Python text)
     explicit: frozenset[str] = frozenset()  # the fields as written, for group-wide flattening
     warnings: tuple[str, ...] = ()  # what Emissary posts but still serves (e.g. a service with a path)
+    # HTTP/2 to the service (v3cluster.py V3Cluster: http2_protocol_options when the cluster is grpc); a shadow's
+    # own field decides for its copies (irhttpmappinggroup.py add_cluster_for_mapping(shadow, marker='shadow')).
+    grpc: bool = False
 
     @property
     def key(self) -> str:
@@ -652,6 +655,7 @@ def build_mapping(
         # v3route.py V3Route passes the shadow's weight unchecked as runtime_fraction numerator/HUNDRED; Envoy
         # protobuf/utility.cc evaluateFractionalPercent (random % 100 < numerator) then mirrors every request.
         warnings.append(f"shadow weight {weight} is over 100: every request is copied (100%)")
+    grpc = _bool(spec, "grpc", False)
     redirect = _redirect(spec, service)
     return Mapping(
         name=name,
@@ -689,6 +693,7 @@ def build_mapping(
         core=_core(spec),
         explicit=frozenset(k for k in spec if isinstance(k, str)),
         warnings=tuple(warnings),
+        grpc=grpc,
     )
 
 

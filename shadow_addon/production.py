@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from . import envoyheaders, routing
+from . import envoyheaders, grpcwire, routing
 from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 
 
@@ -110,6 +110,10 @@ def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None) -
     if resp.timestamp_end and flow.request.timestamp_end:
         seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
     metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, seconds)
+    if resp.http_version == "HTTP/2.0":  # gRPC runs over HTTP/2 only: HTTP/1 answers skip the look-up
+        label = grpcwire.status(resp.headers.fields, resp.trailers.fields if resp.trailers else None)
+        if label is not None:
+            metrics.record_grpc(*labels(route), PRODUCTION, label)
 
 
 def record_error(metrics: Metrics, route: routing.Route) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .grpcwire import code_name
 from .metrics import BUCKETS, PRODUCTION, REVERSE_TARGET, SHADOW, Histogram, Metrics
 from .routing import Group, Table
 from .words import clip, plural
@@ -27,9 +28,17 @@ def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_na
         for i, c in enumerate(h.counts):
             hist.counts[i] += c
         hist.total += h.total
+    grpc: dict[str, int] = {}
+    for (mapping, service, r, label), n in m.grpc.items():
+        if r != role or mapping not in mapping_names or (series is not None and (mapping, service) not in series):
+            continue
+        grpc[label] = grpc.get(label, 0) + n
     requests = sum(codes.values())
     errors = sum(n for c, n in codes.items() if c == "error" or c.startswith("5"))
     return {
+        # gRPC calls by grpc-status: a failed call is HTTP 200 with a status other than 0 (OK)
+        "grpc": dict(sorted(grpc.items())),
+        "grpc_errors": sum(n for label, n in grpc.items() if label != "0"),
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
@@ -107,6 +116,8 @@ def text_table(
             s = r[role]
             label = clip(r["resource"] if role == "production" else f"  -> {r['shadow_mapping']}", 24)
             codes = " ".join(f"{c}:{n}" for c, n in s["codes"].items())
+            if s["grpc"]:
+                codes += "  grpc " + " ".join(f"{code_name(c)}:{n}" for c, n in s["grpc"].items())
             lines.append(
                 f"{label:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
                 f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}"

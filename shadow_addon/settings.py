@@ -38,6 +38,7 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_relative_threshold",
         "shadow_compare_absolute_threshold",
         "shadow_compare_endpoints",
+        "shadow_grpc_descriptors",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -227,6 +228,13 @@ def declare(loader: Any) -> None:
         "state with production). Empty: every method, as Emissary. Repeatable.",
     )
     add(
+        "shadow_grpc_descriptors",
+        str,
+        "",
+        "A FileDescriptorSet (protoc --include_imports --descriptor_set_out, buf build -o): gRPC answers are "
+        "compared with field names instead of field numbers.",
+    )
+    add(
         "shadow_admin",
         str,
         "127.0.0.1:8877",
@@ -383,6 +391,7 @@ def _compare(o: Any) -> compare.CompareConfig:
             headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
+            descriptors=o.shadow_grpc_descriptors,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None

@@ -18,11 +18,26 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
+from mitmproxy.proxy import layer, server_hooks
 
-from . import admin, compare, copies, flowview, pages, production, replay, routing, secondary, selfloop, settings
+from . import (
+    admin,
+    compare,
+    copies,
+    flowview,
+    grpcflow,
+    pages,
+    production,
+    replay,
+    routing,
+    secondary,
+    selfloop,
+    settings,
+)
 from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
+from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .sender import Copy, Outcome, Sender, client_context
@@ -46,6 +61,8 @@ class Shadow:
         self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
+        self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
+        self.grpc_calls: dict[str, grpcflow.Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
 
     @property
     def table(self) -> routing.Table:
@@ -149,6 +166,7 @@ class Shadow:
             response_limit=s.response_limit,
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
+            h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
         )
         if old is not None:
             old.close()
@@ -175,6 +193,12 @@ class Shadow:
 
     # ------------------------------------------------------------------ hooks
 
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        self.ingress.next_layer(nextlayer, ctx.options.http2)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.ingress.server_connect(data, self.table)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
         # unless this addon routed it already (its path may be rewritten): it then keeps that route.
@@ -183,7 +207,7 @@ class Shadow:
         req, s = flow.request, self.settings
         routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
         headers = production.routing_headers(flow, s.envoy_headers, self.table) if routed is None else None
-        route = self.route_of(req, routed, headers)
+        route = self.route_of(req, routed, headers=headers)
         if route is None:
             return
         if routed is None:
@@ -195,10 +219,15 @@ class Shadow:
         p = self.pending[flow.id] = Pending(route)
         if s.envoy_headers and flow.client_conn.sockname:
             p.via = str(flow.client_conn.sockname[0])
+        if route.mapping is not None and route.mapping.grpc and grpcflow.is_call(req):
+            # Passed on as it comes (streaming calls), kept up to shadow_body_limit for the copy and the flow.
+            self.grpc_calls[flow.id] = None
+            p.tee = bytearray()
+            req.stream = copies.tee(p, s.body_limit)
         if route.shadow is not None:
             if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
-            elif req.stream:
+            elif req.stream and p.tee is None:
                 p.tee = bytearray()
                 req.stream = copies.tee(p, s.body_limit)
 
@@ -208,6 +237,9 @@ class Shadow:
             # the shadow's room, or the recorded pace), which holds back the reading of the capture.
             return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
+        if p is not None and p.tee is not None and flow.id in self.grpc_calls and flow.request.raw_content is None:
+            flow.request.raw_content = bytes(p.tee)  # the streamed call whole, as if buffered: flow, capture, copy
+            p.tee = None
         if p is None or p.route.shadow is None or self.sender is None:
             return None
         body = copies.body_of(flow.request, self.settings.body_limit, p)
@@ -218,18 +250,38 @@ class Shadow:
         p.tee, p.sent = None, True
         return None
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.grpc_calls and flow.id in self.grpc_calls and flow.response is not None:
+            keep = self.pairing.config.body_limit if self.pairing is not None else 0
+            tee = self.grpc_calls[flow.id] = grpcflow.Tee(max(keep, self.settings.body_limit))
+            flow.response.stream = tee
+            p = self.pending.get(flow.id)
+            if p is not None:  # the head goes out now: its edits cannot wait for `response`
+                production.edit_response(flow, p.route)
+
     def response(self, flow: http.HTTPFlow) -> None:
+        streamed_call = False
+        if self.grpc_calls and flow.id in self.grpc_calls:
+            streamed_call, tee = True, self.grpc_calls.pop(flow.id)
+            if tee is not None and flow.response is not None and flow.response.raw_content is None:
+                flow.response.raw_content = tee.body()  # None past the limit: not compared ("response streamed")
         p = self.pending.pop(flow.id, None)
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
             return
-        production.edit_response(flow, p.route)
+        if not streamed_call:
+            production.edit_response(flow, p.route)
         production.record(self.metrics, flow, p.route)
+        if streamed_call and p.route.shadow is not None and not p.sent:
+            # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.
+            self.metrics.record_drop(p.route.shadow.name, "streamed")
+            return
         if self.pairing is not None and p.route.group.shadow is not None:
             self.pairing.production_answered(flow, p.route.group.shadow.name)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.grpc_calls.pop(flow.id, None)
         p = self.pending.pop(flow.id, None)
         if p is None:
             return

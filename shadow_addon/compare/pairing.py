@@ -122,11 +122,13 @@ class Pairing:
         # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
+        fields = out.headers + out.trailers if out.trailers else out.headers  # gRPC's grpc-status is in the trailers
+        path = self.pairs[key].summary.get("path")
         self._reply(
             out.headers,
             out.body if size == len(out.body) else b"",
-            lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
-            lambda reply: self.shadow(key, reply, None, on_done),
+            lambda decode: Reply.of(status, fields, out.body, limit, size=size, sha256=sha256, decode=decode),
+            lambda reply: self.shadow(key, self._named(reply, path), None, on_done),
             lambda why: self.shadow(key, None, why, on_done),
         )
         return True
@@ -141,9 +143,12 @@ class Pairing:
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
         key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
+        if resp.trailers:
+            fields = fields + resp.trailers.fields
         lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
 
         def answered(reply: Reply) -> None:
+            self._named(reply, req.path)
             self.learn(mapping, lesson, reply, key)
             self.production(key, reply)
 
@@ -154,6 +159,13 @@ class Pairing:
             answered,
             lambda why: self.production(key, None, why),
         )
+
+    def _named(self, reply: Reply, path: str | None) -> Reply:
+        """With shadow_grpc_descriptors, a gRPC answer's fields are named by its method's output type."""
+        names = self.config.names
+        if names is not None and path:
+            reply.schema = names.namer(path)
+        return reply
 
     def _reply(
         self,
