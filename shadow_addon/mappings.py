@@ -1021,14 +1021,8 @@ def _one_document(
 
 
 def not_honoured(fields: tuple[str, ...]) -> str:
-    """The notice for fields accepted but not applied; `grpc` says what becomes of a gRPC service's copies."""
-    line = f"{NOT_HONOURED_NOTE}: {', '.join(fields)}"
-    if "grpc" in fields:
-        line += (
-            " (grpc: copies go to the shadow as HTTP/1.1, which a gRPC server refuses, so a gRPC shadow answers "
-            "none of them; production requests are forwarded as mitmproxy receives them)"
-        )
-    return line
+    """The notice for fields accepted but not applied."""
+    return f"{NOT_HONOURED_NOTE}: {', '.join(fields)}"
 
 
 def _annotated(obj: dict[Any, Any], kind: str, path: str, doc: int, item: int | None, result: LoadResult) -> bool:

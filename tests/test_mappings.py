@@ -433,16 +433,12 @@ def test_annotation_yaml_counts_with_its_files_node_limit(monkeypatch: pytest.Mo
     ]
 
 
-def test_grpc_says_what_becomes_of_a_grpc_service() -> None:
+def test_grpc_is_honoured_not_noticed() -> None:
     r = load(
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: g}\n"
         "spec: {prefix: /g/, service: g, grpc: true}\n"
     )
-    assert r.notices == [
-        "m.yaml doc 1 (Mapping g.default): not honoured (ignored): grpc (grpc: copies go to the shadow as HTTP/1.1, "
-        "which a gRPC server refuses, so a gRPC shadow answers none of them; production requests are forwarded as "
-        "mitmproxy receives them)"
-    ]
+    assert r.notices == [] and r.errors == [] and r.mappings[0].grpc is True
 
 
 def test_empty_strings_are_unset() -> None:

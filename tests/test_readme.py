@@ -102,7 +102,7 @@ def _mitmdump_command() -> str:
         c
         for c in readme_commands()
         if c.startswith(".venv/bin/mitmdump -s shadow_addon/addon.py") and "mappings/grpc.yaml" not in c
-    ]  # the gRPC quick start runs in test_grpc_e2e.py::test_the_readme_grpc_example_as_written
+    ]  # the gRPC quick start runs in test_e2e_grpc.py::test_the_readme_grpc_example_as_written
     assert len(cmds) == 1, cmds
     return cmds[0]
 
