@@ -31,6 +31,9 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_ignore",
         "shadow_compare_body_limit",
         "shadow_compare_report",
+        "shadow_compare_parse_limit",
+        "shadow_compare_budget",
+        "shadow_compare_report_max",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -170,6 +173,27 @@ def declare(loader: Any) -> None:
     )
     add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
     add(
+        "shadow_compare_report_max",
+        str,
+        "64m",
+        "Size of shadow_compare_report before it is moved to <file>.1 (replacing the one before) and begun anew. "
+        "0: unbounded.",
+    )
+    add(
+        "shadow_compare_parse_limit",
+        str,
+        "256k",
+        "JSON bodies up to this size are compared field by field; larger ones byte for byte (parsing holds "
+        "mitmproxy's event loop about 40 ms per MB).",
+    )
+    add(
+        "shadow_compare_budget",
+        str,
+        "4m",
+        "Bytes of bodies comparison may parse or decode as text per second, across every pair; past it a pair "
+        "is skipped and counted (shadow_compare_skipped_total{reason=\"budget\"}). Identical bodies cost nothing.",
+    )
+    add(
         "shadow_admin",
         str,
         "127.0.0.1:8877",
@@ -305,11 +329,17 @@ def _nonnegative(option: str, value: str, expected: str) -> float:
 
 def _compare(o: Any) -> compare.CompareConfig:
     limit = _size("shadow_compare_body_limit", o.shadow_compare_body_limit)
+    parse_limit = _size("shadow_compare_parse_limit", o.shadow_compare_parse_limit)
+    rate = _size("shadow_compare_budget", o.shadow_compare_budget)
+    report_max = _size("shadow_compare_report_max", o.shadow_compare_report_max)
     try:
         return compare.CompareConfig(
             headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
+            parse_limit=compare.PARSE_LIMIT if parse_limit is None else parse_limit,
+            work_rate=compare.WORK_RATE if rate is None else rate,
+            report_max=report_max or 0,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None

@@ -33,7 +33,7 @@ from shadow_addon.compare import (
 from shadow_addon.compare import pairing as pairing_module
 from shadow_addon.compare.diff import MAX_DEPTH, MAX_LABEL, Difference, clip
 from shadow_addon.compare.fields import parse_pointer
-from shadow_addon.compare.pairing import Pairing
+from shadow_addon.compare.pairing import PAIR_BYTES, Pairing
 from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
@@ -824,10 +824,10 @@ def pairing(budget: MemoryBudget | None) -> Pairing:
 
 
 def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> None:
-    budget = MemoryBudget(limit=100)
-    pr = pairing(budget)
     body = js({"k": "x" * 30})
-    n = len(body.body or b"")
+    n = PAIR_BYTES + len(body.body or b"")  # a held reply: its body and what goes with it
+    budget = MemoryBudget(limit=2 * n + n // 2)
+    pr = pairing(budget)
     results: list[Comparison] = []
     pr.expect("1", "m", "GET /", {})
     pr.production("1", body)
@@ -841,7 +841,7 @@ def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> 
     pr.shadow("3", body, None, results.append)  # the shadow first: its reply is the one held
     assert budget.held == 2 * n
     pr.expect("4", "m", "GET /", {})
-    pr.production("4", body)  # 3n > 100: not held, production unaffected
+    pr.production("4", body)  # 3n > the limit: not held, production unaffected
     assert budget.held == 2 * n and "4" not in pr.pairs
     assert not pr.shadow("4", body, None)  # its shadow is then not compared
     assert pr.metrics.compared[("m", "skipped")] == 1
@@ -860,12 +860,13 @@ def test_pairing_releases_replies_evicted_past_max_pairs(monkeypatch: pytest.Mon
     for key in "abc":
         pr.expect(key, "m", "GET /", {})
         pr.production(key, js({"v": key}))
-    assert len(pr.pairs) == 2 and budget.held == 2 * len(b'{"v": "a"}')
+    held = PAIR_BYTES + len(b'{"v": "a"}')
+    assert len(pr.pairs) == 2 and budget.held == 2 * held
     pr.expect("d", "m", "GET /", {})  # evicts b
-    assert budget.held == len(b'{"v": "a"}')
+    assert budget.held == held
     pr.shadow("c", None, "timeout")
     pr.shadow("d", js({"v": "d"}), None)  # held until production's side comes
-    assert budget.held == len(b'{"v": "d"}')
+    assert budget.held == held
     pr.production("d", None, "error")
     assert budget.held == 0 and not pr.pairs
 

@@ -2,7 +2,18 @@
 the diff, endpoint names, the mismatch store, and decoding bodies without trusting their size."""
 
 from .decode import decode_capped
-from .diff import MAX_LISTED, MAX_VALUE, CompareConfig, Comparison, compare, skipped
+from .diff import (
+    MAX_LISTED,
+    MAX_VALUE,
+    PARSE_LIMIT,
+    WORK_RATE,
+    CompareConfig,
+    Comparison,
+    Difference,
+    compare,
+    failed,
+    skipped,
+)
 from .endpoints import endpoint
 from .fields import parse_ignore, pointer
 from .noise import NoiseLearner, NoiseSet, request_key
@@ -15,8 +26,11 @@ __all__ = [
     "MAX_VALUE",
     "NOT_JSON",
     "OTHER",
+    "PARSE_LIMIT",
+    "WORK_RATE",
     "CompareConfig",
     "Comparison",
+    "Difference",
     "MismatchStore",
     "NoiseLearner",
     "NoiseSet",
@@ -24,6 +38,7 @@ __all__ = [
     "compare",
     "decode_capped",
     "endpoint",
+    "failed",
     "parse_ignore",
     "pointer",
     "record_line",

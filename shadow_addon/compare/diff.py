@@ -28,6 +28,8 @@ MAX_VALUE = 80  # characters of one rendered value
 MAX_LABEL = 200  # characters of one field's label (a JSON pointer)
 MAX_NODES = 200_000  # nodes a walk visits per pair; beyond, the pair is skipped as too large
 PARSE_LIMIT = 256 * 1024  # bytes of a body parsed as JSON per pair; a larger body is compared as bytes
+WORK_RATE = 4 * 1024 * 1024  # bytes of bodies parsed or decoded as text per second, by default
+REPORT_MAX = 64 * 1024 * 1024  # bytes of the report file before it is moved aside, by default
 ELLIPSIS = "..."
 
 Result = Literal["match", "mismatch", "noise", "skipped", "error"]
@@ -43,7 +45,9 @@ class CompareConfig:
     headers: tuple[str, ...] = ("content-type",)
     ignore: tuple[str, ...] = ()
     body_limit: int = BODY_LIMIT
-    parse_limit: int = PARSE_LIMIT
+    parse_limit: int = PARSE_LIMIT  # bytes of one body parsed as JSON; larger ones compare as bytes
+    work_rate: int = WORK_RATE  # bytes of bodies parsed or decoded per second; past it pairs are skipped
+    report_max: int = REPORT_MAX  # bytes of the report file before it is rotated; 0: unbounded
     rules: IgnoreRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,8 +56,9 @@ class CompareConfig:
             if not is_header_name(h.strip()):
                 raise ValueError(f"compared header {h!r} is not a header name")
             names.append(h.strip().lower())
-        if self.body_limit < 0:
-            raise ValueError(f"body limit must be 0 or more bytes, got {self.body_limit}")
+        for name in ("body_limit", "parse_limit", "work_rate", "report_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be 0 or more bytes, got {getattr(self, name)}")
         object.__setattr__(self, "headers", tuple(dict.fromkeys(names)))
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "rules", parse_ignore(self.ignore))
@@ -83,14 +88,18 @@ class Comparison:
     noisy: list[str] = field(default_factory=list)
     differences: tuple[Difference, ...] = ()
     more_fields: int = 0
+    reason: str = ""  # skipped: why, in one word of a fixed few (a metric label); error: "error"
 
 
-def skipped(reason: str) -> Comparison:
-    return Comparison("skipped", diffs=[f"skipped: {clip(reason, MAX_LABEL)}"])
+def skipped(text: str, reason: str = "other") -> Comparison:
+    """A pair not compared: `text` says why in the diff text, `reason` counts it (shadow, production, budget,
+    memory, pending, decoding, size, error, other)."""
+    return Comparison("skipped", diffs=[f"skipped: {clip(text, MAX_LABEL)}"], reason=reason)
 
 
-def failed(reason: str) -> Comparison:
-    return Comparison("error", diffs=[f"error: {clip(reason, MAX_LABEL)}"])
+def failed(text: str) -> Comparison:
+    """A pair whose comparison raised: counted as `error`."""
+    return Comparison("error", diffs=[f"error: {clip(text, MAX_LABEL)}"], reason="error")
 
 
 def clip(text: str, limit: int = MAX_VALUE) -> str:
@@ -452,5 +461,5 @@ def compare(production: Reply, shadow: Reply, config: CompareConfig, noise: Nois
     try:
         _compare_body(production, shadow, out, config.parse_limit)
     except TooLarge:
-        return skipped(f"over {MAX_NODES} JSON nodes")
+        return skipped(f"over {MAX_NODES} JSON nodes", "size")
     return out.result()

@@ -169,12 +169,14 @@ class NoiseLearner:
         max_nodes: int = 4096,
         node_budget: int = 200_000,
         budget: MemoryBudget | None = None,
+        parse_limit: int | None = None,
     ) -> None:
         self.headers = tuple(h.lower() for h in headers)
         self.max_keys = max_keys
         self.max_noise = max_noise
         self.max_nodes = min(max_nodes, node_budget)
         self.node_budget = node_budget
+        self.parse_limit = parse_limit  # a larger body is learned by its hash, not parsed
         self.budget = budget  # every print's bytes are held in it; a print that does not fit is not kept
         self.prints: OrderedDict[tuple[str, str], _Print] = OrderedDict()  # (mapping, key), least recent first
         self.nodes = 0  # JSON nodes held by `prints`
@@ -234,7 +236,8 @@ class NoiseLearner:
         self.prints.clear()
 
     def _fingerprint(self, r: Reply, headers: tuple[int, ...]) -> _Print:
-        doc = r.parsed()
+        small = r.body is not None and (self.parse_limit is None or len(r.body) <= self.parse_limit)
+        doc = r.parsed() if small else NOT_JSON
         body: dict[int, Node] | str | None
         if doc is not NOT_JSON:
             body = _flatten(doc, self.max_nodes)
