@@ -211,8 +211,9 @@ class Pairing:
         cost nothing; the parse is kept on the reply, so the comparison does not pay for it twice)."""
         if reply.status < 500 and not self.learner.seen(mapping, request_key, reply):
             body = reply.body
-            cost = len(body) if body is not None and reply.will_parse() and len(body) <= self.config.parse_limit else 0
-            if not self.rate.take(cost):
+            small = body is not None and len(body) <= self.config.parse_limit
+            # Parsing, then flattening every node into a print (about as much again).
+            if not self.rate.take(2 * reply.parse_cost() if small else 0):
                 self.not_learned += 1
                 return
         self.learner.observe(mapping, request_key, reply)
