@@ -191,7 +191,7 @@ def declare(loader: Any) -> None:
         str,
         "4m",
         "Bytes of bodies comparison may parse or decode as text per second, across every pair; past it a pair "
-        "is skipped and counted (shadow_compare_skipped_total{reason=\"budget\"}). Identical bodies cost nothing.",
+        'is skipped and counted (shadow_compare_skipped_total{reason="budget"}). Identical bodies cost nothing.',
     )
     add(
         "shadow_admin",

@@ -108,9 +108,7 @@ class StoredMismatch(Mapping[str, Any]):
                 "kinds": sorted(comparison.kinds),
                 "diffs": list(comparison.diffs),
                 "noisy": list(comparison.noisy),
-                "differences": [
-                    {"field": d.field, "kind": d.kind, "noise": d.noise} for d in comparison.differences
-                ],
+                "differences": [{"field": d.field, "kind": d.kind, "noise": d.noise} for d in comparison.differences],
                 "production": _side(production),
                 "shadow": _side(shadow),
             }
