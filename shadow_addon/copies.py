@@ -25,6 +25,7 @@ class Pending:
     tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
     tee_over: bool = False
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
+    request_done: float = 0.0  # time.time() when this addon's request hook ended: production's request goes out next
 
 
 def not_copied(req: http.Request) -> str | None:

@@ -192,6 +192,7 @@ class _Conn(asyncio.Protocol):
         self.out: Outcome | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.t0 = 0.0
+        self.written = 0.0  # monotonic time the current copy's request was written
         self.served = 0  # copies answered on this connection: a reused one may have been closed while idle
         self.received = False
         self.retried = False
@@ -211,6 +212,7 @@ class _Conn(asyncio.Protocol):
 
     def send(self, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool = False) -> None:
         self.copy, self.out, self.t0, self.retried = c, out, t0, retried
+        self.written = time.monotonic()  # the shadow's latency runs from here, as production's from its request's
         self.reader.start(c.method, c.keep_body, self.sender.response_limit, c.hash_body)
         self.received = False
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
@@ -557,7 +559,8 @@ class Sender:
         self._finished(pool, c, out, held)
 
     def _answered(self, pool: Pool, conn: _Conn, c: Copy, out: Outcome, t0: float, keep: bool, held: int) -> None:
-        out.seconds = time.monotonic() - t0
+        # Request written to last byte of the answer: measured as production's is (production.latency).
+        out.seconds = time.monotonic() - (conn.written or t0)
         pool.capped = 0
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, out.status or 0, out.seconds)
         if keep and not self.closed and len(pool.idle) < self.max_inflight and not conn.lost:

@@ -13,6 +13,7 @@ if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: 
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -186,14 +187,16 @@ class Shadow:
             # the shadow's room, or the recorded pace), which holds back the reading of the capture.
             return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
-        if p is None or p.route.shadow is None or self.sender is None:
+        if p is None:
             return None
-        body = copies.body_of(flow.request, self.settings.body_limit, p)
-        if isinstance(body, str):
-            self._skip_copy(p, body)
-            return None
-        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
-        p.tee, p.sent = None, True
+        if p.route.shadow is not None and self.sender is not None:
+            body = copies.body_of(flow.request, self.settings.body_limit, p)
+            if isinstance(body, str):
+                self._skip_copy(p, body)
+            else:
+                self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
+                p.tee, p.sent = None, True
+        p.request_done = time.time()  # production's latency is measured from here, as the copy's from its write
         return None
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -203,7 +206,7 @@ class Shadow:
                 production.record(self.metrics, flow, None)
             return
         production.edit_response(flow, p.route)
-        production.record(self.metrics, flow, p.route)
+        production.record(self.metrics, flow, p.route, p.request_done)
         if self.pairing is not None and p.route.group.shadow is not None:
             self.pairing.production_answered(flow, p.route.group.shadow.name)
 

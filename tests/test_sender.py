@@ -263,7 +263,8 @@ async def test_rebuilding_the_sender_releases_every_copy_and_comparison(tmp_path
             after = scrape(sh)
             assert after.get("shadow_inflight", 0) == 0 and after["shadow_compare_pending"] == 0
             assert after["shadow_dropped_total:cancelled"] == 3
-            assert after["shadow_compare_total"] == 3 and after["shadow_memory_bytes"] == 0
+            assert sh.pairing is not None and sh.pairing.learner.held > 0  # noise prints stay, in the budget
+            assert after["shadow_compare_total"] == 3 and after["shadow_memory_bytes"] == sh.pairing.learner.held
             sh.done()
 
 
