@@ -71,8 +71,8 @@ def one(
 
 def main() -> None:
     configs: dict[str, Callable[[], CompareConfig]] = {
-        "default limits": lambda: CompareConfig(work_rate=1 << 40),
-        "parse up to the body limit": lambda: CompareConfig(parse_limit=BODY_LIMIT, work_rate=1 << 40),
+        "default limits": lambda: CompareConfig(loop_share=1.0),
+        "parse up to the body limit": lambda: CompareConfig(parse_limit=BODY_LIMIT, loop_share=1.0),
     }
     print(f"{'case':45} " + " ".join(f"{k:>28}" for k in configs))
     print(f"{'':45} " + " ".join(f"{'median / worst ms':>28}" for _ in configs))

@@ -29,30 +29,32 @@ class MemoryBudget:
         self.held = max(0, self.held - n)
 
 
-class RateBudget:
-    """Work allowed per second (a token bucket holding at most one second's worth): comparison's CPU on the event
-    loop stays a bounded share of it however many or large the pairs are. Past it, work is refused, not queued.
+class TimeBudget:
+    """A share of the event loop's time for one kind of work (comparison): the time the work really took is
+    spent from a bucket that refills at `share` seconds per second and holds at most `share` x `burst`. Work may
+    start while the bucket is above zero (so one item may overdraw it by its own cost, then repaid); below it,
+    work is refused, never queued. Measured rather than estimated, so it holds on a slow or busy CPU too.
     `clock`: monotonic seconds (injectable for tests)."""
 
-    __slots__ = ("rate", "tokens", "last", "clock", "refused")
+    __slots__ = ("share", "cap", "tokens", "last", "clock", "refused")
 
-    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic, burst: float = 1.0) -> None:
+        self.share = share
+        self.cap = share * burst
+        self.tokens = self.cap
         self.clock = clock
         self.last = clock()
         self.refused = 0
 
-    def take(self, n: int) -> bool:
-        """Spend `n` units if the bucket holds them; False (nothing spent) if not. 0 is always allowed, and so is
-        more than a second's worth when the bucket is full (it then runs into debt, repaid before the next)."""
-        if n <= 0:
-            return True
+    def allows(self) -> bool:
+        """Whether work may start now; counts a refusal when not."""
         now = self.clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.last) * self.rate)
+        self.tokens = min(self.cap, self.tokens + (now - self.last) * self.share)
         self.last = now
-        if n > self.tokens and self.tokens < self.rate:
-            self.refused += 1
-            return False
-        self.tokens -= n
-        return True
+        if self.tokens > 0:
+            return True
+        self.refused += 1
+        return False
+
+    def spend(self, seconds: float) -> None:
+        self.tokens -= seconds

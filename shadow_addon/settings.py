@@ -189,9 +189,10 @@ def declare(loader: Any) -> None:
     add(
         "shadow_compare_budget",
         str,
-        "4m",
-        "Bytes of bodies comparison may parse or decode as text per second, across every pair; past it a pair "
-        'is skipped and counted (shadow_compare_skipped_total{reason="budget"}). Identical bodies cost nothing.',
+        "5%",
+        "Share of mitmproxy's event loop comparison may take (decoding, parsing, learning noise, comparing), "
+        'measured per pair; past it pairs are skipped and counted (shadow_compare_skipped_total{reason="budget"}). '
+        "Identical bodies cost nothing.",
     )
     add(
         "shadow_admin",
@@ -316,6 +317,18 @@ def _size(option: str, value: str) -> int | None:
         raise exceptions.OptionsError(f"{option}: expected a size such as 512k or 1m, got {value!r}") from None
 
 
+def _percent(option: str, value: str) -> float:
+    """A share given as a percentage (`5%`, or `5`) as a fraction."""
+    text = value.strip().removesuffix("%").strip()
+    try:
+        share = float(text) / 100
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise exceptions.OptionsError(f"{option}: expected a percentage from 0% to 100% such as 5%, got {value!r}")
+    return share
+
+
 def _nonnegative(option: str, value: str, expected: str) -> float:
     """A finite number >= 0 given as text (mitmproxy's `--set` parses no float options); empty is 0."""
     try:
@@ -330,7 +343,7 @@ def _nonnegative(option: str, value: str, expected: str) -> float:
 def _compare(o: Any) -> compare.CompareConfig:
     limit = _size("shadow_compare_body_limit", o.shadow_compare_body_limit)
     parse_limit = _size("shadow_compare_parse_limit", o.shadow_compare_parse_limit)
-    rate = _size("shadow_compare_budget", o.shadow_compare_budget)
+    share = _percent("shadow_compare_budget", o.shadow_compare_budget)
     report_max = _size("shadow_compare_report_max", o.shadow_compare_report_max)
     try:
         return compare.CompareConfig(
@@ -338,7 +351,7 @@ def _compare(o: Any) -> compare.CompareConfig:
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
             parse_limit=compare.PARSE_LIMIT if parse_limit is None else parse_limit,
-            work_rate=compare.WORK_RATE if rate is None else rate,
+            loop_share=share,
             report_max=report_max or 0,
         )
     except ValueError as e:

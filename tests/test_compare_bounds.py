@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadow_addon.budget import MemoryBudget, RateBudget
+from shadow_addon.budget import MemoryBudget, TimeBudget
 from shadow_addon.compare import diff as diff_module
 from shadow_addon.compare import noise as noise_module
 from shadow_addon.compare import pairing as pairing_module
@@ -201,30 +201,35 @@ def test_the_report_file_is_rotated_at_its_cap(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ bounded cost
 
 
-def test_past_the_per_second_budget_a_pair_is_skipped_and_counted() -> None:
-    clock = Clock()
-    p, s = js({"a": "x" * 400}), js({"a": "y" * 400})
-    cost = diff_module.work(p, s, CompareConfig())
-    pr = Pairing(Metrics(), CompareConfig(work_rate=3 * cost), clock=clock)
-    results = [run_pair(pr, str(i), js({"a": "x" * 400}), js({"a": "y" * 400})).result for i in range(5)]
-    assert results[:2] == ["mismatch", "mismatch"] and "skipped" in results[2:]
-    assert pr.metrics.compare_skipped[("m", "budget")] == results.count("skipped")
-    same = run_pair(pr, "same", js({"a": 1}), js({"a": 1}))
-    assert same.result == "match"  # identical bytes cost nothing
-    clock.t += 1.0  # a second later the budget is there again
+def test_past_its_share_of_the_loop_a_pair_is_skipped_and_counted() -> None:
+    clock, timer = Clock(), Clock()
+
+    def tick() -> float:  # each comparison measured takes 20 ms
+        timer.t += 0.02
+        return timer.t
+
+    pr = Pairing(Metrics(), CompareConfig(loop_share=0.05), clock=clock, timer=tick)
+    results = [run_pair(pr, str(i), js({"a": "x" * 400, "i": i}), js({"a": "y" * 400})).result for i in range(8)]
+    assert results == ["mismatch"] * 3 + ["skipped"] * 5  # 50 ms of a second's share: overdrawn by the third
+    assert pr.metrics.compare_skipped[("m", "budget")] == 5
+    assert run_pair(pr, "same", js({"a": 1}), js({"a": 1})).result == "match"  # identical bytes cost nothing
+    clock.t += 10.0  # later the share is there again
     assert run_pair(pr, "later", js({"a": "x" * 400}), js({"a": "y" * 400})).result == "mismatch"
 
 
-def test_rate_budget_refills_and_allows_one_large_item_when_full() -> None:
+def test_time_budget_refills_at_its_share_and_is_overdrawn_by_one_item_at_most() -> None:
     clock = Clock()
-    b = RateBudget(100, clock)
-    assert b.take(60) and not b.take(60) and b.refused == 1
-    clock.t += 0.5
-    assert b.take(60)
-    clock.t += 10
-    assert b.take(1000) and not b.take(1)  # in debt until repaid
-    clock.t += 10.0
-    assert b.take(1)
+    b = TimeBudget(0.1, clock)
+    assert b.allows()
+    b.spend(0.3)  # one long item: allowed to start, the bucket is overdrawn
+    assert not b.allows() and b.refused == 1
+    clock.t += 1.0
+    assert not b.allows()  # 0.1 s repaid of 0.2 owed
+    clock.t += 1.5
+    assert b.allows()
+    clock.t += 100
+    b.allows()
+    assert b.tokens == 0.1  # holds at most a second's share
 
 
 def test_json_over_the_parse_limit_is_compared_as_bytes() -> None:

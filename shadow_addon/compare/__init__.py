@@ -3,10 +3,10 @@ the diff, endpoint names, the mismatch store, and decoding bodies without trusti
 
 from .decode import decode_capped
 from .diff import (
+    LOOP_SHARE,
     MAX_LISTED,
     MAX_VALUE,
     PARSE_LIMIT,
-    WORK_RATE,
     CompareConfig,
     Comparison,
     Difference,
@@ -27,7 +27,7 @@ __all__ = [
     "NOT_JSON",
     "OTHER",
     "PARSE_LIMIT",
-    "WORK_RATE",
+    "LOOP_SHARE",
     "CompareConfig",
     "Comparison",
     "Difference",

@@ -28,10 +28,9 @@ MAX_VALUE = 80  # characters of one rendered value
 MAX_LABEL = 200  # characters of one field's label (a JSON pointer)
 MAX_NODES = 200_000  # nodes a walk visits per pair; beyond, the pair is skipped as too large
 PARSE_LIMIT = 256 * 1024  # bytes of a body parsed as JSON per pair; a larger body is compared as bytes
-WORK_RATE = 4 * 1024 * 1024  # bytes of bodies parsed or decoded as text per second, by default
+LOOP_SHARE = 0.05  # the share of the event loop's time comparison may take, by default
 REPORT_MAX = 64 * 1024 * 1024  # bytes of the report file before it is moved aside, by default
 ELLIPSIS = "..."
-TEXT_SHARE = 4  # a byte decoded and compared as text costs a quarter of a byte parsed as JSON (both C speed)
 
 Result = Literal["match", "mismatch", "noise", "skipped", "error"]
 KINDS = ("value", "type", "missing", "extra", "array length", "order only", "status", "header", "body")
@@ -47,7 +46,7 @@ class CompareConfig:
     ignore: tuple[str, ...] = ()
     body_limit: int = BODY_LIMIT
     parse_limit: int = PARSE_LIMIT  # bytes of one body parsed as JSON; larger ones compare as bytes
-    work_rate: int = WORK_RATE  # bytes of bodies parsed or decoded per second; past it pairs are skipped
+    loop_share: float = LOOP_SHARE  # of the event loop's time, for comparing; past it pairs are skipped
     report_max: int = REPORT_MAX  # bytes of the report file before it is rotated; 0: unbounded
     rules: IgnoreRules = field(init=False, repr=False, compare=False)
 
@@ -57,9 +56,11 @@ class CompareConfig:
             if not is_header_name(h.strip()):
                 raise ValueError(f"compared header {h!r} is not a header name")
             names.append(h.strip().lower())
-        for name in ("body_limit", "parse_limit", "work_rate", "report_max"):
+        for name in ("body_limit", "parse_limit", "report_max"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be 0 or more bytes, got {getattr(self, name)}")
+        if not 0 <= self.loop_share <= 1:
+            raise ValueError(f"the comparison's share of the event loop must be 0% to 100%, got {self.loop_share:.0%}")
         object.__setattr__(self, "headers", tuple(dict.fromkeys(names)))
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "rules", parse_ignore(self.ignore))
@@ -444,16 +445,11 @@ def _no_bools(body: bytes) -> bool:
     return b"true" not in body and b"false" not in body
 
 
-def work(production: Reply, shadow: Reply, config: CompareConfig) -> int:
-    """Bytes of the per-second budget comparing this pair will cost: parsing each JSON body within the parse
-    limit not parsed yet (see `Reply.parse_cost`), else decoding both as text; 0 when the bodies are the same
-    bytes or one is not kept."""
+def costly(production: Reply, shadow: Reply) -> bool:
+    """Whether comparing this pair means more than comparing bytes: parsing or decoding a body (what the
+    comparison's share of the event loop pays for). False when the bodies are the same bytes or one is not kept."""
     p, s = production.body, shadow.body
-    if p is None or s is None or p == s:
-        return 0
-    if len(p) <= config.parse_limit and len(s) <= config.parse_limit and production.will_parse():
-        return production.parse_cost() + shadow.parse_cost()
-    return (len(p) + len(s)) // TEXT_SHARE
+    return p is not None and s is not None and p != s
 
 
 def compare(production: Reply, shadow: Reply, config: CompareConfig, noise: NoiseSet | None = None) -> Comparison:

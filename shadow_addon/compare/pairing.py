@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +21,11 @@ from typing import IO, Any
 
 from mitmproxy import http
 
-from ..budget import MemoryBudget, RateBudget
+from ..budget import MemoryBudget, TimeBudget
 from ..metrics import Metrics
 from ..sender import Outcome
-from .decode import known_refused, off_loop
-from .diff import CompareConfig, Comparison, compare, failed, skipped, work
+from .decode import codings, known_refused, off_loop
+from .diff import CompareConfig, Comparison, compare, costly, failed, skipped
 from .noise import NoiseLearner, request_key
 from .reply import Reply, content_coding
 from .store import MismatchStore, record_line
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
 PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the record of the request)
+OVER_BUDGET = "over the comparison's share of the event loop (shadow_compare_budget)"
 # Bodies that `decode.off_loop` names are decoded in one worker thread: one brotli window in memory at a time.
 # Beyond MAX_DECODING waiting for it, the pair is skipped (a shadow answering new bombs faster than they decode).
 MAX_DECODING = 16
@@ -72,12 +74,15 @@ class Pairing:
         config: CompareConfig,
         report_path: str = "",
         budget: MemoryBudget | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.metrics = metrics
         self.config = config
         self.budget = budget
-        self.rate = RateBudget(config.work_rate) if clock is None else RateBudget(config.work_rate, clock)
+        # What comparing takes of the event loop (building replies, learning, comparing), measured per pair.
+        self.loop = TimeBudget(config.loop_share, clock)
+        self.timer = timer
         self.learner = NoiseLearner(headers=config.headers, budget=budget, parse_limit=config.parse_limit)
         self.store = MismatchStore(budget=budget)
         self.decoding = 0  # replies being decoded in the worker thread
@@ -172,6 +177,11 @@ class Pairing:
         limit = self.config.body_limit
         try:
             coding = content_coding(headers)
+            decodes = bool(body) and len(body) <= limit and bool(codings(coding))
+            if decodes and not known_refused(body, coding, limit) and not self.loop.allows():
+                skip(OVER_BUDGET)  # decoding is comparison's work too
+                return
+            t = self.timer()
             if known_refused(body, coding, limit):
                 reply = make(False)  # a bomb answered again: compared as sent, without looking it up twice
             elif len(body) > limit or not off_loop(body, coding, limit):
@@ -183,6 +193,8 @@ class Pairing:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
                     reply = make(True)
+            if decodes:
+                self.loop.spend(self.timer() - t)
         except Exception as e:  # a reply that cannot even be built is this pair's fault alone
             logger.debug("shadow compare: cannot build a reply", exc_info=True)
             skip(f"error: {type(e).__name__}")
@@ -210,13 +222,12 @@ class Pairing:
         """Learn noise from production's answer, if the per-second budget pays for its parse (its same bytes again
         cost nothing; the parse is kept on the reply, so the comparison does not pay for it twice)."""
         if reply.status < 500 and not self.learner.seen(mapping, request_key, reply):
-            body = reply.body
-            small = body is not None and len(body) <= self.config.parse_limit
-            # Parsing, then flattening every node into a print (about as much again).
-            if not self.rate.take(2 * reply.parse_cost() if small else 0):
+            if reply.will_parse() and not self.loop.allows():
                 self.not_learned += 1
                 return
+        t = self.timer()
         self.learner.observe(mapping, request_key, reply)
+        self.loop.spend(self.timer() - t)
 
     def fault(self, key: str, e: BaseException) -> None:
         """An exception while handling the pair of `key`: it ends as `error`, its bytes released."""
@@ -268,10 +279,14 @@ class Pairing:
             result = skipped(f"shadow {pair.shadow_failed}", _reason(pair.shadow_failed, "shadow"))
         elif pair.production_failed is not None or pair.production is None or pair.shadow is None:
             result = skipped(f"production {pair.production_failed}", _reason(pair.production_failed, "production"))
-        elif not self.rate.take(work(pair.production, pair.shadow, self.config)):
-            result = skipped("over the comparison budget (shadow_compare_budget)", "budget")
-        else:
+        elif not costly(pair.production, pair.shadow):
             result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
+        elif not self.loop.allows():
+            result = skipped(OVER_BUDGET, "budget")
+        else:
+            t = self.timer()
+            result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
+            self.loop.spend(self.timer() - t)
         del self.pairs[key]
         self._finish(pair, result)
 
@@ -319,4 +334,6 @@ def _reason(text: str | None, side: str) -> str:
         return "decoding"
     if text and text.startswith("error"):
         return "error"
+    if text == OVER_BUDGET:
+        return "budget"
     return side
