@@ -87,7 +87,7 @@ def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[s
 _OBJECT, _ARRAY = "{}", "[]"  # fingerprint values of containers (leaves are ints)
 ROOT_KEY = 0
 MAX_DEPTH = 128  # a body nested deeper keeps no field detail (the diff compares such a subtree as one value)
-NODE_BYTES = 200  # what one node of a print costs in memory (measured with tracemalloc, rounded up)
+NODE_BYTES = 256  # what one node of a print costs in memory (tracemalloc: ~241 bytes, rounded up)
 PRINT_BYTES = 400  # what a print costs besides its nodes
 
 # One node of a flattened body: (parent's key, segment, value hash or container marker, generalised key).
