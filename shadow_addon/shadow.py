@@ -242,9 +242,11 @@ class Shadow:
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
         if self.pairing is not None and paired:
-            keep = max(keep, self.pairing.config.body_limit)
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
-            self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
+            # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
+            paired = self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
+            if paired:
+                keep = max(keep, self.pairing.config.body_limit)
         hash_body = self.pairing is not None and paired
         self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
 

@@ -48,7 +48,8 @@ class Clock:
 
 def run_pair(pr: Pairing, key: str, p: Reply, s: Reply) -> Comparison:
     out: list[Comparison] = []
-    pr.expect(key, "m", "GET /", {"method": "GET", "path": "/"})
+    if not pr.expect(key, "m", "GET /", {"method": "GET", "path": "/"}):
+        return Comparison("skipped", reason="budget")  # not paired: counted as skipped by the pairing itself
     pr.production(key, p)
     pr.shadow(key, s, None, out.append)
     assert len(out) == 1
@@ -211,7 +212,7 @@ def test_past_its_share_of_the_loop_a_pair_is_skipped_and_counted() -> None:
     pr = Pairing(Metrics(), CompareConfig(loop_share=0.05), clock=clock, timer=tick)
     results = [run_pair(pr, str(i), js({"a": "x" * 400, "i": i}), js({"a": "y" * 400})).result for i in range(8)]
     assert results == ["mismatch"] * 3 + ["skipped"] * 5  # 50 ms of a second's share: overdrawn by the third
-    assert pr.metrics.compare_skipped[("m", "budget")] == 5
+    assert pr.metrics.compare_skipped[("m", "budget")] == 5 and not pr.pairs  # not even paired: nothing kept
     assert run_pair(pr, "same", js({"a": 1}), js({"a": 1})).result == "match"  # identical bytes cost nothing
     clock.t += 10.0  # later the share is there again
     assert run_pair(pr, "later", js({"a": "x" * 400}), js({"a": "y" * 400})).result == "mismatch"
