@@ -53,7 +53,14 @@ def compare_proxy(
     )
     return proxy(
         f"http://{reverse.address}",
-        sets={"mappings": str(m), "mapping_services": [prod, shadow], "shadow_compare": "true", **sets},
+        sets={
+            "mappings": str(m),
+            "mapping_services": [prod, shadow],
+            "shadow_compare": "true",
+            # These tests check what is compared, on a shared machine: comparison may take the loop it needs.
+            "shadow_compare_budget": "100%",
+            **sets,
+        },
     )
 
 
@@ -244,3 +251,18 @@ def test_a_shadow_answering_a_codec_charset_then_healing_is_compared_throughout(
     assert page["records"][0]["shadow"]["body_binary"] is True  # a codec is not a charset: no text preview
     assert [r["request"]["path"] for r in page["records"]] == ["/t/24", "/t/23", "/t/22"]
     assert report.stat().st_size <= 4096 and Path(str(report) + ".1").stat().st_size <= 4096
+
+
+def test_past_its_share_of_the_loop_comparison_skips_and_production_is_unaffected(
+    tmp_path: Path, upstream, proxy
+) -> None:
+    reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
+    v1.behaviour.responder, v2.behaviour.responder = app("v1"), app("v2")
+    p = compare_proxy(tmp_path, proxy, reverse, f"v1={v1.address}", f"v2={v2.address}", shadow_compare_budget="0%")
+    for _ in range(5):
+        status, _, body = p.request("GET", "/field")
+        assert status == 200 and json.loads(body)["price"] == 10
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 5, 15, 0.2)
+    mt = metrics_of(p)
+    assert metric_sum(mt, "shadow_compare_skipped_total", reason="budget") == 5
+    assert metric_sum(mt, "shadow_compare_pending") == 0 and v2.count() == 5  # the copies were still sent
