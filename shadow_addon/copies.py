@@ -79,6 +79,7 @@ def make_copy(
     keep_body: int,
     hash_body: bool,
     context: object,
+    read_limit: int = 0,
 ) -> Copy:
     """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`."""
     shadow, address = route.shadow, route.shadow_address
@@ -97,6 +98,7 @@ def make_copy(
         add=((MARKER, b"1"), *s.add_headers),
         remove=s.remove_headers,
         keep_body=keep_body,
+        read_limit=read_limit,
         hash_body=hash_body,
         context=context,
     )

@@ -71,6 +71,7 @@ class Copy:
     add: tuple[tuple[bytes, bytes], ...] = ()
     remove: frozenset[bytes] = frozenset()
     keep_body: int = 0  # bytes of the response body to keep for on_result (0: discard)
+    read_limit: int = 0  # bytes of the response body read at least (0: response_limit), kept or not
     hash_body: bool = False  # compute the whole response body's sha256 while reading (for comparison)
     context: object = None  # opaque, handed back with the outcome (e.g. the production flow's id)
     enqueued: float = 0.0
@@ -213,7 +214,7 @@ class _Conn(asyncio.Protocol):
     def send(self, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool = False) -> None:
         self.copy, self.out, self.t0, self.retried = c, out, t0, retried
         self.written = time.monotonic()  # the shadow's latency runs from here, as production's from its request's
-        self.reader.start(c.method, c.keep_body, self.sender.response_limit, c.hash_body)
+        self.reader.start(c.method, c.keep_body, max(self.sender.response_limit, c.read_limit), c.hash_body)
         self.received = False
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None

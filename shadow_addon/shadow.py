@@ -241,6 +241,9 @@ class Shadow:
         s = self.settings
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
+        # With comparison on, every answer is read as a compared one is, kept or not: a pair skipped for the
+        # comparison's share must not turn a healthy shadow's answers into capped ones (dropped, backed off).
+        read = self.pairing.config.body_limit if self.pairing is not None and paired else 0
         if self.pairing is not None and paired:
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
             # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
@@ -248,7 +251,8 @@ class Shadow:
             if paired:
                 keep = max(keep, self.pairing.config.body_limit)
         hash_body = self.pairing is not None and paired
-        self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
+        copy = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, read_limit=read)
+        self.sender.submit(copy)
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
