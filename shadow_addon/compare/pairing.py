@@ -91,7 +91,7 @@ class Pairing:
         self.decoding = 0  # replies being decoded in the worker thread
         self.closed = False
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
-        self.not_learned = 0  # production answers not learned from: over the per-second budget
+        self.not_learned = 0  # production answers not learned from: comparison's share of the loop was spent
         self.report_path = report_path
         self._report: IO[str] | None = None
         self._report_size = 0

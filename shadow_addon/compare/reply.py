@@ -13,7 +13,6 @@ from typing import Any
 from .decode import decode_capped
 
 BODY_LIMIT = 1024 * 1024
-OBJECT_COST = 32  # bytes of parse budget one JSON object costs beyond its size (see `Reply.parse_cost`)
 
 _UNPARSED: Any = object()
 NOT_JSON: Any = object()  # what `Reply.parsed` returns for a body that is not JSON
@@ -101,15 +100,6 @@ class Reply:
                 except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
                     pass
         return self._json
-
-    def parse_cost(self) -> int:
-        """What parsing this body will cost, in bytes of the per-second budget: its size, plus for each object
-        (each one a call into Python to refuse duplicate keys, ~1.5 us: as much as ~40 bytes of parsing) 32
-        bytes; 0 when it is parsed already or is not JSON. Counted at C speed before parsing."""
-        if not self.will_parse():
-            return 0
-        assert self.body is not None
-        return len(self.body) + OBJECT_COST * self.body.count(b"{")
 
     def will_parse(self) -> bool:
         """Whether `parsed` has yet to parse the body (work to be paid for); False once parsed or when not JSON."""
