@@ -12,7 +12,9 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
+from urllib.parse import parse_qsl
 
 import h11
 
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 Page = Callable[[], tuple[str, bytes]]  # -> (content type, body)
 HEAD_LIMIT = 8192
 READ_TIMEOUT = 5.0
+WRITE_TIMEOUT = 5.0  # a client that does not read its answer within this is dropped, and its copy with it
+MAX_CLIENTS = 32  # connections served at once; more are closed unanswered (each may hold a page being written)
 READ_SIZE = 4096
 
 CSP = "default-src 'none'; style-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -92,8 +96,32 @@ def json_safe(body: bytes) -> bytes:
     return body
 
 
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """A page that reads the request's query (`/diffs?offset=50&limit=50`): `page(query)`, the query as a dict
+    (the last of repeated keys; at most MAX_QUERY keys are read)."""
+
+    page: Callable[[dict[str, str]], tuple[str, bytes]]
+
+    def __call__(self, query: dict[str, str] | None = None) -> tuple[str, bytes]:
+        return self.page(query or {})
+
+
+MAX_QUERY = 16
+
+
+def query_of(target: str) -> dict[str, str]:
+    _, _, q = target.partition("?")
+    return dict(parse_qsl(q, keep_blank_values=True, max_num_fields=MAX_QUERY)) if q else {}
+
+
 def respond(
-    method: str, path: str, authority: str | None, admin_host: str, pages: dict[str, Page]
+    method: str,
+    path: str,
+    authority: str | None,
+    admin_host: str,
+    pages: dict[str, Page],
+    query: dict[str, str] | None = None,
 ) -> tuple[int, str, bytes]:
     """Status, content type and body for one request (no I/O beyond calling the page)."""
     if authority is None or not host_allowed(authority, admin_host):
@@ -103,7 +131,7 @@ def respond(
     page = pages.get(path)
     if page is None:
         return 404, "text/plain; charset=utf-8", b"not found\n"
-    ctype, body = page()
+    ctype, body = page(query or {}) if isinstance(page, QueryPage) else page()
     if ctype.startswith("application/json"):
         body = json_safe(body)
     return 200, ctype, body
@@ -167,6 +195,9 @@ class AdminServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self.clients) >= MAX_CLIENTS:
+            writer.transport.abort()
+            return
         if task is not None:
             self.clients.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
@@ -179,10 +210,15 @@ class AdminServer:
                 if request is None:
                     return
                 method = request.method.decode("ascii", "replace")
-                path = request.target.decode("latin-1").split("?", 1)[0]
+                target = request.target.decode("latin-1")
+                path = target.split("?", 1)[0]
                 hosts = [v for k, v in request.headers if k == b"host"]
                 authority = hosts[0].decode("latin-1") if len(hosts) == 1 else None
-                status, ctype, body = respond(method, path, authority, self.host, self.pages)
+                try:
+                    query = query_of(target)
+                except ValueError:  # more fields than MAX_QUERY
+                    query = {}
+                status, ctype, body = respond(method, path, authority, self.host, self.pages, query)
             head = h11.Response(
                 status_code=status, reason=HTTPStatus(status).phrase, headers=response_headers(ctype, len(body))
             )
@@ -191,8 +227,11 @@ class AdminServer:
                 out += conn.send(h11.Data(data=body))
             out += conn.send(h11.EndOfMessage())
             writer.write(out)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, h11.ProtocolError):
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
+        except TimeoutError:
+            writer.transport.abort()  # a client that does not read: its unsent answer is dropped at once
+        except (ConnectionError, h11.ProtocolError):
             pass
         except Exception:  # a page must never take the proxy down
             logger.exception("admin: error serving a request")

@@ -1,8 +1,12 @@
 """One memory budget for everything the shadow side holds: copies' bodies in flight or waiting, response bodies
-kept for comparison or the flow view, and comparison pairs. Beyond it, new holders are refused (copies are then
-dropped as `overload`), so the shadow side's memory stays bounded however many services misbehave at once."""
+kept for comparison or the flow view, comparison pairs, noise prints and stored mismatches. Beyond it, new holders
+are refused (copies are then dropped as `overload`), so the shadow side's memory stays bounded however many
+services misbehave at once."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 
 class MemoryBudget:
@@ -23,3 +27,36 @@ class MemoryBudget:
 
     def release(self, n: int) -> None:
         self.held = max(0, self.held - n)
+
+
+class TimeBudget:
+    """A share of the event loop's time for one kind of work (comparison): the time the work really took is
+    spent from a bucket that refills at `share` seconds per second and holds at most `share` x `burst`. Work may
+    start while the bucket is above zero (so one item may overdraw it by its own cost, then repaid); below it,
+    work is refused, never queued. Measured rather than estimated, so it holds on a slow or busy CPU too.
+    `clock`: monotonic seconds (injectable for tests)."""
+
+    __slots__ = ("share", "cap", "tokens", "last", "clock", "refused")
+
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic, burst: float = 1.0) -> None:
+        self.share = share
+        self.cap = share * burst
+        self.tokens = self.cap
+        self.clock = clock
+        self.last = clock()
+        self.refused = 0
+
+    def allows(self) -> bool:
+        """Whether work may start now; counts a refusal when not."""
+        if self.share == float("inf"):
+            return True  # unlimited (an offline replay)
+        now = self.clock()
+        self.tokens = min(self.cap, self.tokens + (now - self.last) * self.share)
+        self.last = now
+        if self.tokens > 0:
+            return True
+        self.refused += 1
+        return False
+
+    def spend(self, seconds: float) -> None:
+        self.tokens -= seconds

@@ -27,6 +27,7 @@ class Pending:
     tee_over: bool = False
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
     via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
+    request_done: float = 0.0  # time.time() when this addon's request hook ended: production's request goes out next
 
 
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
@@ -84,6 +85,7 @@ def make_copy(
     hash_body: bool,
     context: object,
     via: str | None = None,
+    read_limit: int = 0,
 ) -> Copy:
     """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`; with
     mapping_envoy_headers, marked as Envoy's async client marks a mirror (x-envoy-internal, `via` added to XFF)."""
@@ -104,6 +106,7 @@ def make_copy(
         add=((MARKER, b"1"), *s.add_headers),
         remove=s.remove_headers,
         keep_body=keep_body,
+        read_limit=read_limit,
         hash_body=hash_body,
         context=context,
         http2=shadow.grpc,  # the shadow Mapping's own field (irhttpmappinggroup.py add_cluster_for_mapping)

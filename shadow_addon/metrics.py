@@ -65,6 +65,7 @@ class Metrics:
     reloads: dict[str, int] = field(default_factory=dict)  # result
     compared: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, result
     mismatches: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, kind
+    compare_skipped: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, reason
     config_errors: int = 0
     grpc: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # mapping, service, role, grpc_status
 
@@ -87,9 +88,12 @@ class Metrics:
         key = (mapping, reason)
         self.dropped[key] = self.dropped.get(key, 0) + 1
 
-    def record_compare(self, mapping: str, result: str, kinds: Iterable[str]) -> None:
+    def record_compare(self, mapping: str, result: str, kinds: Iterable[str], reason: str = "") -> None:
         key = (mapping, result)
         self.compared[key] = self.compared.get(key, 0) + 1
+        if result == "skipped":
+            k = (mapping, reason or "other")
+            self.compare_skipped[k] = self.compare_skipped.get(k, 0) + 1
         if result == "mismatch":
             for kind in kinds:
                 k = (mapping, kind)
@@ -148,9 +152,15 @@ class MetricsCollector(Collector):
         if m.compared:
             yield _counter(
                 "shadow_compare",
-                "Compared production/shadow response pairs by result (match, mismatch, noise, skipped).",
+                "Compared production/shadow response pairs by result (match, mismatch, noise, skipped, error).",
                 ("mapping", "result"),
                 m.compared,
+            )
+            yield _counter(
+                "shadow_compare_skipped",
+                "Pairs not compared, by reason (shadow, production, budget, memory, pending, decoding, size, other).",
+                ("mapping", "reason"),
+                m.compare_skipped,
             )
             yield _counter(
                 "shadow_compare_mismatch",

@@ -8,9 +8,12 @@ from typing import Any, Protocol
 
 from . import admin, dashboard, diag, metrics, report
 from .compare.pairing import Pairing
+from .compare.store import PAGE
 from .mappingfiles import MappingFiles
 from .metrics import Metrics
 from .sender import Sender
+
+DASHBOARD_RECORDS = 20  # stored mismatches the dashboard and /report show
 
 
 class State(Protocol):
@@ -30,7 +33,7 @@ def pages(state: State) -> dict[str, admin.Page]:
         "/diag": lambda: ("application/json", _json(_diag(state))),
         "/report": lambda: ("text/plain; charset=utf-8", report_text(state).encode()),
         "/report.json": lambda: ("application/json", _json(report.comparison(state.files.table, state.metrics))),
-        "/diffs": lambda: ("application/json", _json(_diffs(state))),
+        "/diffs": admin.QueryPage(lambda q: ("application/json", _json(_diffs(state, q)))),
     }
 
 
@@ -41,14 +44,14 @@ def snapshot(state: State) -> dict[str, object]:
         "diag": _diag(state),
         "comparison": report.comparison(state.files.table, state.metrics),
         "compare": state.metrics.compare_counts() if state.pairing else None,
-        "diffs": state.pairing.store.to_json() if state.pairing else None,
+        "diffs": state.pairing.store.to_json(0, DASHBOARD_RECORDS) if state.pairing else None,
         "writes": dict(getattr(state, "writes", {})),  # copies of writes per shadow Mapping (a dashboard note)
     }
 
 
 def report_text(state: State) -> str:
     counts = state.metrics.compare_counts() if state.pairing else None
-    diffs = state.pairing.store.to_json() if state.pairing else None
+    diffs = state.pairing.store.to_json(0, DASHBOARD_RECORDS) if state.pairing else None
     return report.text_table(report.comparison(state.files.table, state.metrics), counts, diffs)
 
 
@@ -57,8 +60,15 @@ def _diag(state: State) -> dict[str, Any]:
     return diag.snapshot(f.table, f.loaded, f.loaded_at, f.errors)
 
 
-def _diffs(state: State) -> dict[str, Any]:
-    return state.pairing.store.to_json() if state.pairing else {"enabled": False, "records": [], "groups": []}
+def _diffs(state: State, query: dict[str, str]) -> dict[str, Any]:
+    """One page of stored mismatches, newest first: `?offset=N&limit=M` (M at most store.MAX_PAGE)."""
+    if state.pairing is None:
+        return {"enabled": False, "records": [], "groups": []}
+    return state.pairing.store.to_json(_int(query.get("offset"), 0), _int(query.get("limit"), PAGE))
+
+
+def _int(text: str | None, default: int) -> int:
+    return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) < 10 else default
 
 
 def _metrics(state: State) -> bytes:

@@ -101,19 +101,33 @@ def labels(route: routing.Route | None) -> tuple[str, str]:
     return route.group.members[0].name, REVERSE_TARGET
 
 
-def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None) -> None:
-    """Count production's answer with its latency."""
+def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None, request_done: float = 0.0) -> None:
+    """Count production's answer with its latency, measured as the shadow's is: from the request going out to
+    the last byte of the answer (`latency`)."""
     resp = flow.response
     if resp is None:
         return
-    seconds = None
-    if resp.timestamp_end and flow.request.timestamp_end:
-        seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
-    metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, seconds)
+    metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, latency(flow, request_done))
     if resp.http_version == "HTTP/2.0":  # gRPC runs over HTTP/2 only: HTTP/1 answers skip the look-up
         label = grpcwire.status(resp.headers.fields, resp.trailers.fields if resp.trailers else None)
         if label is not None:
             metrics.record_grpc(*labels(route), PRODUCTION, label)
+
+
+def latency(flow: http.HTTPFlow, request_done: float = 0.0) -> float | None:
+    """Seconds from production's request going out to the last byte of its answer. mitmproxy records no time
+    of writing, so the request goes out at the latest of: the client's request complete, this addon's request
+    hook done (`request_done`, 0 if unknown), the server connection set up (TCP, then TLS). The shadow's
+    latency starts where its request is written, after any connection set-up, so the two compare alike:
+    neither counts the proxy's own work before the request leaves, nor a connection's set-up."""
+    resp, req = flow.response, flow.request
+    if resp is None or not resp.timestamp_end or not req.timestamp_end:
+        return None
+    sc = flow.server_conn
+    start = max(req.timestamp_end, request_done, sc.timestamp_tcp_setup or 0.0, sc.timestamp_tls_setup or 0.0)
+    if start > resp.timestamp_end:  # a connection set up for a later exchange (the answer came on an older one)
+        start = max(req.timestamp_end, request_done)
+    return max(0.0, resp.timestamp_end - start)
 
 
 def record_error(metrics: Metrics, route: routing.Route) -> None:

@@ -103,6 +103,7 @@ class Replay:
         o = ctx.options
         rfile = getattr(o, "rfile", None)
         if rfile and rfile != "-" and self.shadow.pairing is not None:
+            self.shadow.pairing.offline()  # no live production to keep fast: every pair is compared
             self._learning = asyncio.get_running_loop().create_task(self._learn_noise(rfile))
         if ctx.master.addons.get("keepserving") is None or o.keepserving:  # mitmweb and the console keep serving
             return
@@ -218,7 +219,8 @@ class Replay:
                         route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
                         if route is not None and route.group.shadow is not None:
                             # A fresh flow id: no comparison waits for it, so this only learns.
-                            sh.pairing.production_answered(self._as_live(f, route), route.group.shadow.name)
+                            flow = self._as_live(f, route)
+                            sh.pairing.production_answered(flow, route.group.shadow.name, learn_only=True)
                     if i % LEARN_BATCH == LEARN_BATCH - 1:
                         await asyncio.sleep(0)
         except (OSError, exceptions.FlowReadException):

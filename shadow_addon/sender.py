@@ -72,6 +72,7 @@ class Copy:
     add: tuple[tuple[bytes, bytes], ...] = ()
     remove: frozenset[bytes] = frozenset()
     keep_body: int = 0  # bytes of the response body to keep for on_result (0: discard)
+    read_limit: int = 0  # bytes of the response body read at least (0: response_limit), kept or not
     hash_body: bool = False  # compute the whole response body's sha256 while reading (for comparison)
     context: object = None  # opaque, handed back with the outcome (e.g. the production flow's id)
     enqueued: float = 0.0
@@ -199,6 +200,7 @@ class _Conn(asyncio.Protocol):
         self.out: Outcome | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.t0 = 0.0
+        self.written = 0.0  # monotonic time the current copy's request was written
         self.served = 0  # copies answered on this connection: a reused one may have been closed while idle
         self.received = False
         self.retried = False
@@ -218,7 +220,8 @@ class _Conn(asyncio.Protocol):
 
     def send(self, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool = False) -> None:
         self.copy, self.out, self.t0, self.retried = c, out, t0, retried
-        self.reader.start(c.method, c.keep_body, self.sender.response_limit, c.hash_body)
+        self.written = time.monotonic()  # the shadow's latency runs from here, as production's from its request's
+        self.reader.start(c.method, c.keep_body, max(self.sender.response_limit, c.read_limit), c.hash_body)
         self.received = False
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
@@ -591,7 +594,8 @@ class Sender:
         self, pool: Pool, conn: _Conn | None, c: Copy, out: Outcome, t0: float, keep: bool, held: int
     ) -> None:
         """`conn`: the HTTP/1 connection to keep or close; None for an HTTP/2 stream (its connection goes on)."""
-        out.seconds = time.monotonic() - t0
+        # Request written to last byte of the answer: measured as production's is (production.latency).
+        out.seconds = time.monotonic() - ((conn.written if conn is not None else 0.0) or t0)
         pool.capped = 0
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, out.status or 0, out.seconds)
         if conn is None:

@@ -39,6 +39,9 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_absolute_threshold",
         "shadow_compare_endpoints",
         "shadow_grpc_descriptors",
+        "shadow_compare_parse_limit",
+        "shadow_compare_budget",
+        "shadow_compare_report_max",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -235,6 +238,28 @@ def declare(loader: Any) -> None:
         "compared with field names instead of field numbers.",
     )
     add(
+        "shadow_compare_report_max",
+        str,
+        "64m",
+        "Size of shadow_compare_report before it is moved to <file>.1 (replacing the one before) and begun anew. "
+        "0: unbounded.",
+    )
+    add(
+        "shadow_compare_parse_limit",
+        str,
+        "256k",
+        "JSON bodies up to this size are compared field by field; larger ones byte for byte (parsing holds "
+        "mitmproxy's event loop about 40 ms per MB).",
+    )
+    add(
+        "shadow_compare_budget",
+        str,
+        "5%",
+        "Share of mitmproxy's event loop comparison may take (decoding, parsing, learning noise, comparing), "
+        'measured per pair; past it pairs are skipped and counted (shadow_compare_skipped_total{reason="budget"}). '
+        "Identical bodies cost nothing.",
+    )
+    add(
         "shadow_admin",
         str,
         "127.0.0.1:8877",
@@ -373,6 +398,18 @@ def _size(option: str, value: str) -> int | None:
         raise exceptions.OptionsError(f"{option}: expected a size such as 512k or 1m, got {value!r}") from None
 
 
+def _percent(option: str, value: str) -> float:
+    """A share given as a percentage (`5%`, or `5`) as a fraction."""
+    text = value.strip().removesuffix("%").strip()
+    try:
+        share = float(text) / 100
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise exceptions.OptionsError(f"{option}: expected a percentage from 0% to 100% such as 5%, got {value!r}")
+    return share
+
+
 def _nonnegative(option: str, value: str, expected: str) -> float:
     """A finite number >= 0 given as text (mitmproxy's `--set` parses no float options); empty is 0."""
     try:
@@ -386,12 +423,18 @@ def _nonnegative(option: str, value: str, expected: str) -> float:
 
 def _compare(o: Any) -> compare.CompareConfig:
     limit = _size("shadow_compare_body_limit", o.shadow_compare_body_limit)
+    parse_limit = _size("shadow_compare_parse_limit", o.shadow_compare_parse_limit)
+    share = _percent("shadow_compare_budget", o.shadow_compare_budget)
+    report_max = _size("shadow_compare_report_max", o.shadow_compare_report_max)
     try:
         return compare.CompareConfig(
             headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
             descriptors=o.shadow_grpc_descriptors,
+            parse_limit=compare.PARSE_LIMIT if parse_limit is None else parse_limit,
+            loop_share=share,
+            report_max=report_max or 0,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None

@@ -13,6 +13,7 @@ if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: 
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -240,14 +241,16 @@ class Shadow:
         if p is not None and p.tee is not None and flow.id in self.grpc_calls and flow.request.raw_content is None:
             flow.request.raw_content = bytes(p.tee)  # the streamed call whole, as if buffered: flow, capture, copy
             p.tee = None
-        if p is None or p.route.shadow is None or self.sender is None:
+        if p is None:
             return None
-        body = copies.body_of(flow.request, self.settings.body_limit, p)
-        if isinstance(body, str):
-            self._skip_copy(p, body)
-            return None
-        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
-        p.tee, p.sent = None, True
+        if p.route.shadow is not None and self.sender is not None:
+            body = copies.body_of(flow.request, self.settings.body_limit, p)
+            if isinstance(body, str):
+                self._skip_copy(p, body)
+            else:
+                self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
+                p.tee, p.sent = None, True
+        p.request_done = time.time()  # production's latency is measured from here, as the copy's from its write
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -272,7 +275,7 @@ class Shadow:
             return
         if not streamed_call:
             production.edit_response(flow, p.route)
-        production.record(self.metrics, flow, p.route)
+        production.record(self.metrics, flow, p.route, p.request_done)
         if streamed_call and p.route.shadow is not None and not p.sent:
             # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.
             self.metrics.record_drop(p.route.shadow.name, "streamed")
@@ -321,16 +324,25 @@ class Shadow:
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
         to_secondary = None
+        # With comparison on, every answer is read as a compared one is, kept or not: a pair skipped for the
+        # comparison's share must not turn a healthy shadow's answers into capped ones (dropped, backed off).
+        read = self.pairing.config.body_limit if self.pairing is not None and paired else 0
         if self.pairing is not None and paired:
-            keep = max(keep, self.pairing.config.body_limit)
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
             to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
             name = self.pairing.namer.name(req.method, req.path, req.headers)
-            self.pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
+            # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
+            paired = self.pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
+            if paired:
+                keep = max(keep, self.pairing.config.body_limit)
+            else:
+                to_secondary = None
         if req.method.upper() not in copies.READS:
             self.writes[route.shadow.name] = self.writes.get(route.shadow.name, 0) + 1
         hash_body = self.pairing is not None and paired
-        c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via)
+        c = copies.make_copy(
+            req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via, read_limit=read
+        )
         self.sender.submit(c)
         if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
             self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))

@@ -221,3 +221,80 @@ def test_host_match_warning_is_a_diag_notice(tmp_path: Path, upstream, proxy) ->
         sets={"mappings": str(m), "mapping_services": services},  # the default: the client's Host is kept
     )
     assert not [n for n in json.loads(q.admin("/diag")[1])["notices"] if warning in n]
+
+
+# ------------------------------------------------------------------ clients that do not read, pages with a query
+
+
+async def test_a_client_that_does_not_read_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page larger than the socket buffers, asked for by a client that never reads: after WRITE_TIMEOUT the
+    connection is aborted and the server holds nothing for it; a reading client is served meanwhile."""
+    import asyncio
+
+    monkeypatch.setattr(admin, "WRITE_TIMEOUT", 0.5)
+    big = b"x" * (32 << 20)
+    server = admin.AdminServer({"/big": lambda: ("text/plain", big), "/small": lambda: ("text/plain", b"ok")})
+    server.bind("127.0.0.1", 0)
+    await server.serve()
+    try:
+        stuck = socket.create_connection(("127.0.0.1", server.port))
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if server.clients:
+                break
+        assert len(server.clients) == 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+        writer.close()
+        for _ in range(60):  # bounded: 3 s
+            await asyncio.sleep(0.05)
+            if not server.clients:
+                break
+        assert not server.clients  # dropped, its unsent answer with it
+        stuck.close()
+    finally:
+        server.close()
+
+
+async def test_connections_beyond_the_limit_are_closed_unanswered(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    monkeypatch.setattr(admin, "MAX_CLIENTS", 2)
+    server = admin.AdminServer({"/small": lambda: ("text/plain", b"ok")})
+    server.bind("127.0.0.1", 0)
+    await server.serve()
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if len(server.clients) == 2:
+                break
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            got = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:  # aborted: a reset rather than a close
+            got = b""
+        assert got == b""
+        writer.close()
+        for _, w in idle:
+            w.close()
+    finally:
+        server.close()
+
+
+def test_query_pages_get_the_query_and_others_ignore_it() -> None:
+    seen: list[dict[str, str]] = []
+    pages = {
+        "/q": admin.QueryPage(lambda q: (seen.append(q), ("text/plain", b"q"))[1]),
+        "/p": lambda: ("text/plain", b"p"),
+    }
+    assert admin.respond("GET", "/q", "127.0.0.1", "", pages, admin.query_of("/q?offset=5&limit=2"))[2] == b"q"
+    assert seen == [{"offset": "5", "limit": "2"}]
+    assert admin.respond("GET", "/p", "127.0.0.1", "", pages, {"a": "b"})[2] == b"p"
+    with pytest.raises(ValueError):
+        admin.query_of("/q?" + "&".join(f"k{i}=1" for i in range(admin.MAX_QUERY + 1)))

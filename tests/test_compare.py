@@ -31,8 +31,9 @@ from shadow_addon.compare import (
     skipped,
 )
 from shadow_addon.compare import pairing as pairing_module
+from shadow_addon.compare.diff import MAX_DEPTH, MAX_LABEL, Difference, clip
 from shadow_addon.compare.fields import parse_pointer
-from shadow_addon.compare.pairing import Pairing
+from shadow_addon.compare.pairing import PAIR_BYTES, Pairing
 from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
@@ -200,15 +201,36 @@ def test_json_key_order_does_not_matter() -> None:
     assert compare(p, s, CFG).result == "match"
 
 
-def test_array_order_differs_is_a_mismatch() -> None:
+def test_array_order_differs_is_a_mismatch_named_order_only() -> None:
     c = compare(js({"tags": ["x", "y"]}), js({"tags": ["y", "x"]}), CFG)
     assert c.result == "mismatch"
-    assert c.diffs == ['/tags/0: "x" -> "y"', '/tags/1: "y" -> "x"']
+    assert c.diffs == ['/tags: ["x","y"] -> ["y","x"]']
+    assert c.differences == (Difference("/tags", "order only"),)
+    c = compare(js({"tags": ["x", "y"]}), js({"tags": ["y", "y"]}), CFG)
+    assert c.differences == (Difference("/tags/0", "value"),)
+
+
+def test_difference_kinds_are_named() -> None:
+    p = js({"v": 1, "t": 1, "gone": 1, "list": [1, 2], "o": [{"a": 1}, {"b": 2}]})
+    s = js({"v": 2, "t": "1", "new": 1, "list": [1, 2, 3], "o": [{"b": 2}, {"a": 1}]})
+    kinds = {d.field: d.kind for d in compare(p, s, CFG).differences}
+    assert kinds == {
+        "/v": "value",
+        "/t": "type",
+        "/gone": "missing",
+        "/new": "extra",
+        "/list": "array length",
+        "/o/0/a": "missing",
+        "/o/0/b": "extra",
+        "/o/1/b": "missing",
+        "/o/1/a": "extra",
+    }
 
 
 def test_array_lengths_differ() -> None:
     c = compare(js({"items": [{"name": "a"}]}), js({"items": [{"name": "a"}, {"name": "b"}]}), CFG)
-    assert c.diffs == ['/items/1: missing -> {"name":"b"}']
+    assert c.diffs == ["/items: array length 1 -> 2"]
+    assert c.differences == (Difference("/items", "array length"),)
 
 
 def test_missing_and_extra_keys() -> None:
@@ -220,14 +242,16 @@ def test_number_one_equals_one_point_zero_but_not_true_or_string() -> None:
     p = Reply.of(200, JSON, b'{"n": 1, "m": 2.50}')
     assert compare(p, Reply.of(200, JSON, b'{"n": 1.0, "m": 2.5}'), CFG).result == "match"
     c = compare(p, Reply.of(200, JSON, b'{"n": true, "m": "2.5"}'), CFG)
-    assert c.diffs == ["/n: 1 -> true", '/m: 2.5 -> "2.5"']
+    assert c.diffs == ["/n: 1 -> true", '/m: 2.50 -> "2.5"']  # numbers shown as written
 
 
 def test_booleans_are_not_numbers_even_where_python_says_equal() -> None:
     p = Reply.of(200, JSON, b'{"flags": [true, 1], "off": 0}')
     s = Reply.of(200, JSON, b'{"flags": [1, true], "off": false}')
     assert p.parsed() == s.parsed()  # Python's view; JSON's differs
-    assert compare(p, s, CFG).diffs == ["/flags/0: true -> 1", "/flags/1: 1 -> true", "/off: 0 -> false"]
+    assert compare(p, s, CFG).diffs == ["/flags: [true,1] -> [1,true]", "/off: 0 -> false"]
+    s = Reply.of(200, JSON, b'{"flags": [1, 1], "off": 0}')
+    assert compare(p, s, CFG).diffs == ["/flags/0: true -> 1"]
 
 
 def test_type_change_is_one_difference_with_whole_values() -> None:
@@ -260,11 +284,13 @@ def test_json_nan_is_not_json() -> None:
     assert c.diffs == ['body: line 1: "[NaN]" -> "[NaN] "']
 
 
-def test_deeply_nested_json_does_not_recurse() -> None:
+def test_deeply_nested_json_is_walked_to_max_depth_then_compared_whole() -> None:
     deep = "[" * 900 + "1" + "]" * 900
     other = "[" * 900 + "2" + "]" * 900
     c = compare(Reply.of(200, JSON, deep.encode()), Reply.of(200, JSON, other.encode()), CFG)
-    assert c.diffs == ["/0" * 899 + "/0: 1 -> 2"]
+    label, values = c.diffs[0].split(": ", 1)
+    assert len(c.diffs) == 1 and label == clip("/0" * MAX_DEPTH, MAX_LABEL) and len(label) == MAX_LABEL
+    assert values == clip("[" * 1000) + " -> " + clip("[" * 1000)
 
 
 # ------------------------------------------------------------------------------------------ ignore rules
@@ -292,23 +318,63 @@ def test_wildcard_matches_exactly_one_segment() -> None:
 # ------------------------------------------------------------------------------------------ text and binary
 
 
-def test_text_crlf_and_lf_are_equal() -> None:
-    p = raw(b"a\r\nb\rc\n", "text/plain")
-    s = raw(b"a\nb\nc\n", "text/plain")
-    assert compare(p, s, CFG).result == "match"
+def test_text_crlf_and_lf_differ() -> None:
+    p = raw(b"a\r\nb\n", "text/plain")
+    s = raw(b"a\nb\n", "text/plain")
+    assert compare(p, s, CFG).diffs == ['body: line 1: "a\\r" -> "a"']
 
 
 def test_text_difference_names_the_first_differing_line() -> None:
-    c = compare(raw(b"a\r\nb\r\nc", "text/plain"), raw(b"a\nB\nc", "text/plain"), CFG)
+    c = compare(raw(b"a\nb\nc", "text/plain"), raw(b"a\nB\nc", "text/plain"), CFG)
     assert c.kinds == {"body"} and c.diffs == ['body: line 2: "b" -> "B"']
     c = compare(raw(b"a\nb", "text/plain"), raw(b"a", "text/plain"), CFG)
     assert c.diffs == ['body: line 2: "b" -> missing']
 
 
 def test_charset_makes_a_type_textual_and_decodes() -> None:
-    p = raw("é\r\n".encode("latin-1"), "application/x-thing; charset=latin-1")
-    s = raw("é\n".encode("latin-1"), "application/x-thing; charset=latin-1")
-    assert compare(p, s, CFG).result == "match"
+    p = raw("é\nx".encode("latin-1"), "application/x-thing; charset=latin-1")
+    s = raw("é\ny".encode("latin-1"), "application/x-thing; charset=latin-1")
+    assert compare(p, s, CFG).diffs == ['body: line 2: "x" -> "y"']
+
+
+def test_latin1_bodies_that_differ_in_one_byte_differ() -> None:
+    p, s = raw(b"caf\xe9", "text/plain; charset=latin-1"), raw(b"caf\xe8", "text/plain; charset=latin-1")
+    assert compare(p, s, CFG).diffs == ['body: line 1: "café" -> "cafè"']
+    # Undeclared charset: UTF-8, in which both are invalid: compared as bytes, never as replacement characters.
+    p, s = raw(b"caf\xe9", "text/plain"), raw(b"caf\xe8", "text/plain")
+    c = compare(p, s, CFG)
+    assert c.result == "mismatch" and c.diffs[0].startswith("body: 4 bytes sha256 ")
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "hex", "zlib", "no-such-charset", "utf-16"])
+def test_non_text_or_unknown_charset_compares_bytes(charset: str) -> None:
+    p, s = raw(b"YWJj\n", f"text/plain; charset={charset}"), raw(b"YWJk\n", f"text/plain; charset={charset}")
+    c = compare(p, s, CFG)
+    assert c.result == "mismatch" and c.kinds == {"body"}
+    assert compare(p, p, CFG).result == "match"
+
+
+def test_same_text_in_other_bytes_is_a_mismatch() -> None:
+    p = raw("é".encode("latin-1"), "text/plain; charset=latin-1")
+    s = raw("é".encode(), "text/plain; charset=utf-8")
+    c = compare(p, s, CompareConfig(headers=()))
+    assert c.result == "mismatch" and c.diffs[0].startswith("body: the same text in other bytes")
+
+
+def test_numbers_compare_exactly_as_written() -> None:
+    assert compare(Reply.of(200, JSON, b"[1e400]"), Reply.of(200, JSON, b"[1e401]"), CFG).diffs == [
+        "/0: 1E+400 -> 1E+401"
+    ]
+    p, s = Reply.of(200, JSON, b"[0.1000000000000000000001]"), Reply.of(200, JSON, b"[0.1]")
+    assert compare(p, s, CFG).result == "mismatch"
+    assert compare(Reply.of(200, JSON, b"[1e2, 1.0]"), Reply.of(200, JSON, b"[100, 1]"), CFG).result == "match"
+
+
+def test_duplicate_json_keys_are_never_a_silent_match() -> None:
+    p, s = Reply.of(200, JSON, b'{"a":1,"a":2}'), Reply.of(200, JSON, b'{"a":2}')
+    assert p.parsed() is NOT_JSON
+    c = compare(p, s, CFG)
+    assert c.result == "mismatch" and c.diffs == ['body: line 1: "{\\"a\\":1,\\"a\\":2}" -> "{\\"a\\":2}"']
 
 
 def test_binary_compared_by_hash_and_size() -> None:
@@ -418,7 +484,7 @@ def test_compare_with_noise_set_sorts_noisy_fields() -> None:
     n = NoiseSet()
     learn(n, "/ts")
     assert compare(js({"ts": 1, "p": 1}), js({"ts": 2, "p": 1}), CFG, n) == Comparison(
-        "noise", frozenset(), [], ["/ts"]
+        "noise", frozenset(), [], ["/ts"], (Difference("/ts", "value", noise=True),)
     )
     c = compare(js({"ts": 1, "p": 1}), js({"ts": 2, "p": 2}), CFG, n)
     assert (c.result, c.kinds, c.diffs, c.noisy) == ("mismatch", {"body"}, ["/p: 1 -> 2"], ["/ts"])
@@ -758,10 +824,10 @@ def pairing(budget: MemoryBudget | None) -> Pairing:
 
 
 def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> None:
-    budget = MemoryBudget(limit=100)
-    pr = pairing(budget)
     body = js({"k": "x" * 30})
-    n = len(body.body or b"")
+    n = PAIR_BYTES + len(body.body or b"")  # a held reply: its body and what goes with it
+    budget = MemoryBudget(limit=2 * n + n // 2)
+    pr = pairing(budget)
     results: list[Comparison] = []
     pr.expect("1", "m", "GET /", {})
     pr.production("1", body)
@@ -775,7 +841,7 @@ def test_pairing_holds_replies_within_the_budget_and_gives_every_byte_back() -> 
     pr.shadow("3", body, None, results.append)  # the shadow first: its reply is the one held
     assert budget.held == 2 * n
     pr.expect("4", "m", "GET /", {})
-    pr.production("4", body)  # 3n > 100: not held, production unaffected
+    pr.production("4", body)  # 3n > the limit: not held, production unaffected
     assert budget.held == 2 * n and "4" not in pr.pairs
     assert not pr.shadow("4", body, None)  # its shadow is then not compared
     assert pr.metrics.compared[("m", "skipped")] == 1
@@ -794,12 +860,13 @@ def test_pairing_releases_replies_evicted_past_max_pairs(monkeypatch: pytest.Mon
     for key in "abc":
         pr.expect(key, "m", "GET /", {})
         pr.production(key, js({"v": key}))
-    assert len(pr.pairs) == 2 and budget.held == 2 * len(b'{"v": "a"}')
+    held = PAIR_BYTES + len(b'{"v": "a"}')
+    assert len(pr.pairs) == 2 and budget.held == 2 * held
     pr.expect("d", "m", "GET /", {})  # evicts b
-    assert budget.held == len(b'{"v": "a"}')
+    assert budget.held == held
     pr.shadow("c", None, "timeout")
     pr.shadow("d", js({"v": "d"}), None)  # held until production's side comes
-    assert budget.held == len(b'{"v": "d"}')
+    assert budget.held == held
     pr.production("d", None, "error")
     assert budget.held == 0 and not pr.pairs
 

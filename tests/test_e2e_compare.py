@@ -53,7 +53,14 @@ def compare_proxy(
     )
     return proxy(
         f"http://{reverse.address}",
-        sets={"mappings": str(m), "mapping_services": [prod, shadow], "shadow_compare": "true", **sets},
+        sets={
+            "mappings": str(m),
+            "mapping_services": [prod, shadow],
+            "shadow_compare": "true",
+            # These tests check what is compared, on a shared machine: comparison may take the loop it needs.
+            "shadow_compare_budget": "100%",
+            **sets,
+        },
     )
 
 
@@ -288,3 +295,66 @@ def test_a_secondary_that_is_down_leaves_comparison_as_without_one(tmp_path: Pat
     assert metric_sum(mt, "shadow_compare_pending") == 0
     [e] = json.loads(p.admin("/diffs")[1])["judgement"]["endpoints"]
     assert e["provisional"] and e["noise_samples"] == 0 and "secondary" in e["hint"]
+
+
+def test_a_shadow_answering_a_codec_charset_then_healing_is_compared_throughout(
+    tmp_path: Path, upstream, proxy
+) -> None:
+    """`charset=base64` (a codec, not a charset) once made every pair fail and keep its bytes: now such answers
+    are compared as bytes, every pair ends, the memory comes back, and after the shadow heals pairs match.
+    /diffs pages its records; the report file is rotated at its cap."""
+    reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
+    healed = {"on": False}
+    text = {"content-type": "text/plain; charset=utf-8"}
+
+    def prod(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        return 200, text, b"hello " + seen.path.encode() + b"\n"
+
+    def shadow(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        if healed["on"]:
+            return prod(seen)
+        return 200, {"content-type": "text/plain; charset=base64"}, b"aGVsbG8K\n"
+
+    v1.behaviour.responder, v2.behaviour.responder = prod, shadow
+    report = tmp_path / "r.jsonl"
+    p = compare_proxy(
+        tmp_path,
+        proxy,
+        reverse,
+        f"v1={v1.address}",
+        f"v2={v2.address}",
+        shadow_compare_report=str(report),
+        shadow_compare_report_max="4k",
+    )
+    for i in range(30):
+        assert p.request("GET", f"/t/{i}")[0] == 200
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 30, 15, 0.2)
+    healed["on"] = True
+    for i in range(10):
+        assert p.request("GET", f"/t/{i}")[0] == 200
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 40, 15, 0.2)
+    mt = metrics_of(p)
+    assert metric_sum(mt, "shadow_compare_total", result="mismatch") == 30
+    assert metric_sum(mt, "shadow_compare_total", result="match") == 10
+    assert metric_sum(mt, "shadow_compare_total", result="error") == 0
+    assert metric_sum(mt, "shadow_compare_pending") == 0
+    page = json.loads(p.admin("/diffs?offset=5&limit=3")[1])
+    assert (page["total"], page["offset"], page["limit"], len(page["records"])) == (30, 5, 3, 3)
+    assert page["records"][0]["shadow"]["body_binary"] is True  # a codec is not a charset: no text preview
+    assert [r["request"]["path"] for r in page["records"]] == ["/t/24", "/t/23", "/t/22"]
+    assert report.stat().st_size <= 4096 and Path(str(report) + ".1").stat().st_size <= 4096
+
+
+def test_past_its_share_of_the_loop_comparison_skips_and_production_is_unaffected(
+    tmp_path: Path, upstream, proxy
+) -> None:
+    reverse, v1, v2 = upstream("reverse"), upstream("v1"), upstream("v2")
+    v1.behaviour.responder, v2.behaviour.responder = app("v1"), app("v2")
+    p = compare_proxy(tmp_path, proxy, reverse, f"v1={v1.address}", f"v2={v2.address}", shadow_compare_budget="0%")
+    for _ in range(5):
+        status, _, body = p.request("GET", "/field")
+        assert status == 200 and json.loads(body)["price"] == 10
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == 5, 15, 0.2)
+    mt = metrics_of(p)
+    assert metric_sum(mt, "shadow_compare_skipped_total", reason="budget") == 5
+    assert metric_sum(mt, "shadow_compare_pending") == 0 and v2.count() == 5  # the copies were still sent

@@ -13,6 +13,7 @@ FAMILIES = {
     "shadow_dropped": ("counter", {"mapping", "reason"}),
     "shadow_compare": ("counter", {"mapping", "result"}),
     "shadow_compare_mismatch": ("counter", {"mapping", "kind"}),
+    "shadow_compare_skipped": ("counter", {"mapping", "reason"}),
     "shadow_config_reloads": ("counter", {"result"}),
     "shadow_config_errors": ("gauge", set()),
     "shadow_inflight": ("gauge", {"service"}),

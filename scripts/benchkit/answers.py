@@ -93,3 +93,52 @@ def bomb_gzip(mib: int = BOMB_MIB) -> bytes:
     """The same as Content-Encoding: gzip (~1 MB per GiB)."""
     c = zlib.compressobj(6, zlib.DEFLATED, 31)
     return response(_zeros(mib, c.compress, c.flush), ("Content-Encoding", "gzip"))
+
+
+# The comparison's hard cases: answers that differ in ways that once made comparing cost production dearly.
+def json_answer(doc: object, *headers: tuple[str, str]) -> bytes:
+    return response(json.dumps(doc, separators=(",", ":")).encode(), *headers)
+
+
+def listing(n: int, tag: str) -> list[dict[str, object]]:
+    """A JSON list of n records (~90 bytes each): `tag` changes every element's name."""
+    return [{"id": i, "name": f"widget {i} {tag}", "price": i * 1.25, "stock": i % 17, "ok": True} for i in range(n)]
+
+
+LIST_ITEMS = 1300  # ~90 KB
+
+
+def list_answer(tag: str) -> bytes:
+    return json_answer(listing(LIST_ITEMS, tag))
+
+
+def big_json() -> bytes:
+    """~1 MB of JSON (under the 1 MiB compare limit): a shadow answering far more than production does."""
+    return json_answer(listing(13_500, "big"))
+
+
+def gzip_json() -> bytes:
+    """gzip of a JSON document decoding to ~1,040,000 bytes (under the 1 MiB compare limit)."""
+    doc = json.dumps(listing(15_000, "gz"), separators=(",", ":")).encode()
+    cut = doc[: 1_040_000 - 1].rsplit(b",{", 1)[0] + b"]"
+    return response(_gzip(cut), ("Content-Encoding", "gzip"))
+
+
+def _gzip(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+DEEP = 4000
+
+
+def deep_answer(leaf: int = 1, ts: int | None = None) -> bytes:
+    """~8 KB of JSON nested DEEP arrays deep; with `ts`, inside an object beside a field that varies."""
+    nested = "[" * DEEP + str(leaf) + "]" * DEEP
+    body = nested if ts is None else f'{{"ts":{ts},"d":{nested}}}'
+    return response(body.encode())
+
+
+def wide_answer(fill: str) -> bytes:
+    """20 JSON keys of 50 KB each (~1 MB): labels that would be kept whole."""
+    return json_answer({f"{i:02d}" + fill * 50_000: i for i in range(20)})

@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"MiB the bomb and bombgz answers inflate to (default {BOMB_MIB}: the gzip one then stays under the "
         "addon's 1 MiB compare limit; the addon decodes each in memory, so mind the machine's RAM)",
     )
+    p.add_argument(
+        "--addon",
+        metavar="DIR",
+        help="a directory holding the shadow_addon/ to measure (default: this repository's), e.g. an older "
+        "release checked out with `git archive REV shadow_addon | tar -x -C DIR`, for a before/after table",
+    )
     p.add_argument("--client", choices=("auto", "asyncio", "wrk"), default="auto", help="load generator")
     p.add_argument("--upstreams", choices=("auto", "asyncio", "nginx"), default="auto", help="upstream servers")
     p.add_argument(

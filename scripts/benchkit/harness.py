@@ -71,10 +71,10 @@ def git_revision() -> str:
         return "unknown"
 
 
-def snapshot_addon(dest: Path) -> str:
+def snapshot_addon(dest: Path, src: Path = ADDON_SRC) -> str:
     """Copy shadow_addon/ to dest/shadow_addon, so every run tests the same code even if the working tree
     changes during the benchmark (mitmdump runs with PYTHONPATH=dest). Returns a hash of the copied sources."""
-    shutil.copytree(ADDON_SRC, dest / "shadow_addon", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(src, dest / "shadow_addon", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     h = hashlib.sha256()
     for f in sorted((dest / "shadow_addon").rglob("*.py")):
         h.update(f.relative_to(dest).as_posix().encode() + b"\0" + f.read_bytes())
@@ -104,7 +104,8 @@ def make_setup(
 ) -> Setup:
     """Snapshot shadow_addon/ into tmp and describe how mitmdump runs."""
     addon_dir = tmp / "addon"
-    addon_rev = snapshot_addon(addon_dir)
+    src = Path(args.addon) / "shadow_addon" if getattr(args, "addon", None) else ADDON_SRC
+    addon_rev = snapshot_addon(addon_dir, src)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
     admin = addon_has_option(addon_dir, "shadow_admin") and not any(
@@ -171,14 +172,15 @@ def mitmdump_cmd(s: Setup, scn: Scenario, proxy_port: int, admin_port: int | Non
     cmd = [s.mitmdump, "-q"]
     if scn.addon:
         cmd += ["-s", str(s.addon / "shadow_addon" / "addon.py")]
-    cmd += ["--mode", f"reverse:http://{HOST}:{ports['prod']}", "--listen-host", HOST, "-p", str(proxy_port)]
+    prod = ports[scn.production]
+    cmd += ["--mode", f"reverse:http://{HOST}:{prod}", "--listen-host", HOST, "-p", str(proxy_port)]
     if scn.addon:
         assert scn.shadow is not None
         cmd += [
             "--set",
             f"mappings={s.tmp / 'mappings.yaml'}",
             "--set",
-            f"mapping_services=prod-svc={HOST}:{ports['prod']}",
+            f"mapping_services=prod-svc={HOST}:{prod}",
             "--set",
             f"mapping_services=shadow-svc={HOST}:{ports[scn.shadow]}",
         ]

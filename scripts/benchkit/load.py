@@ -45,8 +45,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
-def bench_request(port: int) -> bytes:
-    return b"GET /bench HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (HOST.encode(), port)
+def bench_request(port: int, path: bytes = b"/bench") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: shadow-bench\r\n\r\n" % (path, HOST.encode(), port)
+
+
+def bench_requests(port: int, paths: int) -> list[bytes]:
+    """One request per URL: `GET /bench` alone, or `GET /bench/0` .. `/bench/{paths-1}` taken in turn."""
+    if paths <= 1:
+        return [bench_request(port)]
+    return [bench_request(port, b"/bench/%d" % i) for i in range(paths)]
 
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
@@ -66,8 +73,9 @@ class ClosedLoop:
     """C keep-alive connections each sending ``GET /bench`` back to back until stop() or the deadline
     (perf_counter); every exchange is handed to `record`."""
 
-    def __init__(self, port: int, connections: int, deadline: float, record: Record) -> None:
+    def __init__(self, port: int, connections: int, deadline: float, record: Record, paths: int = 1) -> None:
         self.port, self.connections, self.deadline, self.record = port, connections, deadline, record
+        self.paths = paths
         self.stopping = False
         self.tasks: list[asyncio.Task[None]] = []
         self.gave_up = 0  # connections that stopped after MAX_FAILURES failures in a row
@@ -92,7 +100,8 @@ class ClosedLoop:
                 t.cancel()
 
     async def _connection(self) -> None:
-        request = bench_request(self.port)
+        requests = bench_requests(self.port, self.paths)
+        sent = 0
         clock = time.perf_counter
         writer: asyncio.StreamWriter | None = None
         failures = 0
@@ -106,7 +115,8 @@ class ClosedLoop:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5.0)
                         t0 = clock()
                     assert writer is not None
-                    ok = await exchange(reader, writer, request)
+                    ok = await exchange(reader, writer, requests[sent % len(requests)])
+                    sent += 1
                     self.record(t0, clock(), ok)
                     failures = 0
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
@@ -122,7 +132,9 @@ class ClosedLoop:
                 writer.close()
 
 
-async def asyncio_load(port: int, connections: int, warmup: float, duration: float, mark: Mark) -> LoadResult:
+async def asyncio_load(
+    port: int, connections: int, warmup: float, duration: float, mark: Mark, paths: int = 1
+) -> LoadResult:
     """The closed loop for warm-up + duration; only requests started and completed inside the measured window
     count, errors count throughout."""
     res = LoadResult()
@@ -136,7 +148,7 @@ async def asyncio_load(port: int, connections: int, warmup: float, duration: flo
         elif t0 >= t_measure and t1 <= t_end:
             lat.append(t1 - t0)
 
-    load = ClosedLoop(port, connections, t_end, record)
+    load = ClosedLoop(port, connections, t_end, record, paths)
     load.start()
     try:
         await asyncio.sleep(max(0.0, t_measure - time.perf_counter()))

@@ -14,8 +14,10 @@ from benchkit.harness import max_inflight, prepared, run_meta, started
 from benchkit.procs import ROOT, log
 from benchkit.report import counts, fmt, publish, table
 from benchkit.runs import Run, measure
-from benchkit.scenarios import HOSTILE, SCENARIOS
+from benchkit.scenarios import SCENARIOS
+from benchkit.servers import SERVERS
 from benchkit.summary import notes, summarise
+from benchkit.upstreams import ORDINARY
 
 
 def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str]:
@@ -112,7 +114,9 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
         raise SystemExit("--client wrk: wrk is not on PATH")
     runs: list[Run] = []
     client = "wrk -t1" if wrk else "asyncio (benchkit, main process)"
-    hostile = tuple(n for n in names if n in HOSTILE)
+    # The second server process: the hostile shadows and the comparison cases' own upstreams.
+    own = {u for n in names for u in (SCENARIOS[n].shadow, SCENARIOS[n].production) if u in SERVERS}
+    hostile = tuple(sorted(u for u in own if u not in ORDINARY))
     async with prepared(args, "shadow-bench-", wrk, hostile) as setup:
         ups = setup.ups
         log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")

@@ -60,7 +60,7 @@ def delta(after: dict[str, dict[str, int]], before: dict[str, dict[str, int]], n
 
 
 async def settle(
-    ups: Upstreams, before: dict[str, dict[str, int]], shadow: str | None, seconds: float
+    ups: Upstreams, before: dict[str, dict[str, int]], shadow: str | None, seconds: float, production: str = "prod"
 ) -> dict[str, dict[str, int]]:
     """Give stragglers up to `seconds` for the shadow to catch up with production; returns the last counts."""
     t0 = time.monotonic()
@@ -68,7 +68,7 @@ async def settle(
     for _ in range(int(seconds / 0.1) + 1):
         if time.monotonic() - t0 >= seconds:
             break
-        if shadow is None or delta(after, before, shadow, "requests") >= delta(after, before, "prod", "requests"):
+        if shadow is None or delta(after, before, shadow, "requests") >= delta(after, before, production, "requests"):
             break
         await asyncio.sleep(0.1)
         after = await ups.stats()
@@ -109,10 +109,10 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
             if s.wrk:
                 load = await wrk_load(s.wrk, mitm.port, args.connections, args.warmup, args.duration, mark)
             else:
-                load = await asyncio_load(mitm.port, args.connections, args.warmup, args.duration, mark)
+                load = await asyncio_load(mitm.port, args.connections, args.warmup, args.duration, mark, scn.paths)
 
             t_settle = time.monotonic()
-            after = await settle(s.ups, before, scn.shadow, args.settle)
+            after = await settle(s.ups, before, scn.shadow, args.settle, scn.production)
             run.settle_s = round(time.monotonic() - t_settle, 2)
             m = await scrape(mitm.admin_port)
             run.addon_drops, run.addon_shadow_codes, run.addon_compare = m.drops, m.shadow_codes, m.compare
@@ -124,7 +124,7 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
         if s.probe is not None and len(snaps) >= 2:
             run.core_speed = s.probe.mean(snaps[0].t, snaps[-1].t)
             run.rps_norm = run.rps / run.core_speed
-        run.prod_received = delta(after, before, "prod", "requests")
+        run.prod_received = delta(after, before, scn.production, "requests")
         if scn.shadow is not None and scn.shadow in after:
             run.shadow_received = delta(after, before, scn.shadow, "requests")
             run.shadow_marked = delta(after, before, scn.shadow, "marked")

@@ -39,6 +39,7 @@ class Behaviour:
     delay: float = 0.0  # seconds before answering
     blackhole: bool = False  # read requests, never answer
     response: bytes = b""  # the complete answer
+    responses: tuple[bytes, ...] = ()  # instead of `response`: these in turn, one per request
     endless: answers.Endless | None = None  # instead of `response`: an answer that never ends
 
 
@@ -64,6 +65,17 @@ SERVERS: dict[str, Callable[[int], Behaviour]] = {
     "stream10": _endless(answers.stream10),
     "bomb": lambda mib: Behaviour(response=answers.bomb_br(mib)),
     "bombgz": lambda mib: Behaviour(response=answers.bomb_gzip(mib)),
+    # The comparison's hard cases (production's side, then the shadow's).
+    "prodlist": lambda _mib: Behaviour(response=answers.list_answer("a")),
+    "listsame": lambda _mib: Behaviour(response=answers.list_answer("a")),
+    "listdiff": lambda _mib: Behaviour(response=answers.list_answer("b")),
+    "bigjson": lambda _mib: Behaviour(response=answers.big_json()),
+    "gzjson": lambda _mib: Behaviour(response=answers.gzip_json()),
+    "proddeep": lambda _mib: Behaviour(response=answers.deep_answer()),
+    "deepsame": lambda _mib: Behaviour(response=answers.deep_answer()),
+    "proddeepts": lambda _mib: Behaviour(responses=(answers.deep_answer(1, 1), answers.deep_answer(1, 2))),
+    "deepleaf": lambda _mib: Behaviour(response=answers.deep_answer(2, 3)),
+    "wide": lambda _mib: Behaviour(response=answers.wide_answer("k")),
 }
 # The soak's switchable shadow ("flap", one port): mode -> (delay, black hole); None: down (port closed).
 SWITCH_MODES: dict[str, tuple[float, bool] | None] = {
@@ -147,7 +159,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _answer(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.behaviour.response)
+            how = self.behaviour
+            n = self.stats.answered
+            self.transport.write(how.responses[n % len(how.responses)] if how.responses else how.response)
             self.stats.answered += 1
 
     def _begin_endless(self, e: answers.Endless) -> None:
@@ -269,7 +283,7 @@ async def serve(names: list[str], bomb_mib: int) -> None:
     if switch is not None:
         await switch.listen()
         ports["flap"] = switch.port
-    sizes = {name: len(how.response) for name, how in hows.items() if how.response}
+    sizes = {name: len(how.response or how.responses[0]) for name, how in hows.items() if how.response or how.responses}
     sys.stdout.write(json.dumps({"ports": ports, "answer_bytes": sizes}) + "\n")
     sys.stdout.flush()
     reader = asyncio.StreamReader()

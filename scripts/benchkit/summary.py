@@ -12,7 +12,7 @@ from typing import Any
 from benchkit import report
 from benchkit.report import Check, counts, spread
 from benchkit.runs import Run
-from benchkit.scenarios import BAD_SHADOWS, HOSTILE, SCENARIOS
+from benchkit.scenarios import BAD_SHADOWS, COMPARE_CASES, HOSTILE, SCENARIOS
 
 FD_SLACK = 16
 OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: flagged as disturbed
@@ -122,6 +122,18 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
         res = "n/a" if not want else "PASS" if got >= want else "PASS*" if frac >= 0.999 else "FAIL"
         checks.append(Check("healthy: delivery to the shadow", f"{frac:.4%} ({got}/{want})", "100%", res, frac))
     throughput_check("compare", 0.80)
+    if "compare" in by and "healthy" in by:
+        # Comparing every pair of a healthy shadow costs production little beyond copying it.
+        key = "rps_norm" if normalised else "rps"
+        per_round = [
+            getattr(r, key) / getattr(by["healthy"][i], key)
+            for i, r in by["compare"].items()
+            if i in by["healthy"] and getattr(by["healthy"][i], key) > 0
+        ]
+        v = _median(per_round)
+        res = "n/a" if math.isnan(v) else "PASS" if v >= 0.85 else "FAIL"
+        label = "throughput at equal CPU speed" if normalised else "throughput"
+        checks.append(Check(f"compare vs healthy: {label}", f"{v:.3f}x{spread(per_round)}", ">= 0.85x", res, v))
     if "compare" in summary:
         compared = summary["compare"]["addon_compare"]
         total = sum(compared.values())
@@ -149,6 +161,10 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
             Check("blackhole: peak open fds", f"{b['peak_fds']} (plain {p['peak_fds']})", f"<= {fd_limit}", res)
         )
     rss_check("blackhole", "plain", RSS_HEADROOM_MIB)
+    for n in COMPARE_CASES:
+        throughput_check(n, 0.90)
+        ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
+        rss_check(n, SCENARIOS[n].reference or "compare", HOSTILE_RSS_MIB)
     for n in HOSTILE:
         throughput_check(n, 0.95)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)

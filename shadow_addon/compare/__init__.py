@@ -2,7 +2,18 @@
 the diff, endpoint names, the mismatch store, and decoding bodies without trusting their size."""
 
 from .decode import decode_capped
-from .diff import MAX_LISTED, MAX_VALUE, CompareConfig, Comparison, compare, skipped
+from .diff import (
+    LOOP_SHARE,
+    MAX_LISTED,
+    MAX_VALUE,
+    PARSE_LIMIT,
+    CompareConfig,
+    Comparison,
+    Difference,
+    compare,
+    failed,
+    skipped,
+)
 from .endpoints import EndpointNamer, endpoint
 from .fields import parse_ignore, pointer
 from .noise import NoiseLearner, NoiseSet, request_key
@@ -15,9 +26,12 @@ __all__ = [
     "MAX_VALUE",
     "NOT_JSON",
     "OTHER",
+    "PARSE_LIMIT",
+    "LOOP_SHARE",
     "CompareConfig",
     "Comparison",
     "EndpointNamer",
+    "Difference",
     "MismatchStore",
     "NoiseLearner",
     "NoiseSet",
@@ -25,6 +39,7 @@ __all__ = [
     "compare",
     "decode_capped",
     "endpoint",
+    "failed",
     "parse_ignore",
     "pointer",
     "record_line",

@@ -73,14 +73,14 @@ def off_loop(body: bytes, content_encoding: str, limit: int) -> bool:
     is one last block of at most 1 MiB (the decoder then sizes its ring buffer to it). A brotli coding under
     another one is not seen until that one is undone: off the loop too. (A body `known_refused` is not decoded
     at all.)"""
-    codings = _codings(content_encoding)
-    if not codings or not body:
+    coding_list = codings(content_encoding)
+    if not coding_list or not body:
         return False
     if limit > 1 << LOOP_WINDOW_BITS:
         return True
-    if "br" not in codings:
+    if "br" not in coding_list:
         return False
-    if codings[-1] != "br":
+    if coding_list[-1] != "br":
         return True
     head = brotli_head(body)
     if head is None:
@@ -122,14 +122,14 @@ def brotli_head(body: bytes) -> tuple[int, bool, int | None] | None:
     return window_bits, last, take(4 * (nibbles + 4)) + 1
 
 
-def _codings(content_encoding: str) -> list[str]:
+def codings(content_encoding: str) -> list[str]:
     """The codings in the order applied (RFC 9110 section 8.4), identity left out."""
     return [c for c in (c.strip() for c in content_encoding.lower().split(",")) if c not in ("", "identity")]
 
 
 def _decode(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     data = body
-    for coding in reversed(_codings(content_encoding)):  # undone last first
+    for coding in reversed(codings(content_encoding)):  # undone last first
         decoder = _DECODERS.get(coding)
         if decoder is None:
             return None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 ROOT = "(root)"
 
@@ -53,18 +54,77 @@ def general(path: Path) -> Pattern:
     return tuple(None if is_index(s) else s for s in path)
 
 
+_END = object()  # trie key: a pattern ends here (and covers everything beneath)
+State = tuple[dict[Any, Any], ...]  # the trie nodes a path has reached
+NOTHING: State = ()  # no pattern can match below: stepping on costs nothing
+
+
+class Trie:
+    """Patterns as a trie, so that a walk down a document tests a node against every pattern in O(1) (the few
+    trie nodes reached so far), not O(depth) per pattern per node. `wildcard_indices`: a None segment stands for
+    an array index only (learned noise); otherwise for any one segment (ignore rules)."""
+
+    __slots__ = ("root", "wildcard_indices", "size")
+
+    def __init__(self, wildcard_indices: bool = False) -> None:
+        self.root: dict[Any, Any] = {}
+        self.wildcard_indices = wildcard_indices
+        self.size = 0
+
+    def add(self, pattern: Pattern) -> None:
+        node = self.root
+        for seg in pattern:
+            node = node.setdefault(seg, {})
+        if _END not in node:
+            node[_END] = True
+            self.size += 1
+
+    def start(self) -> State:
+        return (self.root,) if self.size else NOTHING
+
+    def step(self, state: State, seg: str) -> tuple[State, bool]:
+        """The state below segment `seg`, and whether a pattern covers that node."""
+        if not state:
+            return NOTHING, False
+        out: list[dict[Any, Any]] = []
+        wild = not self.wildcard_indices or is_index(seg)
+        for node in state:
+            for child in (node.get(seg), node.get(None) if wild else None):
+                if child is not None:
+                    if _END in child:
+                        return NOTHING, True
+                    out.append(child)
+        return tuple(out), False
+
+    def covers(self, path: Iterable[str]) -> bool:
+        state = self.start()
+        if state and _END in self.root:
+            return True
+        for seg in path:
+            state, covered = self.step(state, seg)
+            if covered:
+                return True
+            if not state:
+                return False
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class IgnoreRules:
     """Header names and JSON pointer patterns never compared. A pattern also covers everything beneath it."""
 
     headers: frozenset[str] = frozenset()
     pointers: tuple[Pattern, ...] = ()
+    trie: Trie = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        trie = Trie()
+        for p in self.pointers:
+            trie.add(p)
+        object.__setattr__(self, "trie", trie)
 
     def covers(self, path: Path) -> bool:
-        n = len(path)
-        return any(
-            len(p) <= n and all(s is None or s == x for s, x in zip(p, path, strict=False)) for p in self.pointers
-        )
+        return self.trie.covers(path)
 
 
 def parse_ignore(entries: Iterable[str]) -> IgnoreRules:

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .fields import Path, Pattern, general, is_index
+from ..budget import MemoryBudget
+from .fields import Path, Pattern, Trie, general, is_index
 from .reply import NOT_JSON, Reply
 
 Kind = Literal["status", "body", "header", "path"]
@@ -20,7 +21,7 @@ class NoiseSet:
     """Fields known to vary between two production answers to the same request, for one mapping. Bounded: once
     full, new fields are not learned (a noisy field then shows as a mismatch: loud rather than hidden)."""
 
-    __slots__ = ("capacity", "status", "body", "headers", "paths")
+    __slots__ = ("capacity", "status", "body", "headers", "paths", "trie", "exact_keys", "general_keys")
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
@@ -28,14 +29,23 @@ class NoiseSet:
         self.body = False  # the body compared as text or by hash
         self.headers: set[str] = set()  # lower-case names
         self.paths: set[Pattern] = set()  # exact paths and generalised ones (None for an array index)
+        self.trie = Trie(wildcard_indices=True)  # `paths` again, for `covers` in O(depth) and walks in O(1) a node
+        # Path keys (see `_flatten`) of fields already learned or tried: a print's changed fields are named (an
+        # O(depth) walk up) only once each, so learning stays linear in the body.
+        self.exact_keys: set[int] = set()
+        self.general_keys: set[int] = set()
 
     def __len__(self) -> int:
         return self.status + self.body + len(self.headers) + len(self.paths)
 
+    @property
+    def full(self) -> bool:
+        return len(self) >= self.capacity
+
     def learn(self, kind: Kind, value: Any = None) -> bool:
-        """Learn a field: `status`, `body`, `header` (a lower-case name) or `path` (a pattern, None for any one
-        segment). Returns whether it was added (False when already known or full)."""
-        if self._knows(kind, value) or len(self) >= self.capacity:
+        """Learn a field: `status`, `body`, `header` (a lower-case name) or `path` (a pattern, None for any array
+        index). Returns whether it was added (False when already known or full)."""
+        if self._knows(kind, value) or self.full:
             return False
         if kind == "status":
             self.status = True
@@ -45,6 +55,7 @@ class NoiseSet:
             self.headers.add(value)
         else:
             self.paths.add(value)
+            self.trie.add(value)
         return True
 
     def _knows(self, kind: Kind, value: Any) -> bool:
@@ -58,17 +69,7 @@ class NoiseSet:
 
     def covers(self, path: Path) -> bool:
         """A path is noise when it, or a field above it, was learned (exactly, or with any array index)."""
-        paths = self.paths
-        if not paths:
-            return False
-        if () in paths:
-            return True
-        pattern: Pattern = ()
-        for i, seg in enumerate(path):
-            pattern += (None if is_index(seg) else seg,)
-            if pattern in paths or path[: i + 1] in paths:
-                return True
-        return False
+        return self.trie.covers(path)
 
 
 def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[str] = ()) -> str:
@@ -84,6 +85,13 @@ def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[s
 
 
 _OBJECT, _ARRAY = "{}", "[]"  # fingerprint values of containers (leaves are ints)
+ROOT_KEY = 0
+MAX_DEPTH = 128  # a body nested deeper keeps no field detail (the diff compares such a subtree as one value)
+NODE_BYTES = 256  # what one node of a print costs in memory (tracemalloc: ~241 bytes, rounded up)
+PRINT_BYTES = 400  # what a print costs besides its nodes
+
+# One node of a flattened body: (parent's key, segment, value hash or container marker, generalised key).
+Node = tuple[int, str, int | str, int]
 
 
 @dataclass(slots=True)
@@ -92,29 +100,50 @@ class _Print:
 
     status: int
     headers: tuple[int, ...]  # hashes of the compared headers' values
-    body: dict[Path, int | str] | str | None  # JSON: path -> value hash; else size:sha256; None: not kept
+    body: dict[int, Node] | str | None  # JSON: path key -> node; else size:sha256; None: not kept
     nodes: int
     sent: tuple[int, str]  # size and sha256 of the body as sent ("" when unknown): an identical answer teaches nothing
 
+    @property
+    def bytes(self) -> int:
+        return PRINT_BYTES + self.nodes * NODE_BYTES
 
-def _flatten(doc: Any, max_nodes: int) -> dict[Path, int | str] | None:
-    """Every node of a JSON document: containers as markers, leaves as a hash (1 and 1.0 hash alike, true and 1
-    do not). None when it has more than `max_nodes` nodes. Iterative: depth is bounded only by the parser."""
-    out: dict[Path, int | str] = {}
-    stack: list[tuple[Path, Any]] = [((), doc)]
+
+def _flatten(doc: Any, max_nodes: int) -> dict[int, Node] | None:
+    """Every node of a JSON document under a key that stands for its path: containers as markers, leaves as a
+    hash (1 and 1.0 hash alike, true and 1 do not). A path is never built: a node's key is the hash of its
+    parent's key and its segment, so the print is linear in the body however deep it is (a path is named, by
+    walking up the parents, only when it is learned). None when it has more than `max_nodes` nodes or is nested
+    deeper than MAX_DEPTH."""
+    out: dict[int, Node] = {}
+    stack: list[tuple[int, int, str, int, int, Any]] = [(ROOT_KEY, 0, "", ROOT_KEY, 0, doc)]
     while stack:
-        path, v = stack.pop()
-        if len(out) + len(stack) + (len(v) if isinstance(v, dict | list) else 0) >= max_nodes:
+        key, parent, seg, gkey, depth, v = stack.pop()
+        if len(out) + len(stack) + (len(v) if isinstance(v, dict | list) else 0) >= max_nodes or depth > MAX_DEPTH:
             return None  # before pushing a large container's children: the work stays within max_nodes
         if isinstance(v, dict):
-            out[path] = _OBJECT
-            stack.extend((path + (k,), w) for k, w in v.items())
+            out[key] = (parent, seg, _OBJECT, gkey)
+            stack.extend(
+                (hash((key, k)), key, k, hash((gkey, None if is_index(k) else k)), depth + 1, w) for k, w in v.items()
+            )
         elif isinstance(v, list):
-            out[path] = _ARRAY
-            stack.extend((path + (str(i),), w) for i, w in enumerate(v))
+            out[key] = (parent, seg, _ARRAY, gkey)
+            # An index's general key is its parent's with a wildcard: every element shares it.
+            stack.extend((hash((key, str(i))), key, str(i), hash((gkey, None)), depth + 1, w) for i, w in enumerate(v))
         else:
-            out[path] = hash((type(v) is bool, type(v) is str, v))
+            out[key] = (parent, seg, hash((type(v) is bool, type(v) is str, v)), gkey)
     return out
+
+
+def _path(nodes: dict[int, Node], key: int) -> Path:
+    segs: list[str] = []
+    for _ in range(MAX_DEPTH + 2):  # bounded: prints are at most MAX_DEPTH deep
+        if key == ROOT_KEY:
+            break
+        parent, seg, _, _ = nodes[key]
+        segs.append(seg)
+        key = parent
+    return tuple(reversed(segs))
 
 
 class NoiseLearner:
@@ -139,14 +168,20 @@ class NoiseLearner:
         max_noise: int = 256,
         max_nodes: int = 4096,
         node_budget: int = 200_000,
+        budget: MemoryBudget | None = None,
+        parse_limit: int | None = None,
     ) -> None:
         self.headers = tuple(h.lower() for h in headers)
         self.max_keys = max_keys
         self.max_noise = max_noise
         self.max_nodes = min(max_nodes, node_budget)
         self.node_budget = node_budget
+        self.parse_limit = parse_limit  # a larger body is learned by its hash, not parsed
+        self.budget = budget  # every print's bytes are held in it; a print that does not fit is not kept
         self.prints: OrderedDict[tuple[str, str], _Print] = OrderedDict()  # (mapping, key), least recent first
         self.nodes = 0  # JSON nodes held by `prints`
+        self.held = 0  # bytes of `prints` held in `budget`
+        self.not_kept = 0  # prints refused by the memory budget
         self._noise: dict[str, NoiseSet] = {}
 
     def noise(self, mapping: str) -> NoiseSet:
@@ -155,33 +190,55 @@ class NoiseLearner:
             s = self._noise[mapping] = NoiseSet(self.max_noise)
         return s
 
+    def seen(self, mapping: str, key: str, reply: Reply) -> bool:
+        """Whether `reply` is production's same bytes again for this request (it teaches nothing, and is not
+        parsed): the caller need not pay for its parse."""
+        old = self.prints.get((mapping, key))
+        return (
+            old is not None
+            and bool(reply.body_sha256)
+            and old.sent == (reply.body_size, reply.body_sha256)
+            and (old.status, old.headers) == (reply.status, tuple(hash(reply.header(h)) for h in self.headers))
+        )
+
     def observe(self, mapping: str, key: str, reply: Reply) -> None:
         if reply.status >= 500:
             return
-        old = self.prints.get((mapping, key))
-        headers = tuple(hash(reply.header(h)) for h in self.headers)
-        if (
-            old is not None
-            and reply.body_sha256
-            and old.sent == (reply.body_size, reply.body_sha256)
-            and (old.status, old.headers) == (reply.status, headers)
-        ):
+        if self.seen(mapping, key, reply):
             self.prints.move_to_end((mapping, key))  # the same bytes again: nothing changed, no need to look inside
             return
+        headers = tuple(hash(reply.header(h)) for h in self.headers)
         new = self._fingerprint(reply, headers)
         old = self.prints.pop((mapping, key), None)
         if old is not None:
-            self.nodes -= old.nodes
+            self._drop(old)
             self._learn(self.noise(mapping), old, new)
+        if self.budget is not None and not self.budget.take(new.bytes):
+            self.not_kept += 1
+            return
         self.prints[(mapping, key)] = new
         self.nodes += new.nodes
+        self.held += new.bytes if self.budget is not None else 0
         while len(self.prints) > self.max_keys or self.nodes > self.node_budget:
             _, gone = self.prints.popitem(last=False)
-            self.nodes -= gone.nodes
+            self._drop(gone)
+
+    def _drop(self, p: _Print) -> None:
+        self.nodes -= p.nodes
+        if self.budget is not None:
+            self.budget.release(p.bytes)
+            self.held -= p.bytes
+
+    def close(self) -> None:
+        """Release every print's bytes (the learner is being replaced)."""
+        for p in self.prints.values():
+            self._drop(p)
+        self.prints.clear()
 
     def _fingerprint(self, r: Reply, headers: tuple[int, ...]) -> _Print:
-        doc = r.parsed()
-        body: dict[Path, int | str] | str | None
+        small = r.body is not None and (self.parse_limit is None or len(r.body) <= self.parse_limit)
+        doc = r.parsed() if small else NOT_JSON
+        body: dict[int, Node] | str | None
         if doc is not NOT_JSON:
             body = _flatten(doc, self.max_nodes)
         else:
@@ -201,15 +258,24 @@ class NoiseLearner:
         if ob is None or nb is None:
             return
         if isinstance(ob, dict) and isinstance(nb, dict):
-            for path, v in nb.items():
-                was = ob.get(path, _MISSING)
-                if was is _MISSING:
-                    if path[:-1] in ob:  # where the difference starts; its children are covered by it
-                        noise.learn("path", path)
-                elif was != v:
-                    noise.learn("path", general(path))
-            for path in ob:
-                if path not in nb and path[:-1] in nb:
-                    noise.learn("path", path)
+            # Linear: each changed field is named (walking up its parents) at most once per mapping.
+            exact, generalised = noise.exact_keys, noise.general_keys
+            for k, (parent, _, v, gk) in nb.items():
+                if noise.full:
+                    return
+                was = ob.get(k)
+                if was is None:
+                    if k != ROOT_KEY and parent in ob and k not in exact:  # where the difference starts
+                        exact.add(k)
+                        noise.learn("path", _path(nb, k))
+                elif was[2] != v and gk not in generalised:
+                    generalised.add(gk)
+                    noise.learn("path", general(_path(nb, k)))
+            for k, (parent, _, _, _) in ob.items():
+                if noise.full:
+                    return
+                if k not in nb and k != ROOT_KEY and parent in nb and k not in exact:
+                    exact.add(k)
+                    noise.learn("path", _path(ob, k))
         elif ob != nb:
             noise.learn("body")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +21,11 @@ from typing import IO, Any
 
 from mitmproxy import http
 
-from ..budget import MemoryBudget
+from ..budget import MemoryBudget, TimeBudget
 from ..metrics import Metrics
 from ..sender import Outcome
-from .decode import known_refused, off_loop
-from .diff import CompareConfig, Comparison, compare, skipped
+from .decode import codings, known_refused, off_loop
+from .diff import CompareConfig, Comparison, compare, costly, failed, skipped
 from .endpoints import EndpointNamer
 from .judge import CountingLearner, Judge, JudgeConfig, fields_of
 from .noise import request_key
@@ -33,6 +35,11 @@ from .store import MismatchStore, record_line
 logger = logging.getLogger(__name__)
 
 MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
+PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the record of the request)
+OVER_BUDGET = "over the comparison's share of the event loop (shadow_compare_budget)"
+# Reading a shadow's answer kept for comparison (instead of dropping it as read) costs the loop about 2 ms per MB
+# (scripts/bench: bigjson against compare, 4.4 against 2.4 ms of CPU a request): charged to comparison's share.
+READ_SECONDS_PER_BYTE = 2e-9
 # Bodies that `decode.off_loop` names are decoded in one worker thread: one brotli window in memory at a time.
 # Beyond MAX_DECODING waiting for it, the pair is skipped (a shadow answering new bombs faster than they decode).
 MAX_DECODING = 16
@@ -77,23 +84,31 @@ class Pairing:
         budget: MemoryBudget | None = None,
         judge: JudgeConfig | None = None,
         namer: EndpointNamer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.metrics = metrics
         self.config = config
         self.budget = budget
-        self.learner = CountingLearner(headers=config.headers)
+        # What comparing takes of the event loop (building replies, learning, comparing), measured per pair.
+        self.loop = TimeBudget(config.loop_share, clock)
+        self.timer = timer
+        self.learner = CountingLearner(headers=config.headers, budget=budget, parse_limit=config.parse_limit)
         self.namer = namer or EndpointNamer()
         self.judge = Judge(judge, budget, current=self.namer.current)
-        self.store = MismatchStore()
+        self.store = MismatchStore(budget=budget)
         self.store.judgement = self.judge.summary
         self.decoding = 0  # replies being decoded in the worker thread
         self.closed = False
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
+        self.not_learned = 0  # production answers not learned from: comparison's share of the loop was spent
         self.report_path = report_path
         self._report: IO[str] | None = None
+        self._report_size = 0
         if report_path:
             # Opened once; a line per mismatch is appended (small, and only on mismatches).
             self._report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._report_size = self._report.tell()
 
     def close(self) -> None:
         self.closed = True  # decodings still in the worker thread end in nothing
@@ -105,13 +120,21 @@ class Pairing:
         self.pairs.clear()
         self.judge.close()
         self.namer.close()
+        self.learner.close()
+        self.store.close()
 
-    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any], secondary: bool = False) -> None:
-        """A copy of request `key` is about to be sent (and, with `secondary`, to the secondary too)."""
+    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any], secondary: bool = False) -> bool:
+        """A copy of request `key` is about to be sent (and, with `secondary`, to the secondary too): True when its
+        answers are to be compared, False when comparison's share of the event loop is spent (the pair is counted
+        as skipped at once, and the copy is sent as any other, its answer read without being kept)."""
+        if not self.loop.allows():
+            self._finish(Pair(mapping, endpoint, summary), skipped(OVER_BUDGET, "budget"))
+            return False
         self.pairs[key] = Pair(mapping, endpoint, summary, secondary_waiting=secondary, with_secondary=secondary)
         while len(self.pairs) > MAX_PAIRS:
             _, old = self.pairs.popitem(last=False)
-            self._finish(old, skipped("too many pending comparisons"))
+            self._finish(old, skipped("too many pending comparisons", "pending"))
+        return True
 
     def shadow_answered(self, key: str, out: Outcome, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
@@ -119,6 +142,10 @@ class Pairing:
             return False
         if out.status is None:
             return self.shadow(key, None, out.reason, on_done)
+        self.loop.spend(len(out.body) * READ_SECONDS_PER_BYTE)  # read and kept for this pair
+        if on_done is not None:
+            self.pairs[key].on_done.append(on_done)
+            on_done = None
         # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
@@ -133,10 +160,17 @@ class Pairing:
         )
         return True
 
-    def production_answered(self, flow: http.HTTPFlow, mapping: str) -> None:
-        """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise."""
+    def offline(self) -> None:
+        """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs."""
+        self.loop = TimeBudget(float("inf"))
+
+    def production_answered(self, flow: http.HTTPFlow, mapping: str, learn_only: bool = False) -> None:
+        """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise.
+        `learn_only`: an answer only to learn from (no copy was sent for it)."""
         resp, req = flow.response, flow.request
         assert resp is not None
+        if flow.id not in self.pairs and not learn_only:
+            return  # not compared (the copy was not sent, or comparison's share was spent): nothing to learn either
         if resp.raw_content is None:  # a streamed response: nothing to compare against
             self.production(flow.id, None, "response streamed")
             return
@@ -149,7 +183,11 @@ class Pairing:
 
         def answered(reply: Reply) -> None:
             self._named(reply, req.path)
-            self.learn(mapping, lesson, reply, key)
+            try:
+                self.learn(mapping, lesson, reply, key)
+            except Exception as e:  # a fault in learning ends this pair, never the next ones
+                self.fault(key, e)
+                return
             self.production(key, reply)
 
         self._reply(
@@ -178,17 +216,31 @@ class Pairing:
         """Build a reply and hand it on: at once, or from the worker thread when decoding its body could hold the
         loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
         limit = self.config.body_limit
-        coding = content_coding(headers)
-        if known_refused(body, coding, limit):
-            then(make(False))  # a bomb answered again: compared as sent, without looking it up twice
-            return
-        if len(body) > limit or not off_loop(body, coding, limit):
-            then(make(True))
-            return
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
-            then(make(True))
+            coding = content_coding(headers)
+            decodes = bool(body) and len(body) <= limit and bool(codings(coding))
+            if decodes and not known_refused(body, coding, limit) and not self.loop.allows():
+                skip(OVER_BUDGET)  # decoding is comparison's work too
+                return
+            t = self.timer()  # building a reply (hashing, decoding) is comparison's work: measured
+            if known_refused(body, coding, limit):
+                reply = make(False)  # a bomb answered again: compared as sent, without looking it up twice
+            elif len(body) > limit or not off_loop(body, coding, limit):
+                reply = make(True)
+            else:
+                reply = None
+            if reply is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
+                    reply = make(True)
+            self.loop.spend(self.timer() - t)
+        except Exception as e:  # a reply that cannot even be built is this pair's fault alone
+            logger.debug("shadow compare: cannot build a reply", exc_info=True)
+            skip(f"error: {type(e).__name__}")
+            return
+        if reply is not None:
+            then(reply)
             return
         if self.decoding >= MAX_DECODING:
             skip("overload (decoding)")
@@ -207,7 +259,15 @@ class Pairing:
         loop.run_in_executor(_decoder(), make, True).add_done_callback(done)
 
     def learn(self, mapping: str, request_key: str, reply: Reply, pair_key: str | None = None) -> None:
+        """Learn noise from production's answer, if the per-second budget pays for its parse (its same bytes again
+        cost nothing; the parse is kept on the reply, so the comparison does not pay for it twice)."""
+        if reply.status < 500 and not self.learner.seen(mapping, request_key, reply):
+            if reply.will_parse() and not self.loop.allows():
+                self.not_learned += 1
+                return
+        t = self.timer()
         changed = self.learner.sample(mapping, request_key, reply)
+        self.loop.spend(self.timer() - t)
         pair = self.pairs.get(pair_key) if pair_key is not None else None
         # Without a secondary, production answering a request again is the noise sample (with one, it is the
         # secondary's answer to the same request at the same time).
@@ -250,6 +310,13 @@ class Pairing:
         pair.secondary, pair.secondary_waiting = reply, False
         self._settle(key, pair, reply)
 
+    def fault(self, key: str, e: BaseException) -> None:
+        """An exception while handling the pair of `key`: it ends as `error`, its bytes released."""
+        logger.debug("shadow compare: error in a pair", exc_info=e)
+        pair = self.pairs.pop(key, None)
+        if pair is not None:
+            self._finish(pair, failed(type(e).__name__))
+
     def production(self, key: str, reply: Reply | None, failed: str | None = None) -> None:
         pair = self.pairs.get(key)
         if pair is None:
@@ -257,7 +324,10 @@ class Pairing:
         pair.production, pair.production_failed = reply, (failed if reply is None else None)
         if pair.production is None and pair.production_failed is None:
             pair.production_failed = "no production response"
-        self._settle(key, pair, reply)
+        try:
+            self._settle(key, pair, reply)
+        except Exception as e:
+            self.fault(key, e)
 
     def shadow(
         self, key: str, reply: Reply | None, failed: str | None, on_done: Callable[[Comparison], None] | None = None
@@ -269,31 +339,38 @@ class Pairing:
         pair.shadow, pair.shadow_failed = reply, ((failed or "failed") if reply is None else None)
         if on_done is not None:
             pair.on_done.append(on_done)
-        self._settle(key, pair, reply)
+        try:
+            self._settle(key, pair, reply)
+        except Exception as e:
+            self.fault(key, e)
         return True
 
     def _settle(self, key: str, pair: Pair, reply: Reply | None) -> None:
         """Compare a complete pair; else hold `reply` until its other half comes, if the budget allows."""
         if not pair.complete:
-            n = len(reply.body) if reply is not None and reply.body is not None else 0
+            n = PAIR_BYTES + len(reply.body) if reply is not None and reply.body is not None else 0
             if n and self.budget is not None:
                 if not self.budget.take(n):
                     del self.pairs[key]  # not held: the other half, when it comes, is not compared
-                    self._finish(pair, skipped("overload (memory budget)"))
+                    self._finish(pair, skipped("overload (memory budget)", "memory"))
                     return
                 pair.held += n
             return
-        del self.pairs[key]
         if pair.shadow_failed is not None:
-            result = skipped(f"shadow {pair.shadow_failed}")
+            result = skipped(f"shadow {pair.shadow_failed}", _reason(pair.shadow_failed, "shadow"))
         elif pair.production_failed is not None or pair.production is None or pair.shadow is None:
-            result = skipped(f"production {pair.production_failed}")
+            result = skipped(f"production {pair.production_failed}", _reason(pair.production_failed, "production"))
+        elif costly(pair.production, pair.shadow) and not self.loop.allows():
+            result = skipped(OVER_BUDGET, "budget")
         else:
+            t = self.timer()
             if pair.secondary is not None:
                 noise = compare(pair.production, pair.secondary, self.config)
                 self.judge.noise(pair.mapping, pair.endpoint, [n for names in fields_of(noise) for n in names])
             result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
             result = self.judge.candidate(pair.mapping, pair.endpoint, result)
+            self.loop.spend(self.timer() - t)
+        del self.pairs[key]
         self._finish(pair, result)
 
     def _release(self, pair: Pair) -> None:
@@ -303,14 +380,43 @@ class Pairing:
 
     def _finish(self, pair: Pair, result: Comparison) -> None:
         self._release(pair)
-        self.metrics.record_compare(pair.mapping, result.result, result.kinds)
-        record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
-        if record is not None and self._report is not None:
-            try:
-                self._report.write(record_line(record))
-                self._report.flush()
-            except OSError as e:
-                logger.warning("shadow_compare_report: cannot write %s: %s; report disabled", self.report_path, e)
-                self._report = None
+        try:
+            self.metrics.record_compare(pair.mapping, result.result, result.kinds, result.reason)
+            record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
+            if record is not None and self._report is not None:
+                self._write_report(record_line(record))
+        except Exception:  # the record of one pair must not stop the next
+            logger.exception("shadow compare: cannot record a comparison")
+        pair.production = pair.shadow = None
         for cb in pair.on_done:
             cb(result)
+
+    def _write_report(self, line: str) -> None:
+        """Append a line; past `report_max` bytes the file is moved to `<path>.1` (replacing the one before) and a
+        new one begun, so the report takes at most twice `report_max` on disk."""
+        assert self._report is not None
+        size = len(line.encode("utf-8"))
+        cap = self.config.report_max
+        try:
+            if cap and self._report_size + size > cap and self._report_size:
+                self._report.close()
+                os.replace(self.report_path, self.report_path + ".1")
+                self._report = open(self.report_path, "a", encoding="utf-8")  # noqa: SIM115
+                self._report_size = 0
+            self._report.write(line)
+            self._report.flush()
+            self._report_size += size
+        except OSError as e:
+            logger.warning("shadow_compare_report: cannot write %s: %s; report disabled", self.report_path, e)
+            self._report = None
+
+
+def _reason(text: str | None, side: str) -> str:
+    """The counted reason of a skipped pair: one of a few words, never text from traffic."""
+    if text and text.startswith("overload (decoding)"):
+        return "decoding"
+    if text and text.startswith("error"):
+        return "error"
+    if text == OVER_BUDGET:
+        return "budget"
+    return side

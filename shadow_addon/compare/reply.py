@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ..grpcwire import is_grpc
@@ -87,13 +89,19 @@ class Reply:
         return mime.strip().lower(), charset
 
     def parsed(self) -> Any:
-        """The body as JSON when its content-type is JSON and it parses; NOT_JSON otherwise. Parsed once."""
+        """The body as JSON when its content-type is JSON and it parses exactly; NOT_JSON otherwise. Parsed once.
+
+        Exact: numbers with a fraction or exponent are `Decimal`s as written (`1e400` and `1e401` differ, where
+        floats would both be inf), and an object with a duplicate key is not JSON here (parsers disagree on which
+        value wins, so such a body is compared as text, byte for byte)."""
         if self._json is _UNPARSED:
             self._json = NOT_JSON
             mime = self.media()[0]
             if self.body is not None and _is_json(mime):
                 try:
-                    self._json = json.loads(self.body, parse_constant=_reject_constant)
+                    self._json = json.loads(
+                        self.body, parse_constant=_reject_constant, parse_float=Decimal, object_pairs_hook=_unique
+                    )
                 except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
                     pass
             elif self.body is not None and is_grpc(mime):
@@ -102,6 +110,28 @@ class Reply:
                 if messages is not None:
                     self._json = messages if self.schema is None else self.schema(messages)
         return self._json
+
+    def will_parse(self) -> bool:
+        """Whether `parsed` has yet to parse the body (work to be paid for); False once parsed or when not JSON."""
+        return self._json is _UNPARSED and self.body is not None and _is_json(self.media()[0])
+
+    def text(self) -> str | None:
+        """The body as text, decoded strictly by its charset (UTF-8 when none is given); None when it is not text,
+        its charset is unknown or not a text encoding (`base64`, `rot13`, `hex` are codecs too), or a byte sequence
+        is invalid in it: such a body is compared as bytes."""
+        if self.body is None or not self.is_text():
+            return None
+        charset = self.media()[1] or "utf-8"
+        try:
+            info = codecs.lookup(charset)
+        except LookupError:
+            return None
+        if not getattr(info, "_is_text_encoding", True):
+            return None
+        try:
+            return self.body.decode(info.name)
+        except (UnicodeDecodeError, ValueError):
+            return None
 
     def digest(self) -> tuple[int, str]:
         """(size, sha256) of the content: the decoded body when it is kept, else the bytes as sent."""
@@ -121,6 +151,13 @@ class Reply:
             or mime in ("application/xml", "application/javascript")
             or mime.endswith("+xml")
         )
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise ValueError("duplicate key")
+    return d
 
 
 def _reject_constant(name: str) -> Any:

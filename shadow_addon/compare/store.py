@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .diff import Comparison
+from ..budget import MemoryBudget
+from .diff import MAX_VALUE, Comparison, clip
 from .reply import Reply
 
 PREVIEW = 2048  # bytes of each body kept with a stored mismatch
+MAX_HEADERS = 64  # headers of each answer kept with a stored mismatch, each clipped to MAX_VALUE
+RECORD_BYTES = 1024  # what a stored record costs besides its bodies, headers and lines
+PAGE = 50  # records per page of /diffs by default
+MAX_PAGE = 200
 OTHER = "(other)"
 
 
@@ -32,9 +37,17 @@ def _snapshot(r: Reply | None, limit: int) -> tuple[Reply, bool] | None:
     be up to the compare limit), and whether that preview is the whole body."""
     if r is None:
         return None
+    headers = [(clip(k), clip(v)) for k, v in r.headers[:MAX_HEADERS]]
     if r.body is None or len(r.body) <= limit:
-        return r, r.body is not None
-    return dataclasses.replace(r, body=r.body[:limit]), False
+        return dataclasses.replace(r, headers=headers), r.body is not None
+    return dataclasses.replace(r, body=r.body[:limit], headers=headers), False
+
+
+def _bytes(snap: tuple[Reply, bool] | None) -> int:
+    if snap is None:
+        return 0
+    r = snap[0]
+    return (len(r.body) if r.body is not None else 0) + sum(len(k) + len(v) + 64 for k, v in r.headers)
 
 
 def _side(snap: tuple[Reply, bool] | None) -> dict[str, Any] | None:
@@ -46,10 +59,15 @@ def _side(snap: tuple[Reply, bool] | None) -> dict[str, Any] | None:
     if r.body is not None:
         charset = r.media()[1] or "utf-8"
         try:
+            info = codecs.lookup(charset)
+            if not getattr(info, "_is_text_encoding", True):
+                raise LookupError(charset)  # base64, rot13, hex: codecs, not charsets
             # Incremental: a multi-byte character cut by the preview limit is dropped, not an error.
-            text = codecs.getincrementaldecoder(charset)().decode(r.body, final=whole)
-        except (LookupError, UnicodeDecodeError):
-            binary = True
+            text = info.incrementaldecoder().decode(r.body, final=whole)
+            if not isinstance(text, str):
+                raise LookupError(charset)
+        except (LookupError, UnicodeDecodeError, ValueError):
+            text, binary = None, True
     return {
         "status": r.status,
         "headers": [[k, v] for k, v in r.headers],
@@ -69,11 +87,12 @@ class StoredMismatch(Mapping[str, Any]):
     """One stored mismatch, read as the record `/diffs` and the report show. Built when first read: a shadow
     that answers every copy differently makes a mismatch per request, most of them never looked at."""
 
-    __slots__ = ("_parts", "_record")
+    __slots__ = ("_parts", "_record", "size")
 
-    def __init__(self, *parts: Any) -> None:
+    def __init__(self, *parts: Any, size: int = 0) -> None:
         self._parts = parts
         self._record: dict[str, Any] | None = None
+        self.size = size  # bytes held in the memory budget
 
     def _built(self) -> dict[str, Any]:
         if self._record is None:
@@ -89,6 +108,7 @@ class StoredMismatch(Mapping[str, Any]):
                 "kinds": sorted(comparison.kinds),
                 "diffs": list(comparison.diffs),
                 "noisy": list(comparison.noisy),
+                "differences": [{"field": d.field, "kind": d.kind, "noise": d.noise} for d in comparison.differences],
                 "production": _side(production),
                 "shadow": _side(shadow),
             }
@@ -109,13 +129,26 @@ class MismatchStore:
     """The most recent mismatches, with both answers, and per (mapping, endpoint) counts that outlive them.
     Bounded: `capacity` records, `max_groups` endpoints (then each mapping's `(other)` bucket)."""
 
-    def __init__(self, capacity: int = 200, max_groups: int = 1000, preview: int = PREVIEW) -> None:
-        self.records: deque[StoredMismatch] = deque(maxlen=capacity)
+    def __init__(
+        self, capacity: int = 200, max_groups: int = 1000, preview: int = PREVIEW, budget: MemoryBudget | None = None
+    ) -> None:
+        self.capacity = capacity
+        self.records: deque[StoredMismatch] = deque()
         self.groups: dict[tuple[str, str], _Group] = {}
         self.max_groups = max_groups
         self.preview = preview
+        self.budget = budget  # every record's bytes are held in it; a record that does not fit is counted only
+        self.not_kept = 0
         self.seq = 0
         self.judgement: Callable[[], dict[str, Any]] | None = None  # per endpoint and field (compare.judge)
+
+    def close(self) -> None:
+        while self.records:
+            self._drop(self.records.popleft())
+
+    def _drop(self, r: StoredMismatch) -> None:
+        if self.budget is not None:
+            self.budget.release(r.size)
 
     def add(
         self,
@@ -134,7 +167,7 @@ class MismatchStore:
             if len(self.groups) >= self.max_groups:
                 key = (mapping, OTHER)
             g = self.groups.setdefault(key, _Group())
-        if comparison.result == "skipped":
+        if comparison.result in ("skipped", "error"):
             g.skipped += 1
             return None
         g.compared += 1
@@ -145,21 +178,23 @@ class MismatchStore:
         g.mismatches += 1
         self.seq += 1
         t = time.time() if now is None else now
-        record = StoredMismatch(
-            self.seq,
-            t,
-            mapping,
-            endpoint,
-            dict(request_summary),
-            comparison,
-            _snapshot(production, self.preview),
-            _snapshot(shadow, self.preview),
-        )
+        p, s = _snapshot(production, self.preview), _snapshot(shadow, self.preview)
+        lines = sum(len(d) for d in comparison.diffs) + sum(len(n) for n in comparison.noisy)
+        size = RECORD_BYTES + _bytes(p) + _bytes(s) + lines + sum(len(d.field) + 64 for d in comparison.differences)
+        while len(self.records) >= self.capacity:
+            self._drop(self.records.popleft())
+        if self.budget is not None and not self.budget.take(size):
+            self.not_kept += 1
+            return None
+        summary = {k: clip(v, MAX_VALUE * 4) if isinstance(v, str) else v for k, v in request_summary.items()}
+        record = StoredMismatch(self.seq, t, mapping, endpoint, summary, comparison, p, s, size=size)
         self.records.append(record)
         return record
 
-    def to_json(self) -> dict[str, Any]:
-        """For GET /diffs: records newest first; groups by mismatch count, then name."""
+    def to_json(self, offset: int = 0, limit: int = MAX_PAGE) -> dict[str, Any]:
+        """For GET /diffs: a page of records, newest first (`offset` records skipped, at most `limit`, at most
+        MAX_PAGE); groups by mismatch count, then name."""
+        offset, limit = max(0, offset), max(0, min(limit, MAX_PAGE))
         groups = [
             {
                 "mapping": m,
@@ -173,8 +208,16 @@ class MismatchStore:
             for (m, e), g in self.groups.items()
         ]
         groups.sort(key=lambda r: (-r["mismatches"], r["mapping"], r["endpoint"]))
-        records = [dict(r) for r in reversed(self.records)]
-        doc = {"capacity": self.records.maxlen, "records": records, "groups": groups}
+        n = len(self.records)
+        page = [self.records[n - 1 - i] for i in range(offset, min(n, offset + limit))]
+        doc: dict[str, Any] = {
+            "capacity": self.capacity,
+            "total": n,
+            "offset": offset,
+            "limit": limit,
+            "records": [dict(r) for r in page],
+            "groups": groups,
+        }
         if self.judgement is not None:
             doc["judgement"] = self.judgement()
         return doc
