@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mitmproxy.http import Headers
 
-from . import regex
+from . import regex, routeindex
 from .mappings import Address, HeaderAdd, Mapping, Redirect, override_matches, service_address
 
 
@@ -393,6 +393,8 @@ class Table:
     errors: tuple[ConfigError, ...] = ()  # Emissary-style diagnostics errors; the table still serves
     ignored: tuple[Mapping, ...] = ()  # Mappings for another ambassador_id
     ambassador_id: str = "default"
+    # The groups a request may match, in route order, without trying each (built with the table, off the loop).
+    index: routeindex.RouteIndex[Group] | None = field(default=None, compare=False, repr=False)
 
     @property
     def mappings(self) -> list[Mapping]:
@@ -514,7 +516,9 @@ def build_table(
         )
     kept = [m for g in groups for m in g.members]
     addresses = {m.key: resolve_address(m, overrides) for m in kept}
-    return Table(tuple(order_groups(groups)), addresses, tuple(errors), ignored, ambassador_id)
+    ordered_groups = tuple(order_groups(groups))
+    index = routeindex.RouteIndex(ordered_groups)
+    return Table(ordered_groups, addresses, tuple(errors), ignored, ambassador_id, index)
 
 
 # ---------------------------------------------------------------- per request
@@ -602,7 +606,8 @@ def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: flo
     shadow_draw < the shadow's weight (v3route.py request_mirror_policies).
     """
     path = normalize_path(req.path)
-    for g in table.groups:
+    groups = table.groups if table.index is None else table.index.candidates(path)
+    for g in groups:
         if not g.routes or not g.matcher.matches(req, path):
             continue
         if g.redirect is not None:
