@@ -76,15 +76,16 @@ def unknown_services(table: routing.Table, overrides: Sequence[routing.ServiceOv
 def changes(old: routing.Table, new: routing.Table) -> str:
     """What a reload changed, by Mapping `name.namespace`: "2 added (a, b), 1 changed (c)" or "nothing"."""
 
-    def by_key(t: routing.Table) -> dict[str, mappings.Mapping]:
-        return {m.key: dataclasses.replace(m, source="") for m in t.mappings}  # a moved document is no change
+    def differ(a: mappings.Mapping, b: mappings.Mapping) -> bool:
+        # A moved document is no change: `source` is compared out only for the few that differ at all.
+        return a != b and dataclasses.replace(a, source="") != dataclasses.replace(b, source="")
 
-    before, after = by_key(old), by_key(new)
+    before, after = {m.key: m for m in old.mappings}, {m.key: m for m in new.mappings}
     parts = []
     for word, keys in (
         ("added", [k for k in after if k not in before]),
         ("removed", [k for k in before if k not in after]),
-        ("changed", [k for k in after if k in before and after[k] != before[k]]),
+        ("changed", [k for k in after if k in before and differ(after[k], before[k])]),
     ):
         if keys:
             shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
@@ -145,8 +146,11 @@ class MappingFiles:
         result: mappings.LoadResult,
         table: routing.Table | None,
         explicit: bool = False,
+        changed: tuple[routing.Table, str] | None = None,
     ) -> bool:
-        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
+        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table.
+        `changed`: what the new table changes from an old one, worked out off the loop (used if that one is still
+        installed)."""
         self._signature = signature
         errors = result.blocking(self.source.strict)
         if errors:
@@ -176,7 +180,8 @@ class MappingFiles:
             if first:
                 logger.info("mappings: %s from %s", summary, self.source.path)
             else:
-                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, changes(old, table), summary)
+                diff = changed[1] if changed is not None and changed[0] is old else changes(old, table)
+                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, diff, summary)
         return True
 
     def _warnings(self, table: routing.Table) -> list[str]:
@@ -208,7 +213,10 @@ class MappingFiles:
                 if await asyncio.to_thread(files_signature, source.path) == self._signature:
                     continue
                 loaded = await asyncio.to_thread(read_mappings, source)
+                old, new = self.table, loaded[2]
+                # Comparing two large tables takes as long as building one: also off the loop.
+                changed = (old, await asyncio.to_thread(changes, old, new)) if new is not None else None
                 if self.source is source:  # else `load` already installed a newer source
-                    self._install(*loaded)
+                    self._install(*loaded, changed=changed)
             except Exception as e:
                 logger.error("mappings: reload of %s failed: %s: %s", source.path, type(e).__name__, e)

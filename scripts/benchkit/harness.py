@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_port
-from benchkit.scenarios import MAPPINGS_YAML, Scenario
+from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_answer, wait_port
+from benchkit.scenarios import Scenario, mapping_set, mappings_path
 from benchkit.speed import SpeedProbe, place_processes
 from benchkit.upstreams import Upstreams, start_upstreams
 
@@ -115,14 +115,21 @@ def make_setup(
 
 @contextlib.asynccontextmanager
 async def prepared(
-    args: argparse.Namespace, prefix: str, wrk: str | None, hostile: tuple[str, ...] = ()
+    args: argparse.Namespace,
+    prefix: str,
+    wrk: str | None,
+    hostile: tuple[str, ...] = (),
+    mapping_sets: tuple[str, ...] = ("default",),
 ) -> AsyncIterator[Setup]:
     """A temporary directory with the Mapping file, this process kept off mitmdump's CPU, the upstream servers
     (`hostile`: the hostile shadows to serve too), the addon snapshot and the speed probe; all stopped and removed
     on the way out."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
         tmp = Path(tmpdir)
-        (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
+        for name in {"default", *mapping_sets}:
+            for rel, text in mapping_set(name).items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_text(text)
         mitm_cpus, placement = place_processes()
         ups = await start_upstreams(args.upstreams, tmp, hostile, args.bomb_mib)
         setup: Setup | None = None
@@ -176,7 +183,7 @@ def mitmdump_cmd(s: Setup, scn: Scenario, proxy_port: int, admin_port: int | Non
         assert scn.shadow is not None
         cmd += [
             "--set",
-            f"mappings={s.tmp / 'mappings.yaml'}",
+            f"mappings={s.tmp / mappings_path(scn.mappings)}",
             "--set",
             f"mapping_services=prod-svc={HOST}:{ports['prod']}",
             "--set",
@@ -196,7 +203,8 @@ class Mitmdump:
     port: int  # the proxy's
     admin_port: int | None  # the addon's admin server, when it has one
     log_path: Path
-    startup_s: float = 0.0
+    startup_s: float = 0.0  # until it listens
+    ready_s: float = 0.0  # until it answers (the addon has read its Mappings)
 
     def output(self) -> list[str]:
         """What mitmdump printed (the first 60 non-empty lines)."""
@@ -223,6 +231,8 @@ async def running_mitmdump(s: Setup, scn: Scenario, label: str) -> AsyncIterator
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{e}\ncommand: {' '.join(cmd)}\noutput:\n{tail}") from None
         m.startup_s = round(time.monotonic() - t_start, 2)
+        await wait_answer(proxy_port, proc, "mitmdump")
+        m.ready_s = round(time.monotonic() - t_start, 2)
         yield m
     finally:
         await stop(proc)
