@@ -52,6 +52,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"MiB the bomb and bombgz answers inflate to (default {BOMB_MIB}: the gzip one then stays under the "
         "addon's 1 MiB compare limit; the addon decodes each in memory, so mind the machine's RAM)",
     )
+    p.add_argument(
+        "--addon-dir",
+        metavar="PATH",
+        help="the shadow_addon package to measure (default: this tree's), e.g. an older release's for a before/after",
+    )
     p.add_argument("--client", choices=("auto", "asyncio", "wrk"), default="auto", help="load generator")
     p.add_argument("--upstreams", choices=("auto", "asyncio", "nginx"), default="auto", help="upstream servers")
     p.add_argument(

@@ -71,10 +71,10 @@ def git_revision() -> str:
         return "unknown"
 
 
-def snapshot_addon(dest: Path) -> str:
+def snapshot_addon(dest: Path, src: Path = ADDON_SRC) -> str:
     """Copy shadow_addon/ to dest/shadow_addon, so every run tests the same code even if the working tree
     changes during the benchmark (mitmdump runs with PYTHONPATH=dest). Returns a hash of the copied sources."""
-    shutil.copytree(ADDON_SRC, dest / "shadow_addon", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(src, dest / "shadow_addon", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     h = hashlib.sha256()
     for f in sorted((dest / "shadow_addon").rglob("*.py")):
         h.update(f.relative_to(dest).as_posix().encode() + b"\0" + f.read_bytes())
@@ -104,7 +104,7 @@ def make_setup(
 ) -> Setup:
     """Snapshot shadow_addon/ into tmp and describe how mitmdump runs."""
     addon_dir = tmp / "addon"
-    addon_rev = snapshot_addon(addon_dir)
+    addon_rev = snapshot_addon(addon_dir, Path(args.addon_dir) if getattr(args, "addon_dir", None) else ADDON_SRC)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
     admin = addon_has_option(addon_dir, "shadow_admin") and not any(

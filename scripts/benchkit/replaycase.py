@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.answers import BODY, CONTENT_TYPE
-from benchkit.harness import snapshot_addon
+from benchkit.harness import ADDON_SRC, snapshot_addon
 from benchkit.procs import HOST, ROOT, log, spawn, stop
 from benchkit.procstats import cpu_seconds, read_status
 from benchkit.report import Check, fmt, publish, table
@@ -173,7 +173,7 @@ async def replay_bench(args: argparse.Namespace) -> int:
         tmp = Path(tmpdir)
         (tmp / "replay-mappings.yaml").write_text(REPLAY_MAPPINGS)
         # The addon as it is now: every run replays with the same code even while the working tree changes.
-        addon_rev = snapshot_addon(tmp / "addon")
+        addon_rev = snapshot_addon(tmp / "addon", Path(args.addon_dir) if args.addon_dir else ADDON_SRC)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp / "addon"), env.get("PYTHONPATH", "")) if p)
         log(f"addon snapshot {addon_rev}")
