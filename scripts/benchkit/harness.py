@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_answer, wait_port
+from benchkit.procstats import cpu_seconds
 from benchkit.scenarios import Scenario, mapping_set, mappings_path
 from benchkit.speed import SpeedProbe, place_processes
 from benchkit.upstreams import Upstreams, start_upstreams
@@ -205,6 +207,7 @@ class Mitmdump:
     log_path: Path
     startup_s: float = 0.0  # until it listens
     ready_s: float = 0.0  # until it answers (the addon has read its Mappings)
+    ready_cpu_s: float = 0.0  # mitmdump's CPU time by then: the start-up's cost even when the machine is busy
 
     def output(self) -> list[str]:
         """What mitmdump printed (the first 60 non-empty lines)."""
@@ -233,6 +236,7 @@ async def running_mitmdump(s: Setup, scn: Scenario, label: str) -> AsyncIterator
         m.startup_s = round(time.monotonic() - t_start, 2)
         await wait_answer(proxy_port, proc, "mitmdump")
         m.ready_s = round(time.monotonic() - t_start, 2)
+        m.ready_cpu_s = round(cpu_seconds(proc.pid) or math.nan, 2)
         yield m
     finally:
         await stop(proc)

@@ -86,6 +86,7 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
             fmt(s["cpu_us_per_request"], ".0f"),
             fmt(s.get("cpu_per_request_ratio", math.nan), ".3f"),
             fmt(s["ready_s"], ".2f"),
+            fmt(s["ready_cpu_s"], ".2f"),
         ]
         for n, s in summary.items()
     ]
@@ -102,6 +103,7 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
         "mitm cpu us/req",
         "x ref",
         "ready s",
+        "ready cpu s",
     ]
     out.append(table(headers, rows))
     return out

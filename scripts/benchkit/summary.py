@@ -66,6 +66,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
             "cpu_us_per_request": _median([r.cpu_us_per_request for r in rs]),
             "ready_s": _median([r.ready_s for r in rs]),
             "ready_s_max": max((r.ready_s for r in rs), default=math.nan),
+            "ready_cpu_s": _median([r.ready_cpu_s for r in rs]),
             "addon_drops": _sum_counts(r.addon_drops for r in rs),
             "addon_shadow_codes": _sum_counts(r.addon_shadow_codes for r in rs),
             "addon_compare": _sum_counts(r.addon_compare for r in rs),
