@@ -3,7 +3,7 @@
 The Mapping files are watched, read and built in a worker thread and installed on the loop, as in mitmdump. A 1 ms
 ticker on the loop records the longest gap between its turns: over a quiet window first, then while each reload
 runs (a changed file read, checked, built, compared with the old table and installed). Python's collector pauses
-everything (the longest gen-2 collection is shown beside the gaps).
+every thread (the longest collection is shown beside the gaps, and the install, the part run on the loop).
 
     .venv/bin/python scripts/bench_reload.py [--mappings 10000] [--reloads 3]
 """
@@ -30,7 +30,7 @@ RELOAD_TIMEOUT_S = 120.0
 
 
 class Collector:
-    """The longest gen-2 garbage collection since the last reset."""
+    """The longest garbage collection since the last reset (any generation; nearly always a gen-2 one)."""
 
     def __init__(self) -> None:
         self.longest = 0.0
@@ -38,12 +38,27 @@ class Collector:
         gc.callbacks.append(self._cb)
 
     def _cb(self, phase: str, info: dict[str, int]) -> None:
-        if info.get("generation") != 2:
-            return
         if phase == "start":
             self._t = time.perf_counter()
         else:
             self.longest = max(self.longest, time.perf_counter() - self._t)
+
+
+class Installs:
+    """The longest `_install` (the part of a reload that runs on the loop)."""
+
+    def __init__(self, files: mappingfiles.MappingFiles) -> None:
+        self.longest = 0.0
+        inner = files._install
+
+        def timed(*args: object, **kw: object) -> bool:
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kw)  # type: ignore[arg-type]
+            finally:
+                self.longest = max(self.longest, time.perf_counter() - t)
+
+        files._install = timed  # type: ignore[method-assign]
 
 
 async def longest_gap(until: asyncio.Future[None], limit_s: float) -> float:
@@ -69,13 +84,14 @@ async def main(n: int, reloads: int) -> None:
         assert files.load(mappingfiles.Source(str(root / name)))
         print(f"{n} Mappings loaded on start-up: {time.perf_counter() - t:.2f} s ({time.process_time() - c:.2f} s CPU)")
         gcs = Collector()
+        installs = Installs(files)
         files.start()
         loop = asyncio.get_running_loop()
         quiet = await longest_gap(loop.create_future(), QUIET_S)
-        print(f"quiet {QUIET_S:g} s: longest loop gap {quiet * 1000:.1f} ms (gen-2 GC {gcs.longest * 1000:.1f} ms)")
+        print(f"quiet {QUIET_S:g} s: longest loop gap {quiet * 1000:.1f} ms (longest GC {gcs.longest * 1000:.1f} ms)")
         target = root / name / "services-000.yaml"
         for i in range(reloads):
-            gcs.longest = 0.0
+            gcs.longest = installs.longest = 0.0
             before = files.table
             target.write_text(target.read_text().replace("prefix: '/svc-0/", f"prefix: '/svc-0-{i}/", 1))
             done: asyncio.Future[None] = loop.create_future()
@@ -92,7 +108,7 @@ async def main(n: int, reloads: int) -> None:
             took = time.perf_counter() - t
             print(
                 f"reload {i + 1}: installed after {took:.2f} s; longest loop gap {gap * 1000:.1f} ms "
-                f"(gen-2 GC {gcs.longest * 1000:.1f} ms)"
+                f"(longest GC {gcs.longest * 1000:.1f} ms, install on the loop {installs.longest * 1000:.1f} ms)"
             )
         files.stop()
 

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import ijson
 from mitmproxy import exceptions, flow, flowfilter, io, master
+from mitmproxy.addons import readfile
 from mitmproxy.io import har
 
 logger = logging.getLogger("shadow")
@@ -30,6 +31,11 @@ def is_har(path: str) -> bool:
     except OSError:
         return False  # mitmproxy's reader reports the problem
     return head.removeprefix(BOM).startswith(b"{")
+
+
+def reads_rfile(m: master.Master) -> bool:
+    """Whether mitmproxy's readfile addon (mitmdump's ReadFileStdin, mitmweb's ReadFile) reads `rfile` here."""
+    return any(isinstance(a, readfile.ReadFile) for a in m.addons.chain)
 
 
 def read_flows(fo: BinaryIO) -> Iterator[flow.Flow]:

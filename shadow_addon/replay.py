@@ -87,7 +87,7 @@ class Replay:
         rfile = getattr(o, "rfile", None)
         if rfile and rfile != "-" and self.shadow.pairing is not None:
             self._learning = asyncio.get_running_loop().create_task(self._learn_noise(rfile))
-        if rfile and rfile != "-" and ctx.master.addons.get("readfile") is not None and capture.is_har(rfile):
+        if rfile and rfile != "-" and capture.reads_rfile(ctx.master) and capture.is_har(rfile):
             # mitmproxy's readfile parses a HAR whole; it is read entry by entry here instead. readfile's own
             # `running` comes after this one (script addons come first) and then finds nothing to read.
             o.update(rfile=None)
