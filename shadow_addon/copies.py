@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from . import routing
+from . import envoyheaders, routing
 from .sender import Copy
 from .settings import Settings
 
 MARKER = b"x-mitmproxy-shadow"  # carried by every copy: a copy reaching any shadowing proxy is not copied again
 _UPGRADE_METHODS = frozenset({"CONNECT"})
+READS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # safe methods (RFC 9110 9.2.1): they change nothing
 
 
 @dataclass(slots=True)
@@ -25,14 +26,18 @@ class Pending:
     tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
     tee_over: bool = False
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
+    via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
 
 
-def not_copied(req: http.Request) -> str | None:
-    """Why a request is never copied, known from its head alone, or None."""
+def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
+    """Why a request is never copied, known from its head alone, or None. `methods`: those copied (`shadow_methods`;
+    empty: all)."""
     if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
         return "upgrade"  # Envoy mirrors no CONNECT/upgrade
     if MARKER.decode() in req.headers:
         return "loop"
+    if methods and req.method.upper() not in methods:
+        return "method"
     return None
 
 
@@ -78,11 +83,14 @@ def make_copy(
     keep_body: int,
     hash_body: bool,
     context: object,
+    via: str | None = None,
 ) -> Copy:
-    """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`."""
+    """The copy of `req` for the route's shadow: the request as production got it, Host with `-shadow`; with
+    mapping_envoy_headers, marked as Envoy's async client marks a mirror (x-envoy-internal, `via` added to XFF)."""
     shadow, address = route.shadow, route.shadow_address
     assert shadow is not None and address is not None
     host = host_of(req)
+    fields = envoyheaders.mirror(req.headers.fields, via, route.timeout_ms) if s.envoy_headers else req.headers.fields
     return Copy(
         mapping=shadow.name,
         service=shadow.service,
@@ -90,7 +98,7 @@ def make_copy(
         method=req.method,
         path=req.path,
         host=routing.shadow_host(host) if s.host_suffix else host,
-        fields=req.headers.fields,
+        fields=fields,
         body=body,
         timeout=timeout_of(route, s),
         add=((MARKER, b"1"), *s.add_headers),
@@ -98,4 +106,6 @@ def make_copy(
         keep_body=keep_body,
         hash_body=hash_body,
         context=context,
+        http2=shadow.grpc,  # the shadow Mapping's own field (irhttpmappinggroup.py add_cluster_for_mapping)
+        trailers=req.trailers.fields if req.trailers else (),
     )

@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 
+from .grpcwire import code_name
+
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
 ROLES = ("production", "shadow")
@@ -38,12 +40,15 @@ DROP_REASONS = {
     "upgrade": "CONNECT or upgrade, never mirrored",
     "loop": "already a copy",
     "client_error": "client left before the request was complete",
+    "method": "method not in shadow_methods",
 }
 COMPARE_ORDER = ("match", "mismatch", "noise", "skipped")
 TEXT_LIMIT = 300  # characters of a free-form value shown in the differences table
 
 DIFF_ROWS = 30  # endpoints listed
 DIFF_RECORDS = 12  # latest mismatches listed
+FIELD_ENDPOINTS = 12  # endpoints shown field by field
+FIELD_ROWS = 15  # fields listed per endpoint
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -211,6 +216,22 @@ def _codes(role: str, side: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": role, "title": ROLE_TITLE[role], "items": items}
 
 
+def _grpc_codes(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """gRPC calls by grpc-status per role, as status-code bars (OK as a 2xx, any other status as a 5xx: a failed
+    call is HTTP 200), when either side answered gRPC."""
+    if not (prod.get("grpc") or shadow.get("grpc")):
+        return []
+    out = []
+    for role, side in (("production", prod), ("shadow", shadow)):
+        c = _codes(role, {"codes": side.get("grpc") or {}})
+        c["title"] += " gRPC"
+        for i in c["items"]:
+            i["cls"] = "c2" if i["code"] == "0" else "c5"
+            i["code"] = code_name(i["code"])
+        out.append(c)
+    return out
+
+
 def _nice_top(x: float) -> float:
     """The smallest 'round' axis maximum >= x (x a fraction of requests, 0..1)."""
     for top in (0.04, 0.08, 0.12, 0.2, 0.4, 0.6, 0.8, 1.0):  # quarters of each are round percentages
@@ -300,6 +321,8 @@ def _compare_chips(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict[str, Any]:
     prod, shadow = row.get("production") or {}, row.get("shadow") or {}
     weight = row.get("weight")
+    # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
+    share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
     results = compare.get(row.get("shadow_mapping")) if compare is not None else None
     return {
         "resource": row.get("resource", ""),
@@ -307,10 +330,10 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
         "shadow_mapping": row.get("shadow_mapping", ""),
         "shadow_service": row.get("shadow_service", ""),
         "shadow_address": row.get("shadow_address", ""),
-        "share": f"{weight} % of requests" if isinstance(weight, int | float) else "requests",
+        "share": share if row.get("copies") is not False else "nothing: its group has no production route",
         "side": _side_table(prod, shadow),
         "histogram": histogram(prod, shadow),
-        "codes": [_codes("production", prod), _codes("shadow", shadow)],
+        "codes": [_codes("production", prod), _codes("shadow", shadow), *_grpc_codes(prod, shadow)],
         "drops": [
             {"reason": str(reason), "value": n, "why": DROP_REASONS.get(str(reason), "")}
             for reason, n in sorted((row.get("drops") or {}).items())
@@ -370,7 +393,53 @@ def _diffs(diffs: Mapping[str, Any]) -> dict[str, Any]:
                 "lines": [str(d)[:TEXT_LIMIT] for d in (r.get("diffs") or [])[:6]],
             }
         )
-    return {"groups": groups[:DIFF_ROWS], "records": records}
+    return {"groups": groups[:DIFF_ROWS], "records": records, "judgement": _judgement(diffs.get("judgement"))}
+
+
+def _judgement(j: object) -> dict[str, Any] | None:
+    """The per-field view: for each endpoint with differences, what differs, how often, against noise."""
+    if not isinstance(j, Mapping):
+        return None
+    endpoints = []
+    for e in [e for e in j.get("endpoints") or [] if isinstance(e, Mapping) and e.get("fields")][:FIELD_ENDPOINTS]:
+        rows = [f for f in e.get("fields") or [] if isinstance(f, Mapping)]
+        endpoints.append(
+            {
+                "mapping": e.get("mapping"),
+                "endpoint": str(e.get("endpoint"))[:TEXT_LIMIT],
+                "compared": e.get("compared"),
+                "samples": e.get("noise_samples"),
+                "reported": e.get("reported"),
+                "provisional": bool(e.get("provisional")),
+                "hint": e.get("hint") or "",
+                "fields": [
+                    {
+                        "field": str(f.get("field"))[:TEXT_LIMIT],
+                        "candidate": f.get("candidate"),
+                        "rate": _num(f.get("rate")),
+                        "noise": f.get("noise"),
+                        "noise_rate": _num(f.get("noise_rate")),
+                        "absolute": _num(f.get("absolute")),
+                        "reported": bool(f.get("reported")),
+                    }
+                    for f in rows[:FIELD_ROWS]
+                ],
+                "more": max(0, len(rows) - FIELD_ROWS),
+            }
+        )
+    return {
+        "relative": j.get("relative_threshold"),
+        "absolute": j.get("absolute_threshold"),
+        "secondary": bool(j.get("secondary")),
+        "endpoints": endpoints,
+    }
+
+
+def _writes(writes: object) -> list[dict[str, Any]]:
+    """Shadow Mappings that are sent copies of writes (a shadow sharing state with production is changed)."""
+    if not isinstance(writes, Mapping):
+        return []
+    return [{"mapping": str(m), "n": n} for m, n in sorted(writes.items()) if isinstance(n, int) and n > 0]
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -390,5 +459,6 @@ def render(snapshot: dict[str, Any]) -> str:
         notices=[str(n) for n in diag.get("notices") or []],
         resources=[_resource(r, compare if isinstance(compare, Mapping) else None) for r in rows],
         diffs=_diffs(diffs) if isinstance(diffs, Mapping) else None,
+        writes=_writes(snapshot.get("writes")),
         mappings=_mappings(diag),
     )

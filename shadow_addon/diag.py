@@ -48,7 +48,7 @@ def snapshot(
                     "weight": m.weight,
                     "group": gi,
                     "canary_share": None if m.shadow else share.get(m.key, 0),
-                    "active_shadow": m.shadow and g.shadow is m,
+                    "active_shadow": m.shadow and g.shadow is m and bool(g.routes),  # no route: no copy
                     "source": m.source,
                     "ignored_fields": list(m.ignored_fields),
                 }

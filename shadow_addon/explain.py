@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .mappings import LoadResult, Mapping
+from .mappings import LoadResult, Mapping, not_honoured
 from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
 
 UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
@@ -65,21 +65,40 @@ def _separation(shadow: Mapping, prod: Mapping) -> str:
     return "; ".join(parts) or "the order of their header or query matches"
 
 
-def traps(table: Table) -> list[str]:
-    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
+def _near(a: str, b: str) -> bool:
+    """Two prefixes a person easily takes for one: `/orders` and `/orders/`, `/Orders/` and `/orders/`."""
+    return a != b and a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def lonely_shadows(table: Table) -> list[str]:
+    """A shadow alone in its group copies nothing (V3Route.generate: a group without a production Mapping makes no
+    route to mirror); each line names the Mapping it was probably meant for and what separates them."""
     out: list[str] = []
     for g in table.groups:
         if g.shadow is not None and not g.routes:
             s = g.shadow
             line = f"shadow {s.key} is alone in its group: it has no route, so it copies nothing"
-            near = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
-            if near:
-                meant = sorted(m.key for m, _ in near[0].production)
-                p = near[0].production[0][0]
+            same = [h for h in table.groups if h.routes and h.members[0].prefix == s.prefix]
+            near = [h for h in table.groups if h.routes and _near(h.members[0].prefix, s.prefix)]
+            if same:
+                meant = sorted(m.key for m, _ in same[0].production)
+                p = same[0].production[0][0]
                 line += (
                     f"; it was probably meant for {', '.join(meant)} (same prefix), separated by {_separation(s, p)}"
                 )
+            elif near:
+                meant = sorted(m.key for m, _ in near[0].production)
+                line += (
+                    f"; it was probably meant for {', '.join(meant)}: prefix {near[0].members[0].prefix} vs "
+                    f"{s.prefix} (a prefix matches the path's start as written, trailing slash and case included)"
+                )
             out.append(line)
+    return out
+
+
+def traps(table: Table) -> list[str]:
+    """The traps that are not Emissary errors: a shadow alone in its group, Mappings for another ambassador_id."""
+    out = lonely_shadows(table)
     for m in table.ignored:
         out.append(
             f"Mapping {m.key} ignored: ambassador_id {', '.join(m.ambassador_id)} does not include "
@@ -88,15 +107,33 @@ def traps(table: Table) -> list[str]:
     return out
 
 
+def grpc_warnings(table: Table) -> list[str]:
+    """A gRPC production whose shadow Mapping lacks `grpc: true`: its copies go as HTTP/1.1, as in Emissary, where
+    the shadow's cluster is built from the shadow Mapping's own fields (irhttpmappinggroup.py
+    add_cluster_for_mapping(shadow, marker='shadow')); a gRPC service refuses them."""
+    out = []
+    for g in table.groups:
+        s = g.shadow
+        if s is None or s.grpc:
+            continue
+        prods = sorted(m.key for m, _ in g.production if m.grpc)
+        if prods:
+            out.append(
+                f"shadow {s.key} has no grpc: true but production {', '.join(prods)} has: its copies go as "
+                "HTTP/1.1, which a gRPC service refuses (set grpc: true on the shadow Mapping too)"
+            )
+    return out
+
+
 def warnings(table: Table) -> list[str]:
     """Each trap in the table, one line each: the traps, Emissary's errors (second shadow, weights over 100,
     mismatched core keys), and fields not honoured."""
-    out = traps(table)
+    out = traps(table) + grpc_warnings(table)
     out += [f"Mapping {e.mapping}: {e.message}" for e in table.errors]
     for g in table.groups:
         for m in g.members:
             if m.ignored_fields:
-                out.append(f"Mapping {m.key}: not honoured (ignored): {', '.join(m.ignored_fields)}")
+                out.append(f"Mapping {m.key}: {not_honoured(m.ignored_fields)}")
     return out
 
 
@@ -159,21 +196,50 @@ def _match_text(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+NAME_WIDTH = (28, 48)  # the name and service columns: at least 28 wide, wider for longer names up to 48
+
+
+def _columns(rs: list[dict[str, Any]]) -> tuple[int, int]:
+    """Widths of the name and service columns, from the longest names (bounded: a longer one gets its own line)."""
+    names = [len(p["name"]) for r in rs for p in r["production"]]
+    names += [len("shadow " + r["shadow"]["name"]) for r in rs if r["shadow"]]
+    services = [len(p["service"]) for r in rs for p in r["production"]]
+    services += [len(r["shadow"]["service"]) for r in rs if r["shadow"]]
+    lo, hi = NAME_WIDTH
+    return min(max([lo, *names]), hi), min(max([lo, *services]), hi)
+
+
+def _row(name: str, service: str, rest: str, widths: tuple[int, int]) -> list[str]:
+    """One Mapping's line, columns aligned; a name or service too long for its column ends its line, and the row
+    goes on below in its columns."""
+    wn, ws = widths
+    lines = []
+    if len(name) > wn:
+        lines.append(f"     {name}")
+        name = ""
+    if len(service) > ws:
+        lines.append(f"     {name:<{wn}} -> {service}")
+        return [*lines, f"     {'':<{wn}}    {'':<{ws}} {rest}"]
+    return [*lines, f"     {name:<{wn}} -> {service:<{ws}} {rest}"]
+
+
 def text(table: Table, loaded: LoadResult | None = None) -> str:
     """The report `mitmshadow explain` prints."""
     lines = ["Routes, in the order they are tried (the first match wins):", ""]
-    for r in routes(table):
+    rs = routes(table)
+    widths = _columns(rs)
+    for r in rs:
         lines.append(f"{r['order']}. {_match_text(r)}")
         if r["redirect"]:
             lines.append(f"     redirect: {r['redirect']}")
         for p in r["production"]:
-            lines.append(
-                f"     {p['name']:<28} -> {p['service']:<28} cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
-            )
+            rest = f"cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
+            lines += _row(p["name"], p["service"], rest, widths)
         if r["shadow"]:
             s = r["shadow"]
-            copies = f"copies {s['weight']}% of the requests" if r["routes"] else "copies nothing (no route)"
-            lines.append(f"     shadow {s['name']:<21} -> {s['service']:<28} weight {s['weight']}: {copies}")
+            copies = f"copies {min(s['weight'], 100)}% of the requests" if r["routes"] else "copies nothing (no route)"
+            copies += " (weight over 100: Envoy copies every request)" if s["weight"] > 100 and r["routes"] else ""
+            lines += _row(f"shadow {s['name']}", s["service"], f"weight {s['weight']}: {copies}", widths)
         if not r["routes"]:
             lines.append("     no route: only a shadow")
     if not table.groups:

@@ -9,6 +9,7 @@ from typing import Any
 from mitmproxy import connection, flow, http
 
 from .compare import Comparison
+from .h2sender import request_headers
 from .sender import Copy, Outcome, sent_fields
 
 logger = logging.getLogger("shadow")
@@ -24,17 +25,22 @@ def shadow_flow(c: Copy, out: Outcome, production_id: str) -> http.HTTPFlow:
     client = connection.Client(peername=("shadow", 0), sockname=("shadow", 0), timestamp_start=start)
     server = connection.Server(address=(a.host, a.port), tls=a.scheme == "https")
     f = http.HTTPFlow(client, server)
+    if c.http2:  # as sent over HTTP/2: mitmweb shows it as the gRPC call it is, trailers included
+        fields = tuple((k, v) for k, v in request_headers(c, a.scheme) if not k.startswith(b":"))
+        version, authority = b"HTTP/2.0", c.host.encode("utf-8", "surrogateescape")
+    else:
+        fields, version, authority = tuple(sent_fields(c)), b"HTTP/1.1", b""
     f.request = http.Request(
         a.host,
         a.port,
         c.method.encode(),
         a.scheme.encode(),
-        b"",
+        authority,
         c.path.encode("utf-8", "surrogateescape"),
-        b"HTTP/1.1",
-        tuple(sent_fields(c)),
+        version,
+        fields,
         c.body,
-        None,
+        http.Headers(c.trailers) if c.trailers else None,
         start,
         start,
     )
@@ -45,7 +51,7 @@ def shadow_flow(c: Copy, out: Outcome, production_id: str) -> http.HTTPFlow:
             b"",
             tuple(out.headers),
             out.body,
-            None,
+            http.Headers(out.trailers) if out.trailers else None,
             start + out.seconds,
             start + out.seconds,
         )

@@ -13,15 +13,18 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .words import plural
+
 OK, FAILED, USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     mapping: str  # the shadow Mapping
-    differing: int  # mismatches, and copies the shadow did not answer
-    total: int
+    differing: int  # mismatches, and copies the shadow did not answer for another reason than a timeout
+    total: int  # pairs compared, and copies not answered (timeouts left out)
     failed: bool
+    timeouts: int = 0  # copies that timed out: not differences, but the release was not checked on them
 
     @property
     def rate(self) -> float:
@@ -29,20 +32,32 @@ class Verdict:
 
     def line(self, threshold: float) -> str:
         word = "FAIL" if self.failed else "ok"
-        return (
-            f"{word}: {self.mapping}: {self.differing} of {self.total} pairs differ ({self.rate:.1%}; "
+        line = (
+            f"{word}: {self.mapping}: {self.differing} of {plural(self.total, 'pair')} differ ({self.rate:.1%}; "
             f"allowed {threshold:.1%})"
         )
+        if self.timeouts:
+            line += (
+                f"; {plural(self.timeouts, 'copy', 'copies')} timed out, not counted as differences, which fails the "
+                "gate: raise --set shadow_timeout=SECONDS, or lower --set shadow_max_inflight=N for a server that "
+                "takes few connections at once"
+            )
+        return line
 
 
-def verdicts(counts: Mapping[str, Mapping[str, int]], threshold: float) -> list[Verdict]:
+def verdicts(
+    counts: Mapping[str, Mapping[str, int]], threshold: float, timeouts: Mapping[str, int] | None = None
+) -> list[Verdict]:
     """Per shadow Mapping: the share of pairs that differ (mismatch, or `skipped`: the shadow gave no answer to
-    compare) against the threshold. Noise is not a difference."""
+    compare) against the threshold. Noise is not a difference; a timeout is counted apart (a slow or overloaded
+    server says nothing of the release) and fails the gate on its own."""
     out = []
     for mapping, c in sorted(counts.items()):
-        differing = c.get("mismatch", 0) + c.get("skipped", 0)
+        late = min((timeouts or {}).get(mapping, 0), c.get("skipped", 0))
+        differing = c.get("mismatch", 0) + c.get("skipped", 0) - late
         total = differing + c.get("match", 0) + c.get("noise", 0)
-        out.append(Verdict(mapping, differing, total, total > 0 and differing / total > threshold))
+        failed = late > 0 or (total > 0 and differing / total > threshold)
+        out.append(Verdict(mapping, differing, total, failed, late))
     return out
 
 
@@ -86,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="exit 1 when more than RATE (0.05 or 5%%) of a Mapping's pairs differ; default 0: any difference",
     )
+    p.add_argument(
+        "--every-request",
+        action="store_true",
+        help="copy every recorded request a shadow's route gets, whatever its weight, so runs compare alike",
+    )
     p.add_argument("--speed", type=float, default=0.0, help="1 = recorded pace, 2 = twice as fast, 0 = at once")
     p.add_argument("--report", default="", metavar="FILE", help="append each mismatch as a JSON line to FILE")
     p.add_argument(
@@ -125,6 +145,8 @@ def main(argv: Sequence[str]) -> int:
         cmd += ["--set", f"mapping_services={spec}"]
     if compare:
         cmd += ["--set", "shadow_compare=true"]
+    if args.every_request:
+        cmd += ["--set", "shadow_replay_every_request=true"]
     if args.report:
         cmd += ["--set", f"shadow_compare_report={args.report}"]
     for spec in args.sets:
@@ -147,9 +169,11 @@ def main(argv: Sequence[str]) -> int:
         return USAGE
     if not compare:
         return OK
-    results = verdicts(shadow.metrics.compare_counts(), threshold)
+    timeouts = {m: n for (m, reason), n in shadow.metrics.dropped.items() if reason == "timeout"}
+    results = verdicts(shadow.metrics.compare_counts(), threshold, timeouts)
     if not results:
-        print("mitmshadow replay: no request of the capture went to a shadow; nothing to compare", file=sys.stderr)
+        why = shadow.replay.nothing_copied() or "no request of the capture went to a shadow"
+        print(f"mitmshadow {why}; nothing to compare", file=sys.stderr)
         return USAGE
     for v in results:
         print(v.line(threshold))

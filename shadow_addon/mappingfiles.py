@@ -11,6 +11,8 @@ import gc
 import hashlib
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +21,13 @@ from mitmproxy import exceptions
 
 from . import explain, mappings, routing, selfloop
 from .metrics import Metrics
+from .words import plural
 
 logger = logging.getLogger("shadow")
 
 WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
+RESOLVE_TIMEOUT = 3.0  # s the check of service names waits for them to resolve
+RESOLVE_MOST = 32  # service names checked per load
 _frozen = False  # gc.freeze() is process-wide: once, at the first start-up
 
 Loaded = tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]
@@ -75,6 +80,70 @@ def unknown_services(table: routing.Table, overrides: Sequence[routing.ServiceOv
     return out
 
 
+def names_to_resolve(
+    table: routing.Table, overrides: Sequence[routing.ServiceOverride]
+) -> dict[tuple[str, int], list[mappings.Mapping]]:
+    """The (host, port) of every service no `mapping_services` entry replaces, given by name (an IP address needs
+    no resolving), with the Mappings that use it."""
+    out: dict[tuple[str, int], list[mappings.Mapping]] = {}
+    for m in table.mappings:
+        if any(mappings.override_matches(o.name, m.service, m.namespace) for o in overrides):
+            continue
+        a = table.addresses[m.key]
+        if a.host.lower() == "localhost" or selfloop.addresses(a.host, resolve_names=False):
+            continue
+        out.setdefault((a.host, a.port), []).append(m)
+    return out
+
+
+def unresolved_line(host: str, users: Sequence[mappings.Mapping], why: str) -> str:
+    """The warning for a service name that does not resolve, with the option that fixes it."""
+    m = users[0]
+    name = host.removesuffix(f".{m.namespace}") if "." in host else host
+    keys = ", ".join(u.key for u in users[:4]) + (", ..." if len(users) > 4 else "")
+    return (
+        f"mappings: service {m.service} (Mapping {keys}) does not resolve ({why}) and no mapping_services entry "
+        f"names it: its requests will fail; point it at a local process with --set mapping_services={name}=HOST:PORT"
+    )
+
+
+def _resolve_in_thread(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[str | None], host: str, port: int) -> None:
+    """Resolve on a daemon thread (getaddrinfo cannot be interrupted; a hung resolver must not delay exit)."""
+
+    def run() -> None:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            why: str | None = None
+        except (OSError, UnicodeError, ValueError) as e:
+            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        try:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(why))
+        except RuntimeError:  # the loop has closed: mitmdump is exiting, and nobody waits for the answer
+            pass
+
+    threading.Thread(target=run, name=f"resolve {host}", daemon=True).start()
+
+
+async def check_names(names: dict[tuple[str, int], list[mappings.Mapping]]) -> list[str]:
+    """One warning per name that does not resolve within RESOLVE_TIMEOUT, resolved off the event loop, in
+    parallel, at most RESOLVE_MOST names."""
+    loop = asyncio.get_running_loop()
+    futs: dict[asyncio.Future[str | None], tuple[str, int]] = {}
+    for host, port in list(names)[:RESOLVE_MOST]:
+        fut: asyncio.Future[str | None] = loop.create_future()
+        _resolve_in_thread(loop, fut, host, port)
+        futs[fut] = (host, port)
+    if not futs:
+        return []
+    await asyncio.wait(futs, timeout=RESOLVE_TIMEOUT)
+    out = []
+    for fut, (host, port) in futs.items():
+        why = fut.result() if fut.done() else f"no answer within {RESOLVE_TIMEOUT:g} s"
+        if why is not None:
+            out.append(unresolved_line(host, names[(host, port)], why))
+    return out
+
+
 def changes(old: routing.Table, new: routing.Table) -> str:
     """What a reload changed, by Mapping `name.namespace`: "2 added (a, b), 1 changed (c)" or "nothing"."""
 
@@ -121,6 +190,9 @@ class MappingFiles:
         self._signature: tuple[object, ...] | None = None
         self._installed_path: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._checked: set[tuple[str, int]] = set()  # service names already checked for resolving
+        self._unchecked: dict[tuple[str, int], list[mappings.Mapping]] = {}
+        self._checks: set[asyncio.Task[None]] = set()
 
     def load(self, source: Source, explicit: bool = False) -> bool:
         """Load now, on the calling thread (start-up, `--set`, the reload command). Returns success.
@@ -143,12 +215,39 @@ class MappingFiles:
             gc.freeze()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._check_names()
 
     def stop(self) -> None:
         self.running = False
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        for task in self._checks:
+            task.cancel()
+        self._checks.clear()
+
+    def _check_names(self) -> None:
+        """Check, off the event loop, that the services no `mapping_services` entry replaces resolve: one that
+        does not would fail every request routed to it. Each name once; at start-up once the loop runs."""
+        if not self.running or not self._unchecked:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # configured from outside the event loop: checked when it runs
+            return
+        names, self._unchecked = self._unchecked, {}
+        self._checked.update(names)
+        result = self.loaded
+
+        async def check() -> None:
+            for line in await check_names(names):
+                logger.warning(line)
+                if result is not None and result is self.loaded:
+                    result.notices.append(line)  # /diag and the dashboard too
+
+        task = loop.create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def _install(
         self,
@@ -177,6 +276,8 @@ class MappingFiles:
         for w in self._warnings(table):
             logger.warning(w)
             result.notices.append(w)  # shown in /diag and on the dashboard too
+        for w in explain.lonely_shadows(table):  # /diag lists them with the other traps
+            logger.warning("mappings: %s", w)
         old, first = self.table, self._installed_path != self.source.path
         self._installed_path = self.source.path
         self.errors = []
@@ -184,9 +285,15 @@ class MappingFiles:
         self.loaded, self.loaded_at = result, time.time()
         self.metrics.config_errors = len(table.errors)
         self.metrics.record_reload(True)
+        names = names_to_resolve(table, self.source.overrides)
+        self._unchecked = {k: v for k, v in names.items() if k not in self._checked}
+        self._check_names()
         if self.source.path:
             n_shadow = sum(1 for g in table.groups if g.shadow)
-            summary = f"{len(table.mappings)} Mappings in {len(table.groups)} groups ({n_shadow} with a shadow)"
+            summary = (
+                f"{plural(len(table.mappings), 'Mapping')} in {plural(len(table.groups), 'group')} "
+                f"({n_shadow} with a shadow)"
+            )
             if first:
                 logger.info("mappings: %s from %s", summary, self.source.path)
             else:
@@ -195,7 +302,7 @@ class MappingFiles:
         return True
 
     def _warnings(self, table: routing.Table) -> list[str]:
-        out = unknown_services(table, self.source.overrides)
+        out = unknown_services(table, self.source.overrides) + explain.grpc_warnings(table)
         host = explain.host_notice(table, self.source.keep_host)
         return [*out, host] if host else out
 

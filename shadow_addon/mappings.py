@@ -62,6 +62,7 @@ HONOURED_FIELDS = frozenset(
         "redirect_response_code",
         "allow_upgrade",
         "use_websocket",
+        "grpc",
     }
 )
 
@@ -77,7 +78,6 @@ IGNORED_FIELDS = frozenset(
         "cluster_tag",
         "stats_name",
         "auto_host_rewrite",
-        "grpc",
         "cors",
         "retry_policy",
         "circuit_breakers",
@@ -135,9 +135,13 @@ MAPPING_API_VERSIONS = frozenset(
 )
 # The annotation style: `name` and the fields at the top level, no metadata/spec.
 FLAT_API_VERSIONS = frozenset({"ambassador/v0", "ambassador/v1", "ambassador/v2"})
-# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go).
-V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1"})
+# Converted to v3alpha1 on the way in (pkg/api/getambassador.io/v2/handwritten.conversion.go); an annotation's
+# `ambassador/vN` is read as `getambassador.io/vN` first (pkg/snapshot/v1/annotations.go).
+V2_API_VERSIONS = frozenset({"getambassador.io/v2", "getambassador.io/v1", "ambassador/v2", "ambassador/v1"})
 LIST_KINDS = frozenset({"List", "MappingList"})
+ANNOTATION = "getambassador.io/config"
+# The kinds whose annotation Emissary reads (pkg/snapshot/v1/annotations.go PopulateAnnotations).
+ANNOTATED_KINDS = frozenset({"Service", "Ingress"})
 FLAT_META_KEYS = frozenset({"apiVersion", "kind", "name", "namespace", "metadata"})
 
 # Keys every Mapping of a group must agree on (irhttpmappinggroup.py CoreMappingKeys; prefix, method and headers
@@ -228,6 +232,10 @@ class Mapping:
     allow_upgrade: tuple[str, ...] = ()  # upgrade types Envoy accepts on this route (lower case)
     core: tuple[tuple[str, str, str], ...] = ()  # CORE_KEYS set here: (key, canonical JSON, Python text)
     explicit: frozenset[str] = frozenset()  # the fields as written, for group-wide flattening
+    warnings: tuple[str, ...] = ()  # what Emissary posts but still serves (e.g. a service with a path)
+    # HTTP/2 to the service (v3cluster.py V3Cluster: http2_protocol_options when the cluster is grpc); a shadow's
+    # own field decides for its copies (irhttpmappinggroup.py add_cluster_for_mapping(shadow, marker='shadow')).
+    grpc: bool = False
 
     @property
     def key(self) -> str:
@@ -246,6 +254,7 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping)
     files: list[str] = field(default_factory=list)
     file_errors: list[str] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
+    nodes: int = 0  # YAML nodes read from the file being parsed (bounded by MAX_NODES)
 
     def blocking(self, strict: bool = False) -> list[str]:
         """The errors that stop loading: a file-level error always, any error with `mappings_strict`.
@@ -377,7 +386,7 @@ def _regex(key: str, pattern: str, case_sensitive: bool = True) -> str:
     return pattern
 
 
-def _match_map(spec: dict[str, Any], key: str, *, regex: bool) -> tuple[tuple[str, str | None], ...]:
+def _match_map(spec: dict[str, Any], key: str, *, regex: bool, v2: bool = False) -> tuple[tuple[str, str | None], ...]:
     raw = spec.get(key)
     if raw is None:
         return ()
@@ -389,6 +398,8 @@ def _match_map(spec: dict[str, Any], key: str, *, regex: bool) -> tuple[tuple[st
             raise ValueError(f"{key} has a name that is not a string: {_show(name)}")
         if value is True and not regex:
             out.append((name, None))  # v0-v2: `true` means "must be present" (irhttpmapping.py)
+        elif value is False and v2 and not regex:
+            continue  # handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec drops `false`
         elif isinstance(value, str):
             out.append((name, _regex(f"{key}.{_clean(name)}", value) if regex else value))
         elif isinstance(value, int | float) and not isinstance(value, bool) and not regex:
@@ -499,8 +510,9 @@ def _redirect(spec: dict[str, Any], service: str) -> Redirect | None:
     irhttpmapping.py _enforce_mutual_exclusion) set its path; redirect_response_code one of 301..308."""
     if not _bool(spec, "host_redirect", False):
         return None
-    path = _str(spec, "path_redirect", empty_ok=False)
-    prefix = _str(spec, "prefix_redirect", empty_ok=False)
+    # v3route.py V3Route: `if path_redirect:` / `elif prefix_redirect:`, so "" is unset.
+    path = _str(spec, "path_redirect") or None
+    prefix = _str(spec, "prefix_redirect") or None
     regex_redirect = None
     if spec.get("regex_redirect") is not None:
         regex_redirect = _regex_rewrite({"regex_rewrite": spec["regex_redirect"]})
@@ -581,9 +593,10 @@ def build_mapping(
     regex_rewrite = _regex_rewrite(spec)
     if regex_rewrite is not None:
         rewrite = ""  # irhttpmapping.py: regex_rewrite replaces rewrite
-    host = _str(spec, "host", empty_ok=False)
+    # "" is unset: irhttpmapping.py IRHTTPMapping.__init__ adds the :authority match only `if host:`.
+    host = _str(spec, "host") or None
     host_regex = _bool(spec, "host_regex", False)
-    hostname = _str(spec, "hostname", empty_ok=False)
+    hostname = _str(spec, "hostname") or None
     if api_version in V2_API_VERSIONS and hostname is None:
         # v2 -> v3alpha1 conversion (handwritten.conversion.go): host becomes a glob hostname, no host is "*".
         if host is None:
@@ -595,7 +608,18 @@ def build_mapping(
             _regex("host", host)
         elif "*" in host and hostname is None:
             raise ValueError(f"host exact-match {host} contains *, which cannot match anything.")
-    headers = _match_map(spec, "headers", regex=False)
+    v2 = api_version in V2_API_VERSIONS
+    headers = _match_map(spec, "headers", regex=False, v2=v2)
+    regex_headers = _match_map(spec, "regex_headers", regex=True)
+    query_parameters = _match_map(spec, "query_parameters", regex=False, v2=v2)
+    regex_query_parameters = _match_map(spec, "regex_query_parameters", regex=True)
+    if v2:
+        headers, regex_headers = _v2_bool_matches(headers, regex_headers)
+        query_parameters, regex_query_parameters = _v2_bool_matches(query_parameters, regex_query_parameters)
+    # Emissary's Python reads every resource as JSON from its Go side (encoding/json writes map keys sorted), so
+    # these maps reach IRHTTPMapping.__init__, _group_id and _route_weight in name order, whatever the YAML order.
+    headers, regex_headers = tuple(sorted(headers)), tuple(sorted(regex_headers))
+    query_parameters, regex_query_parameters = tuple(sorted(query_parameters)), tuple(sorted(regex_query_parameters))
     for hname, hvalue in headers:
         if hname.lower() == ":authority" and hvalue is not None and "*" in hvalue:
             raise ValueError(f":authority exact-match '{hvalue}' contains *, which cannot match anything.")
@@ -614,7 +638,11 @@ def build_mapping(
         "a non-negative integer (milliseconds)",
         f"at most {MAX_TIMEOUT_MS} (milliseconds)",
     )
-    host_rewrite = _str(spec, "host_rewrite", empty_ok=False)
+    # "" is unset: Envoy config_impl.cc finalizeRequestHeaders rewrites Host only for a non-empty host_rewrite_literal.
+    host_rewrite = _str(spec, "host_rewrite") or None
+    warnings: list[str] = []
+    if not _bool(spec, "host_redirect", False):  # a redirect's service is a Location host, not a cluster
+        service = _cluster_service(service, warnings)
     _parse_service(service)  # reject unparseable services now, not on the first request
     tls = spec.get("tls")
     if tls is not None and not isinstance(tls, bool | str):
@@ -623,6 +651,11 @@ def build_mapping(
         # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
         service = "https://" + service.split("://", 1)[-1]
     shadow = _bool(spec, "shadow", False)
+    if shadow and weight is not None and weight > 100:
+        # v3route.py V3Route passes the shadow's weight unchecked as runtime_fraction numerator/HUNDRED; Envoy
+        # protobuf/utility.cc evaluateFractionalPercent (random % 100 < numerator) then mirrors every request.
+        warnings.append(f"shadow weight {weight} is over 100: every request is copied (100%)")
+    grpc = _bool(spec, "grpc", False)
     redirect = _redirect(spec, service)
     return Mapping(
         name=name,
@@ -639,9 +672,9 @@ def build_mapping(
         host_regex=host_regex,
         method=method,
         headers=headers,
-        regex_headers=_match_map(spec, "regex_headers", regex=True),  # type: ignore[arg-type]
-        query_parameters=_match_map(spec, "query_parameters", regex=False),
-        regex_query_parameters=_match_map(spec, "regex_query_parameters", regex=True),  # type: ignore[arg-type]
+        regex_headers=regex_headers,  # type: ignore[arg-type]
+        query_parameters=query_parameters,
+        regex_query_parameters=regex_query_parameters,  # type: ignore[arg-type]
         precedence=precedence or 0,
         weight=weight,
         shadow=shadow,
@@ -659,7 +692,34 @@ def build_mapping(
         allow_upgrade=_allow_upgrade(spec),
         core=_core(spec),
         explicit=frozenset(k for k in spec if isinstance(k, str)),
+        warnings=tuple(warnings),
+        grpc=grpc,
     )
+
+
+def _cluster_service(service: str, warnings: list[str]) -> str:
+    """The service without a path, query or fragment, which Emissary ignores, posting ircluster.py
+    IRCluster.__init__'s message (the service without its scheme) and still serving the Mapping."""
+    scheme, sep, rest = service.strip().rpartition("://")
+    cut = min((i for i in (rest.find(c) for c in "/?#;") if i >= 0), default=-1)
+    if cut <= 0:  # nothing extra, or nothing but extra (left for _parse_service to refuse)
+        return service
+    warnings.append(f"service {rest} has extra URL components; ignoring everything but the host and port")
+    return scheme + sep + rest[:cut]
+
+
+def _v2_bool_matches(
+    plain: tuple[tuple[str, str | None], ...], regex: tuple[tuple[str, str | None], ...]
+) -> tuple[tuple[tuple[str, str | None], ...], tuple[tuple[str, str | None], ...]]:
+    """getambassador.io/v2 `headers`/`query_parameters` `true` as the v2 -> v3alpha1 conversion makes it
+    (handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec): a regex `.*` match, unless that
+    name has a regex already. It counts as a regex in the group id and the route order (`.*`, regex flag)."""
+    present = [n for n, v in plain if v is None]
+    if not present:
+        return plain, regex
+    taken = {n for n, _ in regex}
+    extra = tuple((n, ".*") for n in present if n not in taken)
+    return tuple((n, v) for n, v in plain if v is not None), regex + extra
 
 
 # ---------------------------------------------------------------- service addresses
@@ -765,10 +825,10 @@ class _Loader(yaml.SafeLoader):
     `2001-02-30`, a 5000-digit integer); here each becomes a ConstructorError at the scalar's line and column.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nodes: int = 0) -> None:
         super().__init__(text)
         self._depth = 0
-        self._nodes = 0
+        self._nodes = nodes  # already read from the same file (an annotation's YAML counts with its file's)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         # The composer recurses once per nesting level: bound it here, where the position is known, rather
@@ -847,7 +907,7 @@ else:
         get_single_node = yaml.composer.Composer.get_single_node
         compose_document = yaml.composer.Composer.compose_document
 
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, nodes: int = 0) -> None:
             if yaml.reader.Reader.NON_PRINTABLE.search(text):
                 raise ValueError("a character the reader refuses")
             CParser.__init__(self, text)
@@ -855,7 +915,7 @@ else:
             yaml.resolver.Resolver.__init__(self)
             yaml.composer.Composer.__init__(self)
             self._depth = 0
-            self._nodes = 0
+            self._nodes = nodes  # already read from the same file (an annotation's YAML counts with its file's)
 
 
 def _at(mark: Any) -> str:
@@ -867,17 +927,21 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return line + 1, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
-def _iter_documents(text: str, path: str) -> list[tuple[int, Any]]:
-    """The documents of one file, numbered from 1; raise MappingError (one line) for anything unreadable.
+def _iter_documents(text: str, path: str, result: LoadResult) -> list[tuple[int, Any]]:
+    """The documents of one file (or annotation), numbered from 1; raise MappingError (one line) for anything
+    unreadable. `result.nodes` carries the YAML nodes read so far from the same file.
 
     libyaml reads them when PyYAML has it (four times faster: 10,000 Mappings take seconds in pure Python); any
     failure there is read again by the pure-Python loader, whose message is the one reported."""
     if _CLoader is not None:
         try:
-            return _documents(_CLoader(text))
+            loader = _CLoader(text, result.nodes)
+            docs = _documents(loader)
+            result.nodes = loader._nodes
+            return docs
         except Exception:  # noqa: BLE001, S110 - the reference reader below says what is wrong, in its words
             pass
-    return _documents_reported(text, path)
+    return _documents_reported(text, path, result)
 
 
 def _documents(loader: Any) -> list[tuple[int, Any]]:
@@ -890,12 +954,12 @@ def _documents(loader: Any) -> list[tuple[int, Any]]:
     return docs
 
 
-def _documents_reported(text: str, path: str) -> list[tuple[int, Any]]:
+def _documents_reported(text: str, path: str, result: LoadResult) -> list[tuple[int, Any]]:
     docs: list[tuple[int, Any]] = []
     n = cur = 0
     loader: _Loader | None = None
     try:
-        loader = _Loader(text)  # the reader checks every character here, before the first document
+        loader = _Loader(text, result.nodes)  # the reader checks every character here, before the first document
         while True:
             cur = n + 1
             if not loader.check_data():
@@ -921,12 +985,17 @@ def _documents_reported(text: str, path: str) -> list[tuple[int, Any]]:
         raise MappingError(f"{path} doc {cur}: YAML nesting too deep") from None
     finally:
         if loader is not None:
+            result.nodes = loader._nodes
             loader.dispose()
     return docs
 
 
-def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadResult) -> None:
-    where = _where(path, doc, item)
+def _one_document(
+    obj: Any, path: str, doc: int, item: int | None, result: LoadResult, annotation: str | None = None
+) -> None:
+    """One YAML document; `annotation`: where it was read from when it comes from a getambassador.io/config
+    annotation (the location of its messages)."""
+    where = annotation or _where(path, doc, item)
     if obj is None:
         return  # an empty document (e.g. a trailing `---`)
     if not isinstance(obj, dict):
@@ -938,6 +1007,9 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
         # Checked first: kind and apiVersion go through set lookups, which a list or a mapping would break.
         shown = "" if kind is None else f", got {_type_name(kind)} {_show(kind)}"
         result.errors.append(f"{where}: kind is required (e.g. kind: Mapping){shown}")
+        return
+    if kind in LIST_KINDS and annotation is not None:
+        result.errors.append(f"{where}: a {kind} inside an annotation is not supported")
         return
     if kind in LIST_KINDS:
         items = obj.get("items")
@@ -951,6 +1023,8 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
             _one_document(sub, path, doc, i, result)
         return
     if kind != "Mapping":
+        if annotation is None and _annotated(obj, kind, path, doc, item, result):
+            return
         result.notices.append(f"{where}: skipped kind {_clean(kind[:80])} (only Mappings are used)")
         return
     if not isinstance(api, str) or api not in MAPPING_API_VERSIONS:
@@ -988,13 +1062,77 @@ def _one_document(obj: Any, path: str, doc: int, item: int | None, result: LoadR
     try:
         m = build_mapping(name, namespace, where, spec, api)
     except ValueError as e:
-        result.errors.append(f"{_where(path, doc, item, f'{name}.{namespace}')}: {e}")
+        result.errors.append(f"{where} (Mapping {name}.{namespace}): {e}")
         return
     if m.ignored_fields:
-        result.notices.append(
-            f"{_where(path, doc, item, m.key)}: not honoured (ignored): {', '.join(m.ignored_fields)}"
-        )
+        result.notices.append(f"{where} (Mapping {m.key}): {not_honoured(m.ignored_fields)}")
+    result.notices += [f"{where} (Mapping {m.key}): {w}" for w in m.warnings]
     result.mappings.append(m)
+
+
+def not_honoured(fields: tuple[str, ...]) -> str:
+    """The notice for fields accepted but not applied."""
+    return f"{NOT_HONOURED_NOTE}: {', '.join(fields)}"
+
+
+def _annotated(obj: dict[Any, Any], kind: str, path: str, doc: int, item: int | None, result: LoadResult) -> bool:
+    """Mappings in a `getambassador.io/config` annotation (Emissary's original form): read from a Service or an
+    Ingress, with the object's namespace as their default (pkg/snapshot/v1/annotations.go
+    ParseAnnotationResources). Returns whether the object carries the annotation."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict) or ANNOTATION not in annotations:
+        return False
+    assert isinstance(meta, dict)
+    name, namespace = meta.get("name"), meta.get("namespace")
+    owner = f"{_clean(kind[:80])} {_show(name) if not isinstance(name, str) else _clean(name[:200])}"
+    namespace = namespace if isinstance(namespace, str) and namespace else "default"
+    where = f"{_where(path, doc, item)}, {owner}.{_clean(namespace[:200])}, annotation {ANNOTATION}"
+    if kind not in ANNOTATED_KINDS:
+        # PopulateAnnotations reads Services and Ingresses only (annotations_test.go: a Host's is not parsed).
+        result.notices.append(f"{where}: skipped: Emissary reads this annotation only on a Service or an Ingress")
+        return True
+    text = annotations[ANNOTATION]
+    if not isinstance(text, str):
+        result.errors.append(f"{where}: must be YAML text, got {_type_name(text)}")
+        return True
+    try:
+        docs = _iter_documents(text, where, result)
+    except MappingError as e:
+        result.errors.append(str(e))  # this object's Mappings are left out; the file's others load
+        return True
+    for k, sub in docs:
+        if sub is None:
+            continue
+        if isinstance(sub, dict):
+            sub = _unfold(sub, namespace)
+        _one_document(sub, path, doc, item, result, annotation=f"{where} doc {k}")
+    return True
+
+
+def _unfold(obj: dict[Any, Any], namespace: str) -> dict[Any, Any]:
+    """An annotation's resource in the metadata/spec form (annotations.go ParseAnnotationResources): name,
+    namespace and generation go to metadata, everything else to spec; the namespace defaults to the owner's;
+    `ambassador/` apiVersions become `getambassador.io/`."""
+    meta = dict(obj["metadata"]) if isinstance(obj.get("metadata"), dict) else {}
+    spec = dict(obj["spec"]) if isinstance(obj.get("spec"), dict) else {}
+    out: dict[Any, Any] = {}
+    for k, v in obj.items():
+        if k in ("apiVersion", "kind", "metadata", "spec", "status"):
+            continue
+        if k in ("name", "namespace", "generation"):
+            meta[k] = v
+        elif k == "metadata_labels":
+            meta["labels"] = v
+        else:
+            spec[k] = v
+    if not isinstance(meta.get("namespace"), str) or not meta.get("namespace"):
+        meta["namespace"] = namespace
+    api = obj.get("apiVersion")
+    if isinstance(api, str) and api.startswith("ambassador/"):
+        api = "getambassador.io/" + api.removeprefix("ambassador/")
+    out.update(apiVersion=api, kind=obj.get("kind"), metadata=meta, spec=spec)
+    return out
 
 
 def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadResult:
@@ -1008,8 +1146,9 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     if len(text) > MAX_FILE_BYTES:
         _file_error(result, f"{path}: {_too_large(len(text), 'characters')}")
         return result
+    result.nodes = 0
     try:
-        docs = _iter_documents(text, path)
+        docs = _iter_documents(text, path, result)
     except MappingError as e:
         _file_error(result, str(e))
         return result

@@ -66,6 +66,12 @@ class Metrics:
     compared: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, result
     mismatches: dict[tuple[str, str], int] = field(default_factory=dict)  # mapping, kind
     config_errors: int = 0
+    grpc: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # mapping, service, role, grpc_status
+
+    def record_grpc(self, mapping: str, service: str, role: str, label: str) -> None:
+        """A gRPC call's outcome (`grpcwire.status`): HTTP 200 with grpc-status 5 is a failed call."""
+        key = (mapping, service, role, label)
+        self.grpc[key] = self.grpc.get(key, 0) + 1
 
     def record_upstream(self, mapping: str, service: str, role: str, code: int | str, seconds: float | None) -> None:
         key = (mapping, service, role, str(code))
@@ -151,6 +157,13 @@ class MetricsCollector(Collector):
                 "Mismatches by what differed (status, header, body).",
                 ("mapping", "kind"),
                 m.mismatches,
+            )
+        if m.grpc:
+            yield _counter(
+                "shadow_grpc_calls",
+                "gRPC answers by role and grpc-status (0 OK, 5 NOT_FOUND...; missing, invalid).",
+                ("mapping", "service", "role", "grpc_status"),
+                m.grpc,
             )
         reloads = {result: m.reloads.get(result, 0) for result in ("success", "failure")}
         yield _counter("shadow_config_reloads", "Mapping reloads by result.", ("result",), reloads)

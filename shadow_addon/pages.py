@@ -42,6 +42,7 @@ def snapshot(state: State) -> dict[str, object]:
         "comparison": report.comparison(state.files.table, state.metrics),
         "compare": state.metrics.compare_counts() if state.pairing else None,
         "diffs": state.pairing.store.to_json() if state.pairing else None,
+        "writes": dict(getattr(state, "writes", {})),  # copies of writes per shadow Mapping (a dashboard note)
     }
 
 

@@ -5,12 +5,45 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from . import routing
+from . import envoyheaders, grpcwire, routing
 from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 
 
-def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> None:
-    """Re-route the production request to the picked Mapping's service."""
+def downstream(flow: http.HTTPFlow) -> envoyheaders.Downstream:
+    """The client's connection as Envoy's connection manager sees it."""
+    c = flow.client_conn
+    peer = str(c.peername[0]) if c.peername else ""
+    local = str(c.sockname[0]) if c.sockname else ""
+    return envoyheaders.Downstream(peer, local, c.tls_established)
+
+
+def routing_headers(flow: http.HTTPFlow, envoy_headers: bool, table: routing.Table) -> http.Headers | None:
+    """The request's headers as Envoy routes them (an unsupported Upgrade dropped; with `envoy_headers`, what its
+    connection manager adds), or None when routing on the request's own gives the same route. The request keeps
+    its headers until it is routed (`adopt_headers`): unrouted requests go to the reverse target unchanged."""
+    req = flow.request
+    if "upgrade" not in req.headers and not (envoy_headers and table.matches_envoy_headers):
+        return None  # nothing routing looks at changes: the headers are made only for a routed request
+    h = req.headers.copy()
+    envoyheaders.drop_unsupported_upgrade(h)
+    if envoy_headers:
+        envoyheaders.connection_manager(h, downstream(flow))
+    return h
+
+
+def adopt_headers(flow: http.HTTPFlow, envoy_headers: bool, early: http.Headers | None) -> None:
+    """A routed request goes on with the headers Envoy routed it with: `early` (from `routing_headers`), or, when
+    routing did not need them, the connection manager's now."""
+    if early is not None:
+        flow.request.headers = early
+    elif envoy_headers:
+        envoyheaders.connection_manager(flow.request.headers, downstream(flow))
+
+
+def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool, envoy_headers: bool = False) -> None:
+    """Re-route the production request to the picked Mapping's service. `envoy_headers`: add what Envoy's router
+    adds (router.cc Filter::decodeHeaders: the timeout header before the route's header edits, the original path
+    with the path rewrite after them, as config_impl.cc finalizeRequestHeaders orders them)."""
     req, m, a = flow.request, route.mapping, route.address
     assert m is not None and a is not None
     req.scheme = a.scheme
@@ -21,10 +54,15 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool) -> N
     elif not keep_host:
         # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
         req.host_header = url.hostport(a.scheme, a.host, a.port)
+    original = routing.normalize_path(req.path)
     req.path = route.path
+    if envoy_headers:
+        envoyheaders.router(req.headers, route.timeout_ms, None)
     g = route.group.settings  # header edits are the group's (v3route.py V3Route)
     if g.remove_request_headers or g.add_request_headers:
         routing.edit_headers(req.headers, g.remove_request_headers, g.add_request_headers)
+    if envoy_headers and (g.regex_rewrite is not None or m.rewrite):
+        envoyheaders.router(req.headers, 0, original)
     flow.metadata["shadow_mapping"] = m.name
 
 
@@ -72,6 +110,10 @@ def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None) -
     if resp.timestamp_end and flow.request.timestamp_end:
         seconds = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
     metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, seconds)
+    if resp.http_version == "HTTP/2.0":  # gRPC runs over HTTP/2 only: HTTP/1 answers skip the look-up
+        label = grpcwire.status(resp.headers.fields, resp.trailers.fields if resp.trailers else None)
+        if label is not None:
+            metrics.record_grpc(*labels(route), PRODUCTION, label)
 
 
 def record_error(metrics: Metrics, route: routing.Route) -> None:

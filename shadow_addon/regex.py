@@ -32,9 +32,35 @@ def compile(pattern: str, case_sensitive: bool = True) -> Any:  # noqa: A001 - m
 
 
 def substitute(compiled: Any, substitution: str, text: str) -> str:
-    """Replace every match as Envoy's regex_rewrite does (RE2::GlobalReplace): `\\0` is the whole match, `\\1`..
-    `\\9` a group, `\\\\` a backslash. (Python's replacement rules differ: there `\\0` is a NUL character.)"""
-    return compiled.sub(python_template(substitution), text)
+    """Replace every match as Envoy's regex_rewrite and regex_redirect do (RE2::GlobalReplace): `\\0` is the whole
+    match, `\\1`..`\\9` a group, `\\\\` a backslash. (Python's replacement rules differ: there `\\0` is a NUL.)
+
+    Unlike Python's `re.sub`, an empty match right where the previous match ended is not replaced, so `(.*)` ->
+    `/v2\\1` turns `/rx/a` into `/v2/rx/a`, not `/v2/rx/a/v2`.
+    """
+    # Envoy source/common/common/regex.h CompiledGoogleReMatcher::replaceAll calls re2.cc RE2::GlobalReplace.
+    template = python_template(substitution)
+    out: list[str] = []
+    p, last_end, n, count = 0, -1, len(text), 0
+    while p <= n:
+        m = compiled.search(text, p)
+        if m is None:
+            break
+        start, end = m.span()
+        if p < start:
+            out.append(text[p:start])
+        if start == end == last_end:
+            # re2.cc GlobalReplace: "Disallow empty match at end of last match: skip ahead" (one character).
+            out.append(text[p : p + 1])
+            p += 1
+            continue
+        out.append(m.expand(template))
+        p = last_end = end
+        count += 1
+    if count == 0:
+        return text
+    out.append(text[p:])
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=1024)

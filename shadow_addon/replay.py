@@ -21,6 +21,7 @@ from mitmproxy import ctx, exceptions, http
 from . import capture, copies, production, routing
 from .mappings import Address
 from .sender import Copy, Sender
+from .words import plural
 
 if TYPE_CHECKING:
     from .shadow import Shadow
@@ -29,6 +30,8 @@ logger = logging.getLogger("shadow")
 
 LEARN_BATCH = 200  # recorded flows learned from per loop iteration
 PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
+REPLAY_INFLIGHT = 4  # copies of a capture in flight per shadow service unless shadow_max_inflight is set
+PREFIXES_SHOWN = 10  # prefixes named when no request of a capture went to a shadow
 # What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
 
@@ -42,16 +45,24 @@ def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float,
     return started + (recorded - first) / speed - now
 
 
+def inflight(max_inflight: int, set_by_user: bool) -> int:
+    """Copies of a capture in flight per shadow service: `shadow_max_inflight` when set, else at most
+    REPLAY_INFLIGHT. A replay keeps that many in flight all along, and a development server (Python's
+    ThreadingHTTPServer: a listen backlog of 5, threads sharing one interpreter lock) answers each only after
+    working on all the others: 64 at once can take past the copy timeout, which would read as the shadow failing."""
+    return max_inflight if set_by_user else min(max_inflight, REPLAY_INFLIGHT)
+
+
 def window(max_inflight: int, max_backlog: int) -> int:
     """Copies of recorded flows under way at once per shadow service. Until a connection to the service works,
     the sender dials once and keeps the rest in its backlog: this many always fit, so none is dropped as overload."""
     return max(1, min(max_inflight, max_backlog + 1))
 
 
-def skip_reason(req: http.Request, body_limit: int) -> str | None:
+def skip_reason(req: http.Request, body_limit: int, methods: frozenset[str] = frozenset()) -> str | None:
     """Why a recorded request is not copied (the same reasons as live), or None."""
     body = copies.body_of(req, body_limit)  # a recorded request without its body was streamed
-    return copies.not_copied(req) or (body if isinstance(body, str) else None)
+    return copies.not_copied(req, methods) or (body if isinstance(body, str) else None)
 
 
 def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
@@ -64,6 +75,10 @@ def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float)
     return None
 
 
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:PREFIXES_SHOWN]) + (", ..." if len(names) > PREFIXES_SHOWN else "")
+
+
 class Replay:
     """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
 
@@ -73,6 +88,9 @@ class Replay:
         self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
         self.waiters: list[asyncio.Future[None]] = []
         self.read = self.copies = self.settled_copies = 0
+        self.to_shadow = 0  # recorded requests whose route has a shadow (copied or not)
+        self.sampled_out = 0  # of those, the ones the shadow's weight did not sample
+        self.example = ""  # a recorded request that went to no shadow, for the message when none did
         self.longest = 0.0  # the longest copy timeout seen: bounds the wait at exit
         self._clock: tuple[float, float] | None = None
         self._sender: Sender | None = None
@@ -113,10 +131,15 @@ class Replay:
     def recorded(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """A flow from a capture: routed now; copied now, or once the shadow has room or the recorded time comes."""
         sh = self.shadow
+        self.read += 1
         if not sh.table.groups:
             return None
-        self.read += 1
-        route = sh.route_of(flow.request, flow.metadata.get("shadow_mapping"))
+        route = sh.route_of(flow.request, flow.metadata.get("shadow_mapping"), every=sh.settings.replay_every)
+        if route is None or route.group.shadow is None:
+            self.example = self.example or f"{flow.request.method} {flow.request.path[:200]}"
+        else:
+            self.to_shadow += 1
+            self.sampled_out += route.shadow is None
         if route is None:
             production.record(sh.metrics, flow, None)
             return None
@@ -146,7 +169,8 @@ class Replay:
         self._check_sender()
         a = route.shadow_address
         s = self.shadow.settings
-        return a is None or self.outstanding.get(a, 0) < window(s.max_inflight, s.max_backlog)
+        n = inflight(s.max_inflight, ctx.options.has_changed("shadow_max_inflight"))
+        return a is None or self.outstanding.get(a, 0) < window(n, s.max_backlog)
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
         sh = self.shadow
@@ -159,7 +183,7 @@ class Replay:
         shadow = route.shadow
         if shadow is None or route.shadow_address is None or sh.sender is None:
             return
-        why = skip_reason(dup.request, sh.settings.body_limit)
+        why = skip_reason(dup.request, sh.settings.body_limit, sh.settings.methods)
         if why is not None:
             sh.metrics.record_drop(shadow.name, why)
             return
@@ -237,10 +261,50 @@ class Replay:
 
     # ------------------------------------------------------------------ exit
 
+    def nothing_copied(self) -> str | None:
+        """Why no request of the capture was copied, when none was: how many were read, one of them, and the
+        prefixes the Mappings route (a capture recorded behind the ingress holds paths already rewritten)."""
+        if self.copies or not self.read:
+            return None
+        groups = self.shadow.table.groups
+        if self.to_shadow and self.sampled_out < self.to_shadow:
+            return None  # not copied for their own reasons (body_limit, streamed, ...), counted as drops
+        if self.to_shadow:
+            return (
+                f"replay: {self.to_shadow} of {self.read} recorded requests went to a route with a shadow, but its "
+                "weight sampled none of them; shadow_replay_every_request=true (mitmshadow replay "
+                "--every-request) copies every one, unless the weight is 0"
+            )
+        shadowed = sorted({g.members[0].prefix for g in groups if g.shadow is not None and g.routes})
+        others = sorted({g.members[0].prefix for g in groups if g.shadow is None} - set(shadowed))
+        shown = _first(shadowed) or "none"
+        if others:
+            shown += f" (without a shadow: {_first(others)})"
+        return (
+            f"replay: no request of the capture went to a shadow: {self.read} read (e.g. {self.example or '-'}); "
+            f"prefixes with a shadow: {shown}. A capture taken in front of the service itself holds paths its "
+            "Mapping already rewrote: record requests as clients send them (README: Test a release against "
+            "recorded traffic)"
+        )
+
+    def timeouts(self) -> str | None:
+        """The copies that timed out, and the options that decide it, when some did."""
+        n = sum(v for (_, reason), v in self.shadow.metrics.dropped.items() if reason == "timeout")
+        if not n or not self.copies:
+            return None
+        return (
+            f"replay: {n} of {self.copies} copies timed out: the shadow did not answer within the copy timeout "
+            "(shadow_timeout; default the production Mapping's timeout_ms). A development server takes few "
+            "connections at once: lower shadow_max_inflight (a capture sends 4 at a time unless it is set)"
+        )
+
     def progress(self) -> str:
         pending = len(self.keys)
         done = self.copies - pending
-        return f"replay: {self.read} recorded flows, {self.copies} copies, {done} done, {pending} in flight"
+        return (
+            f"replay: {plural(self.read, 'recorded flow')}, {plural(self.copies, 'copy', 'copies')}, {done} done, "
+            f"{pending} in flight"
+        )
 
     def _under_way(self) -> int:
         """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
@@ -276,8 +340,11 @@ class Replay:
             under_way = self._under_way()
             if not under_way or late:
                 if under_way:
-                    logger.warning("replay: %d copies still had no outcome; exiting", under_way)
+                    logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
                 if self.read:
                     logger.info(self.progress())
+                for line in (self.nothing_copied(), self.timeouts()):
+                    if line is not None:
+                        logger.warning(line)
                 ctx.master.shutdown()
                 return

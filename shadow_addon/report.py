@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .grpcwire import code_name
 from .metrics import BUCKETS, PRODUCTION, REVERSE_TARGET, SHADOW, Histogram, Metrics
 from .routing import Group, Table
+from .words import clip, plural
 
 
 def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_names: set[str]) -> dict[str, Any]:
@@ -26,9 +28,17 @@ def _side(m: Metrics, role: str, series: set[tuple[str, str]] | None, mapping_na
         for i, c in enumerate(h.counts):
             hist.counts[i] += c
         hist.total += h.total
+    grpc: dict[str, int] = {}
+    for (mapping, service, r, label), n in m.grpc.items():
+        if r != role or mapping not in mapping_names or (series is not None and (mapping, service) not in series):
+            continue
+        grpc[label] = grpc.get(label, 0) + n
     requests = sum(codes.values())
     errors = sum(n for c, n in codes.items() if c == "error" or c.startswith("5"))
     return {
+        # gRPC calls by grpc-status: a failed call is HTTP 200 with a status other than 0 (OK)
+        "grpc": dict(sorted(grpc.items())),
+        "grpc_errors": sum(n for label, n in grpc.items() if label != "0"),
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
@@ -65,12 +75,23 @@ def comparison(table: Table, m: Metrics) -> list[dict[str, Any]]:
                 "shadow_service": shadow.service,
                 "shadow_address": str(table.addresses[shadow.key]),
                 "weight": 100 if shadow.weight is None else shadow.weight,
+                "copies": g.routes,  # a group without a production route has nothing to copy
                 "production": _side(m, PRODUCTION, series, names),
                 "shadow": _side(m, SHADOW, {(shadow.name, shadow.service)}, {shadow.name}),
                 "drops": drops,
             }
         )
     return rows
+
+
+# What the shadow's `requests` and `dropped` count, and why a drop count can exceed the requests (sender.py: a
+# failed service is left alone for a while, and the copies meanwhile are dropped unsent).
+DROPS_LEGEND = [
+    "(shadow requests: copies sent, answered with a status or `error` when the attempt failed; dropped: copies "
+    "with no answer, by reason,",
+    " sent or not: after a failure the service is left alone briefly and the copies meanwhile are dropped unsent, "
+    "so drops can exceed requests)",
+]
 
 
 def _ms(v: float | None) -> str:
@@ -93,17 +114,23 @@ def text_table(
     for r in rows:
         for role in ("production", "shadow"):
             s = r[role]
-            label = r["resource"] if role == "production" else f"  -> {r['shadow_mapping']}"
+            label = clip(r["resource"] if role == "production" else f"  -> {r['shadow_mapping']}", 24)
             codes = " ".join(f"{c}:{n}" for c, n in s["codes"].items())
+            if s["grpc"]:
+                codes += "  grpc " + " ".join(f"{code_name(c)}:{n}" for c, n in s["grpc"].items())
             lines.append(
-                f"{label[:24]:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
+                f"{label:<24} {role:<10} {s['requests']:>8} {s['errors']:>7} {_ms(s['p50']):>8} "
                 f"{_ms(s['p90']):>8} {_ms(s['p99']):>8}  {codes}"
             )
+        if r.get("copies") is False:
+            lines.append(f"{'':<24} copies     nothing: its group has no production route (see mitmshadow explain)")
         if r["drops"]:
             lines.append(f"{'':<24} dropped    " + " ".join(f"{k}:{v}" for k, v in r["drops"].items()))
         results = (compare or {}).get(r["shadow_mapping"])
         if results:
             lines.append(f"{'':<24} compared   " + " ".join(f"{k}:{v}" for k, v in sorted(results.items())))
+    if any(r["drops"] for r in rows):
+        lines += DROPS_LEGEND
     lines += _by_endpoint(diffs, most) if diffs else []
     return "\n".join(lines) + "\n"
 
@@ -120,7 +147,7 @@ def _by_endpoint(diffs: dict[str, Any], most: int) -> list[str]:
     for g in groups[:most]:
         share = f"{g['mismatches']}/{g['compared']} ({g['rate']:.0%})"
         ex = example.get((g["mapping"], g["endpoint"]), "")
-        out.append(f"  {g['mapping'][:16]:<16} {g['endpoint'][:34]:<34} {share:>14}  {ex[:90]}")
+        out.append(f"  {clip(g['mapping'], 16):<16} {clip(g['endpoint'], 34):<34} {share:>14}  {clip(ex, 90)}")
     if len(groups) > most:
-        out.append(f"  ... and {len(groups) - most} more endpoints (GET /diffs)")
+        out.append(f"  ... and {plural(len(groups) - most, 'more endpoint')} (GET /diffs)")
     return out

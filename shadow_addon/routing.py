@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mitmproxy.http import Headers
 
-from . import regex, routeindex
+from . import envoyheaders, regex, routeindex
 from .mappings import Address, HeaderAdd, Mapping, Redirect, override_matches, service_address
 
 
@@ -285,19 +285,21 @@ class Matcher:
         return True
 
 
-def path_test(m: Mapping) -> Callable[[str], bool]:
+def path_test(m: Mapping, case_sensitive: bool | None = None) -> Callable[[str], bool]:
     """Envoy route match: `prefix` on the whole :path; `path` (prefix_exact) and `safe_regex` (prefix_regex,
-    a full match) on the path without its query string. case_sensitive: false folds case, except for a regex,
-    which RE2 runs as written."""
+    a full match) on the path without its query string. case_sensitive (the route's, else the Mapping's): false
+    folds case, except for a regex, which RE2 runs as written."""
+    if case_sensitive is None:
+        case_sensitive = m.case_sensitive
     if m.prefix_regex:
         rx = regex.compile(m.prefix)
         return lambda p: rx.fullmatch(_path_only(p)) is not None
     if m.prefix_exact:
-        if m.case_sensitive:
+        if case_sensitive:
             return lambda p: _path_only(p) == m.prefix
         low = m.prefix.lower()
         return lambda p: _path_only(p).lower() == low
-    if m.case_sensitive:
+    if case_sensitive:
         prefix = m.prefix
         return lambda p: p.startswith(prefix)
     low = m.prefix.lower()
@@ -305,11 +307,11 @@ def path_test(m: Mapping) -> Callable[[str], bool]:
     return lambda p: p[:n].lower() == low
 
 
-def build_matcher(m: Mapping) -> Matcher:
+def build_matcher(m: Mapping, case_sensitive: bool | None = None) -> Matcher:
     headers = [(h.name.lower() if h.name.startswith(":") else h.name, _value_test(h)) for h in header_matches(m)]
     queries = [(q.name, _value_test(q)) for q in query_matches(m)]
     return Matcher(
-        path_test(m),
+        path_test(m, case_sensitive),
         tuple((n, t) for n, t in headers if t is not None),
         tuple((n, t) for n, t in queries if t is not None),
     )
@@ -362,6 +364,8 @@ class Group:
     errors: tuple[str, ...] = ()  # Emissary's errors for this group (it still routes)
     settings: Settings = field(default_factory=Settings)
     redirect: Mapping | None = None  # host_redirect: the group answers a redirect
+    # Per production route, a stricter path test when routes differ in case_sensitive (None: the matcher's holds).
+    route_paths: tuple[Callable[[str], bool] | None, ...] = ()
 
     @property
     def error(self) -> str | None:
@@ -393,6 +397,7 @@ class Table:
     errors: tuple[ConfigError, ...] = ()  # Emissary-style diagnostics errors; the table still serves
     ignored: tuple[Mapping, ...] = ()  # Mappings for another ambassador_id
     ambassador_id: str = "default"
+    matches_envoy_headers: bool = False  # some route matches a header Envoy sets before routing (x-forwarded-proto...)
     # The groups a request may match, in route order, without trying each (built with the table, off the loop).
     index: routeindex.RouteIndex[Group] | None = field(default=None, compare=False, repr=False)
 
@@ -479,6 +484,31 @@ def _add_mapping(b: _Building, m: Mapping, errors: list[ConfigError]) -> None:
     b.members.append(m)
 
 
+def route_case_sensitive(production: Sequence[Mapping]) -> list[bool]:
+    """Each production route's case_sensitive: its own, else the group's, which IRHTTPMappingGroup.finalize
+    flattens from the last Mapping that sets it (v3route.py V3Route: mapping's, else group's, else True)."""
+    group = True
+    for m in production:
+        if "case_sensitive" in m.explicit:
+            group = m.case_sensitive
+    return [m.case_sensitive if "case_sensitive" in m.explicit else group for m in production]
+
+
+def _group_matching(
+    b: _Building, weights: Sequence[tuple[Mapping, int]]
+) -> tuple[Matcher, tuple[Callable[[str], bool] | None, ...]]:
+    """The group's matcher (case folded if any route folds) and, when routes differ, each route's own path test."""
+    if not weights:
+        # A redirect group (or a shadow alone): IRHTTPMappingGroup.finalize flattens the host_redirect Mapping's
+        # case_sensitive onto the group, which V3Route uses for the route it builds from no Mapping.
+        return build_matcher(b.first), ()
+    cases = route_case_sensitive([m for m, _ in weights])
+    matcher = build_matcher(b.first, all(cases))
+    if all(cases) or not any(cases):
+        return matcher, ()
+    return matcher, tuple(path_test(m, True) if cs else None for (m, _), cs in zip(weights, cases, strict=True))
+
+
 def build_table(
     mappings: Sequence[Mapping], overrides: Sequence[ServiceOverride] = (), ambassador_id: str = "default"
 ) -> Table:
@@ -501,24 +531,27 @@ def build_table(
             continue
         weights, werrs = canary_weights(b.production) if b.production else ([], [])
         errors += [ConfigError(b.production[0].key, e) for e in werrs]
+        matcher, route_paths = _group_matching(b, weights)
         groups.append(
             Group(
                 key=gid,
                 weight=max(route_weight(m) for m in b.members),
-                matcher=build_matcher(b.first),
+                matcher=matcher,
                 members=tuple(b.members),
                 production=tuple(weights),
                 shadow=b.shadow,
                 errors=tuple(werrs),
                 settings=group_settings(b.production),
                 redirect=b.redirect,
+                route_paths=route_paths,
             )
         )
     kept = [m for g in groups for m in g.members]
     addresses = {m.key: resolve_address(m, overrides) for m in kept}
+    envoy_set = any(envoyheaders.sets(h.name) for g in groups for h in header_matches(g.members[0]))
     ordered_groups = tuple(order_groups(groups))
     index = routeindex.RouteIndex(ordered_groups)
-    return Table(ordered_groups, addresses, tuple(errors), ignored, ambassador_id, index)
+    return Table(ordered_groups, addresses, tuple(errors), ignored, ambassador_id, envoy_set, index)
 
 
 # ---------------------------------------------------------------- per request
@@ -616,8 +649,8 @@ def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: flo
             target = path if r.prefix is None else r.prefix + path[len(g.redirect.prefix) :]
             return Route(g, None, None, path, 0, None, None, redirect=(r.code, redirect_location(r, req, target)))
         picked: Mapping | None = None
-        for m, cum in g.production:
-            if canary_draw < cum:
+        for i, (m, cum) in enumerate(g.production):
+            if canary_draw < cum and not (g.route_paths and (t := g.route_paths[i]) is not None and not t(path)):
                 picked = m
                 break
         if picked is None:

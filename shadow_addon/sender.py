@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import MemoryBudget
+from .h2sender import H2Conn
 from .mappings import Address
 from .metrics import SHADOW, Metrics
 from .reader import ReadError, ResponseReader
@@ -74,6 +75,8 @@ class Copy:
     hash_body: bool = False  # compute the whole response body's sha256 while reading (for comparison)
     context: object = None  # opaque, handed back with the outcome (e.g. the production flow's id)
     enqueued: float = 0.0
+    http2: bool = False  # over HTTP/2 (the shadow Mapping's `grpc: true`), by h2sender
+    trailers: tuple[tuple[bytes, bytes], ...] = ()  # request trailers (sent over HTTP/2 only)
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class Outcome:
     body_sha256: str = ""
     http_version: str = "HTTP/1.1"
     timestamp_start: float = 0.0
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -105,15 +109,18 @@ class Pool:
     suspect: bool = True
     capped: int = 0  # answers in a row stopped by a cap (interim, head or body size)
     last_log: dict[str, float] = field(default_factory=dict)
+    h2: list[H2Conn] = field(default_factory=list)  # HTTP/2 connections, each carrying many copies
 
 
-def client_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
+def client_context(insecure: bool, cafile: str | None, alpn: list[str] | None = None) -> ssl.SSLContext:
     """TLS to https shadows, verified as mitmproxy verifies its upstreams (`ssl_insecure`,
-    `ssl_verify_upstream_trusted_ca`)."""
+    `ssl_verify_upstream_trusted_ca`); `alpn`: the protocols offered (["h2"] for HTTP/2 copies)."""
     c = ssl.create_default_context(cafile=cafile or None)
     if insecure:
         c.check_hostname = False
         c.verify_mode = ssl.CERT_NONE
+    if alpn:
+        c.set_alpn_protocols(alpn)
     return c
 
 
@@ -329,6 +336,7 @@ class Sender:
         response_limit: int = RESPONSE_LIMIT,
         budget: MemoryBudget | None = None,
         is_self: Callable[[str, int], bool] | None = None,
+        h2_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.metrics = metrics
         self.max_inflight = max_inflight
@@ -338,6 +346,7 @@ class Sender:
         self.response_limit = response_limit
         self.budget = budget if budget is not None else MemoryBudget(256 * 1024 * 1024)
         self.is_self = is_self
+        self.h2_ssl_context = h2_ssl_context
         self.pools: dict[Address, Pool] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.attempts: set[_Attempt] = set()
@@ -412,6 +421,11 @@ class Sender:
                     self._cancelled(pool, c, out, active=True)
                 conn._abort()
             pool.idle.clear()
+            for h2conn in list(pool.h2):
+                for st in h2conn.cancel_all():
+                    self.budget.release(st.answer.kept_size)
+                    self._cancelled(pool, st.c, st.out, active=True)
+            pool.h2.clear()
 
     # ------------------------------------------------------------ internals
 
@@ -434,6 +448,13 @@ class Sender:
         pool.inflight += 1
         out = Outcome(timestamp_start=time.time())
         t0 = time.monotonic()
+        if c.http2:
+            for h2conn in pool.h2:
+                if h2conn.has_room():
+                    h2conn.send(c, out, t0, seconds)
+                    return
+            self._open(pool, c, out, t0, seconds, False)
+            return
         while pool.idle:
             conn = pool.idle.pop()
             if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
@@ -460,18 +481,22 @@ class Sender:
         self.attempts.add(a)
         self._spawn(self._connect(pool, a, seconds, retried))
 
-    async def _dial(self, pool: Pool) -> _Conn:
+    async def _dial(self, pool: Pool, http2: bool = False) -> _Conn | H2Conn:
         """One connection attempt, counted in `pool.connecting` by `_open`."""
         a = pool.address
         loop = asyncio.get_running_loop()
+        proto: type[_Conn] | type[H2Conn] = H2Conn if http2 else _Conn
         try:
             if a.scheme == "https":
-                ctx = self.ssl_context or ssl.create_default_context()
+                if http2:
+                    ctx = self.h2_ssl_context or client_context(False, None, ["h2"])
+                else:
+                    ctx = self.ssl_context or ssl.create_default_context()
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self, pool), a.host, a.port, ssl=ctx, server_hostname=a.host
+                    lambda: proto(self, pool), a.host, a.port, ssl=ctx, server_hostname=a.host
                 )
             else:
-                _, conn = await loop.create_connection(lambda: _Conn(self, pool), a.host, a.port)
+                _, conn = await loop.create_connection(lambda: proto(self, pool), a.host, a.port)
             return conn
         finally:
             pool.connecting -= 1
@@ -480,7 +505,7 @@ class Sender:
         c, out, t0 = a.c, a.out, a.t0
         try:
             async with asyncio.timeout(max(seconds, 0.0)):
-                conn = await self._dial(pool)
+                conn = await self._dial(pool, c.http2)
         except TimeoutError:
             self._attempt_failed(pool, a, "timeout", f"could not connect within {c.timeout:g}s")
         except socket.gaierror as e:
@@ -556,11 +581,22 @@ class Sender:
         self._log(pool, reason, msg)
         self._finished(pool, c, out, held)
 
-    def _answered(self, pool: Pool, conn: _Conn, c: Copy, out: Outcome, t0: float, keep: bool, held: int) -> None:
+    def _read_failed(self, pool: Pool, c: Copy, out: Outcome, e: ReadError, t0: float, held: int) -> None:
+        """An answer stopped by `e` (a cap, a reset stream, a timeout). A service whose answers break a cap again
+        and again is left alone for a moment, as a refusing one is."""
+        pool.capped = pool.capped + 1 if e.reason in CAP_REASONS else 0
+        self._failed(pool, c, out, e.reason, str(e), t0, cap_backoff(pool.capped), status=e.status, held=held)
+
+    def _answered(
+        self, pool: Pool, conn: _Conn | None, c: Copy, out: Outcome, t0: float, keep: bool, held: int
+    ) -> None:
+        """`conn`: the HTTP/1 connection to keep or close; None for an HTTP/2 stream (its connection goes on)."""
         out.seconds = time.monotonic() - t0
         pool.capped = 0
         self.metrics.record_upstream(c.mapping, c.service, SHADOW, out.status or 0, out.seconds)
-        if keep and not self.closed and len(pool.idle) < self.max_inflight and not conn.lost:
+        if conn is None:
+            pass
+        elif keep and not self.closed and len(pool.idle) < self.max_inflight and not conn.lost:
             pool.idle.append(conn)
         else:
             conn.close()

@@ -6,15 +6,18 @@ addon swaps in a whole new `Settings` or keeps the old one.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import exceptions
 from mitmproxy.utils import human
 
-from . import admin, compare, mappings, routing
+from . import admin, compare, mappings, routing, secondary
+from .compare.endpoints import Pattern, parse_patterns
+from .compare.judge import ABSOLUTE, RELATIVE, JudgeConfig
 from .sender import RESPONSE_LIMIT
 
 logger = logging.getLogger("shadow")
@@ -31,6 +34,11 @@ COMPARE_OPTIONS = frozenset(
         "shadow_compare_ignore",
         "shadow_compare_body_limit",
         "shadow_compare_report",
+        "shadow_compare_secondary",
+        "shadow_compare_relative_threshold",
+        "shadow_compare_absolute_threshold",
+        "shadow_compare_endpoints",
+        "shadow_grpc_descriptors",
     }
 )
 SENDER_OPTIONS = frozenset(
@@ -88,6 +96,14 @@ def declare(loader: Any) -> None:
         "upstreams see it and host/hostname Mappings match. Off: Host follows the routed service.",
     )
     add(
+        "mapping_envoy_headers",
+        bool,
+        True,
+        "Add to routed requests the headers Envoy adds with Emissary's defaults (x-forwarded-for, "
+        "x-forwarded-proto, x-request-id, x-envoy-expected-rq-timeout-ms, x-envoy-original-path...); copies carry "
+        "production's values and x-envoy-internal: true. Off: upstreams get the client's headers only.",
+    )
+    add(
         "shadow_host_suffix",
         bool,
         True,
@@ -132,7 +148,13 @@ def declare(loader: Any) -> None:
         "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
         "every shadow service; beyond it copies are dropped and counted as overload.",
     )
-    add("shadow_max_inflight", int, 64, "Copies in flight per shadow service; more wait in the backlog.")
+    add(
+        "shadow_max_inflight",
+        int,
+        64,
+        "Copies in flight per shadow service; more wait in the backlog. A capture read with -r sends 4 at a time "
+        "unless this is set.",
+    )
     add(
         "shadow_max_backlog",
         int,
@@ -170,6 +192,49 @@ def declare(loader: Any) -> None:
     )
     add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
     add(
+        "shadow_compare_secondary",
+        Sequence[str],
+        [],
+        "A second instance of production's version, [NAME=][scheme://]HOST:PORT (NAME: a production Mapping's "
+        "service, as in mapping_services; none: every service). Compared requests also go there; fields in which "
+        "it differs from production are noise for that endpoint. Repeatable.",
+    )
+    add(
+        "shadow_compare_relative_threshold",
+        str,
+        str(RELATIVE),
+        "Percent. A field is reported only when its difference rate exceeds its noise rate by more than this share "
+        "of its difference rate, and by shadow_compare_absolute_threshold (Diffy's relativeThreshold).",
+    )
+    add(
+        "shadow_compare_absolute_threshold",
+        str,
+        str(ABSOLUTE),
+        "Percent of the pairs compared by which a field's difference rate must exceed its noise rate for it to be "
+        "reported (Diffy's absoluteThreshold).",
+    )
+    add(
+        "shadow_compare_endpoints",
+        Sequence[str],
+        [],
+        "Endpoint names for comparison: [METHOD ]/path/{name}, {name} standing for one segment (e.g. "
+        "'GET /cart/{user}'). A request header Canonical-Resource names its endpoint itself. Repeatable.",
+    )
+    add(
+        "shadow_methods",
+        Sequence[str],
+        [],
+        "Only requests with these methods are copied (e.g. GET, HEAD: keep writes away from a shadow that shares "
+        "state with production). Empty: every method, as Emissary. Repeatable.",
+    )
+    add(
+        "shadow_grpc_descriptors",
+        str,
+        "",
+        "A FileDescriptorSet (protoc --include_imports --descriptor_set_out, buf build -o): gRPC answers are "
+        "compared with field names instead of field numbers.",
+    )
+    add(
         "shadow_admin",
         str,
         "127.0.0.1:8877",
@@ -193,7 +258,14 @@ def declare(loader: Any) -> None:
         str,
         "0",
         "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
-        "the shadow's limits allow (shadow_max_inflight).",
+        "the shadow's limits allow (shadow_max_inflight; unset, 4 at a time for a capture).",
+    )
+    add(
+        "shadow_replay_every_request",
+        bool,
+        False,
+        "Recorded flows (mitmdump -r): copy every request a shadow's route gets, whatever its weight (0 excepted), "
+        "so a replay copies the same requests on every run.",
     )
 
 
@@ -213,13 +285,19 @@ class Settings:
     response_limit: int = RESPONSE_LIMIT
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     host_suffix: bool = True
+    envoy_headers: bool = True  # the headers Envoy adds (mapping_envoy_headers)
     timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
     compare: compare.CompareConfig | None = None  # None: comparison off
     compare_report: str = ""
+    secondaries: tuple[secondary.Secondary, ...] = ()
+    judge: JudgeConfig = JudgeConfig()
+    endpoints: tuple[Pattern, ...] = ()
+    methods: frozenset[str] = frozenset()  # empty: every method
     admin: tuple[str, int] | None = None
     max_inflight: int = 64
     max_backlog: int = 256
     replay_speed: float = 0.0  # recorded flows: 1 = their recorded pace; 0 = as fast as the shadow allows
+    replay_every: bool = False  # recorded flows: every request of a shadowed route is copied, whatever the weight
 
 
 def parse(o: Any) -> Settings:
@@ -239,13 +317,16 @@ def parse(o: Any) -> Settings:
         response_limit=_size("shadow_response_limit", o.shadow_response_limit) or RESPONSE_LIMIT,
         memory_limit=_size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
         host_suffix=o.shadow_host_suffix,
+        envoy_headers=o.mapping_envoy_headers,
         timeout=_nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
         compare=_compare(o) if o.shadow_compare else None,
         compare_report=o.shadow_compare_report,
+        **_judgement(o),
         admin=_admin(o.shadow_admin, o.shadow_admin_allow_remote),
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
         replay_speed=_nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
+        replay_every=o.shadow_replay_every_request,
     )
 
 
@@ -310,9 +391,35 @@ def _compare(o: Any) -> compare.CompareConfig:
             headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
             ignore=tuple(o.shadow_compare_ignore),
             body_limit=limit or compare.BODY_LIMIT,
+            descriptors=o.shadow_grpc_descriptors,
         )
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_compare: {e}") from None
+
+
+def _judgement(o: Any) -> dict[str, Any]:
+    """The secondary, the thresholds, the endpoint patterns and the copied methods."""
+    try:
+        secondaries = secondary.parse(o.shadow_compare_secondary)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_compare_secondary: {e}") from None
+    try:
+        patterns = parse_patterns(o.shadow_compare_endpoints)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"shadow_compare_endpoints: {e}") from None
+    methods = set()
+    for m in o.shadow_methods:
+        if not m.strip().isalpha():
+            raise exceptions.OptionsError(f"shadow_methods: expected a method such as GET, got {m!r}")
+        methods.add(m.strip().upper())
+    relative = _nonnegative("shadow_compare_relative_threshold", o.shadow_compare_relative_threshold, "a percentage")
+    absolute = _nonnegative("shadow_compare_absolute_threshold", o.shadow_compare_absolute_threshold, "a percentage")
+    return {
+        "secondaries": secondaries,
+        "judge": JudgeConfig(relative, absolute, secondary=bool(secondaries)),
+        "endpoints": patterns,
+        "methods": frozenset(methods),
+    }
 
 
 def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
@@ -328,6 +435,22 @@ def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
             "(set shadow_admin_allow_remote=true to allow it)"
         )
     return host, port
+
+
+def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> list[str]:
+    """One line per option set (`--set`, config.yaml) that no addon declares and that looks like a typo: mitmproxy
+    keeps such a value aside without a word, in case a script declares it later, so `shadow_compre=true` would
+    otherwise do nothing. Names close to no option and not this addon's (`web_port` in a config.yaml shared with
+    mitmweb) are left alone."""
+    names = sorted(known)
+    out = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        if not close and not name.startswith(("shadow_", "mapping")):
+            continue
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"option {name} is not known to mitmproxy or any addon and does nothing{hint}")
+    return out
 
 
 def fit_mitmproxy(o: Any, updated: set[str]) -> None:

@@ -18,11 +18,26 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
+from mitmproxy.proxy import layer, server_hooks
 
-from . import admin, compare, copies, flowview, pages, production, replay, routing, selfloop, settings
+from . import (
+    admin,
+    compare,
+    copies,
+    flowview,
+    grpcflow,
+    pages,
+    production,
+    replay,
+    routing,
+    secondary,
+    selfloop,
+    settings,
+)
 from .budget import MemoryBudget
 from .compare.pairing import Pairing
 from .copies import Pending
+from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .sender import Copy, Outcome, Sender, client_context
@@ -42,9 +57,12 @@ class Shadow:
         self.pairing: Pairing | None = None
         self.admin: admin.AdminServer | None = None
         self.pending: dict[str, Pending] = {}
+        self.writes: dict[str, int] = {}  # copies of requests other than reads, per shadow Mapping
         self.listen = selfloop.Listen()  # where this proxy listens: a shadow there would copy its copies
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
+        self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
+        self.grpc_calls: dict[str, grpcflow.Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
 
     @property
     def table(self) -> routing.Table:
@@ -81,6 +99,9 @@ class Shadow:
         settings.fit_mitmproxy(ctx.options, updated)
 
     def running(self) -> None:
+        # Every script has declared its options by now: what is still deferred is a typo.
+        for line in settings.unknown_options(ctx.options.deferred, ctx.options.keys()):
+            logger.warning(line)
         if self.sender is None:
             self._rebuild_sender()
         self.files.start()
@@ -112,13 +133,26 @@ class Shadow:
     def _configure_compare(self) -> None:
         old, s = self.pairing, self.settings
         try:
-            self.pairing = Pairing(self.metrics, s.compare, s.compare_report, self.budget) if s.compare else None
+            self.pairing = (
+                Pairing(
+                    self.metrics,
+                    s.compare,
+                    s.compare_report,
+                    self.budget,
+                    judge=s.judge,
+                    namer=compare.EndpointNamer(s.endpoints, budget=self.budget),
+                )
+                if s.compare
+                else None
+            )
         except OSError as e:
             raise exceptions.OptionsError(
                 f"shadow_compare_report: cannot open {s.compare_report}: {e.strerror}"
             ) from None
         if old is not None:
             old.close()
+        if s.secondaries and not s.compare:
+            logger.warning("shadow_compare_secondary: unused without shadow_compare=true (it serves comparison only)")
 
     def _rebuild_sender(self) -> None:
         o, s = ctx.options, self.settings
@@ -132,6 +166,7 @@ class Shadow:
             response_limit=s.response_limit,
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
+            h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
         )
         if old is not None:
             old.close()
@@ -158,6 +193,12 @@ class Shadow:
 
     # ------------------------------------------------------------------ hooks
 
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        self.ingress.next_layer(nextlayer, ctx.options.http2)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.ingress.server_connect(data, self.table)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
         # unless this addon routed it already (its path may be rewritten): it then keeps that route.
@@ -165,18 +206,28 @@ class Shadow:
             return
         req, s = flow.request, self.settings
         routed = flow.metadata.get("shadow_mapping") if flow.is_replay else None
-        route = self.route_of(req, routed)
+        headers = production.routing_headers(flow, s.envoy_headers, self.table) if routed is None else None
+        route = self.route_of(req, routed, headers=headers)
         if route is None:
             return
+        if routed is None:
+            production.adopt_headers(flow, s.envoy_headers, headers)
         if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:
-            production.apply_route(flow, route, ctx.options.keep_host_header)
+            production.apply_route(flow, route, ctx.options.keep_host_header, s.envoy_headers)
         p = self.pending[flow.id] = Pending(route)
+        if s.envoy_headers and flow.client_conn.sockname:
+            p.via = str(flow.client_conn.sockname[0])
+        if route.mapping is not None and route.mapping.grpc and grpcflow.is_call(req):
+            # Passed on as it comes (streaming calls), kept up to shadow_body_limit for the copy and the flow.
+            self.grpc_calls[flow.id] = None
+            p.tee = bytearray()
+            req.stream = copies.tee(p, s.body_limit)
         if route.shadow is not None:
-            if reason := copies.not_copied(req):
+            if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
-            elif req.stream:
+            elif req.stream and p.tee is None:
                 p.tee = bytearray()
                 req.stream = copies.tee(p, s.body_limit)
 
@@ -186,28 +237,51 @@ class Shadow:
             # the shadow's room, or the recorded pace), which holds back the reading of the capture.
             return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
+        if p is not None and p.tee is not None and flow.id in self.grpc_calls and flow.request.raw_content is None:
+            flow.request.raw_content = bytes(p.tee)  # the streamed call whole, as if buffered: flow, capture, copy
+            p.tee = None
         if p is None or p.route.shadow is None or self.sender is None:
             return None
         body = copies.body_of(flow.request, self.settings.body_limit, p)
         if isinstance(body, str):
             self._skip_copy(p, body)
             return None
-        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None)
+        self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
         p.tee, p.sent = None, True
         return None
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.grpc_calls and flow.id in self.grpc_calls and flow.response is not None:
+            keep = self.pairing.config.body_limit if self.pairing is not None else 0
+            tee = self.grpc_calls[flow.id] = grpcflow.Tee(max(keep, self.settings.body_limit))
+            flow.response.stream = tee
+            p = self.pending.get(flow.id)
+            if p is not None:  # the head goes out now: its edits cannot wait for `response`
+                production.edit_response(flow, p.route)
+
     def response(self, flow: http.HTTPFlow) -> None:
+        streamed_call = False
+        if self.grpc_calls and flow.id in self.grpc_calls:
+            streamed_call, tee = True, self.grpc_calls.pop(flow.id)
+            if tee is not None and flow.response is not None and flow.response.raw_content is None:
+                flow.response.raw_content = tee.body()  # None past the limit: not compared ("response streamed")
         p = self.pending.pop(flow.id, None)
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
             return
-        production.edit_response(flow, p.route)
+        if not streamed_call:
+            production.edit_response(flow, p.route)
         production.record(self.metrics, flow, p.route)
+        if streamed_call and p.route.shadow is not None and not p.sent:
+            # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.
+            self.metrics.record_drop(p.route.shadow.name, "streamed")
+            return
         if self.pairing is not None and p.route.group.shadow is not None:
             self.pairing.production_answered(flow, p.route.group.shadow.name)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.grpc_calls.pop(flow.id, None)
         p = self.pending.pop(flow.id, None)
         if p is None:
             return
@@ -220,30 +294,46 @@ class Shadow:
 
     # ------------------------------------------------------------------ helpers of the hooks
 
-    def route_of(self, req: http.Request, routed: str | None = None) -> routing.Route | None:
+    def route_of(
+        self, req: http.Request, routed: str | None = None, every: bool = False, headers: http.Headers | None = None
+    ) -> routing.Route | None:
         """Where a request goes: the canary pick, and the shadow if this request is sampled. `routed`: the Mapping
-        that routed this request already (a replayed or recorded flow), whose route it keeps."""
-        shadow_draw = random.random() * 100.0
-        if self.settings.sample_key:
+        that routed this request already (a replayed or recorded flow), whose route it keeps. `every`: the shadow
+        takes the request whatever its weight (but 0). `headers`: the headers to route on, when not the request's
+        own (`production.routing_headers`)."""
+        shadow_draw = 0.0 if every else random.random() * 100.0
+        if self.settings.sample_key and not every:
             sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
         if routed is not None:
             return replay.route_routed(self.table, routed, req.path, shadow_draw)
-        view = routing.RequestView(req.method, req.path, req.host_header or "", req.headers)
+        view = routing.RequestView(
+            req.method, req.path, req.host_header or "", req.headers if headers is None else headers
+        )
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
-    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+    def submit_copy(
+        self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
+    ) -> None:
         """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
         with production's, which `Pairing.production_answered` gives under the same key."""
         s = self.settings
         assert route.shadow is not None and self.sender is not None
         keep = s.body_limit if self._flows_wanted() else 0
+        to_secondary = None
         if self.pairing is not None and paired:
             keep = max(keep, self.pairing.config.body_limit)
             summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
-            self.pairing.expect(key, route.shadow.name, compare.endpoint(req.method, req.path), summary)
+            to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
+            name = self.pairing.namer.name(req.method, req.path, req.headers)
+            self.pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
+        if req.method.upper() not in copies.READS:
+            self.writes[route.shadow.name] = self.writes.get(route.shadow.name, 0) + 1
         hash_body = self.pairing is not None and paired
-        self.sender.submit(copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key))
+        c = copies.make_copy(req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via)
+        self.sender.submit(c)
+        if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
+            self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
@@ -260,6 +350,10 @@ class Shadow:
     def _on_result(self, c: Copy, out: Outcome) -> None:
         """Called by the sender once per copy, delivered or failed: never raises into the sender."""
         try:
+            if (key := secondary.primary_key(c.context)) is not None:
+                if self.pairing is not None:
+                    self.pairing.secondary_answered(key, out)
+                return
             self.replay.settled(c)
             flows = self._flows_wanted()
             show = (lambda result: self._show(c, out, result)) if flows else None

@@ -332,6 +332,17 @@ def test_empty_state(snap: dict[str, Any]) -> None:
     assert page.one("div", data_metric="config-errors").attrs["class"] == "tile"
 
 
+def test_a_shadow_weight_over_100_shows_as_every_request() -> None:
+    table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=150)])
+    snap = {
+        "generated_at": 1.0,
+        "diag": diag.snapshot(table, None, 0.0, []),
+        "comparison": report.comparison(table, Metrics()),
+    }
+    page = parse(dashboard.render(snap))
+    assert "gets a copy of 100 % of requests" in resource(page).text
+
+
 def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
     table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=10)])
     snap = {
@@ -497,3 +508,42 @@ def test_no_string_anywhere_in_the_snapshot_comes_out_as_markup(keys: bool) -> N
         *("dd", "code", "main", "section", "h2", "span", "ul", "li", "article", "h3", "p", "b", "table", "thead"),
         *("tr", "th", "tbody", "td", "figure", "figcaption", "svg", "g", "line", "text", "rect", "i", "footer", "a"),
     }, tags
+
+
+def test_the_per_field_view_shows_what_differs_how_often_against_noise() -> None:
+    from shadow_addon.compare.judge import Judge, JudgeConfig
+
+    snap, _ = real_snapshot()
+    judge = Judge(JudgeConfig())
+    for i in range(4):
+        judge.noise("api-shadow", "GET /v1/items/{id}", ["/ts"])
+        c = compare.Comparison("mismatch", frozenset({"body"}), ["/ts: 1 -> 2", *(["/price: 10 -> 12"] if i else [])])
+        judge.candidate("api-shadow", "GET /v1/items/{id}", c)
+    judge.candidate(
+        "api-shadow", "POST /v1/orders", compare.Comparison("mismatch", frozenset({"body"}), ["/id: 1 -> 2"])
+    )
+    store = compare.MismatchStore()
+    store.judgement = judge.summary
+    snap["diffs"] = store.to_json()
+    page = parse(dashboard.render(snap))
+    view = page.one("div", id="fields")
+    items = view.one("div", class_="endpoint-fields", data_endpoint="GET /v1/items/{id}")
+    assert items.attrs["data-provisional"] == "false"
+    rows = {tr.attrs["data-field"]: tr for tr in items.find_all("tr", class_="field")}
+    assert list(rows) == ["/price", "/ts"]  # reported first
+    assert rows["/price"].attrs["data-reported"] == "true" and rows["/ts"].attrs["data-reported"] == "false"
+    assert rows["/price"].one("td", data_metric="candidate").text == "3 (75.0 %)"
+    assert rows["/ts"].one("td", data_metric="noise").text == "4 (100 %)"
+    assert "differs" in rows["/price"].text and "noise" in rows["/ts"].text
+    orders = view.one("div", class_="endpoint-fields", data_endpoint="POST /v1/orders")
+    assert orders.attrs["data-provisional"] == "true" and "provisional" in orders.text
+    assert "shadow_compare_secondary" in orders.one("p", class_="hint").text
+    assert "20.0 % of its rate and 0.03 % of the pairs" in view.text
+
+
+def test_a_note_when_writes_are_shadowed() -> None:
+    snap, _ = real_snapshot()
+    assert not parse(dashboard.render(snap)).find_all(id="writes")
+    snap["writes"] = {"api-shadow": 7}
+    note = parse(dashboard.render(snap)).one("section", id="writes")
+    assert note.one("li").attrs["data-value"] == "7" and "shadow_methods" in note.text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from bombs import br_bomb, gzip_bomb
-from support import Proxy, Seen, Upstream, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import Proxy, Seen, Upstream, free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32)  # 3 MiB of binary, over the 1 MiB limit
 
@@ -196,3 +196,95 @@ def test_identical_bombs_on_both_sides_match_by_hash(tmp_path: Path, upstream, p
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == n, 60, 0.2), p.log
     assert metric_sum(metrics_of(p), "shadow_compare_total", result="match") == n
     assert peak_rss_mib(p) < 400
+
+
+def instance(node: str, price: int):  # noqa: ANN201
+    """One instance of a release: its answers name the node that served them (a field that differs between any two
+    instances, whatever their version) and carry the release's price."""
+
+    def respond(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        path = seen.path.split("?")[0]
+        doc: dict[str, object] = {"node": node, "path": path}
+        if path.startswith("/item/"):
+            doc["price"] = price
+        return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+    return respond
+
+
+def test_the_secondary_tells_noise_from_a_candidate_difference(tmp_path: Path, upstream, proxy) -> None:
+    """Production, a second instance of production's version and the candidate, three real servers: the field
+    every instance answers differently is noise from the first pair on; the candidate's own change is reported."""
+    reverse, prod, sec, cand = upstream("reverse"), upstream("prod"), upstream("secondary"), upstream("cand")
+    prod.behaviour.responder = instance("a", 10)
+    sec.behaviour.responder = instance("b", 10)
+    cand.behaviour.responder = instance("c", 12)
+    p = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={prod.address}", f"v2={cand.address}", shadow_compare_secondary=sec.address
+    )
+    n = 6
+    for i in range(n):  # requests that never repeat: production alone could not learn the noise
+        assert p.request("GET", f"/item/{i}")[0] == 200
+        assert p.request("GET", f"/about/{i}")[0] == 200
+    assert p.request("GET", "/x", headers={"Canonical-Resource": "about page"})[0] == 200
+    total = 2 * n + 1
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total") == total, 15, 0.2)
+    assert sec.count() == total and cand.count() == total and prod.count() == total
+    assert {s.header("host") for s in sec.seen} == {s.header("host") for s in prod.seen}  # production's Host
+
+    mt = metrics_of(p)
+    # /about differs only in the node: noise from the very first pair; /item also in the price: mismatches.
+    assert metric_sum(mt, "shadow_compare_total", mapping="svc-next", result="mismatch") == n
+    assert metric_sum(mt, "shadow_compare_total", mapping="svc-next", result="noise") == n + 1
+    assert metric_sum(mt, "shadow_upstream_requests_total", mapping="svc-next/secondary", code="200") == total
+
+    diffs = json.loads(p.admin("/diffs")[1])
+    judged = {e["endpoint"]: e for e in diffs["judgement"]["endpoints"]}
+    assert set(judged) == {"GET /item/{id}", "GET /about/{id}", "about page"}
+    item = {f["field"]: f for f in judged["GET /item/{id}"]["fields"]}
+    assert item["/price"]["reported"] and item["/price"]["candidate"] == n and item["/price"]["noise"] == 0
+    assert not item["/node"]["reported"] and item["/node"]["noise"] == n
+    assert judged["GET /about/{id}"]["reported"] == 0 and not judged["GET /about/{id}"]["provisional"]
+    assert all(r["endpoint"] == "GET /item/{id}" for r in diffs["records"])
+
+    page = p.admin("/")[1].decode()  # the per-field view
+    assert 'data-field="/price" data-reported="true"' in page and 'data-field="/node" data-reported="false"' in page
+
+
+def test_shadow_methods_keeps_writes_away_and_the_dashboard_says_when_they_are_not(
+    tmp_path: Path, upstream, proxy
+) -> None:
+    reverse, prod, cand = upstream("reverse"), upstream("prod"), upstream("cand")
+    everything = compare_proxy(tmp_path, proxy, reverse, f"v1={prod.address}", f"v2={cand.address}")
+    assert everything.request("POST", "/orders", body=b'{"n": 1}')[0] == 200
+    assert cand.wait_for(1) and cand.seen[0].method == "POST"  # Emissary's default: every method is copied
+    note = everything.admin("/")[1].decode()
+    assert '<section id="writes"' in note and 'data-mapping="svc-next" data-value="1"' in note
+
+    reads = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={prod.address}", f"v2={cand.address}", shadow_methods=["GET", "HEAD"]
+    )
+    assert reads.request("POST", "/orders", body=b'{"n": 2}')[0] == 200
+    assert reads.request("GET", "/orders")[0] == 200
+    assert cand.wait_for(2)
+    assert wait_until(lambda: metric_sum(metrics_of(reads), "shadow_dropped_total", reason="method") == 1)
+    assert [s.method for s in cand.seen] == ["POST", "GET"] and prod.count() == 3  # production got all three
+    assert '<section id="writes"' not in reads.admin("/")[1].decode()
+
+
+def test_a_secondary_that_is_down_leaves_comparison_as_without_one(tmp_path: Path, upstream, proxy) -> None:
+    reverse, prod, cand = upstream("reverse"), upstream("prod"), upstream("cand")
+    prod.behaviour.responder = instance("a", 10)
+    cand.behaviour.responder = instance("a", 12)
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    p = compare_proxy(
+        tmp_path, proxy, reverse, f"v1={prod.address}", f"v2={cand.address}", shadow_compare_secondary=down
+    )
+    for i in range(4):
+        assert p.request("GET", f"/item/{i}")[0] == 200
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_compare_total", result="mismatch") == 4, 15, 0.2)
+    mt = metrics_of(p)
+    assert metric_sum(mt, "shadow_dropped_total", mapping="svc-next/secondary") == 4
+    assert metric_sum(mt, "shadow_compare_pending") == 0
+    [e] = json.loads(p.admin("/diffs")[1])["judgement"]["endpoints"]
+    assert e["provisional"] and e["noise_samples"] == 0 and "secondary" in e["hint"]

@@ -3,15 +3,20 @@ offline (`mitmdump -r`, flow file and HAR), through `mitmshadow replay` (the CI 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from mitmproxy import http as mhttp
+from mitmproxy import io
+from mitmproxy.test import tflow, tutils
 from support import MITMDUMP, Proxy, Seen, Upstream, free_port, mapping, wait_until, write_mappings
 
 from shadow_addon.cli import ADDON
@@ -256,7 +261,8 @@ def test_a_dead_shadow_ends_the_run_within_the_copy_timeout_with_every_copy_coun
     run = replay_cli(tmp_path, capture, hole.address, "--compare", "--set", "shadow_timeout=1")
     assert run.returncode == 1, run.stdout + run.stderr  # the process exited, and no pair matched
     assert re.search(rf"dropped\s+timeout:{len(COPIED)}\n", run.stdout), run.stdout
-    assert f"FAIL: api-next: {len(COPIED)} of {len(COPIED)} pairs differ" in run.stdout
+    # A copy that timed out is no difference, but the release was not checked on it: the gate fails, saying so.
+    assert f"FAIL: api-next: 0 of 0 pairs differ (0.0%; allowed 0.0%); {len(COPIED)} copies timed out" in run.stdout
 
 
 def test_copies_wait_for_the_shadow_instead_of_overflowing_its_backlog(tmp_path: Path, upstream, recorded) -> None:
@@ -327,3 +333,84 @@ def test_a_capture_recorded_through_the_addon_is_not_routed_twice(tmp_path: Path
     # The recorded requests were rewritten already: the offline copies are the live ones, not rewritten again.
     # Both carry the client's Host, which the proxy kept as Envoy does.
     assert copies(offline_shadow) == copies(live_shadow) == expected_copies(f"127.0.0.1:{p.port}")
+
+
+class DevHandler(http.server.BaseHTTPRequestHandler):
+    """An ordinary development server's handler: HTTP/1.0 (a connection per request), and 0.1 s of CPU per
+    request, so its threads share one interpreter lock and each answer waits for every request in flight."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        start = time.thread_time()
+        while time.thread_time() - start < 0.1:  # bounded: 0.1 s of this thread's CPU
+            pass
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class DevServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A copy given up on (its timeout) closes the connection before the answer: not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def written_capture(path: Path, n: int, prefix: str = "/api/") -> Path:
+    """A flow file of `n` recorded GETs to PREFIXitem/N answered `{"ok": true}`, written by mitmproxy's writer."""
+    with open(path, "wb") as fh:
+        w = io.FlowWriter(fh)
+        for i in range(n):
+            req = tutils.treq(path=f"{prefix}item/{i}".encode(), host="shop.example", port=80)
+            resp = tutils.tresp(content=b'{"ok": true}', headers=mhttp.Headers(content_type="application/json"))
+            w.add(tflow.tflow(req=req, resp=resp))
+    return path
+
+
+def test_the_gate_against_a_development_server_times_nothing_out_and_counts_timeouts_apart(tmp_path: Path) -> None:
+    """Python's ThreadingHTTPServer (listen backlog 5, one interpreter lock): 40 copies at once take 4 s of its
+    CPU before any answers, past the 3 s copy timeout; a capture goes 4 at a time unless told otherwise."""
+    server = DevServer(("127.0.0.1", 0), DevHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        capture = written_capture(tmp_path / "dev.mitm", 40)
+        dev = f"127.0.0.1:{server.server_address[1]}"
+        run = replay_cli(tmp_path, capture, dev)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "ok: api-next: 0 of 40 pairs differ (0.0%; allowed 0.0%)" in run.stdout
+        assert "timed out" not in run.stdout + run.stderr
+        hurried = replay_cli(tmp_path, capture, dev, "--set", "shadow_max_inflight=40")
+        assert hurried.returncode == 1, hurried.stdout + hurried.stderr
+        verdict = re.search(
+            r"FAIL: api-next: 0 of (\d+) pairs differ \(0\.0%; allowed 0\.0%\); (\d+) copies timed out", hurried.stdout
+        )
+        assert verdict and int(verdict[1]) + int(verdict[2]) == 40, hurried.stdout
+        assert "lower --set shadow_max_inflight=N" in hurried.stdout
+        assert "copies timed out: the shadow did not answer within the copy timeout (shadow_timeout" in (
+            hurried.stdout + hurried.stderr
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_capture_of_rewritten_paths_says_what_was_read_and_which_prefixes_exist(tmp_path: Path) -> None:
+    """Recorded in front of the service itself, the paths lack the Mapping's prefix: nothing routes, and the gate
+    says how many requests it read, shows one, and names the prefixes."""
+    capture = written_capture(tmp_path / "behind.mitm", 12, prefix="/v1/")
+    run = replay_cli(tmp_path, capture, "127.0.0.1:9")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert (
+        "mitmshadow replay: no request of the capture went to a shadow: 12 read (e.g. GET /v1/item/0); prefixes "
+        "with a shadow: /api/. A capture taken in front of the service itself holds paths its Mapping already "
+        "rewrote: record requests as clients send them (README: Test a release against recorded traffic); "
+        "nothing to compare"
+    ) in run.stderr, run.stdout + run.stderr

@@ -571,3 +571,166 @@ def test_kat_basics_ambassador_id_and_invalid_resources(tmp_path: Path, upstream
     assert [e["message"] for e in diag["errors"]] == [
         f"{tmp_path / 'kat.yaml'} doc 8 (Mapping invalidresources-m-bad-crd.default): unknown field 'prefix_bad'"
     ]
+
+
+# ---------------------------------------------------------------- t_request_header.py
+
+ENVOY_HEADERS_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-target
+hostname: "*"
+prefix: /target/
+rewrite: /rewrite/
+timeout_ms: 5001
+service: http://target
+"""
+
+
+def test_kat_envoy_headers(tmp_path: Path, upstream, proxy) -> None:
+    """t_request_header.py EnvoyHeadersTest: the upstream sees x-envoy-expected-rq-timeout-ms from timeout_ms
+    (router.cc setTimeoutHeaders) and x-envoy-original-path, the path before the rewrite (config_impl.cc
+    finalizePathHeader). SuppressEnvoyHeadersTest sets the Module's suppress_envoy_headers; its counterpart here
+    is mapping_envoy_headers=false, and neither header is sent."""
+    prod, target = upstream("prod"), upstream("target")
+    m = flat(ENVOY_HEADERS_KAT.format(name=NAME), tmp_path)
+    sets = {"mappings": str(m), "mapping_services": [f"target={target.address}"]}
+    p = proxy(f"http://{prod.address}", sets=sets)
+    assert backend(p, "/target/") == "target"
+    seen = target.seen[-1]
+    assert seen.path == "/rewrite/"
+    assert seen.header("x-envoy-expected-rq-timeout-ms") == "5001"
+    assert seen.header("x-envoy-original-path") == "/target/"
+    p.stop()
+    p = proxy(f"http://{prod.address}", sets={**sets, "mapping_envoy_headers": "false"})
+    assert backend(p, "/target/") == "target"
+    seen = target.seen[-1]
+    assert seen.header("x-envoy-expected-rq-timeout-ms") is None and seen.header("x-envoy-original-path") is None
+
+
+# ---------------------------------------------------------------- t_mappingtests_default.py, t_optiontests.py
+
+DEFAULT_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}
+hostname: "*"
+prefix: /{name}/status/
+rewrite: /status/
+service: httpbin
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name: target
+namespace: same-mapping-1
+hostname: "*"
+prefix: /{name}-1/
+service: target.default
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name: target
+namespace: same-mapping-2
+hostname: "*"
+prefix: /{name}-2/
+service: target.default
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name: {name}-case
+hostname: "*"
+prefix: /{name}-case/
+service: target.default
+case_sensitive: false
+"""
+
+
+def test_kat_merge_slashes_off_same_name_other_namespace_and_case_insensitive(tmp_path: Path, upstream, proxy) -> None:
+    """t_mappingtests_default.py MergeSlashesDisabled (merge_slashes is off: an extra slash before or inside the
+    prefix does not match; Emissary's 404 is the reverse target here), SameMappingDifferentNamespaces (the same
+    name in two namespaces is two Mappings), and t_optiontests.py CaseSensitive (`case_sensitive: false`: the
+    path upper-cased still routes)."""
+    prod, httpbin, target = upstream("prod"), upstream("httpbin"), upstream("target")
+    m = flat(DEFAULT_KAT.format(name=NAME), tmp_path)
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"httpbin={httpbin.address}", f"target={target.address}"]},
+    )
+    status, _, body = get(p, f"/{NAME}/status/200")
+    assert status == 200 and json.loads(body) == json.loads(body) | {"name": "httpbin", "path": "/status/200"}
+    for path in (f"//{NAME}/status/200", f"//{NAME}//status/200", f"/{NAME}//status/200"):
+        assert backend(p, path) == "prod", path
+    assert backend(p, f"/{NAME}-1/") == "target" and backend(p, f"/{NAME}-2/") == "target"
+    assert backend(p, f"/{NAME}-case/".upper()) == "target"
+    assert backend(p, f"/{NAME}-case/x") == "target"
+
+
+CANARY_DIFF_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-{w}
+hostname: "*"
+prefix: /{name}-{w}/
+service: http://target
+host_rewrite: canary.1.example.com
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-{w}-canary
+hostname: "*"
+prefix: /{name}-{w}/
+service: http://canary
+host_rewrite: canary.2.example.com
+weight: {w}
+"""
+
+
+def test_kat_canary_diff_mapping_each_route_its_own_host_rewrite(tmp_path: Path, upstream, proxy) -> None:
+    """t_mappingtests_plain.py CanaryDiffMapping, weights 0 and 100: each canary route has its own host_rewrite
+    (v3route.py V3Route: host_rewrite_literal from the route's Mapping, not the group)."""
+    prod, target, canary = upstream("prod"), upstream("target"), upstream("canary")
+    m = flat("".join(CANARY_DIFF_KAT.format(name=NAME, w=w) for w in (0, 100)), tmp_path)
+    p = proxy(
+        f"http://{prod.address}",
+        sets={"mappings": str(m), "mapping_services": [f"target={target.address}", f"canary={canary.address}"]},
+    )
+    for _ in range(20):
+        assert backend(p, f"/{NAME}-0/") == "target"
+        assert backend(p, f"/{NAME}-100/") == "canary"
+    assert {s.header("host") for s in target.seen} == {"canary.1.example.com"}
+    assert {s.header("host") for s in canary.seen} == {"canary.2.example.com"}
+
+
+OPTIONS_KAT = """
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+name:  {name}-options
+hostname: "*"
+prefix: /{name}-options/
+service: target
+rewrite: /foo
+add_request_headers: {{foo: {{value: bar}}, moo: {{value: arf}}, zoo: {{append: true, value: bar}},
+                      xoo: {{append: false, value: dwe}}, aoo: {{value: tyu}}}}
+add_response_headers: {{foo: {{value: bar}}, moo: {{value: arf}}, zoo: {{append: true, value: bar}},
+                       xoo: {{append: false, value: dwe}}, aoo: {{value: tyu}}}}
+"""
+
+
+def test_kat_option_tests(tmp_path: Path, upstream, proxy) -> None:
+    """t_optiontests.py AddRequestHeaders and AddResponseHeaders (all five values on one Mapping: `{value}` and
+    `{append, value}` each give exactly one header), Rewrite (`rewrite: /foo`: the backend sees /foo)."""
+    prod, target = upstream("prod"), upstream("target")
+    m = flat(OPTIONS_KAT.format(name=NAME), tmp_path)
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(m), "mapping_services": [f"target={target.address}"]})
+    status, headers, _ = get(p, f"/{NAME}-options/")
+    assert status == 200
+    seen = target.seen[-1]
+    assert seen.path == "/foo"
+    expected = {"foo": "bar", "moo": "arf", "zoo": "bar", "xoo": "dwe", "aoo": "tyu"}
+    for k, v in expected.items():
+        assert [x for n, x in seen.headers if n.lower() == k] == [v], k
+        assert headers.get(k) == v, k

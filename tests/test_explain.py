@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import mapping, write_mappings
 
-from shadow_addon import explain, mappings, routing
+from shadow_addon import dashboard, diag, explain, mappings, report, routing
+from shadow_addon.metrics import Metrics
 
 
 def M(name: str, **kw: object) -> mappings.Mapping:
@@ -84,6 +86,7 @@ def test_host_notice_only_when_host_matching_cannot_work() -> None:
     assert explain.host_notice(routing.build_table([M("p", prefix="/")]), keep_host=False) is None
 
 
+@pytest.mark.e2e
 def test_mitmshadow_explain_command(tmp_path: Path) -> None:
     """The CLI: text by default, JSON with --json, exit status 1 only for a file that cannot be read."""
     m = write_mappings(
@@ -121,3 +124,64 @@ def test_diag_has_routes_and_notices(tmp_path: Path, upstream, proxy) -> None:
     assert any("weight must be an integer 0..100, got 'ten'" in e["message"] for e in d["errors"])
     assert json.loads(p.request("GET", "/api/x")[2])["name"] == "api"
     assert json.loads(p.request("GET", "/broken/x")[2])["name"] == "prod"
+
+
+def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for() -> None:
+    """`/orders` and `/orders/` are two prefixes, so two groups (irhttpmapping.py _group_id); the shadow's has no
+    production Mapping and no route (V3Route.generate), and every view says it copies nothing."""
+    t = routing.build_table(
+        [M("orders", prefix="/orders/"), M("orders-next", prefix="/orders", shadow=True, weight=50)]
+    )
+    assert explain.lonely_shadows(t) == [
+        "shadow orders-next.default is alone in its group: it has no route, so it copies nothing; it was probably "
+        "meant for orders.default: prefix /orders/ vs /orders (a prefix matches the path's start as written, "
+        "trailing slash and case included)"
+    ]
+    assert "weight 50: copies nothing (no route)" in explain.text(t)
+    d = diag.snapshot(t, None, 0.0, [])
+    assert [(m["name"], m["active_shadow"]) for m in d["mappings"] if m["shadow"]] == [("orders-next", False)]
+    rows = report.comparison(t, Metrics())
+    assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
+    assert "copies     nothing: its group has no production route" in report.text_table(rows)
+    ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
+    assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
+    assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]
+
+
+def test_columns_stay_aligned_with_long_names() -> None:
+    t = routing.build_table(
+        [
+            M("api", prefix="/api/"),
+            M("payments-authorization-service-canary", prefix="/api/", weight=10),
+            M(
+                "payments-authorization-service-shadow-for-the-next-release-candidate",
+                prefix="/api/",
+                shadow=True,
+                service="next",
+            ),
+        ]
+    )
+    lines = [x for x in explain.text(t).splitlines() if "->" in x]
+    assert len(lines) == 3
+    assert len({x.index("->") for x in lines}) == 1  # one column for the arrows, whatever the names' lengths
+    assert len({x.index("cumulative") for x in lines if "cumulative" in x} | {lines[2].index("weight")}) == 1
+    assert "     shadow payments-authorization-service-shadow-for-the-next-release-candidate.default\n" in explain.text(
+        t
+    )
+
+
+@pytest.mark.e2e
+def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> None:
+    """A Service carrying getambassador.io/config used to explain as "(no Mappings)"."""
+    svc = tmp_path / "svc.yaml"
+    svc.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  namespace: shop\n  annotations:\n"
+        "    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n"
+        "      name: quote-backend\n      prefix: /backend/\n      service: quote:80\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "(no Mappings)" not in r.stdout
+    assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout

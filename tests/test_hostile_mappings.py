@@ -741,6 +741,7 @@ def test_malformed_file_gives_exactly_its_expected_line(name: str, monkeypatch: 
     assert_outcome(r, rel, whole_load=True)
 
 
+@pytest.mark.e2e
 def test_mitmdump_refuses_to_start_on_a_malformed_file_with_exactly_that_line() -> None:
     rel = "tests/malformed/timestamp-invalid.yaml"  # a case that used to escape the loader as a ValueError
     r = subprocess.run(

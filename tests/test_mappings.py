@@ -152,7 +152,7 @@ def spec(body: str, name: str = "cart") -> str:
         ("prefix: /a/, service: s, shaddow: true", "unknown field 'shaddow'"),
         ("prefix: /a/, service: 'ftp://x'", "service scheme must be http or https, got 'ftp'"),
         ("prefix: /a/, service: 'x:99999'", "service port must be 1..65535, got '99999'"),
-        ("prefix: /a/, service: 'x/path'", "service must be [scheme://]host[:port], got 'x/path'"),
+        ("prefix: /a/, service: '/path'", "service must be [scheme://]host[:port], got '/path'"),
         ("prefix: /a/, service: s, timeout_ms: -5", "timeout_ms must be a non-negative integer (milliseconds), got -5"),
         ("prefix: /a/, service: s, precedence: high", "precedence must be an integer, got 'high'"),
         ("prefix: /a/, service: s, headers: [x]", "headers must be a mapping of name: value, got list"),
@@ -331,3 +331,164 @@ def test_weight_over_100_loads_and_is_the_groups_error() -> None:
     head = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
     r = load(head + "spec: {prefix: /, service: s, weight: 150}")
     assert r.errors == [] and r.mappings[0].weight == 150
+
+
+ANNOTATED_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: quote
+  namespace: shop
+  annotations:
+    getambassador.io/config: |
+      ---
+      apiVersion: ambassador/v1
+      kind: Mapping
+      name: quote-backend
+      prefix: /backend/
+      service: quote:80
+      ---
+      apiVersion: getambassador.io/v3alpha1
+      kind: Mapping
+      name: quote-next
+      namespace: staging
+      hostname: "*"
+      prefix: /backend/
+      service: quote-v2
+      shadow: true
+      ---
+      apiVersion: getambassador.io/v3alpha1
+      kind: Module
+      name: ambassador
+spec:
+  ports: [{port: 80}]
+"""
+
+
+def test_mappings_in_a_service_annotation_load_with_its_namespace() -> None:
+    """pkg/snapshot/v1/annotations.go ParseAnnotationResources: flat fields fold into metadata/spec, the Service's
+    namespace is the default, `ambassador/` apiVersions become `getambassador.io/` (then v1 converts as v2 does)."""
+    r = load(ANNOTATED_SERVICE)
+    assert r.errors == []
+    assert [(m.key, m.service, m.hostname, m.shadow) for m in r.mappings] == [
+        ("quote-backend.shop", "quote.shop:80", "*", False),
+        ("quote-next.staging", "quote-v2.staging", "*", True),
+    ]
+    where = "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config"
+    assert r.mappings[0].source == f"{where} doc 1"
+    assert r.notices == [f"{where} doc 3: skipped kind Module (only Mappings are used)"]
+
+
+def test_annotations_in_a_list_and_on_an_ingress_and_errors_named_by_their_owner() -> None:
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata:
+    name: web
+    annotations: {getambassador.io/config: "kind: Mapping\\nname: w\\nprefix: /w/\\nservice: w\\napiVersion: getambassador.io/v3alpha1"}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: bad
+    annotations: {getambassador.io/config: "apiVersion: getambassador.io/v3alpha1\\nkind: Mapping\\nname: b\\nprefix: /b/\\nservice: b\\nweight: ten"}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: broken
+    annotations: {getambassador.io/config: "kind: [Mapping"}
+"""  # noqa: E501
+    r = load(text)
+    assert [m.key for m in r.mappings] == ["w.default"]
+    assert r.errors[0] == (
+        "m.yaml doc 1 item 2, Service bad.default, annotation getambassador.io/config doc 1 (Mapping b.default): "
+        "weight must be an integer 0..100, got 'ten'"
+    )
+    assert r.errors[1].startswith(
+        "m.yaml doc 1 item 3, Service broken.default, annotation getambassador.io/config doc 1: YAML syntax error"
+    )
+    assert r.file_errors == []  # one object's annotation does not stop the file
+
+
+def test_annotations_elsewhere_are_skipped_as_emissary_skips_them() -> None:
+    """PopulateAnnotations reads Services and Ingresses only (annotations_test.go leaves a Host's unparsed)."""
+    text = ANNOTATED_SERVICE.replace("kind: Service", "kind: Deployment", 1)
+    r = load(text)
+    assert r.mappings == [] and r.errors == []
+    assert r.notices == [
+        "m.yaml doc 1, Deployment quote.shop, annotation getambassador.io/config: skipped: Emissary reads this "
+        "annotation only on a Service or an Ingress"
+    ]
+
+
+def test_annotation_yaml_counts_with_its_files_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Service has 22 YAML nodes and its annotation 35: each within 40, together over it."""
+    monkeypatch.setattr(mappings, "MAX_NODES", 40)
+    r = load(ANNOTATED_SERVICE)
+    assert r.errors == [
+        "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config doc 2: YAML has more than 40 nodes in "
+        "one file at line 11 column 1"
+    ]
+
+
+def test_grpc_is_honoured_not_noticed() -> None:
+    r = load(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: g}\n"
+        "spec: {prefix: /g/, service: g, grpc: true}\n"
+    )
+    assert r.notices == [] and r.errors == [] and r.mappings[0].grpc is True
+
+
+def test_empty_strings_are_unset() -> None:
+    """irhttpmapping.py IRHTTPMapping.__init__ adds the :authority match only `if host:`; Envoy config_impl.cc
+    finalizeRequestHeaders rewrites Host only for a non-empty host_rewrite_literal; v3route.py V3Route takes
+    path_redirect/prefix_redirect only when truthy. The Mapping is served, as if the field were not there."""
+    r = load(spec("prefix: /a/, service: s, host_rewrite: '', hostname: '', host: ''"))
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.host_rewrite is None and m.hostname is None and m.host is None
+    r = load(spec("prefix: /a/, service: s, host_redirect: true, path_redirect: '', prefix_redirect: /b/"))
+    assert r.errors == [] and r.mappings[0].redirect is not None
+    assert r.mappings[0].redirect.path is None and r.mappings[0].redirect.prefix == "/b/"
+
+
+def test_service_with_a_path_keeps_scheme_host_and_port_with_a_warning() -> None:
+    """ircluster.py IRCluster.__init__: "service ... has extra URL components; ignoring everything but the host
+    and port" is posted and the cluster is built from scheme, host and port."""
+    r = load(spec("prefix: /a/, service: 'http://tsvc:8080/'"))
+    assert r.errors == []
+    assert r.mappings[0].service == "http://tsvc:8080"
+    assert mappings.service_address(r.mappings[0].service) == Address("http", "tsvc", 8080)
+    assert r.notices == [
+        "m.yaml doc 1 (Mapping cart.default): service tsvc:8080/ has extra URL components; ignoring "
+        "everything but the host and port"
+    ]
+    r = load(spec("prefix: /a/, service: 'tsvc/v1?x=1'"))
+    assert r.errors == [] and r.mappings[0].service == "tsvc" and len(r.notices) == 1
+
+
+def test_v2_boolean_headers_and_query_parameters_convert_as_the_v2_conversion_does() -> None:
+    """handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec: `true` becomes a regex `.*` match
+    (a regex the Mapping already has for that name stays), `false` is dropped; v3alpha1 keeps `true` as present."""
+    r = load(
+        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata: {name: a}\n"
+        "spec: {prefix: /a/, service: s, headers: {x-a: true, x-b: false, x-c: '1', x-d: true},\n"
+        "       regex_headers: {x-d: '^v'}, query_parameters: {q: true, r: false}}\n"
+    )
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.headers == (("x-c", "1"),)
+    assert m.regex_headers == (("x-a", ".*"), ("x-d", "^v"))  # in name order, as Emissary reads them
+    assert m.query_parameters == () and m.regex_query_parameters == (("q", ".*"),)
+
+
+@pytest.mark.parametrize("api", ["ambassador/v1", "ambassador/v2"])
+def test_annotation_versions_convert_as_v2(api: str) -> None:
+    """pkg/snapshot/v1/annotations.go reads `ambassador/vN` as `getambassador.io/vN`, which the v2 conversion turns
+    into v3alpha1: no host is `hostname: "*"`, a `true` header a regex `.*`."""
+    r = load(f"---\napiVersion: {api}\nkind: Mapping\nname: a\nprefix: /a/\nservice: s\nheaders: {{x-a: true}}\n")
+    assert r.errors == []
+    m = r.mappings[0]
+    assert m.hostname == "*" and m.regex_headers == (("x-a", ".*"),) and m.headers == ()

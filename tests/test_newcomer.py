@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from support import ADDON, MITMDUMP, free_port, mapping, wait_until, write_mappings
 
+from shadow_addon import mappingfiles, mappings, routing
+
 
 def test_routed_requests_work_with_the_reverse_target_down(tmp_path: Path, upstream, proxy) -> None:
     """mitmproxy dials the reverse target eagerly, before the addon re-routes: routed requests must not need it."""
@@ -83,6 +85,7 @@ def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], P
         proc.wait(10)
 
 
+@pytest.mark.e2e
 def test_without_reverse_mode_the_start_up_says_what_to_do(tmp_path: Path, upstream) -> None:
     app = upstream("app")
     m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/a/", service="app"))
@@ -92,6 +95,7 @@ def test_without_reverse_mode_the_start_up_says_what_to_do(tmp_path: Path, upstr
         assert "--mode reverse:http://HOST:PORT" in log.read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", ["shadow.py", "__init__.py"])
 def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream, script: str) -> None:
     """`-s shadow_addon/shadow.py` and `-s shadow_addon/__init__.py` load the addon like the entry script."""
@@ -100,11 +104,13 @@ def test_other_s_targets_in_the_package_load_the_addon(tmp_path: Path, upstream,
     args = ["-s", str(Path(ADDON).parent / script), "--mode", f"reverse:{app.address}"]
     args += ["--set", f"mappings={m}", "--set", f"mapping_services=app={app.address}"]
     with mitmdump(tmp_path, *args) as (proc, log):
-        assert wait_until(lambda: "Mappings in 1 groups" in log.read_text() or proc.poll() is not None, 20)
+        loaded = "mappings: 1 Mapping in 1 group (0 with a shadow)"  # not "1 Mappings in 1 groups"
+        assert wait_until(lambda: loaded in log.read_text() or proc.poll() is not None, 20)
         text = log.read_text()
-        assert "Traceback" not in text and "Mappings in 1 groups" in text, text
+        assert "Traceback" not in text and loaded in text, text
 
 
+@pytest.mark.e2e
 def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> None:
     """pip on Python 3.11 said only "No matching distribution found for mitmproxy>=12"; the build backend, which
     pip runs first, now names the interpreter. Run here under a stand-in for an older version."""
@@ -116,6 +122,7 @@ def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> N
     assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
 
 
+@pytest.mark.e2e
 def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) -> None:
     """A service on mitmweb's UI port (8081 by default) made mitmweb end in a 20-line traceback."""
     mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
@@ -132,6 +139,7 @@ def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) ->
     ]
 
 
+@pytest.mark.e2e
 def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
     mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
     r = subprocess.run([str(mitmshadow), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -139,3 +147,92 @@ def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
     assert "mappings" in r.stdout and "mapping_services" in r.stdout and "--help-mitmdump" in r.stdout
     full = subprocess.run([str(mitmshadow), "--help-mitmdump"], capture_output=True, text=True, timeout=60)
     assert "--listen-port" in full.stdout and "--set" in full.stdout  # mitmdump's own help (it exits 1, as mitmdump)
+
+
+def test_a_shadow_prefix_that_nearly_matches_is_named_in_the_log_and_every_view(tmp_path: Path, upstream, proxy):
+    app = upstream("app")
+    path = tmp_path / "m.yaml"
+    write_mappings(
+        path,
+        mapping("orders", prefix="/orders/", service="app"),
+        mapping("orders-next", prefix="/orders", service="app", shadow=True, weight=50),
+    )
+    p = proxy(app.address, sets={"mappings": str(path), "mapping_services": [f"app={app.address}"]})
+    line = (
+        "mappings: shadow orders-next.default is alone in its group: it has no route, so it copies nothing; it was "
+        "probably meant for orders.default: prefix /orders/ vs /orders"
+    )
+    assert wait_until(lambda: line in p.log, 10), p.log
+    status, body = p.admin("/diag")
+    assert [m["active_shadow"] for m in json.loads(body)["mappings"] if m["shadow"]] == [False]
+    status, page = p.admin("/")
+    assert status == 200 and b"gets a copy of nothing: its group has no production route" in page
+    assert b"% of requests" not in page
+    write_mappings(
+        path,
+        mapping("orders", prefix="/orders/", service="app"),
+        mapping("orders-v3", prefix="/Orders/", service="app", shadow=True),
+    )
+    again = "shadow orders-v3.default is alone in its group: it has no route, so it copies nothing; it was probably "
+    assert wait_until(lambda: again in p.log, 15), p.log[-2000:]  # said again on reload
+
+
+def test_a_service_that_does_not_resolve_is_named_at_start_up(tmp_path: Path, upstream, proxy) -> None:
+    """Found before the first request (which would get 502); names are resolved off the event loop, bounded."""
+    app = upstream("app")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("orders", prefix="/orders/", service="orders.default:8080"),
+        mapping("orders-next", prefix="/orders/", service="orders-v2.invalid", shadow=True),
+        mapping("local", prefix="/local/", service="127.0.0.1:9"),
+    )
+    p = proxy(app.address, sets={"mappings": str(m), "mapping_services": [f"orders={app.address}"]})
+    line = (
+        "mappings: service orders-v2.invalid (Mapping orders-next.default) does not resolve (Name or service not "
+        "known) and no mapping_services entry names it: its requests will fail; point it at a local process with "
+        "--set mapping_services=orders-v2.invalid=HOST:PORT"
+    )
+    assert wait_until(lambda: "does not resolve" in p.log, 15), p.log
+    assert line in p.log, p.log
+    assert p.log.count("does not resolve") == 1  # orders has an entry, 127.0.0.1 is an address
+    status, body = p.admin("/diag")
+    assert line in json.loads(body)["notices"]
+    assert p.request("GET", "/orders/1")[0] == 200  # production serves meanwhile
+
+
+def test_only_named_services_without_an_entry_are_resolved() -> None:
+    t = routing.build_table(
+        [
+            mappings.build_mapping("a", "default", "t", {"prefix": "/a/", "service": "a:8080"}),
+            mappings.build_mapping("b", "shop", "t", {"prefix": "/b/", "service": "b"}),
+            mappings.build_mapping("c", "default", "t", {"prefix": "/c/", "service": "10.0.0.1:80"}),
+            mappings.build_mapping("d", "default", "t", {"prefix": "/d/", "service": "localhost:81"}),
+        ]
+    )
+    overrides = [routing.ServiceOverride("a", mappings.service_address("127.0.0.1:1"), False)]
+    names = mappingfiles.names_to_resolve(t, overrides)
+    assert {k: [m.key for m in v] for k, v in names.items()} == {("b.shop", 80): ["b.shop"]}
+    assert mappingfiles.unresolved_line("b.shop", names[("b.shop", 80)], "boom").endswith(
+        "--set mapping_services=b=HOST:PORT"
+    )
+
+
+def test_a_service_with_the_annotation_routes_and_shadows(tmp_path: Path, upstream, proxy) -> None:
+    """Emissary's original form: Mappings in a Service's getambassador.io/config, the Service's namespace theirs."""
+    app, app_next = upstream("app"), upstream("app-next")
+    svc = tmp_path / "service.yaml"
+    svc.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: shop\n  annotations:\n"
+        "    getambassador.io/config: |\n"
+        "      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: shop\n"
+        "      prefix: /shop/\n      service: shop:8080\n"
+        "      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: shop-next\n"
+        "      prefix: /shop/\n      service: shop-next:8080\n      shadow: true\n"
+        "spec:\n  ports: [{port: 8080}]\n"
+    )
+    services = [f"shop.shop={app.address}", f"shop-next.shop={app_next.address}"]
+    p = proxy(f"http://{app.address}", sets={"mappings": str(svc), "mapping_services": services})
+    assert wait_until(lambda: "mappings: 2 Mappings in 1 group (1 with a shadow)" in p.log, 10), p.log
+    status, _, body = p.request("GET", "/shop/cart")
+    assert status == 200 and json.loads(body)["path"] == "/cart"
+    assert app_next.wait_for(1) and app_next.seen[0].path == "/cart"

@@ -49,6 +49,8 @@ def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
     assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), limit) == "loop"
     assert replay.skip_reason(req(body=None), limit) == "streamed"
     assert replay.skip_reason(req("POST", body=b"x" * 11), limit) == "body_limit"
+    assert replay.skip_reason(req("POST"), limit, frozenset({"GET", "HEAD"})) == "method"  # shadow_methods
+    assert replay.skip_reason(req("GET"), limit, frozenset({"GET", "HEAD"})) is None
 
 
 def test_verdicts_count_unanswered_copies_and_not_noise() -> None:
@@ -141,3 +143,72 @@ async def test_recorded_pace_holds_back_flows_until_their_time(offline) -> None:
     assert sh.replay.copies == 2
     tctx.configure(sh, shadow_replay_speed="0")
     assert sh.request(recorded_flow(b"/api/c")) is None  # as fast as the shadow's room allows
+
+
+def test_timeouts_are_counted_apart_from_differences_and_name_the_options() -> None:
+    counts = {"a-shadow": {"match": 6, "mismatch": 1, "skipped": 3}, "b-shadow": {"match": 10}}
+    v = {x.mapping: x for x in gate.verdicts(counts, 0.5, {"a-shadow": 2})}
+    assert (v["a-shadow"].differing, v["a-shadow"].total, v["a-shadow"].timeouts) == (2, 8, 2)
+    assert v["a-shadow"].failed and not v["b-shadow"].failed  # within the rate, but 2 requests went unchecked
+    assert v["a-shadow"].line(0.5) == (
+        "FAIL: a-shadow: 2 of 8 pairs differ (25.0%; allowed 50.0%); 2 copies timed out, not counted as "
+        "differences, which fails the gate: raise --set shadow_timeout=SECONDS, or lower --set "
+        "shadow_max_inflight=N for a server that takes few connections at once"
+    )
+    assert v["b-shadow"].line(0.5) == "ok: b-shadow: 0 of 10 pairs differ (0.0%; allowed 50.0%)"
+    one = gate.verdicts({"c-shadow": {"match": 1}}, 0.0)[0]
+    assert one.line(0.0) == "ok: c-shadow: 0 of 1 pair differ (0.0%; allowed 0.0%)"
+
+
+def test_a_capture_takes_a_development_servers_concurrency_unless_set() -> None:
+    assert replay.inflight(64, set_by_user=False) == replay.REPLAY_INFLIGHT == 4
+    assert replay.inflight(64, set_by_user=True) == 64
+    assert replay.inflight(2, set_by_user=False) == 2
+    assert gate.parser().parse_args(["c", "--mappings", "m", "--every-request"]).every_request
+
+
+async def test_every_request_copies_whatever_the_weight(offline, tmp_path: Path) -> None:
+    sh, tctx, shadow_app = offline
+    m = write_mappings(
+        tmp_path / "w.yaml",
+        mapping("api", prefix="/api/", service="prod:9000"),
+        mapping("api-shadow", prefix="/api/", service="shadow", shadow=True, weight=1),
+    )
+    tctx.configure(sh, mappings=str(m), shadow_replay_every_request=True)
+    for i in range(20):
+        waiting = sh.request(recorded_flow(f"/api/{i}".encode()))
+        if waiting is not None:
+            await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+    assert sh.replay.copies == 20  # at weight 1, about 1 in 100 would be
+    assert await asyncio.to_thread(wait_until, lambda: shadow_app.count() == 20, 30)
+
+
+async def test_when_nothing_goes_to_a_shadow_the_message_says_what_was_read(offline) -> None:
+    sh, _, _ = offline
+    for path in (b"/item/1", b"/item/2", b"/health"):
+        assert sh.request(recorded_flow(path)) is None
+    assert sh.replay.nothing_copied() == (
+        "replay: no request of the capture went to a shadow: 3 read (e.g. GET /item/1); prefixes with a shadow: "
+        "/api/. A capture taken in front of the service itself holds paths its Mapping already rewrote: record "
+        "requests as clients send them (README: Test a release against recorded traffic)"
+    )
+    waiting = sh.request(recorded_flow(b"/api/x"))
+    if waiting is not None:
+        await asyncio.wait_for(waiting, 30)  # type: ignore[arg-type]
+    assert sh.replay.copies == 1 and sh.replay.nothing_copied() is None
+
+
+async def test_when_the_weight_samples_out_every_request_the_message_says_so(offline, tmp_path: Path) -> None:
+    sh, tctx, _ = offline
+    m = write_mappings(
+        tmp_path / "w.yaml",
+        mapping("api", prefix="/api/", service="prod:9000"),
+        mapping("api-shadow", prefix="/api/", service="shadow", shadow=True, weight=0),
+    )
+    tctx.configure(sh, mappings=str(m))
+    assert sh.request(recorded_flow(b"/api/a")) is None and sh.request(recorded_flow(b"/x")) is None
+    assert sh.replay.nothing_copied() == (
+        "replay: 1 of 2 recorded requests went to a route with a shadow, but its weight sampled none of them; "
+        "shadow_replay_every_request=true (mitmshadow replay --every-request) copies every one, unless the weight "
+        "is 0"
+    )

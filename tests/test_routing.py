@@ -438,3 +438,121 @@ def test_timeout_zero_means_none_for_the_copy() -> None:
     r = pick(t, view("/a/"))
     assert r is not None and r.timeout_ms == 0 and routing.copy_timeout(r.timeout_ms) == routing.NO_TIMEOUT_CAP
     assert routing.copy_timeout(750) == 0.75
+
+
+# ---------------------------------------------------------------- details checked against Emissary's and Envoy's source
+
+
+def test_case_sensitive_false_on_one_mapping_applies_to_the_group() -> None:
+    """IRHTTPMappingGroup.finalize flattens case_sensitive onto the group; V3Route uses the group's value for a
+    Mapping that does not set its own: `case_sensitive: false` on the second canary folds the first one too."""
+    t = table(M("a", prefix="/Shop/", weight=50), M("b", prefix="/Shop/", case_sensitive=False))
+    r = pick(t, view("/shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "a"
+    assert routing.route_case_sensitive([M("a"), M("b", case_sensitive=False)]) == [False, False]
+
+
+def test_a_mapping_of_its_own_case_sensitive_keeps_it() -> None:
+    """V3Route: the Mapping's own case_sensitive wins over the group's. Envoy tries the routes in order with the
+    same draw: a route whose path does not match is skipped and the next one takes the request."""
+    t = table(M("a", prefix="/Shop/", weight=50, case_sensitive=True), M("b", prefix="/Shop/", case_sensitive=False))
+    r = pick(t, view("/shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "b"
+    r = pick(t, view("/Shop/x"), canary=10)
+    assert r is not None and r.mapping is not None and r.mapping.name == "a"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "substitution", "path", "expected"),
+    [
+        ("(.*)", "/v2\\1", "/rx/a", "/v2/rx/a"),  # Python's re.sub gives /v2/rx/a/v2
+        ("a*", "-", "baaac", "-b-c-"),  # re.sub: -b--c-
+        ("x", "-", "/abc", "/abc"),  # no match: unchanged
+        ("b*", "-", "/ab", "-/-a-"),  # re.sub: -/-a--
+    ],
+)
+def test_regex_rewrite_is_re2_global_replace(pattern: str, substitution: str, path: str, expected: str) -> None:
+    """re2.cc RE2::GlobalReplace (Envoy regex.cc replaceAll): no empty match replaced right after a match."""
+    m = M("m", prefix="/", regex_rewrite={"pattern": pattern, "substitution": substitution})
+    assert routing.rewrite_path(m, path + "?q=1") == expected + "?q=1"
+
+
+def test_regex_redirect_is_re2_global_replace() -> None:
+    m = M(
+        "r",
+        prefix="/rx/",
+        service="other.example",
+        host_redirect=True,
+        regex_redirect={"pattern": "(.*)", "substitution": "/v2\\1"},
+    )
+    r = pick(table(m), view("/rx/a"))
+    assert r is not None and r.redirect == (301, "http://other.example/v2/rx/a")
+
+
+def test_v2_true_header_is_a_regex_match_and_orders_as_one() -> None:
+    """handwritten.conversion.go Convert_v2_MappingSpec_To_v3alpha1_MappingSpec: v2 `headers: {x-a: true}` is
+    regex_headers `.*`, so its route weight is that of a regex `.*` match: it now sorts before an exact `x-a: b`
+    (length 3+2+1 vs 3+1), where v3's present match sorts after it."""
+    v2 = "getambassador.io/v2"
+    present = mappings.build_mapping("p", "default", "t", {"prefix": "/", "service": "p", "headers": {"x-a": True}}, v2)
+    exact = mappings.build_mapping("e", "default", "t", {"prefix": "/", "service": "e", "headers": {"x-ab": "c"}}, v2)
+    assert routing.header_matches(present)[0] == routing.KeyValue("x-a", ".*", True)
+    t = table(present, exact)
+    assert [g.members[0].name for g in t.groups] == ["p", "e"]
+    r = pick(t, view("/", **{"x-a": "1", "x-ab": "c"}))
+    assert r is not None and r.mapping is not None and r.mapping.name == "p"
+    v3 = table(M("p", headers={"x-a": True}), M("e", headers={"x-ab": "c"}))
+    assert [g.members[0].name for g in v3.groups] == ["e", "p"]
+
+
+def test_shadow_weight_over_100_copies_every_request_with_a_warning() -> None:
+    """v3route.py V3Route passes the shadow weight unchecked as numerator/HUNDRED; Envoy protobuf/utility.cc
+    evaluateFractionalPercent (random % 100 < numerator) mirrors every request. The load says so, and so does
+    `explain`, which shows the 100% that happens rather than 150%."""
+    from shadow_addon import explain
+
+    r = mappings.parse_text(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: p}\nspec: {prefix: /a/, service: p}\n"
+        "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: s}\n"
+        "spec: {prefix: /a/, service: s, shadow: true, weight: 150}\n",
+        "m.yaml",
+    )
+    assert r.errors == []
+    assert r.notices == [
+        "m.yaml doc 2 (Mapping s.default): shadow weight 150 is over 100: every request is copied (100%)"
+    ]
+    t = table(*r.mappings)
+    route = pick(t, view("/a/x"), shadow=99.99)
+    assert route is not None and route.shadow is not None and not route.sampled_out
+    text = explain.text(t)
+    assert "copies 100% of the requests (weight over 100: Envoy copies every request)" in text
+    assert "150%" not in text
+
+
+def test_a_redirect_group_takes_its_mappings_case_sensitive() -> None:
+    """IRHTTPMappingGroup.finalize: "Flatten the case_sensitive field for host_redirect if it exists"; V3Route
+    builds the redirect route from no Mapping and so uses the group's (KAT HostRedirectMapping, `-2`)."""
+    t = table(M("r", prefix="/Old/", service="new.example", host_redirect=True, case_sensitive=False))
+    r = pick(t, view("/old/x"))
+    assert r is not None and r.redirect == (301, "http://new.example/old/x")
+    assert pick(table(M("s", prefix="/Old/", service="new.example", host_redirect=True)), view("/old/x")) is None
+
+
+def test_the_table_knows_whether_a_route_matches_a_header_envoy_sets() -> None:
+    """Routing must see what Envoy's connection manager sets (x-forwarded-*, x-envoy-*, x-request-id) only when a
+    route matches on one of them; otherwise those headers are added after routing, to routed requests only."""
+    assert not table(M("a", headers={"x-canary": "1"})).matches_envoy_headers
+    assert table(M("a", headers={"X-Forwarded-Proto": "https"})).matches_envoy_headers
+    assert table(M("b", regex_headers={"x-request-id": ".*"})).matches_envoy_headers
+
+
+def test_header_and_query_matches_are_in_name_order_whatever_the_yaml_order() -> None:
+    """Emissary's Python reads resources as JSON from its Go side (encoding/json sorts map keys): the group id
+    (irhttpmapping.py _group_id) does not depend on the order the matches are written in, so these two are one
+    group, a canary pair."""
+    a = M("a", prefix="/x/", headers={"x-b": "1", "x-a": "2"}, query_parameters={"q": "1", "p": "2"}, weight=30)
+    b = M("b", prefix="/x/", headers={"x-a": "2", "x-b": "1"}, query_parameters={"p": "2", "q": "1"})
+    assert routing.group_key(a) == routing.group_key(b) == "HTTP-GET/x/x-a2x-b1p2q1"
+    t = table(a, b)
+    assert len(t.groups) == 1 and [m.name for m, _ in t.groups[0].production] == ["a", "b"]
+    assert t.errors == ()

@@ -121,6 +121,7 @@ def run_refused(tmp_path: Path, upstream, service_host: str, listen_host: str) -
         ("127.0.0.2", "0.0.0.0"),
     ],
 )
+@pytest.mark.e2e
 def test_every_spelling_of_the_proxy_itself_is_refused(
     tmp_path: Path, upstream, service_host: str, listen_host: str
 ) -> None:
@@ -129,6 +130,7 @@ def test_every_spelling_of_the_proxy_itself_is_refused(
     assert f"({want}:" in line
 
 
+@pytest.mark.e2e
 def test_the_machines_own_address_is_refused_when_listening_everywhere(tmp_path: Path, upstream) -> None:
     mine = own_ip()
     if mine is None:

@@ -3,7 +3,7 @@ the diff, endpoint names, the mismatch store, and decoding bodies without trusti
 
 from .decode import decode_capped
 from .diff import MAX_LISTED, MAX_VALUE, CompareConfig, Comparison, compare, skipped
-from .endpoints import endpoint
+from .endpoints import EndpointNamer, endpoint
 from .fields import parse_ignore, pointer
 from .noise import NoiseLearner, NoiseSet, request_key
 from .reply import BODY_LIMIT, NOT_JSON, Reply
@@ -17,6 +17,7 @@ __all__ = [
     "OTHER",
     "CompareConfig",
     "Comparison",
+    "EndpointNamer",
     "MismatchStore",
     "NoiseLearner",
     "NoiseSet",

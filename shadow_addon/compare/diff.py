@@ -11,7 +11,11 @@ import codecs
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote
 
+from ..grpcwire import code_label, code_name
+from .descriptors import Descriptors
+from .descriptors import load as load_descriptors
 from .fields import IgnoreRules, Path, is_header_name, parse_ignore, pointer
 from .noise import NoiseSet
 from .reply import BODY_LIMIT, NOT_JSON, Reply
@@ -31,7 +35,9 @@ class CompareConfig:
     headers: tuple[str, ...] = ("content-type",)
     ignore: tuple[str, ...] = ()
     body_limit: int = BODY_LIMIT
+    descriptors: str = ""  # a FileDescriptorSet file: gRPC fields by name instead of number
     rules: IgnoreRules = field(init=False, repr=False, compare=False)
+    names: Descriptors | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = []
@@ -44,6 +50,7 @@ class CompareConfig:
         object.__setattr__(self, "headers", tuple(dict.fromkeys(names)))
         object.__setattr__(self, "ignore", tuple(self.ignore))
         object.__setattr__(self, "rules", parse_ignore(self.ignore))
+        object.__setattr__(self, "names", load_descriptors(self.descriptors) if self.descriptors else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +234,30 @@ def _compare_body(p: Reply, s: Reply, out: _Collector) -> None:
         out.body(_digest(p.body_size, p.body_sha256), _digest(s.body_size, s.body_sha256))
 
 
+def _compare_grpc(p: Reply, s: Reply, out: _Collector) -> None:
+    """A gRPC call's status is its grpc-status (a failed call is HTTP 200): compared as the status, never noise;
+    grpc-message with it."""
+    pg, sg = p.header("grpc-status"), s.header("grpc-status")
+    if pg is None and sg is None:
+        return
+    if pg != sg:
+        out._put("status", "grpc-status", False, _grpc_code(pg), _grpc_code(sg), False)
+    # Percent-decoded as the protocol sends it; empty is no message (grpcio sends an empty one with OK).
+    pm, sm = unquote(p.header("grpc-message") or "") or None, unquote(s.header("grpc-message") or "") or None
+    if pm != sm and "grpc-message" not in out.rules.headers:
+        out.header("grpc-message", pm, sm)
+
+
+def _grpc_code(v: str | None) -> str:
+    return "missing" if v is None else f"{v} ({code_name(code_label(v))})"
+
+
 def compare(production: Reply, shadow: Reply, config: CompareConfig, noise: NoiseSet | None = None) -> Comparison:
     """Compare the shadow's answer with production's: status, the configured headers, the body."""
     out = _Collector(config.rules, noise)
     if production.status != shadow.status:
         out.status(production.status, shadow.status)
+    _compare_grpc(production, shadow, out)
     for name in config.headers:
         if name in config.rules.headers:
             continue

@@ -24,7 +24,9 @@ from ..metrics import Metrics
 from ..sender import Outcome
 from .decode import known_refused, off_loop
 from .diff import CompareConfig, Comparison, compare, skipped
-from .noise import NoiseLearner, request_key
+from .endpoints import EndpointNamer
+from .judge import CountingLearner, Judge, JudgeConfig, fields_of
+from .noise import request_key
 from .reply import Reply, content_coding
 from .store import MismatchStore, record_line
 
@@ -55,23 +57,35 @@ class Pair:
     shadow_failed: str | None = None
     on_done: list[Callable[[Comparison], None]] = field(default_factory=list)
     held: int = 0  # bytes taken from the budget for the reply waiting for its other half
+    secondary: Reply | None = None
+    secondary_waiting: bool = False  # a copy went to the secondary and has not answered yet
+    with_secondary: bool = False  # a copy went to the secondary
 
     @property
     def complete(self) -> bool:
         has_prod = self.production is not None or self.production_failed is not None
         has_shadow = self.shadow is not None or self.shadow_failed is not None
-        return has_prod and has_shadow
+        return has_prod and has_shadow and not self.secondary_waiting
 
 
 class Pairing:
     def __init__(
-        self, metrics: Metrics, config: CompareConfig, report_path: str = "", budget: MemoryBudget | None = None
+        self,
+        metrics: Metrics,
+        config: CompareConfig,
+        report_path: str = "",
+        budget: MemoryBudget | None = None,
+        judge: JudgeConfig | None = None,
+        namer: EndpointNamer | None = None,
     ) -> None:
         self.metrics = metrics
         self.config = config
         self.budget = budget
-        self.learner = NoiseLearner(headers=config.headers)
+        self.learner = CountingLearner(headers=config.headers)
+        self.namer = namer or EndpointNamer()
+        self.judge = Judge(judge, budget, current=self.namer.current)
         self.store = MismatchStore()
+        self.store.judgement = self.judge.summary
         self.decoding = 0  # replies being decoded in the worker thread
         self.closed = False
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
@@ -89,10 +103,12 @@ class Pairing:
         for pair in self.pairs.values():
             self._release(pair)
         self.pairs.clear()
+        self.judge.close()
+        self.namer.close()
 
-    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any]) -> None:
-        """A copy of request `key` is about to be sent."""
-        self.pairs[key] = Pair(mapping, endpoint, summary)
+    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any], secondary: bool = False) -> None:
+        """A copy of request `key` is about to be sent (and, with `secondary`, to the secondary too)."""
+        self.pairs[key] = Pair(mapping, endpoint, summary, secondary_waiting=secondary, with_secondary=secondary)
         while len(self.pairs) > MAX_PAIRS:
             _, old = self.pairs.popitem(last=False)
             self._finish(old, skipped("too many pending comparisons"))
@@ -106,11 +122,13 @@ class Pairing:
         # Decoded within the limit, else size and hash of the bytes as sent (production's likewise).
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
+        fields = out.headers + out.trailers if out.trailers else out.headers  # gRPC's grpc-status is in the trailers
+        path = self.pairs[key].summary.get("path")
         self._reply(
             out.headers,
             out.body if size == len(out.body) else b"",
-            lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
-            lambda reply: self.shadow(key, reply, None, on_done),
+            lambda decode: Reply.of(status, fields, out.body, limit, size=size, sha256=sha256, decode=decode),
+            lambda reply: self.shadow(key, self._named(reply, path), None, on_done),
             lambda why: self.shadow(key, None, why, on_done),
         )
         return True
@@ -125,10 +143,13 @@ class Pairing:
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
         vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
         key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
+        if resp.trailers:
+            fields = fields + resp.trailers.fields
         lesson = request_key(req.method, req.path, req.raw_content or b"", vary)
 
         def answered(reply: Reply) -> None:
-            self.learn(mapping, lesson, reply)
+            self._named(reply, req.path)
+            self.learn(mapping, lesson, reply, key)
             self.production(key, reply)
 
         self._reply(
@@ -138,6 +159,13 @@ class Pairing:
             answered,
             lambda why: self.production(key, None, why),
         )
+
+    def _named(self, reply: Reply, path: str | None) -> Reply:
+        """With shadow_grpc_descriptors, a gRPC answer's fields are named by its method's output type."""
+        names = self.config.names
+        if names is not None and path:
+            reply.schema = names.namer(path)
+        return reply
 
     def _reply(
         self,
@@ -178,8 +206,49 @@ class Pairing:
 
         loop.run_in_executor(_decoder(), make, True).add_done_callback(done)
 
-    def learn(self, mapping: str, request_key: str, reply: Reply) -> None:
-        self.learner.observe(mapping, request_key, reply)
+    def learn(self, mapping: str, request_key: str, reply: Reply, pair_key: str | None = None) -> None:
+        changed = self.learner.sample(mapping, request_key, reply)
+        pair = self.pairs.get(pair_key) if pair_key is not None else None
+        # Without a secondary, production answering a request again is the noise sample (with one, it is the
+        # secondary's answer to the same request at the same time).
+        if changed is not None and pair is not None and not pair.with_secondary:
+            self.judge.noise(mapping, pair.endpoint, changed)
+
+    def secondary_answered(self, key: str, out: Outcome) -> None:
+        """The secondary's answer to the copy of request `key` (or its failure: the pair is then judged without
+        a noise sample)."""
+        if key not in self.pairs:
+            return
+        if out.status is None:
+            self.secondary(key, None)
+            return
+        limit, status = self.config.body_limit, out.status
+        size, sha256 = out.body_size, out.body_sha256 or None
+        self._reply(
+            out.headers,
+            out.body if size == len(out.body) else b"",
+            lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
+            lambda reply: self.secondary(key, reply),
+            lambda why: self.secondary(key, None),
+        )
+
+    def secondary_wanted(self, key: str) -> bool:
+        """Whether the copy of request `key` to the secondary is still worth sending: not when the shadow's copy has
+        failed already (the pair is skipped), in which case the pair stops waiting for it."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return False
+        if pair.shadow_failed is not None:
+            self.secondary(key, None)
+            return False
+        return True
+
+    def secondary(self, key: str, reply: Reply | None) -> None:
+        pair = self.pairs.get(key)
+        if pair is None or not pair.secondary_waiting:
+            return
+        pair.secondary, pair.secondary_waiting = reply, False
+        self._settle(key, pair, reply)
 
     def production(self, key: str, reply: Reply | None, failed: str | None = None) -> None:
         pair = self.pairs.get(key)
@@ -220,7 +289,11 @@ class Pairing:
         elif pair.production_failed is not None or pair.production is None or pair.shadow is None:
             result = skipped(f"production {pair.production_failed}")
         else:
+            if pair.secondary is not None:
+                noise = compare(pair.production, pair.secondary, self.config)
+                self.judge.noise(pair.mapping, pair.endpoint, [n for names in fields_of(noise) for n in names])
             result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
+            result = self.judge.candidate(pair.mapping, pair.endpoint, result)
         self._finish(pair, result)
 
     def _release(self, pair: Pair) -> None:

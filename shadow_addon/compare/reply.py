@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..grpcwire import is_grpc
+from . import protowire
 from .decode import decode_capped
 
 BODY_LIMIT = 1024 * 1024
@@ -38,6 +40,8 @@ class Reply:
     body_size: int
     body_sha256: str  # hex; "" when unknown (only a prefix of an over-limit body was seen)
     encoded: bool = False  # whether `body` differs from the bytes as sent (it was decoded)
+    # gRPC: names the decoded messages' fields (`Descriptors.namer` of the call's method), set before parsing
+    schema: Any = field(default=None, init=False, repr=False, compare=False)
     _json: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
     _digest: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -86,11 +90,17 @@ class Reply:
         """The body as JSON when its content-type is JSON and it parses; NOT_JSON otherwise. Parsed once."""
         if self._json is _UNPARSED:
             self._json = NOT_JSON
-            if self.body is not None and _is_json(self.media()[0]):
+            mime = self.media()[0]
+            if self.body is not None and _is_json(mime):
                 try:
                     self._json = json.loads(self.body, parse_constant=_reject_constant)
                 except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
                     pass
+            elif self.body is not None and is_grpc(mime):
+                # gRPC messages, decoded from protobuf's wire format: compared field by field as JSON is.
+                messages = protowire.body(self.body)
+                if messages is not None:
+                    self._json = messages if self.schema is None else self.schema(messages)
         return self._json
 
     def digest(self) -> tuple[int, str]:

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +115,7 @@ class MismatchStore:
         self.max_groups = max_groups
         self.preview = preview
         self.seq = 0
+        self.judgement: Callable[[], dict[str, Any]] | None = None  # per endpoint and field (compare.judge)
 
     def add(
         self,
@@ -173,7 +174,10 @@ class MismatchStore:
         ]
         groups.sort(key=lambda r: (-r["mismatches"], r["mapping"], r["endpoint"]))
         records = [dict(r) for r in reversed(self.records)]
-        return {"capacity": self.records.maxlen, "records": records, "groups": groups}
+        doc = {"capacity": self.records.maxlen, "records": records, "groups": groups}
+        if self.judgement is not None:
+            doc["judgement"] = self.judgement()
+        return doc
 
 
 def record_line(record: Mapping[str, Any]) -> str:
