@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ logger = logging.getLogger("shadow")
 WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
 RESOLVE_TIMEOUT = 3.0  # s the check of service names waits for them to resolve
 RESOLVE_MOST = 32  # service names checked per load
+_frozen = False  # gc.freeze() is process-wide: once, at the first start-up
 
 Loaded = tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]
 
@@ -145,15 +147,16 @@ async def check_names(names: dict[tuple[str, int], list[mappings.Mapping]]) -> l
 def changes(old: routing.Table, new: routing.Table) -> str:
     """What a reload changed, by Mapping `name.namespace`: "2 added (a, b), 1 changed (c)" or "nothing"."""
 
-    def by_key(t: routing.Table) -> dict[str, mappings.Mapping]:
-        return {m.key: dataclasses.replace(m, source="") for m in t.mappings}  # a moved document is no change
+    def differ(a: mappings.Mapping, b: mappings.Mapping) -> bool:
+        # A moved document is no change: `source` is compared out only for the few that differ at all.
+        return a != b and dataclasses.replace(a, source="") != dataclasses.replace(b, source="")
 
-    before, after = by_key(old), by_key(new)
+    before, after = {m.key: m for m in old.mappings}, {m.key: m for m in new.mappings}
     parts = []
     for word, keys in (
         ("added", [k for k in after if k not in before]),
         ("removed", [k for k in before if k not in after]),
-        ("changed", [k for k in after if k in before and after[k] != before[k]]),
+        ("changed", [k for k in after if k in before and differ(after[k], before[k])]),
     ):
         if keys:
             shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
@@ -201,7 +204,15 @@ class MappingFiles:
         return self._install(*read_mappings(source), explicit=explicit)
 
     def start(self) -> None:
+        global _frozen
         self.running = True
+        if not _frozen:
+            # What start-up built (mitmproxy, the addon, the first table: 10,000 Mappings are ~120,000 objects) lives
+            # as long as the process. Frozen, CPython's gen-2 collections, which pause the loop, no longer walk it;
+            # a table replaced later is still freed (it holds no reference cycles, so its count drops to zero).
+            _frozen = True
+            gc.collect()
+            gc.freeze()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         self._check_names()
@@ -244,8 +255,11 @@ class MappingFiles:
         result: mappings.LoadResult,
         table: routing.Table | None,
         explicit: bool = False,
+        changed: tuple[routing.Table, str] | None = None,
     ) -> bool:
-        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table."""
+        """Install what `read_mappings` produced, on the event loop: one assignment of the routing table.
+        `changed`: what the new table changes from an old one, worked out off the loop (used if that one is still
+        installed)."""
         self._signature = signature
         errors = result.blocking(self.source.strict)
         if errors:
@@ -283,7 +297,8 @@ class MappingFiles:
             if first:
                 logger.info("mappings: %s from %s", summary, self.source.path)
             else:
-                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, changes(old, table), summary)
+                diff = changed[1] if changed is not None and changed[0] is old else changes(old, table)
+                logger.info("mappings: reloaded %s: %s; now %s", self.source.path, diff, summary)
         return True
 
     def _warnings(self, table: routing.Table) -> list[str]:
@@ -315,7 +330,10 @@ class MappingFiles:
                 if await asyncio.to_thread(files_signature, source.path) == self._signature:
                     continue
                 loaded = await asyncio.to_thread(read_mappings, source)
+                old, new = self.table, loaded[2]
+                # Comparing two large tables takes as long as building one: also off the loop.
+                changed = (old, await asyncio.to_thread(changes, old, new)) if new is not None else None
                 if self.source is source:  # else `load` already installed a newer source
-                    self._install(*loaded)
+                    self._install(*loaded, changed=changed)
             except Exception as e:
                 logger.error("mappings: reload of %s failed: %s: %s", source.path, type(e).__name__, e)

@@ -16,9 +16,9 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from mitmproxy import ctx, exceptions, http, io
+from mitmproxy import ctx, exceptions, http
 
-from . import copies, production, routing
+from . import capture, copies, production, routing
 from .mappings import Address
 from .sender import Copy, Sender
 from .words import plural
@@ -96,6 +96,7 @@ class Replay:
         self._sender: Sender | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[int] | None = None  # a HAR read entry by entry (capture.feed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,9 +106,14 @@ class Replay:
         if rfile and rfile != "-" and self.shadow.pairing is not None:
             self.shadow.pairing.offline()  # no live production to keep fast: every pair is compared
             self._learning = asyncio.get_running_loop().create_task(self._learn_noise(rfile))
+        if rfile and rfile != "-" and capture.reads_rfile(ctx.master) and capture.is_har(rfile):
+            # mitmproxy's readfile parses a HAR whole; it is read entry by entry here instead. readfile's own
+            # `running` comes after this one (script addons come first) and then finds nothing to read.
+            o.update(rfile=None)
+            self._reading = asyncio.get_running_loop().create_task(capture.feed(rfile, ctx.master, o.readfile_filter))
         if ctx.master.addons.get("keepserving") is None or o.keepserving:  # mitmweb and the console keep serving
             return
-        if not (o.rfile or o.client_replay):
+        if not (rfile or o.client_replay):
             return
         # KeepServing would exit with copies in flight: it is told to keep serving, and `_exit_when_settled`
         # exits on the same conditions once every copy of the capture has an outcome.
@@ -115,10 +121,10 @@ class Replay:
         self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
 
     def done(self) -> None:
-        for task in (self._watcher, self._learning):
+        for task in (self._watcher, self._learning, self._reading):
             if task is not None:
                 task.cancel()
-        self._watcher = self._learning = None
+        self._watcher = self._learning = self._reading = None
         self._wake(cancel=True)
 
     # ------------------------------------------------------------------ recorded flows
@@ -212,7 +218,7 @@ class Replay:
         sh = self.shadow
         try:
             with open(os.path.expanduser(path), "rb") as fh:
-                for i, f in enumerate(io.FlowReader(fh).stream()):
+                for i, f in enumerate(capture.read_flows(fh)):
                     if sh.pairing is None or not sh.table.groups:
                         return
                     if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
@@ -325,7 +331,8 @@ class Replay:
                 if line != shown:
                     shown = line
                     logger.info(line)
-            if any(ctx.master.commands.call(c) for c in BUSY_COMMANDS):
+            reading = self._reading is not None and not self._reading.done()
+            if reading or any(ctx.master.commands.call(c) for c in BUSY_COMMANDS):
                 idle_since = None
                 continue
             if idle_since is None:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from mitmproxy.http import Headers
 
-from . import envoyheaders, regex
+from . import envoyheaders, regex, routeindex
 from .mappings import Address, HeaderAdd, Mapping, Redirect, override_matches, service_address
 
 
@@ -398,6 +398,8 @@ class Table:
     ignored: tuple[Mapping, ...] = ()  # Mappings for another ambassador_id
     ambassador_id: str = "default"
     matches_envoy_headers: bool = False  # some route matches a header Envoy sets before routing (x-forwarded-proto...)
+    # The groups a request may match, in route order, without trying each (built with the table, off the loop).
+    index: routeindex.RouteIndex[Group] | None = field(default=None, compare=False, repr=False)
 
     @property
     def mappings(self) -> list[Mapping]:
@@ -547,7 +549,9 @@ def build_table(
     kept = [m for g in groups for m in g.members]
     addresses = {m.key: resolve_address(m, overrides) for m in kept}
     envoy_set = any(envoyheaders.sets(h.name) for g in groups for h in header_matches(g.members[0]))
-    return Table(tuple(order_groups(groups)), addresses, tuple(errors), ignored, ambassador_id, envoy_set)
+    ordered_groups = tuple(order_groups(groups))
+    index = routeindex.RouteIndex(ordered_groups)
+    return Table(ordered_groups, addresses, tuple(errors), ignored, ambassador_id, envoy_set, index)
 
 
 # ---------------------------------------------------------------- per request
@@ -635,7 +639,8 @@ def resolve(table: Table, req: RequestView, canary_draw: float, shadow_draw: flo
     shadow_draw < the shadow's weight (v3route.py request_mirror_policies).
     """
     path = normalize_path(req.path)
-    for g in table.groups:
+    groups = table.groups if table.index is None else table.index.candidates(path)
+    for g in groups:
         if not g.routes or not g.matcher.matches(req, path):
             continue
         if g.redirect is not None:

@@ -19,8 +19,8 @@ from support import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchkit import answers, metrics  # noqa: E402
-from benchkit.scenarios import SCENARIOS, select_scenarios  # noqa: E402
+from benchkit import answers, metrics, replaycase  # noqa: E402
+from benchkit.scenarios import SCENARIOS, mapping_set, select_scenarios  # noqa: E402
 
 
 def events(data: bytes, method: bytes = b"GET") -> list[object]:
@@ -97,6 +97,41 @@ def test_selecting_scenarios_adds_the_references_their_ratios_need() -> None:
     assert select_scenarios(None)[0] == list(SCENARIOS)
     with pytest.raises(ValueError, match="nosuch"):
         select_scenarios("nosuch")
+
+
+def test_the_scale_sets_route_the_benchmark_request_to_the_catch_all_after_every_other_mapping(tmp_path) -> None:
+    from shadow_addon import mappings, routing
+    from shadow_addon.routing import RequestView
+
+    assert select_scenarios("map10k")[0] == ["plain", "map10", "map10k"]
+    for name, n, regex in (("prefix10k", 10_000, False), ("regex200", 200, True), ("prefix10", 10, False)):
+        for rel, text in mapping_set(name).items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+        loaded = mappings.load_path(str(tmp_path / name))
+        assert not loaded.errors and len(loaded.mappings) == n + 2
+        assert sum(m.prefix_regex for m in loaded.mappings) == (n if regex else 0)
+        table = routing.build_table(loaded.mappings)
+        scan = routing.Table(table.groups, table.addresses)  # no index: every group tried in order
+        route = routing.resolve(scan, RequestView("GET", "/bench", "x", {}), 0.0, 0.0)  # type: ignore[arg-type]
+        assert route is not None and route.mapping is not None and route.mapping.name == "app"
+        assert route.group is table.groups[-1]  # the last group: the scan tried every other one first
+
+
+def test_the_replay_captures_are_read_alike_by_mitmproxy_and_the_addon(tmp_path) -> None:
+    from mitmproxy import io
+
+    from shadow_addon import capture
+
+    har, flows = tmp_path / "c.har", tmp_path / "c.mitm"
+    replaycase.write_har(har, 50)
+    replaycase.write_flows(flows, 50)
+    with open(har, "rb") as a, open(flows, "rb") as b:
+        ours, theirs = list(capture.read_flows(a)), list(io.FlowReader(b).stream())
+    assert len(ours) == len(theirs) == 50
+    for x, y in zip(ours, theirs, strict=True):
+        assert x.request.get_state() == y.request.get_state()  # type: ignore[attr-defined]
+        assert x.response.content == y.response.content == answers.BODY  # type: ignore[attr-defined]
 
 
 def test_the_flood_server_streams_until_the_client_leaves() -> None:

@@ -215,6 +215,26 @@ def test_the_gate_exit_code_follows_the_threshold_for_a_flow_file_and_a_har(tmp_
         candidate.seen.clear()
 
 
+def test_a_har_is_replayed_entry_by_entry(tmp_path: Path, upstream, recorded) -> None:
+    """A HAR is read as its entries are copied, not parsed whole first: one cut off after its fourth entry still
+    has those four copied (a whole-file parse, mitmproxy's reader, copies none), then the run reports the cut."""
+    capture, _ = recorded
+    candidate = upstream("candidate")
+    doc = json.loads(to_har(tmp_path, capture).read_text())
+    entries = doc["log"]["entries"]
+    assert [e["request"]["url"].split("/", 3)[3] for e in entries[:4]] == [t[1][1:] for t in TRAFFIC[:4]]
+    text = json.dumps(doc)
+    cut = tmp_path / "cut.har"
+    cut.write_text(text[: text.index(json.dumps(entries[4])) + 20])
+    # One copy at a time: each entry waits for the copy before it, so the reading is seen to keep pace with them.
+    run = replay_cli(tmp_path, cut, candidate.address, "--no-compare", "--set", "shadow_max_inflight=1")
+    assert run.returncode == 2, run.stdout + run.stderr  # the capture could not be read to its end
+    assert wait_until(lambda: len(candidate.seen) >= 4, 10)
+    assert sorted(c[1] for c in copies(candidate)) == sorted(
+        ["/v1/time", "/v1/users/1", "/v1/orders?dry=1", "/v1/price?id=7"]
+    )
+
+
 def test_the_gate_refuses_bad_input_with_exit_code_2(tmp_path: Path, recorded) -> None:
     capture, _ = recorded
     missing = replay_cli(tmp_path, tmp_path / "missing.mitm", "127.0.0.1:9")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from benchkit.answers import BOMB_MIB
 from benchkit.procs import kill_leftovers, log
+from benchkit.replaycase import REPLAY_ENTRIES, replay_bench
 from benchkit.rounds import bench
 from benchkit.scenarios import SCENARIOS, select_scenarios
 from benchkit.soak import SOAK_CYCLE, clear_soak_flag, soak
@@ -52,10 +53,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "addon's 1 MiB compare limit; the addon decodes each in memory, so mind the machine's RAM)",
     )
     p.add_argument(
-        "--addon",
-        metavar="DIR",
-        help="a directory holding the shadow_addon/ to measure (default: this repository's), e.g. an older "
-        "release checked out with `git archive REV shadow_addon | tar -x -C DIR`, for a before/after table",
+        "--addon-dir",
+        metavar="PATH",
+        help="the shadow_addon package to measure (default: this tree's), e.g. an older release's for a before/after",
     )
     p.add_argument("--client", choices=("auto", "asyncio", "wrk"), default="auto", help="load generator")
     p.add_argument("--upstreams", choices=("auto", "asyncio", "nginx"), default="auto", help="upstream servers")
@@ -64,6 +64,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="soak instead: one mitmdump under continuous load while the shadow cycles healthy > slow > blackhole > "
         "down (default JSON: bench-results-soak.json; with --quick: 2 minutes of 10 s phases)",
+    )
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="the replay case instead: `mitmshadow replay` of a HAR and of a flow file of --replay-entries entries "
+        "against a fast shadow, timed, with its peak memory (default JSON: bench-results-replay.json)",
+    )
+    p.add_argument(
+        "--replay-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"entries of the replayed captures (default {REPLAY_ENTRIES}; --quick: {REPLAY_ENTRIES // 10})",
     )
     p.add_argument("--soak-minutes", type=float, metavar="M", help="length of the soak (default 10)")
     p.add_argument("--phase-seconds", type=float, metavar="S", help="seconds per shadow phase in the soak (default 30)")
@@ -80,6 +93,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             p.error(f"--phase-seconds must be >= 2 and the soak at least {len(SOAK_CYCLE)} phases long")
     elif args.soak_minutes is not None or args.phase_seconds is not None:
         p.error("--soak-minutes and --phase-seconds need --soak")
+    if args.replay_entries is not None and not args.replay:
+        p.error("--replay-entries needs --replay")
+    if args.replay and (args.soak or args.only):
+        p.error("--replay runs on its own (not with --soak or --only)")
+    if args.replay:
+        default_entries = REPLAY_ENTRIES // 10 if args.quick else REPLAY_ENTRIES
+        args.replay_entries = default_entries if args.replay_entries is None else args.replay_entries
+        if args.replay_entries < 1:
+            p.error("--replay-entries must be >= 1")
     if args.quick:
         args.rounds, args.duration = 1, 2.0
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.warmup < 0 or args.settle < 0:
@@ -93,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.soak:
         job = soak(args)
+    elif args.replay:
+        job = replay_bench(args)
     else:
         try:
             names, added = select_scenarios(args.only)

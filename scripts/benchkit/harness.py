@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_port
-from benchkit.scenarios import MAPPINGS_YAML, Scenario
+from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_answer, wait_port
+from benchkit.procstats import cpu_seconds
+from benchkit.scenarios import Scenario, mapping_set, mappings_path
 from benchkit.speed import SpeedProbe, place_processes
 from benchkit.upstreams import Upstreams, start_upstreams
 
@@ -104,8 +106,7 @@ def make_setup(
 ) -> Setup:
     """Snapshot shadow_addon/ into tmp and describe how mitmdump runs."""
     addon_dir = tmp / "addon"
-    src = Path(args.addon) / "shadow_addon" if getattr(args, "addon", None) else ADDON_SRC
-    addon_rev = snapshot_addon(addon_dir, src)
+    addon_rev = snapshot_addon(addon_dir, Path(args.addon_dir) if getattr(args, "addon_dir", None) else ADDON_SRC)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
     admin = addon_has_option(addon_dir, "shadow_admin") and not any(
@@ -116,14 +117,21 @@ def make_setup(
 
 @contextlib.asynccontextmanager
 async def prepared(
-    args: argparse.Namespace, prefix: str, wrk: str | None, hostile: tuple[str, ...] = ()
+    args: argparse.Namespace,
+    prefix: str,
+    wrk: str | None,
+    hostile: tuple[str, ...] = (),
+    mapping_sets: tuple[str, ...] = ("default",),
 ) -> AsyncIterator[Setup]:
     """A temporary directory with the Mapping file, this process kept off mitmdump's CPU, the upstream servers
     (`hostile`: the hostile shadows to serve too), the addon snapshot and the speed probe; all stopped and removed
     on the way out."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
         tmp = Path(tmpdir)
-        (tmp / "mappings.yaml").write_text(MAPPINGS_YAML)
+        for name in {"default", *mapping_sets}:
+            for rel, text in mapping_set(name).items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_text(text)
         mitm_cpus, placement = place_processes()
         ups = await start_upstreams(args.upstreams, tmp, hostile, args.bomb_mib)
         setup: Setup | None = None
@@ -178,7 +186,7 @@ def mitmdump_cmd(s: Setup, scn: Scenario, proxy_port: int, admin_port: int | Non
         assert scn.shadow is not None
         cmd += [
             "--set",
-            f"mappings={s.tmp / 'mappings.yaml'}",
+            f"mappings={s.tmp / mappings_path(scn.mappings)}",
             "--set",
             f"mapping_services=prod-svc={HOST}:{prod}",
             "--set",
@@ -198,7 +206,9 @@ class Mitmdump:
     port: int  # the proxy's
     admin_port: int | None  # the addon's admin server, when it has one
     log_path: Path
-    startup_s: float = 0.0
+    startup_s: float = 0.0  # until it listens
+    ready_s: float = 0.0  # until it answers (the addon has read its Mappings)
+    ready_cpu_s: float = 0.0  # mitmdump's CPU time by then: the start-up's cost even when the machine is busy
 
     def output(self) -> list[str]:
         """What mitmdump printed (the first 60 non-empty lines)."""
@@ -225,6 +235,9 @@ async def running_mitmdump(s: Setup, scn: Scenario, label: str) -> AsyncIterator
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{e}\ncommand: {' '.join(cmd)}\noutput:\n{tail}") from None
         m.startup_s = round(time.monotonic() - t_start, 2)
+        await wait_answer(proxy_port, proc, "mitmdump")
+        m.ready_s = round(time.monotonic() - t_start, 2)
+        m.ready_cpu_s = round(cpu_seconds(proc.pid) or math.nan, 2)
         yield m
     finally:
         await stop(proc)

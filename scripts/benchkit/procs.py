@@ -17,6 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository
 HOST = "127.0.0.1"
 READY_TIMEOUT = 15.0  # s for a child (mitmdump, nginx) to open its port
+ANSWER_TIMEOUT = 120.0  # s for mitmdump to answer: reading 10,000 Mappings on a busy machine takes a while
 STOP_TIMEOUT = 5.0  # s between SIGTERM and SIGKILL
 
 _children: dict[int, str] = {}  # pid (= its process group id) -> name, for the last-resort cleanup
@@ -119,3 +120,28 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str) -> N
             return
         await asyncio.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on {HOST}:{port} within {READY_TIMEOUT:g}s")
+
+
+async def wait_answer(port: int, proc: asyncio.subprocess.Process, what: str) -> None:
+    """Poll until an HTTP request through the port gets a status line (bounded by ANSWER_TIMEOUT). mitmproxy
+    listens before the addon has read its Mappings (connections wait in the backlog), so only an answer says
+    the proxy is serving. `OPTIONS *` matches no Mapping: no copy reaches the shadow to skew its counts."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before answering")
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
+            try:
+                w.write(b"OPTIONS * HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                line = await asyncio.wait_for(r.readline(), max(0.1, deadline - time.monotonic()))
+            finally:
+                w.close()
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+            if line.startswith(b"HTTP/"):
+                return
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer on {HOST}:{port} within {ANSWER_TIMEOUT:g}s")

@@ -87,6 +87,8 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
             fmt(s["cpu_other_pct"], ".0f"),
             fmt(s["cpu_us_per_request"], ".0f"),
             fmt(s.get("cpu_per_request_ratio", math.nan), ".3f"),
+            fmt(s["ready_s"], ".2f"),
+            fmt(s["ready_cpu_s"], ".2f"),
         ]
         for n, s in summary.items()
     ]
@@ -102,6 +104,8 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
         "cpu% other",
         "mitm cpu us/req",
         "x ref",
+        "ready s",
+        "ready cpu s",
     ]
     out.append(table(headers, rows))
     return out
@@ -117,7 +121,8 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
     # The second server process: the hostile shadows and the comparison cases' own upstreams.
     own = {u for n in names for u in (SCENARIOS[n].shadow, SCENARIOS[n].production) if u in SERVERS}
     hostile = tuple(sorted(u for u in own if u not in ORDINARY))
-    async with prepared(args, "shadow-bench-", wrk, hostile) as setup:
+    sets = tuple(sorted({SCENARIOS[n].mappings for n in names}))
+    async with prepared(args, "shadow-bench-", wrk, hostile, sets) as setup:
         ups = setup.ups
         log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
         for rnd in range(1, args.rounds + 1):
@@ -131,7 +136,7 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
                     f"p99 {r.p99_ms:7.2f} ms  rss {r.peak_rss_mib:5.1f} MiB  fds {r.peak_fds:4d}  "
                     f"cpu mitm {r.cpu_mitmdump_pct:3.0f}% ups {r.cpu_upstreams_pct:3.0f}% "
                     f"client {r.cpu_client_pct:3.0f}% other {r.cpu_other_pct:3.0f}%  speed {r.core_speed:4.2f}  "
-                    f"{deliv}"
+                    f"ready {r.ready_s:4.1f} s  {deliv}"
                 )
     inflight = max_inflight(args.addon_option)
     summary, checks = summarise(runs, names, inflight)

@@ -45,7 +45,9 @@ class Run:
     cpu_client_pct: float = math.nan
     cpu_other_pct: float = math.nan  # everything else on the machine (other processes, steal), in cores x 100
     cpu_us_per_request: float = math.nan  # mitmdump CPU time per measured request
-    startup_s: float = math.nan
+    startup_s: float = math.nan  # s from start until mitmdump listens
+    ready_s: float = math.nan  # until it answers a request (the addon has read its Mappings)
+    ready_cpu_s: float = math.nan  # mitmdump's CPU time until then
     addon_drops: dict[str, int] = field(default_factory=dict)  # shadow_dropped_total by reason, when available
     addon_shadow_codes: dict[str, int] = field(default_factory=dict)  # shadow role of shadow_upstream_requests_total
     addon_compare: dict[str, int] = field(default_factory=dict)  # shadow_compare_total by result
@@ -97,7 +99,7 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
     args = s.args
     run = Run(rnd, scn.name)
     async with running_mitmdump(s, scn, f"{rnd}-{scn.name}") as mitm:
-        run.startup_s = mitm.startup_s
+        run.startup_s, run.ready_s, run.ready_cpu_s = mitm.startup_s, mitm.ready_s, mitm.ready_cpu_s
         pid = mitm.proc.pid
         async with sampling(pid) as samples:
             before = await s.ups.stats()

@@ -17,6 +17,7 @@ class Scenario:
     options: tuple[str, ...] = ()  # addon options of this scenario (--set KEY=VALUE), before --addon-option ones
     production: str = "prod"  # the upstream production's Mapping points at
     paths: int = 1  # distinct URLs the client asks for in turn (the asyncio client; wrk asks for one)
+    mappings: str = "default"  # the Mapping set (MAPPING_SETS): a file, or a directory for the large ones
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -80,8 +81,15 @@ SCENARIOS: dict[str, Scenario] = {
             60,
         ),
         Scenario("wide", True, "wide", "compare", "compare on; shadow answers 20 JSON keys of 50 KB each", COMPARE),
+        Scenario("map10", True, "healthy", "plain", "as healthy, 10 prefix Mappings", (), mappings="prefix10"),
+        Scenario("map10k", True, "healthy", "map10", "as map10 with 10,000 prefix Mappings", (), mappings="prefix10k"),
+        Scenario("regex10", True, "healthy", "plain", "as healthy, 10 prefix_regex Mappings", (), mappings="regex10"),
+        Scenario(
+            "regex200", True, "healthy", "regex10", "as regex10 with 200 prefix_regex Mappings", (), mappings="regex200"
+        ),
     )
 }
+SCALE = ("map10", "map10k", "regex10", "regex200")
 BAD_SHADOWS = ("slow", "veryslow", "blackhole", "refusing")
 HOSTILE = ("flood", "hints", "stream", "stream10", "bomb", "bombgz")  # served by their own server process
 # Comparison's hard cases: production's throughput >= 0.90x, p99 <= 1.5x, peak RSS within +50 MiB of their
@@ -101,6 +109,40 @@ kind: Mapping
 metadata: {name: app-shadow}
 spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
 """
+
+
+FILE_MAPPINGS = 1_000  # Mappings per file in the large sets (a directory of files, as a large cluster exports them)
+
+
+def _service_mapping(name: str, prefix: str, regex: bool) -> str:
+    rx = ", prefix_regex: true" if regex else ""
+    return (
+        f"apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {name}, namespace: bench}}\n"
+        f"spec: {{prefix: '{prefix}'{rx}, service: prod-svc, timeout_ms: 5000}}\n"
+    )
+
+
+def mapping_set(name: str) -> dict[str, str]:
+    """The files of a Mapping set, by name: the catch-all `/` with its shadow (MAPPINGS_YAML) and N Mappings that
+    each route one service's prefix, or a prefix_regex. The benchmark's requests (`GET /bench`) match none of them,
+    so an ordered scan tries every one before the catch-all: the worst case, as for any request to a small service
+    listed late."""
+    if name == "default":
+        return {"mappings.yaml": MAPPINGS_YAML}
+    kind, n = ("regex", int(name[5:])) if name.startswith("regex") else ("prefix", int(name[6:].replace("k", "000")))
+    docs = [
+        _service_mapping(f"svc-{i}", f"/svc-{i}/[0-9]+" if kind == "regex" else f"/svc-{i}/", kind == "regex")
+        for i in range(n)
+    ]
+    files = {f"{name}/catch-all.yaml": MAPPINGS_YAML}
+    for k in range(0, n, FILE_MAPPINGS):
+        files[f"{name}/services-{k // FILE_MAPPINGS:03d}.yaml"] = "---\n".join(docs[k : k + FILE_MAPPINGS])
+    return files
+
+
+def mappings_path(name: str) -> str:
+    """Where mitmdump finds a set, relative to the benchmark's directory."""
+    return "mappings.yaml" if name == "default" else name
 
 
 def select_scenarios(only: str | None) -> tuple[list[str], list[str]]:

@@ -19,6 +19,7 @@ OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: fl
 RSS_HEADROOM_MIB = 32.0  # blackhole vs plain
 HOSTILE_RSS_MIB = 50.0  # a hostile shadow vs its reference
 COMPARE_MATCH_MIN = 0.99  # share of compared pairs that must match on the compare scenario (identical documents)
+READY_S_10K = 3.0  # s from mitmdump's start to its first answer with 10,000 Mappings
 
 
 def _median(values: Sequence[float]) -> float:
@@ -63,6 +64,9 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
             "cpu_client_pct": _median([r.cpu_client_pct for r in rs]),
             "cpu_other_pct": _median([r.cpu_other_pct for r in rs]),
             "cpu_us_per_request": _median([r.cpu_us_per_request for r in rs]),
+            "ready_s": _median([r.ready_s for r in rs]),
+            "ready_s_max": max((r.ready_s for r in rs), default=math.nan),
+            "ready_cpu_s": _median([r.ready_cpu_s for r in rs]),
             "addon_drops": _sum_counts(r.addon_drops for r in rs),
             "addon_shadow_codes": _sum_counts(r.addon_shadow_codes for r in rs),
             "addon_compare": _sum_counts(r.addon_compare for r in rs),
@@ -169,6 +173,16 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
         throughput_check(n, 0.95)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
         rss_check(n, SCENARIOS[n].reference or "healthy", HOSTILE_RSS_MIB)
+    # Routing whose cost does not grow with the number of Mappings, and a start-up that does not either.
+    throughput_check("map10k", 0.90)
+    throughput_check("regex200", 0.90)
+    if "map10k" in summary:
+        v = summary["map10k"]["ready_s_max"]
+        ref = f" (map10 {summary['map10']['ready_s']:.2f})" if "map10" in summary else ""
+        res = "n/a" if math.isnan(v) else "PASS" if v <= READY_S_10K else "FAIL"
+        checks.append(
+            Check("map10k: start-up to first answer, worst run", f"{v:.2f} s{ref}", f"<= {READY_S_10K:g} s", res, v)
+        )
     return summary, checks
 
 

@@ -1,0 +1,236 @@
+"""The replay case: `mitmshadow replay` of a large capture (a HAR or a flow file) against a fast shadow, timed,
+with the replaying process's memory sampled from /proc."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchkit.answers import BODY, CONTENT_TYPE
+from benchkit.harness import ADDON_SRC, snapshot_addon
+from benchkit.procs import HOST, ROOT, log, spawn, stop
+from benchkit.procstats import cpu_seconds, read_status
+from benchkit.report import Check, fmt, publish, table
+from benchkit.upstreams import start_upstreams
+
+REPLAY_ENTRIES = 100_000
+REPLAY_SECONDS = 30.0  # the targets (docs/benchmark.md, "Scale")
+REPLAY_MIB = 300.0
+
+REPLAY_MAPPINGS = """\
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app}
+spec: {prefix: /, rewrite: "", service: prod-svc}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app-shadow}
+spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
+"""
+
+
+def har_entry(i: int) -> dict[str, Any]:
+    """One recorded exchange as browsers write it: a GET with a few headers, production's answer (the same JSON
+    document the healthy shadow gives, so every pair matches)."""
+    started = 1_700_000_000 + i / 1000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{int(started * 1000) % 1000:03d}Z"
+    return {
+        "startedDateTime": stamp,
+        "time": 1.5,
+        "request": {
+            "method": "GET",
+            "url": f"http://shop.example/api/items/{i}?view=full",
+            "httpVersion": "HTTP/1.1",
+            "headers": [
+                {"name": "Host", "value": "shop.example"},
+                {"name": "User-Agent", "value": "bench/1.0"},
+                {"name": "Accept", "value": "application/json"},
+            ],
+            "queryString": [{"name": "view", "value": "full"}],
+            "cookies": [],
+            "headersSize": -1,
+            "bodySize": 0,
+        },
+        "response": {
+            "status": 200,
+            "statusText": "OK",
+            "httpVersion": "HTTP/1.1",
+            "headers": [
+                {"name": "Content-Type", "value": CONTENT_TYPE},
+                {"name": "Content-Length", "value": str(len(BODY))},
+            ],
+            "cookies": [],
+            "content": {"size": len(BODY), "mimeType": CONTENT_TYPE, "text": BODY.decode()},
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": len(BODY),
+        },
+        "cache": {},
+        "timings": {"send": 0.1, "wait": 1.3, "receive": 0.1},
+    }
+
+
+def write_har(path: Path, entries: int) -> None:
+    """A HAR of `entries` exchanges, written entry by entry (the file is never whole in memory)."""
+    with open(path, "w") as f:
+        f.write('{"log": {"version": "1.2", "creator": {"name": "benchkit", "version": "1"}, "entries": [\n')
+        for i in range(entries):
+            f.write((",\n" if i else "") + json.dumps(har_entry(i)))
+        f.write("\n]}}\n")
+
+
+def write_flows(path: Path, entries: int) -> None:
+    """The same exchanges as a mitmproxy flow file (what `mitmdump -w` writes)."""
+    from mitmproxy import io
+    from mitmproxy.io import har
+
+    with open(path, "wb") as f:
+        w = io.FlowWriter(f)
+        for i in range(entries):
+            w.add(har.request_to_flow(har_entry(i)))
+
+
+@dataclass(slots=True)
+class ReplayRun:
+    capture: str  # har or flows
+    entries: int
+    capture_mib: float
+    exit_code: int = -1
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # the replaying process's utime + stime
+    peak_rss_mib: float = 0.0  # VmHWM
+    shadow_received: int = 0
+    output: tuple[str, ...] = ()
+
+
+def tail(text: str) -> Iterator[str]:
+    yield from [ln for ln in text.splitlines() if ln.strip()][-8:]
+
+
+async def replay_once(
+    capture: Path, kind: str, entries: int, shadow_port: int, tmp: Path, ups: Any, env: dict[str, str]
+) -> ReplayRun:
+    run = ReplayRun(kind, entries, capture.stat().st_size / 2**20)
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "python"),
+        "-m",
+        "shadow_addon.cli",
+        "replay",
+        str(capture),
+        "--mappings",
+        str(tmp / "replay-mappings.yaml"),
+        "--service",
+        f"shadow-svc={HOST}:{shadow_port}",
+    ]
+    before = await ups.stats()
+    out_path = tmp / f"replay-{kind}.log"
+    t0 = time.monotonic()
+    with open(out_path, "wb") as out:
+        proc = await spawn(
+            f"mitmshadow replay {kind}", cmd, None, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+        )
+    hwm = 0
+    cpu = 0.0
+    try:
+        for _ in range(int(3600 / 0.2)):  # bounded: an hour
+            st = read_status(proc.pid)
+            if st is not None:
+                hwm = max(hwm, st[1])
+            c = cpu_seconds(proc.pid)
+            cpu = c if c is not None else cpu
+            try:
+                await asyncio.wait_for(proc.wait(), 0.2)
+                break
+            except TimeoutError:
+                continue
+    finally:
+        await stop(proc)
+    run.wall_s = time.monotonic() - t0
+    run.exit_code = proc.returncode if proc.returncode is not None else -1
+    run.cpu_s, run.peak_rss_mib = cpu, hwm / 1024
+    after = await ups.stats()
+    run.shadow_received = after["healthy"]["requests"] - before["healthy"]["requests"]
+    run.output = tuple(tail(out_path.read_text(errors="replace")))
+    return run
+
+
+async def replay_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    entries = args.replay_entries
+    runs: list[ReplayRun] = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="shadow-replay-") as tmpdir:
+        tmp = Path(tmpdir)
+        (tmp / "replay-mappings.yaml").write_text(REPLAY_MAPPINGS)
+        # The addon as it is now: every run replays with the same code even while the working tree changes.
+        addon_rev = snapshot_addon(tmp / "addon", Path(args.addon_dir) if args.addon_dir else ADDON_SRC)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp / "addon"), env.get("PYTHONPATH", "")) if p)
+        log(f"addon snapshot {addon_rev}")
+        captures = {"har": tmp / "capture.har", "flows": tmp / "capture.mitm"}
+        t = time.monotonic()
+        write_har(captures["har"], entries)
+        write_flows(captures["flows"], entries)
+        log(f"captures of {entries} entries written in {time.monotonic() - t:.1f} s")
+        ups = await start_upstreams(args.upstreams, tmp)
+        try:
+            for rnd in range(1, args.rounds + 1):
+                for kind in ("har", "flows") if rnd % 2 else ("flows", "har"):
+                    r = await replay_once(captures[kind], kind, entries, ups.ports["healthy"], tmp, ups, env)
+                    runs.append(r)
+                    log(
+                        f"[round {rnd}/{args.rounds}] replay {kind:<5} {r.wall_s:6.1f} s  cpu {r.cpu_s:6.1f} s  "
+                        f"peak {r.peak_rss_mib:6.1f} MiB  shadow got {r.shadow_received}  exit {r.exit_code}"
+                    )
+        finally:
+            await ups.close()
+    return report(args, runs, time.monotonic() - t0)
+
+
+def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> int:
+    rows = [
+        [
+            r.capture,
+            str(r.entries),
+            fmt(r.capture_mib, ".1f"),
+            fmt(r.wall_s, ".1f"),
+            fmt(r.cpu_s, ".1f"),
+            fmt(r.peak_rss_mib, ".1f"),
+            str(r.shadow_received),
+            str(r.exit_code),
+        ]
+        for r in runs
+    ]
+    headers = ["capture", "entries", "MiB", "wall s", "cpu s", "peak RSS MiB", "shadow got", "exit"]
+    body = ["", f"mitmshadow replay: {args.rounds} round(s), upstreams {args.upstreams}", "", table(headers, rows)]
+    checks: list[Check] = []
+    for kind in ("har", "flows"):
+        rs = [r for r in runs if r.capture == kind]
+        if not rs:
+            continue
+        worst_wall = max(r.wall_s for r in rs)
+        worst_rss = max(r.peak_rss_mib for r in rs)
+        ok = all(r.exit_code == 0 and r.shadow_received == r.entries for r in rs)
+        checks.append(Check(f"replay {kind}: every entry copied, exit 0", str(ok), "True", "PASS" if ok else "FAIL", 0))
+        res = "PASS" if worst_wall <= REPLAY_SECONDS else "FAIL"
+        checks.append(Check(f"replay {kind}: wall time", f"{worst_wall:.1f} s", f"<= {REPLAY_SECONDS:g} s", res, 0))
+        res = "PASS" if worst_rss <= REPLAY_MIB else "FAIL"
+        checks.append(Check(f"replay {kind}: peak RSS", f"{worst_rss:.1f} MiB", f"<= {REPLAY_MIB:g} MiB", res, 0))
+    notes = [f"{r.capture}: {ln}" for r in runs if r.exit_code != 0 for ln in r.output]
+    result: dict[str, Any] = {
+        "config": {"rounds": args.rounds, "entries": args.replay_entries, "upstreams": args.upstreams},
+        "json_path": str(Path(args.json) if args.json else ROOT / "bench-results-replay.json"),
+        "runs": [asdict(r) for r in runs],
+        "meta": {"cpus": os.cpu_count(), "elapsed_s": elapsed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
+    return publish(result, body, checks, notes)

@@ -1,0 +1,77 @@
+"""A recorded capture read one flow at a time, so memory does not grow with the capture.
+
+A flow file goes through mitmproxy's own reader, which already yields flow by flow. A HAR is read entry by entry
+with ijson (mitmproxy's reader parses the whole JSON document first: a 62 MB HAR takes over 600 MiB that way) and
+each entry becomes a flow with mitmproxy's own `request_to_flow`, so both readers give the same flows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import ijson
+from mitmproxy import exceptions, flow, flowfilter, io, master
+from mitmproxy.addons import readfile
+from mitmproxy.io import har
+
+logger = logging.getLogger("shadow")
+
+BOM = b"\xef\xbb\xbf"
+HAR_ERROR = "Unable to read HAR file. Please provide a valid HAR file"  # mitmproxy's words (io.FlowReader.stream)
+
+
+def is_har(path: str) -> bool:
+    """Whether mitmproxy would read `path` as a HAR: a JSON object, after an optional byte order mark."""
+    try:
+        with open(os.path.expanduser(path), "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False  # mitmproxy's reader reports the problem
+    return head.removeprefix(BOM).startswith(b"{")
+
+
+def reads_rfile(m: master.Master) -> bool:
+    """Whether mitmproxy's readfile addon (mitmdump's ReadFileStdin, mitmweb's ReadFile) reads `rfile` here."""
+    return any(isinstance(a, readfile.ReadFile) for a in m.addons.chain)
+
+
+def read_flows(fo: BinaryIO) -> Iterator[flow.Flow]:
+    """The flows of a capture (flow file or HAR), one at a time. Raises FlowReadException as mitmproxy's reader does."""
+    reader = io.FlowReader(fo)
+    if reader.peek(4).startswith(BOM + b"{"):
+        fo.read(len(BOM))  # as mitmproxy's reader does (Fiddler writes one)
+    if not reader.peek(1).startswith(b"{"):
+        yield from reader.stream()
+        return
+    entries = ijson.items(fo, "log.entries.item", use_float=True)
+    while True:
+        try:
+            entry = next(entries, None)
+            if entry is None:
+                return
+            f = har.request_to_flow(entry)
+        except Exception as e:  # noqa: BLE001 - any malformed entry, as mitmproxy's reader treats it
+            raise exceptions.FlowReadException(HAR_ERROR) from e
+        yield f
+
+
+async def feed(path: str, master: master.Master, readfile_filter: str | None) -> int:
+    """Hand every flow of the capture at `path` to the addons, as mitmproxy's readfile addon does
+    (`Master.load_flow`, which waits for the hooks: a slow consumer holds back the reading). Returns the count;
+    a capture that cannot be read is logged as mitmproxy logs it."""
+    match = flowfilter.parse(readfile_filter) if readfile_filter else None
+    n = 0
+    try:
+        with open(os.path.expanduser(path), "rb") as fh:
+            for f in read_flows(fh):
+                if match is None or match(f):
+                    await master.load_flow(f)
+                    n += 1
+    except (OSError, exceptions.FlowReadException) as e:
+        if n:
+            logger.warning("Flow file corrupted - loaded %i flows.", n)
+        logger.error("Failed to read %s: %s", path, e)
+    return n
