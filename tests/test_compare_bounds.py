@@ -266,6 +266,25 @@ def test_noise_learning_and_covers_are_linear_in_depth(monkeypatch: pytest.Monke
     assert c.result == "noise" and len(c.noisy) == 21
 
 
+def test_what_an_observation_names_is_bounded_however_many_fields_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten times more changed fields than are named, deep ones: each is walked up at most once per observation,
+    and only the first MAX_CHANGES (besides those learned) are."""
+    depth = noise_module.MAX_DEPTH - 2
+    doc = lambda leaf: {f"k{i}": _nest(depth, leaf) for i in range(10 * noise_module.MAX_CHANGES)}  # noqa: E731
+    named = []
+    real_path = noise_module._path
+    monkeypatch.setattr(noise_module, "_path", lambda nodes, key: named.append(key) or real_path(nodes, key))
+    learner = NoiseLearner(max_nodes=200_000, node_budget=200_000, max_noise=8)
+    learner.observe("m", "k", js(doc(0)))
+    for leaf in (1, 2):
+        named.clear()
+        changes = learner.observe("m", "k", js(doc(leaf)))
+        assert changes is not None and len(changes.fields) == noise_module.MAX_CHANGES
+        assert changes.more == 9 * noise_module.MAX_CHANGES and len(set(changes.fields)) == noise_module.MAX_CHANGES
+        assert len(named) == len(set(named)) <= noise_module.MAX_CHANGES + 8  # learned ones are named too, once
+    assert len(learner.noise("m")) == 8
+
+
 def _nest(depth: int, leaf: Any) -> Any:
     v = leaf
     for _ in range(depth):
@@ -292,7 +311,7 @@ def test_noise_prints_and_stored_mismatches_are_held_in_the_memory_budget() -> N
         run_pair(pr, f"p{i}", prod, js({"i": -1}))
     assert pr.learner.held == sum(p.bytes for p in pr.learner.prints.values()) > 30 * 50 * noise_module.NODE_BYTES
     stored = sum(r.size for r in pr.store.records)
-    assert len(pr.store.records) == 30 and budget.held == pr.learner.held + stored
+    assert len(pr.store.records) == 30 and budget.held == pr.learner.held + stored + pr.judge.held
     pr.close()
     assert budget.held == 0
 
@@ -362,7 +381,7 @@ def test_a_fault_while_learning_ends_the_pair_as_error(monkeypatch: pytest.Monke
             headers: dict[str, str] = {}
 
         class response:  # noqa: N801
-            status_code, raw_content = 200, b'{"a": 1}'
+            status_code, raw_content, trailers = 200, b'{"a": 1}', None
 
             class headers:  # noqa: N801
                 fields = ((b"content-type", b"application/json"),)

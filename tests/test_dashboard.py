@@ -510,6 +510,16 @@ def test_no_string_anywhere_in_the_snapshot_comes_out_as_markup(keys: bool) -> N
     }, tags
 
 
+def _mismatch(*fields: str) -> compare.Comparison:
+    """A mismatch in these JSON fields, as `compare` makes one (a diff line and a Difference each)."""
+    return compare.Comparison(
+        "mismatch",
+        frozenset({"body"}),
+        [f"{f}: 1 -> 2" for f in fields],
+        differences=tuple(compare.Difference(f, "value") for f in fields),
+    )
+
+
 def test_the_per_field_view_shows_what_differs_how_often_against_noise() -> None:
     from shadow_addon.compare.judge import Judge, JudgeConfig
 
@@ -517,11 +527,8 @@ def test_the_per_field_view_shows_what_differs_how_often_against_noise() -> None
     judge = Judge(JudgeConfig())
     for i in range(4):
         judge.noise("api-shadow", "GET /v1/items/{id}", ["/ts"])
-        c = compare.Comparison("mismatch", frozenset({"body"}), ["/ts: 1 -> 2", *(["/price: 10 -> 12"] if i else [])])
-        judge.candidate("api-shadow", "GET /v1/items/{id}", c)
-    judge.candidate(
-        "api-shadow", "POST /v1/orders", compare.Comparison("mismatch", frozenset({"body"}), ["/id: 1 -> 2"])
-    )
+        judge.candidate("api-shadow", "GET /v1/items/{id}", _mismatch("/ts", *(["/price"] if i else [])))
+    judge.candidate("api-shadow", "POST /v1/orders", _mismatch("/id"))
     store = compare.MismatchStore()
     store.judgement = judge.summary
     snap["diffs"] = store.to_json()

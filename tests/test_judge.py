@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shadow_addon import secondary
 from shadow_addon.budget import MemoryBudget
-from shadow_addon.compare import CompareConfig, Comparison, Reply, compare, request_key
+from shadow_addon.compare import CompareConfig, Comparison, Difference, Reply, compare, request_key
 from shadow_addon.compare.endpoints import MANY, EndpointNamer, caller, parse_patterns
 from shadow_addon.compare.judge import (
     HINT_NO_SECONDARY,
@@ -40,7 +42,15 @@ def js(doc: Any, status: int = 200) -> Reply:
 
 
 def mismatch(*lines: str, noisy: tuple[str, ...] = ()) -> Comparison:
-    return Comparison("mismatch", frozenset({"body"}), list(lines), list(noisy))
+    """A mismatch as `compare` makes one: a diff line and a Difference per field (`/price: 10 -> 12`)."""
+    fields = [Difference(line.split(": ", 1)[0], "value") for line in lines]
+    fields += [Difference(n, "value", noise=True) for n in noisy]
+    return Comparison("mismatch", frozenset({"body"}), list(lines), list(noisy), tuple(fields))
+
+
+def in_noise(*names: str) -> Comparison:
+    """A pair that differed only in fields of learned noise, as `compare` makes it."""
+    return Comparison("noise", noisy=list(names), differences=tuple(Difference(n, "value", noise=True) for n in names))
 
 
 def fields(judge: Judge, endpoint: str = "GET /a") -> dict[str, dict[str, Any]]:
@@ -87,14 +97,15 @@ def test_fields_of_names_each_difference_once_generalised() -> None:
     c = Comparison(
         "mismatch",
         frozenset({"body", "status", "header"}),
-        [
-            "status: 200 -> 500",
-            "header content-type: a -> b",
-            "/items/0/ts: 1 -> 2",
-            "/items/1/ts: 3 -> 4",
-            "... and 9 more",
-        ],
-        ["/meta/at", "... and 2 more"],
+        differences=(
+            Difference("status", "status"),
+            Difference("header content-type", "header"),
+            Difference("/items/0/ts", "value"),
+            Difference("/items/1/ts", "value"),
+            Difference("/meta/at", "value", noise=True),
+        ),
+        more_fields=11,  # past the comparison's field limit: 9 outside noise, 2 in it
+        more_noise=2,
     )
     assert fields_of(c) == (["status", "header content-type", "/items/*/ts", UNLISTED], ["/meta/at", UNLISTED])
 
@@ -110,6 +121,76 @@ def test_field_names_from_the_diff_and_from_the_learner_agree() -> None:
     listed, _ = fields_of(compare(first, second, CompareConfig()))
     assert changed == listed == ["/items/*/ts"]
     assert learner.noise("m").covers(("items", "0", "ts"))  # and it still learns as the plain learner does
+
+
+def sample_and_diff(a: Any, b: Any) -> tuple[list[str] | None, list[str]]:
+    """The fields production changed between two answers `a` then `b` (a noise sample), and those a comparison of
+    the same two answers lists."""
+    learner = CountingLearner()
+    key = request_key("GET", "/a", b"")
+    learner.sample("m", key, js(a))
+    listed, _ = fields_of(compare(js(a), js(b), CompareConfig()))
+    return learner.sample("m", key, js(b)), listed
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "fields"),
+    [
+        ({"items": [1, 2]}, {"items": [1, 2, 3]}, ["/items"]),  # array length
+        ({"items": [{"id": 1}, {"id": 2}]}, {"items": [{"id": 1}]}, ["/items"]),
+        ({"tags": ["x", "y"]}, {"tags": ["y", "x"]}, ["/tags"]),  # order only
+        ({"tags": ["x", "y"]}, {"tags": ["y", "y"]}, ["/tags/*"]),
+        ({"tags": [1, 2], "n": 1}, {"tags": [2, 1, 3], "n": 2}, ["/n", "/tags", "/tags/*"]),
+        ({"a": {"b": {"c": 1}}}, {"a": [{"c": 2}]}, ["/a"]),  # another kind: what is beneath is not named
+        ({"0": {"x": 1}}, [{"x": 2}], ["(root)"]),
+        ({"v": 1, "t": 1}, {"v": True, "t": "1"}, ["/t", "/v"]),
+        ({"gone": 1, "o": {}}, {"new": {"x": [1]}, "o": {"k": 1}}, ["/gone", "/new", "/o/k"]),
+        ([[1, 2], {"a": 1}], [[2, 1], {"a": 1}], ["/*"]),  # the inner array, reordered
+    ],
+)
+def test_a_noise_sample_names_fields_as_the_diff_does(a: Any, b: Any, fields: list[str]) -> None:
+    """Production's own change and a comparison name the same fields, so that their rates are of one field."""
+    sample, listed = sample_and_diff(a, b)
+    assert sorted(sample or []) == sorted(listed) == fields
+
+
+_keys = st.sampled_from(["a", "b", "0", "1", "a/b", "~"])
+_docs = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["x", "y", "1", 1.0, 0.5, -0.0]),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(_keys, kids, max_size=4),
+    max_leaves=16,
+)
+
+
+def _mutated(doc: Any, data: Any) -> Any:
+    """`doc` with one change somewhere: a value replaced, a key or an element added or removed, an array
+    reversed."""
+    if isinstance(doc, dict | list) and doc and data.draw(st.booleans()):
+        k = data.draw(st.sampled_from(list(doc) if isinstance(doc, dict) else range(len(doc))))
+        out = dict(doc) if isinstance(doc, dict) else list(doc)
+        out[k] = _mutated(doc[k], data)  # type: ignore[index]
+        return out
+    how = data.draw(st.sampled_from(["replace", "add", "remove", "reverse"]))
+    if how == "add" and isinstance(doc, dict):
+        return {**doc, data.draw(_keys): data.draw(_docs)}
+    if how == "add" and isinstance(doc, list):
+        return [*doc, data.draw(_docs)]
+    if how == "remove" and isinstance(doc, dict | list) and doc:
+        return dict(list(doc.items())[1:]) if isinstance(doc, dict) else doc[1:]
+    if how == "reverse" and isinstance(doc, list):
+        return doc[::-1]
+    return data.draw(_docs)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_docs, st.data())
+def test_noise_samples_and_comparisons_name_the_same_fields(doc: Any, data: Any) -> None:
+    other = _mutated(_mutated(doc, data), data)
+    sample, listed = sample_and_diff(doc, other)
+    if json.dumps(doc) == json.dumps(other):
+        assert sample == [] and listed == []
+    else:
+        assert sample is not None and sorted(sample) == sorted(listed), (doc, other)
 
 
 def test_learner_names_headers_status_and_keys_with_slashes() -> None:
@@ -159,11 +240,11 @@ def test_noise_is_rejudged_as_data_arrives() -> None:
 def test_a_field_in_learned_noise_is_a_mismatch_again_once_it_differs_far_more_than_noise() -> None:
     judge = Judge()
     judge.noise("m", "GET /a", ["/ts", "/seq"])  # production answered a request again: both fields changed
-    first = judge.candidate("m", "GET /a", Comparison("noise", noisy=["/ts", "/seq"]))
+    first = judge.candidate("m", "GET /a", in_noise("/ts", "/seq"))
     assert first.result == "noise"  # as often as production's own: noise
     for _ in range(4):
         judge.noise("m", "GET /a", ["/seq"])  # then production's /ts stays put, its /seq keeps changing
-        c = judge.candidate("m", "GET /a", Comparison("noise", noisy=["/ts", "/seq"]))
+        c = judge.candidate("m", "GET /a", in_noise("/ts", "/seq"))
     assert c.result == "mismatch" and c.kinds == frozenset({"body"})
     assert c.diffs == ["/ts: differs in 100 % of pairs, production's version in 20 %"] and c.noisy == ["/seq"]
     assert fields(judge)["/ts"]["reported"] and not fields(judge)["/seq"]["reported"]

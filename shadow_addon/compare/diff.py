@@ -89,7 +89,7 @@ class Comparison:
     says where: status, header, body); skipped: nothing to compare (the shadow failed, or a bound was reached);
     error: the comparison itself failed. `diffs`: one line per non-noise difference (at most MAX_LISTED, then
     "... and N more"); `noisy`: the names of the noisy fields that differed; `differences`: the first MAX_FIELDS
-    differences with their kinds (`more_fields`: how many more there were)."""
+    differences with their kinds (`more_fields`: how many more there were, `more_noise` of them in noise)."""
 
     result: Result
     kinds: frozenset[str] = frozenset()
@@ -98,6 +98,7 @@ class Comparison:
     differences: tuple[Difference, ...] = ()
     more_fields: int = 0
     reason: str = ""  # skipped: why, in one word of a fixed few (a metric label); error: "error"
+    more_noise: int = 0  # of `more_fields`, those in learned noise
 
 
 def skipped(text: str, reason: str = "other") -> Comparison:
@@ -193,7 +194,18 @@ def _jtype(v: Any) -> str:
 class _Collector:
     """Sorts each difference into ignored, noisy or listed, rendering only what is listed."""
 
-    __slots__ = ("rules", "noise", "kinds", "diffs", "noisy", "more", "more_noisy", "fields", "more_fields")
+    __slots__ = (
+        "rules",
+        "noise",
+        "kinds",
+        "diffs",
+        "noisy",
+        "more",
+        "more_noisy",
+        "fields",
+        "more_fields",
+        "more_noise",
+    )
 
     def __init__(self, rules: IgnoreRules, noise: NoiseSet | None) -> None:
         self.rules, self.noise = rules, noise
@@ -201,7 +213,7 @@ class _Collector:
         self.diffs: list[str] = []
         self.noisy: list[str] = []
         self.fields: list[Difference] = []
-        self.more = self.more_noisy = self.more_fields = 0
+        self.more = self.more_noisy = self.more_fields = self.more_noise = 0
 
     def _put(self, where: str, kind: str, name: Any, is_noise: bool, a: Any, b: Any, render_values: bool) -> None:
         """`name`: a label, or a linked path node whose pointer is built only if it is kept."""
@@ -212,6 +224,7 @@ class _Collector:
             self.fields.append(Difference(label, kind, is_noise))
         else:
             self.more_fields += 1
+            self.more_noise += is_noise
         if is_noise:
             if listed:
                 self.noisy.append(label)
@@ -249,7 +262,10 @@ class _Collector:
         if self.more_noisy:
             self.noisy.append(f"... and {self.more_noisy} more")
         result: Result = "mismatch" if self.kinds else "noise" if self.noisy else "match"
-        return Comparison(result, frozenset(self.kinds), self.diffs, self.noisy, tuple(self.fields), self.more_fields)
+        fields = tuple(self.fields)
+        return Comparison(
+            result, frozenset(self.kinds), self.diffs, self.noisy, fields, self.more_fields, more_noise=self.more_noise
+        )
 
 
 def _label(name: Any) -> str:
@@ -345,7 +361,9 @@ def _walk(a: Any, b: Any, out: _Collector, max_nodes: int | None = None) -> None
             if n != m:
                 out.path(node, "array length", noisy, f"array length {n}", str(m), values=False)
             elif _order_only(x, y):
-                out.path(node, "order only", noisy, x, y)
+                # Arrays are walked whether equal or not: equal scalars in the same order are no difference.
+                if not all(map(_same, x, y)):
+                    out.path(node, "order only", noisy, x, y)
                 continue
             for i in range(min(n, m)):
                 v, w = x[i], y[i]
@@ -455,7 +473,7 @@ def _compare_grpc(p: Reply, s: Reply, out: _Collector) -> None:
     if pg is None and sg is None:
         return
     if pg != sg:
-        out._put("status", "grpc-status", False, _grpc_code(pg), _grpc_code(sg), False)
+        out._put("status", "status", "grpc-status", False, _grpc_code(pg), _grpc_code(sg), False)
     # Percent-decoded as the protocol sends it; empty is no message (grpcio sends an empty one with OK).
     pm, sm = unquote(p.header("grpc-message") or "") or None, unquote(s.header("grpc-message") or "") or None
     if pm != sm and "grpc-message" not in out.rules.headers:

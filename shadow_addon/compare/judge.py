@@ -21,8 +21,8 @@ from typing import Any
 
 from ..budget import MemoryBudget
 from .diff import Comparison
-from .fields import pointer
-from .noise import NoiseLearner, NoiseSet, _Print
+from .noise import NoiseLearner
+from .reply import Reply
 
 RELATIVE = 20.0  # percent: Diffy's default relative threshold
 ABSOLUTE = 0.03  # percent: Diffy's default absolute threshold
@@ -73,24 +73,23 @@ def _general(name: str) -> str:
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 3] + "..."
 
 
-def _label(line: str) -> str:
-    """The field a diff line is about: the text before its first `: ` (`/a/b: 1 -> 2`, `header x: a -> b`)."""
-    return line.split(": ", 1)[0]
-
-
 def fields_of(c: Comparison) -> tuple[list[str], list[str]]:
-    """The fields a comparison found different, generalised: (listed differences, differences in learned noise)."""
+    """The fields a comparison found different, generalised: (differences outside learned noise, differences in
+    learned noise), each name once; UNLISTED stands for the differences past the comparison's field limit."""
+    listed: dict[str, None] = {}
+    noisy: dict[str, None] = {}
+    for d in c.differences:
+        (noisy if d.noise else listed)[_general(d.field)] = None
+    if c.more_fields > c.more_noise:
+        listed[UNLISTED] = None
+    if c.more_noise:
+        noisy[UNLISTED] = None
+    return list(listed), list(noisy)
 
-    def names(lines: Iterable[str]) -> list[str]:
-        out: dict[str, None] = {}
-        for line in lines:
-            if line.startswith("... and ") and line.endswith(" more"):
-                out[UNLISTED] = None
-            elif not line.startswith("skipped: "):
-                out[_general(_label(line) if ": " in line else line)] = None
-        return list(out)
 
-    return names(c.diffs), names(c.noisy)
+def _where(kind: str) -> str:
+    """The part of the answer a difference of this kind is in (`Comparison.kinds`)."""
+    return kind if kind in ("status", "header") else "body"
 
 
 def verdict(e: EndpointCounts, f: FieldCounts, config: JudgeConfig) -> dict[str, Any]:
@@ -214,22 +213,38 @@ class Judge:
             return c
         if any(verdict(e, e.fields[n], self.config)["reported"] for n in listed):
             return c
-        return dataclasses.replace(c, result="noise", kinds=frozenset(), diffs=[], noisy=[*c.noisy, *listed])
+        return dataclasses.replace(
+            c,
+            result="noise",
+            kinds=frozenset(),
+            diffs=[],
+            noisy=[*c.noisy, *(d.field for d in c.differences if not d.noise)],
+            differences=tuple(d if d.noise else dataclasses.replace(d, noise=True) for d in c.differences),
+            more_noise=c.more_fields,
+        )
 
     def _louder(self, e: EndpointCounts, c: Comparison, noisy: list[str]) -> Comparison:
         """A pair that differed only in learned noise: a mismatch when one of those fields is reported."""
-        lines, kinds, loud = [], set(), set()
+        lines, loud = [], set()
         for n in noisy:
             v = verdict(e, e.fields[n], self.config)
             if v["reported"] and n != UNLISTED:
                 rate, noise = round(v["rate"] * 100, 2), round(v["noise_rate"] * 100, 2)
                 lines.append(f"{n}: differs in {rate:g} % of pairs, production's version in {noise:g} %")
-                kinds.add("status" if n == "status" else "header" if n.startswith("header ") else "body")
                 loud.add(n)
         if not lines:
             return c
-        rest = [x for x in c.noisy if _general(x) not in loud]
-        return dataclasses.replace(c, result="mismatch", kinds=frozenset(kinds), diffs=lines, noisy=rest)
+        differences = tuple(
+            dataclasses.replace(d, noise=False) if _general(d.field) in loud else d for d in c.differences
+        )
+        return dataclasses.replace(
+            c,
+            result="mismatch",
+            kinds=frozenset(_where(d.kind) for d in differences if not d.noise),
+            diffs=lines,
+            noisy=[x for x in c.noisy if _general(x) not in loud],
+            differences=differences,
+        )
 
     # ------------------------------------------------------------ reading
 
@@ -242,11 +257,11 @@ class Judge:
     def to_json(self, shown: int = SHOWN) -> list[dict[str, Any]]:
         """Per endpoint, its fields with their figures, reported ones first; endpoints with reported fields first.
         Only the first `shown` endpoints are listed (the page is read every few seconds)."""
-        out = []
+        out: list[dict[str, Any]] = []
         hint = HINT_SECONDARY if self.config.secondary else HINT_NO_SECONDARY
         ranked = sorted(self._merged().items(), key=lambda kv: (-self.reported(kv[1]), kv[0]))
         for (mapping, endpoint), e in ranked[:shown]:
-            fields = [{"field": n, **verdict(e, f, self.config)} for n, f in e.fields.items()]
+            fields: list[dict[str, Any]] = [{"field": n, **verdict(e, f, self.config)} for n, f in e.fields.items()]
             fields.sort(key=lambda r: (not r["reported"], -r["absolute"], -r["candidate"], r["field"]))
             provisional = self.provisional(e)
             out.append(
@@ -302,42 +317,16 @@ def _copy(e: EndpointCounts) -> EndpointCounts:
     return EndpointCounts(e.compared, e.samples, {n: FieldCounts(f.candidate, f.noise) for n, f in e.fields.items()})
 
 
-class _Recorder:
-    """Stands in for a NoiseSet while the learner compares two production answers: notes every field it names."""
-
-    __slots__ = ("inner", "fields")
-
-    def __init__(self, inner: NoiseSet) -> None:
-        self.inner = inner
-        self.fields: list[str] = []
-
-    def learn(self, kind: str, value: Any = None) -> bool:
-        if kind == "path":
-            self.fields.append(pointer(value))
-        elif kind == "header":
-            self.fields.append(f"header {value}")
-        else:
-            self.fields.append(kind)
-        return self.inner.learn(kind, value)  # type: ignore[arg-type]
-
-
 class CountingLearner(NoiseLearner):
-    """The noise learner, also telling which fields differed each time production answered a request it had
-    answered before (an identical answer is a sample in which nothing differed): noise samples for the judge."""
+    """The noise learner, whose answers production gives again are noise samples for the judge: the fields that
+    changed since production's previous answer to the same request (an identical answer is a sample in which
+    nothing differed)."""
 
-    _fields: list[str] = []  # noqa: RUF012 (replaced, never mutated in place)
-
-    def sample(self, mapping: str, key: str, reply: Any) -> list[str] | None:
-        """Observe `reply`; returns the fields that changed since this request's previous answer, or None when
-        there was no previous answer (nothing to compare: not a sample)."""
-        if reply.status >= 500 or (mapping, key) not in self.prints:
-            self.observe(mapping, key, reply)
+    def sample(self, mapping: str, key: str, reply: Reply) -> list[str] | None:
+        """Observe `reply`; returns the fields that changed since this request's previous answer (UNLISTED for
+        those past the naming limit), or None when there was no previous answer (nothing to compare: not a
+        sample)."""
+        changes = self.observe(mapping, key, reply)
+        if changes is None:
             return None
-        self._fields = []
-        self.observe(mapping, key, reply)
-        return self._fields
-
-    def _learn(self, noise: NoiseSet, old: _Print, new: _Print) -> None:
-        rec = _Recorder(noise)
-        super()._learn(rec, old, new)  # type: ignore[arg-type]
-        self._fields = rec.fields
+        return [*changes.fields, UNLISTED] if changes.more else list(changes.fields)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..budget import MemoryBudget
-from .fields import Path, Pattern, Trie, general, is_index
+from .fields import Path, Pattern, Trie, general, is_index, pointer
 from .reply import NOT_JSON, Reply
 
 Kind = Literal["status", "body", "header", "path"]
 
-_MISSING: Any = object()
+MAX_CHANGES = 64  # fields named per observation, as `diff.MAX_FIELDS` per comparison; the rest are counted
 
 
 class NoiseSet:
@@ -70,6 +70,18 @@ class NoiseSet:
     def covers(self, path: Path) -> bool:
         """A path is noise when it, or a field above it, was learned (exactly, or with any array index)."""
         return self.trie.covers(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What differs between production's answer to a request and its previous answer to the same request, named
+    as the diff names the fields of a comparison (`status`, `header <name>`, `body`, JSON pointers with `*` for an
+    array index, a changed array as one field when its length or only its order changed), so that production's
+    own variation and a comparison with the shadow can be counted field by field alike. At most MAX_CHANGES
+    fields are named; `more`: how many others changed. Empty: the same answer again."""
+
+    fields: tuple[str, ...] = ()
+    more: int = 0
 
 
 def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[str] = ()) -> str:
@@ -156,6 +168,8 @@ class NoiseLearner:
     - A status change teaches `status` only (the two bodies are of different kinds); 5xx answers teach nothing
       and are not kept: a failure is not non-determinism.
     - Bodies that are not JSON, or over the body limit, teach `body` when their content's hash changes.
+    - `observe` also tells which fields changed since the request's previous answer, learned before or not
+      (`Changes`): production's own variation, field by field, for a judgement of noise as a rate.
     - Bounded: at most `max_keys` request keys (least recently seen evicted first) holding at most `node_budget`
       JSON nodes in all; a body with more than `max_nodes` nodes keeps no field detail; `max_noise` fields per
       mapping.
@@ -201,27 +215,33 @@ class NoiseLearner:
             and (old.status, old.headers) == (reply.status, tuple(hash(reply.header(h)) for h in self.headers))
         )
 
-    def observe(self, mapping: str, key: str, reply: Reply) -> None:
+    def observe(self, mapping: str, key: str, reply: Reply) -> Changes | None:
+        """Learn from production's answer `reply` to request `key` and keep its print as the latest. Returns how it
+        differs from the previous answer to the same request (`Changes`; empty for the same answer again), or None
+        when there is nothing to compare it with: no previous answer kept, or a 5xx answer (a failure is not
+        non-determinism: it teaches nothing and is not kept). Linear in the body and its depth (see `_body`)."""
         if reply.status >= 500:
-            return
+            return None
         if self.seen(mapping, key, reply):
             self.prints.move_to_end((mapping, key))  # the same bytes again: nothing changed, no need to look inside
-            return
+            return Changes()
         headers = tuple(hash(reply.header(h)) for h in self.headers)
         new = self._fingerprint(reply, headers)
         old = self.prints.pop((mapping, key), None)
+        changes = None
         if old is not None:
             self._drop(old)
-            self._learn(self.noise(mapping), old, new)
+            changes = self._learn(self.noise(mapping), old, new)
         if self.budget is not None and not self.budget.take(new.bytes):
             self.not_kept += 1
-            return
+            return changes
         self.prints[(mapping, key)] = new
         self.nodes += new.nodes
         self.held += new.bytes if self.budget is not None else 0
         while len(self.prints) > self.max_keys or self.nodes > self.node_budget:
             _, gone = self.prints.popitem(last=False)
             self._drop(gone)
+        return changes
 
     def _drop(self, p: _Print) -> None:
         self.nodes -= p.nodes
@@ -247,35 +267,136 @@ class NoiseLearner:
         nodes = len(body) if isinstance(body, dict) else 0
         return _Print(r.status, headers, body, nodes, (r.body_size, r.body_sha256))
 
-    def _learn(self, noise: NoiseSet, old: _Print, new: _Print) -> None:
+    def _learn(self, noise: NoiseSet, old: _Print, new: _Print) -> Changes:
         if old.status != new.status:
             noise.learn("status")
-            return
+            return Changes(("status",))
+        found = _Found()
         for name, a, b in zip(self.headers, old.headers, new.headers, strict=True):
             if a != b:
                 noise.learn("header", name)
+                found.put(f"header {name}")
         ob, nb = old.body, new.body
         if ob is None or nb is None:
-            return
-        if isinstance(ob, dict) and isinstance(nb, dict):
-            # Linear: each changed field is named (walking up its parents) at most once per mapping.
-            exact, generalised = noise.exact_keys, noise.general_keys
-            for k, (parent, _, v, gk) in nb.items():
-                if noise.full:
-                    return
-                was = ob.get(k)
-                if was is None:
-                    if k != ROOT_KEY and parent in ob and k not in exact:  # where the difference starts
-                        exact.add(k)
-                        noise.learn("path", _path(nb, k))
-                elif was[2] != v and gk not in generalised:
-                    generalised.add(gk)
-                    noise.learn("path", general(_path(nb, k)))
-            for k, (parent, _, _, _) in ob.items():
-                if noise.full:
-                    return
-                if k not in nb and k != ROOT_KEY and parent in nb and k not in exact:
-                    exact.add(k)
-                    noise.learn("path", _path(ob, k))
+            pass  # no detail kept of one of them: nothing to tell
+        elif isinstance(ob, dict) and isinstance(nb, dict):
+            _body(noise, ob, nb, found)
         elif ob != nb:
             noise.learn("body")
+            found.put("body")
+        return found.changes()
+
+
+class _Found:
+    """The fields an observation found changed, by general key, named (an O(depth) walk) only while fewer than
+    MAX_CHANGES are named; the others are only counted."""
+
+    __slots__ = ("named", "others")
+
+    def __init__(self) -> None:
+        self.named: dict[int | str, str] = {}  # by general key (a JSON field) or by name (the rest)
+        self.others: set[int | str] = set()
+
+    def add(self, gkey: int | str, name: Callable[[], str]) -> None:
+        if gkey in self.named or gkey in self.others:
+            return
+        if len(self.named) < MAX_CHANGES:
+            self.named[gkey] = name()
+        else:
+            self.others.add(gkey)
+
+    def put(self, name: str) -> None:
+        self.add(name, lambda: name)
+
+    def changes(self) -> Changes:
+        return Changes(tuple(self.named.values()), len(self.others))
+
+
+def _is_leaf(v: int | str) -> bool:
+    return not isinstance(v, str)  # containers are "{}" or "[]", leaves their hash
+
+
+def _body(noise: NoiseSet, ob: dict[int, Node], nb: dict[int, Node], found: _Found) -> None:
+    """Learn from two prints of JSON bodies into `noise`, and name in `found` what changed as the diff would name
+    it between them: a field whose kind changed covers what is beneath it (`type`), an array of another length is
+    one field (`array length`), as is an array of the same scalars in another order (`order only`).
+
+    Linear: every node is looked at a bounded number of times (prints list a parent before its children, so one
+    pass carries "beneath a changed kind" down); a field is named (walking up its parents) only when it is learned,
+    each at most once per mapping, or among the first MAX_CHANGES of this observation."""
+    exact, generalised = noise.exact_keys, noise.general_keys
+    paths: dict[int, Path] = {}  # walked up once per node at most
+
+    def path(nodes: dict[int, Node], k: int) -> Path:
+        p = paths.get(k)
+        if p is None:
+            p = paths[k] = _path(nodes, k)
+        return p
+
+    def name(nodes: dict[int, Node], k: int) -> Callable[[], str]:
+        return lambda: pointer(general(path(nodes, k)))
+
+    under: set[int] = set()  # nodes beneath a field whose kind changed: the diff names that field only
+    reordered: dict[int, list[int]] = {}  # array -> its elements whose scalar value changed
+    for k, (parent, _, v, gk) in nb.items():
+        was = ob.get(k)
+        if was is None:
+            if k != ROOT_KEY and parent in ob:  # where the difference starts
+                if k not in exact and not noise.full:
+                    exact.add(k)
+                    noise.learn("path", path(nb, k))
+                if parent not in under:
+                    at = parent if nb[parent][2] == _ARRAY else k  # an element more: the array's length
+                    found.add(nb[at][3], name(nb, at))
+            continue
+        if k != ROOT_KEY and parent in under:
+            under.add(k)
+        if was[2] == v:
+            continue
+        if gk not in generalised and not noise.full:
+            generalised.add(gk)
+            noise.learn("path", general(path(nb, k)))
+        if k != ROOT_KEY and parent in under:
+            continue
+        if not (_is_leaf(v) and _is_leaf(was[2])):
+            under.add(k)  # another kind of value: what was beneath is not compared on its own
+            found.add(gk, name(nb, k))
+        elif k != ROOT_KEY and nb[parent][2] == _ARRAY:
+            reordered.setdefault(parent, []).append(k)  # named once it is known whether only the order changed
+        else:
+            found.add(gk, name(nb, k))
+    for k, (parent, _, _, _) in ob.items():
+        if k == ROOT_KEY or k in nb or parent not in nb:
+            continue
+        if k not in exact and not noise.full:
+            exact.add(k)
+            noise.learn("path", path(ob, k))
+        if parent not in under:
+            at, nodes = (parent, nb) if nb[parent][2] == _ARRAY else (k, ob)  # an element fewer: the array's length
+            found.add(nodes[at][3], name(nodes, at))
+    if reordered:
+        _reordered(ob, nb, reordered, found, name)
+
+
+def _reordered(
+    ob: dict[int, Node],
+    nb: dict[int, Node],
+    changed: dict[int, list[int]],
+    found: _Found,
+    name: Callable[[dict[int, Node], int], Callable[[], str]],
+) -> None:
+    """Arrays with elements of another scalar value: one field when they hold the same scalars in another order
+    (as `diff._order_only` decides), else each such element."""
+    elements: dict[int, tuple[Counter[int | str], Counter[int | str]]] = {a: (Counter(), Counter()) for a in changed}
+    for side, nodes in ((0, ob), (1, nb)):
+        for k, (parent, _, v, _) in nodes.items():
+            counts = elements.get(parent)
+            if counts is not None and k != ROOT_KEY:
+                counts[side][v] += 1
+    for array, keys in changed.items():
+        before, after = elements[array]
+        if before == after and _ARRAY not in before and _OBJECT not in before:  # the same scalars, reordered
+            found.add(nb[array][3], name(nb, array))
+        else:
+            for k in keys:
+                found.add(nb[k][3], name(nb, k))

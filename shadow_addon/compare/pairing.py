@@ -210,8 +210,8 @@ class Pairing:
         headers: Iterable[tuple[bytes, bytes]],
         body: bytes,
         make: Callable[[bool], Reply],
-        then: Callable[[Reply], None],
-        skip: Callable[[str], None],
+        then: Callable[[Reply], object],
+        skip: Callable[[str], object],
     ) -> None:
         """Build a reply and hand it on: at once, or from the worker thread when decoding its body could hold the
         loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
@@ -363,15 +363,27 @@ class Pairing:
         elif costly(pair.production, pair.shadow) and not self.loop.allows():
             result = skipped(OVER_BUDGET, "budget")
         else:
-            t = self.timer()
-            if pair.secondary is not None:
-                noise = compare(pair.production, pair.secondary, self.config)
-                self.judge.noise(pair.mapping, pair.endpoint, [n for names in fields_of(noise) for n in names])
-            result = compare(pair.production, pair.shadow, self.config, self.learner.noise(pair.mapping))
-            result = self.judge.candidate(pair.mapping, pair.endpoint, result)
-            self.loop.spend(self.timer() - t)
+            result = self._compare(pair, pair.production, pair.shadow)
         del self.pairs[key]
         self._finish(pair, result)
+
+    def _compare(self, pair: Pair, production: Reply, shadow: Reply) -> Comparison:
+        """Compare and judge a pair (with the secondary's answer, a noise sample first). Identical bytes cost
+        nothing worth measuring; the rest is charged to comparison's share of the loop, within which the noise
+        sample is taken only while the share allows (else the pair is judged without it)."""
+        sec = pair.secondary
+        if sec is not None and costly(production, sec) and not self.loop.allows():
+            sec = None
+        measured = costly(production, shadow) or (sec is not None and costly(production, sec))
+        t = self.timer() if measured else 0.0
+        if sec is not None:
+            noise = compare(production, sec, self.config)
+            self.judge.noise(pair.mapping, pair.endpoint, [n for names in fields_of(noise) for n in names])
+        result = compare(production, shadow, self.config, self.learner.noise(pair.mapping))
+        result = self.judge.candidate(pair.mapping, pair.endpoint, result)
+        if measured:
+            self.loop.spend(self.timer() - t)
+        return result
 
     def _release(self, pair: Pair) -> None:
         if pair.held and self.budget is not None:

@@ -195,7 +195,7 @@ class MismatchStore:
         """For GET /diffs: a page of records, newest first (`offset` records skipped, at most `limit`, at most
         MAX_PAGE); groups by mismatch count, then name."""
         offset, limit = max(0, offset), max(0, min(limit, MAX_PAGE))
-        groups = [
+        groups: list[dict[str, Any]] = [
             {
                 "mapping": m,
                 "endpoint": e,
