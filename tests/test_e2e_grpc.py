@@ -453,3 +453,38 @@ def test_a_file_that_is_not_a_descriptor_set_stops_start_up_with_one_line(
         shadowed(proxy, tmp_path, prod, prod.address, shadow_compare="true", shadow_grpc_descriptors=str(bad))
     assert f"shadow_compare: descriptor set {bad}: not a FileDescriptorSet" in str(e.value)
     assert "Traceback" not in str(e.value)
+
+
+def test_the_gate_replays_a_grpc_capture_over_http2_and_fails_on_a_changed_field(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
+) -> None:
+    """`mitmshadow replay` of a recorded gRPC capture: copies go to a `grpc: true` shadow over HTTP/2 and are compared
+    with the recorded answers; a shadow answering alike passes the gate, one changing a protobuf field fails it."""
+    import subprocess
+
+    from support import MITMDUMP
+
+    def answer(price: int) -> Callable[[bytes], bytes]:
+        return lambda req: b"\x0a" + bytes([len(req)]) + req + b"\x10" + bytes([price])  # {1: request, 2: price}
+
+    prod = service("prod", reply=answer(10))
+    capture = tmp_path / "grpc.mitm"
+    f = write_mappings(tmp_path / "prod.yaml", grpc_mapping("echo", prod.address))
+    p = proxy(f"http://{prod.address}", sets={"mappings": str(f)}, args=["-w", str(capture)])
+    with channel(p.port) as ch:
+        for sku in (b"sku-1", b"sku-2", b"sku-3"):
+            assert unary(ch, sku)[0] == answer(10)(sku)
+    assert p.stop() == 0
+    m = write_mappings(
+        tmp_path / "gate.yaml",
+        grpc_mapping("echo", "echo-prod"),
+        grpc_mapping("echo-next", "echo-next", shadow=True),
+    )
+    for price, code in ((10, 0), (12, 1)):
+        shadow = service(f"shadow{price}", reply=answer(price))
+        cmd = [str(MITMDUMP.parent / "mitmshadow"), "replay", str(capture), "--mappings", str(m)]
+        cmd += ["--service", f"echo-next={shadow.address}"]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert run.returncode == code, run.stdout + run.stderr
+        assert sorted(c.request for c in shadow.calls) == [b"sku-1", b"sku-2", b"sku-3"]  # over HTTP/2: grpcio
+    assert prod.count == 3  # production only as recorded
