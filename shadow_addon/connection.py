@@ -19,6 +19,7 @@ from .reader import ReadError, ResponseReader
 if TYPE_CHECKING:
     from .sender import Pool
 
+_JOIN_LIMIT = 64 * 1024  # body bytes up to which a copy is joined into one buffer before it is written
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 
 
@@ -162,8 +163,9 @@ class H1Conn(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
         parts = assemble(c)
-        if len(parts) == 1:
-            self.transport.write(parts[0])  # writelines goes through sendmsg: dearer for one small buffer
+        if len(c.body) <= _JOIN_LIMIT:
+            # One buffer: write() sends it at once; writelines goes through sendmsg and the selector, dearer.
+            self.transport.write(b"".join(parts))
         else:
             self.transport.writelines(parts)
 
