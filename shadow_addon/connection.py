@@ -100,13 +100,14 @@ class H1Conn(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         is_self = self.owner.is_self
         if is_self is not None:
             peer = transport.get_extra_info("peername")
             if peer and is_self(peer[0], peer[1]):
                 self.state = State.LOOPED
-                self.transport.abort()
+                transport.abort()
                 return
         self.state = State.IDLE
         self.pool.conns.add(self)
