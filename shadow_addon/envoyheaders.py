@@ -12,6 +12,7 @@ x-forwarded-for.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import uuid
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ _INTERNAL_ONLY = (
 # ...and from an edge request also these.
 _EDGE_ONLY = ("x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node")
 
+_CLEANED = frozenset(n.encode() for n in (INTERNAL, "keep-alive", "proxy-connection", *_INTERNAL_ONLY, *_EDGE_ONLY))
+
 
 @dataclass(frozen=True, slots=True)
 class Downstream:
@@ -47,6 +50,7 @@ class Downstream:
     tls: bool
 
 
+@functools.lru_cache(maxsize=1024)  # one parse per client address, not per request
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
@@ -110,13 +114,14 @@ def connection_manager(headers: Headers, d: Downstream, request_id: str | None =
     Every request is external: Emissary configures no internal_address_config, and Envoy's default for it
     (conn_manager_config.h DefaultInternalAddressConfig, since 1.33, the runtime guard
     explicit_internal_address_config removed in 1.36) counts no address as internal. So it is an edge request."""
-    for name in (INTERNAL, "keep-alive", "proxy-connection"):  # "Clean proxy headers"
-        headers.pop(name, None)
+    # "Clean proxy headers", then cleanInternalHeaders(edge_request=true): none of them is one set below, so
+    # they go in one pass over the fields (a request has none of them, almost always).
+    fields = headers.fields
+    if any(k.lower() in _CLEANED for k, _ in fields):
+        headers.fields = tuple(kv for kv in fields if kv[0].lower() not in _CLEANED)
     # http/utility.cc appendXff; a loopback peer is replaced by Envoy's own address.
     append_xff(headers, d.local_ip if _is_loopback(d.client_ip) else d.client_ip)
     headers["x-forwarded-proto"] = "https" if d.tls else "http"
-    for name in (*_INTERNAL_ONLY, *_EDGE_ONLY):  # cleanInternalHeaders(edge_request=true)
-        headers.pop(name, None)
     if d.client_ip:
         headers["x-envoy-external-address"] = d.client_ip
     headers["x-request-id"] = request_id or str(uuid.uuid4())  # a new id for every edge request

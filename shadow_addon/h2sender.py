@@ -26,11 +26,14 @@ import h2.settings
 
 from . import grpcwire
 from .budget import MemoryBudget
+from .connection import Failure, Flight
 from .metrics import SHADOW
 from .reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM, ReadError
 
 if TYPE_CHECKING:
-    from .sender import Copy, Outcome, Pool, Sender
+    from .connection import Owner
+    from .copyrequest import Copy, Outcome
+    from .sender import Pool
 
 # Hop-by-hop and HTTP/1 framing fields, never sent over HTTP/2 (RFC 9113 8.2.2); `te` is sent as `trailers`.
 _SKIP = frozenset(
@@ -338,11 +341,14 @@ class _Stream:
     answer: Answer
     timer: asyncio.TimerHandle | None = None
 
+    def flight(self) -> Flight:
+        return Flight(self.c, self.out, self.t0, self.retried)
+
 
 class H2Conn(asyncio.Protocol):
     """A connection to a shadow service carrying many copies at once, one stream each."""
 
-    def __init__(self, sender: Sender, pool: Pool) -> None:
+    def __init__(self, sender: Owner, pool: Pool) -> None:
         self.sender, self.pool = sender, pool
         self.transport: asyncio.Transport | None = None
         self.session = Session(sender.budget)
@@ -405,9 +411,10 @@ class H2Conn(asyncio.Protocol):
         t = self.transport
         return not self.lost and t is not None and not t.is_closing() and self.session.has_room()
 
-    def send(self, c: Copy, out: Outcome, t0: float, seconds: float, retried: bool = False) -> None:
+    def send(self, f: Flight, seconds: float) -> None:
+        c, out, t0, retried = f.c, f.out, f.t0, f.retried
         if self.alpn_refused:  # a TLS service that would not speak HTTP/2
-            self.sender._failed(self.pool, c, out, "tls_error", "the service did not accept ALPN h2", t0)
+            self.sender.failed(self.pool, f, Failure("tls_error", "the service did not accept ALPN h2"))
             self._abort()
             return
         out.http_version = "HTTP/2.0"
@@ -418,7 +425,7 @@ class H2Conn(asyncio.Protocol):
         try:
             sid = self.session.start(request_headers(c, scheme), c.body, c.trailers, answer)
         except h2.exceptions.H2Error as e:  # the service ended the connection meanwhile (GOAWAY)
-            self.sender._failed(self.pool, c, out, "reset", f"the connection cannot take a stream: {e}", t0)
+            self.sender.failed(self.pool, f, Failure("reset", f"the connection cannot take a stream: {e}"))
             self._abort()
             return
         st = self.streams[sid] = _Stream(c, out, t0, retried, answer)
@@ -448,13 +455,13 @@ class H2Conn(asyncio.Protocol):
         label = grpcwire.status(a.headers, a.trailers)
         if label is not None:
             self.sender.metrics.record_grpc(st.c.mapping, st.c.service, SHADOW, label)
-        self.sender._answered(self.pool, None, st.c, out, st.t0, True, a.kept_size)
+        self.sender.answered(self.pool, None, st.flight(), True, a.kept_size)
 
     def _failed(self, sid: int, e: ReadError) -> None:
         st = self._take(sid)
         if st is None:
             return
-        self.sender._read_failed(self.pool, st.c, st.out, e, st.t0, st.answer.kept_size)
+        self.sender.read_failed(self.pool, st.flight(), e, st.answer.kept_size)
 
     def _lost(self, r: Lost) -> None:
         """Every stream left gets its outcome; those the service never started go out again on a fresh
@@ -466,18 +473,10 @@ class H2Conn(asyncio.Protocol):
             st = self._take(sid)
             assert st is not None
             if sid in r.unprocessed and not st.retried and not st.answer.received:
-                self.sender._reconnect(self.pool, st.c, st.out, st.t0)
+                self.sender.reconnect(self.pool, st.flight())
             else:
-                self.sender._failed(
-                    self.pool,
-                    st.c,
-                    st.out,
-                    r.reason,
-                    r.message,
-                    st.t0,
-                    status=st.answer.status,
-                    held=st.answer.kept_size,
-                )
+                why = Failure(r.reason, r.message, st.answer.status)
+                self.sender.failed(self.pool, st.flight(), why, st.answer.kept_size)
         self._abort()
 
     def _timeout(self, sid: int) -> None:

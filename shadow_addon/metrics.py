@@ -10,12 +10,15 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from .sender import Occupancy
 
 # 1 ms .. 10 s, roughly x2.5 apart: enough resolution for p50/p99 of local services.
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -25,6 +28,28 @@ SHADOW = "shadow"
 REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
 
 Gauge = tuple[str, str, dict[str, str], float]  # name, help, labels, value
+
+
+def sender_gauges(o: Occupancy) -> list[Gauge]:
+    """The sender's occupancy under its metric names."""
+    rows: list[Gauge] = [
+        ("shadow_inflight", "Copies in flight per shadow service.", {"service": s}, float(n))
+        for s, n in o.inflight.items()
+    ]
+    rows += [
+        ("shadow_backlog", "Copies waiting per shadow service.", {"service": s}, float(n)) for s, n in o.backlog.items()
+    ]
+    rows.append(
+        (
+            "shadow_memory_bytes",
+            "Bytes held for copies' bodies and kept shadow answers (shadow_memory_limit).",
+            {},
+            float(o.memory_bytes),
+        )
+    )
+    return rows
+
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes by default
 
 

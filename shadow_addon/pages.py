@@ -72,7 +72,7 @@ def _int(text: str | None, default: int) -> int:
 
 
 def _metrics(state: State) -> bytes:
-    gauges = state.sender.gauges() if state.sender else []
+    gauges = metrics.sender_gauges(state.sender.occupancy()) if state.sender else []
     if state.pairing is not None:
         pending = float(len(state.pairing.pairs))
         gauges.append(("shadow_compare_pending", "Production replies held until their shadow answers.", {}, pending))

@@ -311,8 +311,7 @@ class Replay:
     def _under_way(self) -> int:
         """Copies without an outcome: of recorded flows, and of client-replayed ones (counted by the sender)."""
         sender = self.shadow.sender
-        gauges = sender.gauges() if sender is not None else []
-        in_sender = sum(int(v) for name, _, _, v in gauges if name in ("shadow_inflight", "shadow_backlog"))
+        in_sender = sender.occupancy().copies if sender is not None else 0
         pairing = self.shadow.pairing
         decoding = pairing.decoding if pairing is not None else 0  # answers still being decoded for comparison
         return max(len(self.keys), in_sender) + decoding

@@ -164,3 +164,17 @@ def test_the_flood_server_streams_until_the_client_leaves() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_the_routed_set_is_the_default_route_without_its_shadow(tmp_path) -> None:
+    from shadow_addon import mappings
+
+    assert select_scenarios("routed")[0] == ["plain", "routed"]
+    for name, shadows in (("routed", 0), ("default", 1)):
+        for rel, text in mapping_set(name).items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+        path = tmp_path / ("routed" if name == "routed" else "mappings.yaml")
+        loaded = mappings.load_path(str(path))
+        assert not loaded.errors and [m.prefix for m in loaded.mappings if not m.shadow] == ["/"]
+        assert sum(m.shadow for m in loaded.mappings) == shadows

@@ -14,6 +14,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 from support import mapping, write_mappings
 
+from shadow_addon import metrics as metrics_mod
 from shadow_addon import pages
 from shadow_addon.budget import MemoryBudget
 from shadow_addon.mappings import Address
@@ -55,6 +56,19 @@ async def dials(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], in
     loop.set_task_factory(None)
 
 
+class Clock:
+    """Monotonic time that a test can move on: back-off runs out without waiting for it."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        self.skew += seconds
+
+
 async def settle(outcomes: list[Outcome], n: int) -> None:
     for _ in range(200):  # <= 4 s
         if len(outcomes) >= n:
@@ -66,14 +80,15 @@ async def settle(outcomes: list[Outcome], n: int) -> None:
 async def test_a_burst_at_a_refusing_service_dials_it_once(dials: Callable[[], int]) -> None:
     outcomes: list[Outcome] = []
     metrics = Metrics()
-    sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out))
+    clock = Clock()
+    sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out), clock=clock)
     port = closed_port()
     for _ in range(BURST):  # submitted together, as copies are while a refused connect is still pending
         sender.submit(copy(port))
     await settle(outcomes, BURST)
     assert dials() == 1
     assert metrics.dropped == {("cand", "connect_error"): BURST}
-    await asyncio.sleep(CONNECT_BACKOFF + 0.05)
+    clock.advance(CONNECT_BACKOFF + 0.05)
     for _ in range(BURST):
         sender.submit(copy(port))
     await settle(outcomes, 2 * BURST)
@@ -84,7 +99,8 @@ async def test_a_burst_at_a_refusing_service_dials_it_once(dials: Callable[[], i
 
 async def test_copies_that_waited_for_a_connect_go_out_once_it_succeeds(dials: Callable[[], int]) -> None:
     outcomes: list[Outcome] = []
-    sender = Sender(Metrics(), on_result=lambda c, out: outcomes.append(out))
+    clock = Clock()
+    sender = Sender(Metrics(), on_result=lambda c, out: outcomes.append(out), clock=clock)
     port = closed_port()
     sender.submit(copy(port))  # refused: the service is now suspect
     await settle(outcomes, 1)
@@ -95,8 +111,7 @@ async def test_copies_that_waited_for_a_connect_go_out_once_it_succeeds(dials: C
 
     server = await asyncio.start_server(answer, "127.0.0.1", port)  # the service comes back
     try:
-        deadline = time.monotonic() + CONNECT_BACKOFF + 0.05
-        await asyncio.sleep(deadline - time.monotonic())
+        clock.advance(CONNECT_BACKOFF + 0.05)
         for _ in range(10):
             sender.submit(copy(port))
         pool = next(iter(sender.pools.values()))
@@ -210,7 +225,9 @@ async def test_the_memory_budget_bounds_bodies_held_across_services() -> None:
             sender.submit(body_copy(b.port, b"b" * 1000, "svc-b"))
         assert budget.held == 3000
         assert metrics.dropped == {("cand", "overload"): 5}
-        gauges = {(name, tuple(labels.items())): v for name, _, labels, v in sender.gauges()}
+        gauges = {
+            (name, tuple(labels.items())): v for name, _, labels, v in metrics_mod.sender_gauges(sender.occupancy())
+        }
         assert gauges[("shadow_memory_bytes", ())] == 3000.0
         held = {k[1]: v for k, v in gauges.items() if k[0] in ("shadow_inflight", "shadow_backlog")}
         assert set(held) == {(("service", "svc-a"),), (("service", "svc-b"),)}  # the Mapping's service, not address
@@ -292,7 +309,8 @@ async def test_a_service_whose_answers_break_a_cap_again_is_left_alone_for_a_mom
     One good answer in between resets the count."""
     outcomes: list[Outcome] = []
     metrics = Metrics()
-    sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out))
+    clock = Clock()
+    sender = Sender(metrics, on_result=lambda c, out: outcomes.append(out), clock=clock)
     accepted = 0
     flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 64
 
@@ -318,7 +336,7 @@ async def test_a_service_whose_answers_break_a_cap_again_is_left_alone_for_a_mom
         await settle(outcomes, 12)
         assert accepted == 2
         assert metrics.dropped == {("cand", "interim_limit"): 12}
-        await asyncio.sleep(CONNECT_BACKOFF + 0.05)
+        clock.advance(CONNECT_BACKOFF + 0.05)
         sender.submit(copy(port))  # dialled again after the back-off
         await settle(outcomes, 13)
         assert accepted == 3

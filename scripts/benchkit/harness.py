@@ -183,15 +183,14 @@ def mitmdump_cmd(s: Setup, scn: Scenario, proxy_port: int, admin_port: int | Non
     prod = ports[scn.production]
     cmd += ["--mode", f"reverse:http://{HOST}:{prod}", "--listen-host", HOST, "-p", str(proxy_port)]
     if scn.addon:
-        assert scn.shadow is not None
         cmd += [
             "--set",
             f"mappings={s.tmp / mappings_path(scn.mappings)}",
             "--set",
             f"mapping_services=prod-svc={HOST}:{prod}",
-            "--set",
-            f"mapping_services=shadow-svc={HOST}:{ports[scn.shadow]}",
         ]
+        if scn.shadow is not None:
+            cmd += ["--set", f"mapping_services=shadow-svc={HOST}:{ports[scn.shadow]}"]
         if admin_port is not None:
             cmd += ["--set", f"shadow_admin={HOST}:{admin_port}"]
         for opt in (*scn.options, *s.args.addon_option):

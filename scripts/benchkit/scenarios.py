@@ -24,6 +24,7 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("plain", False, None, None, "plain mitmdump reverse proxy"),
+        Scenario("routed", True, None, "plain", "addon, routing only (no shadow Mapping)", mappings="routed"),
         Scenario("healthy", True, "healthy", "plain", "addon, 100% copies to a healthy shadow"),
         Scenario("compare", True, "healthy", "plain", "as healthy, with shadow_compare=true", COMPARE),
         Scenario("slow", True, "slow", "healthy", "shadow answers after 200 ms"),
@@ -110,6 +111,9 @@ metadata: {name: app-shadow}
 spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
 """
 
+# The same route without its shadow: what routing alone costs.
+ROUTED_YAML = MAPPINGS_YAML.split("---\n")[0]
+
 
 FILE_MAPPINGS = 1_000  # Mappings per file in the large sets (a directory of files, as a large cluster exports them)
 
@@ -129,6 +133,8 @@ def mapping_set(name: str) -> dict[str, str]:
     listed late."""
     if name == "default":
         return {"mappings.yaml": MAPPINGS_YAML}
+    if name == "routed":
+        return {"routed/routed.yaml": ROUTED_YAML}
     kind, n = ("regex", int(name[5:])) if name.startswith("regex") else ("prefix", int(name[6:].replace("k", "000")))
     docs = [
         _service_mapping(f"svc-{i}", f"/svc-{i}/[0-9]+" if kind == "regex" else f"/svc-{i}/", kind == "regex")
