@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
 
-ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon.py")
+from . import ADDON
 
 HELP = """\
 mitmshadow: traffic shadowing for mitmproxy, configured with Emissary-ingress Mapping files.
