@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import mapping, write_mappings
+from support import mapping, run_process, write_mappings
 
 from shadow_addon import dashboard, diag, explain, mappings, report, routing
 from shadow_addon.metrics import Metrics
@@ -95,15 +94,15 @@ def test_mitmshadow_explain_command(tmp_path: Path) -> None:
         mapping("api-shadow", prefix="/api/", service="api-next", shadow=True),
     )
     cmd = [sys.executable, "-m", "shadow_addon.cli", "explain"]
-    r = subprocess.run([*cmd, str(m)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, str(m)], 60)
     assert r.returncode == 0, r.stderr
     assert "shadow api-shadow.default is alone in its group" in r.stdout
-    r = subprocess.run([*cmd, "--json", str(m)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, "--json", str(m)], 60)
     doc = json.loads(r.stdout)
     assert [x["label"] for x in doc["routes"]] == ["/api/ host *", "/api/"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: [Mapping\n")
-    r = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, str(bad)], 60)
     assert r.returncode == 1 and "YAML syntax error" in r.stdout
 
 
@@ -179,9 +178,7 @@ def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> N
         "    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n"
         "      name: quote-backend\n      prefix: /backend/\n      service: quote:80\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], capture_output=True, text=True, timeout=60
-    )
+    r = run_process([sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], 60)
     assert r.returncode == 0, r.stderr
     assert "(no Mappings)" not in r.stdout
     assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout

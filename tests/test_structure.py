@@ -132,3 +132,23 @@ def test_comparison_does_not_import_the_transport() -> None:
     for name, path in modules.items():
         if name.startswith("shadow_addon.compare"):
             assert not imports(name, path, modules) & transport, name
+
+
+def test_tests_do_not_import_from_other_test_modules() -> None:
+    """Shared helpers live in support modules (support.py, grpcsupport.py), so a test module runs on its own."""
+    tests = Path(__file__).resolve().parent
+    scripts = tests.parent / "scripts"
+    sources = [*tests.glob("*.py"), *(p for p in scripts.rglob("*") if p.is_file() and p.suffix in ("", ".py"))]
+    for path in sources:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix == "" and not text.startswith("#!/usr/bin/env python"):
+            continue  # a shell script
+        for node in ast.walk(ast.parse(text)):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not [n for n in names if n.split(".")[0].startswith("test_")], f"{path.name} imports {names}"
