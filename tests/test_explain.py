@@ -40,6 +40,32 @@ def test_routes_in_order_with_weights_and_shadow() -> None:
     assert "copies 25% of the requests" in text and "Warnings" not in text
 
 
+def test_route_views_are_typed_and_their_json_is_the_diag_routes() -> None:
+    t = routing.build_table(
+        [
+            M("a", prefix="/a/", headers={"x-k": "v"}, query_parameters={"q": "1"}, precedence=2),
+            M("a-shadow", prefix="/a/", headers={"x-k": "v"}, query_parameters={"q": "1"}, precedence=2, shadow=True),
+            M("lone", prefix="/lone/", shadow=True, weight=150),
+        ]
+    )
+    views = explain.route_views(t)
+    first, lone = views
+    assert first.match.kind == "prefix" and first.match.prefix == "/a/" and first.match.precedence == 2
+    assert first.match.text() == "prefix /a/, header x-k = 'v', query q = '1', precedence 2"
+    assert first.production == (explain.Production("a.default", "a-svc", 100, 100),)
+    assert first.shadow == explain.Shadow("a-shadow.default", "a-shadow-svc", 100) and first.routes
+    assert lone.shadow is not None and lone.shadow.weight == 150 and not lone.routes and lone.production == ()
+    doc = [v.to_json() for v in views]
+    assert doc == explain.routes(t) == json.loads(json.dumps(doc))
+    assert doc[0]["match"] == {
+        "prefix": "/a/",
+        "headers": [{"name": "x-k", "value": "v", "regex": False}],
+        "query_parameters": [{"name": "q", "value": "1", "regex": False}],
+        "precedence": 2,
+    }
+    assert diag.snapshot(t, None, 0.0, [])["routes"] == doc
+
+
 def test_shadow_alone_names_the_mapping_it_was_meant_for_and_the_field() -> None:
     """V3Route.generate: a group with only a shadow has no route; the separating field is in _group_id."""
     t = routing.build_table(
