@@ -44,11 +44,11 @@ STATIC = {"/static/dashboard.css": ("text/css; charset=utf-8", HERE / "static" /
 
 def static_pages() -> dict[str, Callable[[], tuple[str, bytes]]]:
     """The page's static files, read once, for the admin server."""
-    pages = {}
-    for path, (ctype, file) in STATIC.items():
-        body = file.read_bytes()
-        pages[path] = lambda ctype=ctype, body=body: (ctype, body)
-    return pages
+    return {path: _page(ctype, file.read_bytes()) for path, (ctype, file) in STATIC.items()}
+
+
+def _page(ctype: str, body: bytes) -> Callable[[], tuple[str, bytes]]:
+    return lambda: (ctype, body)
 
 
 def data_value(v: object) -> str:
@@ -305,7 +305,7 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
     weight = row.get("weight")
     # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
     share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
-    results = compare.get(row.get("shadow_mapping")) if compare is not None else None
+    results = compare.get(row.get("shadow_mapping", "")) if compare is not None else None
     return {
         "resource": row.get("resource", ""),
         "production_mappings": [str(n) for n in row.get("production_mappings") or []],

@@ -261,7 +261,7 @@ class Replay:
         key = c.context
         if key not in self.keys:
             return
-        self.keys.discard(key)  # type: ignore[arg-type]
+        self.keys.discard(key)
         self.settled_copies += 1
         n = self.outstanding.get(c.address, 0) - 1
         if n > 0:
@@ -369,8 +369,8 @@ class Replay:
                     logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
                 if self.read:
                     logger.info(self.progress())
-                for line in (self.nothing_copied(), self.timeouts()):
-                    if line is not None:
-                        logger.warning(line)
+                for note in (self.nothing_copied(), self.timeouts()):
+                    if note is not None:
+                        logger.warning(note)
                 ctx.master.shutdown()
                 return
