@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import ADDON, MITMDUMP, mapping, run_process, wait_until, write_mappings
+from support import ADDON, MITMDUMP, mapping, run_process, started, wait_until, write_mappings
 
 from shadow_addon import settings
 from shadow_addon.shadow import Shadow
@@ -167,15 +166,10 @@ def test_an_option_typo_is_warned_at_start_up(tmp_path: Path) -> None:
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="]
     cmd += ["--set", "shadow_compre=true", "--set", "mapping_service=api=127.0.0.1:9"]
     log = tmp_path / "mitmdump.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)
-    try:
+    with started(cmd, log, cwd=tmp_path) as proc:
         assert wait_until(lambda: "listening at" in log.read_text() or proc.poll() is not None, 30)
         want = "option mapping_service is not known to mitmproxy or any addon and does nothing; did you mean "
         assert wait_until(lambda: want in log.read_text(), 10), log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(10)
     out = log.read_text()
     assert want + "mapping_services?" in out, out
     assert (

@@ -225,9 +225,7 @@ def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
         shadow.seen.clear()
 
         def in_scratch(cmd: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
-            )
+            return run_process(cmd, 240, cwd=tmp_path, shell=True)
 
         r = in_scratch(replay + " --set shadow_admin=")
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
