@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
+import argparse
+import itertools
 import socket
 import sys
 from collections.abc import Callable, Sequence
 
-ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon.py")
+from . import ADDON
 
 HELP = """\
 mitmshadow: traffic shadowing for mitmproxy, configured with Emissary-ingress Mapping files.
 Production requests pass through; a copy of each goes to the shadow service its Mapping names.
 
 usage:
-  mitmshadow --mode reverse:URL --set mappings=FILE [--set OPTION=VALUE ...] [MITMDUMP ARGS]
-  mitmshadow --web ...                 the same in mitmweb (shadow exchanges shown as flows)
+  mitmshadow [run] --mode reverse:URL --set mappings=FILE [--set OPTION=VALUE ...] [MITMDUMP ARGS]
+  mitmshadow web ...                   the same in mitmweb (shadow exchanges shown as flows); also --web
   mitmshadow explain FILES...          print the route table the Mapping files make, with their traps
   mitmshadow replay CAPTURE --mappings FILE [--service NAME=ADDR ...] [--fail-on-mismatch RATE]
                                        shadow a recorded capture offline, and gate CI on the comparison
@@ -36,18 +37,49 @@ example:
 """
 
 
+def parser() -> argparse.ArgumentParser:
+    """The subcommands. `run`, `web` and `replay` hand their arguments on untouched (to mitmdump, mitmweb and the
+    replay gate, which parse them), so only the command word is parsed here for them."""
+    p = argparse.ArgumentParser(prog="mitmshadow", add_help=False)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", add_help=False, help="mitmdump with the addon (the default: `mitmshadow [MITMDUMP ARGS]`)")
+    sub.add_parser("web", add_help=False, help="mitmweb with the addon (also `mitmshadow --web ...`)")
+    explain = sub.add_parser("explain", help="the route table Mapping files make", description=EXPLAIN)
+    explain.add_argument("files", nargs="+", help="Mapping files or directories")
+    explain.add_argument("--ambassador-id", default="default", help="this instance's ambassador_id")
+    explain.add_argument("--json", action="store_true", help="the same data as /diag's routes, as JSON")
+    sub.add_parser("replay", add_help=False, help="shadow a recorded capture offline and gate on the comparison")
+    return p
+
+
+EXPLAIN = "Show how Mapping files route."
+
+
+def command_of(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """The subcommand and its arguments. Without one, the arguments are mitmdump's (`run`), or mitmweb's when they
+    hold `--web`; `-h`/`--help` is this command's help and `--help-mitmdump` mitmdump's."""
+    args = list(argv)
+    if args[:1] in (["-h"], ["--help"]):
+        return "help", []
+    if args[:1] == ["--help-mitmdump"]:
+        return "run", ["--help"]
+    if args[:1] and args[0] in COMMANDS:
+        command, rest = args[0], args[1:]
+    else:
+        command, rest = "run", args
+    if "--web" in rest and command in ("run", "web"):
+        rest.remove("--web")
+        command = "web"
+    return command, rest
+
+
 def _explain(args: Sequence[str]) -> int:
     """`explain [--ambassador-id ID] [--json] FILES...`: 0 when every file loads, 1 otherwise."""
-    import argparse
     import json
 
     from . import explain, mappings, routing
 
-    parser = argparse.ArgumentParser(prog="mitmshadow explain", description="Show how Mapping files route.")
-    parser.add_argument("files", nargs="+", help="Mapping files or directories")
-    parser.add_argument("--ambassador-id", default="default", help="this instance's ambassador_id")
-    parser.add_argument("--json", action="store_true", help="the same data as /diag's routes, as JSON")
-    ns = parser.parse_args(list(args))
+    ns = parser().parse_args(["explain", *args])  # exits 2 on a usage error
     loaded = mappings.LoadResult()
     for path in ns.files:
         one = mappings.load_path(path)
@@ -63,26 +95,47 @@ def _explain(args: Sequence[str]) -> int:
     return 1 if loaded.file_errors else 0
 
 
-def _replay(argv: Sequence[str]) -> int:
+def _replay(args: Sequence[str]) -> int:
     from . import gate
 
-    return gate.main(argv)
+    return gate.main(args)
+
+
+def _mitmproxy(tool: str, args: list[str]) -> int:
+    if tool == "web" and (busy := _web_port_busy(args)):
+        sys.exit(busy)
+    from mitmproxy.tools import main as tools
+
+    (tools.mitmweb if tool == "web" else tools.mitmdump)(["-s", ADDON, *args])
+    return 0
 
 
 # Each subcommand takes its own arguments and returns the exit code.
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"explain": _explain, "replay": _replay}
+COMMANDS = ("run", "web", "explain", "replay")
+
+
+def web_address(args: Sequence[str]) -> tuple[str, int]:
+    """mitmweb's UI address as its arguments set it (`--web-port 9000`, `--web-port=9000`, `--set web_port=9000`;
+    the same for the host); mitmweb's defaults otherwise. The last one given wins, as in mitmweb."""
+    words: list[str] = []
+    for a in args:  # `--opt=value` as two words, as argparse reads it
+        words += a.split("=", 1) if a.startswith("--") and "=" in a else [a]
+    port, host = 8081, "127.0.0.1"
+    for name, value in itertools.pairwise(words):
+        if name == "--set":
+            name, _, value = value.partition("=")
+            name = "--" + name.replace("_", "-")
+        if name == "--web-port" and value.isdigit():
+            port = int(value)
+        elif name == "--web-host":
+            host = value
+    return host, port
 
 
 def _web_port_busy(args: list[str]) -> str | None:
     """mitmweb answers a busy UI port with a traceback: say it in one line before starting it."""
-    port, host = 8081, "127.0.0.1"
-    for i, a in enumerate(args[:-1]):
-        if a == "--web-port":
-            port = int(args[i + 1]) if args[i + 1].isdigit() else port
-        elif a == "--web-host":
-            host = args[i + 1]
-        elif a == "--set" and args[i + 1].startswith("web_port=") and args[i + 1][9:].isdigit():
-            port = int(args[i + 1][9:])
+    host, port = web_address(args)
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.bind((host, port))
@@ -94,22 +147,13 @@ def _web_port_busy(args: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        sys.exit(SUBCOMMANDS[args[0]](args[1:]))
-    if args[:1] in (["-h"], ["--help"]):
+    command, args = command_of(sys.argv[1:] if argv is None else argv)
+    if command == "help":
         print(HELP, end="")
         return
-    if args[:1] == ["--help-mitmdump"]:
-        args = ["--help"]
-    web = "--web" in args
-    if web:
-        args.remove("--web")
-        if busy := _web_port_busy(args):
-            sys.exit(busy)
-    from mitmproxy.tools import main as tools
-
-    (tools.mitmweb if web else tools.mitmdump)(["-s", ADDON, *args])
+    if command in SUBCOMMANDS:
+        sys.exit(SUBCOMMANDS[command](args))
+    _mitmproxy(command, args)
 
 
 if __name__ == "__main__":

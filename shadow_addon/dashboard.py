@@ -18,30 +18,12 @@ from typing import Any
 import jinja2
 
 from .grpcwire import code_name
+from .reasons import WORDS
 
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
 ROLES = ("production", "shadow")
 ROLE_TITLE = {"production": "Production", "shadow": "Shadow"}
-# Drop reasons the sender and the addon record, in words; an unknown reason is shown as is.
-DROP_REASONS = {
-    "overload": "in-flight limit, backlog or memory limit full",
-    "timeout": "no complete answer in time",
-    "reset": "connection reset",
-    "connect_error": "connection refused or failed",
-    "dns_error": "name did not resolve",
-    "tls_error": "TLS handshake failed",
-    "interim_limit": "too many interim (1xx) responses",
-    "head_limit": "response head too large",
-    "response_limit": "response body over shadow_response_limit",
-    "cancelled": "sender closed or rebuilt",
-    "body_limit": "body over shadow_body_limit",
-    "streamed": "streamed body not kept",
-    "upgrade": "CONNECT or upgrade, never mirrored",
-    "loop": "already a copy",
-    "client_error": "client left before the request was complete",
-    "method": "method not in shadow_methods",
-}
 COMPARE_ORDER = ("match", "mismatch", "noise", "skipped")
 TEXT_LIMIT = 300  # characters of a free-form value shown in the differences table
 
@@ -62,11 +44,11 @@ STATIC = {"/static/dashboard.css": ("text/css; charset=utf-8", HERE / "static" /
 
 def static_pages() -> dict[str, Callable[[], tuple[str, bytes]]]:
     """The page's static files, read once, for the admin server."""
-    pages = {}
-    for path, (ctype, file) in STATIC.items():
-        body = file.read_bytes()
-        pages[path] = lambda ctype=ctype, body=body: (ctype, body)
-    return pages
+    return {path: _page(ctype, file.read_bytes()) for path, (ctype, file) in STATIC.items()}
+
+
+def _page(ctype: str, body: bytes) -> Callable[[], tuple[str, bytes]]:
+    return lambda: (ctype, body)
 
 
 def data_value(v: object) -> str:
@@ -323,7 +305,7 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
     weight = row.get("weight")
     # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
     share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
-    results = compare.get(row.get("shadow_mapping")) if compare is not None else None
+    results = compare.get(row.get("shadow_mapping", "")) if compare is not None else None
     return {
         "resource": row.get("resource", ""),
         "production_mappings": [str(n) for n in row.get("production_mappings") or []],
@@ -335,7 +317,7 @@ def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict
         "histogram": histogram(prod, shadow),
         "codes": [_codes("production", prod), _codes("shadow", shadow), *_grpc_codes(prod, shadow)],
         "drops": [
-            {"reason": str(reason), "value": n, "why": DROP_REASONS.get(str(reason), "")}
+            {"reason": str(reason), "value": n, "why": WORDS.get(str(reason), "")}
             for reason, n in sorted((row.get("drops") or {}).items())
         ],
         "compare": _compare_chips(results) if isinstance(results, Mapping) and results else None,

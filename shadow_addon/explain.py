@@ -5,23 +5,13 @@ Used by `mitmshadow explain FILES...` and by `/diag` (its "routes" key).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .mappings import LoadResult, Mapping, not_honoured
 from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
 
 UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
-
-
-def _match(g: Group) -> dict[str, Any]:
-    m = g.members[0]
-    kind = "regex" if m.prefix_regex else "exact" if m.prefix_exact else "prefix"
-    return {
-        kind: m.prefix,
-        "headers": [_kv(h) for h in header_matches(m)],
-        "query_parameters": [_kv(q) for q in query_matches(m)],
-        "precedence": m.precedence,
-    }
 
 
 def _label(g: Group) -> str:
@@ -147,64 +137,138 @@ def host_notice(table: Table, keep_host: bool) -> str | None:
     )
 
 
-def routes(table: Table) -> list[dict[str, Any]]:
-    """The groups in route order, as plain data (for /diag)."""
-    out: list[dict[str, Any]] = []
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a group matches on: its prefix (of one kind), header and query matches, precedence."""
+
+    kind: str  # prefix, exact or regex
+    prefix: str
+    headers: tuple[KeyValue, ...]
+    query_parameters: tuple[KeyValue, ...]
+    precedence: int
+
+    @classmethod
+    def of(cls, g: Group) -> Match:
+        m = g.members[0]
+        kind = "regex" if m.prefix_regex else "exact" if m.prefix_exact else "prefix"
+        return cls(kind, m.prefix, tuple(header_matches(m)), tuple(query_matches(m)), m.precedence)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            self.kind: self.prefix,
+            "headers": [_kv(h) for h in self.headers],
+            "query_parameters": [_kv(q) for q in self.query_parameters],
+            "precedence": self.precedence,
+        }
+
+    def text(self) -> str:
+        parts = [f"{self.kind} {self.prefix}"]
+        parts += [_describe(h) for h in self.headers]
+        for q in self.query_parameters:
+            parts.append(f"query {q.name}" + ("" if q.value is None else f" {'~' if q.regex else '='} {q.value!r}"))
+        if self.precedence:
+            parts.append(f"precedence {self.precedence}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Production:
+    """A production Mapping of a group: its canary's cumulative weight and the share of traffic that gives it."""
+
+    name: str  # name.namespace
+    service: str
+    cumulative_weight: int
+    share: int  # percent
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "service": self.service,
+            "cumulative_weight": self.cumulative_weight,
+            "share": self.share,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A group's shadow Mapping."""
+
+    name: str  # name.namespace
+    service: str
+    weight: int  # percent of the requests copied (over 100: every one, as Envoy does)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "service": self.service, "weight": self.weight}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One group in route order, as `mitmshadow explain` and `/diag` show it."""
+
+    order: int  # 1 = tried first
+    label: str
+    match: Match
+    route_weight: tuple[str, ...]
+    routes: bool  # False: only a shadow, no route
+    production: tuple[Production, ...]
+    redirect: str | None
+    shadow: Shadow | None
+    errors: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "label": self.label,
+            "match": self.match.to_json(),
+            "route_weight": list(self.route_weight),
+            "routes": self.routes,
+            "production": [p.to_json() for p in self.production],
+            "redirect": self.redirect,
+            "shadow": None if self.shadow is None else self.shadow.to_json(),
+            "errors": list(self.errors),
+        }
+
+
+def route_views(table: Table) -> list[Route]:
+    """The groups in route order."""
+    out: list[Route] = []
     for i, g in enumerate(table.groups, 1):
         prev = 0
         prods = []
         for m, cum in g.production:
-            prods.append(
-                {
-                    "name": m.key,
-                    "service": m.service,
-                    "cumulative_weight": cum,
-                    "share": max(0, min(cum, 100) - prev),
-                }
-            )
+            prods.append(Production(m.key, m.service, cum, max(0, min(cum, 100) - prev)))
             prev = max(prev, min(cum, 100))
         s = g.shadow
         out.append(
-            {
-                "order": i,
-                "label": _label(g),
-                "match": _match(g),
-                "route_weight": [str(x) for x in route_weight(g.members[0])],
-                "routes": g.routes,
-                "production": prods,
-                "redirect": g.redirect.key if g.redirect else None,
-                "shadow": None
-                if s is None
-                else {"name": s.key, "service": s.service, "weight": 100 if s.weight is None else s.weight},
-                "errors": list(g.errors),
-            }
+            Route(
+                order=i,
+                label=_label(g),
+                match=Match.of(g),
+                route_weight=tuple(str(x) for x in route_weight(g.members[0])),
+                routes=g.routes,
+                production=tuple(prods),
+                redirect=g.redirect.key if g.redirect else None,
+                shadow=None if s is None else Shadow(s.key, s.service, 100 if s.weight is None else s.weight),
+                errors=tuple(g.errors),
+            )
         )
     return out
 
 
-def _match_text(r: dict[str, Any]) -> str:
-    m = r["match"]
-    kind = next(k for k in ("prefix", "exact", "regex") if k in m)
-    parts = [f"{kind} {m[kind]}"]
-    parts += [_describe(KeyValue(h["name"], h["value"], h["regex"])) for h in m["headers"]]
-    for q in m["query_parameters"]:
-        parts.append(
-            f"query {q['name']}" + ("" if q["value"] is None else f" {'~' if q['regex'] else '='} {q['value']!r}")
-        )
-    if m["precedence"]:
-        parts.append(f"precedence {m['precedence']}")
-    return ", ".join(parts)
+def routes(table: Table) -> list[dict[str, Any]]:
+    """The groups in route order, as JSON (`/diag`'s routes, `mitmshadow explain --json`)."""
+    return [r.to_json() for r in route_views(table)]
 
 
 NAME_WIDTH = (28, 48)  # the name and service columns: at least 28 wide, wider for longer names up to 48
 
 
-def _columns(rs: list[dict[str, Any]]) -> tuple[int, int]:
+def _columns(rs: list[Route]) -> tuple[int, int]:
     """Widths of the name and service columns, from the longest names (bounded: a longer one gets its own line)."""
-    names = [len(p["name"]) for r in rs for p in r["production"]]
-    names += [len("shadow " + r["shadow"]["name"]) for r in rs if r["shadow"]]
-    services = [len(p["service"]) for r in rs for p in r["production"]]
-    services += [len(r["shadow"]["service"]) for r in rs if r["shadow"]]
+    names = [len(p.name) for r in rs for p in r.production]
+    names += [len("shadow " + r.shadow.name) for r in rs if r.shadow]
+    services = [len(p.service) for r in rs for p in r.production]
+    services += [len(r.shadow.service) for r in rs if r.shadow]
     lo, hi = NAME_WIDTH
     return min(max([lo, *names]), hi), min(max([lo, *services]), hi)
 
@@ -226,21 +290,21 @@ def _row(name: str, service: str, rest: str, widths: tuple[int, int]) -> list[st
 def text(table: Table, loaded: LoadResult | None = None) -> str:
     """The report `mitmshadow explain` prints."""
     lines = ["Routes, in the order they are tried (the first match wins):", ""]
-    rs = routes(table)
+    rs = route_views(table)
     widths = _columns(rs)
     for r in rs:
-        lines.append(f"{r['order']}. {_match_text(r)}")
-        if r["redirect"]:
-            lines.append(f"     redirect: {r['redirect']}")
-        for p in r["production"]:
-            rest = f"cumulative {p['cumulative_weight']:>3} ({p['share']}%)"
-            lines += _row(p["name"], p["service"], rest, widths)
-        if r["shadow"]:
-            s = r["shadow"]
-            copies = f"copies {min(s['weight'], 100)}% of the requests" if r["routes"] else "copies nothing (no route)"
-            copies += " (weight over 100: Envoy copies every request)" if s["weight"] > 100 and r["routes"] else ""
-            lines += _row(f"shadow {s['name']}", s["service"], f"weight {s['weight']}: {copies}", widths)
-        if not r["routes"]:
+        lines.append(f"{r.order}. {r.match.text()}")
+        if r.redirect:
+            lines.append(f"     redirect: {r.redirect}")
+        for p in r.production:
+            rest = f"cumulative {p.cumulative_weight:>3} ({p.share}%)"
+            lines += _row(p.name, p.service, rest, widths)
+        if r.shadow:
+            s = r.shadow
+            copies = f"copies {min(s.weight, 100)}% of the requests" if r.routes else "copies nothing (no route)"
+            copies += " (weight over 100: Envoy copies every request)" if s.weight > 100 and r.routes else ""
+            lines += _row(f"shadow {s.name}", s.service, f"weight {s.weight}: {copies}", widths)
+        if not r.routes:
             lines.append("     no route: only a shadow")
     if not table.groups:
         lines.append("(no Mappings)")

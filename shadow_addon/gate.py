@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from . import ADDON
+from .reasons import DropReason
 from .words import plural
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -137,8 +139,6 @@ def main(argv: Sequence[str]) -> int:
         return USAGE
     compare = args.compare or args.fail_on_mismatch is not None
     threshold = args.fail_on_mismatch or 0.0
-    from .cli import ADDON
-
     cmd = ["-n", "-r", args.capture, "-s", ADDON, "--set", f"mappings={args.mappings}"]
     cmd += ["--set", "shadow_admin=", "--set", "flow_detail=0", "--set", f"shadow_replay_speed={args.speed}"]
     for spec in args.service:
@@ -169,8 +169,7 @@ def main(argv: Sequence[str]) -> int:
         return USAGE
     if not compare:
         return OK
-    timeouts = {m: n for (m, reason), n in shadow.metrics.dropped.items() if reason == "timeout"}
-    results = verdicts(shadow.metrics.compare_counts(), threshold, timeouts)
+    results = verdicts(shadow.metrics.compare_counts(), threshold, shadow.metrics.drops(DropReason.TIMEOUT))
     if not results:
         why = shadow.replay.nothing_copied() or "no request of the capture went to a shadow"
         print(f"mitmshadow {why}; nothing to compare", file=sys.stderr)

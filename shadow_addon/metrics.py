@@ -17,6 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .reasons import DropReason
+
 if TYPE_CHECKING:
     from .sender import Occupancy
 
@@ -110,8 +112,17 @@ class Metrics:
             h.observe(seconds)
 
     def record_drop(self, mapping: str, reason: str) -> None:
+        """`reason`: a `DropReason` (its members are their strings; an unknown one is counted as given)."""
         key = (mapping, reason)
         self.dropped[key] = self.dropped.get(key, 0) + 1
+
+    def drops(self, reason: DropReason) -> dict[str, int]:
+        """Copies dropped for `reason`, per shadow Mapping."""
+        out: dict[str, int] = {}
+        for (mapping, r), n in self.dropped.items():
+            if r == reason:
+                out[mapping] = out.get(mapping, 0) + n
+        return out
 
     def record_compare(self, mapping: str, result: str, kinds: Iterable[str], reason: str = "") -> None:
         key = (mapping, result)

@@ -14,17 +14,18 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mitmproxy import ctx, exceptions, http
 
 from . import capture, copies, production, routing
+from .compare.pairing import Pairing
 from .mappings import Address
+from .metrics import Metrics
+from .reasons import DropReason
 from .sender import Copy, Sender
+from .settings import Settings
 from .words import plural
-
-if TYPE_CHECKING:
-    from .shadow import Shadow
 
 logger = logging.getLogger("shadow")
 
@@ -79,10 +80,33 @@ def _first(names: list[str]) -> str:
     return ", ".join(names[:PREFIXES_SHOWN]) + (", ..." if len(names) > PREFIXES_SHOWN else "")
 
 
+class Host(Protocol):
+    """What a replay reads of the addon that feeds it (`Shadow`), and the two things it asks of it."""
+
+    @property
+    def table(self) -> routing.Table: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def sender(self) -> Sender | None: ...
+    @property
+    def pairing(self) -> Pairing | None: ...
+
+    def route_of(self, req: http.Request, routed: str | None = None, every: bool = False) -> routing.Route | None:
+        """The request's route (the canary pick, the shadow if sampled); `routed`: the Mapping that routed it."""
+        ...
+
+    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
+        """Hand the copy of `req` to the sender; `paired`: compare its answer with production's."""
+        ...
+
+
 class Replay:
     """The offline path of the addon: one instance per Shadow, fed by its `request` hook and its sender's results."""
 
-    def __init__(self, shadow: Shadow) -> None:
+    def __init__(self, shadow: Host) -> None:
         self.shadow = shadow
         self.outstanding: dict[Address, int] = {}  # copies of recorded flows under way, per shadow service
         self.keys: set[str] = set()  # their keys (the recorded flow's id, made unique)
@@ -237,7 +261,7 @@ class Replay:
         key = c.context
         if key not in self.keys:
             return
-        self.keys.discard(key)  # type: ignore[arg-type]
+        self.keys.discard(key)
         self.settled_copies += 1
         n = self.outstanding.get(c.address, 0) - 1
         if n > 0:
@@ -291,7 +315,7 @@ class Replay:
 
     def timeouts(self) -> str | None:
         """The copies that timed out, and the options that decide it, when some did."""
-        n = sum(v for (_, reason), v in self.shadow.metrics.dropped.items() if reason == "timeout")
+        n = sum(self.shadow.metrics.drops(DropReason.TIMEOUT).values())
         if not n or not self.copies:
             return None
         return (
@@ -344,8 +368,8 @@ class Replay:
                     logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
                 if self.read:
                     logger.info(self.progress())
-                for line in (self.nothing_copied(), self.timeouts()):
-                    if line is not None:
-                        logger.warning(line)
+                for note in (self.nothing_copied(), self.timeouts()):
+                    if note is not None:
+                        logger.warning(note)
                 ctx.master.shutdown()
                 return

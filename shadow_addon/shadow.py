@@ -41,6 +41,7 @@ from .copies import Pending
 from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
+from .reasons import DropReason
 from .sender import Copy, Outcome, Sender, client_context
 
 logger = logging.getLogger("shadow")
@@ -278,7 +279,7 @@ class Shadow:
         production.record(self.metrics, flow, p.route, p.request_done)
         if streamed_call and p.route.shadow is not None and not p.sent:
             # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.
-            self.metrics.record_drop(p.route.shadow.name, "streamed")
+            self.metrics.record_drop(p.route.shadow.name, DropReason.STREAMED)
             return
         if self.pairing is not None and p.route.group.shadow is not None:
             self.pairing.production_answered(flow, p.route.group.shadow.name)
@@ -293,7 +294,7 @@ class Shadow:
             self.pairing.production(flow.id, None, "error")
         if p.route.shadow is not None and not p.sent:
             # The client went away (or the request failed) before the request was complete: nothing to copy.
-            self.metrics.record_drop(p.route.shadow.name, "client_error")
+            self.metrics.record_drop(p.route.shadow.name, DropReason.CLIENT_ERROR)
 
     # ------------------------------------------------------------------ helpers of the hooks
 

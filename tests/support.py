@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import html.parser
 import http.client
 import http.server
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -13,9 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from shadow_addon import diag, mappings, report, routing
+from shadow_addon.metrics import PRODUCTION, SHADOW, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "shadow_addon" / "addon.py"
@@ -27,6 +35,91 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------- processes
+# Every process a test starts goes through `run_process` (to its end) or `spawn`/`started` (kept running, then `stop`):
+# no stdin, in a session of its own so that a stuck one is killed with everything it started.
+
+
+def run_process(
+    cmd: list[str] | str,
+    timeout: float = 60.0,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """A process run to its end, its output as text. Past `timeout` its whole group is killed and the test fails."""
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        cwd=cwd,
+        env=env,
+        shell=shell,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group is still ours: its leader is not reaped yet
+        out, err = proc.communicate()
+        raise AssertionError(f"did not finish within {timeout:g} s: {cmd}\n{out[-2000:]}{err[-2000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def spawn(
+    cmd: list[str] | str,
+    log: Path,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+) -> subprocess.Popen[bytes]:
+    """A process kept running, its output (stdout and stderr) in `log`; the caller stops it with `stop`."""
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            shell=shell,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGINT (mitmdump's clean exit, with its summary) to the process's group; past `grace` the group is killed."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
+
+
+@contextlib.contextmanager
+def started(
+    cmd: list[str] | str,
+    log: Path,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`spawn` for the length of a `with` block: stopped when it ends, whatever happened."""
+    proc = spawn(cmd, log, cwd, env, shell)
+    try:
+        yield proc
+    finally:
+        stop(proc)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
@@ -206,14 +299,7 @@ class Proxy:
             conn.close()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop(self.proc)
 
 
 def start_proxy(
@@ -252,10 +338,7 @@ def start_proxy(
             cmd += ["--set", f"{k}={item}"]
     cmd += args or []
     logfile = tmp / f"mitmdump-{port}.log"
-    fh = open(logfile, "wb")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(tmp))
-    fh.close()
+    proc = spawn(cmd, logfile, cwd=tmp, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     p = Proxy(proc, port, logfile, admin_port)
     if wait:
         # The admin server binds in `running`, just after the proxy port opens: wait for both.
@@ -459,3 +542,257 @@ class FaultServer:
 
 def fd_count(p: Proxy) -> int:
     return len(os.listdir(f"/proc/{p.proc.pid}/fd"))
+
+
+# ---------------------------------------------------------------------------------------------- a small DOM
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node | str] = field(default_factory=list)  # elements and text, in document order
+
+    @property
+    def text(self) -> str:
+        """All text below this node, as a reader sees it (whitespace collapsed)."""
+        parts: list[str] = []
+
+        def walk(n: Node) -> None:
+            for c in n.children:
+                if isinstance(c, str):
+                    parts.append(c)
+                else:
+                    walk(c)
+
+        walk(self)
+        return " ".join("".join(parts).split())
+
+    def iter(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        """Elements by tag and attribute values; `class_` matches one of the classes, `data_x` is data-x."""
+        out = []
+        for n in self.iter():
+            if tag is not None and n.tag != tag:
+                continue
+            ok = True
+            for k, v in attrs.items():
+                if k == "class_":
+                    ok = v in n.attrs.get("class", "").split()
+                else:
+                    ok = n.attrs.get(k.replace("_", "-")) == v
+                if not ok:
+                    break
+            if ok:
+                out.append(n)
+        return out
+
+    def one(self, tag: str | None = None, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, len(found))
+        return found[0]
+
+
+class _Builder(html.parser.HTMLParser):
+    def __init__(self, strict: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+        self.strict = strict
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        n = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(n)
+        if tag not in VOID:
+            self.stack.append(n)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if self.strict:
+            # Our own page must be balanced: every element closed, in order.
+            assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+            self.stack.pop()
+            return
+        for i in range(len(self.stack) - 1, 0, -1):  # a browser's serialisation: pop to the matching element
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(page: str, strict: bool = True) -> Node:
+    b = _Builder(strict)
+    b.feed(page)
+    b.close()
+    if strict:
+        assert [n.tag for n in b.stack] == ["#document"], "unclosed: " + ",".join(n.tag for n in b.stack[1:])
+    return b.root
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+
+def M(name: str, **kw: Any) -> mappings.Mapping:
+    spec = {"prefix": "/api/", "service": name + "-svc", **kw}
+    return mappings.build_mapping(name, "default", "m.yaml doc 1", spec)
+
+
+def real_snapshot() -> tuple[dict[str, Any], Metrics]:
+    """A snapshot made by the same functions Shadow.snapshot uses, from a table with a second shadow."""
+    table = routing.build_table(
+        [M("api"), M("api-shadow", shadow=True), M("z-second", shadow=True), M("other", prefix="/other/")]
+    )
+    m = Metrics()
+    for i in range(20):
+        m.record_upstream("api", "api-svc", PRODUCTION, 500 if i < 4 else 200, 0.003 if i % 2 else 0.02)
+    for i in range(10):
+        m.record_upstream("api-shadow", "api-shadow-svc", SHADOW, "error" if i < 5 else 200, 0.3)
+    m.record_drop("api-shadow", "overload")
+    m.record_drop("api-shadow", "overload")
+    m.record_drop("api-shadow", "timeout")
+    loaded = mappings.LoadResult()
+    loaded.files.append("/etc/shadow/mappings.yaml")
+    loaded.notices.append("m.yaml doc 4: not a Mapping (kind Host), skipped")
+    snap = {
+        "generated_at": 1_700_000_100.0,
+        "diag": diag.snapshot(table, loaded, 1_700_000_000.0, []),
+        "comparison": report.comparison(table, m),
+    }
+    return snap, m
+
+
+def resource(page: Node) -> Node:
+    return page.one("article", class_="resource")
+
+
+def cell(page: Node, role: str, metric: str) -> Node:
+    return resource(page).one("td", data_role=role, data_metric=metric)
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+
+def readme_commands() -> list[str]:
+    """The commands of the ```sh blocks, continuation lines joined and comments dropped."""
+    blocks = re.findall(r"^ *```sh\n(.*?)^ *```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    commands = []
+    for block in blocks:
+        text = re.sub(r"\\\n\s*", " ", block)
+        for line in text.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+# ---------------------------------------------------------------------------------------------- protobuf
+
+
+def pb(*fields: tuple[int, int | bytes]) -> bytes:
+    """A protobuf message: varint fields (int) and length-delimited ones (bytes)."""
+    out = b""
+    for number, v in fields:
+        if isinstance(v, int):
+            out += bytes([number << 3]) + _varint(v)
+        else:
+            out += bytes([number << 3 | 2]) + _varint(len(v)) + v
+    return out
+
+
+def _varint(v: int) -> bytes:
+    out = b""
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+# ---------------------------------------------------------------------------------------------- self-loop
+
+
+def run_refused(tmp_path: Path, upstream, service_host: str, listen_host: str) -> str:
+    """mitmdump with a shadow at `service_host`:its own port; must refuse to start with one line."""
+    reverse, api = upstream("reverse"), upstream("api")
+    port = free_port()
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("a", prefix="/", service="a"),
+        mapping("loop", prefix="/", service=f"{service_host}:{port}", shadow=True),
+    )
+    cmd = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{reverse.address}"]
+    cmd += ["--listen-host", listen_host, "-p", str(port), "--set", f"mappings={m}"]
+    cmd += ["--set", f"mapping_services=a={api.address}", "--set", "shadow_admin="]
+    r = run_process(cmd)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    lines = [line for line in out.splitlines() if "(Mapping loop.default)" in line]
+    assert len(lines) == 1, out
+    assert f"service http://{service_host}:{port} is this proxy's own listen address" in lines[0]
+    assert "Traceback" not in out
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- a browser
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+BROWSER_TIMEOUT = 90.0  # s; a cold start on a busy 2-core machine takes a few seconds
+
+
+def find_browser() -> str | None:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+def run_browser(
+    browser: str,
+    profile: Path,
+    args: list[str],
+    url: str,
+    timeout: float = BROWSER_TIMEOUT,
+    console: list[str] | None = None,
+) -> str:
+    """Run headless Chromium once on a fresh profile; its stdout. Killed (its whole process group) on timeout.
+    With `console`, the page's console messages (CSP violations among them) are appended to it."""
+    profile.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *(["--enable-logging=stderr", "--v=0"] if console is not None else []),
+        *args,
+        url,
+    ]
+    # Its caches and settings go to the throw-away profile, not the user's home.
+    env = dict(
+        os.environ, HOME=str(profile), XDG_CONFIG_HOME=str(profile / "config"), XDG_CACHE_HOME=str(profile / "cache")
+    )
+    r = run_process(cmd, timeout, env=env)
+    if r.returncode != 0:
+        raise AssertionError(f"{browser} exited with {r.returncode}: {r.stderr[-2000:]}")
+    if console is not None:
+        console += [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+    return r.stdout

@@ -3,155 +3,16 @@
 from __future__ import annotations
 
 import copy
-import html.parser
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support import M, cell, parse, real_snapshot, resource
 
 from shadow_addon import compare, dashboard, diag, mappings, report, routing
-from shadow_addon.metrics import BUCKETS, PRODUCTION, SHADOW, Metrics
+from shadow_addon.metrics import BUCKETS, SHADOW, Metrics
 
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 EVIL = "<script>alert(1)</script>\"'&"
-
-
-# ---------------------------------------------------------------------------------------------- a small DOM
-
-
-@dataclass
-class Node:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node | str] = field(default_factory=list)  # elements and text, in document order
-
-    @property
-    def text(self) -> str:
-        """All text below this node, as a reader sees it (whitespace collapsed)."""
-        parts: list[str] = []
-
-        def walk(n: Node) -> None:
-            for c in n.children:
-                if isinstance(c, str):
-                    parts.append(c)
-                else:
-                    walk(c)
-
-        walk(self)
-        return " ".join("".join(parts).split())
-
-    def iter(self) -> Iterator[Node]:
-        yield self
-        for c in self.children:
-            if isinstance(c, Node):
-                yield from c.iter()
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
-        """Elements by tag and attribute values; `class_` matches one of the classes, `data_x` is data-x."""
-        out = []
-        for n in self.iter():
-            if tag is not None and n.tag != tag:
-                continue
-            ok = True
-            for k, v in attrs.items():
-                if k == "class_":
-                    ok = v in n.attrs.get("class", "").split()
-                else:
-                    ok = n.attrs.get(k.replace("_", "-")) == v
-                if not ok:
-                    break
-            if ok:
-                out.append(n)
-        return out
-
-    def one(self, tag: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, (tag, attrs, len(found))
-        return found[0]
-
-
-class _Builder(html.parser.HTMLParser):
-    def __init__(self, strict: bool) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-        self.strict = strict
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        n = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(n)
-        if tag not in VOID:
-            self.stack.append(n)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in VOID:
-            return
-        if self.strict:
-            # Our own page must be balanced: every element closed, in order.
-            assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
-            self.stack.pop()
-            return
-        for i in range(len(self.stack) - 1, 0, -1):  # a browser's serialisation: pop to the matching element
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def parse(page: str, strict: bool = True) -> Node:
-    b = _Builder(strict)
-    b.feed(page)
-    b.close()
-    if strict:
-        assert [n.tag for n in b.stack] == ["#document"], "unclosed: " + ",".join(n.tag for n in b.stack[1:])
-    return b.root
-
-
-# ---------------------------------------------------------------------------------------------- snapshots
-
-
-def M(name: str, **kw: Any) -> mappings.Mapping:
-    spec = {"prefix": "/api/", "service": name + "-svc", **kw}
-    return mappings.build_mapping(name, "default", "m.yaml doc 1", spec)
-
-
-def real_snapshot() -> tuple[dict[str, Any], Metrics]:
-    """A snapshot made by the same functions Shadow.snapshot uses, from a table with a second shadow."""
-    table = routing.build_table(
-        [M("api"), M("api-shadow", shadow=True), M("z-second", shadow=True), M("other", prefix="/other/")]
-    )
-    m = Metrics()
-    for i in range(20):
-        m.record_upstream("api", "api-svc", PRODUCTION, 500 if i < 4 else 200, 0.003 if i % 2 else 0.02)
-    for i in range(10):
-        m.record_upstream("api-shadow", "api-shadow-svc", SHADOW, "error" if i < 5 else 200, 0.3)
-    m.record_drop("api-shadow", "overload")
-    m.record_drop("api-shadow", "overload")
-    m.record_drop("api-shadow", "timeout")
-    loaded = mappings.LoadResult()
-    loaded.files.append("/etc/shadow/mappings.yaml")
-    loaded.notices.append("m.yaml doc 4: not a Mapping (kind Host), skipped")
-    snap = {
-        "generated_at": 1_700_000_100.0,
-        "diag": diag.snapshot(table, loaded, 1_700_000_000.0, []),
-        "comparison": report.comparison(table, m),
-    }
-    return snap, m
-
-
-def resource(page: Node) -> Node:
-    return page.one("article", class_="resource")
-
-
-def cell(page: Node, role: str, metric: str) -> Node:
-    return resource(page).one("td", data_role=role, data_metric=metric)
 
 
 # ---------------------------------------------------------------------------------------------- tests

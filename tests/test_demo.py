@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, wait_until
+from support import ROOT, run_process, wait_until
 
 DEMO = ROOT / "scripts" / "demo.py"
 MARK = "SHADOW_DEMO_TEST_RUN"  # set in the demo's environment; every process it starts inherits it
@@ -74,13 +74,8 @@ def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> str:
 def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None:
     report = tmp_path / "report.json"
     n = 300
-    r = subprocess.run(
-        [sys.executable, str(DEMO), "--requests", str(n), "--json-report", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=demo_env,
-        cwd=ROOT,
+    r = run_process(
+        [sys.executable, str(DEMO), "--requests", str(n), "--json-report", str(report)], 120, cwd=ROOT, env=demo_env
     )
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
@@ -162,14 +157,7 @@ def test_demo_fails_clearly_when_the_proxy_cannot_start(tmp_path: Path, demo_env
         "spec: {prefix: /api/, service: shop, weight: [lots}\n"  # not YAML: an invalid Mapping alone would load
     )
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, str(DEMO), "--mappings", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=demo_env,
-        cwd=ROOT,
-    )
+    r = run_process([sys.executable, str(DEMO), "--mappings", str(bad)], 60, cwd=ROOT, env=demo_env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "demo: error: mitmdump exited at start-up" in r.stderr and "YAML syntax error" in r.stderr
     assert "logs kept in " + str(tmp_path) in r.stderr

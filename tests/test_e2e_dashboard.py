@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import mapping, wait_until, write_mappings
-from test_dashboard import Node, parse
+from support import BROWSERS, Node, find_browser, mapping, parse, run_browser, wait_until, write_mappings
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-BROWSER_TIMEOUT = 90.0  # s; a cold start on a busy 2-core machine takes a few seconds
 WINDOW = (1280, 1600)
 HEADER_RGB = (0x1D, 0x24, 0x30)  # the page header's background (dashboard.CSS)
 PRODUCTION_RGB = (0x2F, 0x6F, 0xDB)  # --prod: production's bars
@@ -26,60 +20,6 @@ SECOND_SHADOW = "cannot accept z-second as second shadow after api-shadow"
 
 
 # ---------------------------------------------------------------------------------------------- the browser
-
-
-def find_browser() -> str | None:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-def run_browser(
-    browser: str,
-    profile: Path,
-    args: list[str],
-    url: str,
-    timeout: float = BROWSER_TIMEOUT,
-    console: list[str] | None = None,
-) -> str:
-    """Run headless Chromium once on a fresh profile; its stdout. Killed (its whole process group) on timeout.
-    With `console`, the page's console messages (CSP violations among them) are appended to it."""
-    profile.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *(["--enable-logging=stderr", "--v=0"] if console is not None else []),
-        *args,
-        url,
-    ]
-    # Its caches and settings go to the throw-away profile, not the user's home.
-    env = dict(
-        os.environ, HOME=str(profile), XDG_CONFIG_HOME=str(profile / "config"), XDG_CACHE_HOME=str(profile / "cache")
-    )
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group is still ours: its leader is not reaped yet
-        proc.communicate()
-        raise AssertionError(f"{browser} did not finish within {timeout:g} s: {' '.join(cmd)}") from None
-    if proc.returncode != 0:
-        raise AssertionError(f"{browser} exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
-    if console is not None:
-        console += [line for line in err.decode(errors="replace").splitlines() if ":CONSOLE" in line]
-    return out.decode()
 
 
 @pytest.fixture

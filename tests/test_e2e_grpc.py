@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpcsupport import STREAM_COUNT, GrpcService, channel, stream, unary
-from support import FaultServer, Proxy, make_cert, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import (
+    FaultServer,
+    Proxy,
+    make_cert,
+    mapping,
+    metric_sum,
+    metrics_of,
+    run_process,
+    spawn,
+    stop,
+    wait_until,
+    write_mappings,
+)
 
 PREFIX = "/shadowtest.Echo/"
 
@@ -223,11 +234,8 @@ def test_the_readme_grpc_example_as_written(service: Callable[..., GrpcService],
     """The README's gRPC command with mappings/grpc.yaml, its ports swapped for free ones: a cleartext gRPC call
     answered by greeter, copied to greeter-v2."""
     import re
-    import signal
-    import subprocess
 
-    from support import ROOT, free_port
-    from test_readme import readme_commands
+    from support import ROOT, free_port, readme_commands
 
     [cmd] = [c for c in readme_commands() if "mappings/grpc.yaml" in c]
     prod = service("greeter", service="helloworld.Greeter")
@@ -236,8 +244,7 @@ def test_the_readme_grpc_example_as_written(service: Callable[..., GrpcService],
     cmd = cmd.replace("127.0.0.1:50051", prod.address).replace("127.0.0.1:50052", v2.address)
     cmd = re.sub(r" -p 8080\b", f" -p {port} --listen-host 127.0.0.1", cmd) + " --set shadow_admin="
     log = tmp_path / "mitmdump.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, shell=True, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn(cmd, log, cwd=ROOT, shell=True)
     try:
         assert wait_until(lambda: proc.poll() is not None or "listening at" in log.read_text()), log.read_text()
         with channel(port) as ch:
@@ -246,12 +253,7 @@ def test_the_readme_grpc_example_as_written(service: Callable[..., GrpcService],
         assert v2.calls[0].request == b"world"
         assert "has no grpc: true" not in log.read_text()
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop(proc)
 
 
 def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
@@ -259,7 +261,6 @@ def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
 ) -> None:
     """gRPC calls recorded through the proxy (`-w`), then `mitmdump -n -r` with a `grpc: true` shadow: the copies go
     over HTTP/2 with the recorded messages, production is not contacted again."""
-    import subprocess
 
     from support import ADDON, MITMDUMP
 
@@ -291,7 +292,7 @@ def test_a_recorded_grpc_capture_replays_offline_to_a_grpc_shadow_over_http2(
         "--set",
         "shadow_admin=",
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    run = run_process(cmd, 120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert sorted(c.request for c in shadow.calls) == sorted([b"one", big, b"s"])
     assert prod.count == 3  # offline: production only as recorded
@@ -418,7 +419,7 @@ def test_a_call_over_the_body_limit_reaches_production_and_its_copy_is_counted(
 def test_with_a_descriptor_set_the_changed_field_is_named(
     proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path
 ) -> None:
-    from test_grpc_wire import pb
+    from support import pb
 
     def answer(price: int) -> Callable[[bytes], bytes]:
         return lambda req: pb((1, req), (2, price))

@@ -17,7 +17,18 @@ import pytest
 from mitmproxy import http as mhttp
 from mitmproxy import io
 from mitmproxy.test import tflow, tutils
-from support import MITMDUMP, Proxy, Seen, Upstream, free_port, mapping, wait_until, write_mappings
+from support import (
+    MITMDUMP,
+    Proxy,
+    Seen,
+    Upstream,
+    free_port,
+    mapping,
+    run_process,
+    spawn,
+    wait_until,
+    write_mappings,
+)
 
 from shadow_addon.cli import ADDON
 
@@ -84,14 +95,11 @@ def record(tmp: Path, production: Upstream, traffic: list[tuple[str, str, dict[s
     capture = tmp / "capture.mitm"
     port = free_port()
     log = tmp / "record.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [str(MITMDUMP), "--mode", f"reverse:http://{production.address}", "--listen-host", "127.0.0.1"]
-            + ["-p", str(port), "-w", str(capture)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    proc = spawn(
+        [str(MITMDUMP), "--mode", f"reverse:http://{production.address}", "--listen-host", "127.0.0.1"]
+        + ["-p", str(port), "-w", str(capture)],
+        log,
+    )
     p = Proxy(proc, port, log)
     try:
         assert wait_until(lambda: "listening at" in p.log or proc.poll() is not None, 30), p.log
@@ -107,25 +115,17 @@ def record(tmp: Path, production: Upstream, traffic: list[tuple[str, str, dict[s
 def to_har(tmp: Path, capture: Path) -> Path:
     """The same flows as a HAR file, written by mitmproxy's own HAR export."""
     har = tmp / "capture.har"
-    run = subprocess.run(
-        [str(MITMDUMP), "-q", "-n", "-r", str(capture), "--set", f"hardump={har}"],
-        capture_output=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_process([str(MITMDUMP), "-q", "-n", "-r", str(capture), "--set", f"hardump={har}"], WAIT)
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads(har.read_text())["log"]["entries"]
     return har
 
 
 def replay_cli(tmp: Path, capture: Path, candidate: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_process(
         [str(MITMSHADOW), "replay", str(capture), "--mappings", str(mappings_file(tmp))]
         + ["--service", f"prod={PRODUCTION}", "--service", f"candidate={candidate}", *extra],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
+        WAIT,
         cwd=str(tmp),
     )
 
@@ -186,7 +186,7 @@ def test_offline_replay_copies_as_live_and_compares_with_the_recorded_answers(tm
     for k, v in sets.items():
         for item in v if isinstance(v, list) else [v]:
             cmd += ["--set", f"{k}={item}"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT, stdin=subprocess.DEVNULL)
+    run = run_process(cmd, WAIT)
     assert run.returncode == 0, run.stdout + run.stderr
     # The copies are what production would have received live, shaped by the production Mapping.
     assert copies(candidate) == expected_copies(production.address)
@@ -242,12 +242,8 @@ def test_the_gate_refuses_bad_input_with_exit_code_2(tmp_path: Path, recorded) -
     bad_rate = replay_cli(tmp_path, capture, "127.0.0.1:9", "--fail-on-mismatch", "3")
     assert bad_rate.returncode == 2 and "expected a rate between 0 and 1" in bad_rate.stderr
     (tmp_path / "bad.yaml").write_text(mapping("api", prefix="/api/") + "\n")
-    bad = subprocess.run(
-        [str(MITMSHADOW), "replay", str(capture), "--mappings", str(tmp_path / "bad.yaml"), "--compare"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
+    bad = run_process(
+        [str(MITMSHADOW), "replay", str(capture), "--mappings", str(tmp_path / "bad.yaml"), "--compare"], WAIT
     )
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "bad.yaml doc 1 (Mapping api.default)" in bad.stdout + bad.stderr
@@ -295,7 +291,7 @@ def test_client_replay_goes_to_production_and_is_shadowed_once(tmp_path: Path, u
         f"mapping_services=candidate={candidate.address}",
     ]
     cmd += ["--set", "shadow_admin="]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT, stdin=subprocess.DEVNULL, cwd=str(tmp_path))
+    run = run_process(cmd, WAIT, cwd=str(tmp_path))
     assert run.returncode == 0, run.stdout + run.stderr
     # Routed requests went to the production Mapping's service, rewritten; the rest to the reverse target.
     assert sorted(s.path for s in production.seen) == sorted(
@@ -328,7 +324,7 @@ def test_a_capture_recorded_through_the_addon_is_not_routed_twice(tmp_path: Path
     assert p.stop() == 0
     cmd = [str(MITMDUMP), "-n", "-r", str(capture), "-s", ADDON, "--set", f"mappings={mappings_file(tmp_path)}"]
     cmd += ["--set", f"mapping_services={services[0]}", "--set", f"mapping_services=candidate={offline_shadow.address}"]
-    run = subprocess.run(cmd + ["--set", "shadow_admin="], capture_output=True, text=True, timeout=WAIT)
+    run = run_process(cmd + ["--set", "shadow_admin="], WAIT)
     assert run.returncode == 0, run.stdout + run.stderr
     # The recorded requests were rewritten already: the offline copies are the live ones, not rewritten again.
     # Both carry the client's Host, which the proxy kept as Envoy does.

@@ -17,7 +17,10 @@ from support import (
     mapping,
     metric_sum,
     metrics_of,
+    run_process,
     server_tls,
+    spawn,
+    stop,
     wait_until,
     write_mappings,
 )
@@ -160,7 +163,7 @@ def start_up_failure(prod: Upstream, *sets: str) -> subprocess.CompletedProcess[
     """mitmdump with the addon in front of `prod`, these `--set`s, run until it exits (it is expected to)."""
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1"]
     cmd += ["-p", str(free_port())] + [arg for kv in sets for arg in ("--set", kv)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return run_process(cmd, 60)
 
 
 def test_bad_file_stops_start_up_with_one_line(tmp_path: Path, upstream) -> None:
@@ -226,7 +229,6 @@ def test_admin_port_in_use_is_a_clear_start_up_error(tmp_path: Path, upstream) -
 def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> None:
     """The installed entry point: mitmdump with the addon, every argument passed through."""
     import http.client
-    import signal
     import sys
 
     prod, sh = upstream("prod"), upstream("shadow")
@@ -237,7 +239,7 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
     )
     port = free_port()
     exe = Path(sys.executable).parent / "mitmshadow"
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             str(exe),
             "--mode",
@@ -255,10 +257,7 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
             "--set",
             "shadow_admin=",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
+        tmp_path / "mitmshadow.log",
     )
     try:
 
@@ -275,12 +274,7 @@ def test_mitmshadow_console_script_loads_the_addon(tmp_path: Path, upstream) -> 
         assert wait_until(answered, 20, 0.2)
         assert sh.wait_for(1) and sh.seen[0].path == "/hello"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 15)
 
 
 def test_emissary_rules_through_mitmdump(tmp_path: Path, upstream, proxy) -> None:

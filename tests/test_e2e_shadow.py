@@ -21,11 +21,11 @@ from support import (
     mapping,
     metric_sum,
     metrics_of,
+    run_refused,
     server_tls,
     wait_until,
     write_mappings,
 )
-from test_selfloop import run_refused
 
 IGNORED_IN_COMPARISON = {"host", "x-mitmproxy-shadow", "content-length", "transfer-encoding", "connection"}
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import mapping, write_mappings
+from support import mapping, run_process, write_mappings
 
 from shadow_addon import dashboard, diag, explain, mappings, report, routing
 from shadow_addon.metrics import Metrics
@@ -39,6 +38,32 @@ def test_routes_in_order_with_weights_and_shadow() -> None:
     text = explain.text(t)
     assert text.index("quotev2.default") < text.index("quote.default ") < text.index("prefix /\n")
     assert "copies 25% of the requests" in text and "Warnings" not in text
+
+
+def test_route_views_are_typed_and_their_json_is_the_diag_routes() -> None:
+    t = routing.build_table(
+        [
+            M("a", prefix="/a/", headers={"x-k": "v"}, query_parameters={"q": "1"}, precedence=2),
+            M("a-shadow", prefix="/a/", headers={"x-k": "v"}, query_parameters={"q": "1"}, precedence=2, shadow=True),
+            M("lone", prefix="/lone/", shadow=True, weight=150),
+        ]
+    )
+    views = explain.route_views(t)
+    first, lone = views
+    assert first.match.kind == "prefix" and first.match.prefix == "/a/" and first.match.precedence == 2
+    assert first.match.text() == "prefix /a/, header x-k = 'v', query q = '1', precedence 2"
+    assert first.production == (explain.Production("a.default", "a-svc", 100, 100),)
+    assert first.shadow == explain.Shadow("a-shadow.default", "a-shadow-svc", 100) and first.routes
+    assert lone.shadow is not None and lone.shadow.weight == 150 and not lone.routes and lone.production == ()
+    doc = [v.to_json() for v in views]
+    assert doc == explain.routes(t) == json.loads(json.dumps(doc))
+    assert doc[0]["match"] == {
+        "prefix": "/a/",
+        "headers": [{"name": "x-k", "value": "v", "regex": False}],
+        "query_parameters": [{"name": "q", "value": "1", "regex": False}],
+        "precedence": 2,
+    }
+    assert diag.snapshot(t, None, 0.0, [])["routes"] == doc
 
 
 def test_shadow_alone_names_the_mapping_it_was_meant_for_and_the_field() -> None:
@@ -95,15 +120,15 @@ def test_mitmshadow_explain_command(tmp_path: Path) -> None:
         mapping("api-shadow", prefix="/api/", service="api-next", shadow=True),
     )
     cmd = [sys.executable, "-m", "shadow_addon.cli", "explain"]
-    r = subprocess.run([*cmd, str(m)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, str(m)], 60)
     assert r.returncode == 0, r.stderr
     assert "shadow api-shadow.default is alone in its group" in r.stdout
-    r = subprocess.run([*cmd, "--json", str(m)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, "--json", str(m)], 60)
     doc = json.loads(r.stdout)
     assert [x["label"] for x in doc["routes"]] == ["/api/ host *", "/api/"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: [Mapping\n")
-    r = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=60)
+    r = run_process([*cmd, str(bad)], 60)
     assert r.returncode == 1 and "YAML syntax error" in r.stdout
 
 
@@ -179,9 +204,7 @@ def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> N
         "    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n"
         "      name: quote-backend\n      prefix: /backend/\n      service: quote:80\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], capture_output=True, text=True, timeout=60
-    )
+    r = run_process([sys.executable, "-m", "shadow_addon.cli", "explain", str(svc)], 60)
     assert r.returncode == 0, r.stderr
     assert "(no Mappings)" not in r.stdout
     assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout

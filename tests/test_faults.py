@@ -7,12 +7,11 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from support import Proxy, fd_count, free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import Proxy, fd_count, free_port, mapping, metric_sum, metrics_of, run_process, wait_until, write_mappings
 
 
 def setup(
@@ -90,9 +89,9 @@ def test_misbehaving_shadow(tmp_path: Path, upstream, proxy, fault, mode: str, r
 def test_unresolvable_shadow_name(tmp_path: Path, upstream, proxy) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to give mitmdump a resolver on loopback only")
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10)
+    probe = run_process(["unshare", "--mount", "true"], 10)
     if probe.returncode != 0:
-        pytest.skip(f"unshare --mount not permitted here: {probe.stderr.decode().strip()}")
+        pytest.skip(f"unshare --mount not permitted here: {probe.stderr.strip()}")
     # The name lookup must not leave loopback: in a private mount namespace, resolv.conf names 127.0.0.1,
     # where nothing answers DNS, so resolution fails at once.
     resolv = tmp_path / "resolv.conf"

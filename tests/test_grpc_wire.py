@@ -10,6 +10,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+from support import pb
 
 from shadow_addon import grpcwire
 from shadow_addon.budget import MemoryBudget
@@ -284,26 +285,6 @@ def test_an_http2_copy_shows_as_the_grpc_call_it_was() -> None:
 # ---------------------------------------------------------------- comparison of gRPC answers
 
 
-def pb(*fields: tuple[int, int | bytes]) -> bytes:
-    """A protobuf message: varint fields (int) and length-delimited ones (bytes)."""
-    out = b""
-    for number, v in fields:
-        if isinstance(v, int):
-            out += bytes([number << 3]) + _varint(v)
-        else:
-            out += bytes([number << 3 | 2]) + _varint(len(v)) + v
-    return out
-
-
-def _varint(v: int) -> bytes:
-    out = b""
-    while True:
-        b, v = v & 0x7F, v >> 7
-        out += bytes([b | (0x80 if v else 0)])
-        if not v:
-            return out
-
-
 def grpc_reply(body: bytes, status: str = "0", message: str | None = None) -> object:
     from shadow_addon.compare.reply import Reply
 
@@ -378,7 +359,7 @@ def test_grpc_is_honoured_and_a_shadow_without_it_is_warned_about() -> None:
 
 
 def test_the_dashboard_shows_grpc_status_per_role() -> None:
-    from test_dashboard import M, parse, real_snapshot, resource
+    from support import M, parse, real_snapshot, resource
 
     from shadow_addon import dashboard, report, routing
     from shadow_addon.metrics import PRODUCTION, SHADOW

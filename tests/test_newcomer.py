@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ADDON, MITMDUMP, free_port, mapping, wait_until, write_mappings
+from support import ADDON, MITMDUMP, free_port, mapping, run_process, started, wait_until, write_mappings
 
 from shadow_addon import mappingfiles, mappings, routing
 
@@ -75,14 +75,9 @@ def test_a_reload_says_what_changed(tmp_path: Path, upstream, proxy) -> None:
 def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """mitmdump with exactly these arguments (no admin server), stopped on exit."""
     log = tmp / "mitmdump.log"
-    with open(log, "wb") as fh:
-        cmd = [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", str(free_port()), "--set", "shadow_admin=", *args]
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    cmd = [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", str(free_port()), "--set", "shadow_admin=", *args]
+    with started(cmd, log) as proc:
         yield proc, log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.e2e
@@ -117,7 +112,7 @@ def test_pip_on_an_older_python_says_which_python_is_needed(tmp_path: Path) -> N
     backend = Path(ADDON).parents[1] / "build_backend"
     code = "import sys; sys.version_info = (3, 11, 7, 'final', 0); "
     code += f"sys.path.insert(0, {str(backend)!r}); import python_check"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    r = run_process([sys.executable, "-c", code], 30)
     assert r.returncode == 1
     assert r.stderr.startswith("mitmproxy-shadow needs Python >= 3.12 (as mitmproxy 12 does); this is Python 3.11.7")
 
@@ -131,7 +126,7 @@ def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) ->
         busy.listen()
         port = busy.getsockname()[1]
         cmd = [str(mitmshadow), "--web", "--web-port", str(port), "--web-host", "127.0.0.1", "-p", "0"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+        r = run_process(cmd, 60, cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr + r.stdout
     assert r.stderr.strip().splitlines() == [
         f"mitmshadow: mitmweb's UI port 127.0.0.1:{port} is not free (Address already in use); "
@@ -142,10 +137,10 @@ def test_mitmshadow_web_on_a_busy_ui_port_says_so_in_one_line(tmp_path: Path) ->
 @pytest.mark.e2e
 def test_mitmshadow_help_is_its_own(tmp_path: Path) -> None:
     mitmshadow = Path(MITMDUMP).parent / "mitmshadow"
-    r = subprocess.run([str(mitmshadow), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    r = run_process([str(mitmshadow), "--help"], 60, cwd=tmp_path)
     assert r.returncode == 0 and len(r.stdout.splitlines()) < 40
     assert "mappings" in r.stdout and "mapping_services" in r.stdout and "--help-mitmdump" in r.stdout
-    full = subprocess.run([str(mitmshadow), "--help-mitmdump"], capture_output=True, text=True, timeout=60)
+    full = run_process([str(mitmshadow), "--help-mitmdump"], 60)
     assert "--listen-port" in full.stdout and "--set" in full.stdout  # mitmdump's own help (it exits 1, as mitmdump)
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import ADDON, MITMDUMP, mapping, wait_until, write_mappings
+from support import ADDON, MITMDUMP, mapping, run_process, started, wait_until, write_mappings
 
 from shadow_addon import settings
 from shadow_addon.shadow import Shadow
@@ -73,7 +72,7 @@ def test_bad_options_are_one_line_option_errors(option: str, value: object, mess
 def test_a_bad_option_at_start_up_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """Raised from `configure` while the script loads, an OptionsError was printed as a traceback."""
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_timeout=soon"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    r = run_process(cmd, 60, cwd=tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out, out
     assert "shadow_timeout must be a number of seconds, got 'soon'" in out
@@ -82,7 +81,17 @@ def test_a_bad_option_at_start_up_is_one_line_not_a_traceback(tmp_path: Path) ->
 def test_remote_admin_needs_explicit_consent() -> None:
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
+        tctx.configure(sh)
+        assert sh.settings.admin == ("127.0.0.1", 8877)  # loopback by default
+        sh.files.running = True  # at run time a refused value raises (at start-up it is logged and mitmdump exits)
+        for remote in ("0.0.0.0:8877", "[::]:8877", "192.0.2.1:8877"):
+            with pytest.raises(exceptions.OptionsError, match="not a loopback address"):
+                tctx.configure(sh, shadow_admin=remote)
+            assert sh.settings.admin == ("127.0.0.1", 8877)
         tctx.configure(sh, shadow_admin_allow_remote=True, shadow_admin="0.0.0.0:8877")
+        assert sh.settings.admin == ("0.0.0.0", 8877)
+        tctx.configure(sh, shadow_admin="[::1]:8878", shadow_admin_allow_remote=False)  # loopback needs none
+        assert sh.settings.admin == ("::1", 8878)
 
 
 def test_request_headers_hook_routes_replays_once(tmp_path: Path) -> None:
@@ -157,15 +166,10 @@ def test_an_option_typo_is_warned_at_start_up(tmp_path: Path) -> None:
     cmd = [str(MITMDUMP), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", "0", "--set", "shadow_admin="]
     cmd += ["--set", "shadow_compre=true", "--set", "mapping_service=api=127.0.0.1:9"]
     log = tmp_path / "mitmdump.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)
-    try:
+    with started(cmd, log, cwd=tmp_path) as proc:
         assert wait_until(lambda: "listening at" in log.read_text() or proc.poll() is not None, 30)
         want = "option mapping_service is not known to mitmproxy or any addon and does nothing; did you mean "
         assert wait_until(lambda: want in log.read_text(), 10), log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(10)
     out = log.read_text()
     assert want + "mapping_services?" in out, out
     assert (

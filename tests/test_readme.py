@@ -12,36 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, Upstream, wait_until
+from support import ROOT, Upstream, readme_commands, run_process, wait_until
 
 README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
 
 
-def readme_commands() -> list[str]:
-    """The commands of the ```sh blocks, continuation lines joined and comments dropped."""
-    blocks = re.findall(r"^ *```sh\n(.*?)^ *```", README.read_text(), flags=re.S | re.M)
-    commands = []
-    for block in blocks:
-        text = re.sub(r"\\\n\s*", " ", block)
-        for line in text.splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
-                commands.append(line)
-    return commands
-
-
 def run(cmd: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cmd,
-        shell=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
+    """A README command as a shell runs it, from the checkout."""
+    return run_process(cmd, timeout, cwd=ROOT, env={**os.environ, **(env or {})}, shell=True)
 
 
 def test_every_readme_command_is_exercised_here() -> None:
@@ -246,9 +225,7 @@ def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
         shadow.seen.clear()
 
         def in_scratch(cmd: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
-            )
+            return run_process(cmd, 240, cwd=tmp_path, shell=True)
 
         r = in_scratch(replay + " --set shadow_admin=")
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

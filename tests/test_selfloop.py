@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import ADDON, MITMDUMP, free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import free_port, mapping, metric_sum, metrics_of, run_refused, wait_until, write_mappings
 
 from shadow_addon import mappings, routing, selfloop
 from shadow_addon.selfloop import Listen
@@ -87,28 +86,6 @@ def test_loop_errors_name_the_mapping_and_the_address() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- real mitmdump
-
-
-def run_refused(tmp_path: Path, upstream, service_host: str, listen_host: str) -> str:
-    """mitmdump with a shadow at `service_host`:its own port; must refuse to start with one line."""
-    reverse, api = upstream("reverse"), upstream("api")
-    port = free_port()
-    m = write_mappings(
-        tmp_path / "m.yaml",
-        mapping("a", prefix="/", service="a"),
-        mapping("loop", prefix="/", service=f"{service_host}:{port}", shadow=True),
-    )
-    cmd = [str(MITMDUMP), "-s", str(ADDON), "--mode", f"reverse:http://{reverse.address}"]
-    cmd += ["--listen-host", listen_host, "-p", str(port), "--set", f"mappings={m}"]
-    cmd += ["--set", f"mapping_services=a={api.address}", "--set", "shadow_admin="]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    lines = [line for line in out.splitlines() if "(Mapping loop.default)" in line]
-    assert len(lines) == 1, out
-    assert f"service http://{service_host}:{port} is this proxy's own listen address" in lines[0]
-    assert "Traceback" not in out
-    return lines[0]
 
 
 @pytest.mark.parametrize(

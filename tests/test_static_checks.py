@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import run_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.e2e  # each starts a checker process
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return run_process(list(cmd), 300, cwd=ROOT)
 
 
 def test_the_package_type_checks() -> None:

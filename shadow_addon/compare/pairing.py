@@ -23,7 +23,7 @@ from mitmproxy import http
 
 from ..budget import MemoryBudget, TimeBudget
 from ..metrics import Metrics
-from ..sender import Outcome
+from .answer import Answer
 from .decode import codings, known_refused, off_loop
 from .diff import CompareConfig, Comparison, compare, costly, failed, skipped
 from .endpoints import EndpointNamer
@@ -136,7 +136,7 @@ class Pairing:
             self._finish(old, skipped("too many pending comparisons", "pending"))
         return True
 
-    def shadow_answered(self, key: str, out: Outcome, on_done: Callable[[Comparison], None] | None) -> bool:
+    def shadow_answered(self, key: str, out: Answer, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
         if key not in self.pairs:
             return False
@@ -274,7 +274,7 @@ class Pairing:
         if changed is not None and pair is not None and not pair.with_secondary:
             self.judge.noise(mapping, pair.endpoint, changed)
 
-    def secondary_answered(self, key: str, out: Outcome) -> None:
+    def secondary_answered(self, key: str, out: Answer) -> None:
         """The secondary's answer to the copy of request `key` (or its failure: the pair is then judged without
         a noise sample)."""
         if key not in self.pairs:
