@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,9 +18,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from .reasons import DropReason
-
-if TYPE_CHECKING:
-    from .sender import Occupancy
 
 # 1 ms .. 10 s, roughly x2.5 apart: enough resolution for p50/p99 of local services.
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,6 +27,20 @@ SHADOW = "shadow"
 REVERSE_TARGET = "reverse-target"  # service label of production traffic the reverse target serves
 
 Gauge = tuple[str, str, dict[str, str], float]  # name, help, labels, value
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """What the sender holds now: copies in flight and waiting per shadow service, bytes in the memory budget."""
+
+    inflight: dict[str, int]
+    backlog: dict[str, int]
+    memory_bytes: int
+
+    @property
+    def copies(self) -> int:
+        """Copies without an outcome yet."""
+        return sum(self.inflight.values()) + sum(self.backlog.values())
 
 
 def sender_gauges(o: Occupancy) -> list[Gauge]:

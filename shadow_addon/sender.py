@@ -29,7 +29,7 @@ from .connection import CAP_REASONS, Failure, Flight, H1Conn
 from .copyrequest import Copy, Outcome, assemble, sent_fields
 from .h2sender import H2Conn
 from .mappings import Address
-from .metrics import SHADOW, Metrics
+from .metrics import SHADOW, Metrics, Occupancy
 from .reader import ReadError
 
 __all__ = [
@@ -94,20 +94,6 @@ def cap_backoff(capped: int) -> float:
     if capped < 2:
         return 0.0
     return min(CONNECT_BACKOFF * 2 ** min(capped - 2, 16), CAP_BACKOFF_MAX)
-
-
-@dataclass(frozen=True, slots=True)
-class Occupancy:
-    """What the sender holds now: copies in flight and waiting per shadow service, bytes in the memory budget."""
-
-    inflight: dict[str, int]
-    backlog: dict[str, int]
-    memory_bytes: int
-
-    @property
-    def copies(self) -> int:
-        """Copies without an outcome yet."""
-        return sum(self.inflight.values()) + sum(self.backlog.values())
 
 
 @dataclass(slots=True, eq=False)
