@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import ctx, exceptions, http
 
 from . import capture, copies, production, routing
-from .mappings import Address
+from .addresses import Address
 from .sender import Copy, Sender
 from .words import plural
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .budget import MemoryBudget
 from .h2sender import H2Conn
-from .mappings import Address
+from .addresses import Address
 from .metrics import SHADOW, Metrics
 from .reader import ReadError, ResponseReader
 

@@ -425,7 +425,7 @@ def test_annotations_elsewhere_are_skipped_as_emissary_skips_them() -> None:
 
 def test_annotation_yaml_counts_with_its_files_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Service has 22 YAML nodes and its annotation 35: each within 40, together over it."""
-    monkeypatch.setattr(mappings, "MAX_NODES", 40)
+    monkeypatch.setattr(mappings.yamlreader, "MAX_NODES", 40)
     r = load(ANNOTATED_SERVICE)
     assert r.errors == [
         "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config doc 2: YAML has more than 40 nodes in "
