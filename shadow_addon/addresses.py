@@ -94,3 +94,36 @@ def override_matches(name: str, service: str, namespace: str) -> bool:
         return False
     forms = {host.split(".", 1)[0]} if "." in host else {f"{host}.{namespace.lower()}"}
     return n_host in forms
+
+
+def split_host_port(authority: str, *, last_colon: bool = False) -> tuple[str, str | None]:
+    """`host:port`, `[v6]:port`, `host` or `[v6]` -> (host without brackets, port text or None): the one reading of
+    host:port for the admin address, Host headers and the command line. A bare IPv6 address (two colons or more)
+    has no port, unless `last_colon`: then the text after its last colon is the port (`::1:8877`)."""
+    a = authority.strip()
+    if a.startswith("["):
+        end = a.find("]")
+        if end < 0:
+            return a[1:], None
+        rest = a[end + 1 :]
+        return a[1:end], rest[1:] if rest.startswith(":") else None
+    if a.count(":") == 1 or (last_colon and ":" in a):
+        host, _, port = a.rpartition(":")
+        return host, port
+    return a, None
+
+
+def parse_port(text: str | None) -> int | None:
+    """A TCP port 1..65535 written in ASCII digits, or None."""
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
+        return None
+    return int(text)
+
+
+def parse_host_port(spec: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets, or bare with the port after its last colon) -> (host, port). Raises ValueError."""
+    host, port_text = split_host_port(spec, last_colon=True)
+    port = parse_port(port_text)
+    if not host or port is None:
+        raise ValueError(f"expected HOST:PORT, got {spec!r}")
+    return host, port

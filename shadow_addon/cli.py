@@ -7,6 +7,8 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
+from .addresses import parse_port, split_host_port
+
 ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon.py")
 
 HELP = """\
@@ -73,16 +75,27 @@ def _replay(argv: Sequence[str]) -> int:
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"explain": _explain, "replay": _replay}
 
 
+def _argv_option(args: list[str], flag: str, option: str) -> str | None:
+    """The last value mitmweb would take for `option`: `FLAG VALUE`, `FLAG=VALUE`, `--set OPTION=VALUE` or
+    `--set=OPTION=VALUE`."""
+    value = None
+    for i, a in enumerate(args):
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a == flag and nxt is not None:
+            value = nxt
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1 :]
+        elif a == "--set" and nxt is not None and nxt.startswith(option + "="):
+            value = nxt[len(option) + 1 :]
+        elif a.startswith(f"--set={option}="):
+            value = a[len(f"--set={option}=") :]
+    return value
+
+
 def _web_port_busy(args: list[str]) -> str | None:
     """mitmweb answers a busy UI port with a traceback: say it in one line before starting it."""
-    port, host = 8081, "127.0.0.1"
-    for i, a in enumerate(args[:-1]):
-        if a == "--web-port":
-            port = int(args[i + 1]) if args[i + 1].isdigit() else port
-        elif a == "--web-host":
-            host = args[i + 1]
-        elif a == "--set" and args[i + 1].startswith("web_port=") and args[i + 1][9:].isdigit():
-            port = int(args[i + 1][9:])
+    port = parse_port(_argv_option(args, "--web-port", "web_port")) or 8081
+    host = split_host_port(_argv_option(args, "--web-host", "web_host") or "127.0.0.1")[0]
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.bind((host, port))

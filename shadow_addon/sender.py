@@ -22,9 +22,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import Address
 from .budget import MemoryBudget
 from .h2sender import H2Conn
-from .addresses import Address
 from .metrics import SHADOW, Metrics
 from .reader import ReadError, ResponseReader
 

@@ -15,8 +15,8 @@ Service addresses are `shadow_addon.addresses` (no YAML there: the sender import
 from __future__ import annotations
 
 from ..addresses import Address, override_matches, parse_service_override, service_address
+from ..httpsyntax import breaks_line, is_field_name
 from .build import build_mapping, qualify_service
-from .checks import breaks_line, is_field_name
 from .documents import check_duplicates, load_path, mapping_files, parse_text
 from .fields import (
     ANNOTATION,

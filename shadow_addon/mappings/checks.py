@@ -4,29 +4,15 @@ the value shown bounded (`words.show`). Strings that go on the wire are refused 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from .. import regex
+from ..httpsyntax import breaks_line, is_field_name
 from ..words import clean as _clean
 from ..words import show as _show
 from ..words import type_name as _type_name
 from .fields import CORE_KEYS, REDIRECT_CODES
 from .model import HeaderAdd, Redirect
-
-# RFC 9110 field-name token; values and paths must not hold what would end or split an HTTP/1 line.
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_LINE_BREAKERS = frozenset("\r\n\0")
-
-
-def is_field_name(name: str) -> bool:
-    """An RFC 9110 field-name token: nothing that could end a header line or change its meaning."""
-    return bool(_TOKEN_RE.fullmatch(name))
-
-
-def breaks_line(v: str) -> bool:
-    """Whether a header value holds CR, LF or NUL, which would end or split an HTTP/1 line."""
-    return any(c in _LINE_BREAKERS for c in v)
 
 
 def _no_breakers(key: str, v: str) -> str:
@@ -168,23 +154,16 @@ def _regex_rewrite(spec: dict[str, Any]) -> tuple[str, str] | None:
 def _substitution(subst: str, groups: int) -> None:
     """RE2 rewrite syntax, as Envoy's regex_rewrite uses it (re2.cc Rewrite/CheckRewriteString): a backslash
     is followed by a group digit (at most the pattern's group count) or by another backslash, nothing else."""
-    i = 0
-    while i < len(subst):
-        if subst[i] != "\\":
-            i += 1
-            continue
-        nxt = subst[i + 1 : i + 2]
-        if nxt.isascii() and nxt.isdigit():
-            if int(nxt) > groups:
-                raise ValueError(
-                    f"regex_rewrite.substitution refers to group \\{nxt}, but the pattern has {groups} group(s)"
-                )
-        elif nxt != "\\":
+    for kind, value in regex.rewrite_parts(subst):
+        if kind == "group" and int(value) > groups:
+            raise ValueError(
+                f"regex_rewrite.substitution refers to group \\{value}, but the pattern has {groups} group(s)"
+            )
+        if kind == "bad":
             raise ValueError(
                 "regex_rewrite.substitution: a backslash must be followed by a group digit or a backslash, "
-                f"got {_show(subst[i : i + 2])}"
+                f"got {_show(value)}"
             )
-        i += 2
 
 
 def _known_keys(key: str, raw: dict[Any, Any], known: tuple[str, ...]) -> None:
