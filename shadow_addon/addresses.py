@@ -4,6 +4,7 @@ this."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -127,3 +128,22 @@ def parse_host_port(spec: str) -> tuple[str, int]:
     if not host or port is None:
         raise ValueError(f"expected HOST:PORT, got {spec!r}")
     return host, port
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOverride:
+    """A `mapping_services` entry: NAME=[scheme://]HOST:PORT (`scheme_given`: the scheme was written)."""
+
+    name: str
+    address: Address
+    scheme_given: bool
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback IP address (no name is resolved)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 import h11
 
-from .addresses import parse_host_port, split_host_port
+from .addresses import is_loopback, parse_host_port, split_host_port
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ _JSON_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
 def parse_listen(spec: str) -> tuple[str, int]:
     """The admin server's HOST:PORT (`shadow_admin`)."""
     return parse_host_port(spec)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_of(authority: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import envoyheaders, routeindex
-from ..addresses import Address, override_matches, service_address
+from ..addresses import Address, ServiceOverride, override_matches, service_address
 from ..mappings import HeaderAdd, Mapping
 from .groups import (
     MISMATCH,
@@ -20,13 +20,6 @@ from .groups import (
     route_weight,
 )
 from .matching import Matcher, build_matcher, path_test
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceOverride:
-    name: str
-    address: Address
-    scheme_given: bool
 
 
 def resolve_address(m: Mapping, overrides: Sequence[ServiceOverride]) -> Address:
