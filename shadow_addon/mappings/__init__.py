@@ -30,7 +30,7 @@ from .fields import (
     NOT_HONOURED_NOTE,
     not_honoured,
 )
-from .model import HeaderAdd, LoadResult, Mapping, MappingError, Redirect
+from .model import HeaderAdd, LoadError, LoadResult, Mapping, MappingError, Redirect
 from .yamlreader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "NOT_HONOURED_NOTE",
     "Address",
     "HeaderAdd",
+    "LoadError",
     "LoadResult",
     "Mapping",
     "MappingError",

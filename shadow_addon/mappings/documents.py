@@ -21,7 +21,7 @@ from .fields import (
     MAPPING_API_VERSIONS,
     not_honoured,
 )
-from .model import LoadResult, Mapping, MappingError
+from .model import LoadError, LoadResult, Mapping, MappingError
 from .yamlreader import MAX_FILE_BYTES, iter_documents
 
 
@@ -39,25 +39,27 @@ def _one_document(
     if obj is None:
         return  # an empty document (e.g. a trailing `---`)
     if not isinstance(obj, dict):
-        result.errors.append(f"{where}: document must be a mapping, got {_type_name(obj)}")
+        result.errors.append(LoadError.at(where, f"document must be a mapping, got {_type_name(obj)}", path, doc))
         return
     kind = obj.get("kind")
     api = obj.get("apiVersion")
     if not isinstance(kind, str) or not kind:
         # Checked first: kind and apiVersion go through set lookups, which a list or a mapping would break.
         shown = "" if kind is None else f", got {_type_name(kind)} {_show(kind)}"
-        result.errors.append(f"{where}: kind is required (e.g. kind: Mapping){shown}")
+        result.errors.append(LoadError.at(where, f"kind is required (e.g. kind: Mapping){shown}", path, doc))
         return
     if kind in LIST_KINDS and annotation is not None:
-        result.errors.append(f"{where}: a {kind} inside an annotation is not supported")
+        result.errors.append(LoadError.at(where, f"a {kind} inside an annotation is not supported", path, doc))
         return
     if kind in LIST_KINDS:
         items = obj.get("items")
         if not isinstance(items, list):
-            result.errors.append(f"{where}: {kind} must have a list of items, got {_type_name(items)}")
+            result.errors.append(
+                LoadError.at(where, f"{kind} must have a list of items, got {_type_name(items)}", path, doc)
+            )
             return
         if item is not None:
-            result.errors.append(f"{where}: a {kind} inside a List is not supported")
+            result.errors.append(LoadError.at(where, f"a {kind} inside a List is not supported", path, doc))
             return
         for i, sub in enumerate(items, 1):
             _one_document(sub, path, doc, i, result)
@@ -69,8 +71,12 @@ def _one_document(
         return
     if not isinstance(api, str) or api not in MAPPING_API_VERSIONS:
         result.errors.append(
-            f"{where}: apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; "
-            f"got {_show(api)}"
+            LoadError.at(
+                where,
+                f"apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; got {_show(api)}",
+                path,
+                doc,
+            )
         )
         return
     if api in FLAT_API_VERSIONS or ("spec" not in obj and "metadata" not in obj and "name" in obj):
@@ -81,28 +87,42 @@ def _one_document(
     else:
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
-            result.errors.append(f"{where}: metadata must be a mapping with a name, got {_type_name(meta)}")
+            result.errors.append(
+                LoadError.at(where, f"metadata must be a mapping with a name, got {_type_name(meta)}", path, doc)
+            )
             return
         name, namespace = meta.get("name"), meta.get("namespace", "default")
         spec = obj.get("spec")
         name_field = "metadata.name"
     if not isinstance(name, str) or not name:
-        result.errors.append(f"{where}: {name_field} is required and must be a string")
+        result.errors.append(LoadError.at(where, f"{name_field} is required and must be a string", path, doc))
         return
     if not name.isprintable():
         # The name is in every message, log line and metric label of this Mapping: no line breaks or controls.
-        result.errors.append(f"{where}: {name_field} must be printable text, got {_show(name)}")
+        result.errors.append(LoadError.at(where, f"{name_field} must be printable text, got {_show(name)}", path, doc))
         return
     if not isinstance(namespace, str) or not namespace or not namespace.isprintable():
-        result.errors.append(f"{where} (Mapping {name}): namespace must be a non-empty printable string")
+        result.errors.append(
+            LoadError.at(f"{where} (Mapping {name})", "namespace must be a non-empty printable string", path, doc, name)
+        )
         return
     if not isinstance(spec, dict):
-        result.errors.append(f"{where} (Mapping {name}.{namespace}): spec must be a mapping, got {_type_name(spec)}")
+        result.errors.append(
+            LoadError.at(
+                f"{where} (Mapping {name}.{namespace})",
+                f"spec must be a mapping, got {_type_name(spec)}",
+                path,
+                doc,
+                f"{name}.{namespace}",
+            )
+        )
         return
     try:
         m = build_mapping(name, namespace, where, spec, api)
     except ValueError as e:
-        result.errors.append(f"{where} (Mapping {name}.{namespace}): {e}")
+        result.errors.append(
+            LoadError.at(f"{where} (Mapping {name}.{namespace})", f"{e}", path, doc, f"{name}.{namespace}")
+        )
         return
     if m.ignored_fields:
         result.notices.append(f"{where} (Mapping {m.key}): {not_honoured(m.ignored_fields)}")
@@ -129,12 +149,14 @@ def _annotated(obj: dict[Any, Any], kind: str, path: str, doc: int, item: int | 
         return True
     text = annotations[ANNOTATION]
     if not isinstance(text, str):
-        result.errors.append(f"{where}: must be YAML text, got {_type_name(text)}")
+        result.errors.append(LoadError.at(where, f"must be YAML text, got {_type_name(text)}", path, doc))
         return True
     try:
         docs = iter_documents(text, where, result)
     except MappingError as e:
-        result.errors.append(str(e))  # this object's Mappings are left out; the file's others load
+        result.errors.append(
+            LoadError(str(e), path, doc)
+        )  # this object's Mappings are left out; the file's others load
         return True
     for k, sub in docs:
         if sub is None:
@@ -179,22 +201,23 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     result = result if result is not None else LoadResult()
     path = _clean(path)
     if len(text) > MAX_FILE_BYTES:
-        _file_error(result, f"{path}: {_too_large(len(text), 'characters')}")
+        _file_error(result, f"{path}: {_too_large(len(text), 'characters')}", path)
         return result
     result.nodes = 0
     try:
         docs = iter_documents(text, path, result)
     except MappingError as e:
-        _file_error(result, str(e))
+        _file_error(result, str(e), path)
         return result
     for doc, obj in docs:
         _one_document(obj, path, doc, None, result)
     return result
 
 
-def _file_error(result: LoadResult, message: str) -> None:
-    result.errors.append(message)
-    result.file_errors.append(message)
+def _file_error(result: LoadResult, message: str, file: str) -> None:
+    error = LoadError(message, file)
+    result.errors.append(error)
+    result.file_errors.append(error)
 
 
 def _too_large(size: int, unit: str) -> str:
@@ -211,7 +234,10 @@ def check_duplicates(result: LoadResult) -> None:
     for m in result.mappings:
         first = seen.setdefault(m.key, m)
         if first is not m:
-            result.errors.append(f"{m.source} (Mapping {m.key}): duplicate name, already defined at {first.source}")
+            msg = f"duplicate name, already defined at {first.source}"
+            result.errors.append(
+                LoadError.at(f"{m.source} (Mapping {m.key})", msg, m.source.split(" doc ")[0], None, m.key)
+            )
         else:
             kept.append(m)
     result.mappings = kept
@@ -245,10 +271,10 @@ def load_path(path: str) -> LoadResult:
     try:
         files = mapping_files(path) if os.path.exists(path) else None
     except OSError as e:  # e.g. a directory that cannot be listed
-        _file_error(result, f"{_clean(path)}: cannot read: {e.strerror or e}")
+        _file_error(result, f"{_clean(path)}: cannot read: {e.strerror or e}", path)
         return result
     if files is None:
-        _file_error(result, f"{_clean(path)}: no such file or directory")
+        _file_error(result, f"{_clean(path)}: no such file or directory", path)
         return result
     for f in files:
         result.files.append(f)
@@ -257,14 +283,14 @@ def load_path(path: str) -> LoadResult:
                 raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused without reading it all
             if len(raw) > MAX_FILE_BYTES:
                 size = max(os.path.getsize(f), len(raw))  # a device or pipe reports no size
-                _file_error(result, f"{_clean(f)}: {_too_large(size, 'bytes')}")
+                _file_error(result, f"{_clean(f)}: {_too_large(size, 'bytes')}", f)
                 continue
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            _file_error(result, f"{_clean(f)}: not UTF-8 text (byte {e.start})")
+            _file_error(result, f"{_clean(f)}: not UTF-8 text (byte {e.start})", f)
             continue
         except OSError as e:
-            _file_error(result, f"{_clean(f)}: cannot read: {e.strerror or e}")
+            _file_error(result, f"{_clean(f)}: cannot read: {e.strerror or e}", f)
             continue
         parse_text(text, f, result)
     check_duplicates(result)

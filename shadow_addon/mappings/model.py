@@ -7,6 +7,30 @@ from dataclasses import dataclass, field
 from .fields import DEFAULT_TIMEOUT_MS
 
 
+class LoadError(str):
+    """One load error: its one-line text (str() and equality are that text, as logged and shown), and where it is:
+    the file, the document (None: the file as a whole) and the Mapping (`name.namespace`, or the name when the
+    namespace is the mistake; None when the error is not one Mapping's), so `/diag` can attach it to its Mapping."""
+
+    file: str
+    doc: int | None
+    mapping: str | None
+    message: str  # the text after the location
+
+    def __new__(cls, text: str, file: str = "", doc: int | None = None, mapping: str | None = None) -> LoadError:
+        self = super().__new__(cls, text)
+        self.file, self.doc, self.mapping = file, doc, mapping
+        self.message = text.split(": ", 1)[1] if ": " in text else text
+        return self
+
+    @classmethod
+    def at(cls, where: str, message: str, file: str, doc: int | None, mapping: str | None = None) -> LoadError:
+        """`where: message`, `where` being the location as messages spell it (file, doc, item, Mapping)."""
+        self = cls(f"{where}: {message}", file, doc, mapping)
+        self.message = message
+        return self
+
+
 class MappingError(ValueError):
     """One configuration error, already formatted as the single line a user reads."""
 
@@ -84,10 +108,14 @@ class Mapping:
 class LoadResult:
     mappings: list[Mapping] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # skipped documents, ignored fields
-    errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping)
+    errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping), LoadError here
     files: list[str] = field(default_factory=list)
     file_errors: list[str] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
     nodes: int = 0  # YAML nodes read from the file being parsed (bounded by MAX_NODES)
+
+    def errors_of(self, key: str) -> list[LoadError]:
+        """The errors of one Mapping (`name.namespace`)."""
+        return [e for e in self.errors if isinstance(e, LoadError) and e.mapping == key]
 
     def blocking(self, strict: bool = False) -> list[str]:
         """The errors that stop loading: a file-level error always, any error with `mappings_strict`.
