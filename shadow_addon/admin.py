@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 
 import h11
 
+from .addresses import is_loopback, parse_host_port, split_host_port
+
 logger = logging.getLogger(__name__)
 
 Page = Callable[[], tuple[str, bytes]]  # -> (content type, body)
@@ -40,30 +42,13 @@ _JSON_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
-    host, sep, port = spec.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {spec!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """The admin server's HOST:PORT (`shadow_admin`)."""
+    return parse_host_port(spec)
 
 
 def host_of(authority: str) -> str:
     """The host of a Host header value, without port, brackets or a trailing dot, lower case."""
-    a = authority.strip().lower()
-    if a.startswith("["):
-        a = a[1 : a.find("]")] if "]" in a else a[1:]
-    elif a.count(":") == 1:
-        a = a.partition(":")[0]
-    return a.rstrip(".")
+    return split_host_port(authority.lower())[0].rstrip(".")
 
 
 def _same_host(a: str, b: str) -> bool:

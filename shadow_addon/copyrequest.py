@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .mappings import Address
+from .addresses import Address
 
 # Never forwarded as they were: hop-by-hop headers (RFC 9110 7.6.1), and the framing and Host headers that
 # the sender writes itself. `expect` is dropped because the whole body is sent at once.

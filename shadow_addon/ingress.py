@@ -23,7 +23,7 @@ import logging
 from mitmproxy.proxy import layer, mode_specs, server_hooks
 from mitmproxy.proxy.layers import modes
 
-from .mappings import Address
+from .addresses import Address
 from .routing import Table
 
 logger = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import re
 import h11
 
 from .budget import MemoryBudget
+from .httpsyntax import TOKEN_BYTES
 
 MAX_INTERIM = 8  # 1xx responses accepted before the final one
 MAX_HEAD = 16 * 1024  # bytes buffered for one head, chunk line or trailer section (nginx buffers 4-8 KiB)
@@ -29,7 +30,7 @@ MAX_HEADERS = 256  # fields in one head or in the trailers
 
 # RFC 9112 / 9110: tchar for field names; a field value of VCHAR, obs-text, SP and HTAB (no CR, LF, NUL or other
 # control). h11 accepts these heads too and reads them the same way; any other head goes to h11.
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TOKEN = TOKEN_BYTES
 _VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
 _SIMPLE_HEAD = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9]) " + _VALUE + rb"\r\n((?:" + _TOKEN + rb":" + _VALUE + rb"\r\n)*)\r\n"

@@ -63,21 +63,41 @@ def substitute(compiled: Any, substitution: str, text: str) -> str:
     return "".join(out)
 
 
+def rewrite_parts(substitution: str) -> list[tuple[str, str]]:
+    """An RE2 rewrite string in parts (re2.cc Rewrite / CheckRewriteString): ("text", t), ("group", digit) for
+    `\\N` (an ASCII digit), ("text", "\\") for `\\\\`, and ("bad", the backslash and what follows it) for any
+    other backslash, which RE2 refuses (validation reports it; applying takes the backslash literally)."""
+    out: list[tuple[str, str]] = []
+    i = start = 0
+    while i < len(substitution):
+        if substitution[i] != "\\":
+            i += 1
+            continue
+        if start < i:
+            out.append(("text", substitution[start:i]))
+        nxt = substitution[i + 1 : i + 2]
+        if nxt.isascii() and nxt.isdigit():
+            out.append(("group", nxt))
+            i += 2
+        elif nxt == "\\":
+            out.append(("text", "\\"))
+            i += 2
+        else:
+            out.append(("bad", substitution[i : i + 2]))
+            i += 1
+        start = i
+    if start < len(substitution):
+        out.append(("text", substitution[start:]))
+    return out
+
+
 @functools.lru_cache(maxsize=1024)
 def python_template(substitution: str) -> str:
     """An RE2 rewrite string as a Python `re.sub` template."""
     out: list[str] = []
-    i = 0
-    while i < len(substitution):
-        c = substitution[i]
-        nxt = substitution[i + 1] if i + 1 < len(substitution) else ""
-        if c == "\\" and nxt.isdigit():
-            out.append(f"\\g<{nxt}>")
-            i += 2
-        elif c == "\\" and nxt == "\\":
-            out.append("\\\\")
-            i += 2
-        else:
-            out.append("\\\\" if c == "\\" else c)  # any other backslash is taken literally
-            i += 1
+    for kind, value in rewrite_parts(substitution):
+        if kind == "group":
+            out.append(f"\\g<{value}>")
+        else:  # a "bad" backslash is taken literally, and what follows it is read as usual
+            out.append(value[:1].replace("\\", "\\\\") if kind == "bad" else value.replace("\\", "\\\\"))
     return "".join(out)

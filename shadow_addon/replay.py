@@ -19,8 +19,8 @@ from typing import Protocol
 from mitmproxy import ctx, exceptions, http
 
 from . import capture, copies, production, routing
+from .addresses import Address
 from .compare.pairing import Pairing
-from .mappings import Address
 from .metrics import Metrics
 from .reasons import DropReason
 from .sender import Copy, Sender

@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from . import mappings
-from .mappings import Address, Mapping
+from .addresses import Address
+from .mappings import Mapping
 from .sender import Copy
 
 SUFFIX = "\x00secondary"  # appended to the production flow's id: the secondary copy's context

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from mitmproxy.proxy import mode_specs
 
+from .mappings import LoadError
 from .routing import Table
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -121,7 +122,7 @@ class Listen:
         return next((a for a in addresses(host, resolve_names=True) if self.is_self(str(a), port)), None)
 
 
-def loop_errors(table: Table, listen: Listen) -> list[str]:
+def loop_errors(table: Table, listen: Listen) -> list[LoadError]:
     """One line per shadow that points at this proxy itself (blocking: resolves names)."""
     errs = []
     for g in table.groups:
@@ -131,8 +132,7 @@ def loop_errors(table: Table, listen: Listen) -> list[str]:
         own = listen.own(a.host, a.port)
         if own is not None:
             at = f"[{own}]:{a.port}" if own.version == 6 else f"{own}:{a.port}"
-            errs.append(
-                f"{g.shadow.source} (Mapping {g.shadow.key}): service {a} is this proxy's own listen address "
-                f"({at}); a shadow must be another service"
-            )
+            where = f"{g.shadow.source} (Mapping {g.shadow.key})"
+            message = f"service {a} is this proxy's own listen address ({at}); a shadow must be another service"
+            errs.append(LoadError.at(where, message, g.shadow.source.split(" doc ")[0], None, g.shadow.key))
     return errs

@@ -24,11 +24,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import Address
 from .budget import MemoryBudget
 from .connection import CAP_REASONS, Failure, Flight, H1Conn
 from .copyrequest import Copy, Outcome, assemble, sent_fields
 from .h2sender import H2Conn
-from .mappings import Address
 from .metrics import SHADOW, Metrics, Occupancy
 from .reader import ReadError
 

@@ -1,7 +1,9 @@
-"""The addon's options: their declaration (`declare`) and their parsing into one `Settings` object (`parse`).
+"""The addon's options parsed into one `Settings` object (`parse`); the table they come from, declared by
+`declare`, is `optiontable` (re-exported here).
 
-Parsing is pure over the option values, so every error is a one-line `OptionsError` naming the option, and the
-addon swaps in a whole new `Settings` or keeps the old one.
+A leaf: parsing is pure over the option values and imports none of the rooms it configures, so every error is a
+one-line `OptionsError` naming the option, and the addon swaps in a whole new `Settings` or keeps the old one. The
+comparison's options are parsed beside the comparison (`compare.options`) into the same `Settings`.
 """
 
 from __future__ import annotations
@@ -10,288 +12,29 @@ import difflib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions
 from mitmproxy.utils import human
 
-from . import admin, compare, mappings, routing, secondary
-from .compare.endpoints import Pattern, parse_patterns
-from .compare.judge import ABSOLUTE, RELATIVE, JudgeConfig
-from .sender import RESPONSE_LIMIT
+from .addresses import ServiceOverride, is_loopback, parse_host_port, parse_service_override
+from .httpsyntax import breaks_line, is_field_name
+from .optiontable import COMPARE, DEFAULTS, OPTIONS, RELOAD, SENDER, Option, declare, triggered
+
+if TYPE_CHECKING:
+    from .compare import CompareConfig
+    from .compare.endpoints import Pattern
+    from .compare.judge import JudgeConfig
+    from .secondary import Secondary
 
 logger = logging.getLogger("shadow")
 
-DEFAULT_BODY_LIMIT = 1024 * 1024
-DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
+__all__ = ["COMPARE", "OPTIONS", "RELOAD", "SENDER", "Option", "Settings", "declare", "parse", "triggered"]
+
+DEFAULT_BODY_LIMIT = human.parse_size(DEFAULTS["shadow_body_limit"]) or 0
+DEFAULT_MEMORY_LIMIT = human.parse_size(DEFAULTS["shadow_memory_limit"]) or 0
+DEFAULT_RESPONSE_LIMIT = human.parse_size(DEFAULTS["shadow_response_limit"]) or 0
 CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
-
-# Which options, when changed, need more than a new Settings object.
-COMPARE_OPTIONS = frozenset(
-    {
-        "shadow_compare",
-        "shadow_compare_headers",
-        "shadow_compare_ignore",
-        "shadow_compare_body_limit",
-        "shadow_compare_report",
-        "shadow_compare_secondary",
-        "shadow_compare_relative_threshold",
-        "shadow_compare_absolute_threshold",
-        "shadow_compare_endpoints",
-        "shadow_grpc_descriptors",
-        "shadow_compare_parse_limit",
-        "shadow_compare_budget",
-        "shadow_compare_report_max",
-    }
-)
-SENDER_OPTIONS = frozenset(
-    {"ssl_insecure", "ssl_verify_upstream_trusted_ca", "shadow_max_inflight", "shadow_max_backlog"}
-)
-RELOAD_OPTIONS = frozenset(
-    {
-        "mappings",
-        "mapping_services",
-        "mapping_ambassador_id",
-        "mappings_strict",
-        "mapping_keep_host",
-        "mode",
-        "listen_port",
-        "listen_host",
-    }
-)
-
-
-def declare(loader: Any) -> None:
-    """Every option of the addon, with a help text a user understands without the README."""
-    add = loader.add_option
-    add(
-        "mappings",
-        str,
-        "",
-        "Emissary Mapping YAML: a file, or a directory of *.yaml/*.yml files. Empty: pass everything through.",
-    )
-    add(
-        "mapping_services",
-        Sequence[str],
-        [],
-        "Replace a Mapping service's address: NAME=[scheme://]HOST:PORT. NAME matches with or without its "
-        ".namespace and port (e.g. myservice=127.0.0.1:9001). Repeatable.",
-    )
-    add(
-        "mapping_ambassador_id",
-        str,
-        "default",
-        "This instance's ambassador_id: Mappings whose ambassador_id does not include it are ignored, as "
-        "Emissary ignores them.",
-    )
-    add(
-        "mappings_strict",
-        bool,
-        False,
-        "Any invalid Mapping stops loading (for CI). Off: as in Emissary, an invalid Mapping is left out, "
-        "reported in the log and /diag, and the others serve.",
-    )
-    add(
-        "mapping_keep_host",
-        bool,
-        True,
-        "Keep the client's Host header as Envoy does (turns on keep_host_header when Mappings are loaded), so "
-        "upstreams see it and host/hostname Mappings match. Off: Host follows the routed service.",
-    )
-    add(
-        "mapping_envoy_headers",
-        bool,
-        True,
-        "Add to routed requests the headers Envoy adds with Emissary's defaults (x-forwarded-for, "
-        "x-forwarded-proto, x-request-id, x-envoy-expected-rq-timeout-ms, x-envoy-original-path...); copies carry "
-        "production's values and x-envoy-internal: true. Off: upstreams get the client's headers only.",
-    )
-    add(
-        "shadow_host_suffix",
-        bool,
-        True,
-        "Insert -shadow before the port in the copy's Host header, as Envoy does (foo:80 -> foo-shadow:80).",
-    )
-    add(
-        "shadow_add_headers",
-        Sequence[str],
-        [],
-        "Headers added to every copy, as 'Name: value' (e.g. 'x-shadow: 1'). Repeatable.",
-    )
-    add(
-        "shadow_remove_headers",
-        Sequence[str],
-        [],
-        "Headers stripped from every copy. '@credentials' stands for Authorization, Cookie and "
-        "Proxy-Authorization. Repeatable.",
-    )
-    add(
-        "shadow_sample_key",
-        str,
-        "",
-        "Header whose value decides sampling (same value, same decision). Empty: random per request.",
-    )
-    add(
-        "shadow_body_limit",
-        str,
-        "1m",
-        "Largest request body copied (e.g. 512k, 1m); a larger one is not copied and counted as body_limit.",
-    )
-    add(
-        "shadow_response_limit",
-        str,
-        "64k",
-        "Largest shadow response body read (e.g. 64k, 1m); past it the copy is counted as response_limit. "
-        "When comparison or the flow view keeps bodies, their keep size if larger.",
-    )
-    add(
-        "shadow_memory_limit",
-        str,
-        "256m",
-        "Memory for copies' bodies in flight or waiting, kept shadow answers and comparison pairs, across "
-        "every shadow service; beyond it copies are dropped and counted as overload.",
-    )
-    add(
-        "shadow_max_inflight",
-        int,
-        64,
-        "Copies in flight per shadow service; more wait in the backlog. A capture read with -r sends 4 at a time "
-        "unless this is set.",
-    )
-    add(
-        "shadow_max_backlog",
-        int,
-        256,
-        "Copies that may wait per shadow service; beyond it copies are dropped and counted as overload.",
-    )
-    add(
-        "shadow_flows",
-        str,
-        "auto",
-        "Show each shadow exchange as its own flow (marked, commented 'shadow of <id>'): auto = in mitmweb and "
-        "the console; on = also log one line per copy in mitmdump; off = never.",
-        choices=["auto", "on", "off"],
-    )
-    add(
-        "shadow_compare",
-        bool,
-        False,
-        "Compare each shadow response with production's (status, headers, body; JSON field by field) and count "
-        "match, mismatch, noise or skipped. The client never waits: a record of production's reply is kept.",
-    )
-    add("shadow_compare_headers", Sequence[str], ["content-type"], "Response headers compared (repeatable).")
-    add(
-        "shadow_compare_ignore",
-        Sequence[str],
-        [],
-        "Ignored in comparisons: JSON pointers with * for any one segment (/meta/timestamp, /items/*/id) or "
-        "header names. Repeatable.",
-    )
-    add(
-        "shadow_compare_body_limit",
-        str,
-        "1m",
-        "Bodies up to this size are compared field by field; larger ones by size and hash only.",
-    )
-    add("shadow_compare_report", str, "", "Append each mismatch as a JSON line to this file (for CI pipelines).")
-    add(
-        "shadow_compare_secondary",
-        Sequence[str],
-        [],
-        "A second instance of production's version, [NAME=][scheme://]HOST:PORT (NAME: a production Mapping's "
-        "service, as in mapping_services; none: every service). Compared requests also go there; fields in which "
-        "it differs from production are noise for that endpoint. Repeatable.",
-    )
-    add(
-        "shadow_compare_relative_threshold",
-        str,
-        str(RELATIVE),
-        "Percent. A field is reported only when its difference rate exceeds its noise rate by more than this share "
-        "of its difference rate, and by shadow_compare_absolute_threshold (Diffy's relativeThreshold).",
-    )
-    add(
-        "shadow_compare_absolute_threshold",
-        str,
-        str(ABSOLUTE),
-        "Percent of the pairs compared by which a field's difference rate must exceed its noise rate for it to be "
-        "reported (Diffy's absoluteThreshold).",
-    )
-    add(
-        "shadow_compare_endpoints",
-        Sequence[str],
-        [],
-        "Endpoint names for comparison: [METHOD ]/path/{name}, {name} standing for one segment (e.g. "
-        "'GET /cart/{user}'). A request header Canonical-Resource names its endpoint itself. Repeatable.",
-    )
-    add(
-        "shadow_methods",
-        Sequence[str],
-        [],
-        "Only requests with these methods are copied (e.g. GET, HEAD: keep writes away from a shadow that shares "
-        "state with production). Empty: every method, as Emissary. Repeatable.",
-    )
-    add(
-        "shadow_grpc_descriptors",
-        str,
-        "",
-        "A FileDescriptorSet (protoc --include_imports --descriptor_set_out, buf build -o): gRPC answers are "
-        "compared with field names instead of field numbers.",
-    )
-    add(
-        "shadow_compare_report_max",
-        str,
-        "64m",
-        "Size of shadow_compare_report before it is moved to <file>.1 (replacing the one before) and begun anew. "
-        "0: unbounded.",
-    )
-    add(
-        "shadow_compare_parse_limit",
-        str,
-        "256k",
-        "JSON bodies up to this size are compared field by field; larger ones byte for byte (parsing holds "
-        "mitmproxy's event loop about 40 ms per MB).",
-    )
-    add(
-        "shadow_compare_budget",
-        str,
-        "5%",
-        "Share of mitmproxy's event loop comparison may take (decoding, parsing, learning noise, comparing), "
-        'measured per pair; past it pairs are skipped and counted (shadow_compare_skipped_total{reason="budget"}). '
-        "Identical bodies cost nothing.",
-    )
-    add(
-        "shadow_admin",
-        str,
-        "127.0.0.1:8877",
-        "Admin server HOST:PORT for /metrics (Prometheus), /diag (JSON) and / (dashboard). Empty: off.",
-    )
-    add(
-        "shadow_admin_allow_remote",
-        bool,
-        False,
-        "Allow shadow_admin on a non-loopback address (it has no authentication).",
-    )
-    add(
-        "shadow_timeout",
-        str,
-        "",
-        "Seconds a copy may take (e.g. 1.5). Empty: the production Mapping's timeout_ms (Emissary default 3000 "
-        "ms), as Envoy gives the mirror the route's timeout.",
-    )
-    add(
-        "shadow_replay_speed",
-        str,
-        "0",
-        "Pace of copies from a recorded capture (mitmdump -r): 1 = as recorded, 2 = twice as fast, 0 = as fast as "
-        "the shadow's limits allow (shadow_max_inflight; unset, 4 at a time for a capture).",
-    )
-    add(
-        "shadow_replay_every_request",
-        bool,
-        False,
-        "Recorded flows (mitmdump -r): copy every request a shadow's route gets, whatever its weight (0 excepted), "
-        "so a replay copies the same requests on every run.",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +42,7 @@ class Settings:
     """The parsed options the hooks and the rooms use."""
 
     mappings: str = ""
-    overrides: tuple[routing.ServiceOverride, ...] = ()
+    overrides: tuple[ServiceOverride, ...] = ()
     ambassador_id: str = "default"
     strict: bool = False  # any invalid Mapping stops the load
     keep_host: bool = True  # the client's Host reaches the hooks (keep_host_header, or mapping_keep_host turns it on)
@@ -307,15 +50,15 @@ class Settings:
     remove_headers: frozenset[bytes] = frozenset()
     sample_key: str = ""
     body_limit: int = DEFAULT_BODY_LIMIT
-    response_limit: int = RESPONSE_LIMIT
+    response_limit: int = DEFAULT_RESPONSE_LIMIT
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     host_suffix: bool = True
     envoy_headers: bool = True  # the headers Envoy adds (mapping_envoy_headers)
     timeout: float = 0.0  # s; 0: the production Mapping's timeout_ms
-    compare: compare.CompareConfig | None = None  # None: comparison off
+    compare: CompareConfig | None = None  # None: comparison off (the fields to `methods`: `compare.options`)
     compare_report: str = ""
-    secondaries: tuple[secondary.Secondary, ...] = ()
-    judge: JudgeConfig = JudgeConfig()
+    secondaries: tuple[Secondary, ...] = ()
+    judge: JudgeConfig | None = None
     endpoints: tuple[Pattern, ...] = ()
     methods: frozenset[str] = frozenset()  # empty: every method
     admin: tuple[str, int] | None = None
@@ -338,31 +81,30 @@ def parse(o: Any) -> Settings:
         add_headers=_header_specs("shadow_add_headers", o.shadow_add_headers),
         remove_headers=_remove_specs(o.shadow_remove_headers),
         sample_key=o.shadow_sample_key.strip(),
-        body_limit=_size("shadow_body_limit", o.shadow_body_limit) or DEFAULT_BODY_LIMIT,
-        response_limit=_size("shadow_response_limit", o.shadow_response_limit) or RESPONSE_LIMIT,
-        memory_limit=_size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
+        body_limit=size("shadow_body_limit", o.shadow_body_limit) or DEFAULT_BODY_LIMIT,
+        response_limit=size("shadow_response_limit", o.shadow_response_limit) or DEFAULT_RESPONSE_LIMIT,
+        memory_limit=size("shadow_memory_limit", o.shadow_memory_limit) or DEFAULT_MEMORY_LIMIT,
         host_suffix=o.shadow_host_suffix,
         envoy_headers=o.mapping_envoy_headers,
-        timeout=_nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
-        compare=_compare(o) if o.shadow_compare else None,
+        timeout=nonnegative("shadow_timeout", o.shadow_timeout, "a number of seconds"),
         compare_report=o.shadow_compare_report,
-        **_judgement(o),
+        methods=_methods(o.shadow_methods),
         admin=_admin(o.shadow_admin, o.shadow_admin_allow_remote),
         max_inflight=o.shadow_max_inflight,
         max_backlog=o.shadow_max_backlog,
-        replay_speed=_nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
+        replay_speed=nonnegative("shadow_replay_speed", o.shadow_replay_speed, "a number >= 0 (1 = as recorded)"),
         replay_every=o.shadow_replay_every_request,
     )
 
 
-def _overrides(specs: Sequence[str]) -> tuple[routing.ServiceOverride, ...]:
+def _overrides(specs: Sequence[str]) -> tuple[ServiceOverride, ...]:
     out = []
     for spec in specs:
         try:
-            name, addr, given = mappings.parse_service_override(spec)
+            name, addr, given = parse_service_override(spec)
         except ValueError as e:
             raise exceptions.OptionsError(f"mapping_services: {e}") from None
-        out.append(routing.ServiceOverride(name, addr, given))
+        out.append(ServiceOverride(name, addr, given))
     return tuple(out)
 
 
@@ -372,7 +114,7 @@ def _header_specs(option: str, values: Sequence[str]) -> tuple[tuple[bytes, byte
         name, sep, value = spec.partition(":")
         name, value = name.strip(), value.strip()
         # Same rules as a Mapping's headers: a token for the name, no line breaks in the value (no injection).
-        if not sep or not mappings.is_field_name(name) or mappings.breaks_line(value):
+        if not sep or not is_field_name(name) or breaks_line(value):
             raise exceptions.OptionsError(f"{option}: expected 'Name: value', got {spec!r}")
         out.append((name.encode(), value.encode()))
     return tuple(out)
@@ -382,7 +124,7 @@ def _remove_specs(values: Sequence[str]) -> frozenset[bytes]:
     names: set[bytes] = set()
     for v in values:
         v = v.strip()
-        if v.lower() != "@credentials" and not mappings.is_field_name(v):
+        if v.lower() != "@credentials" and not is_field_name(v):
             raise exceptions.OptionsError(f"shadow_remove_headers: expected a header name, got {v!r}")
         if v.lower() == "@credentials":  # preset: production credentials never reach the test service
             names.update(h.encode() for h in CREDENTIAL_HEADERS)
@@ -391,14 +133,14 @@ def _remove_specs(values: Sequence[str]) -> frozenset[bytes]:
     return frozenset(names)
 
 
-def _size(option: str, value: str) -> int | None:
+def size(option: str, value: str) -> int | None:
     try:
         return human.parse_size(value)
     except ValueError:
         raise exceptions.OptionsError(f"{option}: expected a size such as 512k or 1m, got {value!r}") from None
 
 
-def _percent(option: str, value: str) -> float:
+def percent(option: str, value: str) -> float:
     """A share given as a percentage (`5%`, or `5`) as a fraction."""
     text = value.strip().removesuffix("%").strip()
     try:
@@ -410,7 +152,7 @@ def _percent(option: str, value: str) -> float:
     return share
 
 
-def _nonnegative(option: str, value: str, expected: str) -> float:
+def nonnegative(option: str, value: str, expected: str) -> float:
     """A finite number >= 0 given as text (mitmproxy's `--set` parses no float options); empty is 0."""
     try:
         t = float(value) if value.strip() else 0.0
@@ -421,58 +163,23 @@ def _nonnegative(option: str, value: str, expected: str) -> float:
     return t
 
 
-def _compare(o: Any) -> compare.CompareConfig:
-    limit = _size("shadow_compare_body_limit", o.shadow_compare_body_limit)
-    parse_limit = _size("shadow_compare_parse_limit", o.shadow_compare_parse_limit)
-    share = _percent("shadow_compare_budget", o.shadow_compare_budget)
-    report_max = _size("shadow_compare_report_max", o.shadow_compare_report_max)
-    try:
-        return compare.CompareConfig(
-            headers=tuple(h.strip().lower() for h in o.shadow_compare_headers),
-            ignore=tuple(o.shadow_compare_ignore),
-            body_limit=limit or compare.BODY_LIMIT,
-            descriptors=o.shadow_grpc_descriptors,
-            parse_limit=compare.PARSE_LIMIT if parse_limit is None else parse_limit,
-            loop_share=share,
-            report_max=report_max or 0,
-        )
-    except ValueError as e:
-        raise exceptions.OptionsError(f"shadow_compare: {e}") from None
-
-
-def _judgement(o: Any) -> dict[str, Any]:
-    """The secondary, the thresholds, the endpoint patterns and the copied methods."""
-    try:
-        secondaries = secondary.parse(o.shadow_compare_secondary)
-    except ValueError as e:
-        raise exceptions.OptionsError(f"shadow_compare_secondary: {e}") from None
-    try:
-        patterns = parse_patterns(o.shadow_compare_endpoints)
-    except ValueError as e:
-        raise exceptions.OptionsError(f"shadow_compare_endpoints: {e}") from None
+def _methods(values: Sequence[str]) -> frozenset[str]:
     methods = set()
-    for m in o.shadow_methods:
+    for m in values:
         if not m.strip().isalpha():
             raise exceptions.OptionsError(f"shadow_methods: expected a method such as GET, got {m!r}")
         methods.add(m.strip().upper())
-    relative = _nonnegative("shadow_compare_relative_threshold", o.shadow_compare_relative_threshold, "a percentage")
-    absolute = _nonnegative("shadow_compare_absolute_threshold", o.shadow_compare_absolute_threshold, "a percentage")
-    return {
-        "secondaries": secondaries,
-        "judge": JudgeConfig(relative, absolute, secondary=bool(secondaries)),
-        "endpoints": patterns,
-        "methods": frozenset(methods),
-    }
+    return frozenset(methods)
 
 
 def _admin(spec: str, allow_remote: bool) -> tuple[str, int] | None:
     if not spec:
         return None
     try:
-        host, port = admin.parse_listen(spec)
+        host, port = parse_host_port(spec)
     except ValueError as e:
         raise exceptions.OptionsError(f"shadow_admin: {e}") from None
-    if not admin.is_loopback(host) and not allow_remote:
+    if not is_loopback(host) and not allow_remote:
         raise exceptions.OptionsError(
             f"shadow_admin: {host} is not a loopback address; the admin server has no authentication "
             "(set shadow_admin_allow_remote=true to allow it)"

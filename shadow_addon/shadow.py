@@ -36,6 +36,7 @@ from . import (
     settings,
 )
 from .budget import MemoryBudget
+from .compare import options as compare_options
 from .compare.pairing import Pairing
 from .copies import Pending
 from .ingress import Ingress
@@ -84,19 +85,20 @@ class Shadow:
             logger.error("%s", e)  # at start-up: one line (not a traceback), and mitmdump exits (errorcheck)
 
     def _configure(self, updated: set[str]) -> None:
-        self.settings = s = settings.parse(ctx.options)
+        s = settings.parse(ctx.options)
+        self.settings = s = dataclasses.replace(s, **compare_options.parse(ctx.options))
         self.budget.limit = s.memory_limit
         if self.sender is not None:
             self.sender.response_limit = s.response_limit
         self._flows = None
-        if settings.COMPARE_OPTIONS & updated:
+        if settings.triggered(updated, settings.COMPARE):
             self._configure_compare()
         if {"mode", "listen_host", "listen_port"} & updated:
             o = ctx.options
             self.listen = selfloop.Listen.from_options(o.mode, o.listen_host, o.listen_port)
-        if settings.SENDER_OPTIONS & updated:
+        if settings.triggered(updated, settings.SENDER):
             self._rebuild_sender()
-        if settings.RELOAD_OPTIONS & updated:
+        if settings.triggered(updated, settings.RELOAD):
             self.reload(explicit=True)
         settings.fit_mitmproxy(ctx.options, updated)
 

@@ -494,7 +494,7 @@ def test_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path) 
 
 def test_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # The real limit takes seconds of reading to reach; the rule is the same at a smaller one.
-    monkeypatch.setattr(mappings, "MAX_NODES", 50)
+    monkeypatch.setattr(mappings.yamlreader, "MAX_NODES", 50)
     doc = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\nspec: {prefix: /a/, service: s}\n"
     assert load_text(doc).errors == []
     # Node 51 is the list's 50th element: column 2 + 49 * len("1, ")

@@ -425,7 +425,7 @@ def test_annotations_elsewhere_are_skipped_as_emissary_skips_them() -> None:
 
 def test_annotation_yaml_counts_with_its_files_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Service has 22 YAML nodes and its annotation 35: each within 40, together over it."""
-    monkeypatch.setattr(mappings, "MAX_NODES", 40)
+    monkeypatch.setattr(mappings.yamlreader, "MAX_NODES", 40)
     r = load(ANNOTATED_SERVICE)
     assert r.errors == [
         "m.yaml doc 1, Service quote.shop, annotation getambassador.io/config doc 2: YAML has more than 40 nodes in "
@@ -492,3 +492,23 @@ def test_annotation_versions_convert_as_v2(api: str) -> None:
     assert r.errors == []
     m = r.mappings[0]
     assert m.hostname == "*" and m.regex_headers == (("x-a", ".*"),) and m.headers == ()
+
+
+def test_load_errors_carry_their_file_document_and_mapping() -> None:
+    r = load(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
+        "spec: {prefix: /a/, service: s, shaddow: true}\n---\nkind: Mapping\n"
+    )
+    first, second = r.errors
+    assert first == "m.yaml doc 1 (Mapping a.default): unknown field 'shaddow'"  # the one line, as before
+    assert isinstance(first, mappings.LoadError)
+    assert (first.file, first.doc, first.mapping, first.message) == (
+        "m.yaml",
+        1,
+        "a.default",
+        "unknown field 'shaddow'",
+    )
+    assert (second.file, second.doc, second.mapping) == ("m.yaml", 2, None)
+    assert r.errors_of("a.default") == [first]
+    bad = load("a: [\n").errors[0]
+    assert isinstance(bad, mappings.LoadError) and (bad.file, bad.doc, bad.mapping) == ("m.yaml", None, None)

@@ -11,16 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..httpsyntax import is_field_name
+
 ROOT = "(root)"
 
 Path = tuple[str, ...]
 Pattern = tuple[str | None, ...]  # None: any one segment
 
-_TCHAR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a valid header name
-
-
-def is_header_name(text: str) -> bool:
-    return bool(_TCHAR.fullmatch(text))
+is_header_name = is_field_name  # RFC 9110 token: a valid header name
 
 
 def _escape(seg: str) -> str:

@@ -1,0 +1,24 @@
+"""HTTP's grammar where this addon checks or reads it: RFC 9110's token (a field name, a method) and the characters
+that would end or split an HTTP/1 line. One definition, used by Mapping validation, options, comparison and the
+answer reader."""
+
+from __future__ import annotations
+
+import re
+
+# RFC 9110 section 5.6.2: token = 1*tchar; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+# "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+TOKEN_BYTES = TOKEN.encode()
+_TOKEN_RE = re.compile(TOKEN)
+_LINE_BREAKERS = frozenset("\r\n\0")
+
+
+def is_field_name(name: str) -> bool:
+    """An RFC 9110 field-name token: nothing that could end a header line or change its meaning."""
+    return bool(_TOKEN_RE.fullmatch(name))
+
+
+def breaks_line(v: str) -> bool:
+    """Whether a header value holds CR, LF or NUL, which would end or split an HTTP/1 line."""
+    return any(c in _LINE_BREAKERS for c in v)
