@@ -44,8 +44,8 @@ def test_the_command_line_web_port_in_every_spelling() -> None:
         ["--set", "web_port=9000"],
         ["--set=web_port=9000"],
     ):
-        assert cli._argv_option(argv, "--web-port", "web_port") == "9000", argv
-    assert cli._argv_option(["--web-port"], "--web-port", "web_port") is None
+        assert cli.web_address(argv) == ("127.0.0.1", 9000), argv
+    assert cli.web_address(["--web-port"]) == ("127.0.0.1", 8081)
 
 
 def test_service_addresses_with_emissary_defaults() -> None:
