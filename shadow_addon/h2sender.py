@@ -152,7 +152,7 @@ class Answer:
 
 def _code(n: int | None) -> str:
     try:
-        return h2.errors.ErrorCodes(n).name
+        return h2.errors.ErrorCodes(n).name if n is not None else "none"
     except ValueError:
         return str(n)
 
@@ -320,8 +320,10 @@ class Session:
                     out.append(self._lost("reset", why, unprocessed))
                     return out
             except ReadError as e:
-                self.cancel(ev.stream_id)  # type: ignore[union-attr]
-                out.append(Failed(ev.stream_id, e))  # type: ignore[union-attr]
+                sid = getattr(ev, "stream_id", None)  # only stream events fail a read
+                if sid is not None:
+                    self.cancel(sid)
+                    out.append(Failed(sid, e))
         return out
 
     def _lost(self, reason: str, message: str, unprocessed: list[int] | None = None) -> Lost:
@@ -362,7 +364,8 @@ class H2Conn(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         is_self = self.sender.is_self
         if is_self is not None:
             peer = transport.get_extra_info("peername")

@@ -117,7 +117,7 @@ def _resolve_in_thread(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[str 
         except (OSError, UnicodeError, ValueError) as e:
             why = getattr(e, "strerror", None) or str(e) or type(e).__name__
         try:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(why))
+            loop.call_soon_threadsafe(lambda: None if fut.done() else fut.set_result(why))
         except RuntimeError:  # the loop has closed: mitmdump is exiting, and nobody waits for the answer
             pass
 
@@ -269,8 +269,8 @@ class MappingFiles:
             logger.info(n)
         for e in result.errors:  # invalid Mappings, left out as Emissary leaves them out (an error would end start-up)
             logger.warning(e)
-        for e in table.errors:
-            logger.warning("Mapping %s: %s", e.mapping, e.message)
+        for ce in table.errors:
+            logger.warning("Mapping %s: %s", ce.mapping, ce.message)
         for m in table.ignored:
             logger.info("Mapping %s: ignored: ambassador_id %s", m.key, ", ".join(m.ambassador_id))
         for w in self._warnings(table):

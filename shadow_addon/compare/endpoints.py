@@ -66,7 +66,7 @@ def endpoint(method: str, path: str) -> str:
 
 
 class Headers(Protocol):
-    def get(self, key: str, default: str | None = None) -> str | None: ...
+    def get(self, key: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

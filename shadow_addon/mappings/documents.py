@@ -82,7 +82,7 @@ def _one_document(
     if api in FLAT_API_VERSIONS or ("spec" not in obj and "metadata" not in obj and "name" in obj):
         # The annotation style, which Emissary's KAT also writes with getambassador.io/ apiVersions.
         name, namespace = obj.get("name"), obj.get("namespace", "default")
-        spec = {k: v for k, v in obj.items() if k not in FLAT_META_KEYS}
+        spec: Any = {k: v for k, v in obj.items() if k not in FLAT_META_KEYS}
         name_field = "name"
     else:
         meta = obj.get("metadata")

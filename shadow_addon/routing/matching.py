@@ -13,7 +13,7 @@ from .groups import KeyValue, header_matches, query_matches
 
 
 class HeaderLookup(Protocol):
-    def get(self, key: str, default: None = None) -> str | None: ...
+    def get(self, key: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
