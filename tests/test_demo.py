@@ -156,9 +156,8 @@ def test_demo_fails_clearly_when_the_proxy_cannot_start(tmp_path: Path, demo_env
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: shop}\n"
         "spec: {prefix: /api/, service: shop, weight: [lots}\n"  # not YAML: an invalid Mapping alone would load
     )
-    t0 = time.monotonic()
+    # The bound only ends a demo that would wait for a proxy that never starts; a working one exits at once.
     r = run_process([sys.executable, str(DEMO), "--mappings", str(bad)], 60, cwd=ROOT, env=demo_env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "demo: error: mitmdump exited at start-up" in r.stderr and "YAML syntax error" in r.stderr
     assert "logs kept in " + str(tmp_path) in r.stderr
-    assert time.monotonic() - t0 < 30
