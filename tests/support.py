@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "shadow_addon" / "addon.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 MITMWEB = Path(sys.executable).parent / "mitmweb"
+WATCH_INTERVAL = "0.05"  # s between the Mapping-file polls of the tests' mitmdumps (1 s by default)
 
 
 def free_port() -> int:
@@ -253,7 +254,7 @@ def start_proxy(
     cmd += args or []
     logfile = tmp / f"mitmdump-{port}.log"
     fh = open(logfile, "wb")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MITMSHADOW_WATCH_INTERVAL=WATCH_INTERVAL)
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(tmp))
     fh.close()
     p = Proxy(proc, port, logfile, admin_port)
