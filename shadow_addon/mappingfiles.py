@@ -26,11 +26,21 @@ from .words import plural
 logger = logging.getLogger("shadow")
 
 WATCH_INTERVAL = 1.0  # s between polls of the Mapping files
+WATCH_INTERVAL_ENV = "MITMSHADOW_WATCH_INTERVAL"  # seconds; the tests' mitmdumps poll faster (not an option)
 RESOLVE_TIMEOUT = 3.0  # s the check of service names waits for them to resolve
 RESOLVE_MOST = 32  # service names checked per load
 _frozen = False  # gc.freeze() is process-wide: once, at the first start-up
 
 Loaded = tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]
+
+
+def watch_interval() -> float:
+    """WATCH_INTERVAL, or the environment's MITMSHADOW_WATCH_INTERVAL (0.01..60 s; anything else is ignored)."""
+    try:
+        v = float(os.environ.get(WATCH_INTERVAL_ENV, ""))
+    except ValueError:
+        return WATCH_INTERVAL
+    return v if 0.01 <= v <= 60 else WATCH_INTERVAL
 
 
 def files_signature(path: str) -> tuple[object, ...]:
@@ -321,8 +331,9 @@ class MappingFiles:
     async def _watch(self) -> None:
         # Files are read and parsed in a thread (a large file must not stall traffic), one reload at a time, and
         # installed here on the loop. Nothing may end this task: hot reload would silently stop.
+        interval = watch_interval()
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(interval)
             source = self.source
             if not source.path:
                 continue

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "shadow_addon" / "addon.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 MITMWEB = Path(sys.executable).parent / "mitmweb"
+WATCH_INTERVAL = "0.05"  # s between the Mapping-file polls of the tests' mitmdumps (1 s by default)
 
 
 def free_port() -> int:
@@ -338,7 +339,9 @@ def start_proxy(
             cmd += ["--set", f"{k}={item}"]
     cmd += args or []
     logfile = tmp / f"mitmdump-{port}.log"
-    proc = spawn(cmd, logfile, cwd=tmp, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = spawn(
+        cmd, logfile, cwd=tmp, env=dict(os.environ, PYTHONUNBUFFERED="1", MITMSHADOW_WATCH_INTERVAL=WATCH_INTERVAL)
+    )
     p = Proxy(proc, port, logfile, admin_port)
     if wait:
         # The admin server binds in `running`, just after the proxy port opens: wait for both.

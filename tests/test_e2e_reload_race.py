@@ -30,11 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import Proxy, Upstream, metric_sum, metrics_of, wait_until
+from support import WATCH_INTERVAL, Proxy, Upstream, metric_sum, metrics_of, wait_until
 
 GENERATIONS = 20
 KINDS = 3  # services per prefix, cycled through by generation
 OBSERVED_EVERY = 4  # every 4th generation waits until the proxy has refused its half-written a.yaml
+# The writer's pauses, in watch intervals (support.WATCH_INTERVAL, 50 ms): a write lands within a poll, across
+# one or across several, so reloads catch one file new, both, or a half-written one.
+PAUSE = float(WATCH_INTERVAL)
 
 
 def mapping_doc(name: str, prefix: str, service: str, g: int, shadow: bool = False) -> dict[str, object]:
@@ -175,15 +178,15 @@ def test_rewrites_during_traffic_never_serve_a_partial_configuration(tmp_path: P
                 write_in_two_steps(d / "a.yaml", a_text(g), refused)
                 observed += 1
             elif g % 2:
-                write_in_two_steps(d / "a.yaml", a_text(g), lambda: time.sleep(rng.uniform(0.02, 0.3)))
+                write_in_two_steps(d / "a.yaml", a_text(g), lambda: time.sleep(rng.uniform(0.1, 1.5) * PAUSE))
             else:
                 write_renamed(d / "a.yaml", a_text(g))
-            time.sleep(rng.uniform(0.0, 0.2))  # a and b land apart: sometimes in one reload, sometimes in two
+            time.sleep(rng.uniform(0.0, 1.0) * PAUSE)  # a and b land apart: sometimes in one reload, sometimes in two
             if g % 3:
-                write_in_two_steps(d / "b.yaml", b_text(g), lambda: time.sleep(rng.uniform(0.02, 0.3)))
+                write_in_two_steps(d / "b.yaml", b_text(g), lambda: time.sleep(rng.uniform(0.1, 1.5) * PAUSE))
             else:
                 write_renamed(d / "b.yaml", b_text(g))
-            time.sleep(rng.uniform(0.1, 0.5))
+            time.sleep(rng.uniform(0.5, 2.5) * PAUSE)
         # The final state serves the final generation on both prefixes.
         latest: dict[str, int | None] = {}
 

@@ -3,6 +3,7 @@ shadow behaviour reaches production."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -232,16 +233,24 @@ def test_added_and_removed_copy_headers(tmp_path: Path, upstream, proxy) -> None
     assert prod.header("x-shadow") is None
 
 
-def keepalive_requests(p: Proxy, n: int, path: str = "/api/x", headers_for=lambda i: {}) -> None:  # noqa: B008
-    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
-    try:
-        for i in range(n):
-            conn.request("GET", path, headers=headers_for(i))
-            r = conn.getresponse()
-            r.read()
-            assert r.status == 200
-    finally:
-        conn.close()
+def keepalive_requests(p: Proxy, n: int, path: str = "/api/x", headers_for=lambda i: {}, clients: int = 4) -> None:  # noqa: B008
+    """n requests, request i with headers_for(i), from `clients` kept-alive connections at once (one request at a
+    time on each, as a browser's connections): a sample as large, in a fraction of the time of one connection."""
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+        try:
+            for i in range(k, n, clients):
+                conn.request("GET", path, headers=headers_for(i))
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 200
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client, k) for k in range(clients)]:
+            f.result()  # a failed request fails the test
 
 
 def test_weight_samples_within_statistical_bounds(tmp_path: Path, upstream, proxy) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -186,7 +185,12 @@ def test_two_proxies_shadowing_into_each_other_do_not_amplify(tmp_path: Path, up
         assert a.request("GET", "/ping")[0] == 200
     # a's copy reaches b (served by b's reverse target); b does not copy it back, since it carries the marker.
     assert reverse_b.wait_for(5)
-    time.sleep(1.0)  # give any echo a chance to appear before counting it absent
+
+    def settled(p: Proxy) -> bool:  # b copies before it forwards: an echo would be in flight or done by now
+        m = metrics_of(p)
+        return metric_sum(m, "shadow_inflight") == 0 and metric_sum(m, "shadow_backlog") == 0
+
+    assert wait_until(lambda: settled(a) and settled(b), 10)
     assert reverse_a.count() == 5 and reverse_b.count() == 5
     assert metric_sum(metrics_of(b), "shadow_dropped_total", reason="loop") == 5
 
