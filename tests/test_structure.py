@@ -153,3 +153,17 @@ def test_tests_do_not_import_from_other_test_modules() -> None:
                 else []
             )
             assert not [n for n in names if n.split(".")[0].startswith("test_")], f"{path.name} imports {names}"
+
+
+def test_every_subpackage_is_installed() -> None:
+    """`pip install .` installs only the packages pyproject.toml lists: a new subpackage left out of it works from
+    a checkout and is missing from an installed mitmshadow."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(PACKAGE.parent).parts)
+        for p in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found == listed
