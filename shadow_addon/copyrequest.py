@@ -9,7 +9,7 @@ from .addresses import Address
 
 # Never forwarded as they were: hop-by-hop headers (RFC 9110 7.6.1), and the framing and Host headers that
 # the sender writes itself. `expect` is dropped because the whole body is sent at once.
-_SKIP = frozenset(
+HOP_BY_HOP = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -81,7 +81,7 @@ def _fields_and_codings(c: Copy) -> tuple[list[tuple[bytes, bytes]], list[bytes]
     te: list[bytes] = []
     for k, v in c.fields:
         lk = k.lower()
-        if lk in _SKIP:
+        if lk in HOP_BY_HOP:
             if lk == b"transfer-encoding":
                 te.append(v)
         elif lk not in c.remove:

@@ -27,6 +27,7 @@ import h2.settings
 from . import grpcwire
 from .budget import MemoryBudget
 from .connection import Failure, Flight
+from .copyrequest import HOP_BY_HOP
 from .metrics import SHADOW
 from .reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM, ReadError
 
@@ -36,21 +37,7 @@ if TYPE_CHECKING:
     from .sender import Pool
 
 # Hop-by-hop and HTTP/1 framing fields, never sent over HTTP/2 (RFC 9113 8.2.2); `te` is sent as `trailers`.
-_SKIP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
-        b"http2-settings",
-    }
-)
+_SKIP = HOP_BY_HOP | {b"http2-settings"}
 LAST_STREAM_ID = 2**31 - 1 - 2 * 100  # client stream ids are odd, up to 2^31 - 1
 MAX_STREAMS = 100  # streams opened on one connection before the service's SETTINGS say how many it takes
 

@@ -19,23 +19,14 @@ from benchkit.harness import ADDON_SRC, snapshot_addon
 from benchkit.procs import HOST, ROOT, log, spawn, stop
 from benchkit.procstats import cpu_seconds, read_status
 from benchkit.report import Check, fmt, publish, table
+from benchkit.scenarios import MAPPINGS_YAML
 from benchkit.upstreams import start_upstreams
 
 REPLAY_ENTRIES = 100_000
 REPLAY_SECONDS = 30.0  # the targets (docs/benchmark.md, "Scale")
 REPLAY_MIB = 300.0
 
-REPLAY_MAPPINGS = """\
-apiVersion: getambassador.io/v3alpha1
-kind: Mapping
-metadata: {name: app}
-spec: {prefix: /, rewrite: "", service: prod-svc}
----
-apiVersion: getambassador.io/v3alpha1
-kind: Mapping
-metadata: {name: app-shadow}
-spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
-"""
+REPLAY_MAPPINGS = MAPPINGS_YAML  # the benchmark's own: / to prod-svc, copied whole to shadow-svc
 
 
 def har_entry(i: int) -> dict[str, Any]:
