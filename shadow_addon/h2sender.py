@@ -29,7 +29,7 @@ from .budget import MemoryBudget
 from .connection import Failure, Flight
 from .copyrequest import HOP_BY_HOP
 from .metrics import SHADOW
-from .reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM, ReadError
+from .reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM, ReadError, take_body
 
 if TYPE_CHECKING:
     from .connection import Owner
@@ -116,19 +116,7 @@ class Answer:
 
     def data(self, data: bytes) -> None:
         self.received = True
-        n = len(data)
-        size = self.size + n
-        if size > self.limit:
-            raise self._fail("response_limit", f"response body over the {self.limit} bytes read")
-        if self.size < self.keep:
-            part = data[: self.keep - self.size]
-            if self.budget is not None and not self.budget.take(len(part)):
-                raise self._fail("overload", "memory limit reached while keeping the response body")
-            self.kept.append(part)
-            self.kept_size += len(part)
-        if self.digest is not None:
-            self.digest.update(data)
-        self.size = size
+        take_body(self, data)
 
     def trailer_head(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.trailers = self._fields(raw, "trailer")

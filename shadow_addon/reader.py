@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Protocol
 
 import h11
 
@@ -61,6 +62,37 @@ def _request(method: str) -> h11.Request:
         if len(_REQUESTS) < 64:
             _REQUESTS[method] = r
     return r
+
+
+class BodyHolder(Protocol):
+    """An answer being read: what `take_body` counts, keeps and hashes (HTTP/1 `ResponseReader`, HTTP/2 `Answer`)."""
+
+    limit: int
+    keep: int
+    size: int
+    kept: list[bytes]
+    kept_size: int
+    budget: MemoryBudget | None
+    digest: hashlib._Hash | None
+
+    def _fail(self, reason: str, message: str) -> ReadError: ...
+
+
+def take_body(r: BodyHolder, data: bytes | bytearray) -> None:
+    """One piece of an answer's body, under the read limit: kept up to `keep` bytes (taken from the memory
+    budget), hashed if asked, counted."""
+    size = r.size + len(data)
+    if size > r.limit:
+        raise r._fail("response_limit", f"response body over the {r.limit} bytes read")
+    if r.size < r.keep:
+        part = bytes(data[: r.keep - r.size])
+        if r.budget is not None and not r.budget.take(len(part)):
+            raise r._fail("overload", "memory limit reached while keeping the response body")
+        r.kept.append(part)
+        r.kept_size += len(part)
+    if r.digest is not None:
+        r.digest.update(data)
+    r.size = size
 
 
 class ResponseReader:
@@ -289,16 +321,4 @@ class ResponseReader:
                 self._check_length(int(framing[b"content-length"]))
 
     def _data(self, data: bytes | bytearray) -> None:
-        n = len(data)
-        size = self.size + n
-        if size > self.limit:
-            raise self._fail("response_limit", f"response body over the {self.limit} bytes read")
-        if self.size < self.keep:
-            part = bytes(data[: self.keep - self.size])
-            if self.budget is not None and not self.budget.take(len(part)):
-                raise self._fail("overload", "memory limit reached while keeping the response body")
-            self.kept.append(part)
-            self.kept_size += len(part)
-        if self.digest is not None:
-            self.digest.update(data)
-        self.size = size
+        take_body(self, data)
