@@ -76,6 +76,18 @@ class State(enum.Enum):
 _BUSY = frozenset({State.SENT, State.RECEIVING})
 
 
+def looped_back(transport: asyncio.Transport, is_self: Callable[[str, int], bool] | None) -> bool:
+    """Whether a new connection reached this proxy itself (a shadow address that resolves to the listener); it is
+    then aborted before a byte is written."""
+    if is_self is None:
+        return False
+    peer = transport.get_extra_info("peername")
+    if peer and is_self(peer[0], peer[1]):
+        transport.abort()
+        return True
+    return False
+
+
 class H1Conn(asyncio.Protocol):
     """A connection to a shadow service, carrying one copy at a time."""
 
@@ -102,13 +114,9 @@ class H1Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        is_self = self.owner.is_self
-        if is_self is not None:
-            peer = transport.get_extra_info("peername")
-            if peer and is_self(peer[0], peer[1]):
-                self.state = State.LOOPED
-                transport.abort()
-                return
+        if looped_back(transport, self.owner.is_self):
+            self.state = State.LOOPED
+            return
         self.state = State.IDLE
         self.pool.conns.add(self)
 

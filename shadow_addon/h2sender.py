@@ -26,7 +26,7 @@ import h2.settings
 
 from . import grpcwire
 from .budget import MemoryBudget
-from .connection import Failure, Flight
+from .connection import Failure, Flight, looped_back
 from .copyrequest import HOP_BY_HOP
 from .metrics import SHADOW
 from .reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM, ReadError, take_body
@@ -341,13 +341,9 @@ class H2Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        is_self = self.sender.is_self
-        if is_self is not None:
-            peer = transport.get_extra_info("peername")
-            if peer and is_self(peer[0], peer[1]):
-                self.looped = True
-                transport.abort()
-                return
+        if looped_back(transport, self.sender.is_self):
+            self.looped = True
+            return
         tls = transport.get_extra_info("ssl_object")
         if tls is not None and tls.selected_alpn_protocol() != "h2":
             self.alpn_refused = True
