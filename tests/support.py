@@ -303,6 +303,24 @@ class Proxy:
         return stop(self.proc)
 
 
+def names_resolve_on_host_files_only(tmp: Path) -> list[str]:
+    """A command prefix under which a process resolves names from /etc/hosts alone, so a test of a name that does
+    not resolve sends no DNS query off loopback: a private mount namespace binds an nsswitch.conf of `hosts: files`.
+    Skips where namespaces are not permitted (the failure is then the system resolver's to give)."""
+    import pytest
+
+    conf = tmp / "nsswitch.conf"
+    conf.write_text("hosts: files\n")
+    ns = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    prefix = [*ns, "sh", "-c", f'mount --bind {conf} /etc/nsswitch.conf && exec "$@"', "sh"]
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare to keep name resolution on this host")
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"mount namespaces not permitted here: {probe.stderr.strip()}")
+    return prefix
+
+
 def start_proxy(
     tmp: Path,
     reverse: str,

@@ -4,13 +4,21 @@ reason the copy was counted under, and that no connection, file descriptor or lo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
-from support import Proxy, fd_count, free_port, mapping, metric_sum, metrics_of, run_process, wait_until, write_mappings
+from support import (
+    Proxy,
+    fd_count,
+    free_port,
+    mapping,
+    metric_sum,
+    metrics_of,
+    names_resolve_on_host_files_only,
+    wait_until,
+    write_mappings,
+)
 
 
 def setup(
@@ -86,16 +94,7 @@ def test_misbehaving_shadow(tmp_path: Path, upstream, proxy, fault, mode: str, r
 
 
 def test_unresolvable_shadow_name(tmp_path: Path, upstream, proxy) -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("needs root and unshare to give mitmdump a resolver on loopback only")
-    probe = run_process(["unshare", "--mount", "true"], 10)
-    if probe.returncode != 0:
-        pytest.skip(f"unshare --mount not permitted here: {probe.stderr.strip()}")
-    # The name lookup must not leave loopback: in a private mount namespace, resolv.conf names 127.0.0.1,
-    # where nothing answers DNS, so resolution fails at once.
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
-    prefix = ["unshare", "--mount", "sh", "-c", f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh"]
+    prefix = names_resolve_on_host_files_only(tmp_path)  # the lookup never leaves this host
     p, api = setup(tmp_path, upstream, proxy, "shadow-that-does-not-exist.invalid:80", prefix=prefix)
     drive(p, api, 5)
     assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", reason="dns_error") == 5, 15, 0.2)

@@ -11,7 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ADDON, MITMDUMP, free_port, mapping, run_process, started, wait_until, write_mappings
+from support import (
+    ADDON,
+    MITMDUMP,
+    free_port,
+    mapping,
+    names_resolve_on_host_files_only,
+    run_process,
+    started,
+    wait_until,
+    write_mappings,
+)
 
 from shadow_addon import mappingfiles, mappings, routing
 
@@ -181,7 +191,8 @@ def test_a_service_that_does_not_resolve_is_named_at_start_up(tmp_path: Path, up
         mapping("orders-next", prefix="/orders/", service="orders-v2.invalid", shadow=True),
         mapping("local", prefix="/local/", service="127.0.0.1:9"),
     )
-    p = proxy(app.address, sets={"mappings": str(m), "mapping_services": [f"orders={app.address}"]})
+    prefix = names_resolve_on_host_files_only(tmp_path)  # the lookup never leaves this host
+    p = proxy(app.address, prefix=prefix, sets={"mappings": str(m), "mapping_services": [f"orders={app.address}"]})
     line = (
         "mappings: service orders-v2.invalid (Mapping orders-next.default) does not resolve (Name or service not "
         "known) and no mapping_services entry names it: its requests will fail; point it at a local process with "
