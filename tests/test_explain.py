@@ -208,3 +208,45 @@ def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert "(no Mappings)" not in r.stdout
     assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout
+
+
+def _loaded_with_errors() -> tuple[routing.Table, mappings.LoadResult]:
+    """A duplicate of a Mapping that serves, an invalid Mapping, and a document that is not one."""
+    doc = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {}}}\nspec: {{{}}}\n"
+    text = "---\n".join(
+        [
+            doc.format("api", "prefix: /api/, service: api"),
+            doc.format("api", "prefix: /v2/, service: api"),
+            doc.format("broken", "prefix: /b/, service: b, weight: ten"),
+            "just text\n",
+        ]
+    )
+    loaded = mappings.parse_text(text, "m.yaml")
+    mappings.check_duplicates(loaded)
+    return routing.build_table(loaded.mappings), loaded
+
+
+def test_explain_shows_a_load_error_with_its_mapping() -> None:
+    t, loaded = _loaded_with_errors()
+    lines = explain.text(t, loaded).splitlines()
+    api = next(i for i, line in enumerate(lines) if "api.default" in line)
+    assert lines[api + 1] == (
+        "       error: m.yaml doc 2 (Mapping api.default): duplicate name, already defined at m.yaml doc 1"
+    )
+    warnings = lines[lines.index("Warnings:") :]
+    assert "  - m.yaml doc 3 (Mapping broken.default): weight must be an integer 0..100, got 'ten'" in warnings
+    assert "  - m.yaml doc 4: document must be a mapping, got str" in warnings
+    assert not any("duplicate" in w for w in warnings)
+
+
+def test_diag_attaches_each_load_error_to_its_mapping() -> None:
+    t, loaded = _loaded_with_errors()
+    d = diag.snapshot(t, loaded, 0.0, [])
+    (row,) = d["mappings"]
+    assert row["errors"] == ["m.yaml doc 2 (Mapping api.default): duplicate name, already defined at m.yaml doc 1"]
+    assert [(e["mapping"], e["file"], e["doc"], e["field"]) for e in d["errors"]] == [
+        ("broken.default", "m.yaml", 3, "weight"),
+        (None, "m.yaml", 4, None),
+        ("api.default", "m.yaml", 2, None),
+    ]
+    assert d["errors"][1]["message"] == "m.yaml doc 4: document must be a mapping, got str"
