@@ -1,4 +1,4 @@
-"""The dashboard page as a pure function of a snapshot (see `pages.snapshot`).
+"""The dashboard page as a pure function of a `Snapshot` (see `pages.snapshot`).
 
 The figures are computed here as plain data; `templates/dashboard.html` lays them out with autoescaping on,
 so Mapping names, prefixes, services and diffs from user files and traffic can never become markup. Styles are
@@ -12,13 +12,16 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from .diag import Diag
 from .grpcwire import code_name
 from .reasons import WORDS
+from .report import Row, Side
 
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
@@ -125,12 +128,23 @@ _ENV.filters.update(dv=data_value, count=fmt_int, pct=fmt_pct)
 # ---------------------------------------------------------------------------------------------- view data
 
 
-def _header(snapshot: Mapping[str, Any], diag: Mapping[str, Any]) -> dict[str, Any]:
-    generated = snapshot.get("generated_at")
-    loaded_at = diag.get("loaded_at")
-    files = [str(f) for f in diag.get("files") or []]
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the page shows: the `/diag` document, the report's rows, and the comparison's own data
+    (`compare`: results per shadow Mapping; `diffs`: a page of `/diffs`), as the admin server serves them."""
+
+    generated_at: float = 0.0
+    diag: Diag = field(default_factory=Diag)
+    comparison: tuple[Row, ...] = ()
+    compare: Mapping[str, Mapping[str, int]] | None = None
+    diffs: Mapping[str, Any] | None = None
+    writes: Mapping[str, int] = field(default_factory=dict)  # copies of writes per shadow Mapping
+
+
+def _header(snapshot: Snapshot, diag: Diag) -> dict[str, Any]:
+    generated, loaded_at, files = snapshot.generated_at, diag.loaded_at, diag.files
     loaded = fmt_time(loaded_at)
-    if isinstance(loaded_at, int | float) and loaded_at > 0 and isinstance(generated, int | float):
+    if loaded_at > 0 and generated > 0:
         loaded += f" ({fmt_age(generated - loaded_at)})"
     return {
         "files": files[:4],
@@ -142,13 +156,13 @@ def _header(snapshot: Mapping[str, Any], diag: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def _tiles(diag: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    errors = len(diag.get("errors") or [])
-    prod = sum(int(_num((r.get("production") or {}).get("requests"))) for r in rows)
-    shadow = sum(int(_num((r.get("shadow") or {}).get("requests"))) for r in rows)
-    drops = sum(int(_num(n)) for r in rows for n in (r.get("drops") or {}).values())
+def _tiles(diag: Diag, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    errors = len(diag.errors)
+    prod = sum(r.production.requests for r in rows)
+    shadow = sum(r.shadow.requests for r in rows)
+    drops = sum(n for r in rows for n in r.drops.values())
     tiles = [
-        ("mappings", "Mappings", len(diag.get("mappings") or []), False),
+        ("mappings", "Mappings", len(diag.mappings), False),
         ("shadowed", "Shadowed resources", len(rows), False),
         ("config-errors", "Configuration errors", errors, errors > 0),
         ("production-requests", "Production requests", prod, False),
@@ -168,18 +182,17 @@ SIDE_LINES = (
 )
 
 
-def _side_table(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _side_table(prod: Side, shadow: Side) -> list[dict[str, Any]]:
     lines = []
     for metric, label, fmt, compare in SIDE_LINES:
-        pv, sv = prod.get(metric), shadow.get(metric)
+        pv, sv = getattr(prod, metric), getattr(shadow, metric)
         # Mark the shadow's figure when it is worse than production's: where a reader should look.
         worse = compare and isinstance(pv, int | float) and isinstance(sv, int | float) and sv > pv * 1.1 and sv > 0
         lines.append({"metric": metric, "label": label, "prod": pv, "shadow": sv, "fmt": fmt, "worse": worse})
     return lines
 
 
-def _codes(role: str, side: Mapping[str, Any]) -> dict[str, Any]:
-    codes = {str(k): int(_num(v)) for k, v in (side.get("codes") or {}).items()}
+def _codes(role: str, codes: Mapping[str, int]) -> dict[str, Any]:
     total = sum(codes.values())
     items, x = [], 0.0
     for code, n in codes.items():
@@ -198,14 +211,14 @@ def _codes(role: str, side: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": role, "title": ROLE_TITLE[role], "items": items}
 
 
-def _grpc_codes(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _grpc_codes(prod: Side, shadow: Side) -> list[dict[str, Any]]:
     """gRPC calls by grpc-status per role, as status-code bars (OK as a 2xx, any other status as a 5xx: a failed
     call is HTTP 200), when either side answered gRPC."""
-    if not (prod.get("grpc") or shadow.get("grpc")):
+    if not (prod.grpc or shadow.grpc):
         return []
     out = []
     for role, side in (("production", prod), ("shadow", shadow)):
-        c = _codes(role, {"codes": side.get("grpc") or {}})
+        c = _codes(role, side.grpc)
         c["title"] += " gRPC"
         for i in c["items"]:
             i["cls"] = "c2" if i["code"] == "0" else "c5"
@@ -222,16 +235,15 @@ def _nice_top(x: float) -> float:
     return 1.0
 
 
-def histogram(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> dict[str, Any]:
+def histogram(prod: Side, shadow: Side) -> dict[str, Any]:
     """Both roles' latency distributions as grouped bars over the same buckets (share of each role's requests,
     so a sampled shadow compares with production; raw counts are in the titles and data-count), as the
     coordinates the template draws."""
-    hist_p, hist_s = prod.get("histogram") or {}, shadow.get("histogram") or {}
-    le = [float(b) for b in (hist_p.get("le") or hist_s.get("le") or [])]
+    le = list(prod.le or shadow.le)
     n_buckets = len(le) + 1
     series: dict[str, list[int]] = {}
-    for role, h in (("production", hist_p), ("shadow", hist_s)):
-        counts = [int(_num(c)) for c in (h.get("counts") or [])][:n_buckets]
+    for role, side in (("production", prod), ("shadow", shadow)):
+        counts = list(side.counts[:n_buckets])
         series[role] = counts + [0] * (n_buckets - len(counts))
     totals = {role: sum(c) for role, c in series.items()}
     shares = {role: [c / totals[role] if totals[role] else 0.0 for c in cs] for role, cs in series.items()}
@@ -300,57 +312,47 @@ def _compare_chips(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict[str, Any]:
-    prod, shadow = row.get("production") or {}, row.get("shadow") or {}
-    weight = row.get("weight")
+def _resource(row: Row, compare: Mapping[str, Mapping[str, int]] | None) -> dict[str, Any]:
+    prod, shadow = row.production, row.shadow
     # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
-    share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
-    results = compare.get(row.get("shadow_mapping", "")) if compare is not None else None
+    share = f"{min(row.weight, 100)} % of requests" if row.copies else "nothing: its group has no production route"
+    results = compare.get(row.shadow_mapping) if compare is not None else None
     return {
-        "resource": row.get("resource", ""),
-        "production_mappings": [str(n) for n in row.get("production_mappings") or []],
-        "shadow_mapping": row.get("shadow_mapping", ""),
-        "shadow_service": row.get("shadow_service", ""),
-        "shadow_address": row.get("shadow_address", ""),
-        "share": share if row.get("copies") is not False else "nothing: its group has no production route",
+        "resource": row.resource,
+        "production_mappings": list(row.production_mappings),
+        "shadow_mapping": row.shadow_mapping,
+        "shadow_service": row.shadow_service,
+        "shadow_address": row.shadow_address,
+        "share": share,
         "side": _side_table(prod, shadow),
         "histogram": histogram(prod, shadow),
-        "codes": [_codes("production", prod), _codes("shadow", shadow), *_grpc_codes(prod, shadow)],
-        "drops": [
-            {"reason": str(reason), "value": n, "why": WORDS.get(str(reason), "")}
-            for reason, n in sorted((row.get("drops") or {}).items())
-        ],
-        "compare": _compare_chips(results) if isinstance(results, Mapping) and results else None,
+        "codes": [_codes("production", prod.codes), _codes("shadow", shadow.codes), *_grpc_codes(prod, shadow)],
+        "drops": [{"reason": reason, "value": n, "why": WORDS.get(reason, "")} for reason, n in row.drops.items()],
+        "compare": _compare_chips(results) if results else None,
     }
 
 
-def _mappings(diag: Mapping[str, Any]) -> list[dict[str, Any]]:
-    groups = {g.get("id"): g for g in diag.get("groups") or []}
-    errors: dict[str, list[str]] = {}
-    for e in diag.get("errors") or []:
-        if e.get("mapping"):
-            errors.setdefault(str(e["mapping"]), []).append(str(e.get("message", "")))
+def _mappings(diag: Diag) -> list[dict[str, Any]]:
+    groups = {g.id: g.label for g in diag.groups}
     out = []
-    previous_group: object = None
-    for m in diag.get("mappings") or []:
-        key = f"{m.get('name')}.{m.get('namespace')}"
-        gid = m.get("group")
-        if m.get("shadow"):
-            role = ("shadow", "shadow") if m.get("active_shadow") else ("ignored", "shadow (ignored)")
+    previous_group: int | None = None
+    for m in diag.mappings:
+        if m.shadow:
+            role = ("shadow", "shadow") if m.active_shadow else ("ignored", "shadow (ignored)")
         else:
             role = ("prod", "production")
         out.append(
             {
                 "m": m,
-                "key": key,
-                "errors": errors.get(key, []),
-                "group_start": gid != previous_group and previous_group is not None,
+                "key": m.key,
+                "errors": m.errors,
+                "group_start": m.group != previous_group and previous_group is not None,
                 "role": role,
-                "ignored": ", ".join(str(f) for f in m.get("ignored_fields") or []),
-                "group_label": groups.get(gid, {}).get("label"),
+                "ignored": ", ".join(m.ignored_fields),
+                "group_label": groups.get(m.group),
             }
         )
-        previous_group = gid
+        previous_group = m.group
     return out
 
 
@@ -417,30 +419,25 @@ def _judgement(j: object) -> dict[str, Any] | None:
     }
 
 
-def _writes(writes: object) -> list[dict[str, Any]]:
+def _writes(writes: Mapping[str, int]) -> list[dict[str, Any]]:
     """Shadow Mappings that are sent copies of writes (a shadow sharing state with production is changed)."""
-    if not isinstance(writes, Mapping):
-        return []
-    return [{"mapping": str(m), "n": n} for m, n in sorted(writes.items()) if isinstance(n, int) and n > 0]
+    return [{"mapping": m, "n": n} for m, n in sorted(writes.items()) if n > 0]
 
 
 # ---------------------------------------------------------------------------------------------- page
 
 
-def render(snapshot: dict[str, Any]) -> str:
+def render(snapshot: Snapshot) -> str:
     """The whole page. Pure: the same snapshot gives the same bytes."""
-    diag = snapshot.get("diag") or {}
-    rows = snapshot.get("comparison") or []
-    compare = snapshot.get("compare")
-    diffs = snapshot.get("diffs")
+    diag, rows = snapshot.diag, snapshot.comparison
     return _ENV.get_template("dashboard.html").render(
         refresh=REFRESH_SECONDS,
         header=_header(snapshot, diag),
         tiles=_tiles(diag, rows),
-        errors=[{"mapping": e.get("mapping"), "message": e.get("message", "")} for e in diag.get("errors") or []],
-        notices=[str(n) for n in diag.get("notices") or []],
-        resources=[_resource(r, compare if isinstance(compare, Mapping) else None) for r in rows],
-        diffs=_diffs(diffs) if isinstance(diffs, Mapping) else None,
-        writes=_writes(snapshot.get("writes")),
+        errors=diag.errors,
+        notices=diag.notices,
+        resources=[_resource(r, snapshot.compare) for r in rows],
+        diffs=_diffs(snapshot.diffs) if snapshot.diffs is not None else None,
+        writes=_writes(snapshot.writes),
         mappings=_mappings(diag),
     )

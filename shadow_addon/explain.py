@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .mappings import LoadResult, Mapping, not_honoured
+from .mappings import LoadError, LoadResult, Mapping, not_honoured
 from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
 
 UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
@@ -258,6 +258,26 @@ def route_views(table: Table) -> list[Route]:
 def routes(table: Table) -> list[dict[str, Any]]:
     """The groups in route order, as JSON (`/diag`'s routes, `mitmshadow explain --json`)."""
     return [r.to_json() for r in route_views(table)]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What `mitmshadow explain --json` prints: the routes, each trap, and the load errors."""
+
+    routes: tuple[Route, ...]
+    warnings: tuple[str, ...]
+    errors: tuple[LoadError, ...]
+
+    @classmethod
+    def of(cls, table: Table, loaded: LoadResult) -> Explanation:
+        return cls(tuple(route_views(table)), tuple(warnings(table)), tuple(loaded.errors))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "routes": [r.to_json() for r in self.routes],
+            "warnings": list(self.warnings),
+            "errors": [str(e) for e in self.errors],  # each its one line
+        }
 
 
 NAME_WIDTH = (28, 48)  # the name and service columns: at least 28 wide, wider for longer names up to 48

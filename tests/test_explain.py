@@ -63,7 +63,7 @@ def test_route_views_are_typed_and_their_json_is_the_diag_routes() -> None:
         "query_parameters": [{"name": "q", "value": "1", "regex": False}],
         "precedence": 2,
     }
-    assert diag.snapshot(t, None, 0.0, [])["routes"] == doc
+    assert diag.snapshot(t, None, 0.0, []).to_json()["routes"] == doc
 
 
 def test_shadow_alone_names_the_mapping_it_was_meant_for_and_the_field() -> None:
@@ -164,13 +164,13 @@ def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for(
     ]
     assert "weight 50: copies nothing (no route)" in explain.text(t)
     d = diag.snapshot(t, None, 0.0, [])
-    assert [(m["name"], m["active_shadow"]) for m in d["mappings"] if m["shadow"]] == [("orders-next", False)]
+    assert [(m.name, m.active_shadow) for m in d.mappings if m.shadow] == [("orders-next", False)]
     rows = report.comparison(t, Metrics())
     assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
     assert "copies     nothing: its group has no production route" in report.text_table(rows)
     ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
     assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
-    assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]
+    assert [m.active_shadow for m in diag.snapshot(ok, None, 0.0, []).mappings if m.shadow] == [True]
 
 
 def test_columns_stay_aligned_with_long_names() -> None:
@@ -241,7 +241,7 @@ def test_explain_shows_a_load_error_with_its_mapping() -> None:
 
 def test_diag_attaches_each_load_error_to_its_mapping() -> None:
     t, loaded = _loaded_with_errors()
-    d = diag.snapshot(t, loaded, 0.0, [])
+    d = diag.snapshot(t, loaded, 0.0, []).to_json()
     (row,) = d["mappings"]
     assert row["errors"] == ["m.yaml doc 2 (Mapping api.default): duplicate name, already defined at m.yaml doc 1"]
     assert [(e["mapping"], e["file"], e["doc"], e["field"]) for e in d["errors"]] == [
@@ -250,3 +250,12 @@ def test_diag_attaches_each_load_error_to_its_mapping() -> None:
         ("api.default", "m.yaml", 2, None),
     ]
     assert d["errors"][1]["message"] == "m.yaml doc 4: document must be a mapping, got str"
+
+
+def test_the_explain_document_round_trips_through_json() -> None:
+    t, loaded = _loaded_with_errors()
+    e = explain.Explanation.of(t, loaded)
+    doc = e.to_json()
+    assert json.loads(json.dumps(doc)) == doc and list(doc) == ["routes", "warnings", "errors"]
+    assert doc["routes"] == explain.routes(t) and doc["warnings"] == explain.warnings(t)
+    assert doc["errors"] == [str(x) for x in loaded.errors] and isinstance(e.errors[0], mappings.LoadError)
