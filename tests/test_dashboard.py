@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from support import M, cell, parse, real_snapshot, resource
 
-from shadow_addon import compare, dashboard, diag, mappings, report, routing
+from shadow_addon import compare, dashboard, diag, figures, mappings, report, routing
 from shadow_addon.metrics import BUCKETS, SHADOW, Metrics
 
 EVIL = "<script>alert(1)</script>\"'&"
@@ -314,22 +314,22 @@ def evil_diffs() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("fn", "value", "expected"),
     [
-        (dashboard.fmt_ms, None, "–"),
-        (dashboard.fmt_ms, 0.00726, "7.26 ms"),
-        (dashboard.fmt_ms, 0.0204, "20.4 ms"),
-        (dashboard.fmt_ms, 1.2346, "1,235 ms"),
-        (dashboard.fmt_pct, 0.0, "0 %"),
-        (dashboard.fmt_pct, 0.1, "10.0 %"),
-        (dashboard.fmt_pct, 1.0, "100 %"),
-        (dashboard.fmt_pct, None, "–"),
-        (dashboard.fmt_int, 1234567, "1,234,567"),
-        (dashboard.fmt_int, None, "–"),
-        (dashboard.fmt_time, 0.0, "–"),
-        (dashboard.fmt_time, 86400.5, "1970-01-02 00:00:00 UTC"),
-        (dashboard.fmt_age, 59.9, "59 s ago"),
-        (dashboard.fmt_age, 3725.0, "1 h 2 min ago"),
-        (dashboard.fmt_bound, 0.0025, "2.5 ms"),
-        (dashboard.fmt_bound, 2.5, "2.5 s"),
+        (figures.fmt_ms, None, "–"),
+        (figures.fmt_ms, 0.00726, "7.26 ms"),
+        (figures.fmt_ms, 0.0204, "20.4 ms"),
+        (figures.fmt_ms, 1.2346, "1,235 ms"),
+        (figures.fmt_pct, 0.0, "0 %"),
+        (figures.fmt_pct, 0.1, "10.0 %"),
+        (figures.fmt_pct, 1.0, "100 %"),
+        (figures.fmt_pct, None, "–"),
+        (figures.fmt_int, 1234567, "1,234,567"),
+        (figures.fmt_int, None, "–"),
+        (figures.fmt_time, 0.0, "–"),
+        (figures.fmt_time, 86400.5, "1970-01-02 00:00:00 UTC"),
+        (figures.fmt_age, 59.9, "59 s ago"),
+        (figures.fmt_age, 3725.0, "1 h 2 min ago"),
+        (figures.fmt_bound, 0.0025, "2.5 ms"),
+        (figures.fmt_bound, 2.5, "2.5 s"),
     ],
 )
 def test_number_formats(fn: Any, value: Any, expected: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import mapping, run_process, write_mappings
 
-from shadow_addon import dashboard, diag, explain, mappings, report, routing
+from shadow_addon import diag, explain, figures, mappings, report, routing
 from shadow_addon.metrics import Metrics
 
 
@@ -166,10 +166,10 @@ def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for(
     d = diag.snapshot(t, None, 0.0, [])
     assert [(m.name, m.active_shadow) for m in d.mappings if m.shadow] == [("orders-next", False)]
     rows = report.comparison(t, Metrics())
-    assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
+    assert figures.resource(rows[0], None)["share"] == "nothing: its group has no production route"
     assert "copies     nothing: its group has no production route" in report.text_table(rows)
     ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
-    assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
+    assert figures.resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
     assert [m.active_shadow for m in diag.snapshot(ok, None, 0.0, []).mappings if m.shadow] == [True]
 
 
