@@ -1,14 +1,19 @@
 """mitmproxy-shadow: traffic shadowing for mitmproxy, configured with Emissary-ingress Mapping files."""
 
+import logging
 import os
 
-# The `-s` entry script: what `mitmshadow` and `mitmshadow replay` give mitmdump.
+# The one `-s` entry script: what `mitmshadow` and `mitmshadow replay` give mitmdump.
 ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon.py")
 
-if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/__init__.py`: load the addon all the same
-    import sys
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from shadow_addon.shadow import Shadow
+def not_the_entry(path: str) -> None:
+    """A package file given to `-s`: mitmproxy loads a script without `addons` silently, so say it in one line
+    (an error, which ends mitmdump's start-up) and name the entry script."""
+    logging.getLogger("shadow").error(
+        "%s is a module of the addon, not its entry script: load the addon with -s %s", os.path.abspath(path), ADDON
+    )
 
-    addons = [Shadow()]
+
+if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/__init__.py`
+    not_the_entry(__file__)

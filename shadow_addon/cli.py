@@ -88,8 +88,7 @@ def _explain(args: Sequence[str]) -> int:
     mappings.check_duplicates(loaded)
     table = routing.build_table(loaded.mappings, (), ns.ambassador_id)
     if ns.json:
-        doc = {"routes": explain.routes(table), "warnings": explain.warnings(table), "errors": loaded.errors}
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(explain.Explanation.of(table, loaded).to_json(), indent=1))
     else:
         print(explain.text(table, loaded), end="")
     return 1 if loaded.file_errors else 0

@@ -1,6 +1,7 @@
-"""The dashboard page as a pure function of a snapshot (see `pages.snapshot`).
+"""The dashboard page as a pure function of a `Snapshot` (see `pages.snapshot`).
 
-The figures are computed here as plain data; `templates/dashboard.html` lays them out with autoescaping on,
+The page's parts are computed as plain data (here, a resource's figures in `figures`, the comparison's
+differences in `diffview`); `templates/dashboard.html` lays them out with autoescaping on,
 so Mapping names, prefixes, services and diffs from user files and traffic can never become markup. Styles are
 a static file (`static/dashboard.css`), histograms inline SVG, no scripts: the page works under a
 `default-src 'none'` content security policy, offline and behind any proxy. Figures carry `data-role` /
@@ -9,28 +10,20 @@ a static file (`static/dashboard.css`), histograms inline SVG, no scripts: the p
 
 from __future__ import annotations
 
-import datetime
-import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from .grpcwire import code_name
-from .reasons import WORDS
+from . import diffview, figures
+from .diag import Diag
+from .figures import data_value, fmt_age, fmt_int, fmt_pct, fmt_time
+from .report import Row
 
 HERE = Path(__file__).resolve().parent
 REFRESH_SECONDS = 5
-ROLES = ("production", "shadow")
-ROLE_TITLE = {"production": "Production", "shadow": "Shadow"}
-COMPARE_ORDER = ("match", "mismatch", "noise", "skipped")
-TEXT_LIMIT = 300  # characters of a free-form value shown in the differences table
-
-DIFF_ROWS = 30  # endpoints listed
-DIFF_RECORDS = 12  # latest mismatches listed
-FIELD_ENDPOINTS = 12  # endpoints shown field by field
-FIELD_ROWS = 15  # fields listed per endpoint
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -51,86 +44,29 @@ def _page(ctype: str, body: bytes) -> Callable[[], tuple[str, bytes]]:
     return lambda: (ctype, body)
 
 
-def data_value(v: object) -> str:
-    """A data attribute value: floats in full precision (repr), None as empty."""
-    if v is None:
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def fmt_int(n: object) -> str:
-    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else "–"
-
-
-def fmt_pct(fraction: object) -> str:
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or math.isnan(fraction):
-        return "–"
-    p = fraction * 100.0
-    return f"{p:.0f} %" if p == 0 or p == 100 else f"{p:.1f} %"
-
-
-def fmt_ms(seconds: object) -> str:
-    """Seconds as milliseconds, with precision that suits the size; None (no observation) as a dash."""
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or math.isnan(seconds):
-        return "–"
-    ms = seconds * 1000.0
-    if ms < 10:
-        return f"{ms:.2f} ms"
-    if ms < 100:
-        return f"{ms:.1f} ms"
-    return f"{ms:,.0f} ms"
-
-
-def fmt_time(ts: object) -> str:
-    """An epoch time as UTC (the page has no script to learn the reader's zone)."""
-    if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
-        return "–"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def fmt_age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min ago"
-    return f"{s // 86400} d ago"
-
-
-def fmt_bound(le: float) -> str:
-    """A bucket's upper bound as a short axis label."""
-    if le < 1:
-        ms = le * 1000
-        return f"{ms:g} ms"
-    return f"{le:g} s"
-
-
-def _code_class(code: str) -> str:
-    if code == "error":
-        return "cerr"
-    if len(code) == 3 and code[0] in "2345" and code.isdigit():
-        return f"c{code[0]}"
-    return "cother"
-
-
-def _num(v: object) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
-
-
 _ENV.filters.update(dv=data_value, count=fmt_int, pct=fmt_pct)
 
 
 # ---------------------------------------------------------------------------------------------- view data
 
 
-def _header(snapshot: Mapping[str, Any], diag: Mapping[str, Any]) -> dict[str, Any]:
-    generated = snapshot.get("generated_at")
-    loaded_at = diag.get("loaded_at")
-    files = [str(f) for f in diag.get("files") or []]
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the page shows: the `/diag` document, the report's rows, and the comparison's own data
+    (`compare`: results per shadow Mapping; `diffs`: a page of `/diffs`), as the admin server serves them."""
+
+    generated_at: float = 0.0
+    diag: Diag = field(default_factory=Diag)
+    comparison: tuple[Row, ...] = ()
+    compare: Mapping[str, Mapping[str, int]] | None = None
+    diffs: Mapping[str, Any] | None = None
+    writes: Mapping[str, int] = field(default_factory=dict)  # copies of writes per shadow Mapping
+
+
+def _header(snapshot: Snapshot, diag: Diag) -> dict[str, Any]:
+    generated, loaded_at, files = snapshot.generated_at, diag.loaded_at, diag.files
     loaded = fmt_time(loaded_at)
-    if isinstance(loaded_at, int | float) and loaded_at > 0 and isinstance(generated, int | float):
+    if loaded_at > 0 and generated > 0:
         loaded += f" ({fmt_age(generated - loaded_at)})"
     return {
         "files": files[:4],
@@ -142,13 +78,13 @@ def _header(snapshot: Mapping[str, Any], diag: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def _tiles(diag: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    errors = len(diag.get("errors") or [])
-    prod = sum(int(_num((r.get("production") or {}).get("requests"))) for r in rows)
-    shadow = sum(int(_num((r.get("shadow") or {}).get("requests"))) for r in rows)
-    drops = sum(int(_num(n)) for r in rows for n in (r.get("drops") or {}).values())
+def _tiles(diag: Diag, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    errors = len(diag.errors)
+    prod = sum(r.production.requests for r in rows)
+    shadow = sum(r.shadow.requests for r in rows)
+    drops = sum(n for r in rows for n in r.drops.values())
     tiles = [
-        ("mappings", "Mappings", len(diag.get("mappings") or []), False),
+        ("mappings", "Mappings", len(diag.mappings), False),
         ("shadowed", "Shadowed resources", len(rows), False),
         ("config-errors", "Configuration errors", errors, errors > 0),
         ("production-requests", "Production requests", prod, False),
@@ -158,289 +94,49 @@ def _tiles(diag: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[d
     return [{"key": k, "label": label, "value": v, "bad": bad} for k, label, v, bad in tiles]
 
 
-SIDE_LINES = (
-    ("requests", "Requests", fmt_int, False),
-    ("errors", "Errors (5xx, failed)", fmt_int, False),
-    ("error_rate", "Error rate", fmt_pct, True),
-    ("p50", "Latency p50", fmt_ms, True),
-    ("p90", "Latency p90", fmt_ms, True),
-    ("p99", "Latency p99", fmt_ms, True),
-)
-
-
-def _side_table(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
-    lines = []
-    for metric, label, fmt, compare in SIDE_LINES:
-        pv, sv = prod.get(metric), shadow.get(metric)
-        # Mark the shadow's figure when it is worse than production's: where a reader should look.
-        worse = compare and isinstance(pv, int | float) and isinstance(sv, int | float) and sv > pv * 1.1 and sv > 0
-        lines.append({"metric": metric, "label": label, "prod": pv, "shadow": sv, "fmt": fmt, "worse": worse})
-    return lines
-
-
-def _codes(role: str, side: Mapping[str, Any]) -> dict[str, Any]:
-    codes = {str(k): int(_num(v)) for k, v in (side.get("codes") or {}).items()}
-    total = sum(codes.values())
-    items, x = [], 0.0
-    for code, n in codes.items():
-        share = n / total if total else 0.0
-        items.append(
-            {
-                "code": code,
-                "n": n,
-                "cls": _code_class(code),
-                "share": fmt_pct(share),
-                "x": f"{x * 100:.3f}",
-                "width": f"{share * 100:.3f}",
-            }
-        )
-        x += share
-    return {"role": role, "title": ROLE_TITLE[role], "items": items}
-
-
-def _grpc_codes(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """gRPC calls by grpc-status per role, as status-code bars (OK as a 2xx, any other status as a 5xx: a failed
-    call is HTTP 200), when either side answered gRPC."""
-    if not (prod.get("grpc") or shadow.get("grpc")):
-        return []
+def _mappings(diag: Diag) -> list[dict[str, Any]]:
+    groups = {g.id: g.label for g in diag.groups}
     out = []
-    for role, side in (("production", prod), ("shadow", shadow)):
-        c = _codes(role, {"codes": side.get("grpc") or {}})
-        c["title"] += " gRPC"
-        for i in c["items"]:
-            i["cls"] = "c2" if i["code"] == "0" else "c5"
-            i["code"] = code_name(i["code"])
-        out.append(c)
-    return out
-
-
-def _nice_top(x: float) -> float:
-    """The smallest 'round' axis maximum >= x (x a fraction of requests, 0..1)."""
-    for top in (0.04, 0.08, 0.12, 0.2, 0.4, 0.6, 0.8, 1.0):  # quarters of each are round percentages
-        if x <= top + 1e-12:
-            return top
-    return 1.0
-
-
-def histogram(prod: Mapping[str, Any], shadow: Mapping[str, Any]) -> dict[str, Any]:
-    """Both roles' latency distributions as grouped bars over the same buckets (share of each role's requests,
-    so a sampled shadow compares with production; raw counts are in the titles and data-count), as the
-    coordinates the template draws."""
-    hist_p, hist_s = prod.get("histogram") or {}, shadow.get("histogram") or {}
-    le = [float(b) for b in (hist_p.get("le") or hist_s.get("le") or [])]
-    n_buckets = len(le) + 1
-    series: dict[str, list[int]] = {}
-    for role, h in (("production", hist_p), ("shadow", hist_s)):
-        counts = [int(_num(c)) for c in (h.get("counts") or [])][:n_buckets]
-        series[role] = counts + [0] * (n_buckets - len(counts))
-    totals = {role: sum(c) for role, c in series.items()}
-    shares = {role: [c / totals[role] if totals[role] else 0.0 for c in cs] for role, cs in series.items()}
-    top = _nice_top(max([0.0, *shares["production"], *shares["shadow"]]))
-
-    w, h = 760, 260
-    left, right, top_pad, bottom = 62, 8, 28, 46
-    pw, ph = w - left - right, h - top_pad - bottom
-    slot = pw / n_buckets
-    bar = slot * 0.36
-    labels = [f"≤{fmt_bound(b)}" if i == 0 else fmt_bound(b) for i, b in enumerate(le)] + [
-        f">{fmt_bound(le[-1])}" if le else "all"
-    ]
-    grid = []
-    for i in range(5):
-        frac = i / 4
-        y = top_pad + ph - frac * ph
-        grid.append({"y": f"{y:.1f}", "ty": f"{y + 4:.1f}", "label": f"{top * frac * 100:g} %"})
-    roles = []
-    for role, dx in (("production", slot / 2 - bar - 1), ("shadow", slot / 2 + 1)):
-        bars = []
-        for i, (count, share) in enumerate(zip(series[role], shares[role], strict=True)):
-            bh = share / top * ph if top else 0.0
-            bars.append(
-                {
-                    "x": f"{left + i * slot + dx:.1f}",
-                    "y": f"{top_pad + ph - bh:.1f}",
-                    "height": f"{bh:.1f}",
-                    "count": count,
-                    "tip": f"{ROLE_TITLE[role]} {labels[i]}: {count:,} ({fmt_pct(share)})",
-                }
-            )
-        roles.append({"role": role, "total": totals[role], "bars": bars})
-    lx = w - right - 270
-    return {
-        "w": w,
-        "h": h,
-        "left": left,
-        "right": w - right,
-        "base": top_pad + ph,
-        "grid": grid,
-        "bar": f"{bar:.1f}",
-        "series": roles,
-        "labels": [{"x": f"{left + i * slot + slot / 2:.1f}", "text": t} for i, t in enumerate(labels)],
-        "label_y": top_pad + ph + 15,
-        "mid_x": f"{left + pw / 2:.1f}",
-        "mid_y": f"{top_pad + ph / 2:.1f}",
-        "title_y": h - 6,
-        "legend": [
-            {"role": r, "x": lx + j * 140, "text": f"{ROLE_TITLE[r]} (n={totals[r]:,})"} for j, r in enumerate(ROLES)
-        ],
-        "empty": not any(totals.values()),
-    }
-
-
-def _compare_chips(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    keys = [k for k in COMPARE_ORDER if k in results] + sorted(k for k in results if k not in COMPARE_ORDER)
-    return [
-        {
-            "result": k,
-            "value": results[k],
-            "shown": fmt_int(results[k]) if isinstance(results[k], int) else str(results[k]),
-            "bad": k == "mismatch" and _num(results[k]) > 0,
-        }
-        for k in keys
-    ]
-
-
-def _resource(row: Mapping[str, Any], compare: Mapping[str, Any] | None) -> dict[str, Any]:
-    prod, shadow = row.get("production") or {}, row.get("shadow") or {}
-    weight = row.get("weight")
-    # Envoy's runtime fraction caps at 100 (protobuf/utility.cc evaluateFractionalPercent): 150 copies every request.
-    share = f"{min(weight, 100)} % of requests" if isinstance(weight, int | float) else "requests"
-    results = compare.get(row.get("shadow_mapping", "")) if compare is not None else None
-    return {
-        "resource": row.get("resource", ""),
-        "production_mappings": [str(n) for n in row.get("production_mappings") or []],
-        "shadow_mapping": row.get("shadow_mapping", ""),
-        "shadow_service": row.get("shadow_service", ""),
-        "shadow_address": row.get("shadow_address", ""),
-        "share": share if row.get("copies") is not False else "nothing: its group has no production route",
-        "side": _side_table(prod, shadow),
-        "histogram": histogram(prod, shadow),
-        "codes": [_codes("production", prod), _codes("shadow", shadow), *_grpc_codes(prod, shadow)],
-        "drops": [
-            {"reason": str(reason), "value": n, "why": WORDS.get(str(reason), "")}
-            for reason, n in sorted((row.get("drops") or {}).items())
-        ],
-        "compare": _compare_chips(results) if isinstance(results, Mapping) and results else None,
-    }
-
-
-def _mappings(diag: Mapping[str, Any]) -> list[dict[str, Any]]:
-    groups = {g.get("id"): g for g in diag.get("groups") or []}
-    errors: dict[str, list[str]] = {}
-    for e in diag.get("errors") or []:
-        if e.get("mapping"):
-            errors.setdefault(str(e["mapping"]), []).append(str(e.get("message", "")))
-    out = []
-    previous_group: object = None
-    for m in diag.get("mappings") or []:
-        key = f"{m.get('name')}.{m.get('namespace')}"
-        gid = m.get("group")
-        if m.get("shadow"):
-            role = ("shadow", "shadow") if m.get("active_shadow") else ("ignored", "shadow (ignored)")
+    previous_group: int | None = None
+    for m in diag.mappings:
+        if m.shadow:
+            role = ("shadow", "shadow") if m.active_shadow else ("ignored", "shadow (ignored)")
         else:
             role = ("prod", "production")
         out.append(
             {
                 "m": m,
-                "key": key,
-                "errors": errors.get(key, []),
-                "group_start": gid != previous_group and previous_group is not None,
+                "key": m.key,
+                "errors": m.errors,
+                "group_start": m.group != previous_group and previous_group is not None,
                 "role": role,
-                "ignored": ", ".join(str(f) for f in m.get("ignored_fields") or []),
-                "group_label": groups.get(gid, {}).get("label"),
+                "ignored": ", ".join(m.ignored_fields),
+                "group_label": groups.get(m.group),
             }
         )
-        previous_group = gid
+        previous_group = m.group
     return out
 
 
-def _diffs(diffs: Mapping[str, Any]) -> dict[str, Any]:
-    groups = sorted(
-        (g for g in diffs.get("groups", []) if isinstance(g, Mapping)),
-        key=lambda g: (-int(g.get("mismatches", 0)), str(g.get("endpoint"))),
-    )
-    records = []
-    for r in [r for r in diffs.get("records", []) if isinstance(r, Mapping)][:DIFF_RECORDS]:
-        req = r.get("request") or {}
-        records.append(
-            {
-                "at": str(r.get("at", ""))[11:19],
-                "mapping": r.get("mapping"),
-                "method": req.get("method", ""),
-                "path": str(req.get("path", ""))[:TEXT_LIMIT],
-                "statuses": (
-                    (r.get("production") or {}).get("status", "–"),
-                    (r.get("shadow") or {}).get("status", "–"),
-                ),
-                "lines": [str(d)[:TEXT_LIMIT] for d in (r.get("diffs") or [])[:6]],
-            }
-        )
-    return {"groups": groups[:DIFF_ROWS], "records": records, "judgement": _judgement(diffs.get("judgement"))}
-
-
-def _judgement(j: object) -> dict[str, Any] | None:
-    """The per-field view: for each endpoint with differences, what differs, how often, against noise."""
-    if not isinstance(j, Mapping):
-        return None
-    endpoints = []
-    for e in [e for e in j.get("endpoints") or [] if isinstance(e, Mapping) and e.get("fields")][:FIELD_ENDPOINTS]:
-        rows = [f for f in e.get("fields") or [] if isinstance(f, Mapping)]
-        endpoints.append(
-            {
-                "mapping": e.get("mapping"),
-                "endpoint": str(e.get("endpoint"))[:TEXT_LIMIT],
-                "compared": e.get("compared"),
-                "samples": e.get("noise_samples"),
-                "reported": e.get("reported"),
-                "provisional": bool(e.get("provisional")),
-                "hint": e.get("hint") or "",
-                "fields": [
-                    {
-                        "field": str(f.get("field"))[:TEXT_LIMIT],
-                        "candidate": f.get("candidate"),
-                        "rate": _num(f.get("rate")),
-                        "noise": f.get("noise"),
-                        "noise_rate": _num(f.get("noise_rate")),
-                        "absolute": _num(f.get("absolute")),
-                        "reported": bool(f.get("reported")),
-                    }
-                    for f in rows[:FIELD_ROWS]
-                ],
-                "more": max(0, len(rows) - FIELD_ROWS),
-            }
-        )
-    return {
-        "relative": j.get("relative_threshold"),
-        "absolute": j.get("absolute_threshold"),
-        "secondary": bool(j.get("secondary")),
-        "endpoints": endpoints,
-    }
-
-
-def _writes(writes: object) -> list[dict[str, Any]]:
+def _writes(writes: Mapping[str, int]) -> list[dict[str, Any]]:
     """Shadow Mappings that are sent copies of writes (a shadow sharing state with production is changed)."""
-    if not isinstance(writes, Mapping):
-        return []
-    return [{"mapping": str(m), "n": n} for m, n in sorted(writes.items()) if isinstance(n, int) and n > 0]
+    return [{"mapping": m, "n": n} for m, n in sorted(writes.items()) if n > 0]
 
 
 # ---------------------------------------------------------------------------------------------- page
 
 
-def render(snapshot: dict[str, Any]) -> str:
+def render(snapshot: Snapshot) -> str:
     """The whole page. Pure: the same snapshot gives the same bytes."""
-    diag = snapshot.get("diag") or {}
-    rows = snapshot.get("comparison") or []
-    compare = snapshot.get("compare")
-    diffs = snapshot.get("diffs")
+    diag, rows = snapshot.diag, snapshot.comparison
     return _ENV.get_template("dashboard.html").render(
         refresh=REFRESH_SECONDS,
         header=_header(snapshot, diag),
         tiles=_tiles(diag, rows),
-        errors=[{"mapping": e.get("mapping"), "message": e.get("message", "")} for e in diag.get("errors") or []],
-        notices=[str(n) for n in diag.get("notices") or []],
-        resources=[_resource(r, compare if isinstance(compare, Mapping) else None) for r in rows],
-        diffs=_diffs(diffs) if isinstance(diffs, Mapping) else None,
-        writes=_writes(snapshot.get("writes")),
+        errors=diag.errors,
+        notices=diag.notices,
+        resources=[figures.resource(r, snapshot.compare) for r in rows],
+        diffs=diffview.view(snapshot.diffs) if snapshot.diffs is not None else None,
+        writes=_writes(snapshot.writes),
         mappings=_mappings(diag),
     )

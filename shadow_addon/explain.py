@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .mappings import LoadResult, Mapping, not_honoured
+from .mappings import LoadError, LoadResult, Mapping, not_honoured
 from .routing import Group, KeyValue, Table, header_matches, host_match, query_matches, route_weight
 
 UNROUTED = "Requests no route matches go to the reverse target unchanged (Emissary would answer 404)."
@@ -260,6 +260,26 @@ def routes(table: Table) -> list[dict[str, Any]]:
     return [r.to_json() for r in route_views(table)]
 
 
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What `mitmshadow explain --json` prints: the routes, each trap, and the load errors."""
+
+    routes: tuple[Route, ...]
+    warnings: tuple[str, ...]
+    errors: tuple[LoadError, ...]
+
+    @classmethod
+    def of(cls, table: Table, loaded: LoadResult) -> Explanation:
+        return cls(tuple(route_views(table)), tuple(warnings(table)), tuple(loaded.errors))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "routes": [r.to_json() for r in self.routes],
+            "warnings": list(self.warnings),
+            "errors": [str(e) for e in self.errors],  # each its one line
+        }
+
+
 NAME_WIDTH = (28, 48)  # the name and service columns: at least 28 wide, wider for longer names up to 48
 
 
@@ -287,29 +307,44 @@ def _row(name: str, service: str, rest: str, widths: tuple[int, int]) -> list[st
     return [*lines, f"     {name:<{wn}} -> {service:<{ws}} {rest}"]
 
 
+def _errors(messages: list[str]) -> list[str]:
+    """A Mapping's load errors under its line, each its one line (the duplicate's file and document)."""
+    return [f"       error: {m}" for m in messages]
+
+
 def text(table: Table, loaded: LoadResult | None = None) -> str:
     """The report `mitmshadow explain` prints."""
     lines = ["Routes, in the order they are tried (the first match wins):", ""]
     rs = route_views(table)
     widths = _columns(rs)
+    errors = list(loaded.errors) if loaded else []
+    shown = {p.name for r in rs for p in r.production} | {r.shadow.name for r in rs if r.shadow}
+    shown |= {r.redirect for r in rs if r.redirect}
+    own: dict[str, list[str]] = {}  # the load errors of Mappings shown (a duplicate's name): under their line
+    for e in errors:
+        if e.mapping in shown:
+            own.setdefault(e.mapping, []).append(e)
     for r in rs:
         lines.append(f"{r.order}. {r.match.text()}")
         if r.redirect:
             lines.append(f"     redirect: {r.redirect}")
+            lines += _errors(own.get(r.redirect, []))
         for p in r.production:
             rest = f"cumulative {p.cumulative_weight:>3} ({p.share}%)"
             lines += _row(p.name, p.service, rest, widths)
+            lines += _errors(own.get(p.name, []))
         if r.shadow:
             s = r.shadow
             copies = f"copies {min(s.weight, 100)}% of the requests" if r.routes else "copies nothing (no route)"
             copies += " (weight over 100: Envoy copies every request)" if s.weight > 100 and r.routes else ""
             lines += _row(f"shadow {s.name}", s.service, f"weight {s.weight}: {copies}", widths)
+            lines += _errors(own.get(s.name, []))
         if not r.routes:
             lines.append("     no route: only a shadow")
     if not table.groups:
         lines.append("(no Mappings)")
     lines += ["", UNROUTED]
-    problems = list(loaded.errors) if loaded else []
+    problems = [e for e in errors if e.mapping not in shown]  # the file's, or of a Mapping left out
     warn = warnings(table)
     if problems or warn:
         lines += ["", "Warnings:"]

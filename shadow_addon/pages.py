@@ -30,23 +30,26 @@ def pages(state: State) -> dict[str, admin.Page]:
         **dashboard.static_pages(),
         "/": lambda: ("text/html; charset=utf-8", dashboard.render(snapshot(state)).encode()),
         "/metrics": lambda: (metrics.CONTENT_TYPE, _metrics(state)),
-        "/diag": lambda: ("application/json", _json(_diag(state))),
+        "/diag": lambda: ("application/json", _json(_diag(state).to_json())),
         "/report": lambda: ("text/plain; charset=utf-8", report_text(state).encode()),
-        "/report.json": lambda: ("application/json", _json(report.comparison(state.files.table, state.metrics))),
+        "/report.json": lambda: (
+            "application/json",
+            _json(report.to_json(report.comparison(state.files.table, state.metrics))),
+        ),
         "/diffs": admin.QueryPage(lambda q: ("application/json", _json(_diffs(state, q)))),
     }
 
 
-def snapshot(state: State) -> dict[str, object]:
-    """Everything the dashboard shows, as plain data."""
-    return {
-        "generated_at": time.time(),
-        "diag": _diag(state),
-        "comparison": report.comparison(state.files.table, state.metrics),
-        "compare": state.metrics.compare_counts() if state.pairing else None,
-        "diffs": state.pairing.store.to_json(0, DASHBOARD_RECORDS) if state.pairing else None,
-        "writes": dict(getattr(state, "writes", {})),  # copies of writes per shadow Mapping (a dashboard note)
-    }
+def snapshot(state: State) -> dashboard.Snapshot:
+    """Everything the dashboard shows."""
+    return dashboard.Snapshot(
+        generated_at=time.time(),
+        diag=_diag(state),
+        comparison=tuple(report.comparison(state.files.table, state.metrics)),
+        compare=state.metrics.compare_counts() if state.pairing else None,
+        diffs=state.pairing.store.to_json(0, DASHBOARD_RECORDS) if state.pairing else None,
+        writes=dict(getattr(state, "writes", {})),  # copies of writes per shadow Mapping (a dashboard note)
+    )
 
 
 def report_text(state: State) -> str:
@@ -55,7 +58,7 @@ def report_text(state: State) -> str:
     return report.text_table(report.comparison(state.files.table, state.metrics), counts, diffs)
 
 
-def _diag(state: State) -> dict[str, Any]:
+def _diag(state: State) -> diag.Diag:
     f = state.files
     return diag.snapshot(f.table, f.loaded, f.loaded_at, f.errors)
 

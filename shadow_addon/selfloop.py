@@ -134,5 +134,5 @@ def loop_errors(table: Table, listen: Listen) -> list[LoadError]:
             at = f"[{own}]:{a.port}" if own.version == 6 else f"{own}:{a.port}"
             where = f"{g.shadow.source} (Mapping {g.shadow.key})"
             message = f"service {a} is this proxy's own listen address ({at}); a shadow must be another service"
-            errs.append(LoadError.at(where, message, g.shadow.source.split(" doc ")[0], None, g.shadow.key))
+            errs.append(LoadError.at(where, message, g.shadow.file, g.shadow.doc, g.shadow.key, "service"))
     return errs

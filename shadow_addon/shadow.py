@@ -1,9 +1,12 @@
 """The mitmproxy addon class: its hooks and commands, wiring the rooms (settings, Mapping files, routing, copies,
-sender, comparison, admin pages). `addon.py` is the `-s` script that loads it."""
+sender, comparison, admin pages). `addon.py` is the `-s` script that loads it; given to `-s` itself, this module
+loads nothing and says so."""
 
 from __future__ import annotations
 
-if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: import the rooms from the package
+if __name__.startswith("__mitmproxy_script__"):
+    # `-s shadow_addon/shadow.py`: the module imports from its package all the same, and its end says which file
+    # is the entry script.
     import os
     import sys
 
@@ -383,5 +386,7 @@ class Shadow:
         flowview.show(ctx.master.addons.get("view"), c, out, result)
 
 
-if __name__.startswith("__mitmproxy_script__"):
-    addons = [Shadow()]
+if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: not the entry, and it says so
+    from . import not_the_entry
+
+    not_the_entry(__file__)

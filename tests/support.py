@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadow_addon import diag, mappings, report, routing
+from shadow_addon import dashboard, diag, mappings, report, routing
 from shadow_addon.metrics import PRODUCTION, SHADOW, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -671,7 +671,7 @@ def M(name: str, **kw: Any) -> mappings.Mapping:
     return mappings.build_mapping(name, "default", "m.yaml doc 1", spec)
 
 
-def real_snapshot() -> tuple[dict[str, Any], Metrics]:
+def real_snapshot() -> tuple[dashboard.Snapshot, Metrics]:
     """A snapshot made by the same functions Shadow.snapshot uses, from a table with a second shadow."""
     table = routing.build_table(
         [M("api"), M("api-shadow", shadow=True), M("z-second", shadow=True), M("other", prefix="/other/")]
@@ -687,11 +687,11 @@ def real_snapshot() -> tuple[dict[str, Any], Metrics]:
     loaded = mappings.LoadResult()
     loaded.files.append("/etc/shadow/mappings.yaml")
     loaded.notices.append("m.yaml doc 4: not a Mapping (kind Host), skipped")
-    snap = {
-        "generated_at": 1_700_000_100.0,
-        "diag": diag.snapshot(table, loaded, 1_700_000_000.0, []),
-        "comparison": report.comparison(table, m),
-    }
+    snap = dashboard.Snapshot(
+        generated_at=1_700_000_100.0,
+        diag=diag.snapshot(table, loaded, 1_700_000_000.0, []),
+        comparison=tuple(report.comparison(table, m)),
+    )
     return snap, m
 
 

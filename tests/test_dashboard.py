@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 from support import M, cell, parse, real_snapshot, resource
 
-from shadow_addon import compare, dashboard, diag, mappings, report, routing
+from shadow_addon import compare, dashboard, diag, figures, mappings, report, routing
 from shadow_addon.metrics import BUCKETS, SHADOW, Metrics
 
 EVIL = "<script>alert(1)</script>\"'&"
@@ -21,11 +22,11 @@ EVIL = "<script>alert(1)</script>\"'&"
 def test_figures_equal_the_comparison_they_come_from() -> None:
     snap, _ = real_snapshot()
     page = parse(dashboard.render(snap))
-    row = snap["comparison"][0]
+    row = snap.comparison[0]
     assert resource(page).attrs["data-shadow-mapping"] == "api-shadow"
     for role in ("production", "shadow"):
         for metric in ("requests", "errors", "error_rate", "p50", "p90", "p99"):
-            want = row[role][metric]
+            want = getattr(getattr(row, role), metric)
             got = cell(page, role, metric).attrs["data-value"]
             assert (float(got) if got else None) == want, (role, metric)
     assert cell(page, "production", "requests").text == "20"
@@ -60,10 +61,10 @@ def test_histogram_bars_follow_the_counts_of_both_roles() -> None:
     snap, _ = real_snapshot()
     page = parse(dashboard.render(snap))
     svg = resource(page).one("svg", class_="hist")
-    row = snap["comparison"][0]
+    row = snap.comparison[0]
     for role in ("production", "shadow"):
         rects = svg.find_all("rect", data_role=role)
-        counts = row[role]["histogram"]["counts"]
+        counts = list(getattr(row, role).counts)
         assert len(rects) == len(BUCKETS) + 1 == len(counts)
         assert [int(r.attrs["data-count"]) for r in rects] == counts
         heights = [float(r.attrs["height"]) for r in rects]
@@ -103,7 +104,7 @@ def test_second_shadow_error_is_listed_and_its_row_highlighted() -> None:
 
 def test_mappings_table_columns() -> None:
     table = routing.build_table([M("a", weight=10), M("b"), M("s", shadow=True, weight=25)])
-    snap = {"generated_at": 1.0, "diag": diag.snapshot(table, None, 0.0, []), "comparison": []}
+    snap = dashboard.Snapshot(1.0, diag.snapshot(table, None, 0.0, []))
     page = parse(dashboard.render(snap))
     heads = [th.text for th in page.one("table", class_="mappings").find_all("th")]
     assert heads == [
@@ -135,17 +136,21 @@ def test_everything_from_user_files_is_escaped() -> None:
     loaded = mappings.LoadResult()
     loaded.files.append(f"/f{EVIL}.yaml")
     loaded.notices.append(f"notice{EVIL}")
-    snap = {
-        "generated_at": 1.0,
-        "diag": diag.snapshot(table, loaded, 1.0, [f"reload{EVIL}"]),
-        "comparison": report.comparison(table, m),
-        "compare": {"s": {f"k{EVIL}": 1}},
-        "diffs": evil_diffs(),
-    }
+    d = diag.snapshot(table, loaded, 1.0, [f"reload{EVIL}"])
+    (row,) = report.comparison(table, m)
     # Service names cannot hold these characters once parsed; the page must not rely on that.
-    snap["diag"]["mappings"][0]["service"] = f"svc{EVIL}"
-    snap["comparison"][0]["shadow_service"] = f"shadowsvc{EVIL}"
-    snap["diag"]["errors"].append({"mapping": f"m{EVIL}", "message": f"e{EVIL}"})
+    d = dataclasses.replace(
+        d,
+        mappings=(dataclasses.replace(d.mappings[0], service=f"svc{EVIL}"), *d.mappings[1:]),
+        errors=(*d.errors, diag.ErrorRow(f"m{EVIL}", f"e{EVIL}")),
+    )
+    snap = dashboard.Snapshot(
+        generated_at=1.0,
+        diag=d,
+        comparison=(dataclasses.replace(row, shadow_service=f"shadowsvc{EVIL}"),),
+        compare={"s": {f"k{EVIL}": 1}},
+        diffs=evil_diffs(),
+    )
     text = dashboard.render(snap)
     assert "<script" not in text and "alert(1)</script>" not in text
     page = parse(text)
@@ -174,16 +179,16 @@ def test_everything_from_user_files_is_escaped() -> None:
 def test_attribute_injection_is_inert() -> None:
     name = 'x" onmouseover="alert(1)'
     table = routing.build_table([M(name, service="x"), M("s", shadow=True)])
-    snap = {"generated_at": 1.0, "diag": diag.snapshot(table, None, 0.0, []), "comparison": []}
+    snap = dashboard.Snapshot(1.0, diag.snapshot(table, None, 0.0, []))
     page = parse(dashboard.render(snap))
     assert not [n for n in page.iter() if any(k.startswith("on") for k in n.attrs)]
     assert page.one("tr", data_mapping=f"{name}.default")
 
 
 @pytest.mark.parametrize(
-    "snap", [{}, {"generated_at": 5.0, "diag": diag.snapshot(routing.Table(), None, 0.0, []), "comparison": []}]
+    "snap", [dashboard.Snapshot(), dashboard.Snapshot(5.0, diag.snapshot(routing.Table(), None, 0.0, []))]
 )
-def test_empty_state(snap: dict[str, Any]) -> None:
+def test_empty_state(snap: dashboard.Snapshot) -> None:
     page = parse(dashboard.render(snap))
     assert not page.find_all("article")
     assert "No Mapping has a shadow" in page.one("section", id="comparison").text
@@ -195,22 +200,14 @@ def test_empty_state(snap: dict[str, Any]) -> None:
 
 def test_a_shadow_weight_over_100_shows_as_every_request() -> None:
     table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=150)])
-    snap = {
-        "generated_at": 1.0,
-        "diag": diag.snapshot(table, None, 0.0, []),
-        "comparison": report.comparison(table, Metrics()),
-    }
+    snap = dashboard.Snapshot(1.0, diag.snapshot(table, None, 0.0, []), tuple(report.comparison(table, Metrics())))
     page = parse(dashboard.render(snap))
     assert "gets a copy of 100 % of requests" in resource(page).text
 
 
 def test_a_shadow_without_traffic_shows_dashes_and_an_empty_histogram() -> None:
     table = routing.build_table([M("api"), M("api-shadow", shadow=True, weight=10)])
-    snap = {
-        "generated_at": 1.0,
-        "diag": diag.snapshot(table, None, 0.0, []),
-        "comparison": report.comparison(table, Metrics()),
-    }
+    snap = dashboard.Snapshot(1.0, diag.snapshot(table, None, 0.0, []), tuple(report.comparison(table, Metrics())))
     page = parse(dashboard.render(snap))
     assert [cell(page, "shadow", k).text for k in ("requests", "error_rate", "p50", "p99")] == ["0", "0 %", "–", "–"]
     assert cell(page, "shadow", "p50").attrs["data-value"] == ""
@@ -254,7 +251,8 @@ def test_compare_and_diffs_only_when_present() -> None:
     assert not page.find_all(data_metric="compare") and not page.find_all(id="diffs")
     assert "Response comparison" not in page.text
 
-    snap["compare"] = {"api-shadow": {"skipped": 3, "mismatch": 2, "match": 40, "noise": 1}, "elsewhere": {"match": 9}}
+    counts = {"api-shadow": {"skipped": 3, "mismatch": 2, "match": 40, "noise": 1}, "elsewhere": {"match": 9}}
+    snap = dataclasses.replace(snap, compare=counts)
     store = compare.MismatchStore()
     prod = compare.Reply.of(200, [("content-type", "application/json")], b'{"price": 10}')
     other = compare.Reply.of(200, [("content-type", "application/json")], b'{"price": 12}')
@@ -279,7 +277,7 @@ def test_compare_and_diffs_only_when_present() -> None:
         compare.skipped("shadow timeout"),
         now=9.0,
     )
-    snap["diffs"] = store.to_json()
+    snap = dataclasses.replace(snap, diffs=store.to_json())
     page = parse(dashboard.render(snap))
     chips = [(n.attrs["data-result"], n.attrs["data-value"]) for n in resource(page).find_all(data_metric="compare")]
     assert chips == [("match", "40"), ("mismatch", "2"), ("noise", "1"), ("skipped", "3")]
@@ -293,7 +291,7 @@ def test_compare_and_diffs_only_when_present() -> None:
     latest = [tr for tr in diffs.find_all("tr", class_="diff")]
     assert len(latest) == 2 and "/price: 10 -> 12" in latest[0].text and "GET /v1/items/1" in latest[0].text
 
-    snap["diffs"] = compare.MismatchStore().to_json()
+    snap = dataclasses.replace(snap, diffs=compare.MismatchStore().to_json())
     assert "Nothing compared yet." in parse(dashboard.render(snap)).one("section", id="diffs").text
 
 
@@ -316,22 +314,22 @@ def evil_diffs() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("fn", "value", "expected"),
     [
-        (dashboard.fmt_ms, None, "–"),
-        (dashboard.fmt_ms, 0.00726, "7.26 ms"),
-        (dashboard.fmt_ms, 0.0204, "20.4 ms"),
-        (dashboard.fmt_ms, 1.2346, "1,235 ms"),
-        (dashboard.fmt_pct, 0.0, "0 %"),
-        (dashboard.fmt_pct, 0.1, "10.0 %"),
-        (dashboard.fmt_pct, 1.0, "100 %"),
-        (dashboard.fmt_pct, None, "–"),
-        (dashboard.fmt_int, 1234567, "1,234,567"),
-        (dashboard.fmt_int, None, "–"),
-        (dashboard.fmt_time, 0.0, "–"),
-        (dashboard.fmt_time, 86400.5, "1970-01-02 00:00:00 UTC"),
-        (dashboard.fmt_age, 59.9, "59 s ago"),
-        (dashboard.fmt_age, 3725.0, "1 h 2 min ago"),
-        (dashboard.fmt_bound, 0.0025, "2.5 ms"),
-        (dashboard.fmt_bound, 2.5, "2.5 s"),
+        (figures.fmt_ms, None, "–"),
+        (figures.fmt_ms, 0.00726, "7.26 ms"),
+        (figures.fmt_ms, 0.0204, "20.4 ms"),
+        (figures.fmt_ms, 1.2346, "1,235 ms"),
+        (figures.fmt_pct, 0.0, "0 %"),
+        (figures.fmt_pct, 0.1, "10.0 %"),
+        (figures.fmt_pct, 1.0, "100 %"),
+        (figures.fmt_pct, None, "–"),
+        (figures.fmt_int, 1234567, "1,234,567"),
+        (figures.fmt_int, None, "–"),
+        (figures.fmt_time, 0.0, "–"),
+        (figures.fmt_time, 86400.5, "1970-01-02 00:00:00 UTC"),
+        (figures.fmt_age, 59.9, "59 s ago"),
+        (figures.fmt_age, 3725.0, "1 h 2 min ago"),
+        (figures.fmt_bound, 0.0025, "2.5 ms"),
+        (figures.fmt_bound, 2.5, "2.5 s"),
     ],
 )
 def test_number_formats(fn: Any, value: Any, expected: str) -> None:
@@ -342,8 +340,10 @@ def _poisoned(v: Any, keys: bool) -> Any:
     """Every string in a snapshot with markup and quotes appended; with `keys`, the keys of free-form maps too."""
     if isinstance(v, str):
         return v + EVIL
-    if isinstance(v, list):
-        return [_poisoned(x, keys) for x in v]
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return dataclasses.replace(v, **{f.name: _poisoned(getattr(v, f.name), keys) for f in dataclasses.fields(v)})
+    if isinstance(v, list | tuple):
+        return type(v)(_poisoned(x, keys) for x in v)
     if isinstance(v, dict):
         return {(k + EVIL if keys and k[:1].isdigit() else k): _poisoned(x, keys) for k, x in v.items()}
     return v
@@ -352,11 +352,12 @@ def _poisoned(v: Any, keys: bool) -> Any:
 @pytest.mark.parametrize("keys", [False, True])
 def test_no_string_anywhere_in_the_snapshot_comes_out_as_markup(keys: bool) -> None:
     snap, _ = real_snapshot()
-    snap["compare"] = {"api-shadow": {"match": 3, "mismatch": 1}}
-    snap["diffs"] = evil_diffs()
+    snap = dataclasses.replace(snap, compare={"api-shadow": {"match": 3, "mismatch": 1}}, diffs=evil_diffs())
     poisoned = _poisoned(snap, keys)
-    poisoned["comparison"][0]["drops"][f"reason{EVIL}"] = 1
-    poisoned["compare"] = {poisoned["comparison"][0]["shadow_mapping"]: {f"result{EVIL}": 2, "match": 1}}
+    poisoned.comparison[0].drops[f"reason{EVIL}"] = 1
+    poisoned = dataclasses.replace(
+        poisoned, compare={poisoned.comparison[0].shadow_mapping: {f"result{EVIL}": 2, "match": 1}}
+    )
     text = dashboard.render(poisoned)
     assert "<script" not in text and "\"'&<" not in text
     page = parse(text)  # strict: every element balanced, so no value closed an element or opened one
@@ -392,7 +393,7 @@ def test_the_per_field_view_shows_what_differs_how_often_against_noise() -> None
     judge.candidate("api-shadow", "POST /v1/orders", _mismatch("/id"))
     store = compare.MismatchStore()
     store.judgement = judge.summary
-    snap["diffs"] = store.to_json()
+    snap = dataclasses.replace(snap, diffs=store.to_json())
     page = parse(dashboard.render(snap))
     view = page.one("div", id="fields")
     items = view.one("div", class_="endpoint-fields", data_endpoint="GET /v1/items/{id}")
@@ -412,6 +413,6 @@ def test_the_per_field_view_shows_what_differs_how_often_against_noise() -> None
 def test_a_note_when_writes_are_shadowed() -> None:
     snap, _ = real_snapshot()
     assert not parse(dashboard.render(snap)).find_all(id="writes")
-    snap["writes"] = {"api-shadow": 7}
+    snap = dataclasses.replace(snap, writes={"api-shadow": 7})
     note = parse(dashboard.render(snap)).one("section", id="writes")
     assert note.one("li").attrs["data-value"] == "7" and "shadow_methods" in note.text

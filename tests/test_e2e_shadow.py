@@ -299,9 +299,10 @@ def test_single_shadow_rule_and_separate_shadows_per_resource(tmp_path: Path, up
     assert sa2.count() == 0
     assert "cannot accept z-second as second shadow after a-first" in p.log
     diag = json.loads(p.admin("/diag")[1])
-    assert {"mapping": "z-second.default", "message": "cannot accept z-second as second shadow after a-first"} in (
-        diag["errors"]
-    )
+    second = {"mapping": "z-second.default", "message": "cannot accept z-second as second shadow after a-first"}
+    assert second | {"file": str(m), "doc": 3, "field": None} in diag["errors"]
+    row = next(r for r in diag["mappings"] if r["name"] == "z-second")
+    assert row["errors"] == [second["message"]]
 
 
 def test_a_shadow_alone_in_its_group_copies_nothing(tmp_path: Path, upstream, proxy) -> None:

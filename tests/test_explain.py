@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import mapping, run_process, write_mappings
 
-from shadow_addon import dashboard, diag, explain, mappings, report, routing
+from shadow_addon import diag, explain, figures, mappings, report, routing
 from shadow_addon.metrics import Metrics
 
 
@@ -63,7 +63,7 @@ def test_route_views_are_typed_and_their_json_is_the_diag_routes() -> None:
         "query_parameters": [{"name": "q", "value": "1", "regex": False}],
         "precedence": 2,
     }
-    assert diag.snapshot(t, None, 0.0, [])["routes"] == doc
+    assert diag.snapshot(t, None, 0.0, []).to_json()["routes"] == doc
 
 
 def test_shadow_alone_names_the_mapping_it_was_meant_for_and_the_field() -> None:
@@ -164,13 +164,13 @@ def test_a_shadow_prefix_that_nearly_matches_names_the_mapping_it_was_meant_for(
     ]
     assert "weight 50: copies nothing (no route)" in explain.text(t)
     d = diag.snapshot(t, None, 0.0, [])
-    assert [(m["name"], m["active_shadow"]) for m in d["mappings"] if m["shadow"]] == [("orders-next", False)]
+    assert [(m.name, m.active_shadow) for m in d.mappings if m.shadow] == [("orders-next", False)]
     rows = report.comparison(t, Metrics())
-    assert dashboard._resource(rows[0], None)["share"] == "nothing: its group has no production route"
+    assert figures.resource(rows[0], None)["share"] == "nothing: its group has no production route"
     assert "copies     nothing: its group has no production route" in report.text_table(rows)
     ok = routing.build_table([M("orders", prefix="/orders/"), M("next", prefix="/orders/", shadow=True, weight=50)])
-    assert dashboard._resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
-    assert [m["active_shadow"] for m in diag.snapshot(ok, None, 0.0, [])["mappings"] if m["shadow"]] == [True]
+    assert figures.resource(report.comparison(ok, Metrics())[0], None)["share"] == "50 % of requests"
+    assert [m.active_shadow for m in diag.snapshot(ok, None, 0.0, []).mappings if m.shadow] == [True]
 
 
 def test_columns_stay_aligned_with_long_names() -> None:
@@ -208,3 +208,54 @@ def test_explain_shows_the_mappings_of_an_annotated_service(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert "(no Mappings)" not in r.stdout
     assert "quote-backend.shop" in r.stdout and "-> quote.shop:80" in r.stdout, r.stdout
+
+
+def _loaded_with_errors() -> tuple[routing.Table, mappings.LoadResult]:
+    """A duplicate of a Mapping that serves, an invalid Mapping, and a document that is not one."""
+    doc = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {}}}\nspec: {{{}}}\n"
+    text = "---\n".join(
+        [
+            doc.format("api", "prefix: /api/, service: api"),
+            doc.format("api", "prefix: /v2/, service: api"),
+            doc.format("broken", "prefix: /b/, service: b, weight: ten"),
+            "just text\n",
+        ]
+    )
+    loaded = mappings.parse_text(text, "m.yaml")
+    mappings.check_duplicates(loaded)
+    return routing.build_table(loaded.mappings), loaded
+
+
+def test_explain_shows_a_load_error_with_its_mapping() -> None:
+    t, loaded = _loaded_with_errors()
+    lines = explain.text(t, loaded).splitlines()
+    api = next(i for i, line in enumerate(lines) if "api.default" in line)
+    assert lines[api + 1] == (
+        "       error: m.yaml doc 2 (Mapping api.default): duplicate name, already defined at m.yaml doc 1"
+    )
+    warnings = lines[lines.index("Warnings:") :]
+    assert "  - m.yaml doc 3 (Mapping broken.default): weight must be an integer 0..100, got 'ten'" in warnings
+    assert "  - m.yaml doc 4: document must be a mapping, got str" in warnings
+    assert not any("duplicate" in w for w in warnings)
+
+
+def test_diag_attaches_each_load_error_to_its_mapping() -> None:
+    t, loaded = _loaded_with_errors()
+    d = diag.snapshot(t, loaded, 0.0, []).to_json()
+    (row,) = d["mappings"]
+    assert row["errors"] == ["m.yaml doc 2 (Mapping api.default): duplicate name, already defined at m.yaml doc 1"]
+    assert [(e["mapping"], e["file"], e["doc"], e["field"]) for e in d["errors"]] == [
+        ("broken.default", "m.yaml", 3, "weight"),
+        (None, "m.yaml", 4, None),
+        ("api.default", "m.yaml", 2, None),
+    ]
+    assert d["errors"][1]["message"] == "m.yaml doc 4: document must be a mapping, got str"
+
+
+def test_the_explain_document_round_trips_through_json() -> None:
+    t, loaded = _loaded_with_errors()
+    e = explain.Explanation.of(t, loaded)
+    doc = e.to_json()
+    assert json.loads(json.dumps(doc)) == doc and list(doc) == ["routes", "warnings", "errors"]
+    assert doc["routes"] == explain.routes(t) and doc["warnings"] == explain.warnings(t)
+    assert doc["errors"] == [str(x) for x in loaded.errors] and isinstance(e.errors[0], mappings.LoadError)

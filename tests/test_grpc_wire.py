@@ -359,6 +359,8 @@ def test_grpc_is_honoured_and_a_shadow_without_it_is_warned_about() -> None:
 
 
 def test_the_dashboard_shows_grpc_status_per_role() -> None:
+    import dataclasses
+
     from support import M, parse, real_snapshot, resource
 
     from shadow_addon import dashboard, report, routing
@@ -372,7 +374,7 @@ def test_the_dashboard_shows_grpc_status_per_role() -> None:
         m.record_grpc("api-shadow", "api-shadow-svc", SHADOW, "5")
     m.record_grpc("api-shadow", "api-shadow-svc", SHADOW, "0")
     table = routing.build_table([M("api"), M("api-shadow", shadow=True), M("other", prefix="/other/")])
-    snap["comparison"] = report.comparison(table, m)
+    snap = dataclasses.replace(snap, comparison=tuple(report.comparison(table, m)))
     page = parse(dashboard.render(snap))
     bars = [n for n in resource(page).find_all("div", class_="codes") if "gRPC" in n.text]
     assert [b.attrs["data-role"] for b in bars] == ["production", "shadow"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -494,21 +495,53 @@ def test_annotation_versions_convert_as_v2(api: str) -> None:
     assert m.hostname == "*" and m.regex_headers == (("x-a", ".*"),) and m.headers == ()
 
 
-def test_load_errors_carry_their_file_document_and_mapping() -> None:
+def test_load_errors_carry_their_file_document_mapping_and_field() -> None:
     r = load(
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\n"
         "spec: {prefix: /a/, service: s, shaddow: true}\n---\nkind: Mapping\n"
+        "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: b}\n"
+        "spec: {prefix: /b/, service: s, add_request_headers: {x-a: {value: 1, apend: false}}}\n"
     )
-    first, second = r.errors
+    first, second, third = r.errors
     assert first == "m.yaml doc 1 (Mapping a.default): unknown field 'shaddow'"  # the one line, as before
     assert isinstance(first, mappings.LoadError)
-    assert (first.file, first.doc, first.mapping, first.message) == (
+    assert (first.file, first.doc, first.mapping, first.field, first.message) == (
         "m.yaml",
         1,
         "a.default",
+        "shaddow",
         "unknown field 'shaddow'",
     )
-    assert (second.file, second.doc, second.mapping) == ("m.yaml", 2, None)
+    assert (second.file, second.doc, second.mapping, second.field) == ("m.yaml", 2, None, "apiVersion")
+    assert (third.doc, third.mapping, third.field) == (3, "b.default", "add_request_headers.x-a")
+    assert third.message.startswith("add_request_headers.x-a has an unknown key 'apend'")
     assert r.errors_of("a.default") == [first]
-    bad = load("a: [\n").errors[0]
-    assert isinstance(bad, mappings.LoadError) and (bad.file, bad.doc, bad.mapping) == ("m.yaml", None, None)
+    bad = load("a: 1\n---\na: [\n").errors[0]  # a YAML error: the file stops loading, its document is known
+    assert (bad.file, bad.doc, bad.mapping, bad.field) == ("m.yaml", 2, None, None)
+    assert bad.message.startswith("YAML syntax error at line 4")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"weight": "ten"}, "weight"),
+        ({"service": "ftp://x"}, "service"),
+        ({"prefix_regex": True, "prefix": "(a"}, "prefix"),
+        ({"regex_headers": {"x-a": "(a"}}, "regex_headers.x-a"),
+        ({"regex_rewrite": {"pattern": "/(a)", "substitution": "\\2"}}, "regex_rewrite.substitution"),
+        ({"tls": 3}, "tls"),
+    ],
+)
+def test_a_field_error_names_its_field(spec: dict[str, object], field: str) -> None:
+    doc = {"apiVersion": "getambassador.io/v3alpha1", "kind": "Mapping", "metadata": {"name": "a"}}
+    (e,) = load(json.dumps({**doc, "spec": {"prefix": "/a/", "service": "s", **spec}})).errors
+    assert (e.mapping, e.field) == ("a.default", field), str(e)
+
+
+def test_a_duplicate_name_error_is_at_the_second_document() -> None:
+    doc = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: a}\nspec: {prefix: /a/, service: s}\n"
+    r = load(doc + "---\n" + doc)
+    (e,) = r.errors
+    assert (e.file, e.doc, e.mapping) == ("m.yaml", 2, "a.default")
+    assert e == "m.yaml doc 2 (Mapping a.default): duplicate name, already defined at m.yaml doc 1"
+    assert [m.doc for m in r.mappings] == [1]

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from shadow_addon import dashboard, metrics
+from shadow_addon import figures, metrics
 from shadow_addon.reasons import WORDS, DropReason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_a_reason_compares_and_counts_as_its_label() -> None:
 def test_the_dashboard_has_words_for_every_reason() -> None:
     assert set(WORDS) == set(DropReason)
     assert all(WORDS.values())
-    assert dashboard.WORDS is WORDS
+    assert figures.WORDS is WORDS  # the drops a resource shows are explained in these words
 
 
 def test_readme_lists_every_reason() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import json
 
 from shadow_addon import report, routing, words
 from shadow_addon.mappings import build_mapping
-from shadow_addon.metrics import SHADOW, Metrics
+from shadow_addon.metrics import BUCKETS, SHADOW, Metrics
 
 
 def test_words_count_and_clip() -> None:
@@ -15,7 +16,7 @@ def test_words_count_and_clip() -> None:
     assert words.clip("abcdef", 6) == "abcdef" and words.clip("abcdefg", 6) == "abc..."
 
 
-def _table_with_drops() -> tuple[list[dict[str, Any]], Metrics]:
+def _table_with_drops() -> tuple[list[report.Row], Metrics]:
     t = routing.build_table(
         [
             build_mapping("api", "default", "t", {"prefix": "/api/", "service": "api"}),
@@ -50,3 +51,28 @@ def test_mismatches_by_endpoint_cut_with_an_ellipsis_and_counted_in_words() -> N
     line = next(x for x in text.splitlines() if "GET /api/e0" in x)
     assert line.endswith("...") and len(line.split("  ")[-1]) == 90
     assert "... and 1 more endpoint (GET /diffs)" in text
+
+
+def test_a_report_row_round_trips_through_json() -> None:
+    rows, _ = _table_with_drops()
+    (row,) = rows
+    doc = row.to_json()
+    assert report.to_json(rows) == [doc] and json.loads(json.dumps(doc)) == doc
+    assert list(doc) == [f.name for f in dataclasses.fields(row)]
+    assert {k: v for k, v in doc.items() if k not in ("production", "shadow")} == {
+        "resource": "/api/",
+        "production_mappings": ["api"],
+        "shadow_mapping": "api-next",
+        "shadow_service": "next",
+        "shadow_address": "http://next:80",
+        "weight": 100,
+        "copies": True,
+        "drops": {"connect_error": 57},
+    }
+    side = doc["shadow"]
+    assert list(side) == [
+        *("grpc", "grpc_errors", "requests", "errors", "error_rate", "codes", "p50", "p90", "p99", "histogram"),
+    ]
+    assert (side["requests"], side["errors"], side["error_rate"], side["codes"]) == (15, 15, 1.0, {"error": 15})
+    assert side["histogram"] == {"le": list(BUCKETS), "counts": [15] + [0] * len(BUCKETS)}
+    assert doc["production"]["p50"] is None and doc["production"]["histogram"]["counts"] == [0] * (len(BUCKETS) + 1)

@@ -85,6 +85,17 @@ def test_loop_errors_name_the_mapping_and_the_address() -> None:
     assert selfloop.loop_errors(table, Listen.of([("127.0.0.2", 8080)])) == []
 
 
+def test_a_loop_error_carries_its_file_document_mapping_and_field() -> None:
+    text = "---\n".join(
+        f"apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {{name: {n}}}\n"
+        f"spec: {{prefix: /, service: '{svc}', shadow: {str(shadow).lower()}}}\n"
+        for n, svc, shadow in (("a", "a", False), ("loop", "127.1:8080", True))
+    )
+    table = routing.build_table(mappings.parse_text(text, "m.yaml").mappings)
+    (e,) = selfloop.loop_errors(table, Listen.of([("127.0.0.1", 8080)]))
+    assert (e.file, e.doc, e.mapping, e.field) == ("m.yaml", 2, "loop.default", "service")
+
+
 # ---------------------------------------------------------------------------------------------- real mitmdump
 
 

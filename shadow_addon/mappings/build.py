@@ -24,7 +24,7 @@ from .checks import (
     _type_name,
 )
 from .fields import HONOURED_FIELDS, IGNORED_FIELDS, MAX_TIMEOUT_MS, V2_API_VERSIONS
-from .model import Mapping
+from .model import FieldError, Mapping
 
 
 def qualify_service(service: str, namespace: str) -> str:
@@ -37,9 +37,16 @@ def qualify_service(service: str, namespace: str) -> str:
 
 
 def build_mapping(
-    name: str, namespace: str, source: str, spec: dict[str, Any], api_version: str = "getambassador.io/v3alpha1"
+    name: str,
+    namespace: str,
+    source: str,
+    spec: dict[str, Any],
+    api_version: str = "getambassador.io/v3alpha1",
+    file: str = "",
+    doc: int | None = None,
 ) -> Mapping:
-    """Validate one Mapping spec (its fields, whatever the form); raise ValueError naming the field."""
+    """Validate one Mapping spec (its fields, whatever the form); raise FieldError naming the field. `file` and
+    `doc`: where it was read (kept beside `source`, which spells them for messages)."""
     ignored: list[str] = []
     for key in spec:
         if key in HONOURED_FIELDS:
@@ -49,7 +56,7 @@ def build_mapping(
         else:
             # An unknown field is refused, not ignored: a typo such as `shaddow: true` would otherwise turn
             # a shadow into a canary taking production traffic.
-            raise ValueError(f"unknown field {_show(key)}")
+            raise FieldError(str(key), f"unknown field {_show(key)}")
     prefix = _str(spec, "prefix", required=True, empty_ok=False)
     service = _str(spec, "service", required=True, empty_ok=False)
     assert prefix is not None and service is not None
@@ -57,7 +64,7 @@ def build_mapping(
     prefix_regex = _bool(spec, "prefix_regex", False)
     prefix_exact = _bool(spec, "prefix_exact", False)
     if prefix_regex and prefix_exact:
-        raise ValueError("prefix_regex and prefix_exact cannot both be true")
+        raise FieldError("prefix_exact", "prefix_regex and prefix_exact cannot both be true")
     if prefix_regex:
         # Envoy's safe_regex ignores case_sensitive (v3route.py passes it; RE2 runs the pattern as written).
         _regex("prefix", prefix)
@@ -83,7 +90,7 @@ def build_mapping(
         if host_regex:
             _regex("host", host)
         elif "*" in host and hostname is None:
-            raise ValueError(f"host exact-match {host} contains *, which cannot match anything.")
+            raise FieldError("host", f"host exact-match {host} contains *, which cannot match anything.")
     v2 = api_version in V2_API_VERSIONS
     headers = _match_map(spec, "headers", regex=False, v2=v2)
     regex_headers = _match_map(spec, "regex_headers", regex=True)
@@ -98,7 +105,7 @@ def build_mapping(
     query_parameters, regex_query_parameters = tuple(sorted(query_parameters)), tuple(sorted(regex_query_parameters))
     for hname, hvalue in headers:
         if hname.lower() == ":authority" and hvalue is not None and "*" in hvalue:
-            raise ValueError(f":authority exact-match '{hvalue}' contains *, which cannot match anything.")
+            raise FieldError("headers", f":authority exact-match '{hvalue}' contains *, which cannot match anything.")
     method = _str(spec, "method", empty_ok=False)
     method_regex = _bool(spec, "method_regex", False)
     if method is not None and method_regex:
@@ -119,10 +126,13 @@ def build_mapping(
     warnings: list[str] = []
     if not _bool(spec, "host_redirect", False):  # a redirect's service is a Location host, not a cluster
         service = _cluster_service(service, warnings)
-    _parse_service(service)  # reject unparseable services now, not on the first request
+    try:
+        _parse_service(service)  # reject unparseable services now, not on the first request
+    except ValueError as e:
+        raise FieldError("service", str(e)) from None
     tls = spec.get("tls")
     if tls is not None and not isinstance(tls, bool | str):
-        raise ValueError(f"tls must be true, false or a TLSContext name, got {_type_name(tls)} {_show(tls)}")
+        raise FieldError("tls", f"tls must be true, false or a TLSContext name, got {_type_name(tls)} {_show(tls)}")
     if tls and not service.lower().startswith("https://"):
         # ircluster.py: `tls` (true or a TLSContext) originates TLS to the service, default port 443.
         service = "https://" + service.split("://", 1)[-1]
@@ -170,6 +180,8 @@ def build_mapping(
         explicit=frozenset(k for k in spec if isinstance(k, str)),
         warnings=tuple(warnings),
         grpc=grpc,
+        file=file,
+        doc=doc,
     )
 
 

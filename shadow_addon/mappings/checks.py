@@ -1,4 +1,4 @@
-"""Validators of one Mapping field's value: each returns the value or raises ValueError naming the field, with
+"""Validators of one Mapping field's value: each returns the value or raises FieldError naming the field, with
 the value shown bounded (`words.show`). Strings that go on the wire are refused if they would split an HTTP message."""
 
 from __future__ import annotations
@@ -12,32 +12,32 @@ from ..words import clean as _clean
 from ..words import show as _show
 from ..words import type_name as _type_name
 from .fields import CORE_KEYS, REDIRECT_CODES
-from .model import HeaderAdd, Redirect
+from .model import FieldError, HeaderAdd, Redirect
 
 
 def _no_breakers(key: str, v: str) -> str:
     if breaks_line(v):
-        raise ValueError(f"{key} must not contain CR, LF or NUL, got {_show(v)}")
+        raise FieldError(key, f"{key} must not contain CR, LF or NUL, got {_show(v)}")
     return v
 
 
 def _no_space(key: str, v: str) -> str:
     """A path or a host: no whitespace or control characters (they would corrupt the request line or Host)."""
     if any(c.isspace() or not c.isprintable() for c in v):
-        raise ValueError(f"{key} must not contain whitespace or control characters, got {_show(v)}")
+        raise FieldError(key, f"{key} must not contain whitespace or control characters, got {_show(v)}")
     return v
 
 
 def _str(spec: dict[str, Any], key: str, *, required: bool = False, empty_ok: bool = True) -> str | None:
     if key not in spec or spec[key] is None:
         if required:
-            raise ValueError(f"{key} is required")
+            raise FieldError(key, f"{key} is required")
         return None
     v = spec[key]
     if not isinstance(v, str):
-        raise ValueError(f"{key} must be a string, got {_type_name(v)} {_show(v)}")
+        raise FieldError(key, f"{key} must be a string, got {_type_name(v)} {_show(v)}")
     if not empty_ok and not v:
-        raise ValueError(f"{key} must not be empty")
+        raise FieldError(key, f"{key} must not be empty")
     return v
 
 
@@ -46,7 +46,7 @@ def _bool(spec: dict[str, Any], key: str, default: bool) -> bool:
         return default
     v = spec[key]
     if not isinstance(v, bool):
-        raise ValueError(f"{key} must be a boolean (true or false), got {_type_name(v)} {_show(v)}")
+        raise FieldError(key, f"{key} must be a boolean (true or false), got {_type_name(v)} {_show(v)}")
     return v
 
 
@@ -56,9 +56,9 @@ def _int(spec: dict[str, Any], key: str, lo: int, hi: int, what: str, too_big: s
     v = spec[key]
     shown = _show(v) if isinstance(v, str | int | float | bool) else _type_name(v)
     if isinstance(v, bool) or not isinstance(v, int) or v < lo or (v > hi and too_big is None):
-        raise ValueError(f"{key} must be {what}, got {shown}")
+        raise FieldError(key, f"{key} must be {what}, got {shown}")
     if v > hi:
-        raise ValueError(f"{key} must be {too_big}, got {shown}")
+        raise FieldError(key, f"{key} must be {too_big}, got {shown}")
     return v
 
 
@@ -69,7 +69,7 @@ def _regex(key: str, pattern: str, case_sensitive: bool = True) -> str:
         # RE2's reason quotes the pattern raw (newlines and all): cleaned and cut to keep one short line.
         reason = _clean(str(e))
         reason = reason if len(reason) <= 120 else reason[:117] + "..."
-        raise ValueError(f"{key} is not a valid RE2 regular expression {_show(pattern)}: {reason}") from None
+        raise FieldError(key, f"{key} is not a valid RE2 regular expression {_show(pattern)}: {reason}") from None
     return pattern
 
 
@@ -78,11 +78,11 @@ def _match_map(spec: dict[str, Any], key: str, *, regex: bool, v2: bool = False)
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        raise ValueError(f"{key} must be a mapping of name: value, got {_type_name(raw)}")
+        raise FieldError(key, f"{key} must be a mapping of name: value, got {_type_name(raw)}")
     out: list[tuple[str, str | None]] = []
     for name, value in raw.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{key} has a name that is not a string: {_show(name)}")
+            raise FieldError(key, f"{key} has a name that is not a string: {_show(name)}")
         if value is True and not regex:
             out.append((name, None))  # v0-v2: `true` means "must be present" (irhttpmapping.py)
         elif value is False and v2 and not regex:
@@ -92,7 +92,10 @@ def _match_map(spec: dict[str, Any], key: str, *, regex: bool, v2: bool = False)
         elif isinstance(value, int | float) and not isinstance(value, bool) and not regex:
             out.append((name, str(value)))  # YAML reads `x-version: 2` as a number; Emissary compares text
         else:
-            raise ValueError(f"{key}.{_clean(name)} must be a string, got {_type_name(value)} {_show(value)}")
+            raise FieldError(
+                f"{key}.{_clean(name)}",
+                f"{key}.{_clean(name)} must be a string, got {_type_name(value)} {_show(value)}",
+            )
     return tuple(out)
 
 
@@ -101,25 +104,29 @@ def _header_adds(spec: dict[str, Any], key: str) -> tuple[HeaderAdd, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        raise ValueError(f"{key} must be a mapping of header: value, got {_type_name(raw)}")
+        raise FieldError(key, f"{key} must be a mapping of header: value, got {_type_name(raw)}")
     out = []
     for name, value in raw.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{key} has a header name that is not a string: {_show(name)}")
+            raise FieldError(key, f"{key} has a header name that is not a string: {_show(name)}")
         if not is_field_name(name):
-            raise ValueError(f"{key} has an invalid header name {_show(name)}")
+            raise FieldError(key, f"{key} has an invalid header name {_show(name)}")
         if isinstance(value, dict):  # {value: ..., append: ...}
             _known_keys(f"{key}.{name}", value, ("value", "append"))
             v, append = value.get("value"), value.get("append", True)
             if not isinstance(v, str | int | float) or isinstance(v, bool):
-                raise ValueError(f"{key}.{name}.value must be a string, got {_type_name(v)}")
+                raise FieldError(f"{key}.{name}.value", f"{key}.{name}.value must be a string, got {_type_name(v)}")
             if not isinstance(append, bool):
-                raise ValueError(f"{key}.{name}.append must be a boolean, got {_type_name(append)}")
+                raise FieldError(
+                    f"{key}.{name}.append", f"{key}.{name}.append must be a boolean, got {_type_name(append)}"
+                )
             out.append(HeaderAdd(name, _no_breakers(f"{key}.{name}.value", str(v)), append))
         elif isinstance(value, str | int | float) and not isinstance(value, bool):
             out.append(HeaderAdd(name, _no_breakers(f"{key}.{name}", str(value))))
         else:
-            raise ValueError(f"{key}.{name} must be a string or {{value, append}}, got {_type_name(value)}")
+            raise FieldError(
+                f"{key}.{name}", f"{key}.{name} must be a string or {{value, append}}, got {_type_name(value)}"
+            )
     return tuple(out)
 
 
@@ -130,7 +137,7 @@ def _name_list(spec: dict[str, Any], key: str) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
-        raise ValueError(f"{key} must be a list of header names")
+        raise FieldError(key, f"{key} must be a list of header names")
     return tuple(raw)
 
 
@@ -139,13 +146,17 @@ def _regex_rewrite(spec: dict[str, Any]) -> tuple[str, str] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ValueError(f"regex_rewrite must be a mapping with pattern and substitution, got {_type_name(raw)}")
+        raise FieldError(
+            "regex_rewrite", f"regex_rewrite must be a mapping with pattern and substitution, got {_type_name(raw)}"
+        )
     _known_keys("regex_rewrite", raw, ("pattern", "substitution"))
     pattern, subst = raw.get("pattern"), raw.get("substitution", "")
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError("regex_rewrite.pattern must be a non-empty string")
+        raise FieldError("regex_rewrite.pattern", "regex_rewrite.pattern must be a non-empty string")
     if not isinstance(subst, str):
-        raise ValueError(f"regex_rewrite.substitution must be a string, got {_type_name(subst)}")
+        raise FieldError(
+            "regex_rewrite.substitution", f"regex_rewrite.substitution must be a string, got {_type_name(subst)}"
+        )
     _regex("regex_rewrite.pattern", pattern)
     _substitution(_no_space("regex_rewrite.substitution", subst), regex.compile(pattern).groups)
     return pattern, subst
@@ -156,13 +167,15 @@ def _substitution(subst: str, groups: int) -> None:
     is followed by a group digit (at most the pattern's group count) or by another backslash, nothing else."""
     for kind, value in regex.rewrite_parts(subst):
         if kind == "group" and int(value) > groups:
-            raise ValueError(
-                f"regex_rewrite.substitution refers to group \\{value}, but the pattern has {groups} group(s)"
+            raise FieldError(
+                "regex_rewrite.substitution",
+                f"regex_rewrite.substitution refers to group \\{value}, but the pattern has {groups} group(s)",
             )
         if kind == "bad":
-            raise ValueError(
+            raise FieldError(
+                "regex_rewrite.substitution",
                 "regex_rewrite.substitution: a backslash must be followed by a group digit or a backslash, "
-                f"got {_show(value)}"
+                f"got {_show(value)}",
             )
 
 
@@ -170,7 +183,7 @@ def _known_keys(key: str, raw: dict[Any, Any], known: tuple[str, ...]) -> None:
     """Nested objects refuse unknown keys as the spec does: `{value: x, apend: false}` must not pass."""
     for k in raw:
         if k not in known:
-            raise ValueError(f"{key} has an unknown key {_show(k)} (expected {', '.join(known)})")
+            raise FieldError(key, f"{key} has an unknown key {_show(k)} (expected {', '.join(known)})")
 
 
 def _ambassador_ids(spec: dict[str, Any]) -> tuple[str, ...]:
@@ -181,7 +194,7 @@ def _ambassador_ids(spec: dict[str, Any]) -> tuple[str, ...]:
         return ("default",)
     ids = [raw] if isinstance(raw, str) else raw
     if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-        raise ValueError(f"{key} must be a string or a list of strings, got {_type_name(raw)} {_show(raw)}")
+        raise FieldError(key, f"{key} must be a string or a list of strings, got {_type_name(raw)} {_show(raw)}")
     return tuple(ids)
 
 
@@ -198,7 +211,9 @@ def _redirect(spec: dict[str, Any], service: str) -> Redirect | None:
         regex_redirect = _regex_rewrite({"regex_rewrite": spec["regex_redirect"]})
     code = _int(spec, "redirect_response_code", 0, 999, "one of 301, 302, 303, 307, 308")
     if code is not None and code not in REDIRECT_CODES:
-        raise ValueError(f"redirect_response_code must be one of 301, 302, 303, 307, 308, got {code}")
+        raise FieldError(
+            "redirect_response_code", f"redirect_response_code must be one of 301, 302, 303, 307, 308, got {code}"
+        )
     return Redirect(_no_space("service", service), path, prefix, regex_redirect, code or 301)
 
 
@@ -208,7 +223,9 @@ def _allow_upgrade(spec: dict[str, Any]) -> tuple[str, ...]:
     out: list[str] = []
     if raw is not None:
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
-            raise ValueError(f"allow_upgrade must be a list of upgrade types, got {_type_name(raw)} {_show(raw)}")
+            raise FieldError(
+                "allow_upgrade", f"allow_upgrade must be a list of upgrade types, got {_type_name(raw)} {_show(raw)}"
+            )
         out = [x.lower() for x in raw]
     _bool(spec, "use_websocket", False)
     if "use_websocket" in spec and "websocket" not in out:  # irhttpmapping.py: the key's presence, whatever its value

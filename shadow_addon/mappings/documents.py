@@ -21,7 +21,7 @@ from .fields import (
     MAPPING_API_VERSIONS,
     not_honoured,
 )
-from .model import LoadError, LoadResult, Mapping, MappingError
+from .model import FieldError, LoadError, LoadResult, Mapping, MappingError
 from .yamlreader import MAX_FILE_BYTES, iter_documents
 
 
@@ -46,7 +46,9 @@ def _one_document(
     if not isinstance(kind, str) or not kind:
         # Checked first: kind and apiVersion go through set lookups, which a list or a mapping would break.
         shown = "" if kind is None else f", got {_type_name(kind)} {_show(kind)}"
-        result.errors.append(LoadError.at(where, f"kind is required (e.g. kind: Mapping){shown}", path, doc))
+        result.errors.append(
+            LoadError.at(where, f"kind is required (e.g. kind: Mapping){shown}", path, doc, field="kind")
+        )
         return
     if kind in LIST_KINDS and annotation is not None:
         result.errors.append(LoadError.at(where, f"a {kind} inside an annotation is not supported", path, doc))
@@ -55,7 +57,9 @@ def _one_document(
         items = obj.get("items")
         if not isinstance(items, list):
             result.errors.append(
-                LoadError.at(where, f"{kind} must have a list of items, got {_type_name(items)}", path, doc)
+                LoadError.at(
+                    where, f"{kind} must have a list of items, got {_type_name(items)}", path, doc, field="items"
+                )
             )
             return
         if item is not None:
@@ -76,6 +80,7 @@ def _one_document(
                 f"apiVersion must be one of getambassador.io/v3alpha1, v2, v1 or ambassador/v0, v1; got {_show(api)}",
                 path,
                 doc,
+                field="apiVersion",
             )
         )
         return
@@ -88,22 +93,39 @@ def _one_document(
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             result.errors.append(
-                LoadError.at(where, f"metadata must be a mapping with a name, got {_type_name(meta)}", path, doc)
+                LoadError.at(
+                    where,
+                    f"metadata must be a mapping with a name, got {_type_name(meta)}",
+                    path,
+                    doc,
+                    field="metadata",
+                )
             )
             return
         name, namespace = meta.get("name"), meta.get("namespace", "default")
         spec = obj.get("spec")
         name_field = "metadata.name"
     if not isinstance(name, str) or not name:
-        result.errors.append(LoadError.at(where, f"{name_field} is required and must be a string", path, doc))
+        result.errors.append(
+            LoadError.at(where, f"{name_field} is required and must be a string", path, doc, None, name_field)
+        )
         return
     if not name.isprintable():
         # The name is in every message, log line and metric label of this Mapping: no line breaks or controls.
-        result.errors.append(LoadError.at(where, f"{name_field} must be printable text, got {_show(name)}", path, doc))
+        result.errors.append(
+            LoadError.at(where, f"{name_field} must be printable text, got {_show(name)}", path, doc, None, name_field)
+        )
         return
     if not isinstance(namespace, str) or not namespace or not namespace.isprintable():
         result.errors.append(
-            LoadError.at(f"{where} (Mapping {name})", "namespace must be a non-empty printable string", path, doc, name)
+            LoadError.at(
+                f"{where} (Mapping {name})",
+                "namespace must be a non-empty printable string",
+                path,
+                doc,
+                name,
+                "metadata.namespace" if name_field == "metadata.name" else "namespace",
+            )
         )
         return
     if not isinstance(spec, dict):
@@ -114,15 +136,15 @@ def _one_document(
                 path,
                 doc,
                 f"{name}.{namespace}",
+                "spec",
             )
         )
         return
     try:
-        m = build_mapping(name, namespace, where, spec, api)
+        m = build_mapping(name, namespace, where, spec, api, path, doc)
     except ValueError as e:
-        result.errors.append(
-            LoadError.at(f"{where} (Mapping {name}.{namespace})", f"{e}", path, doc, f"{name}.{namespace}")
-        )
+        key, fld = f"{name}.{namespace}", e.field if isinstance(e, FieldError) else None
+        result.errors.append(LoadError.at(f"{where} (Mapping {key})", f"{e}", path, doc, key, fld))
         return
     if m.ignored_fields:
         result.notices.append(f"{where} (Mapping {m.key}): {not_honoured(m.ignored_fields)}")
@@ -149,14 +171,22 @@ def _annotated(obj: dict[Any, Any], kind: str, path: str, doc: int, item: int | 
         return True
     text = annotations[ANNOTATION]
     if not isinstance(text, str):
-        result.errors.append(LoadError.at(where, f"must be YAML text, got {_type_name(text)}", path, doc))
+        result.errors.append(
+            LoadError.at(
+                where,
+                f"must be YAML text, got {_type_name(text)}",
+                path,
+                doc,
+                None,
+                f"metadata.annotations.{ANNOTATION}",
+            )
+        )
         return True
     try:
         docs = iter_documents(text, where, result)
     except MappingError as e:
-        result.errors.append(
-            LoadError(str(e), path, doc)
-        )  # this object's Mappings are left out; the file's others load
+        # This object's Mappings are left out; the file's others load.
+        result.errors.append(LoadError(str(e), path, doc, field=f"metadata.annotations.{ANNOTATION}"))
         return True
     for k, sub in docs:
         if sub is None:
@@ -207,15 +237,15 @@ def parse_text(text: str, path: str, result: LoadResult | None = None) -> LoadRe
     try:
         docs = iter_documents(text, path, result)
     except MappingError as e:
-        _file_error(result, str(e), path)
+        _file_error(result, str(e), path, e.doc)
         return result
     for doc, obj in docs:
         _one_document(obj, path, doc, None, result)
     return result
 
 
-def _file_error(result: LoadResult, message: str, file: str) -> None:
-    error = LoadError(message, file)
+def _file_error(result: LoadResult, message: str, file: str, doc: int | None = None) -> None:
+    error = LoadError(message, file, doc)
     result.errors.append(error)
     result.file_errors.append(error)
 
@@ -235,9 +265,7 @@ def check_duplicates(result: LoadResult) -> None:
         first = seen.setdefault(m.key, m)
         if first is not m:
             msg = f"duplicate name, already defined at {first.source}"
-            result.errors.append(
-                LoadError.at(f"{m.source} (Mapping {m.key})", msg, m.source.split(" doc ")[0], None, m.key)
-            )
+            result.errors.append(LoadError.at(f"{m.source} (Mapping {m.key})", msg, m.file, m.doc, m.key))
         else:
             kept.append(m)
     result.mappings = kept

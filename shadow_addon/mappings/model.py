@@ -1,4 +1,4 @@
-"""The Mapping record and what reading produces: `Mapping`, its parts, `LoadResult`, `MappingError`."""
+"""The Mapping record and what reading produces: `Mapping`, its parts, `LoadResult`, `LoadError`, `MappingError`."""
 
 from __future__ import annotations
 
@@ -9,30 +9,61 @@ from .fields import DEFAULT_TIMEOUT_MS
 
 class LoadError(str):
     """One load error: its one-line text (str() and equality are that text, as logged and shown), and where it is:
-    the file, the document (None: the file as a whole) and the Mapping (`name.namespace`, or the name when the
-    namespace is the mistake; None when the error is not one Mapping's), so `/diag` can attach it to its Mapping."""
+    the file, the document (None: the file as a whole), the Mapping (`name.namespace`, or the name when the
+    namespace is the mistake; None when the error is not one Mapping's) and the field (`weight`,
+    `add_request_headers.x-a`, `metadata.name`; None when no one field is wrong), so `/diag` and `explain` can
+    show it with its Mapping."""
 
     file: str
     doc: int | None
     mapping: str | None
+    field: str | None
     message: str  # the text after the location
 
-    def __new__(cls, text: str, file: str = "", doc: int | None = None, mapping: str | None = None) -> LoadError:
+    def __new__(
+        cls,
+        text: str,
+        file: str = "",
+        doc: int | None = None,
+        mapping: str | None = None,
+        field: str | None = None,
+        message: str | None = None,
+    ) -> LoadError:
         self = super().__new__(cls, text)
-        self.file, self.doc, self.mapping = file, doc, mapping
-        self.message = text.split(": ", 1)[1] if ": " in text else text
+        self.file, self.doc, self.mapping, self.field = file, doc, mapping, field
+        self.message = message if message is not None else text.split(": ", 1)[1] if ": " in text else text
         return self
 
     @classmethod
-    def at(cls, where: str, message: str, file: str, doc: int | None, mapping: str | None = None) -> LoadError:
+    def at(
+        cls,
+        where: str,
+        message: str,
+        file: str,
+        doc: int | None,
+        mapping: str | None = None,
+        field: str | None = None,
+    ) -> LoadError:
         """`where: message`, `where` being the location as messages spell it (file, doc, item, Mapping)."""
-        self = cls(f"{where}: {message}", file, doc, mapping)
-        self.message = message
-        return self
+        return cls(f"{where}: {message}", file, doc, mapping, field, message)
+
+
+class FieldError(ValueError):
+    """A field's value refused: the message (one line, naming the field) and the field (`weight`,
+    `headers.x-a`), which the load error keeps."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class MappingError(ValueError):
-    """One configuration error, already formatted as the single line a user reads."""
+    """One configuration error, already formatted as the single line a user reads; `doc`: the document it is in,
+    when one is."""
+
+    def __init__(self, message: str, doc: int | None = None) -> None:
+        super().__init__(message)
+        self.doc = doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +124,10 @@ class Mapping:
     # HTTP/2 to the service (v3cluster.py V3Cluster: http2_protocol_options when the cluster is grpc); a shadow's
     # own field decides for its copies (irhttpmappinggroup.py add_cluster_for_mapping(shadow, marker='shadow')).
     grpc: bool = False
+    # The file and document it came from (`source` spells them for messages); not part of what the Mapping is:
+    # a Mapping moved to another document is the same Mapping.
+    file: str = field(default="", compare=False)
+    doc: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -108,14 +143,14 @@ class Mapping:
 class LoadResult:
     mappings: list[Mapping] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # skipped documents, ignored fields
-    errors: list[str] = field(default_factory=list)  # every error (file-level and per-Mapping), LoadError here
+    errors: list[LoadError] = field(default_factory=list)  # every error (file-level and per-Mapping)
     files: list[str] = field(default_factory=list)
-    file_errors: list[str] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
+    file_errors: list[LoadError] = field(default_factory=list)  # a file that cannot be read as YAML: nothing loads
     nodes: int = 0  # YAML nodes read from the file being parsed (bounded by MAX_NODES)
 
     def errors_of(self, key: str) -> list[LoadError]:
         """The errors of one Mapping (`name.namespace`)."""
-        return [e for e in self.errors if isinstance(e, LoadError) and e.mapping == key]
+        return [e for e in self.errors if e.mapping == key]
 
     def blocking(self, strict: bool = False) -> list[str]:
         """The errors that stop loading: a file-level error always, any error with `mappings_strict`.

@@ -188,13 +188,13 @@ def _documents_reported(text: str, path: str, result: LoadResult) -> list[tuple[
             f"#x{char:04x}: {_clean(str(e.reason))}"
         ) from None
     except _Limit as e:
-        raise MappingError(f"{path} doc {cur}: YAML {e.problem}{_at(e.problem_mark)}") from None
+        raise MappingError(f"{path} doc {cur}: YAML {e.problem}{_at(e.problem_mark)}", cur) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise MappingError(f"{path} doc {cur}: YAML syntax error{_at(mark)}: {_clean(problem)}") from None
+        raise MappingError(f"{path} doc {cur}: YAML syntax error{_at(mark)}: {_clean(problem)}", cur) from None
     except RecursionError:  # not expected (nesting is bounded above); kept so a deep stack never escapes
-        raise MappingError(f"{path} doc {cur}: YAML nesting too deep") from None
+        raise MappingError(f"{path} doc {cur}: YAML nesting too deep", cur) from None
     finally:
         if loader is not None:
             result.nodes = loader._nodes
