@@ -86,6 +86,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
+_CONNECTION_CHATTER = re.compile(r"\] (client|server) (connect|disconnect)")
+
+
 @dataclass
 class Child:
     name: str
@@ -94,6 +97,8 @@ class Child:
 
     def tail(self, lines: int = 15) -> str:
         text = self.log.read_text(errors="replace").rstrip().splitlines() if self.log.exists() else []
+        # The readiness probes' own connections would push the line that says what went wrong out of the tail.
+        text = [t for t in text if not _CONNECTION_CHATTER.search(t)]
         return "\n".join(f"    | {line}" for line in text[-lines:]) or "    | (no output)"
 
 
