@@ -123,13 +123,17 @@ class Session:
             if n <= 0:
                 self.bodies[sid] = (view, trailers)
                 return  # the rest when the service opens its window
-            conn.send_data(sid, view[:n].tobytes())
+            last = n == len(view) and not trailers
+            conn.send_data(sid, view[:n].tobytes(), end_stream=last)  # the last DATA frame ends the stream
             view = view[n:]
+            if last:
+                del self.bodies[sid]
+                return
         del self.bodies[sid]
         if trailers:
             conn.send_headers(sid, [(k.lower(), v) for k, v in trailers], end_stream=True)
         else:
-            conn.end_stream(sid)
+            conn.end_stream(sid)  # an empty body
 
     def cancel(self, sid: int) -> Answer | None:
         """Give up on a stream (timeout): RST_STREAM CANCEL, as a client abandoning a call does."""
