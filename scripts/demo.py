@@ -5,13 +5,16 @@ Usage: scripts/demo [--requests N] [--connections C] [--keep] [--web] [--json-re
 
 What runs (every process on 127.0.0.1, on ports picked free, each in its own process group)
   1. The shop (demo/): release v1 twice, as production "shop" and as its canary "shop-canary", and release
-     v2 as "shop-v2", the candidate. Each prints its address on its first line of output.
+     v2 as "shop-v2", the candidate; and its price service, which speaks gRPC (demo/catalog.py), v1 as "catalog"
+     and v2 as "catalog-v2". Each prints its address on its first line of output.
   2. mitmdump (mitmweb with --web) as a reverse proxy, with the addon and mappings/demo.yaml: of /api/,
      production gets 90 %, the canary 10 %, and v2 a copy of half of all requests (weight 50).
      `mapping_services` points the Mappings' cluster names at the local processes; the addon's admin
-     server serves the report, the metrics and the dashboard.
-  3. Traffic: N requests (default 2000) through the proxy on a few keep-alive connections, in the mix a shop
-     sees: browsing and searching, product pages (some of them new products v2 cannot show), carts, orders.
+     server serves the report, the metrics and the dashboard. Of /shop.Catalog/ (`grpc: true`), catalog
+     answers and catalog-v2 gets a copy of every call, over HTTP/2.
+  3. Traffic: GRPC_CALLS gRPC calls to the price service (grpcio, cleartext HTTP/2), then N requests
+     (default 2000) through the proxy on a few keep-alive connections, in the mix a shop sees: browsing and
+     searching, product pages (some of them new products v2 cannot show), carts, orders.
   4. The report: the admin server's /report, read once every copy has come back, the request counts each
      process saw, and a few lines on what it all shows.
   5. The same traffic, recorded by the proxy (-w), replayed offline against v2 with `mitmshadow replay`, the
@@ -69,6 +72,8 @@ from shop_v2 import NEW_INVENTORY  # noqa: E402
 
 # The three shop processes: (Mapping service name, script). The names are the clusters in mappings/demo.yaml.
 SHOPS = (("shop", "shop_v1.py"), ("shop-canary", "shop_v1.py"), ("shop-v2", "shop_v2.py"))
+CATALOGS = (("catalog", "v1"), ("catalog-v2", "v2"))  # the price service over gRPC (demo/catalog.py)
+GRPC_CALLS = 100  # gRPC calls sent after the HTTP traffic, product ids 1..100 in turn
 
 
 class DemoError(Exception):
@@ -224,10 +229,25 @@ class Proxy:
 
 def start_shops(procs: Processes) -> dict[str, int]:
     """Start the three shop processes (in parallel) and return {service name: port}."""
-    children = [
-        procs.start(name, [sys.executable, str(DEMO / script), "--name", name], first_line=True)
-        for name, script in SHOPS
-    ]
+    return _started(
+        [
+            procs.start(name, [sys.executable, str(DEMO / script), "--name", name], first_line=True)
+            for name, script in SHOPS
+        ],
+    )
+
+
+def start_catalogs(procs: Processes) -> dict[str, int]:
+    """Start the gRPC price service, v1 and v2 (in parallel), and return {service name: port}."""
+    return _started(
+        [
+            procs.start(name, [sys.executable, str(DEMO / "catalog.py"), "--name", name, "--version", v], True)
+            for name, v in CATALOGS
+        ],
+    )
+
+
+def _started(children: list[Child]) -> dict[str, int]:
     ports = {}
     deadline = time.monotonic() + START_TIMEOUT
     for child in children:
@@ -288,6 +308,23 @@ def start_proxy(procs: Processes, args: argparse.Namespace, shops: dict[str, int
         f"(pid {proxy.child.proc.pid})"
     )
     return proxy
+
+
+def grpc_calls(port: int, n: int) -> Counter[str]:
+    """n unary calls through the proxy, as `grpc.insecure_channel` makes them (cleartext HTTP/2): status counts."""
+    import grpc
+
+    codes: Counter[str] = Counter()
+    with grpc.insecure_channel(f"{HOST}:{port}") as ch:
+        price = ch.unary_unary("/shop.Catalog/Price")
+        for i in range(1, n + 1):
+            request = b"\x08" + bytes([i]) if i < 128 else b"\x08\x01"
+            try:
+                price(request, timeout=REQUEST_TIMEOUT)
+                codes["OK"] += 1
+            except grpc.RpcError as e:
+                codes[e.code().name] += 1
+    return codes
 
 
 def _port_open(port: int) -> bool:
@@ -462,7 +499,9 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def explain(row: dict[str, Any], stats: dict[str, dict[str, Any]], compare: bool | None) -> list[str]:
+def explain(
+    row: dict[str, Any], stats: dict[str, dict[str, Any]], compare: bool | None, grpc_row: dict[str, Any] | None
+) -> list[str]:
     """What the report shows, in the terms of this demo's shop (a few lines)."""
     prod, shadow = row["production"], row["shadow"]
     share = shadow["requests"] / prod["requests"] if prod["requests"] else 0.0
@@ -486,6 +525,13 @@ def explain(row: dict[str, Any], stats: dict[str, dict[str, Any]], compare: bool
         f"releases. {compared}".rstrip(),
         "Orders sent through the proxy were stored by v1 (and its canary); v2 kept its copies in its own store.",
     ]
+    if grpc_row is not None:
+        g = grpc_row["shadow"]
+        points.append(
+            f"The price service speaks gRPC: catalog-v2 got its copies over HTTP/2 ({g['requests']} of "
+            f"{grpc_row['production']['requests']} calls). A gRPC failure is HTTP 200 with a grpc-status: v2 does "
+            "not know the products above 50 yet (NOT_FOUND), and its prices now include VAT (protobuf field 2)."
+        )
     return [textwrap.fill(p, WIDTH, initial_indent="  - ", subsequent_indent="    ") for p in points]
 
 
@@ -515,10 +561,10 @@ def _print_report(proxy: Proxy, shops: dict[str, int], compare: bool | None, jso
             f"{st.get('orders', 0):>5} orders in its own store"
         )
 
-    rows = json.loads(raw)
-    if rows and rows[0]["shadow_mapping"] == "shop-v2":  # the demo's own Mappings: the story below is theirs
+    rows = {r["shadow_mapping"]: r for r in json.loads(raw)}
+    if "shop-v2" in rows:  # the demo's own Mappings: the story below is theirs
         print("\nWhat you are looking at:")
-        print("\n".join(explain(rows[0], stats, compare)))
+        print("\n".join(explain(rows["shop-v2"], stats, compare, rows.get("catalog-v2"))))
 
 
 # ---------------------------------------------------------------------------------------------- offline replay
@@ -528,7 +574,7 @@ def capture_path(procs: Processes) -> Path:
     return procs.logdir / "traffic.mitm"
 
 
-def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, int]) -> None:
+def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, int], catalogs: dict[str, int]) -> None:
     """The recorded traffic replayed against v2 with `mitmshadow replay`, the CI gate; production is not contacted
     (the Mappings' production services are left unresolved)."""
     before = {name: st.get("requests", 0) for name, st in shop_stats(shops).items()}
@@ -537,6 +583,7 @@ def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, 
     # A few copies at a time: the demo's v2 answers one request at a time, and a copy waiting behind 64 others
     # would time out.
     cmd += [str(args.mappings), "--service", f"shop-v2={HOST}:{shops['shop-v2']}", "--set", "shadow_max_inflight=4"]
+    cmd += ["--service", f"catalog-v2={HOST}:{catalogs['catalog-v2']}"]
     child = procs.start("replay", cmd)
     try:
         code = child.proc.wait(REPLAY_TIMEOUT)
@@ -546,7 +593,7 @@ def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, 
     if code not in (0, 1):
         raise DemoError(f"mitmshadow replay exited with status {code}:\n{child.tail()}")
     lines = child.log.read_text(errors="replace").splitlines()
-    shown = [x for x in lines if re.match(r"\s+-> |\s+compared |\s+shop-v2 |(ok|FAIL): ", x)]
+    shown = [x for x in lines if re.match(r"\s+-> |\s+compared |\s+(shop|catalog)-v2 |(ok|FAIL): ", x)]
     print("\n".join(f"  {x.strip()}" for x in shown))
     after = {name: st.get("requests", 0) for name, st in shop_stats(shops).items()}
     production = sum(after[n] - before[n] for n in ("shop", "shop-canary"))
@@ -563,6 +610,7 @@ def replay_offline(procs: Processes, args: argparse.Namespace, shops: dict[str, 
 def keep_running(procs: Processes, proxy: Proxy, shops: dict[str, int]) -> None:
     print("\nEverything keeps running until Ctrl-C:")
     print(f"  proxy       http://{HOST}:{proxy.port}/api/products  (or try /api/cart/alice)")
+    print(f"  gRPC        {HOST}:{proxy.port} (cleartext HTTP/2), method /shop.Catalog/Price")
     print(f"  dashboard   http://{HOST}:{proxy.admin_port}/")
     if proxy.web_url:
         print(f"  mitmweb     {proxy.web_url}")
@@ -579,17 +627,27 @@ def keep_running(procs: Processes, proxy: Proxy, shops: dict[str, int]) -> None:
 
 def run(args: argparse.Namespace, procs: Processes) -> None:
     t0 = time.monotonic()
-    print("Starting the shop (demo/shop_v1.py, demo/shop_v2.py) and the proxy:")
+    print("Starting the shop (demo/shop_v1.py, demo/shop_v2.py), its gRPC price service (demo/catalog.py), the proxy:")
     compare = addon_declares("shadow_compare")
     shops = start_shops(procs)
+    catalogs = start_catalogs(procs)
     # Unknown to the addon, shadow_compare would be silently ignored; leave it out and say so instead.
-    proxy = start_proxy(procs, args, shops, compare is not False)
+    proxy = start_proxy(procs, args, {**shops, **catalogs}, compare is not False)
     if compare is False:
         print(
             "  (shadow_compare: this build of the addon has no response comparison; the report shows "
             "traffic, errors and latency)"
         )
     print(f"  ready in {time.monotonic() - t0:.1f} s\n")
+
+    # The gRPC calls first: the report keeps the latest mismatches' examples, and the shop's are the story.
+    print(f"Calling the price service over gRPC through the proxy ({GRPC_CALLS} calls, cleartext HTTP/2):")
+    t1 = time.monotonic()
+    calls = grpc_calls(proxy.port, GRPC_CALLS)
+    grpc_codes = " ".join(f"{c}:{n}" for c, n in sorted(calls.items()))
+    print(f"  {GRPC_CALLS} gRPC calls (shop.Catalog/Price) in {time.monotonic() - t1:.1f} s; grpc-status {grpc_codes}")
+    if calls["OK"] != GRPC_CALLS:
+        raise DemoError(f"gRPC calls through the proxy failed: {grpc_codes}")
 
     plan = traffic_plan(args.requests, random.Random(args.seed))
     print(f"Sending {len(plan)} requests through the proxy on {args.connections} keep-alive connections:")
@@ -602,7 +660,7 @@ def run(args: argparse.Namespace, procs: Processes) -> None:
         raise DemoError(f"{traffic.codes['failed']} requests failed; the last: {traffic.last_failure}")
 
     print_report(proxy, shops, compare, args.json_report)
-    replay_offline(procs, args, shops)
+    replay_offline(procs, args, shops, catalogs)
     if args.keep:
         keep_running(procs, proxy, shops)
     else:

@@ -9,7 +9,7 @@ from typing import Any
 from mitmproxy import connection, flow, http
 
 from .compare import Comparison
-from .h2sender import request_headers
+from .h2fields import request_headers
 from .sender import Copy, Outcome, sent_fields
 
 logger = logging.getLogger("shadow")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from mitmproxy.proxy import layer, mode_specs, server_hooks
+from mitmproxy.proxy import events, layer, mode_specs, server_hooks
 from mitmproxy.proxy.layers import modes
 
 from .addresses import Address
@@ -53,6 +53,23 @@ def h2_services(table: Table) -> frozenset[tuple[str, int, str]]:
     return frozenset(out)
 
 
+class PrefaceWait(layer.NextLayer):
+    """Holds a cleartext client's first bytes while they may still become the HTTP/2 preface (fewer than 24, all
+    matching it), then asks for the next layer again with them all. mitmproxy's own NextLayer decides on the first
+    read (its `next_layer` addon runs after this addon's hook), so a client that writes the preface in pieces would
+    otherwise be taken for HTTP/1. At most 24 bytes are held; a client that closes meanwhile is closed."""
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if (
+            isinstance(event, events.DataReceived)
+            and event.connection == self.context.client
+            and preface(self.data_client() + event.data) is None
+        ):
+            self.events.append(event)
+            return
+        yield from super()._handle_event(event)
+
+
 class Ingress:
     """The two hooks, for the addon to call; `services` follows the Mapping table."""
 
@@ -75,12 +92,13 @@ class Ingress:
             return
         if len(c.layers) != 1 or not isinstance(c.layers[0], modes.ReverseProxy):
             return  # only the layer right under the reverse proxy sees the connection's first bytes
-        # The preface must be in the first bytes read: addon hooks run before mitmproxy's own NextLayer, which
-        # decides on the first read whatever follows, so a preface cut after fewer than 24 bytes cannot be waited
-        # for from here. gRPC clients write it together with their SETTINGS frame.
-        if preface(nextlayer.data_client()):
+        seen = preface(nextlayer.data_client())
+        if seen:
             c.client.alpn = H2  # HttpLayer then serves this client with Http2Server
             self.h2c_clients += 1
+        elif seen is None and not isinstance(nextlayer, PrefaceWait):
+            # A preface cut short: mitmproxy's NextLayer would decide on these bytes alone. Wait for the rest.
+            nextlayer.layer = PrefaceWait(c)
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData, table: Table) -> None:
         s = data.server

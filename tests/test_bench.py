@@ -178,3 +178,24 @@ def test_the_routed_set_is_the_default_route_without_its_shadow(tmp_path) -> Non
         loaded = mappings.load_path(str(path))
         assert not loaded.errors and [m.prefix for m in loaded.mappings if not m.shadow] == ["/"]
         assert sum(m.shadow for m in loaded.mappings) == shadows
+
+
+def test_the_grpc_pair_routes_the_grpc_service_over_http2_with_and_without_its_shadow(tmp_path) -> None:
+    from benchkit.grpcservers import GRPC_METHOD
+
+    from shadow_addon import mappings, routing
+    from shadow_addon.routing import RequestView
+
+    assert select_scenarios("grpc")[0] == ["grpcrouted", "grpc"]
+    assert SCENARIOS["grpc"].grpc and SCENARIOS["grpc"].reference == "grpcrouted"
+    for name, shadows in (("grpcrouted", 0), ("grpc", 1)):
+        for rel, text in mapping_set(name).items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+        loaded = mappings.load_path(str(tmp_path / name))
+        assert not loaded.errors and all(m.grpc for m in loaded.mappings)
+        assert sum(m.shadow for m in loaded.mappings) == shadows
+        table = routing.build_table(loaded.mappings)
+        route = routing.resolve(table, RequestView("POST", GRPC_METHOD, "x", {}), 0.0, 0.0)  # type: ignore[arg-type]
+        assert route is not None and route.mapping is not None and route.mapping.name == "echo"
+        assert (route.shadow is not None) == bool(shadows)

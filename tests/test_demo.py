@@ -88,7 +88,9 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     assert "What you are looking at:" in out and "Dashboard: http://127.0.0.1:" in out
 
     # The numbers, from /report.json as the demo fetched it.
-    (row,) = json.loads(report.read_text())
+    rows = {r["shadow_mapping"]: r for r in json.loads(report.read_text())}
+    assert set(rows) == {"shop-v2", "catalog-v2"}, rows
+    row = rows["shop-v2"]
     prod, shadow = row["production"], row["shadow"]
     assert row["shadow_mapping"] == "shop-v2" and row["weight"] == 50
     assert prod["requests"] == n and prod["errors"] == 0
@@ -115,6 +117,12 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     assert shadow["requests"] - lost <= v2_requests <= shadow["requests"], (stats, shadow)
     assert shadow["codes"].get("201", 0) <= v2_orders <= shadow["codes"].get("201", 0) + lost, (stats, shadow)
 
+    # The gRPC price service: every call answered by v1 and copied over HTTP/2 to v2, whose grpc-status differs.
+    grpc_prod, grpc_shadow = rows["catalog-v2"]["production"], rows["catalog-v2"]["shadow"]
+    assert grpc_prod["requests"] == grpc_shadow["requests"] == 100, rows["catalog-v2"]
+    assert re.search(r"^  100 gRPC calls .* grpc-status OK:100$", out, re.M), out
+    assert re.search(r"^\s+-> catalog-v2\s+shadow\s+100 .*grpc OK:50 NOT_FOUND:50", out, re.M), out
+
     # The recorded traffic, replayed offline through the CI gate: v2's differences block it; production untouched.
     replay = out.split("replayed offline against v2 (mitmshadow replay):", 1)[1]
     gate = re.search(r"^  FAIL: shop-v2: (\d+) of (\d+) pairs differ", replay, re.M)
@@ -124,6 +132,7 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     )
     assert status and 0 < int(status[1]) <= int(gate[2]), replay  # a copy that timed out may not have reached v2
     assert re.search(r"GET /api/cart/\w+ .*/total_cents: missing", replay), replay  # the renamed field
+    assert re.search(r"^  FAIL: catalog-v2: 100 of 100 pairs differ", replay, re.M), replay
 
 
 def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
-from grpcsupport import STREAM_COUNT, GrpcService, channel, stream, unary
+from grpcsupport import STREAM_COUNT, UNARY, GrpcService, channel, stream, unary
 from support import (
     FaultServer,
     Proxy,
@@ -22,6 +27,9 @@ from support import (
     wait_until,
     write_mappings,
 )
+
+from shadow_addon import grpcwire
+from shadow_addon.ingress import PREFACE
 
 PREFIX = "/shadowtest.Echo/"
 
@@ -65,6 +73,63 @@ def test_a_cleartext_grpc_client_reaches_a_cleartext_grpc_service(
     assert prod.count == 3
     m = metrics_of(p)
     assert metric_sum(m, "shadow_upstream_requests_total", role="production", mapping="echo", code="200") == 3
+
+
+def _raw_h2_call(port: int, split_at: int, body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """One unary call over a raw socket, the client preface written in two parts (`split_at` bytes first, a pause,
+    then the rest with the call): the answer's message and trailers."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    opening = conn.data_to_send()
+    assert opening.startswith(PREFACE)
+    conn.send_headers(
+        1,
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1:%d" % port),
+            (b":path", UNARY.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ],
+    )
+    conn.send_data(1, grpcwire.frame(body), end_stream=True)
+    rest = opening[split_at:] + conn.data_to_send()
+    answer, trailers = b"", []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(opening[:split_at])
+        time.sleep(0.3)  # the proxy reads the first part alone
+        sock.sendall(rest)
+        for _ in range(1000):  # bounded: the answer is a few frames
+            data = sock.recv(65536)
+            if not data:
+                break
+            ended = False
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    answer += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = list(ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+            if ended:
+                break
+    return answer, trailers
+
+
+@pytest.mark.parametrize("split_at", [3, 10, 23])
+def test_a_client_preface_written_in_two_parts_is_still_http2(
+    proxy: Callable[..., Proxy], service: Callable[..., GrpcService], tmp_path: Path, split_at: int
+) -> None:
+    prod = service("prod")
+    p = start(proxy, tmp_path, prod, grpc_mapping("echo", prod.address))
+    answer, trailers = _raw_h2_call(p.port, split_at, b"pieces")
+    assert grpcwire.split(answer) == [(False, b"prod:pieces")]
+    assert (b"grpc-status", b"0") in trailers
+    assert prod.count == 1
 
 
 def test_a_grpc_error_status_reaches_the_client_with_its_message(

@@ -25,8 +25,12 @@ class H2Service:
     """An HTTP/2 gRPC-like service: answers every stream with one message and grpc-status `status`, after `delay`
     seconds; `close_after`: closes each connection after that many answers."""
 
-    def __init__(self, status: bytes = b"0", delay: float = 0.0, close_after: int = 0, goaway: bool = False) -> None:
+    def __init__(
+        self, status: bytes = b"0", delay: float = 0.0, close_after: int = 0, goaway: bool = False, ping: bool = False
+    ) -> None:
         self.status, self.delay, self.close_after = status, delay, close_after
+        self.ping = ping  # a PING after every answer (as grpc-core's BDP probe sends them); `pings_acked` counts
+        self.pings_acked = 0
         self.goaway = goaway  # the first connection answers its first stream, then GOAWAY: the others never start
         self.connections = 0
         self.requests: list[tuple[list[tuple[bytes, bytes]], bytes]] = []
@@ -65,6 +69,10 @@ class H2Service:
                         conn.send_data(ev.stream_id, grpcwire.frame(b"ok"))
                         conn.send_headers(ev.stream_id, [(b"grpc-status", self.status)], end_stream=True)
                         answered += 1
+                        if self.ping:
+                            conn.ping(b"%08d" % answered)
+                    elif isinstance(ev, h2.events.PingAckReceived):
+                        self.pings_acked += 1
                 writer.write(conn.data_to_send())
                 await writer.drain()
                 if self.close_after and answered >= self.close_after:
@@ -128,6 +136,25 @@ async def test_copies_to_one_service_are_multiplexed_on_one_connection(services:
         sender.submit(a_copy(port))
     await settle(outcomes, 60)
     assert svc.connections == 1
+    sender.close()
+
+
+async def test_acknowledgements_wait_for_the_next_copy_but_never_longer_than_a_moment(
+    services: list[H2Service],
+) -> None:
+    svc = H2Service(ping=True)
+    services.append(svc)
+    port = await svc.start()
+    outcomes: list[Outcome] = []
+    sender = Sender(Metrics(), on_result=lambda c, out: outcomes.append(out))
+    for i in range(3):
+        sender.submit(a_copy(port))
+        await settle(outcomes, i + 1)
+    for _ in range(250):  # <= 5 s: no copy follows the last answer, its PING is acknowledged all the same
+        if svc.pings_acked == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert svc.pings_acked == 3 and [o.status for o in outcomes] == [200] * 3
     sender.close()
 
 

@@ -9,12 +9,15 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 import pytest
 from support import pb
 
-from shadow_addon import grpcwire
+from shadow_addon import grpcwire, h2fields
 from shadow_addon.budget import MemoryBudget
-from shadow_addon.h2sender import Answer, Done, Failed, Lost, Session, request_headers
+from shadow_addon.h2answer import Answer
+from shadow_addon.h2fields import request_headers
+from shadow_addon.h2session import CONNECTION_WINDOW, STREAM_WINDOW, Done, Failed, Lost, Session
 from shadow_addon.mappings import Address
 from shadow_addon.reader import MAX_HEAD, MAX_HEADERS, MAX_INTERIM
 from shadow_addon.sender import Copy
@@ -166,6 +169,42 @@ def test_many_copies_share_one_connection() -> None:
         peer.answer(sid)
     assert sorted(r.stream_id for r in peer.results if isinstance(r, Done)) == sorted(sids)
     assert not s.answers
+
+
+def test_header_blocks_use_no_dynamic_table_and_repeated_fields_are_encoded_once() -> None:
+    enc, other = h2fields.BlockEncoder(), h2fields.BlockEncoder()
+    dec = hpack.Decoder()
+    fields = [(b":method", b"POST"), (b":path", b"/pkg.Svc/Call"), (b"content-type", b"application/grpc")]
+    first = enc.encode([*fields, (b"x-request-id", b"r1")])
+    assert first[:1] == b"\x20"  # a dynamic table size update to 0 opens the connection's first block
+    assert dec.decode(first, raw=True) == [*fields, (b"x-request-id", b"r1")] and dec.header_table_size == 0
+    enc.header_table_size = 65536  # the service's SETTINGS_HEADER_TABLE_SIZE: a maximum, not a demand
+    second = enc.encode([*fields, (b"x-request-id", b"r2")])
+    assert dec.decode(second, raw=True) == [*fields, (b"x-request-id", b"r2")]
+    assert second.startswith(b"".join(h2fields.encode_field(f) for f in fields))  # the same bytes as before
+    assert hpack.Decoder().decode(other.encode(fields)[1:], raw=True) == fields  # another connection, same fields
+    assert h2fields._FIELDS[fields[1]] is h2fields.encode_field(fields[1])  # kept once, shared
+
+
+def test_the_field_cache_is_bounded_in_entries_and_field_size() -> None:
+    h2fields.encode_field((b"x-big", b"v" * h2fields.MAX_CACHED_FIELD))
+    assert (b"x-big", b"v" * h2fields.MAX_CACHED_FIELD) not in h2fields._FIELDS
+    for i in range(h2fields.MAX_CACHED * 3):
+        h2fields.encode_field((b"x-request-id", b"%d" % i))
+        assert len(h2fields._FIELDS) <= h2fields.MAX_CACHED
+
+
+def test_answers_have_large_windows_so_window_updates_go_out_in_bulk() -> None:
+    s = Session()
+    peer = Peer(s)
+    assert peer.conn.remote_settings.initial_window_size == STREAM_WINDOW
+    assert peer.conn.outbound_flow_control_window == CONNECTION_WINDOW
+    sids = [start(s, a_copy(), limit=1 << 20) for _ in range(40)]
+    peer.pump()
+    for sid in sids:  # 40 answers of 16 KB: ten times the default window of the whole connection
+        peer.answer(sid, body=grpcwire.frame(b"x" * 16_000))
+    assert len([r for r in peer.results if isinstance(r, Done)]) == 40
+    assert s.outgoing() == b""  # nothing to acknowledge yet: 640 KB of a 16 MiB window
 
 
 def test_a_request_body_larger_than_the_window_is_sent_as_the_window_opens() -> None:

@@ -12,7 +12,17 @@ from shadow_addon.reasons import WORDS, DropReason
 
 ROOT = Path(__file__).resolve().parent.parent
 # Modules that record drops or emit a reason for one.
-EMITTERS = ("sender.py", "h2sender.py", "reader.py", "copies.py", "production.py", "shadow.py", "replay.py")
+EMITTERS = (
+    "sender.py",
+    "h2sender.py",
+    "h2session.py",
+    "h2answer.py",
+    "reader.py",
+    "copies.py",
+    "production.py",
+    "shadow.py",
+    "replay.py",
+)
 # Calls whose string arguments are reasons (messages have spaces, so only label-like words are taken).
 REASON_CALLS = {"_fail", "_failed", "_attempt_failed", "_drop", "record_drop", "ReadError", "Outcome", "_skip_copy"}
 LABEL = re.compile(r"[a-z]+(_[a-z]+)*")

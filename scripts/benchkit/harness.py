@@ -122,10 +122,11 @@ async def prepared(
     wrk: str | None,
     hostile: tuple[str, ...] = (),
     mapping_sets: tuple[str, ...] = ("default",),
+    grpc: bool = False,
 ) -> AsyncIterator[Setup]:
     """A temporary directory with the Mapping file, this process kept off mitmdump's CPU, the upstream servers
-    (`hostile`: the hostile shadows to serve too), the addon snapshot and the speed probe; all stopped and removed
-    on the way out."""
+    (`hostile`: the hostile shadows to serve too; `grpc`: the gRPC ones), the addon snapshot and the speed probe;
+    all stopped and removed on the way out."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
         tmp = Path(tmpdir)
         for name in {"default", *mapping_sets}:
@@ -133,7 +134,7 @@ async def prepared(
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_text(text)
         mitm_cpus, placement = place_processes()
-        ups = await start_upstreams(args.upstreams, tmp, hostile, args.bomb_mib)
+        ups = await start_upstreams(args.upstreams, tmp, hostile, args.bomb_mib, grpc)
         setup: Setup | None = None
         try:
             setup = make_setup(args, ups, tmp, wrk, mitm_cpus, placement)

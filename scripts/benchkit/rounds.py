@@ -119,10 +119,11 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
     runs: list[Run] = []
     client = "wrk -t1" if wrk else "asyncio (benchkit, main process)"
     # The second server process: the hostile shadows and the comparison cases' own upstreams.
-    own = {u for n in names for u in (SCENARIOS[n].shadow, SCENARIOS[n].production) if u in SERVERS}
+    own = {u for n in names for u in (SCENARIOS[n].shadow, SCENARIOS[n].production) if u in SERVERS}  # HTTP/1
     hostile = tuple(sorted(u for u in own if u not in ORDINARY))
     sets = tuple(sorted({SCENARIOS[n].mappings for n in names}))
-    async with prepared(args, "shadow-bench-", wrk, hostile, sets) as setup:
+    grpc = any(SCENARIOS[n].grpc for n in names)
+    async with prepared(args, "shadow-bench-", wrk, hostile, sets, grpc) as setup:
         ups = setup.ups
         log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
         for rnd in range(1, args.rounds + 1):

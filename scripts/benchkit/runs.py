@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from benchkit.grpcload import grpc_load
 from benchkit.harness import Setup, running_mitmdump
 from benchkit.load import asyncio_load, wrk_load
 from benchkit.metrics import scrape
@@ -108,7 +109,9 @@ async def measure(rnd: int, scn: Scenario, s: Setup) -> Run:
             def mark() -> None:
                 snaps.append(cpu_snap(pid, s.ups.pids))
 
-            if s.wrk:
+            if scn.grpc:
+                load = await grpc_load(mitm.port, args.connections, args.warmup, args.duration, mark)
+            elif s.wrk:
                 load = await wrk_load(s.wrk, mitm.port, args.connections, args.warmup, args.duration, mark)
             else:
                 load = await asyncio_load(mitm.port, args.connections, args.warmup, args.duration, mark, scn.paths)

@@ -18,6 +18,7 @@ class Scenario:
     production: str = "prod"  # the upstream production's Mapping points at
     paths: int = 1  # distinct URLs the client asks for in turn (the asyncio client; wrk asks for one)
     mappings: str = "default"  # the Mapping set (MAPPING_SETS): a file, or a directory for the large ones
+    grpc: bool = False  # gRPC calls (benchkit.grpcload) to gRPC upstreams (benchkit.grpcservers), not HTTP/1.1
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -88,6 +89,27 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "regex200", True, "healthy", "regex10", "as regex10 with 200 prefix_regex Mappings", (), mappings="regex200"
         ),
+        # gRPC: unary calls over cleartext HTTP/2 to a `grpc: true` Mapping, copied over HTTP/2 or not at all.
+        Scenario(
+            "grpcrouted",
+            True,
+            None,
+            None,
+            "addon routing gRPC calls (grpc: true Mapping, h2c), no shadow",
+            production="grpcprod",
+            mappings="grpcrouted",
+            grpc=True,
+        ),
+        Scenario(
+            "grpc",
+            True,
+            "grpcshadow",
+            "grpcrouted",
+            "as grpcrouted, 100% of calls copied over HTTP/2 to a gRPC shadow",
+            production="grpcprod",
+            mappings="grpc",
+            grpc=True,
+        ),
     )
 }
 SCALE = ("map10", "map10k", "regex10", "regex200")
@@ -114,6 +136,20 @@ spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
 # The same route without its shadow: what routing alone costs.
 ROUTED_YAML = MAPPINGS_YAML.split("---\n")[0]
 
+# The gRPC service's calls routed to prod-svc over HTTP/2 and copied to shadow-svc over HTTP/2 (both `grpc: true`).
+GRPC_YAML = """\
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: echo}
+spec: {prefix: /bench.Echo/, rewrite: /bench.Echo/, service: prod-svc, grpc: true}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: echo-shadow}
+spec: {prefix: /bench.Echo/, rewrite: /bench.Echo/, service: shadow-svc, grpc: true, shadow: true}
+"""
+GRPC_ROUTED_YAML = GRPC_YAML.split("---\n")[0]
+
 
 FILE_MAPPINGS = 1_000  # Mappings per file in the large sets (a directory of files, as a large cluster exports them)
 
@@ -135,6 +171,10 @@ def mapping_set(name: str) -> dict[str, str]:
         return {"mappings.yaml": MAPPINGS_YAML}
     if name == "routed":
         return {"routed/routed.yaml": ROUTED_YAML}
+    if name == "grpc":
+        return {"grpc/grpc.yaml": GRPC_YAML}
+    if name == "grpcrouted":
+        return {"grpcrouted/routed.yaml": GRPC_ROUTED_YAML}
     kind, n = ("regex", int(name[5:])) if name.startswith("regex") else ("prefix", int(name[6:].replace("k", "000")))
     docs = [
         _service_mapping(f"svc-{i}", f"/svc-{i}/[0-9]+" if kind == "regex" else f"/svc-{i}/", kind == "regex")

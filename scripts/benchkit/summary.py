@@ -173,6 +173,14 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
         throughput_check(n, 0.95)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
         rss_check(n, SCENARIOS[n].reference or "healthy", HOSTILE_RSS_MIB)
+    # 100% of gRPC calls copied over HTTP/2 against the same proxy routing them without a shadow.
+    throughput_check("grpc", 0.90)
+    if "grpc" in summary:
+        g = summary["grpc"]
+        got, want = g["shadow_received"], g["prod_received"]
+        frac = got / want if want else math.nan
+        res = "n/a" if not want else "PASS" if got >= want else "PASS*" if frac >= 0.999 else "FAIL"
+        checks.append(Check("grpc: delivery to the shadow", f"{frac:.4%} ({got}/{want})", "100%", res, frac))
     # Routing whose cost does not grow with the number of Mappings, and a start-up that does not either.
     throughput_check("map10k", 0.90)
     throughput_check("regex200", 0.90)

@@ -18,6 +18,7 @@ from benchkit.procs import HOST, closed_port, free_port, log, module_cmd, spawn,
 CONTROL_TIMEOUT = 10.0  # s for a server process to answer a control line
 BUILD_TIMEOUT = 300.0  # s for a server process to build its answers (the bombs) and listen
 ORDINARY = ("prod", "healthy", "slow", "veryslow", "blackhole", "flap")
+GRPC = ("grpcprod", "grpcshadow")  # served by benchkit.grpcservers
 
 
 class ServerProcess:
@@ -30,8 +31,11 @@ class ServerProcess:
         self._lock = asyncio.Lock()  # one control line and its answer at a time
 
     @classmethod
-    async def start(cls, names: tuple[str, ...], bomb_mib: int) -> ServerProcess:
-        cmd = module_cmd("benchkit.servers", ",".join(names), "--bomb-mib", str(bomb_mib))
+    async def start(cls, names: tuple[str, ...], bomb_mib: int, grpc: bool = False) -> ServerProcess:
+        if grpc:
+            cmd = module_cmd("benchkit.grpcservers", ",".join(names))
+        else:
+            cmd = module_cmd("benchkit.servers", ",".join(names), "--bomb-mib", str(bomb_mib))
         proc = await spawn("servers", cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             assert proc.stdout is not None
@@ -146,13 +150,17 @@ class Upstreams:
         return [g.proc.pid for g in self.groups] + ([self.nginx.proc.pid] if self.nginx else [])
 
     @classmethod
-    async def start(cls, nginx_binary: str | None, workdir: Path, hostile: tuple[str, ...], bomb_mib: int) -> Upstreams:
+    async def start(
+        cls, nginx_binary: str | None, workdir: Path, hostile: tuple[str, ...], bomb_mib: int, grpc: bool = False
+    ) -> Upstreams:
         groups: list[ServerProcess] = []
         nginx = None
         try:
             groups.append(await ServerProcess.start(ORDINARY, bomb_mib))
             if hostile:
                 groups.append(await ServerProcess.start(hostile, bomb_mib))
+            if grpc:
+                groups.append(await ServerProcess.start(GRPC, bomb_mib, grpc=True))
             if nginx_binary:
                 nginx = await Nginx.start(nginx_binary, workdir / "nginx")
         except BaseException:
@@ -182,16 +190,18 @@ class Upstreams:
                 await g.close()
 
 
-async def start_upstreams(which: str, workdir: Path, hostile: tuple[str, ...] = (), bomb_mib: int = 0) -> Upstreams:
-    """The server processes (`hostile`: the hostile shadows to serve too), with nginx for production and the
-    healthy shadow when asked for (`which`: auto, asyncio, nginx) and found."""
+async def start_upstreams(
+    which: str, workdir: Path, hostile: tuple[str, ...] = (), bomb_mib: int = 0, grpc: bool = False
+) -> Upstreams:
+    """The server processes (`hostile`: the hostile shadows to serve too; `grpc`: the gRPC ones), with nginx for
+    production and the healthy shadow when asked for (`which`: auto, asyncio, nginx) and found."""
     nginx = shutil.which("nginx") if which in ("auto", "nginx") else None
     if which == "nginx" and not nginx:
         raise SystemExit("--upstreams nginx: nginx is not on PATH")
     try:
-        return await Upstreams.start(nginx, workdir, hostile, bomb_mib)
+        return await Upstreams.start(nginx, workdir, hostile, bomb_mib, grpc)
     except RuntimeError as e:
         if which == "nginx" or not nginx:
             raise
         log(f"nginx did not start ({e}); using the asyncio upstreams")
-        return await Upstreams.start(None, workdir, hostile, bomb_mib)
+        return await Upstreams.start(None, workdir, hostile, bomb_mib, grpc)
