@@ -10,6 +10,7 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, routing
+from .httpsyntax import has_field
 from .sender import Copy
 from .settings import Settings
 
@@ -33,9 +34,10 @@ class Pending:
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
     """Why a request is never copied, known from its head alone, or None. `methods`: those copied (`shadow_methods`;
     empty: all)."""
-    if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
+    fields = req.headers.fields
+    if req.method in _UPGRADE_METHODS or has_field(fields, b"upgrade"):
         return "upgrade"  # Envoy mirrors no CONNECT/upgrade
-    if MARKER.decode() in req.headers:
+    if has_field(fields, MARKER):
         return "loop"
     if methods and req.method.upper() not in methods:
         return "method"

@@ -22,3 +22,9 @@ def is_field_name(name: str) -> bool:
 def breaks_line(v: str) -> bool:
     """Whether a header value holds CR, LF or NUL, which would end or split an HTTP/1 line."""
     return any(c in _LINE_BREAKERS for c in v)
+
+
+def has_field(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> bool:
+    """Whether a header of this lower-case name is among `fields`: `name in Headers`, without Headers' encoding
+    and lower-casing of the name for every field (this runs several times per request)."""
+    return any(k.lower() == name for k, _ in fields)
