@@ -10,7 +10,7 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, routing
-from .httpsyntax import has_field
+from .httpsyntax import field_value, has_field
 from .sender import Copy
 from .settings import Settings
 
@@ -73,8 +73,15 @@ def timeout_of(route: routing.Route, s: Settings) -> float:
     return s.timeout or routing.copy_timeout(route.timeout_ms)
 
 
+def host_header(req: http.Request) -> str | None:
+    """`req.host_header`, for HTTP/1 read from the raw fields (mitmproxy's reads them through Headers)."""
+    if req.data.http_version in (b"HTTP/2.0", b"HTTP/3"):
+        return req.host_header  # the authority, or the Host header
+    return field_value(req.headers.fields, b"host")
+
+
 def host_of(req: http.Request) -> str:
-    return req.host_header or url.hostport(req.scheme, req.host, req.port)
+    return host_header(req) or url.hostport(req.scheme, req.host, req.port)
 
 
 def make_copy(

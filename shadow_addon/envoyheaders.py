@@ -74,21 +74,22 @@ Fields = tuple[tuple[bytes, bytes], ...]
 
 
 def edit(fields: Fields, ops: tuple[Op, ...], drop: frozenset[bytes] = frozenset()) -> Fields:
-    """`fields` with the fields named in `drop` removed and then `ops` applied in order, in one pass over the
-    fields (each `Headers[name] = value` would scan and rebuild them once). The names of `ops` differ from each
-    other and from `drop`'s."""
+    """`fields` with the fields named in `drop` removed, then `ops` applied in order, in one pass over the fields
+    (each `Headers[name] = value` would scan and rebuild them once). The names of `ops` differ from each other."""
     where: dict[bytes, int] = {}  # name -> index in `out` of its first field
     old: dict[bytes, list[bytes]] = {}  # name -> its values, for the appended ones
     names = {op[0] for op in ops}
     out: list[tuple[bytes, bytes]] = []
     for kv in fields:
         k = kv[0].lower()
+        if k in drop:
+            continue
         if k in names:
             if k not in where:
                 where[k] = len(out)
                 out.append(kv)
             old.setdefault(k, []).append(kv[1])
-        elif k not in drop:
+        else:
             out.append(kv)
     for name, value, append in ops:
         if append and (before := b", ".join(old.get(name, ()))):
@@ -105,18 +106,27 @@ def _encode(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")  # as mitmproxy's Headers encode a str
 
 
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant (as uuid.UUID(version=4) sets them)
+# The variant's hex digit: its top two bits set to 10 (RFC 4122), as uuid.UUID(version=4) sets them.
+_VARIANT = bytes(b"89ab"[int(chr(c), 16) & 3] if chr(c) in "0123456789abcdef" else 0 for c in range(256))
 
 
 def _request_ids() -> Iterator[bytes]:
-    """Random UUID4 strings, as str(uuid.uuid4()) gives them, read from the system's random source 256 at a
-    time, as Envoy does (common/common/random_generator.cc RandomGeneratorImpl::uuid buffers RAND_bytes)."""
+    """Random UUID4 strings, as str(uuid.uuid4()) writes them, cut from 2048 bytes of the system's random source
+    at a time, as Envoy does (common/common/random_generator.cc RandomGeneratorImpl::uuid prefetches 2048)."""
     while True:
-        block = os.urandom(16 * 256)
-        for i in range(0, len(block), 16):
-            h = b"%032x" % (int.from_bytes(block[i : i + 16]) & _UUID4_CLEAR | _UUID4_SET)
-            yield b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+        h = os.urandom(2048).hex().encode()
+        yield from [
+            b"%s-%s-4%s-%c%s-%s"
+            % (
+                h[i : i + 8],
+                h[i + 8 : i + 12],
+                h[i + 13 : i + 16],
+                _VARIANT[h[i + 16]],
+                h[i + 17 : i + 20],
+                h[i + 20 : i + 32],
+            )
+            for i in range(0, len(h), 32)
+        ]
 
 
 new_request_id = _request_ids().__next__  # a new x-request-id (bytes)
@@ -186,7 +196,7 @@ def edge_fields(fields: Fields, d: Downstream, request_id: str | None = None) ->
         ops.append((b"x-envoy-external-address", _encode(d.client_ip), False))
     rid = _encode(request_id) if request_id else new_request_id()  # a new id for every edge request
     ops.append((b"x-request-id", rid, False))
-    # "Clean proxy headers", then cleanInternalHeaders(edge_request=true): none of them is one set here.
+    # "Clean proxy headers", then cleanInternalHeaders(edge_request=true), then the ops.
     return edit(fields, tuple(ops), _CLEANED)
 
 

@@ -28,3 +28,12 @@ def has_field(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> bool:
     """Whether a header of this lower-case name is among `fields`: `name in Headers`, without Headers' encoding
     and lower-casing of the name for every field (this runs several times per request)."""
     return any(k.lower() == name for k, _ in fields)
+
+
+def field_value(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
+    """`Headers.get(name)` over raw fields (`name` in lower case): the values joined by `, ` and decoded as
+    Headers decode them, or None without one."""
+    values = [v for k, v in fields if k.lower() == name]
+    if not values:
+        return None
+    return (values[0] if len(values) == 1 else b", ".join(values)).decode("utf-8", "surrogateescape")
