@@ -27,7 +27,10 @@ def breaks_line(v: str) -> bool:
 def has_field(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> bool:
     """Whether a header of this lower-case name is among `fields`: `name in Headers`, without Headers' encoding
     and lower-casing of the name for every field (this runs several times per request)."""
-    return any(k.lower() == name for k, _ in fields)
+    for k, _ in fields:
+        if k.lower() == name:
+            return True
+    return False
 
 
 def field_value(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
