@@ -1,6 +1,8 @@
 """CPU time per request of the copy's hand-off on the event loop, alone: a copy's bytes built and written to a
-loopback socket (one buffer with `write`, or the parts with `writelines`), and Envoy's connection-manager header
-edits of a production request. `--package DIR`: measure another shadow_addon package (its parent directory on
+loopback socket (one buffer with `write`, or the parts with `writelines`), Envoy's connection-manager header
+edits of a production request, and the addon's hooks for one routed and copied request (`requestheaders`,
+`request`, `response`, in mitmproxy's test context, the copy's bytes built but not sent), with Envoy's headers on
+and off. `--package DIR`: measure another shadow_addon package (its parent directory on
 sys.path first), e.g. main's from `git archive main shadow_addon | tar -x -C /tmp/main` for a before/after.
 
     .venv/bin/python scripts/bench_handoff.py [--package /tmp/main] [--n 20000]
@@ -10,10 +12,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pathlib
 import socket
 import sys
+import tempfile
 import time
 import timeit
+
+# The benchmark's Mappings: / to prod-svc, copied 100 % to shadow-svc.
+MAPPINGS_YAML = """\
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app}
+spec: {prefix: /, rewrite: "", service: prod-svc}
+---
+apiVersion: getambassador.io/v3alpha1
+kind: Mapping
+metadata: {name: app-shadow}
+spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
+"""
 
 
 async def _writes(n: int) -> None:
@@ -46,6 +63,61 @@ async def _writes(n: int) -> None:
     b.close()
 
 
+def _hooks(n: int) -> dict[bool, float]:
+    """Best of 5: CPU seconds per request of the hooks of a request as wrk sends it, routed and copied, with
+    Envoy's headers on and off."""
+    from mitmproxy import http
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons, tflow, tutils
+
+    from shadow_addon import sender
+    from shadow_addon.shadow import Shadow
+
+    class Bytes:
+        """The sender's stand-in: builds the copy's bytes, sends nothing."""
+
+        def submit(self, c: sender.Copy) -> None:
+            b"".join(sender.assemble(c))
+
+        def close(self) -> None:
+            pass
+
+    def flows() -> list[http.HTTPFlow]:
+        out = []
+        for _ in range(n):
+            f = tflow.tflow(req=tutils.treq(path=b"/bench", headers=http.Headers(host="127.0.0.1:8080"), content=b""))
+            f.client_conn.peername, f.client_conn.sockname = ("127.0.0.1", 40000), ("127.0.0.1", 8080)
+            out.append(f)
+        return out
+
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mappings = pathlib.Path(tmp) / "mappings.yaml"
+        mappings.write_text(MAPPINGS_YAML)
+        sh = Shadow()
+        with taddons.context(Proxyserver(), sh) as tctx:
+            services = ["prod-svc=127.0.0.1:8001", "shadow-svc=127.0.0.1:8002"]
+            tctx.configure(
+                sh, mode=["reverse:http://127.0.0.1:8001"], mappings=str(mappings), mapping_services=services
+            )
+            answer = tutils.tresp()
+            for on in (True, False):
+                tctx.configure(sh, mapping_envoy_headers=on)
+                sh.sender = Bytes()  # type: ignore[assignment]
+                best = float("inf")
+                for _ in range(5):
+                    fs = flows()
+                    t = time.process_time()
+                    for f in fs:
+                        sh.requestheaders(f)
+                        sh.request(f)
+                        f.response = answer
+                        sh.response(f)
+                    best = min(best, (time.process_time() - t) / n)
+                result[on] = best
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", help="directory holding the shadow_addon package to measure")
@@ -66,6 +138,9 @@ def main() -> None:
 
     best = min(timeit.repeat(cm, number=args.n, repeat=5)) / args.n
     print(f"connection_manager (with Headers built)   {best * 1e6:6.2f} us per request (best of 5)")
+    for on, seconds in _hooks(max(1, args.n // 4)).items():
+        label = f"hooks, Envoy's headers {'on' if on else 'off'}"
+        print(f"{label:42s} {seconds * 1e6:6.2f} us per request (best of 5)")
     asyncio.run(_writes(args.n))
 
 

@@ -10,6 +10,7 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, routing
+from .httpsyntax import field_value, has_field
 from .sender import Copy
 from .settings import Settings
 
@@ -33,9 +34,10 @@ class Pending:
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:
     """Why a request is never copied, known from its head alone, or None. `methods`: those copied (`shadow_methods`;
     empty: all)."""
-    if req.method in _UPGRADE_METHODS or "upgrade" in req.headers:
+    fields = req.headers.fields
+    if req.method in _UPGRADE_METHODS or has_field(fields, b"upgrade"):
         return "upgrade"  # Envoy mirrors no CONNECT/upgrade
-    if MARKER.decode() in req.headers:
+    if has_field(fields, MARKER):
         return "loop"
     if methods and req.method.upper() not in methods:
         return "method"
@@ -71,8 +73,15 @@ def timeout_of(route: routing.Route, s: Settings) -> float:
     return s.timeout or routing.copy_timeout(route.timeout_ms)
 
 
+def host_header(req: http.Request) -> str | None:
+    """`req.host_header`, for HTTP/1 read from the raw fields (mitmproxy's reads them through Headers)."""
+    if req.data.http_version in (b"HTTP/2.0", b"HTTP/3"):
+        return req.host_header  # the authority, or the Host header
+    return field_value(req.headers.fields, b"host")
+
+
 def host_of(req: http.Request) -> str:
-    return req.host_header or url.hostport(req.scheme, req.host, req.port)
+    return host_header(req) or url.hostport(req.scheme, req.host, req.port)
 
 
 def make_copy(

@@ -22,3 +22,21 @@ def is_field_name(name: str) -> bool:
 def breaks_line(v: str) -> bool:
     """Whether a header value holds CR, LF or NUL, which would end or split an HTTP/1 line."""
     return any(c in _LINE_BREAKERS for c in v)
+
+
+def has_field(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> bool:
+    """Whether a header of this lower-case name is among `fields`: `name in Headers`, without Headers' encoding
+    and lower-casing of the name for every field (this runs several times per request)."""
+    for k, _ in fields:
+        if k.lower() == name:
+            return True
+    return False
+
+
+def field_value(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
+    """`Headers.get(name)` over raw fields (`name` in lower case): the values joined by `, ` and decoded as
+    Headers decode them, or None without one."""
+    values = [v for k, v in fields if k.lower() == name]
+    if not values:
+        return None
+    return (values[0] if len(values) == 1 else b", ".join(values)).decode("utf-8", "surrogateescape")

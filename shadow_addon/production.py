@@ -6,6 +6,7 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, grpcwire, routing
+from .httpsyntax import has_field
 from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 
 
@@ -22,7 +23,7 @@ def routing_headers(flow: http.HTTPFlow, envoy_headers: bool, table: routing.Tab
     connection manager adds), or None when routing on the request's own gives the same route. The request keeps
     its headers until it is routed (`adopt_headers`): unrouted requests go to the reverse target unchanged."""
     req = flow.request
-    if "upgrade" not in req.headers and not (envoy_headers and table.matches_envoy_headers):
+    if not has_field(req.headers.fields, b"upgrade") and not (envoy_headers and table.matches_envoy_headers):
         return None  # nothing routing looks at changes: the headers are made only for a routed request
     h = req.headers.copy()
     envoyheaders.drop_unsupported_upgrade(h)
@@ -69,6 +70,8 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool, envo
 def answer_locally(flow: http.HTTPFlow, route: routing.Route, metrics: Metrics) -> bool:
     """A redirect, or an upgrade the route does not allow, is answered by the proxy itself, as Envoy does."""
     req = flow.request
+    if route.redirect is None and not has_field(req.headers.fields, b"upgrade"):
+        return False  # neither a redirect nor an upgrade: the usual case, decided without reading the headers
     reply = routing.local_reply(route, req.method, req.headers.get("connection"), req.headers.get("upgrade"))
     if reply is None:
         return False

@@ -317,7 +317,7 @@ class Shadow:
         if routed is not None:
             return replay.route_routed(self.table, routed, req.path, shadow_draw)
         view = routing.RequestView(
-            req.method, req.path, req.host_header or "", req.headers if headers is None else headers
+            req.method, req.path, copies.host_header(req) or "", req.headers if headers is None else headers
         )
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
