@@ -295,36 +295,51 @@ class MappingFiles:
         try:
             while self._wanted is not None:
                 (source, done), self._wanted = self._wanted, None
-                tablegc.hold()  # no full collection from the first object built to the freeze
-                try:
-                    try:
-                        p = await asyncio.to_thread(prepare_in_worker, source, self.table)
-                    except Exception as e:  # a bug, not a bad file: still no traceback into the proxy
-                        logger.error("mappings: loading %s failed: %s: %s", source.path, type(e).__name__, e)
-                        self.metrics.record_reload(False)
-                        if done is not None and self._wanted is None:
-                            done(False)
-                        continue
-                    if self._wanted is not None:  # a newer request came meanwhile: it is loaded instead
-                        dropped: list[object] = [p.table, p.result]
-                        del p
-                        await asyncio.to_thread(tablegc.dismantle, dropped)
-                        continue
-                    replaced: list[object] = [self.table, self.loaded]
-                    ok = self._install(p)
-                    del p
-                    if ok:
-                        if _freeze_tables:
-                            tablegc.freeze()
-                        # The old table is freed in the worker thread, piece by piece (it holds no cycles).
-                        await asyncio.to_thread(tablegc.dismantle, replaced)
-                    replaced.clear()
-                finally:
-                    tablegc.release()
-                if done is not None:
-                    done(ok)
+                await self._load_one(source, done)
         finally:
             self._loader = None
+
+    async def _load_one(self, source: Source, done: Callable[[bool], None] | None) -> None:
+        tablegc.hold()  # no full collection from the first object built to the freeze
+        try:
+            try:
+                p = await asyncio.to_thread(prepare_in_worker, source, self.table)
+            except Exception as e:  # a bug, not a bad file: still no traceback into the proxy
+                logger.error("mappings: loading %s failed: %s: %s", source.path, type(e).__name__, e)
+                self.metrics.record_reload(False)
+                if self._wanted is None:
+                    self._done(done, False)
+                return
+            if self._wanted is not None:  # a newer request came meanwhile: it is loaded instead
+                dropped: list[object] = [p.table, p.result]
+                del p
+                await asyncio.to_thread(tablegc.dismantle, dropped)
+                return
+            replaced: list[object] = [self.table, self.loaded]
+            try:
+                ok = self._install(p)
+            except Exception as e:  # as above: the last good table keeps serving
+                logger.error("mappings: installing %s failed: %s: %s", source.path, type(e).__name__, e)
+                self.metrics.record_reload(False)
+                ok = False
+            del p
+            if ok and _freeze_tables:
+                tablegc.freeze()
+            self._done(done, ok)
+            if ok:  # the old table is freed in the worker thread, piece by piece (it holds no cycles)
+                await asyncio.to_thread(tablegc.dismantle, replaced)
+            replaced.clear()
+        finally:
+            tablegc.release()
+
+    @staticmethod
+    def _done(done: Callable[[bool], None] | None, ok: bool) -> None:
+        if done is None:
+            return
+        try:
+            done(ok)
+        except Exception:  # the caller's follow-up must not stop later loads
+            logger.exception("mappings: after the load")
 
     def start(self) -> None:
         global _frozen, _freeze_tables
