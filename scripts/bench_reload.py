@@ -1,9 +1,11 @@
 """How long the event loop stalls while 10,000 Mappings are reloaded, and how long they take to load.
 
-The Mapping files are watched, read and built in a worker thread and installed on the loop, as in mitmdump. A 1 ms
-ticker on the loop records the longest gap between its turns: over a quiet window first, then while each reload
-runs (a changed file read, checked, built, compared with the old table and installed). Python's collector pauses
-every thread (the longest collection is shown beside the gaps, and the install, the part run on the loop).
+The Mapping files are watched, read and built in a worker thread and installed on the loop, as in mitmdump (a
+`--set` or `shadow.reload` goes through the same worker, `MappingFiles.request`). A 1 ms ticker on the loop records
+the longest gap between its turns: over a quiet window first, then while each reload runs (a changed file read,
+checked, built, compared with the old table, installed, frozen, and the old table freed in the worker). Python's
+collector pauses every thread (the longest collection is shown beside the gaps, and the install, the part run on
+the loop).
 
     .venv/bin/python scripts/bench_reload.py [--mappings 10000] [--reloads 3]
 """
