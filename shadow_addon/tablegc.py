@@ -19,19 +19,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 NO_FULL = 1 << 30  # a generation-2 threshold never reached while a table is built
+YOUNG_ROUNDS = 2  # generation-0 collections per generation-1 one while a table is built (CPython's default: 10)
 _lock = threading.Lock()
 _held = 0  # builds holding off full collections (the threshold is process-wide)
 _saved: tuple[int, int, int] | None = None
 
 
 def hold() -> None:
-    """From the start of a table's build (in any thread) to its freeze: young collections run, full ones wait.
+    """From the start of a table's build (in any thread) to its freeze: young collections run (small ones), full
+    ones wait.
     The threshold is process-wide: held builds are counted, and the last `release` puts it back."""
     global _held, _saved
     with _lock:
         if _held == 0:
             _saved = gc.get_threshold()
-            gc.set_threshold(_saved[0], _saved[1], NO_FULL)
+            # Nearly everything a build allocates survives: generation 1 would grow to ten rounds of it, each
+            # collection of it a pause; promoted sooner, it stays small, and generation 2 is not walked.
+            gc.set_threshold(_saved[0], min(_saved[1], YOUNG_ROUNDS), NO_FULL)
         _held += 1
 
 
