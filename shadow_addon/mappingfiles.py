@@ -30,6 +30,9 @@ LOAD_GATE_ENV = "MITMSHADOW_LOAD_GATE"  # tests only: a run-time load is held, b
 LOAD_GATE_WAIT = 60.0  # s at most
 _frozen = False  # gc.freeze() is process-wide: once, at the first start-up
 _freeze_tables = False  # set with that freeze: each table installed later is frozen too (tablegc)
+# The table last installed in this process, with its source and load result: an addon loaded again by `-s` while
+# the proxy serves routes with it until its own load, off the loop, is installed.
+_last: tuple[Source, mappings.LoadResult, routing.Table] | None = None
 
 Loaded = tuple[tuple[object, ...], mappings.LoadResult, routing.Table | None]
 
@@ -208,6 +211,9 @@ class MappingFiles:
         here in one assignment. The latest request wins: a load still running when a newer one comes is dropped.
         `done(ok)` runs on the loop once this request is installed or has failed; a failure is logged and counted
         as a failed watch reload is, and the last good table keeps serving."""
+        if self._installed_path is None and _last is not None and _last[0] == source:
+            self.source, self.loaded, self.table = _last
+            self._installed_path, self.loaded_at = source.path, time.time()
         self._wanted = (source, done)
         if self._loader is None:
             task = asyncio.get_running_loop().create_task(self._load_wanted())
@@ -346,6 +352,8 @@ class MappingFiles:
         self._installed_path = p.source.path
         self.errors = []
         self.table = table  # one assignment: a request sees the old table or the new one, never a mix
+        global _last
+        _last = (p.source, result, table)
         self.loaded, self.loaded_at = result, time.time()
         self.metrics.config_errors = len(table.errors)
         self.metrics.record_reload(True)

@@ -153,8 +153,10 @@ def test_a_table_holds_no_reference_cycles(tmp_path: Path) -> None:
         gc.enable()
 
 
-def test_dismantle_frees_what_it_is_handed(tmp_path: Path) -> None:
+def test_dismantle_frees_what_it_is_handed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mappingfiles, "_last", None)  # restored after the test
     files, _ = files_with(tmp_path, "/a/")
+    mappingfiles._last = None  # the process's last table, kept for an addon loaded again: not this test's point
     held: list[object] = [files.table, files.loaded]
     group = weakref.ref(files.table.groups[0].matcher.path_test)
     files.table, files.loaded = routing.Table(), None
@@ -173,6 +175,27 @@ async def test_an_addon_loaded_again_while_the_proxy_serves_loads_off_the_loop(t
         assert sh.files.loading and sh.table.groups == ()
         await loaded(sh.files)
         assert [g.label for g in sh.table.groups] == ["/a/"]
+
+
+async def test_an_addon_loaded_again_routes_with_the_table_serving_until_its_own_load(
+    tmp_path: Path, gate: Gate
+) -> None:
+    """`-s` hot reload makes a new addon: until its load (off the loop) is installed, it routes with the table
+    the process was serving from the same files, rather than with none."""
+    first, m = files_with(tmp_path, "/a/")
+    again = MappingFiles(Metrics())
+    again.request(Source(str(m)))
+    assert again.table is first.table and labels(again) == ["/a/"]  # at once, before the worker has run
+    await gate.wait_reached()
+    gate.open.set()
+    await loaded(again)
+    assert labels(again) == ["/a/"] and again.table is not first.table
+    other = write_mappings(tmp_path / "other.yaml", mapping("o", prefix="/o/", service="127.0.0.1:9"))
+    fresh = MappingFiles(Metrics())
+    fresh.request(Source(str(other)))  # other files: nothing to route with until they are loaded
+    assert fresh.table.groups == ()
+    await loaded(fresh)
+    assert labels(fresh) == ["/o/"]
 
 
 async def test_the_watcher_loads_through_the_same_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
