@@ -5,10 +5,26 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
-from support import free_port, mapping, metric_sum, metrics_of, wait_until, write_mappings
+from support import (
+    ADDON,
+    MITMDUMP,
+    WATCH_INTERVAL,
+    Proxy,
+    free_port,
+    mapping,
+    metric_sum,
+    metrics_of,
+    spawn,
+    stop,
+    wait_until,
+    write_mappings,
+)
 
 from shadow_addon import mappingfiles
 
@@ -102,3 +118,45 @@ def test_a_run_time_load_answers_production_meanwhile_and_a_bad_one_is_put_back(
         lambda: metric_sum(metrics_of(p), "shadow_config_reloads_total", result="success") == 3, 60, 0.05
     ), p.log[-2000:]
     assert served_by() == "two" and prod.count() == 0
+
+
+def test_an_addon_reloaded_by_s_keeps_routing_while_it_loads(tmp_path: Path, upstream) -> None:
+    """mitmproxy reloads a `-s` script when it changes: the new addon's first `configure` comes while the proxy
+    serves, so it loads off the loop, and meanwhile routes with the table the process was serving."""
+    prod, one = upstream("prod"), upstream("one")
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("a", prefix="/a/", service="one"),
+        *(mapping(f"f{i}", prefix=f"/f-{i}/", service="one") for i in range(FILLER)),
+    )
+    script = tmp_path / "addon.py"
+    shutil.copy(ADDON, script)  # a copy to touch: it imports the installed package, as the original does
+    gate = tmp_path / "gate"
+    port = free_port()
+    cmd = [str(MITMDUMP), "-s", str(script), "--mode", f"reverse:http://{prod.address}", "--listen-host", "127.0.0.1"]
+    cmd += ["-p", str(port), "--set", f"mappings={m}", "--set", f"mapping_services=one={one.address}"]
+    cmd += ["--set", "shadow_admin="]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MITMSHADOW_WATCH_INTERVAL=WATCH_INTERVAL)
+    env[mappingfiles.LOAD_GATE_ENV] = str(gate)
+    log = tmp_path / "mitmdump.log"
+    p = Proxy(spawn(cmd, log, cwd=tmp_path, env=env), port, log)
+    try:
+
+        def served_by() -> str:
+            status, _, body = p.request("GET", "/a/x")
+            assert status == 200, (status, body)
+            return json.loads(body)["name"]
+
+        assert wait_until(lambda: "Mappings in" in p.log, 60, 0.05), p.log
+        assert served_by() == "one"
+        later = time.time() + 5
+        os.utime(script, (later, later))  # mitmproxy polls its scripts' mtime every second
+        assert wait_until(lambda: Path(f"{gate}.waiting").exists(), 60, 0.05), p.log[-2000:]
+        # The new addon's load is held in its worker; requests are still routed, by the process's table.
+        assert [served_by() for _ in range(5)] == ["one"] * 5 and prod.count() == 0
+        gate.touch()
+        assert wait_until(lambda: "reloaded" in p.log, 60, 0.05), p.log[-2000:]
+        assert served_by() == "one" and prod.count() == 0
+        assert "Traceback" not in p.log
+    finally:
+        stop(p.proc)
