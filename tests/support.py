@@ -817,3 +817,14 @@ def run_browser(
     if console is not None:
         console += [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
     return r.stdout
+
+
+async def loaded(files: Any, limit: float = 30.0) -> None:
+    """Wait (bounded) until a run-time Mapping load (`MappingFiles.request`) is installed or has failed."""
+    import asyncio
+
+    for _ in range(int(limit / 0.01)):
+        if not files.loading:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the Mapping load did not end within {limit:g} s")

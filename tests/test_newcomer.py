@@ -23,7 +23,7 @@ from support import (
     write_mappings,
 )
 
-from shadow_addon import mappingfiles, mappings, routing
+from shadow_addon import mappings, routing, servicenames
 
 
 def test_routed_requests_work_with_the_reverse_target_down(tmp_path: Path, upstream, proxy) -> None:
@@ -216,9 +216,9 @@ def test_only_named_services_without_an_entry_are_resolved() -> None:
         ]
     )
     overrides = [routing.ServiceOverride("a", mappings.service_address("127.0.0.1:1"), False)]
-    names = mappingfiles.names_to_resolve(t, overrides)
+    names = servicenames.names_to_resolve(t, overrides)
     assert {k: [m.key for m in v] for k, v in names.items()} == {("b.shop", 80): ["b.shop"]}
-    assert mappingfiles.unresolved_line("b.shop", names[("b.shop", 80)], "boom").endswith(
+    assert servicenames.unresolved_line("b.shop", names[("b.shop", 80)], "boom").endswith(
         "--set mapping_services=b=HOST:PORT"
     )
 

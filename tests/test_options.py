@@ -8,7 +8,7 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import ADDON, MITMDUMP, mapping, run_process, started, wait_until, write_mappings
+from support import ADDON, MITMDUMP, loaded, mapping, run_process, started, wait_until, write_mappings
 
 from shadow_addon import settings
 from shadow_addon.shadow import Shadow
@@ -113,19 +113,29 @@ def test_request_headers_hook_routes_replays_once(tmp_path: Path) -> None:
         assert captured.request.path == "/v1/x" and captured.metadata["shadow_mapping"] == "api"
 
 
-def test_set_mappings_to_a_bad_file_after_start_is_rolled_back(tmp_path: Path) -> None:
+async def test_set_mappings_to_a_bad_file_after_start_keeps_the_table_and_puts_the_option_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At run time the load runs off the event loop, so `--set` cannot raise: the error is logged and counted,
+    the last good table keeps serving, and the option is put back to the value of the table serving."""
     good = write_mappings(tmp_path / "good.yaml", mapping("a", prefix="/a/", service="a"))
     bad = write_mappings(tmp_path / "bad.yaml", mapping("a", prefix="/a/"))
     sh = Shadow()
     with taddons.context(sh, Proxyserver()) as tctx:
         tctx.configure(sh, mappings=str(good), mappings_strict=True)  # any invalid Mapping fails the load
         sh.files.running = True  # as after the `running` hook
-        with pytest.raises(exceptions.OptionsError, match=r"bad.yaml doc 1 \(Mapping a.default\): service is required"):
-            tctx.configure(sh, mappings=str(bad))
-        assert tctx.options.mappings == str(good) and [m.name for m in sh.table.mappings] == ["a"]
+        tctx.configure(sh, mappings=str(bad))  # returns at once: nothing raised into mitmproxy
+        assert sh.files.loading and tctx.options.mappings == str(bad)
+        await loaded(sh.files)
+        assert [m.name for m in sh.table.mappings] == ["a"] and sh.table.groups[0].label == "/a/"
+        assert tctx.options.mappings == str(good) and sh.settings.mappings == str(good)
+        assert sh.metrics.reloads == {"success": 1, "failure": 1}
+        assert sh.files.errors == [f"{bad} doc 1 (Mapping a.default): service is required"]  # /diag shows them
+        assert f"{bad} doc 1 (Mapping a.default): service is required" in caplog.text
+        assert not sh.files.loading  # putting the option back loaded nothing again
 
 
-def test_commands_report_and_reload(tmp_path: Path) -> None:
+async def test_commands_report_and_reload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     m = write_mappings(
         tmp_path / "m.yaml",
         mapping("a", prefix="/a/", service="a"),
@@ -138,13 +148,19 @@ def test_commands_report_and_reload(tmp_path: Path) -> None:
         sh.metrics.record_upstream("a-shadow", "b", "shadow", 500, 0.02)
         text = tctx.master.commands.call("shadow.report")
         assert "/a/" in text and "-> a-shadow" in text and "500:1" in text
+        sh.files.running = True  # serving: the reload command starts the load and returns
         write_mappings(m, mapping("a", prefix="/b/", service="a"))
-        tctx.master.commands.call("shadow.reload")
+        assert tctx.master.commands.call("shadow.reload") == f"reloading {m}"
+        await loaded(sh.files)
         assert [g.label for g in sh.table.groups] == ["/b/"]
         m.write_text("kind: [")
-        with pytest.raises(exceptions.CommandError, match=r"m.yaml doc 1: YAML syntax error"):
-            tctx.master.commands.call("shadow.reload")
+        assert tctx.master.commands.call("shadow.reload") == f"reloading {m}"  # its failure is logged
+        await loaded(sh.files)
         assert [g.label for g in sh.table.groups] == ["/b/"]  # the last good configuration keeps serving
+        assert sh.files.errors and "m.yaml doc 1: YAML syntax error" in sh.files.errors[0]
+        assert "reload failed; the previous configuration keeps serving" in caplog.text
+        assert sh.metrics.reloads == {"success": 2, "failure": 1}
+        assert tctx.options.mappings == str(m)
 
 
 def test_unknown_options_name_the_closest_declared_one() -> None:

@@ -13,7 +13,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import Upstream, mapping, wait_until, write_mappings
+from support import Upstream, loaded, mapping, wait_until, write_mappings
 
 from shadow_addon import cli, gate, replay
 from shadow_addon.shadow import Shadow
@@ -175,6 +175,7 @@ async def test_every_request_copies_whatever_the_weight(offline, tmp_path: Path)
         mapping("api-shadow", prefix="/api/", service="shadow", shadow=True, weight=1),
     )
     tctx.configure(sh, mappings=str(m), shadow_replay_every_request=True)
+    await loaded(sh.files)
     for i in range(20):
         waiting = sh.request(recorded_flow(f"/api/{i}".encode()))
         if waiting is not None:
@@ -206,6 +207,7 @@ async def test_when_the_weight_samples_out_every_request_the_message_says_so(off
         mapping("api-shadow", prefix="/api/", service="shadow", shadow=True, weight=0),
     )
     tctx.configure(sh, mappings=str(m))
+    await loaded(sh.files)  # the proxy is running: the Mappings load off the event loop
     assert sh.request(recorded_flow(b"/api/a")) is None and sh.request(recorded_flow(b"/x")) is None
     assert sh.replay.nothing_copied() == (
         "replay: 1 of 2 recorded requests went to a route with a shadow, but its weight sampled none of them; "

@@ -95,7 +95,7 @@ class _Loader(yaml.SafeLoader):
     def construct_yaml_str(self, node: Any) -> str:
         value = super().construct_yaml_str(node)
         # A "\udcff" escape yields a lone surrogate: not a character, and it cannot be logged or sent as UTF-8.
-        if isinstance(value, str) and _SURROGATE_RE.search(value):
+        if isinstance(value, str) and not value.isascii() and _SURROGATE_RE.search(value):
             raise ConstructorError(None, None, f"not a Unicode character in {_show(value)}", node.start_mark)
         return value
 

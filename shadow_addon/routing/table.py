@@ -231,7 +231,14 @@ def build_table(
             )
         )
     kept = [m for g in groups for m in g.members]
-    addresses = {m.key: resolve_address(m, overrides) for m in kept}
+    # Resolved once per service and namespace: many Mappings share a service (each check parses both names).
+    resolved: dict[tuple[str, str], Address] = {}
+    addresses: dict[str, Address] = {}
+    for m in kept:
+        a = resolved.get((m.service, m.namespace))
+        if a is None:
+            a = resolved[(m.service, m.namespace)] = resolve_address(m, overrides)
+        addresses[m.key] = a
     envoy_set = any(envoyheaders.sets(h.name) for g in groups for h in header_matches(g.members[0]))
     ordered_groups = tuple(order_groups(groups))
     index = routeindex.RouteIndex(ordered_groups)
