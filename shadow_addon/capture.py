@@ -101,9 +101,9 @@ def recorded_flows(fo: BinaryIO, whole: bool = False) -> Iterator[flow.Flow]:
             yield f
         return
     try:
-        for state in recorded.states(fo):
+        for data in recorded.payloads(fo):
             try:
-                yield recorded.state_flow(state)
+                yield recorded.flow_of(data)
             except ValueError as e:
                 raise exceptions.FlowReadException(e) from e
     except (ValueError, TypeError, IndexError) as e:  # as mitmproxy's FlowReader.stream words it

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from mitmproxy import connection, flow, http
+from mitmproxy import connection, flow, http, version
 from mitmproxy.io import compat, har
 from mitmproxy.net import encoding
 from mitmproxy.net.http import status_codes, url
@@ -176,9 +176,11 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
         body = encoding.encode(text, _charset(_get(fields, b"content-type")))
     except ValueError:
         return None  # Message.set_text falls back to UTF-8 and rewrites the content-type
-    scheme, host, port, path = _url(req_json["url"])
+    scheme, host_idna, port, path = _url(req_json["url"])
+    host = host_idna.decode("idna") if b"xn--" in host_idna else host_idna.decode()
     if _has(fields, b"host"):  # Request.url's setter (`_update_host_and_authority`)
-        fields = _set(fields, b"host", url.hostport(scheme, host, port))
+        hostport = url.hostport(scheme.decode(), host, port)
+        fields = _set(fields, b"host", hostport.encode("utf-8", "surrogateescape"))
     if not isinstance(body, bytes):
         return None
     fields = _with_length(fields, body)
@@ -207,7 +209,7 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
             "trailers": None,
             "timestamp_start": started,
             "timestamp_end": ended,
-            "host": host.decode("idna") if b"xn--" in host else host.decode(),
+            "host": host,
             "port": port,
             "method": method.encode("utf-8", "surrogateescape"),
             "scheme": scheme,
@@ -285,8 +287,60 @@ def _typed(tag: int, buf: bytes, start: int, end: int) -> Any:
     raise ValueError(f"unknown type tag: {tag}")
 
 
-def states(fo: BinaryIO) -> Iterator[Any]:
-    """The values of a flow file, one at a time, as `tnetstring.load` reads them. Raises ValueError on bad data."""
+def _span(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Where the data of the tnetstring at `pos` starts and ends (its type tag is at the end)."""
+    colon = buf.find(b":", pos, end)
+    if colon < 0 or colon - pos > MAX_PREFIX:
+        raise ValueError("not a tnetstring: missing or invalid length prefix")
+    last = colon + 1 + int(buf[pos:colon])
+    if last >= end:
+        raise ValueError("not a tnetstring: invalid length prefix")
+    return colon + 1, last
+
+
+def _flow_fields(buf: bytes, end: int) -> dict[str, Any]:
+    """A flow's state without its connections (about half its values): the client's is not read, of the server's
+    only the set-up times (production's latency), as `server_times`."""
+    out: dict[str, Any] = {}
+    pos = 0
+    while pos < end:
+        first, last = _span(buf, pos, end)
+        key = buf[first:last].decode() if buf[last] == 0x3B else None
+        first, pos = _span(buf, last + 1, end)
+        if key == "client_conn":
+            out[key] = None
+        elif key == "server_conn" and buf[pos] == 0x7D:
+            out["server_times"] = times = {}
+            at = first
+            while at < pos:
+                a, b = _span(buf, at, pos)
+                name = buf[a:b]
+                a, at = _span(buf, b + 1, pos)
+                if name in (b"timestamp_tcp_setup", b"timestamp_tls_setup"):
+                    times[name.decode()] = _typed(buf[at], buf, a, at)
+                at += 1
+        else:
+            out[str(key)] = _typed(buf[pos], buf, first, pos)
+        pos += 1
+    return out
+
+
+def flow_of(data: bytes) -> flow.Flow:
+    """The flow of a flow file's value (`payloads`), as `Flow.from_state` makes it after `compat.migrate_flow`:
+    an HTTP flow of the current format is built here, from its request, response, error, id, metadata and the
+    server's set-up times; any other flow through mitmproxy. Raises ValueError as mitmproxy's reader does."""
+    n = len(data) - 1
+    try:
+        state = _flow_fields(data, n) if data[n] == 0x7D else None
+        f = _http_flow(state) if state is not None else None
+    except Exception:  # noqa: BLE001 - outside the common case: mitmproxy's reader decides, and raises its error
+        f = None
+    return f if f is not None else state_flow(_typed(data[n], data, 0, n))
+
+
+def payloads(fo: BinaryIO) -> Iterator[bytes]:
+    """The values of a flow file, one at a time, unparsed (each with its type tag at the end), as
+    `tnetstring.load` reads them. Raises ValueError on bad data."""
     while True:
         prefix = b""
         c = fo.read(1)
@@ -303,7 +357,13 @@ def states(fo: BinaryIO) -> Iterator[Any]:
         data = fo.read(n + 1)
         if len(data) != n + 1:
             raise ValueError("not a tnetstring: the file ends inside a flow")
-        yield _typed(data[n], data, 0, n)
+        yield data
+
+
+def states(fo: BinaryIO) -> Iterator[Any]:
+    """The values of a flow file, one at a time, as `tnetstring.load` reads them. Raises ValueError on bad data."""
+    for data in payloads(fo):
+        yield _typed(data[-1], data, 0, len(data) - 1)
 
 
 _TIME = (int, float)  # mitmproxy's check takes an int where a float is declared
@@ -349,24 +409,25 @@ def state_flow(state: Any) -> flow.Flow:
     if not isinstance(state, dict):
         raise ValueError(f"Invalid flow: {state=}")
     state = compat.migrate_flow(state)
-    try:
-        f = _http_flow(state) if state.get("type") == "http" else None
-    except Exception:  # noqa: BLE001 - outside the common case: mitmproxy's reader decides, and raises its error
-        f = None
-    return f if f is not None else flow.Flow.from_state(state)
+    return flow.Flow.from_state(state)
 
 
 def _http_flow(state: dict[str, Any]) -> http.HTTPFlow | None:
+    """An HTTP flow of the current format from `_flow_fields`, or None for any other."""
+    if state.get("version") != version.FLOW_FORMAT_VERSION or state.get("type") != "http":
+        return None
     req_state, resp_state = state.get("request"), state.get("response")
     req = _message(req_state, _REQUEST)
     resp = _message(resp_state, _RESPONSE) if resp_state is not None else {}
-    sc = state.get("server_conn")
+    sc = state.get("server_times")
     if req is None or resp is None or not isinstance(sc, dict) or not isinstance(state.get("id"), str):
         return None
     metadata, error = state.get("metadata"), state.get("error")
     if not isinstance(metadata, dict) or state.get("websocket") is not None:
         return None
     tcp, tls = sc.get("timestamp_tcp_setup"), sc.get("timestamp_tls_setup")
+    if not isinstance(tcp, (*_TIME, type(None))) or not isinstance(tls, (*_TIME, type(None))):
+        return None
     server = _SERVER
     if tcp is not None or tls is not None:
         server = connection.Server(address=None, timestamp_tcp_setup=tcp, timestamp_tls_setup=tls)
