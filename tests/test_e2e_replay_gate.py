@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from mitmproxy import http as mhttp
@@ -13,10 +14,11 @@ from mitmproxy import io
 from mitmproxy.addons import savehar
 from mitmproxy.test import tflow, tutils
 from support import free_port, mapping, run_process, write_mappings
-from test_e2e_replay import MITMSHADOW, WAIT
 
 from shadow_addon import routing
 
+MITMSHADOW = Path(sys.executable).parent / "mitmshadow"
+WAIT = 120  # s: generous bound on a whole replay run on a loaded machine (never a timing assertion)
 ANSWER = b'{"ok": true}'
 USERS = [f"user-{i}" for i in range(24)]
 
