@@ -190,6 +190,8 @@ class Replay:
             if n:
                 logger.warning("Flow file corrupted - loaded %i flows.", n)
             logger.error("Failed to read %s: %s", path, e)
+        except Exception:  # noqa: BLE001 - logged as an error (as mitmproxy logs a failing hook): no verdict then
+            logger.exception("replay: %s stopped after %s", path, plural(n, "recorded flow"))
 
     def done(self) -> None:
         for task in (self._watcher, self._learning, self._reading):
