@@ -2,6 +2,10 @@
 
 Exit codes: 0 every Mapping within the threshold, 1 a Mapping's mismatch rate over it, 2 a usage or configuration
 error (bad arguments, a Mapping file or a capture that cannot be read, no request that went to a shadow).
+
+mitmdump runs with the addon and no proxy server, as `mitmdump -n -r CAPTURE -s ADDON` would, except that the
+capture is handed to the addon alone (`Replay.play`) rather than read by mitmproxy and passed through every
+addon's hooks: the same copies, metrics, comparison and report, in the time the shadow takes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import ADDON
 from .reasons import DropReason
@@ -139,7 +144,7 @@ def main(argv: Sequence[str]) -> int:
         return USAGE
     compare = args.compare or args.fail_on_mismatch is not None
     threshold = args.fail_on_mismatch or 0.0
-    cmd = ["-n", "-r", args.capture, "-s", ADDON, "--set", f"mappings={args.mappings}"]
+    cmd = ["-n", "-s", ADDON, "--set", f"mappings={args.mappings}"]
     cmd += ["--set", "shadow_admin=", "--set", "flow_detail=0", "--set", f"shadow_replay_speed={args.speed}"]
     for spec in args.service:
         cmd += ["--set", f"mapping_services={spec}"]
@@ -152,13 +157,13 @@ def main(argv: Sequence[str]) -> int:
     for spec in args.sets:
         cmd += ["--set", spec]
 
-    from mitmproxy.tools import cmdline, dump
+    from mitmproxy.tools import cmdline
     from mitmproxy.tools import main as tools
 
     errors = _Errors()
     logging.getLogger().addHandler(errors)
     try:
-        master = tools.run(dump.DumpMaster, cmdline.mitmdump, cmd)
+        master = tools.run(_master(args.capture), cmdline.mitmdump, cmd)
     except SystemExit as e:  # mitmdump refused an option or a Mapping file, and said why
         return USAGE if e.code else OK
     finally:
@@ -177,3 +182,30 @@ def main(argv: Sequence[str]) -> int:
     for v in results:
         print(v.line(threshold))
     return FAILED if any(v.failed for v in results) else OK
+
+
+class _Play:
+    """Hands the capture to the shadow addon once everything runs (its sender, its Mappings)."""
+
+    def __init__(self, capture: str) -> None:
+        self.capture = capture
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        shadow: Any = ctx.master.addons.get("shadow")
+        if shadow is None:  # the addon did not load: mitmdump has said why and exits
+            return
+        shadow.replay.play(self.capture)
+
+
+def _master(capture: str) -> Any:
+    """mitmdump's master with `_Play` last in its chain, so its `running` comes after the addon's."""
+    from mitmproxy.tools import dump
+
+    class ReplayMaster(dump.DumpMaster):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.addons.add(_Play(capture))
+
+    return ReplayMaster

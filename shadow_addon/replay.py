@@ -6,6 +6,10 @@ mitmproxy feeds each recorded flow through every hook in turn and awaits the hoo
 (`Master.load_flow`), so waiting in a hook holds back the reading: at most `shadow_max_inflight` copies per shadow
 service are under way, and the rest of the capture stays on disk. mitmdump's KeepServing exits as soon as the file
 is read; copies still in flight would be lost, so this takes over that job and exits once every copy has an outcome.
+
+`mitmshadow replay` hands the capture to this addon alone instead (`play`): each recorded flow, built by
+`recorded` rather than by mitmproxy's reader, goes straight to `recorded()`, with no other addon's hooks, so a
+large capture takes the time the shadow takes to answer it, not the time mitmproxy takes to hand it around.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Any, Protocol
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, flowfilter, http
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import capture, copies, production, routing
 from .addresses import Address
@@ -120,7 +125,7 @@ class Replay:
         self._sender: Sender | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
-        self._reading: asyncio.Task[int] | None = None  # a HAR read entry by entry (capture.feed)
+        self._reading: asyncio.Task[Any] | None = None  # a capture read flow by flow (capture.feed, `_read`)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +149,50 @@ class Replay:
         o.update(keepserving=True)
         self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
 
+    def play(self, path: str) -> None:
+        """Replay the capture at `path` directly (`mitmshadow replay`): learn noise from it, read it, copy its flows,
+        and exit once every copy has an outcome, as with `-r`."""
+        loop = asyncio.get_running_loop()
+        if self.shadow.pairing is not None:
+            self.shadow.pairing.offline()
+            self._learning = loop.create_task(self._learn_noise(path, own=True))
+        self._reading = loop.create_task(self._read(path))
+        self._watcher = loop.create_task(self._exit_when_settled())
+
+    async def _read(self, path: str) -> None:
+        """Every flow of the capture to `recorded`, waiting where it says to (the shadow's room, the pace), as
+        mitmproxy's readfile addon hands them to every addon (`Master.load_flow`), with its filter."""
+        o = ctx.options
+        match = flowfilter.parse(o.readfile_filter) if o.readfile_filter else None
+        # In reverse mode, mitmproxy points a loaded flow at the reverse target (master.py Master.load_flow).
+        mode = ReverseMode.parse(o.mode[0]) if len(o.mode) == 1 and o.mode[0].startswith("reverse:") else None
+        if self._learning is not None:
+            await asyncio.shield(self._learning)
+        n = 0
+        try:
+            with open(os.path.expanduser(path), "rb") as fh:
+                # A filter may look at any part of a flow: mitmproxy's reader then builds every flow whole.
+                for f in capture.recorded_flows(fh, whole=match is not None):
+                    if match is not None and not match(f):
+                        continue
+                    n += 1
+                    if not isinstance(f, http.HTTPFlow):
+                        continue
+                    if isinstance(mode, ReverseMode):
+                        f.request.host, f.request.port, *_ = mode.address
+                        f.request.scheme = mode.scheme
+                    waiting = self.recorded(f, own=True)
+                    if waiting is not None:
+                        await waiting
+                    elif n % LEARN_BATCH == 0:
+                        await asyncio.sleep(0)  # outcomes are taken in between
+        except (OSError, exceptions.FlowReadException) as e:
+            if n:
+                logger.warning("Flow file corrupted - loaded %i flows.", n)
+            logger.error("Failed to read %s: %s", path, e)
+        except Exception:  # noqa: BLE001 - logged as an error (as mitmproxy logs a failing hook): no verdict then
+            logger.exception("replay: %s stopped after %s", path, plural(n, "recorded flow"))
+
     def done(self) -> None:
         for task in (self._watcher, self._learning, self._reading):
             if task is not None:
@@ -153,8 +202,9 @@ class Replay:
 
     # ------------------------------------------------------------------ recorded flows
 
-    def recorded(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        """A flow from a capture: routed now; copied now, or once the shadow has room or the recorded time comes."""
+    def recorded(self, flow: http.HTTPFlow, own: bool = False) -> Awaitable[None] | None:
+        """A flow from a capture: routed now; copied now, or once the shadow has room or the recorded time comes.
+        `own`: the flow is this replay's alone (`play`), so it is played as it is, not on a copy."""
         sh = self.shadow
         self.read += 1
         if not sh.table.groups:
@@ -175,11 +225,11 @@ class Replay:
             self._clock = (flow.request.timestamp_start, now)
         learning = self._learning is not None and not self._learning.done()
         if delay <= 0 and not learning and self._room(route):
-            self._play(flow, route)
+            self._play(flow, route, own)
             return None
-        return self._play_later(flow, route, delay)
+        return self._play_later(flow, route, delay, own)
 
-    async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float) -> None:
+    async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float, own: bool) -> None:
         if self._learning is not None:
             await asyncio.shield(self._learning)
         if delay > 0:
@@ -188,7 +238,7 @@ class Replay:
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
             await fut
-        self._play(flow, route)
+        self._play(flow, route, own)
 
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
@@ -197,9 +247,9 @@ class Replay:
         n = inflight(s.max_inflight, ctx.options.has_changed("shadow_max_inflight"))
         return a is None or self.outstanding.get(a, 0) < window(n, s.max_backlog)
 
-    def _play(self, flow: http.HTTPFlow, route: routing.Route) -> None:
+    def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> None:
         sh = self.shadow
-        dup = self._as_live(flow, route)
+        dup = self._as_live(flow, route, own)
         key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
         if dup.response is not None:
             production.record(sh.metrics, dup, route)
@@ -223,33 +273,39 @@ class Replay:
         if paired and sh.pairing is not None:
             sh.pairing.production_answered(dup, shadow.name)
 
-    def _as_live(self, flow: http.HTTPFlow, route: routing.Route) -> http.HTTPFlow:
+    def _as_live(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> http.HTTPFlow:
         """Production's exchange as it would have been live (the Mapping's transforms), on a flow of its own: the
-        capture stays as recorded."""
-        dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
-        dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
+        capture stays as recorded (`own`: the flow is this replay's, and changes in place)."""
+        dup = flow
         m = route.mapping
-        if m is not None and "shadow_mapping" not in flow.metadata:  # else recorded after this addon routed it
+        routed = m is not None and "shadow_mapping" not in flow.metadata  # else recorded after this addon routed it
+        if not own:
+            dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
+            dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
+        if routed:
             production.apply_route(dup, route, ctx.options.keep_host_header)
             if dup.response is not None and production.edits_response(route):
-                dup.response = dup.response.copy()
+                if not own:
+                    dup.response = dup.response.copy()
                 production.edit_response(dup, route)
         return dup
 
-    async def _learn_noise(self, path: str) -> None:
+    async def _learn_noise(self, path: str, own: bool = False) -> None:
         """Learn noise from the whole capture before the first comparison: production's answers to identical
-        requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent."""
+        requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent. `own`: read with
+        `recorded` (`play`), each flow this replay's alone."""
         sh = self.shadow
         try:
             with open(os.path.expanduser(path), "rb") as fh:
-                for i, f in enumerate(capture.read_flows(fh)):
+                flows = capture.recorded_flows(fh) if own else capture.read_flows(fh)
+                for i, f in enumerate(flows):
                     if sh.pairing is None or not sh.table.groups:
                         return
                     if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
                         route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
                         if route is not None and route.group.shadow is not None:
                             # A fresh flow id: no comparison waits for it, so this only learns.
-                            flow = self._as_live(f, route)
+                            flow = self._as_live(f, route, own)
                             sh.pairing.production_answered(flow, route.group.shadow.name, learn_only=True)
                     if i % LEARN_BATCH == LEARN_BATCH - 1:
                         await asyncio.sleep(0)

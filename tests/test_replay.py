@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
+from mitmproxy.addons import readfile
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 from support import Upstream, loaded, mapping, wait_until, write_mappings
@@ -103,7 +104,7 @@ async def offline(tmp_path: Path) -> AsyncIterator[tuple[Shadow, Any, Upstream]]
             mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
         )
         sh = Shadow()
-        with taddons.context(sh, Proxyserver()) as tctx:
+        with taddons.context(sh, Proxyserver(), readfile.ReadFile()) as tctx:
             tctx.configure(sh, mappings=str(m), mapping_services=[f"shadow={shadow_app.address}"], shadow_admin="")
             sh.running()  # starts the sender, as mitmdump does
             yield sh, tctx, shadow_app
@@ -214,3 +215,40 @@ async def test_when_the_weight_samples_out_every_request_the_message_says_so(off
         "shadow_replay_every_request=true (mitmshadow replay --every-request) copies every one, unless the weight "
         "is 0"
     )
+
+
+def capture_file(tmp_path: Path, paths: list[bytes]) -> Path:
+    from mitmproxy import io as mio
+
+    path = tmp_path / "capture.mitm"
+    with open(path, "wb") as fh:
+        w = mio.FlowWriter(fh)
+        for p in paths:
+            w.add(recorded_flow(p))
+    return path
+
+
+async def test_a_capture_handed_to_the_replay_is_filtered_and_copied_as_with_r(offline, tmp_path: Path) -> None:
+    """`Replay.play`'s reading (what `mitmshadow replay` uses instead of `-r`): the same filter, the same copies."""
+    sh, tctx, shadow_app = offline
+    tctx.configure(sh, readfile_filter="~u /api/keep")
+    path = capture_file(tmp_path, [b"/api/keep/1", b"/api/skip", b"/other", b"/api/keep/2"])
+    await asyncio.wait_for(sh.replay._read(str(path)), 30)
+    assert sh.replay.read == 2 and sh.replay.copies == 2
+    assert await asyncio.to_thread(wait_until, lambda: shadow_app.count() == 2, 30)
+    assert sorted(s.path for s in shadow_app.seen) == ["/v1/keep/1", "/v1/keep/2"]
+
+
+async def test_a_fault_while_a_capture_is_handed_over_is_logged_as_an_error(
+    offline, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate gives no verdict when an error was logged: a fault must not read as a complete replay."""
+    sh, _, _ = offline
+
+    def broken(flow: http.HTTPFlow, own: bool = False) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sh.replay, "recorded", broken)
+    path = capture_file(tmp_path, [b"/api/a"])
+    await asyncio.wait_for(sh.replay._read(str(path)), 30)
+    assert [r.levelname for r in caplog.records if "stopped after" in r.getMessage()] == ["ERROR"]
