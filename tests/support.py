@@ -38,6 +38,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The shared corpus of real Mapping files, wherever the checkout sits below it (main checkout or a worktree).
+CORPUS = next(
+    (p / "shared" / "emissary-corpus" for p in Path(__file__).resolve().parents if (p / "shared").is_dir()),
+    Path("/nonexistent"),
+)
+
+
 # ---------------------------------------------------------------------------------------------- processes
 # Every process a test starts goes through `run_process` (to its end) or `spawn`/`started` (kept running, then `stop`):
 # no stdin, in a session of its own so that a stuck one is killed with everything it started.
