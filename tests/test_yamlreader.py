@@ -81,3 +81,10 @@ def test_text_that_could_nest_past_the_c_stack_goes_to_the_bounded_composer() ->
     deep = "[" * 100_000 + "]" * 100_000
     status, message, _ = read(deep, True)
     assert status == "error" and "nests deeper than 64 levels" in message
+
+
+@pytest.mark.parametrize("deep", [60, 63, 64])
+def test_an_anchor_is_checked_where_it_is_defined_not_at_a_shallower_alias(deep: int) -> None:
+    """`b: *x` is shallower than `&x`'s definition: the nesting bound applies where the bounded composer composes it."""
+    text = "a: " + "[" * 4 + "&x " + "[" * deep + "]" * deep + "]" * 4 + "\nb: *x\nc: [*x]\n"
+    assert read(text, True) == read(text, False)

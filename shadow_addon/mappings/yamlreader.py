@@ -165,29 +165,40 @@ def _c_composer_is_safe(text: str) -> bool:
 def _check_tree(root: Any, nodes: int) -> int:
     """The bounded composer's checks on a composed tree: nodes (an alias counted as one node, its contents once, as
     the bounded composer counts events), nesting, duplicate keys. Returns the nodes counted; raises ValueError for
-    anything the bounded composer would refuse, which then reads the text again and says where."""
+    anything the bounded composer would refuse, which then reads the text again and says where.
+
+    Walked depth first in document order, so an anchored node is walked where it is defined (as it is composed
+    there), never at a shallower alias of it."""
+    mapping, sequence, merge = yaml.MappingNode, yaml.SequenceNode, "tag:yaml.org,2002:merge"
     seen: set[int] = set()
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
         nodes += 1  # an alias counts where it stands, as its event does in the bounded composer...
-        if nodes > MAX_NODES or depth > MAX_DEPTH:
+        if depth > MAX_DEPTH:
             raise ValueError("over a reading limit")
+        cls = node.__class__
+        if cls is not mapping and cls is not sequence:
+            continue
         if id(node) in seen:  # ...and its node's contents once
             continue
         seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
+        if cls is mapping:
             keys: set[tuple[str, str]] = set()
+            children: list[Any] = []
             for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.__class__ is yaml.ScalarNode and key_node.tag != merge:
                     k = (key_node.tag, key_node.value)
                     if k in keys:
                         raise ValueError("duplicate key")
                     keys.add(k)
-                stack.append((key_node, depth + 1))
-                stack.append((value_node, depth + 1))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, depth + 1) for item in node.value)
+                children.append(key_node)
+                children.append(value_node)
+        else:
+            children = node.value
+        stack.extend((child, depth + 1) for child in reversed(children))  # popped in document order
+    if nodes > MAX_NODES:
+        raise ValueError("over a reading limit")
     return nodes
 
 
