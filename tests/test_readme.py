@@ -81,7 +81,7 @@ def _start_listening(cmd: list[str], cwd: Path, log: Path) -> Process:
 
 def _listen_port(proc: Process, log: Path) -> int:
     """The port mitmdump says it listens at."""
-    listening = re.compile(r"listening at 127\.0\.0\.1:(\d+)\s")
+    listening = re.compile(r"listening at 127\.0\.0\.1:(\d+)\D")  # \D: the whole number written
     m = listening.search(read_log_until(log, listening, 60, proc))
     assert m is not None
     return int(m.group(1))
