@@ -54,6 +54,8 @@ class Owner(Protocol):
     response_limit: int
     is_self: Callable[[str, int], bool] | None
     clock: Callable[[], float]
+    # Asked at a kept answer's head whether it is still wanted as asked (`reader.AtHead`, with its copy).
+    at_head: Callable[[Copy, int, int | None], tuple[int, bool] | None] | None
 
     def answered(self, pool: Pool, conn: H1Conn | None, f: Flight, keep: bool, held: int) -> None: ...
 
@@ -168,7 +170,9 @@ class H1Conn(asyncio.Protocol):
         c = f.c
         self.flight, self.state = f, State.SENT
         self.written = self.owner.clock()  # the shadow's latency runs from here, as production's from its request's
-        self.reader.start(c.method, c.keep_body, max(self.owner.response_limit, c.read_limit), c.hash_body)
+        ask = self.owner.at_head
+        at_head = None if ask is None or not c.keep_body else (lambda status, length: ask(c, status, length))
+        self.reader.start(c.method, c.keep_body, max(self.owner.response_limit, c.read_limit), c.hash_body, at_head)
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
         parts = assemble(c)

@@ -397,3 +397,27 @@ def test_decimal_numbers_learn_and_render() -> None:
     assert len(learner.noise("m")) == 0
     assert render(Decimal("1e400")) == "1E+400"
     assert os.sep  # keeps the import used on every platform
+
+
+def test_past_its_share_at_the_shadows_head_a_pair_ends_there_unless_it_may_be_the_same_bytes() -> None:
+    """Asked at the head of the shadow's answer: while the share allows, the body is kept; past it, the pair ends
+    at once as skipped (budget), unless production's answer, in already, is as long (the same bytes compare at no
+    cost). A pair already decided (production failed) is left to end under its own reason."""
+    clock = Clock()
+    pr = Pairing(Metrics(), CompareConfig(loop_share=0.05), clock=clock)
+    for key in ("a", "b", "c", "d"):
+        assert pr.expect(key, "m", "GET /", {"method": "GET", "path": "/"})
+    assert pr.shadow_wanted("a", 10)  # the share allows
+    pr.loop.spend(1.0)
+    body = json.dumps({"a": 1}).encode()
+    pr.production("b", js({"a": 1}))
+    pr.production("c", js({"a": 1}))
+    pr.production("d", None, "error")
+    assert pr.shadow_wanted("b", len(body)) and "b" in pr.pairs  # may be the same bytes
+    assert not pr.shadow_wanted("c", len(body) + 1) and "c" not in pr.pairs
+    assert not pr.shadow_wanted("unknown", 10)
+    assert pr.shadow_wanted("d", 10)
+    assert pr.metrics.compare_skipped == {("m", "budget"): 1}
+    assert pr.shadow("b", js({"a": 1}), None) and pr.metrics.compare_skipped == {("m", "budget"): 1}
+    assert not pr.shadow("c", js({"a": 2}), None)  # ended at its head: its answer is no longer paired
+    pr.close()

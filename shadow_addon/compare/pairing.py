@@ -136,6 +136,26 @@ class Pairing:
             self._finish(old, skipped("too many pending comparisons", "pending"))
         return True
 
+    def shadow_wanted(self, key: str, length: int | None) -> bool:
+        """The head of the shadow's answer to the copy of request `key` has arrived (`length`: its declared body
+        size, None when not declared): whether its body is still to be kept for comparison. While comparison's
+        share of the event loop allows, it is; past it, only when production's answer, in already, is as long (the
+        two may be the same bytes, which compare at no cost). Otherwise the pair ends now, skipped as it would be
+        once both answers were in, and the body is read without being kept, hashed or decoded."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return False
+        if pair.shadow is not None or pair.shadow_failed is not None or pair.production_failed is not None:
+            return True  # decided otherwise already (production failed: skipped under that reason once both are in)
+        if self.loop.allows():
+            return True
+        prod = pair.production
+        if prod is not None and length is not None and prod.body_size == length:
+            return True
+        del self.pairs[key]
+        self._finish(pair, skipped(OVER_BUDGET, "budget"))
+        return False
+
     def shadow_answered(self, key: str, out: Answer, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
         if key not in self.pairs:
