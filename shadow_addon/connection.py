@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from .sender import Pool
 
 _JOIN_LIMIT = 64 * 1024  # body bytes up to which a copy is joined into one buffer before it is written
+# Answers are read into one buffer shared by every connection (asyncio's read size): each read is handed to the
+# reader and consumed before the next one, so no connection needs its own, and no read allocates a new bytes
+# object of this size (reading a 1 MB answer that is not kept then copies nothing).
+_READ_SIZE = 256 * 1024
+_READ_BUFFER = memoryview(bytearray(_READ_SIZE))
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 
 
@@ -90,7 +95,7 @@ def looped_back(transport: asyncio.Transport, is_self: Callable[[str, int], bool
     return False
 
 
-class H1Conn(asyncio.Protocol):
+class H1Conn(asyncio.BufferedProtocol):
     """A connection to a shadow service, carrying one copy at a time."""
 
     def __init__(self, owner: Owner, pool: Pool) -> None:
@@ -122,7 +127,11 @@ class H1Conn(asyncio.Protocol):
         self.state = State.IDLE
         self.pool.conns.add(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _READ_BUFFER[:nbytes]  # valid until this returns: the reader copies what it keeps
         if self.state not in _BUSY:
             self._abort()  # unsolicited bytes on an idle connection: it can no longer be trusted
             return

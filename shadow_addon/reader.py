@@ -84,7 +84,7 @@ class BodyHolder(Protocol):
     def _fail(self, reason: str, message: str) -> ReadError: ...
 
 
-def take_body(r: BodyHolder, data: bytes | bytearray) -> None:
+def take_body(r: BodyHolder, data: bytes | bytearray | memoryview) -> None:
     """One piece of an answer's body, under the read limit: kept up to `keep` bytes (taken from the memory
     budget), hashed if asked, counted."""
     size = r.size + len(data)
@@ -208,14 +208,17 @@ class ResponseReader:
     def sha256(self) -> str:
         return self.digest.hexdigest() if self.digest is not None else ""
 
-    def feed(self, data: bytes) -> bool:
-        """Consume `data`; True once the response is complete. Raises ReadError."""
+    def feed(self, data: bytes | memoryview) -> bool:
+        """Consume `data`; True once the response is complete. Raises ReadError. `data` may be a view of a buffer
+        the caller reuses: nothing of it is kept beyond this call but copies."""
         if self.done:
             return True
         if not data:  # h11 reads b"" as the end of the stream
             return False
         if self.remaining is not None:
-            return self._rest(data)
+            return self._rest(data)  # body bytes: counted, kept (copied) or hashed, never held as given
+        if not isinstance(data, bytes):
+            data = bytes(data)
         if not self.h11_used:
             done = self._fast(data)
             if done is not None:
@@ -265,7 +268,7 @@ class ResponseReader:
         self.remaining = length
         return self._rest(data[end + 4 :])
 
-    def _rest(self, data: bytes) -> bool:
+    def _rest(self, data: bytes | memoryview) -> bool:
         """Fast path: body bytes of a Content-Length response."""
         left = self.remaining
         assert left is not None
@@ -350,5 +353,5 @@ class ResponseReader:
         if self.at_head is not None:
             self._decide(length)
 
-    def _data(self, data: bytes | bytearray) -> None:
+    def _data(self, data: bytes | bytearray | memoryview) -> None:
         take_body(self, data)

@@ -6,7 +6,7 @@ becomes a reason.
 Why not mitmproxy's `replay.client`: its queue is unbounded and serial (or unlimited), it has no timeout,
 replayed flows re-enter every addon's hooks, and it measured ~0.3x of plain mitmdump's throughput. This is
 a small HTTP/1.1 client on mitmproxy's own event loop, written on asyncio's Protocol API rather than streams:
-a response is parsed in `data_received` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
+a response is parsed in `buffer_updated` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
 costs a bounded amount whatever the shadow sends), a copy on a kept-alive connection needs no task, no future
 and no extra loop iteration, which is what makes 100 % shadowing cheap for production. Bytes held for copies'
 bodies and kept answers are counted in one `MemoryBudget`, shared across services and with comparison.

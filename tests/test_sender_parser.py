@@ -353,3 +353,23 @@ def test_an_answer_wanted_at_its_head_may_be_kept_for_another_reader_only() -> N
     r = ResponseReader()
     r.start("GET", 1 << 20, 1 << 20, hash_body=True, at_head=lambda status, length: (4, False))
     assert r.feed(CHUNKED) and r.body == b"Wiki" and r.size == 9 and r.sha256 == ""
+
+
+@pytest.mark.parametrize("keep", [0, 4, 1 << 20])
+def test_reads_handed_over_as_views_of_one_reused_buffer_keep_nothing_of_it(keep: int) -> None:
+    """The connection reads into one buffer shared by all and hands the reader a view of each read: what the
+    reader keeps (the body, the hash) must not change when that buffer is overwritten by the next read."""
+    body = bytes(range(256)) * 40
+    data = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    shared = bytearray(1000)
+    view = memoryview(shared)
+    r = ResponseReader()
+    r.start("GET", keep, 1 << 20, hash_body=True)
+    done = False
+    for i in range(0, len(data), 1000):
+        piece = data[i : i + 1000]
+        shared[: len(piece)] = piece
+        done = r.feed(view[: len(piece)])
+        shared[:] = b"\xff" * len(shared)  # the next read overwrites it
+    assert done and r.size == len(body) and r.body == body[:keep]
+    assert r.sha256 == (hashlib.sha256(body).hexdigest() if keep < len(body) else "")
