@@ -227,6 +227,7 @@ class Shadow:
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
             h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
+            at_head=self._at_head,
         )
         if old is not None:
             old.close()
@@ -445,6 +446,15 @@ class Shadow:
                 self._show(c, out, None)
         except Exception:  # comparison and the flow view are conveniences: they must not affect copies
             logger.exception("shadow: could not record the shadow's result")
+
+    def _at_head(self, c: Copy, status: int, length: int | None) -> tuple[int, bool] | None:
+        """The head of a kept answer has arrived: a compared copy whose pair comparison has given up meanwhile is
+        read on without being kept for comparison or hashed (kept only for the flow view, if that is on)."""
+        if self.pairing is None or not c.hash_body or secondary.primary_key(c.context) is not None:
+            return None
+        if self.pairing.shadow_wanted(str(c.context), length):
+            return None
+        return (self.settings.body_limit if self._flows_wanted() else 0), False
 
     def _show(self, c: Copy, out: Outcome, result: compare.Comparison | None) -> None:
         flowview.show(ctx.master.addons.get("view"), c, out, result)
