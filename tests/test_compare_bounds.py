@@ -428,3 +428,16 @@ def test_minus_one_and_minus_two_are_different_values_to_the_noise_learner() -> 
     changes = learner.observe("m", "k", js({"a": -2, "b": [None, -2]}))
     assert changes is not None and set(changes.fields) == {"/a", "/b/*"}
     assert learner.noise("m").covers(("a",))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "result"),
+    [
+        (b"10e999999999999999999", b"10e999999999999999998", "mismatch"),
+        (b"[1E+99999999999999999999]", b"[1E+99999999999999999999]", "match"),
+        (b"[1e99999999999999999999]", b"[1e+99999999999999999999]", "mismatch"),  # bytes differ: not read as JSON
+    ],
+)
+def test_a_number_beyond_any_decimal_is_compared_as_written(a: bytes, b: bytes, result: str) -> None:
+    headers = [("content-type", "application/json")]
+    assert compare(Reply.of(200, headers, a), Reply.of(200, headers, b), CompareConfig()).result == result
