@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit.scenarios import mapping_set  # noqa: E402
 
 from shadow_addon import mappingfiles  # noqa: E402
+from shadow_addon.addresses import ServiceOverride, parse_service_override  # noqa: E402
 from shadow_addon.metrics import Metrics  # noqa: E402
 
 QUIET_S = 3.0
@@ -90,7 +91,12 @@ async def main(n: int, reloads: int) -> None:
             (root / rel).write_text(text)
         files = mappingfiles.MappingFiles(Metrics())
         t, c = time.perf_counter(), time.process_time()
-        assert files.load(mappingfiles.Source(str(root / name)))
+        # The benchmark's services point at loopback, as its mitmdumps' mapping_services do: no name is looked up.
+        overrides = tuple(
+            ServiceOverride(*parse_service_override(f"{svc}=127.0.0.1:9")) for svc in ("prod-svc", "shadow-svc")
+        )
+        source = mappingfiles.Source(str(root / name), overrides=overrides)
+        assert files.load(source)
         print(f"{n} Mappings loaded on start-up: {time.perf_counter() - t:.2f} s ({time.process_time() - c:.2f} s CPU)")
         gcs = Collector()
         installs = Installs(files)
