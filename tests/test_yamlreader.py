@@ -31,8 +31,35 @@ def read(text: str, c_tree: bool, nodes: int = 0) -> tuple[str, str, int]:
 
 pytestmark = pytest.mark.skipif(yamlreader._CTreeLoader is None, reason="PyYAML without libyaml has one composer")
 
-scalars = st.sampled_from(["1", "x", "'q'", "*a", "true", "null", "1.5", "&a z", "!!int ''", "0x1f", "~", '"\\udcff"'])
-keys = st.sampled_from(["a", "b", "c", "<<", "1", "'a'"])
+scalars = st.sampled_from(
+    [
+        "1",
+        "x",
+        "'q'",
+        "*a",
+        "true",
+        "null",
+        "1.5",
+        "&a z",
+        "!!int ''",
+        "0x1f",
+        "~",
+        '"\\udcff"',
+        "yes",
+        "On",
+        ".inf",
+        "1_000.5",
+        "1e3",
+        "2001-12-14",
+        "!!binary aGk=",
+        "!custom x",
+        "!!str 1",
+        "1:30",
+        "'caf\u00e9'",
+        "!!set {a}",
+    ]
+)
+keys = st.sampled_from(["a", "b", "c", "<<", "1", "'a'", "[k]", "{k: v}", "true", "~"])
 values = st.recursive(
     scalars,
     lambda inner: (
