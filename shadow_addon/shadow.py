@@ -29,13 +29,12 @@ from . import (
     admin,
     compare,
     copies,
-    flowview,
+    dispatch,
     grpcflow,
     pages,
     production,
     replay,
     routing,
-    secondary,
     selfloop,
     settings,
 )
@@ -47,7 +46,7 @@ from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .reasons import DropReason
-from .sender import Copy, Outcome, Sender, client_context
+from .sender import Sender, client_context
 
 logger = logging.getLogger("shadow")
 
@@ -222,12 +221,12 @@ class Shadow:
             s.max_inflight,
             s.max_backlog,
             client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca),
-            on_result=self._on_result,
+            on_result=lambda c, out: dispatch.on_result(self, c, out),
             response_limit=s.response_limit,
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
             h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
-            at_head=self._at_head,
+            at_head=lambda c, status, length: dispatch.at_head(self, c, status, length),
         )
         if old is not None:
             old.close()
@@ -389,34 +388,7 @@ class Shadow:
     def submit_copy(
         self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
     ) -> None:
-        """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
-        with production's, which `Pairing.production_answered` gives under the same key."""
-        s = self.settings
-        assert route.shadow is not None and self.sender is not None
-        keep = s.body_limit if self._flows_wanted() else 0
-        to_secondary = None
-        # With comparison on, every answer is read as a compared one is, kept or not: a pair skipped for the
-        # comparison's share must not turn a healthy shadow's answers into capped ones (dropped, backed off).
-        read = self.pairing.config.body_limit if self.pairing is not None and paired else 0
-        if self.pairing is not None and paired:
-            summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
-            to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
-            name = self.pairing.namer.name(req.method, req.path, req.headers)
-            # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
-            paired = self.pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
-            if paired:
-                keep = max(keep, self.pairing.config.body_limit)
-            else:
-                to_secondary = None
-        if req.method.upper() not in copies.READS:
-            self.writes[route.shadow.name] = self.writes.get(route.shadow.name, 0) + 1
-        hash_body = self.pairing is not None and paired
-        c = copies.make_copy(
-            req, route, body, s, keep_body=keep, hash_body=hash_body, context=key, via=via, read_limit=read
-        )
-        self.sender.submit(c)
-        if to_secondary is not None and self.pairing is not None and self.pairing.secondary_wanted(key):
-            self.sender.submit(secondary.copy_for(c, to_secondary, copies.host_of(req)))
+        dispatch.submit(self, key, req, route, body, paired, via)
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
@@ -424,40 +396,12 @@ class Shadow:
         self.metrics.record_drop(p.route.shadow.name, reason)
         p.route = dataclasses.replace(p.route, shadow=None, shadow_address=None)
 
-    def _flows_wanted(self) -> bool:
-        if self._flows is None:  # decided once per configuration: this runs for every copy
+    def flows_wanted(self) -> bool:
+        """Whether copies are shown as flows (`shadow_flows`), decided once per configuration: asked per copy."""
+        if self._flows is None:
             mode = ctx.options.shadow_flows
             self._flows = mode == "on" or (mode == "auto" and ctx.master.addons.get("view") is not None)
         return self._flows
-
-    def _on_result(self, c: Copy, out: Outcome) -> None:
-        """Called by the sender once per copy, delivered or failed: never raises into the sender."""
-        try:
-            if (key := secondary.primary_key(c.context)) is not None:
-                if self.pairing is not None:
-                    self.pairing.secondary_answered(key, out)
-                return
-            self.replay.settled(c)
-            flows = self._flows_wanted()
-            show = (lambda result: self._show(c, out, result)) if flows else None
-            if self.pairing is not None and self.pairing.shadow_answered(str(c.context), out, show):
-                return
-            if flows:
-                self._show(c, out, None)
-        except Exception:  # comparison and the flow view are conveniences: they must not affect copies
-            logger.exception("shadow: could not record the shadow's result")
-
-    def _at_head(self, c: Copy, status: int, length: int | None) -> tuple[int, bool] | None:
-        """The head of a kept answer has arrived: a compared copy whose pair comparison has given up meanwhile is
-        read on without being kept for comparison or hashed (kept only for the flow view, if that is on)."""
-        if self.pairing is None or not c.hash_body or secondary.primary_key(c.context) is not None:
-            return None
-        if self.pairing.shadow_wanted(str(c.context), length):
-            return None
-        return (self.settings.body_limit if self._flows_wanted() else 0), False
-
-    def _show(self, c: Copy, out: Outcome, result: compare.Comparison | None) -> None:
-        flowview.show(ctx.master.addons.get("view"), c, out, result)
 
 
 if __name__.startswith("__mitmproxy_script__"):  # `-s shadow_addon/shadow.py`: not the entry, and it says so
