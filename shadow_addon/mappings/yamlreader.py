@@ -212,66 +212,73 @@ class _Unsupported(Exception):
     """A node the direct builder leaves to PyYAML's constructor (merge keys, other tags, non-scalar keys)."""
 
 
-def _build_tree(loader: Any, root: Any, nodes: int) -> tuple[Any, int]:
+class _Builder:
     """A composed document's value, built directly for the plain shapes Mapping files have (str, int, bool, null,
     float scalars; maps with scalar keys; sequences), with `_check_tree`'s checks on the way: one walk instead of a
     check and PyYAML's constructor. Values are PyYAML's (its scalar constructors, anchors shared as it shares
-    them); raises _Unsupported for anything else, ValueError where the bounded composer would refuse."""
-    built: dict[int, Any] = {}
-    count = nodes
-    scalar, sequence, mapping = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+    them); raises _Unsupported for anything else, ValueError where the bounded composer would refuse.
+    (A class, not a recursive closure: a closure that calls itself is a reference cycle, which would keep what it
+    built until a collection.)"""
 
-    def build(node: Any, depth: int) -> Any:
-        nonlocal count
-        count += 1  # every occurrence, an alias too, as the bounded composer counts events
+    __slots__ = ("loader", "built", "count")
+
+    def __init__(self, loader: Any, nodes: int) -> None:
+        self.loader = loader
+        self.built: dict[int, Any] = {}
+        self.count = nodes
+
+    def document(self, root: Any) -> Any:
+        value = self.build(root, 1)
+        if self.count > MAX_NODES:
+            raise ValueError("over a reading limit")
+        return value
+
+    def build(self, node: Any, depth: int) -> Any:
+        self.count += 1  # every occurrence, an alias too, as the bounded composer counts events
         if depth > MAX_DEPTH:
             raise ValueError("over a reading limit")
+        built = self.built
         if (done := built.get(id(node), built)) is not built:  # an alias: the anchored value itself
             return done
         cls, tag = node.__class__, node.tag
-        if cls is scalar:
+        if cls is yaml.ScalarNode:
             if tag == _STR:
                 value = node.value
                 if not value.isascii() and _SURROGATE_RE.search(value):
                     raise ValueError("not a Unicode character")
             elif tag == _INT:
-                value = loader.construct_yaml_int(node)
+                value = self.loader.construct_yaml_int(node)
             elif tag == _NULL:
                 value = None
             elif tag == _BOOL:
-                value = loader.construct_yaml_bool(node)
+                value = self.loader.construct_yaml_bool(node)
             elif tag == _FLOAT:
-                value = loader.construct_yaml_float(node)
+                value = self.loader.construct_yaml_float(node)
             else:
                 raise _Unsupported(tag)
             built[id(node)] = value
             return value
-        if cls is sequence and tag == _SEQ:
+        if cls is yaml.SequenceNode and tag == _SEQ:
             items: list[Any] = []
             built[id(node)] = items  # before its items: an alias among them is this list, as PyYAML builds it
             for item in node.value:
-                items.append(build(item, depth + 1))
+                items.append(self.build(item, depth + 1))
             return items
-        if cls is mapping and tag == _MAP:
+        if cls is yaml.MappingNode and tag == _MAP:
             out: dict[Any, Any] = {}
             built[id(node)] = out
             keys: set[tuple[str, str]] = set()
             for key_node, value_node in node.value:
-                if key_node.__class__ is not scalar or key_node.tag == _MERGE:
+                if key_node.__class__ is not yaml.ScalarNode or key_node.tag == _MERGE:
                     raise _Unsupported("key")
                 k = (key_node.tag, key_node.value)
                 if k in keys:
                     raise ValueError("duplicate key")
                 keys.add(k)
-                key = build(key_node, depth + 1)
-                out[key] = build(value_node, depth + 1)
+                key = self.build(key_node, depth + 1)
+                out[key] = self.build(value_node, depth + 1)
             return out
         raise _Unsupported(tag)
-
-    value = build(root, 1)
-    if count > MAX_NODES:
-        raise ValueError("over a reading limit")
-    return value, count
 
 
 def _documents_c_tree(text: str, result: LoadResult) -> list[tuple[int, Any]] | None:
@@ -287,8 +294,9 @@ def _documents_c_tree(text: str, result: LoadResult) -> list[tuple[int, Any]] | 
     try:
         while loader.check_node():
             node = loader.get_node()
+            builder = _Builder(loader, nodes)
             try:
-                value, nodes = _build_tree(loader, node, nodes)
+                value, nodes = builder.document(node), builder.count
             except _Unsupported:
                 nodes = _check_tree(node, nodes)
                 value = loader.construct_document(node)
