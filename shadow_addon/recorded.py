@@ -237,7 +237,8 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
 
 def _items(buf: bytes, start: int, end: int) -> list[Any]:
     """The tnetstrings from `start` to `end` in `buf`, in mitmproxy's format (`mitmproxy.io.tnetstring`: typed
-    netstrings with `;` for text). Strings, the most of a flow's values, are taken here without a call each."""
+    netstrings with `;` for text). Strings, lists and None, the most of a flow's values, are taken here without a
+    call each."""
     out: list[Any] = []
     append = out.append
     find = buf.find
@@ -254,6 +255,10 @@ def _items(buf: bytes, start: int, end: int) -> list[Any]:
             append(buf[first:last].decode())
         elif tag == 0x2C:  # ,
             append(buf[first:last])
+        elif tag == 0x5D:  # ]
+            append(_items(buf, first, last))
+        elif tag == 0x7E and first == last:  # ~
+            append(None)
         else:
             append(_typed(tag, buf, first, last))
         start = last + 1
@@ -298,31 +303,67 @@ def _span(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     return colon + 1, last
 
 
+_SETUP_TIMES = frozenset((b"timestamp_tcp_setup", b"timestamp_tls_setup"))
+
+
 def _flow_fields(buf: bytes, end: int) -> dict[str, Any]:
     """A flow's state without its connections (about half its values): the client's is not read, of the server's
-    only the set-up times (production's latency), as `server_times`."""
+    only the set-up times (production's latency), as `server_times`. `_span` inlined: this runs a few dozen times
+    a flow."""
     out: dict[str, Any] = {}
+    find = buf.find
     pos = 0
     while pos < end:
-        first, last = _span(buf, pos, end)
-        key = buf[first:last].decode() if buf[last] == 0x3B else None
-        first, pos = _span(buf, last + 1, end)
+        colon = find(b":", pos, end)
+        if colon < 0 or colon - pos > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        last = colon + 1 + int(buf[pos:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        key = buf[colon + 1 : last].decode() if buf[last] == 0x3B else None
+        pos = last + 1
+        colon = find(b":", pos, end)
+        if colon < 0 or colon - pos > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        pos = first + int(buf[pos:colon])
+        if pos >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
         if key == "client_conn":
             out[key] = None
         elif key == "server_conn" and buf[pos] == 0x7D:
-            out["server_times"] = times = {}
-            at = first
-            while at < pos:
-                a, b = _span(buf, at, pos)
-                name = buf[a:b]
-                a, at = _span(buf, b + 1, pos)
-                if name in (b"timestamp_tcp_setup", b"timestamp_tls_setup"):
-                    times[name.decode()] = _typed(buf[at], buf, a, at)
-                at += 1
+            out["server_times"] = _setup_times(buf, first, pos)
         else:
             out[str(key)] = _typed(buf[pos], buf, first, pos)
         pos += 1
     return out
+
+
+def _setup_times(buf: bytes, at: int, end: int) -> dict[str, Any]:
+    """Of the server connection's state (a dict from `at` to `end`), only its set-up times."""
+    times: dict[str, Any] = {}
+    find = buf.find
+    while at < end:
+        colon = find(b":", at, end)
+        if colon < 0 or colon - at > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        a = colon + 1
+        b = a + int(buf[at:colon])
+        if b >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        name = buf[a:b]
+        at = b + 1
+        colon = find(b":", at, end)
+        if colon < 0 or colon - at > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        a = colon + 1
+        b = a + int(buf[at:colon])
+        if b >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        if name in _SETUP_TIMES:
+            times[name.decode()] = _typed(buf[b], buf, a, b)
+        at = b + 1
+    return times
 
 
 def flow_of(data: bytes) -> flow.Flow:
@@ -397,10 +438,19 @@ def _message(state: Any, types: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(state[k], t):
             return None
     fields = dict(state)
-    fields["headers"] = http.Headers.from_state(state["headers"])
+    fields["headers"] = _headers_of(state["headers"])
     if state["trailers"] is not None:
-        fields["trailers"] = http.Headers.from_state(state["trailers"])
+        fields["trailers"] = _headers_of(state["trailers"])
     return fields
+
+
+def _headers_of(state: Any) -> http.Headers:
+    """`Headers.from_state`: checked here by type, as its constructor checks, and built without it."""
+    if isinstance(state, list) and all(
+        isinstance(x, list) and len(x) == 2 and type(x[0]) is bytes and type(x[1]) is bytes for x in state
+    ):
+        return headers((x[0], x[1]) for x in state)
+    return http.Headers.from_state(state)
 
 
 def state_flow(state: Any) -> flow.Flow:
