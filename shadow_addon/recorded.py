@@ -109,43 +109,47 @@ def _url(text: str) -> tuple[bytes, bytes, int, bytes]:
 
 def _fields(headers: list[Any]) -> Fields:
     """har.fix_headers: {"name", "value"} objects, or [name, value] pairs."""
-    out = []
-    for h in headers:
-        k, v = (h["name"], h["value"]) if isinstance(h, dict) else (h[0], h[1])
-        out.append((k.encode(), v.encode()))
-    return out
+    return [
+        (h["name"].encode(), h["value"].encode()) if isinstance(h, dict) else (h[0].encode(), h[1].encode())
+        for h in headers
+    ]
 
 
-def _has(fields: Fields, name: bytes) -> bool:
-    return any(k.lower() == name for k, _ in fields)
+# The header helpers below take the fields' names lower-cased once (`_names`): a HAR entry's headers are looked
+# up a few times each.
 
 
-def _get(fields: Fields, name: bytes) -> str:
+def _names(fields: Fields) -> list[bytes]:
+    return [k.lower() for k, _ in fields]
+
+
+def _get(fields: Fields, names: list[bytes], name: bytes) -> str:
     """Headers.get: every value of the field, joined."""
-    return ", ".join(v.decode("utf-8", "surrogateescape") for k, v in fields if k.lower() == name)
+    if name not in names:
+        return ""
+    return ", ".join(v.decode("utf-8", "surrogateescape") for n, (_, v) in zip(names, fields) if n == name)
 
 
-def _set(fields: Fields, name: bytes, value: bytes) -> Fields:
+def _set(fields: Fields, names: list[bytes], name: bytes, value: bytes) -> tuple[Fields, list[bytes]]:
     """Headers.__setitem__ (MultiDict.set_all with one value): the first field of that name takes the value in
-    place, the others go; appended when there is none."""
-    out: Fields = []
-    done = False
-    for k, v in fields:
-        if k.lower() != name:
-            out.append((k, v))
-        elif not done:
-            out.append((k, value))
-            done = True
-    if not done:
-        out.append((name, value))
-    return out
+    place, the others go; appended when there is none. Returns the fields and their names."""
+    n = names.count(name)
+    if n == 0:
+        return [*fields, (name, value)], [*names, name]
+    i = names.index(name)
+    out = list(fields)
+    out[i] = (out[i][0], value)
+    if n == 1:
+        return out, names
+    keep = [j == i or names[j] != name for j in range(len(out))]
+    return [f for f, k in zip(out, keep) if k], [m for m, k in zip(names, keep) if k]
 
 
-def _with_length(fields: Fields, body: bytes) -> Fields:
+def _with_length(fields: Fields, names: list[bytes], body: bytes) -> Fields:
     """What Message.set_content does to the head of a message whose body is set (and `decode` does again)."""
-    if _has(fields, b"transfer-encoding"):
+    if b"transfer-encoding" in names:
         return fields
-    return _set(fields, b"content-length", b"%d" % len(body))
+    return _set(fields, names, b"content-length", b"%d" % len(body))[0]
 
 
 def har_flow(entry: dict[str, Any]) -> http.HTTPFlow:
@@ -166,24 +170,25 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
     ended = started + entry["time"] / 1000.0
     fields = _fields(req_json["headers"])
     resp_fields = _fields(resp_json["headers"])
-    if _has(fields, b"content-encoding") or _has(resp_fields, b"content-encoding"):
+    names, resp_names = _names(fields), _names(resp_fields)
+    if b"content-encoding" in names or b"content-encoding" in resp_names:
         return None  # encoded then decoded by request_to_flow: its codecs decide
     text = req_json["postData"]["text"] if "postData" in req_json else ""
     method, status = req_json["method"], resp_json["status"]
     if not isinstance(text, str) or not isinstance(method, str) or type(status) is not int:
         return None
     try:
-        body = encoding.encode(text, _charset(_get(fields, b"content-type")))
+        body = encoding.encode(text, _charset(_get(fields, names, b"content-type")))
     except ValueError:
         return None  # Message.set_text falls back to UTF-8 and rewrites the content-type
     scheme, host_idna, port, path = _url(req_json["url"])
     host = host_idna.decode("idna") if b"xn--" in host_idna else host_idna.decode()
-    if _has(fields, b"host"):  # Request.url's setter (`_update_host_and_authority`)
+    if b"host" in names:  # Request.url's setter (`_update_host_and_authority`)
         hostport = url.hostport(scheme.decode(), host, port)
-        fields = _set(fields, b"host", hostport.encode("utf-8", "surrogateescape"))
+        fields, names = _set(fields, names, b"host", hostport.encode("utf-8", "surrogateescape"))
     if not isinstance(body, bytes):
         return None
-    fields = _with_length(fields, body)
+    fields = _with_length(fields, names, body)
     content = resp_json["content"]
     coding = content.get("encoding", None)
     raw = content.get("text", "")
@@ -192,7 +197,7 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
         answer = base64.b64decode(raw)
     elif coding is None and isinstance(raw, str):
         try:
-            answer = encoding.encode(raw, _charset(_get(resp_fields, b"content-type")))
+            answer = encoding.encode(raw, _charset(_get(resp_fields, resp_names, b"content-type")))
         except ValueError:
             answer = raw.encode("utf-8", errors="surrogateescape")
     else:
@@ -200,7 +205,7 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
     if not isinstance(answer, bytes):
         return None
     if answer:
-        resp_fields = _with_length(resp_fields, answer)  # Response.decode sets the body again
+        resp_fields = _with_length(resp_fields, resp_names, answer)  # Response.decode sets the body again
     r = request(
         {
             "http_version": _VERSIONS.get(req_json["httpVersion"], b"HTTP/1.1"),
