@@ -262,10 +262,51 @@ def _items(buf: bytes, start: int, end: int) -> list[Any]:
             append(buf[first:last])
         elif tag == 0x5D:  # ]
             append(_items(buf, first, last))
+        elif tag == 0x7D:  # }
+            append(_dict(buf, first, last))
         elif tag == 0x7E and first == last:  # ~
             append(None)
         else:
             append(_typed(tag, buf, first, last))
+        start = last + 1
+    return out
+
+
+def _dict(buf: bytes, start: int, end: int) -> dict[Any, Any]:
+    """The dict from `start` to `end` in `buf`: `_items` taken two at a time, built as it is read."""
+    out: dict[Any, Any] = {}
+    find = buf.find
+    while start < end:
+        colon = find(b":", start, end)
+        if colon < 0 or colon - start > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        last = first + int(buf[start:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        tag = buf[last]
+        key = buf[first:last].decode() if tag == 0x3B else _typed(tag, buf, first, last)
+        start = last + 1
+        if start >= end:
+            raise ValueError("not a tnetstring: a key without its value")
+        colon = find(b":", start, end)
+        if colon < 0 or colon - start > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        last = first + int(buf[start:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        tag = buf[last]
+        if tag == 0x3B:  # ;
+            out[key] = buf[first:last].decode()
+        elif tag == 0x2C:  # ,
+            out[key] = buf[first:last]
+        elif tag == 0x5D:  # ]
+            out[key] = _items(buf, first, last)
+        elif tag == 0x7E and first == last:  # ~
+            out[key] = None
+        else:
+            out[key] = _typed(tag, buf, first, last)
         start = last + 1
     return out
 
@@ -276,11 +317,7 @@ def _typed(tag: int, buf: bytes, start: int, end: int) -> Any:
     if tag == 0x3B:  # ;
         return buf[start:end].decode()
     if tag == 0x7D:  # }
-        items = _items(buf, start, end)
-        if len(items) % 2:
-            raise ValueError("not a tnetstring: a key without its value")
-        it = iter(items)
-        return dict(zip(it, it, strict=True))
+        return _dict(buf, start, end)
     if tag == 0x5D:  # ]
         return _items(buf, start, end)
     if tag == 0x23:  # #
