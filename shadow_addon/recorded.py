@@ -127,7 +127,7 @@ def _get(fields: Fields, names: list[bytes], name: bytes) -> str:
     """Headers.get: every value of the field, joined."""
     if name not in names:
         return ""
-    return ", ".join(v.decode("utf-8", "surrogateescape") for n, (_, v) in zip(names, fields) if n == name)
+    return ", ".join(v.decode("utf-8", "surrogateescape") for n, (_, v) in zip(names, fields, strict=True) if n == name)
 
 
 def _set(fields: Fields, names: list[bytes], name: bytes, value: bytes) -> tuple[Fields, list[bytes]]:
@@ -142,7 +142,7 @@ def _set(fields: Fields, names: list[bytes], name: bytes, value: bytes) -> tuple
     if n == 1:
         return out, names
     keep = [j == i or names[j] != name for j in range(len(out))]
-    return [f for f, k in zip(out, keep) if k], [m for m, k in zip(names, keep) if k]
+    return [f for f, k in zip(out, keep, strict=True) if k], [m for m, k in zip(names, keep, strict=True) if k]
 
 
 def _with_length(fields: Fields, names: list[bytes], body: bytes) -> Fields:
