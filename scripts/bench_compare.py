@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 from shadow_addon.budget import MemoryBudget
+from shadow_addon.compare import BODY_LIMIT, CompareConfig, Comparison
 from shadow_addon.compare import pairing as pairing_module
-from shadow_addon.compare.diff import BODY_LIMIT, CompareConfig, Comparison
 from shadow_addon.compare.reply import Reply
 from shadow_addon.metrics import Metrics
 

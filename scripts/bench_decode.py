@@ -22,7 +22,7 @@ from bombs import br_bomb, deflate_bomb, gzip_bomb  # noqa: E402
 
 from shadow_addon.compare import decode  # noqa: E402
 from shadow_addon.compare import pairing as pairing_module  # noqa: E402
-from shadow_addon.compare.diff import CompareConfig  # noqa: E402
+from shadow_addon.compare.config import CompareConfig  # noqa: E402
 from shadow_addon.compare.reply import Reply  # noqa: E402
 from shadow_addon.metrics import Metrics  # noqa: E402
 from shadow_addon.sender import Outcome  # noqa: E402

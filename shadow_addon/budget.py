@@ -29,6 +29,45 @@ class MemoryBudget:
         self.held = max(0, self.held - n)
 
 
+class Tee:
+    """A `request.stream` / `response.stream` function that passes chunks through and keeps up to `limit` bytes of
+    them, each kept byte held against the memory budget: streamed bodies kept for a copy or a comparison count as
+    every other holder does. Past the limit (`over`) or the budget (`refused`) what was kept is freed at once."""
+
+    __slots__ = ("limit", "budget", "kept", "over", "refused")
+
+    def __init__(self, limit: int, budget: MemoryBudget) -> None:
+        self.limit = limit
+        self.budget = budget
+        self.kept: bytearray | None = bytearray()
+        self.over = False
+        self.refused = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.kept is not None:
+            if len(self.kept) + len(chunk) > self.limit:
+                self.over = True
+                self.release()
+            elif not self.budget.take(len(chunk)):
+                self.refused = True
+                self.release()
+            else:
+                self.kept += chunk
+        return chunk
+
+    def take(self) -> bytes | None:
+        """The whole body, its bytes no longer held here (the caller's holder takes them); None when it outgrew the
+        limit or the budget."""
+        body = None if self.kept is None else bytes(self.kept)
+        self.release()
+        return body
+
+    def release(self) -> None:
+        if self.kept is not None:
+            self.budget.release(len(self.kept))
+            self.kept = None
+
+
 class TimeBudget:
     """A share of the event loop's time for one kind of work (comparison): the time the work really took is
     spent from a bucket that refills at `share` seconds per second and holds at most `share` x `burst`. Work may

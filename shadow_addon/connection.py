@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from .sender import Pool
 
 _JOIN_LIMIT = 64 * 1024  # body bytes up to which a copy is joined into one buffer before it is written
+# Answers are read into one buffer shared by every connection (asyncio's read size): each read is handed to the
+# reader and consumed before the next one, so no connection needs its own, and no read allocates a new bytes
+# object of this size (reading a 1 MB answer that is not kept then copies nothing).
+_READ_SIZE = 256 * 1024
+_READ_BUFFER = memoryview(bytearray(_READ_SIZE))
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 
 
@@ -54,6 +59,8 @@ class Owner(Protocol):
     response_limit: int
     is_self: Callable[[str, int], bool] | None
     clock: Callable[[], float]
+    # Asked at a kept answer's head whether it is still wanted as asked (`reader.AtHead`, with its copy).
+    at_head: Callable[[Copy, int, int | None], tuple[int, bool] | None] | None
 
     def answered(self, pool: Pool, conn: H1Conn | None, f: Flight, keep: bool, held: int) -> None: ...
 
@@ -88,7 +95,7 @@ def looped_back(transport: asyncio.Transport, is_self: Callable[[str, int], bool
     return False
 
 
-class H1Conn(asyncio.Protocol):
+class H1Conn(asyncio.BufferedProtocol):
     """A connection to a shadow service, carrying one copy at a time."""
 
     def __init__(self, owner: Owner, pool: Pool) -> None:
@@ -120,7 +127,11 @@ class H1Conn(asyncio.Protocol):
         self.state = State.IDLE
         self.pool.conns.add(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _READ_BUFFER[:nbytes]  # valid until this returns: the reader copies what it keeps
         if self.state not in _BUSY:
             self._abort()  # unsolicited bytes on an idle connection: it can no longer be trusted
             return
@@ -168,7 +179,9 @@ class H1Conn(asyncio.Protocol):
         c = f.c
         self.flight, self.state = f, State.SENT
         self.written = self.owner.clock()  # the shadow's latency runs from here, as production's from its request's
-        self.reader.start(c.method, c.keep_body, max(self.owner.response_limit, c.read_limit), c.hash_body)
+        ask = self.owner.at_head
+        at_head = None if ask is None or not c.keep_body else (lambda status, length: ask(c, status, length))
+        self.reader.start(c.method, c.keep_body, max(self.owner.response_limit, c.read_limit), c.hash_body, at_head)
         self.timer = asyncio.get_running_loop().call_later(max(seconds, 0.0), self._timeout)
         assert self.transport is not None
         parts = assemble(c)

@@ -1,15 +1,15 @@
-"""The copy of one request: what the request hook decided for it (`Pending`), the tee that keeps a streamed
-body, and the `Copy` shaped from the request as production got it (Envoy mirrors after the route's transforms)."""
+"""The copy of one request: what the request hook decided for it (`Pending`, with the tee that keeps a streamed
+body), and the `Copy` shaped from the request as production got it (Envoy mirrors after the route's transforms)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from mitmproxy import http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, routing
+from .budget import Tee
 from .httpsyntax import field_value, has_field
 from .sender import Copy
 from .settings import Settings
@@ -24,8 +24,7 @@ class Pending:
     """What `requestheaders` decided for a flow, used by `request`, `response` and `error`."""
 
     route: routing.Route
-    tee: bytearray | None = None  # streamed body copy, when mitmproxy streams the request
-    tee_over: bool = False
+    tee: Tee | None = None  # what is kept of a streamed body for the copy, when mitmproxy streams the request
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
     via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
     request_done: float = 0.0  # time.time() when this addon's request hook ended: production's request goes out next
@@ -44,27 +43,16 @@ def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str 
     return None
 
 
-def tee(p: Pending, limit: int) -> Callable[[bytes], bytes]:
-    """A `request.stream` function that passes chunks through and keeps them, up to `limit` bytes in all."""
-
-    def keep(chunk: bytes) -> bytes:
-        if not p.tee_over and p.tee is not None:
-            if len(p.tee) + len(chunk) > limit:
-                p.tee_over, p.tee = True, None  # past the limit: free what was kept
-            else:
-                p.tee += chunk
-        return chunk
-
-    return keep
-
-
 def body_of(req: http.Request, limit: int, p: Pending | None = None) -> bytes | str:
     """The body to copy, or the reason it cannot be copied. `p`: what the request hook kept of a streamed body."""
     body = req.raw_content
     if body is None:
         if p is None or p.tee is None:
-            return "body_limit" if p is not None and p.tee_over else "streamed"
-        body = bytes(p.tee)
+            return "streamed"
+        kept = p.tee.take()
+        if kept is None:
+            return "overload" if p.tee.refused else "body_limit"
+        body = kept
     return "body_limit" if len(body) > limit else body
 
 

@@ -255,8 +255,9 @@ class MappingFiles:
                 logger.error("mappings: installing %s failed: %s: %s", source.path, type(e).__name__, e)
                 self.metrics.record_reload(False)
                 ok = False
+            count = len(p.result.mappings)
             del p
-            if ok and _freeze_tables:
+            if ok and _freeze_tables and tablegc.worth_freezing(count):
                 tablegc.freeze()
             self._done(done, ok)
             if ok:  # the old table is freed in the worker thread, piece by piece (it holds no cycles)

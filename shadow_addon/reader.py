@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 import h11
@@ -64,6 +65,11 @@ def _request(method: str) -> h11.Request:
     return r
 
 
+# Asked once, when an answer's final head has arrived (status, declared Content-Length or None): None to read the
+# body as asked; else the (keep, hash) to read it with from then on (an answer no longer wanted, drained unkept).
+AtHead = Callable[[int, int | None], "tuple[int, bool] | None"]
+
+
 class BodyHolder(Protocol):
     """An answer being read: what `take_body` counts, keeps and hashes (HTTP/1 `ResponseReader`, HTTP/2 `Answer`)."""
 
@@ -78,7 +84,7 @@ class BodyHolder(Protocol):
     def _fail(self, reason: str, message: str) -> ReadError: ...
 
 
-def take_body(r: BodyHolder, data: bytes | bytearray) -> None:
+def take_body(r: BodyHolder, data: bytes | bytearray | memoryview) -> None:
     """One piece of an answer's body, under the read limit: kept up to `keep` bytes (taken from the memory
     budget), hashed if asked, counted."""
     size = r.size + len(data)
@@ -114,6 +120,7 @@ class ResponseReader:
         "keep",
         "limit",
         "digest",
+        "at_head",
         "status",
         "headers",
         "http_version",
@@ -132,7 +139,7 @@ class ResponseReader:
         self.method = "GET"
         self._reset(0, 0, False)
 
-    def _reset(self, keep: int, limit: int, hash_body: bool) -> None:
+    def _reset(self, keep: int, limit: int, hash_body: bool, at_head: AtHead | None = None) -> None:
         self.h11_used = False  # this response goes through h11 (the fast path did not take it)
         self.remaining: int | None = None  # fast path: Content-Length body bytes still to come
         self.keep_alive = True  # fast path: no `Connection: close`
@@ -141,6 +148,7 @@ class ResponseReader:
         # Hashed while reading only when the body may outgrow what is kept: a kept body is hashed when compared,
         # and one past the limit is not compared at all.
         self.digest = hashlib.sha256() if hash_body and self.limit > keep else None
+        self.at_head = at_head
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.http_version = "HTTP/1.1"
@@ -150,10 +158,24 @@ class ResponseReader:
         self.interim = 0
         self.done = False
 
-    def start(self, method: str, keep: int, limit: int, hash_body: bool = False) -> None:
-        """A request is being sent on this connection (a fresh one, or one whose last exchange `reusable`)."""
+    def start(self, method: str, keep: int, limit: int, hash_body: bool = False, at_head: AtHead | None = None) -> None:
+        """A request is being sent on this connection (a fresh one, or one whose last exchange `reusable`).
+        `at_head`: asked when the final head has arrived, before any body byte is kept or hashed."""
         self.method = method
-        self._reset(keep, limit, hash_body)
+        self._reset(keep, limit, hash_body, at_head)
+
+    def _decide(self, length: int | None) -> None:
+        """The final head is in: the body is read as `at_head` now says (the limit read stays as it was, so an
+        answer no longer kept still ends, and is timed, at its last byte)."""
+        ask, self.at_head = self.at_head, None
+        if ask is None or self.status is None:
+            return
+        change = ask(self.status, length)
+        if change is not None:
+            keep, hash_body = change
+            self.keep = min(keep, self.keep)
+            if not hash_body:
+                self.digest = None
 
     def _use_h11(self) -> None:
         """h11 reads this response: it learns of the request now (its state machine frames the answer by it)."""
@@ -186,14 +208,17 @@ class ResponseReader:
     def sha256(self) -> str:
         return self.digest.hexdigest() if self.digest is not None else ""
 
-    def feed(self, data: bytes) -> bool:
-        """Consume `data`; True once the response is complete. Raises ReadError."""
+    def feed(self, data: bytes | memoryview) -> bool:
+        """Consume `data`; True once the response is complete. Raises ReadError. `data` may be a view of a buffer
+        the caller reuses: nothing of it is kept beyond this call but copies."""
         if self.done:
             return True
         if not data:  # h11 reads b"" as the end of the stream
             return False
         if self.remaining is not None:
-            return self._rest(data)
+            return self._rest(data)  # body bytes: counted, kept (copied) or hashed, never held as given
+        if not isinstance(data, bytes):
+            data = bytes(data)
         if not self.h11_used:
             done = self._fast(data)
             if done is not None:
@@ -238,10 +263,12 @@ class ResponseReader:
             return None  # delimited by the close: h11
         self.status, self.headers, self.keep_alive = int(m[1]), fields, keep_alive
         self._check_length(length)
+        if self.at_head is not None:
+            self._decide(length)
         self.remaining = length
         return self._rest(data[end + 4 :])
 
-    def _rest(self, data: bytes) -> bool:
+    def _rest(self, data: bytes | memoryview) -> bool:
         """Fast path: body bytes of a Content-Length response."""
         left = self.remaining
         assert left is not None
@@ -315,10 +342,16 @@ class ResponseReader:
         self.status = ev.status_code
         self.headers = list(ev.headers.raw_items())
         self.http_version = "HTTP/" + ev.http_version.decode()
+        length = None
         if self.method != "HEAD" and ev.status_code not in _NO_BODY:
             framing = dict(ev.headers)  # h11 has checked them: one Content-Length, or chunked
             if b"transfer-encoding" not in framing and b"content-length" in framing:
-                self._check_length(int(framing[b"content-length"]))
+                length = int(framing[b"content-length"])
+                self._check_length(length)
+        else:
+            length = 0
+        if self.at_head is not None:
+            self._decide(length)
 
-    def _data(self, data: bytes | bytearray) -> None:
+    def _data(self, data: bytes | bytearray | memoryview) -> None:
         take_body(self, data)

@@ -6,7 +6,7 @@ becomes a reason.
 Why not mitmproxy's `replay.client`: its queue is unbounded and serial (or unlimited), it has no timeout,
 replayed flows re-enter every addon's hooks, and it measured ~0.3x of plain mitmdump's throughput. This is
 a small HTTP/1.1 client on mitmproxy's own event loop, written on asyncio's Protocol API rather than streams:
-a response is parsed in `data_received` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
+a response is parsed in `buffer_updated` as it arrives (`reader.ResponseReader`, h11 under caps, so each answer
 costs a bounded amount whatever the shadow sends), a copy on a kept-alive connection needs no task, no future
 and no extra loop iteration, which is what makes 100 % shadowing cheap for production. Bytes held for copies'
 bodies and kept answers are counted in one `MemoryBudget`, shared across services and with comparison.
@@ -111,7 +111,9 @@ class Sender:
     """Copies to shadow services. `budget` bounds the bytes held for copies' bodies and kept answers, across
     services (shared with comparison); `response_limit` the body bytes read of an answer nobody keeps; `is_self`
     (ip, port) tells a connection to this proxy itself, which is dropped as `loop`; `clock`: monotonic seconds,
-    for back-off and the shadow's latency (a test may move it on)."""
+    for back-off and the shadow's latency (a test may move it on); `at_head` (copy, status, declared length), asked
+    when the head of an answer to be kept has arrived: None to read it as asked, else the (keep, hash) to read its
+    body with (an answer whose comparison was given up meanwhile is then drained, neither kept nor hashed)."""
 
     def __init__(
         self,
@@ -125,6 +127,7 @@ class Sender:
         is_self: Callable[[str, int], bool] | None = None,
         h2_ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
+        at_head: Callable[[Copy, int, int | None], tuple[int, bool] | None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.max_inflight = max_inflight
@@ -136,6 +139,7 @@ class Sender:
         self.is_self = is_self
         self.h2_ssl_context = h2_ssl_context
         self.clock = clock
+        self.at_head = at_head
         self.pools: dict[Address, Pool] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.attempts: set[_Attempt] = set()

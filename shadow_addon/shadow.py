@@ -39,7 +39,7 @@ from . import (
     selfloop,
     settings,
 )
-from .budget import MemoryBudget
+from .budget import MemoryBudget, Tee
 from .compare import options as compare_options
 from .compare.pairing import Pairing
 from .copies import Pending
@@ -74,7 +74,7 @@ class Shadow:
         self._flows: bool | None = None
         self.replay = replay.Replay(self)
         self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
-        self.grpc_calls: dict[str, grpcflow.Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
+        self.grpc_calls: dict[str, Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
         self._table_options: dict[str, Any] = {}  # the reload options' values the serving table was loaded with
         self._restoring = False  # putting those back after a failed run-time load: no load again
 
@@ -135,7 +135,14 @@ class Shadow:
             self.admin = None
         if self.sender is not None:
             self.sender.close()
+        for p in self.pending.values():
+            if p.tee is not None:
+                p.tee.release()
         self.pending.clear()
+        for tee in self.grpc_calls.values():
+            if tee is not None:
+                tee.release()
+        self.grpc_calls.clear()
         if self.pairing is not None:
             self.pairing.close()
 
@@ -220,6 +227,7 @@ class Shadow:
             budget=self.budget,
             is_self=lambda ip, port: self.listen.is_self(ip, port),  # read each time: `listen` follows the options
             h2_ssl_context=client_context(o.ssl_insecure, o.ssl_verify_upstream_trusted_ca, ["h2"]),
+            at_head=self._at_head,
         )
         if old is not None:
             old.close()
@@ -277,14 +285,12 @@ class Shadow:
         if route.mapping is not None and route.mapping.grpc and grpcflow.is_call(req):
             # Passed on as it comes (streaming calls), kept up to shadow_body_limit for the copy and the flow.
             self.grpc_calls[flow.id] = None
-            p.tee = bytearray()
-            req.stream = copies.tee(p, s.body_limit)
+            p.tee = req.stream = Tee(s.body_limit, self.budget)
         if route.shadow is not None:
             if reason := copies.not_copied(req, s.methods):
                 self._skip_copy(p, reason)
             elif req.stream and p.tee is None:
-                p.tee = bytearray()
-                req.stream = copies.tee(p, s.body_limit)
+                p.tee = req.stream = Tee(s.body_limit, self.budget)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if not flow.live:
@@ -293,8 +299,9 @@ class Shadow:
             return self.replay.recorded(flow)
         p = self.pending.get(flow.id)
         if p is not None and p.tee is not None and flow.id in self.grpc_calls and flow.request.raw_content is None:
-            flow.request.raw_content = bytes(p.tee)  # the streamed call whole, as if buffered: flow, capture, copy
-            p.tee = None
+            kept = p.tee.take()
+            if kept is not None:  # the streamed call whole, as if buffered: flow, capture, copy
+                flow.request.raw_content, p.tee = kept, None
         if p is None:
             return None
         if p.route.shadow is not None and self.sender is not None:
@@ -303,14 +310,17 @@ class Shadow:
                 self._skip_copy(p, body)
             else:
                 self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
-                p.tee, p.sent = None, True
+                p.sent = True
+            if p.tee is not None:
+                p.tee.release()
+                p.tee = None
         p.request_done = time.time()  # production's latency is measured from here, as the copy's from its write
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if self.grpc_calls and flow.id in self.grpc_calls and flow.response is not None:
             keep = self.pairing.config.body_limit if self.pairing is not None else 0
-            tee = self.grpc_calls[flow.id] = grpcflow.Tee(max(keep, self.settings.body_limit))
+            tee = self.grpc_calls[flow.id] = Tee(max(keep, self.settings.body_limit), self.budget)
             flow.response.stream = tee
             p = self.pending.get(flow.id)
             if p is not None:  # the head goes out now: its edits cannot wait for `response`
@@ -321,8 +331,12 @@ class Shadow:
         if self.grpc_calls and flow.id in self.grpc_calls:
             streamed_call, tee = True, self.grpc_calls.pop(flow.id)
             if tee is not None and flow.response is not None and flow.response.raw_content is None:
-                flow.response.raw_content = tee.body()  # None past the limit: not compared ("response streamed")
+                flow.response.raw_content = tee.take()  # None past the limit: not compared ("response streamed")
+            elif tee is not None:
+                tee.release()
         p = self.pending.pop(flow.id, None)
+        if p is not None and p.tee is not None:
+            p.tee.release()
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
@@ -338,10 +352,13 @@ class Shadow:
             self.pairing.production_answered(flow, p.route.group.shadow.name)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.grpc_calls.pop(flow.id, None)
+        if (tee := self.grpc_calls.pop(flow.id, None)) is not None:
+            tee.release()
         p = self.pending.pop(flow.id, None)
         if p is None:
             return
+        if p.tee is not None:
+            p.tee.release()
         production.record_error(self.metrics, p.route)
         if self.pairing is not None:
             self.pairing.production(flow.id, None, "error")
@@ -429,6 +446,15 @@ class Shadow:
                 self._show(c, out, None)
         except Exception:  # comparison and the flow view are conveniences: they must not affect copies
             logger.exception("shadow: could not record the shadow's result")
+
+    def _at_head(self, c: Copy, status: int, length: int | None) -> tuple[int, bool] | None:
+        """The head of a kept answer has arrived: a compared copy whose pair comparison has given up meanwhile is
+        read on without being kept for comparison or hashed (kept only for the flow view, if that is on)."""
+        if self.pairing is None or not c.hash_body or secondary.primary_key(c.context) is not None:
+            return None
+        if self.pairing.shadow_wanted(str(c.context), length):
+            return None
+        return (self.settings.body_limit if self._flows_wanted() else 0), False
 
     def _show(self, c: Copy, out: Outcome, result: compare.Comparison | None) -> None:
         flowview.show(ctx.master.addons.get("view"), c, out, result)

@@ -38,9 +38,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The shared corpus of real Mapping files, wherever the checkout sits below it (main checkout or a worktree).
+CORPUS = next(
+    (p / "shared" / "emissary-corpus" for p in Path(__file__).resolve().parents if (p / "shared").is_dir()),
+    Path("/nonexistent"),
+)
+
+
 # ---------------------------------------------------------------------------------------------- processes
-# Every process a test starts goes through `run_process` (to its end) or `spawn`/`started` (kept running, then `stop`):
-# no stdin, in a session of its own so that a stuck one is killed with everything it started.
+# Every process a test starts goes through `run_process` (to its end) or `spawn`/`started` (kept running, then `stop`;
+# its output read as it comes with `read_log_until`): no stdin unless asked for, in a session of its own so that a
+# stuck one is killed with everything it started. tests/test_structure.py keeps test modules from starting processes
+# any other way.
+
+Process = subprocess.Popen[bytes]
 
 
 def run_process(
@@ -78,12 +89,14 @@ def spawn(
     cwd: Path | str | None = None,
     env: dict[str, str] | None = None,
     shell: bool = False,
-) -> subprocess.Popen[bytes]:
-    """A process kept running, its output (stdout and stderr) in `log`; the caller stops it with `stop`."""
+    stdin: bool = False,
+) -> Process:
+    """A process kept running, its output (stdout and stderr) in `log`; the caller stops it with `stop`. With
+    `stdin`, the caller writes to it through `proc.stdin` (a pipe); without, it reads nothing."""
     with open(log, "wb") as fh:
         return subprocess.Popen(
             cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=fh,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -93,7 +106,7 @@ def spawn(
         )
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+def stop(proc: Process, grace: float = 10.0) -> int:
     """SIGINT (mitmdump's clean exit, with its summary) to the process's group; past `grace` the group is killed."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -104,7 +117,32 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
     return proc.returncode
+
+
+def read_log_until(log: Path, want: str | re.Pattern[str], timeout: float, proc: Process | None = None) -> str:
+    """The text of a `spawn`ed process's log once it holds `want` (a string, or a pattern searched for), polled for
+    at most `timeout` s. Fails with the log so far past the timeout, or as soon as `proc` has ended without it."""
+    deadline = time.monotonic() + timeout
+
+    def found(text: str) -> bool:
+        return want in text if isinstance(want, str) else want.search(text) is not None
+
+    while True:
+        ended = proc is not None and proc.poll() is not None  # before reading: what it wrote last is then seen
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if found(text):
+            return text
+        shown = want if isinstance(want, str) else want.pattern
+        if ended:
+            assert proc is not None
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {shown!r}:\n{text[-3000:]}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no {shown!r} within {timeout:g} s; the log so far:\n{text[-3000:]}")
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -114,9 +152,10 @@ def started(
     cwd: Path | str | None = None,
     env: dict[str, str] | None = None,
     shell: bool = False,
-) -> Iterator[subprocess.Popen[bytes]]:
+    stdin: bool = False,
+) -> Iterator[Process]:
     """`spawn` for the length of a `with` block: stopped when it ends, whatever happened."""
-    proc = spawn(cmd, log, cwd, env, shell)
+    proc = spawn(cmd, log, cwd, env, shell, stdin)
     try:
         yield proc
     finally:
@@ -258,7 +297,7 @@ class Upstream:
 class Proxy:
     """A running mitmdump (or mitmweb) with the addon; always stopped by the fixture that made it."""
 
-    proc: subprocess.Popen[bytes]
+    proc: Process
     port: int
     logfile: Path
     admin_port: int | None = None
@@ -315,7 +354,7 @@ def names_resolve_on_host_files_only(tmp: Path) -> list[str]:
     prefix = [*ns, "sh", "-c", f'mount --bind {conf} /etc/nsswitch.conf && exec "$@"', "sh"]
     if not shutil.which("unshare"):
         pytest.skip("needs unshare to keep name resolution on this host")
-    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=10)
+    probe = run_process([*prefix, "true"], 10)
     if probe.returncode != 0:
         pytest.skip(f"mount namespaces not permitted here: {probe.stderr.strip()}")
     return prefix

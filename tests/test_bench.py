@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import h11
 import pytest
 from mitmproxy.net import encoding
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from support import ROOT
+from support import ROOT, read_log_until, started
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -134,17 +135,13 @@ def test_the_replay_captures_are_read_alike_by_mitmproxy_and_the_addon(tmp_path)
         assert x.response.content == y.response.content == answers.BODY  # type: ignore[attr-defined]
 
 
-def test_the_flood_server_streams_until_the_client_leaves() -> None:
+def test_the_flood_server_streams_until_the_client_leaves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchkit.servers", "flood"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        port = json.loads(proc.stdout.readline())["ports"]["flood"]
+    log = tmp_path / "flood.log"
+    with started([sys.executable, "-m", "benchkit.servers", "flood"], log, env=env, stdin=True) as proc:
+        assert proc.stdin is not None
+        out = read_log_until(log, re.compile(r'^\{"ports".*\n', re.M), 30, proc)
+        port = json.loads(answer_lines(out)[0])["ports"]["flood"]
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nx-mitmproxy-shadow: 1\r\n\r\n")
             got = bytearray()
@@ -155,15 +152,17 @@ def test_the_flood_server_streams_until_the_client_leaves() -> None:
             assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
         proc.stdin.write(b"stats\n")
         proc.stdin.flush()
-        stats = json.loads(proc.stdout.readline())["flood"]
+        out = read_log_until(log, re.compile(r'^\{"flood".*\n', re.M), 30, proc)
+        stats = json.loads(answer_lines(out)[1])["flood"]
         assert (stats["requests"], stats["marked"], stats["answered"]) == (1, 1, 1)
         proc.stdin.write(b"quit\n")
         proc.stdin.flush()
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+
+
+def answer_lines(log: str) -> list[str]:
+    """The servers' JSON lines (their ports, then one answer a command) among whatever else went to the log."""
+    return [line for line in log.splitlines() if line.startswith("{")]
 
 
 def test_the_routed_set_is_the_default_route_without_its_shadow(tmp_path) -> None:

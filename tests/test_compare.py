@@ -22,6 +22,7 @@ from shadow_addon.compare import (
     NoiseLearner,
     NoiseSet,
     Reply,
+    building,
     compare,
     endpoint,
     parse_ignore,
@@ -31,9 +32,11 @@ from shadow_addon.compare import (
     skipped,
 )
 from shadow_addon.compare import pairing as pairing_module
-from shadow_addon.compare.diff import MAX_DEPTH, MAX_LABEL, Difference, clip
 from shadow_addon.compare.fields import parse_pointer
 from shadow_addon.compare.pairing import PAIR_BYTES, Pairing
+from shadow_addon.compare.prints import MAX_DEPTH
+from shadow_addon.compare.render import MAX_LABEL, clip
+from shadow_addon.compare.result import Difference
 from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
@@ -938,13 +941,13 @@ async def test_decodings_waiting_for_the_worker_are_bounded_and_a_closed_pairing
     pr = pairing(None)
     results: list[Comparison] = []
     headers = [(b"content-encoding", b"br")]
-    n = pairing_module.MAX_DECODING + 2
+    n = building.MAX_DECODING + 2
     for i in range(n):
         bomb = br_bomb(64 << 20) + b"\0" * (i + 2)  # each new: none known refused yet
         pr.expect(str(i), "m", "GET /", {})
         pr.production(str(i), js({"a": 1}))
         pr.shadow_answered(str(i), Outcome(status=200, headers=headers, body=bomb, body_size=len(bomb)), results.append)
-    assert pr.decoding == pairing_module.MAX_DECODING
+    assert pr.decoding == building.MAX_DECODING
     assert len(results) == 2 and all(any("overload (decoding)" in d for d in r.diffs) for r in results), results
     pr.close()
     for _ in range(500):  # <= 5 s
@@ -958,8 +961,8 @@ def test_an_identical_production_answer_is_not_looked_inside_again(monkeypatch: 
     from shadow_addon.compare import noise as noise_module
 
     flattened = []
-    real = noise_module._flatten
-    monkeypatch.setattr(noise_module, "_flatten", lambda doc, n: flattened.append(doc) or real(doc, n))
+    real = noise_module.flatten
+    monkeypatch.setattr(noise_module, "flatten", lambda doc, n: flattened.append(doc) or real(doc, n))
     learner = NoiseLearner()
     for _ in range(3):
         learner.observe("m", "k", js({"id": 1, "at": "10:00"}))

@@ -14,20 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadow_addon.budget import MemoryBudget, TimeBudget
-from shadow_addon.compare import diff as diff_module
-from shadow_addon.compare import noise as noise_module
+from shadow_addon.compare import changes as changes_module
+from shadow_addon.compare import jsondiff
 from shadow_addon.compare import pairing as pairing_module
-from shadow_addon.compare.diff import (
-    MAX_LABEL,
-    MAX_VALUE,
-    CompareConfig,
-    Comparison,
-    compare,
-    render,
-)
+from shadow_addon.compare import prints as prints_module
+from shadow_addon.compare.config import CompareConfig
+from shadow_addon.compare.diff import compare
 from shadow_addon.compare.noise import NoiseLearner, NoiseSet
 from shadow_addon.compare.pairing import Pairing
-from shadow_addon.compare.reply import Reply
+from shadow_addon.compare.render import MAX_LABEL, MAX_VALUE, render
+from shadow_addon.compare.reply import NOT_JSON, Reply
+from shadow_addon.compare.result import Comparison
 from shadow_addon.compare.store import MismatchStore
 from shadow_addon.metrics import Metrics
 
@@ -238,22 +235,22 @@ def test_time_budget_refills_at_its_share_and_is_overdrawn_by_one_item_at_most()
 def test_json_over_the_parse_limit_is_compared_as_bytes() -> None:
     p, s = js({"a": "x" * 100, "b": 1}), js({"a": "x" * 100, "b": 2})
     c = compare(p, s, CompareConfig(parse_limit=50))
-    assert c.result == "mismatch" and p._json is diff_module.NOT_JSON.__class__ or p.will_parse()
+    assert c.result == "mismatch" and p._json is NOT_JSON.__class__ or p.will_parse()
     assert c.diffs[0].startswith("body: line 1: ")
 
 
 def test_a_walk_past_its_node_cap_is_skipped_as_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diff_module, "MAX_NODES", 50)
+    monkeypatch.setattr(jsondiff, "MAX_NODES", 50)
     c = compare(js(list(range(100))), js(list(range(1, 101))), CompareConfig())
     assert (c.result, c.reason) == ("skipped", "size")
 
 
 def test_noise_learning_and_covers_are_linear_in_depth(monkeypatch: pytest.MonkeyPatch) -> None:
-    depth = noise_module.MAX_DEPTH
+    depth = prints_module.MAX_DEPTH
     doc = lambda leaf: {"l": [{"a": {"b": leaf, "c": i}} for i in range(300)], "d": _nest(depth - 2, leaf)}  # noqa: E731
     named = []
-    real_path = noise_module._path
-    monkeypatch.setattr(noise_module, "_path", lambda nodes, key: named.append(key) or real_path(nodes, key))
+    real_path = changes_module.path_of
+    monkeypatch.setattr(changes_module, "path_of", lambda nodes, key: named.append(key) or real_path(nodes, key))
     learner = NoiseLearner(max_nodes=100_000)
     learner.observe("m", "k", js(doc(1)))
     learner.observe("m", "k", js(doc(2)))
@@ -269,19 +266,19 @@ def test_noise_learning_and_covers_are_linear_in_depth(monkeypatch: pytest.Monke
 def test_what_an_observation_names_is_bounded_however_many_fields_change(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten times more changed fields than are named, deep ones: each is walked up at most once per observation,
     and only the first MAX_CHANGES (besides those learned) are."""
-    depth = noise_module.MAX_DEPTH - 2
-    doc = lambda leaf: {f"k{i}": _nest(depth, leaf) for i in range(10 * noise_module.MAX_CHANGES)}  # noqa: E731
+    depth = prints_module.MAX_DEPTH - 2
+    doc = lambda leaf: {f"k{i}": _nest(depth, leaf) for i in range(10 * changes_module.MAX_CHANGES)}  # noqa: E731
     named = []
-    real_path = noise_module._path
-    monkeypatch.setattr(noise_module, "_path", lambda nodes, key: named.append(key) or real_path(nodes, key))
+    real_path = changes_module.path_of
+    monkeypatch.setattr(changes_module, "path_of", lambda nodes, key: named.append(key) or real_path(nodes, key))
     learner = NoiseLearner(max_nodes=200_000, node_budget=200_000, max_noise=8)
     learner.observe("m", "k", js(doc(0)))
     for leaf in (1, 2):
         named.clear()
         changes = learner.observe("m", "k", js(doc(leaf)))
-        assert changes is not None and len(changes.fields) == noise_module.MAX_CHANGES
-        assert changes.more == 9 * noise_module.MAX_CHANGES and len(set(changes.fields)) == noise_module.MAX_CHANGES
-        assert len(named) == len(set(named)) <= noise_module.MAX_CHANGES + 8  # learned ones are named too, once
+        assert changes is not None and len(changes.fields) == changes_module.MAX_CHANGES
+        assert changes.more == 9 * changes_module.MAX_CHANGES and len(set(changes.fields)) == changes_module.MAX_CHANGES
+        assert len(named) == len(set(named)) <= changes_module.MAX_CHANGES + 8  # learned ones are named too, once
     assert len(learner.noise("m")) == 8
 
 
@@ -294,8 +291,8 @@ def _nest(depth: int, leaf: Any) -> Any:
 
 def test_prints_nested_past_max_depth_keep_no_field_detail() -> None:
     learner = NoiseLearner(max_nodes=100_000)
-    learner.observe("m", "k", js(_nest(noise_module.MAX_DEPTH + 5, 1)))
-    learner.observe("m", "k", js(_nest(noise_module.MAX_DEPTH + 5, 2)))
+    learner.observe("m", "k", js(_nest(prints_module.MAX_DEPTH + 5, 1)))
+    learner.observe("m", "k", js(_nest(prints_module.MAX_DEPTH + 5, 2)))
     assert len(learner.noise("m")) == 0 and learner.nodes == 0
 
 
@@ -309,7 +306,7 @@ def test_noise_prints_and_stored_mismatches_are_held_in_the_memory_budget() -> N
         prod = Reply.of(200, JSON, json.dumps({"i": i, "v": list(range(50))}).encode())
         pr.learn("m", f"k{i}", prod)
         run_pair(pr, f"p{i}", prod, js({"i": -1}))
-    assert pr.learner.held == sum(p.bytes for p in pr.learner.prints.values()) > 30 * 50 * noise_module.NODE_BYTES
+    assert pr.learner.held == sum(p.bytes for p in pr.learner.prints.values()) > 30 * 50 * prints_module.NODE_BYTES
     stored = sum(r.size for r in pr.store.records)
     assert len(pr.store.records) == 30 and budget.held == pr.learner.held + stored + pr.judge.held
     pr.close()
@@ -397,3 +394,50 @@ def test_decimal_numbers_learn_and_render() -> None:
     assert len(learner.noise("m")) == 0
     assert render(Decimal("1e400")) == "1E+400"
     assert os.sep  # keeps the import used on every platform
+
+
+def test_past_its_share_at_the_shadows_head_a_pair_ends_there_unless_it_may_be_the_same_bytes() -> None:
+    """Asked at the head of the shadow's answer: while the share allows, the body is kept; past it, the pair ends
+    at once as skipped (budget), unless production's answer, in already, is as long (the same bytes compare at no
+    cost). A pair already decided (production failed) is left to end under its own reason."""
+    clock = Clock()
+    pr = Pairing(Metrics(), CompareConfig(loop_share=0.05), clock=clock)
+    for key in ("a", "b", "c", "d"):
+        assert pr.expect(key, "m", "GET /", {"method": "GET", "path": "/"})
+    assert pr.shadow_wanted("a", 10)  # the share allows
+    pr.loop.spend(1.0)
+    body = json.dumps({"a": 1}).encode()
+    pr.production("b", js({"a": 1}))
+    pr.production("c", js({"a": 1}))
+    pr.production("d", None, "error")
+    assert pr.shadow_wanted("b", len(body)) and "b" in pr.pairs  # may be the same bytes
+    assert not pr.shadow_wanted("c", len(body) + 1) and "c" not in pr.pairs
+    assert not pr.shadow_wanted("unknown", 10)
+    assert pr.shadow_wanted("d", 10)
+    assert pr.metrics.compare_skipped == {("m", "budget"): 1}
+    assert pr.shadow("b", js({"a": 1}), None) and pr.metrics.compare_skipped == {("m", "budget"): 1}
+    assert not pr.shadow("c", js({"a": 2}), None)  # ended at its head: its answer is no longer paired
+    pr.close()
+
+
+def test_minus_one_and_minus_two_are_different_values_to_the_noise_learner() -> None:
+    """CPython hashes -1 and -2 alike: a print must still tell them apart (else production's -1 then -2 would
+    teach nothing, and a noise sample would name fewer fields than the comparison of the same answers)."""
+    learner = NoiseLearner()
+    learner.observe("m", "k", js({"a": -1, "b": [None, -1]}))
+    changes = learner.observe("m", "k", js({"a": -2, "b": [None, -2]}))
+    assert changes is not None and set(changes.fields) == {"/a", "/b/*"}
+    assert learner.noise("m").covers(("a",))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "result"),
+    [
+        (b"10e999999999999999999", b"10e999999999999999998", "mismatch"),
+        (b"[1E+99999999999999999999]", b"[1E+99999999999999999999]", "match"),
+        (b"[1e99999999999999999999]", b"[1e+99999999999999999999]", "mismatch"),  # bytes differ: not read as JSON
+    ],
+)
+def test_a_number_beyond_any_decimal_is_compared_as_written(a: bytes, b: bytes, result: str) -> None:
+    headers = [("content-type", "application/json")]
+    assert compare(Reply.of(200, headers, a), Reply.of(200, headers, b), CompareConfig()).result == result

@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, run_process, wait_until
+from support import ROOT, read_log_until, run_process, started, wait_until
 
 DEMO = ROOT / "scripts" / "demo.py"
 MARK = "SHADOW_DEMO_TEST_RUN"  # set in the demo's environment; every process it starts inherits it
@@ -54,21 +51,6 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             except ProcessLookupError:
                 pass
         pytest.fail(f"the demo left processes running: {details}")
-
-
-def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> str:
-    """Output of proc up to and including `text`, waiting at most `timeout` seconds."""
-    assert proc.stdout is not None
-    fd, out, deadline = proc.stdout.fileno(), "", time.monotonic() + timeout
-    while text not in out:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise AssertionError(f"no {text!r} within {timeout} s; output so far:\n{out}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise AssertionError(f"the demo ended before printing {text!r}:\n{out}")
-        out += chunk.decode(errors="replace")
-    return out
 
 
 def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None:
@@ -135,28 +117,18 @@ def test_demo_runs_and_reports(tmp_path: Path, demo_env: dict[str, str]) -> None
     assert re.search(r"^  FAIL: catalog-v2: 100 of 100 pairs differ", replay, re.M), replay
 
 
-def test_demo_keep_web_until_ctrl_c(demo_env: dict[str, str]) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(DEMO), "--web", "--requests", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=demo_env,
-        cwd=ROOT,
-    )
-    try:
-        out = read_until(proc, "Press Ctrl-C to stop.", timeout=90)
+def test_demo_keep_web_until_ctrl_c(tmp_path: Path, demo_env: dict[str, str]) -> None:
+    log = tmp_path / "demo.log"
+    with started([sys.executable, str(DEMO), "--web", "--requests", "60"], log, cwd=ROOT, env=demo_env) as proc:
+        out = read_log_until(log, "Press Ctrl-C to stop.", 90, proc)
         urls = dict(re.findall(r"^  (proxy|dashboard|mitmweb)\s+(http://127\.0\.0\.1:\d+/\S*)", out, re.M))
         assert set(urls) == {"proxy", "dashboard", "mitmweb"}, out
         for name, url in urls.items():
             with urllib.request.urlopen(url, timeout=10) as resp:
                 assert resp.status == 200, (name, url)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
-        rest, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out + rest.decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does, to the demo alone: it stops the rest
+        proc.wait(30)
+        assert proc.returncode == 0, log.read_text(errors="replace")
 
 
 def test_demo_fails_clearly_when_the_proxy_cannot_start(tmp_path: Path, demo_env: dict[str, str]) -> None:

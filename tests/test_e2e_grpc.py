@@ -526,9 +526,7 @@ def test_the_gate_replays_a_grpc_capture_over_http2_and_fails_on_a_changed_field
 ) -> None:
     """`mitmshadow replay` of a recorded gRPC capture: copies go to a `grpc: true` shadow over HTTP/2 and are compared
     with the recorded answers; a shadow answering alike passes the gate, one changing a protobuf field fails it."""
-    import subprocess
-
-    from support import MITMDUMP
+    from support import MITMDUMP, run_process
 
     def answer(price: int) -> Callable[[bytes], bytes]:
         return lambda req: b"\x0a" + bytes([len(req)]) + req + b"\x10" + bytes([price])  # {1: request, 2: price}
@@ -550,7 +548,7 @@ def test_the_gate_replays_a_grpc_capture_over_http2_and_fails_on_a_changed_field
         shadow = service(f"shadow{price}", reply=answer(price))
         cmd = [str(MITMDUMP.parent / "mitmshadow"), "replay", str(capture), "--mappings", str(m)]
         cmd += ["--service", f"echo-next={shadow.address}"]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        run = run_process(cmd, 120)
         assert run.returncode == code, run.stdout + run.stderr
         assert sorted(c.request for c in shadow.calls) == [b"sku-1", b"sku-2", b"sku-3"]  # over HTTP/2: grpcio
     assert prod.count == 3  # production only as recorded

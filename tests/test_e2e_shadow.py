@@ -130,6 +130,30 @@ def test_streamed_body_teed_within_limit_and_dropped_beyond(tmp_path: Path, upst
     assert [s.path for s in sh.seen] == ["/v1/streamed"]
 
 
+def test_a_streamed_body_is_kept_within_the_memory_budget(tmp_path: Path, upstream, proxy) -> None:
+    """What is kept of a streamed body for its copy is held against shadow_memory_limit like every other holder:
+    past it the copy is dropped as `overload` (production whole), and the bytes come back when the flow ends."""
+    sets = {"stream_large_bodies": "64k", "shadow_body_limit": "4m", "shadow_memory_limit": "1m"}
+    p, api, sh = shadow_setup(tmp_path, upstream, proxy, sets=sets)
+    big, small = os.urandom(2 * 1024 * 1024), os.urandom(300 * 1024)
+    # While a body streams, what its tee has kept so far is held.
+    head = f"POST /api/part HTTP/1.1\r\nHost: x\r\nContent-Length: {len(small)}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as c:
+        c.sendall(head + small[: 200 * 1024])
+        assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_memory_bytes") >= 128 * 1024, 10), metrics_of(p)
+        c.sendall(small[200 * 1024 :])
+        assert c.recv(12).startswith(b"HTTP/1.1 200")
+    assert sh.wait_for(1) and sh.seen[0].body == small
+    s, _, out = p.request("POST", "/api/big", body=big)
+    assert s == 200 and json.loads(out)["size"] == len(big)  # under the body limit, over the memory budget
+    assert wait_until(lambda: metric_sum(metrics_of(p), "shadow_dropped_total", reason="overload") == 1)
+    assert metric_sum(metrics_of(p), "shadow_memory_bytes") == 0  # what the tee had kept was given back
+    s, _, out = p.request("POST", "/api/small", body=small)
+    assert s == 200 and json.loads(out)["size"] == len(small)
+    assert sh.wait_for(2) and sh.seen[1].body == small  # the budget is whole again: the next copy goes
+    assert [c.path for c in sh.seen] == ["/v1/part", "/v1/small"]
+
+
 def h2_request(
     port: int, method: str, path: str, authority: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
 ) -> tuple[int | None, bytes]:

@@ -348,7 +348,7 @@ def test_protobuf_messages_are_decoded_generically() -> None:
 
 
 def test_a_changed_protobuf_field_is_named_in_the_diff() -> None:
-    from shadow_addon.compare.diff import CompareConfig, compare
+    from shadow_addon.compare import CompareConfig, compare
 
     prod = grpc_reply(grpcwire.frame(pb((1, b"alice"), (2, 10), (3, pb((1, 3))))))
     shadow = grpc_reply(grpcwire.frame(pb((1, b"alice"), (2, 12), (3, pb((1, 3))))))
@@ -362,7 +362,7 @@ def test_a_changed_protobuf_field_is_named_in_the_diff() -> None:
 
 
 def test_grpc_status_is_compared_as_the_status() -> None:
-    from shadow_addon.compare.diff import CompareConfig, compare
+    from shadow_addon.compare import CompareConfig, compare
 
     body = grpcwire.frame(pb((1, 1)))
     c = compare(grpc_reply(body), grpc_reply(b"", "5", "no such user"), CompareConfig())  # type: ignore[arg-type]
@@ -442,8 +442,7 @@ def descriptor_set() -> bytes:
 
 
 def test_with_a_descriptor_set_fields_are_named(tmp_path: Path) -> None:
-    from shadow_addon.compare import descriptors
-    from shadow_addon.compare.diff import CompareConfig, compare
+    from shadow_addon.compare import CompareConfig, compare, descriptors
 
     f = tmp_path / "shop.pb"
     f.write_bytes(descriptor_set())

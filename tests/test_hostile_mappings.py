@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy.http import Headers
-from support import ADDON, MITMDUMP, ROOT, free_port
+from support import ADDON, MITMDUMP, ROOT, free_port, run_process
 
 from shadow_addon import mappings, routing
 from shadow_addon.mappings import LoadResult, load_path, parse_text
@@ -744,7 +743,7 @@ def test_malformed_file_gives_exactly_its_expected_line(name: str, monkeypatch: 
 @pytest.mark.e2e
 def test_mitmdump_refuses_to_start_on_a_malformed_file_with_exactly_that_line() -> None:
     rel = "tests/malformed/timestamp-invalid.yaml"  # a case that used to escape the loader as a ValueError
-    r = subprocess.run(
+    r = run_process(
         [
             str(MITMDUMP),
             "-s",
@@ -760,10 +759,7 @@ def test_mitmdump_refuses_to_start_on_a_malformed_file_with_exactly_that_line() 
             "--set",
             "shadow_admin=",
         ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
+        60,
         cwd=ROOT,
     )
     out = r.stdout + r.stderr

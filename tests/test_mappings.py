@@ -6,15 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from support import CORPUS
 
 from shadow_addon import mappings
 from shadow_addon.mappings import Address, parse_text
-
-# The shared corpus of real Mapping files, wherever the checkout sits below it (main checkout or a worktree).
-CORPUS = next(
-    (p / "shared" / "emissary-corpus" for p in Path(__file__).resolve().parents if (p / "shared").is_dir()),
-    Path("/nonexistent"),
-)
 
 
 def load(text: str, path: str = "m.yaml") -> mappings.LoadResult:

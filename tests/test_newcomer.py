@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from support import (
     ADDON,
     MITMDUMP,
+    Process,
     free_port,
     mapping,
     names_resolve_on_host_files_only,
@@ -82,7 +82,7 @@ def test_a_reload_says_what_changed(tmp_path: Path, upstream, proxy) -> None:
 
 
 @contextlib.contextmanager
-def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def mitmdump(tmp: Path, *args: str) -> Iterator[tuple[Process, Path]]:
     """mitmdump with exactly these arguments (no admin server), stopped on exit."""
     log = tmp / "mitmdump.log"
     cmd = [str(MITMDUMP), "--listen-host", "127.0.0.1", "-p", str(free_port()), "--set", "shadow_admin=", *args]

@@ -8,11 +8,21 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, Upstream, readme_commands, run_process, wait_until
+from support import (
+    ROOT,
+    Process,
+    Upstream,
+    read_log_until,
+    readme_commands,
+    run_process,
+    spawn,
+    started,
+    stop,
+    wait_until,
+)
 
 README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
@@ -45,35 +55,13 @@ def test_scripts_demo_as_written() -> None:
     assert "production vs shadow" in r.stdout and "Dashboard: http://127.0.0.1:" in r.stdout
 
 
-def test_scripts_demo_keep_runs_until_ctrl_c() -> None:
-    proc = subprocess.Popen(
-        ["scripts/demo", "--keep"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    out: list[str] = []
-    try:
-        deadline = time.monotonic() + 240
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out.append(line)
-            if "Press Ctrl-C to stop." in line:
-                break
-        assert any("Press Ctrl-C to stop." in x for x in out), "".join(out)[-3000:]
+def test_scripts_demo_keep_runs_until_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with started(["scripts/demo", "--keep"], log, cwd=ROOT) as proc:
+        read_log_until(log, "Press Ctrl-C to stop.", 240, proc)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        rest, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, "".join(out)[-2000:] + rest[-2000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        proc.wait(60)
+        assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
 
 
 def _mitmdump_command() -> str:
@@ -86,26 +74,17 @@ def _mitmdump_command() -> str:
     return cmds[0]
 
 
-def _start_listening(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
-    """A README mitmdump command on a free loopback port (read from its output)."""
-    return subprocess.Popen(
-        cmd + ["--listen-host", "127.0.0.1", "-p", "0"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+def _start_listening(cmd: list[str], cwd: Path, log: Path) -> Process:
+    """A README mitmdump command on a free loopback port (read from its output with `_listen_port`)."""
+    return spawn(cmd + ["--listen-host", "127.0.0.1", "-p", "0"], log, cwd=cwd)
 
 
-def _listen_port(proc: subprocess.Popen[str]) -> int:
+def _listen_port(proc: Process, log: Path) -> int:
     """The port mitmdump says it listens at."""
-    assert proc.stdout is not None
-    for _ in range(50):
-        line = proc.stdout.readline()
-        if m := re.search(r"listening at 127\.0\.0\.1:(\d+)", line):
-            return int(m.group(1))
-    raise AssertionError("mitmdump did not report its port")
+    listening = re.compile(r"listening at 127\.0\.0\.1:(\d+)\D")  # \D: the whole number written
+    m = listening.search(read_log_until(log, listening, 60, proc))
+    assert m is not None
+    return int(m.group(1))
 
 
 def _get_items(port: int, n: int = 100) -> http.client.HTTPConnection:
@@ -119,7 +98,7 @@ def _get_items(port: int, n: int = 100) -> http.client.HTTPConnection:
     return conn
 
 
-def test_shadow_your_own_service_command_as_written() -> None:
+def test_shadow_your_own_service_command_as_written(tmp_path: Path) -> None:
     cmd = _mitmdump_command()
     ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", cmd)]
     assert len(ports) == 3, cmd  # the reverse target, the service and its shadow
@@ -131,9 +110,10 @@ def test_shadow_your_own_service_command_as_written() -> None:
             except OSError:
                 pytest.skip(f"port {port} from the README is in use on this machine")
         reverse, svc, shadow = servers
-        proc = _start_listening(cmd.split() + ["--set", "shadow_admin="], ROOT)
+        log = tmp_path / "mitmdump.log"
+        proc = _start_listening(cmd.split() + ["--set", "shadow_admin="], ROOT, log)
         try:
-            port = _listen_port(proc)
+            port = _listen_port(proc, log)
             curls = [c for c in readme_commands() if c.startswith(CURL)]
             assert curls  # the quick start's step 3
             for curl in curls:  # as written, sent to the port this run listens at instead of 8080
@@ -150,12 +130,7 @@ def test_shadow_your_own_service_command_as_written() -> None:
             assert wait_until(lambda: shadow.count() >= 1, 10)  # weight 10: ~10 of 100 copied
             assert shadow.count() < 40
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, grace=15)
     finally:
         for s in servers:
             s.stop()
@@ -213,12 +188,12 @@ def test_record_replay_and_gate_commands_as_written(tmp_path: Path) -> None:
                 pytest.skip(f"port {port} from the README is in use on this machine")
         _, production, shadow = servers
         production.behaviour.body = shadow.behaviour.body = b'{"ok": true}'
-        proc = _start_listening(record.split() + ["--set", "shadow_admin="], tmp_path)
+        log = tmp_path / "mitmdump.log"
+        proc = _start_listening(record.split() + ["--set", "shadow_admin="], tmp_path, log)
         try:
-            _get_items(_listen_port(proc)).close()
+            _get_items(_listen_port(proc, log)).close()
         finally:
-            proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=30)
+            stop(proc, grace=30)  # SIGINT: mitmdump writes out the recording and exits
         assert production.count() == 100 and (tmp_path / "prod.mitm").stat().st_size > 0
         assert production.seen[0].path == "/item/0"  # rewritten by the Mapping: what the service itself sees
         assert wait_until(lambda: shadow.count() >= 1, 10)  # recording shadows live too (weight 10)

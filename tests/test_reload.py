@@ -104,6 +104,7 @@ async def test_a_run_time_load_freezes_the_new_table_and_frees_the_old_one(
     files, m = files_with(tmp_path, "/a/")
     monkeypatch.setattr(mappingfiles, "_freeze_tables", True)  # as after mitmdump's start-up freeze
     monkeypatch.setattr(tablegc, "freeze", lambda: frozen.append(files.table))
+    monkeypatch.setattr(tablegc, "FREEZE_AT", 1)  # this small table stands for a large one
     old = weakref.ref(files.table.groups[0].matcher.path_test)
     write_mappings(m, mapping("a", prefix="/b/", service="127.0.0.1:9"))
     files.request(Source(str(m)))
@@ -114,6 +115,25 @@ async def test_a_run_time_load_freezes_the_new_table_and_frees_the_old_one(
     files.request(Source(str(m)))
     await loaded(files)
     assert frozen == [files.table]  # a failed load froze nothing
+
+
+async def test_a_small_table_is_not_frozen_at_a_run_time_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freezing also freezes what the requests in flight hold: only a table whose walk would be a pause is worth it."""
+    frozen: list[routing.Table] = []
+    files, m = files_with(tmp_path, "/a/")
+    monkeypatch.setattr(mappingfiles, "_freeze_tables", True)
+    monkeypatch.setattr(tablegc, "freeze", lambda: frozen.append(files.table))
+    monkeypatch.setattr(tablegc, "FREEZE_AT", 3)
+    write_mappings(
+        m, mapping("a", prefix="/b/", service="127.0.0.1:9"), mapping("c", prefix="/c/", service="127.0.0.1:9")
+    )
+    files.request(Source(str(m)))
+    await loaded(files)
+    assert sorted(labels(files)) == ["/b/", "/c/"] and frozen == []
+    write_mappings(m, *(mapping(n, prefix=f"/{n}/", service="127.0.0.1:9") for n in "abc"))
+    files.request(Source(str(m)))
+    await loaded(files)
+    assert frozen == [files.table]
 
 
 def test_full_collections_are_held_off_while_a_table_is_built_and_frozen() -> None:

@@ -348,3 +348,102 @@ async def test_a_service_whose_answers_break_a_cap_again_is_left_alone_for_a_mom
 def test_the_back_off_after_capped_answers_doubles_up_to_its_maximum() -> None:
     assert [cap_backoff(n) for n in range(8)] == [0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
     assert cap_backoff(10_000) == CAP_BACKOFF_MAX
+
+
+class BigAnswers:
+    """A loopback server answering every request on a kept-alive connection with `size` bytes of JSON."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> BigAnswers:
+        body = b'{"a":"' + b"x" * (self.size - 8) + b'"}'
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self.writers.append(writer)
+            try:
+                for _ in range(100):  # bounded: a test sends a few copies
+                    req = await reader.readuntil(b"\r\n\r\n")
+                    length = [ln for ln in req.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
+                    if length:
+                        await reader.readexactly(int(length[0].split(b":")[1]))
+                    writer.write(head + body)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+
+async def test_an_answer_whose_comparison_was_given_up_is_drained_unkept_on_its_kept_alive_connection(
+    tmp_path: Path,
+) -> None:
+    """A pair admitted when its copy was sent, whose comparison's share of the loop is spent when the shadow's
+    head arrives, ends at that head as skipped (budget); the shadow's body is read to its last byte (timed,
+    counted, the connection kept for the next copy) but neither kept nor hashed. While the share allows, the
+    next answer is kept as before."""
+    m = write_mappings(
+        tmp_path / "m.yaml",
+        mapping("api", prefix="/api/", service="api"),
+        mapping("api-shadow", prefix="/api/", service="cand", shadow=True),
+    )
+    sh = Shadow()
+    size = 300_000
+    async with BigAnswers(size) as big:
+        with taddons.context(sh, Proxyserver()) as tctx:
+            tctx.configure(
+                sh,
+                mappings=str(m),
+                mapping_services=["api=127.0.0.1:1", f"cand=127.0.0.1:{big.port}"],
+                shadow_compare=True,
+                shadow_admin="",
+                shadow_flows="off",
+            )
+            if sh.sender is None:
+                sh.running()
+            assert sh.sender is not None and sh.pairing is not None
+            seen: list[tuple[bytes, int, str, float]] = []
+            forward = sh.sender.on_result
+            assert forward is not None
+
+            def record(c: Copy, out: Outcome) -> None:
+                seen.append((out.body, out.body_size, out.body_sha256, out.seconds))
+                forward(c, out)
+
+            sh.sender.on_result = record
+            for i, spent in enumerate((True, False)):
+                sh.pairing.loop.tokens = sh.pairing.loop.cap
+                f = tflow.tflow(req=tutils.treq(path=b"/api/%d" % i))
+                sh.requestheaders(f)
+                sh.request(f)
+                assert f.id in sh.pairing.pairs  # admitted when the copy was sent
+                if spent:
+                    sh.pairing.loop.spend(10.0)  # the share spent before the shadow's head arrives
+                f.response = tutils.tresp()
+                sh.response(f)
+                await wait_for(lambda n=i + 1: len(seen) == n)
+            (body0, size0, sha0, secs0), (body1, size1, _, _) = seen
+            assert (body0, size0, sha0) == (b"", size, "") and secs0 > 0
+            assert len(body1) == size1 == size  # kept for comparison while the share allows
+            assert sh.pairing.metrics.compare_skipped[("api-shadow", "budget")] == 1
+            assert big.connections == 1  # the drained answer left its connection reusable
+            counts = scrape(sh)
+            assert counts["shadow_compare_total"] == 2 and counts["shadow_compare_pending"] == 0
+            sh.done()

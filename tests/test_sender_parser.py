@@ -324,3 +324,52 @@ def test_a_fast_path_body_cut_short_by_the_close_is_not_an_answer() -> None:
     r.start("GET", 1 << 20, 1 << 20)
     assert not r.feed(OK + b"content-length: 10\r\n\r\n01234")
     assert r.eof() is False and not r.done
+
+
+@pytest.mark.parametrize("data", [LENGTH, CHUNKED, INTERIM], ids=["length", "chunked", "interim"])
+def test_an_answer_no_longer_wanted_at_its_head_is_read_to_its_end_unkept_and_unhashed(data: bytes) -> None:
+    """Asked once, at the final head and before any body byte: an answer whose comparison was given up meanwhile
+    is drained (its size counted, its end found) without a byte kept, taken from the budget or hashed."""
+    budget = MemoryBudget(1 << 20)
+    asked: list[tuple[int, int | None]] = []
+
+    def at_head(status: int, length: int | None) -> tuple[int, bool]:
+        asked.append((status, length))
+        return 0, False
+
+    r = ResponseReader(budget)
+    r.start("GET", 1 << 20, 1 << 20, hash_body=True, at_head=at_head)
+    for i in range(len(data)):  # byte by byte: the h11 path as well as the fast one
+        done = r.feed(data[i : i + 1])
+    assert done and r.reusable
+    assert asked == ([(201, None)] if data is CHUNKED else [(200, 11)])
+    assert r.body == b"" and r.kept_size == 0 and budget.held == 0 and r.sha256 == ""
+    assert r.size == (9 if data is CHUNKED else 11)
+    r.start("GET", 1 << 20, 1 << 20, hash_body=True, at_head=lambda status, length: None)
+    assert r.feed(LENGTH) and r.body == b'{"a": true}' and budget.held == 11  # None: read as asked
+
+
+def test_an_answer_wanted_at_its_head_may_be_kept_for_another_reader_only() -> None:
+    r = ResponseReader()
+    r.start("GET", 1 << 20, 1 << 20, hash_body=True, at_head=lambda status, length: (4, False))
+    assert r.feed(CHUNKED) and r.body == b"Wiki" and r.size == 9 and r.sha256 == ""
+
+
+@pytest.mark.parametrize("keep", [0, 4, 1 << 20])
+def test_reads_handed_over_as_views_of_one_reused_buffer_keep_nothing_of_it(keep: int) -> None:
+    """The connection reads into one buffer shared by all and hands the reader a view of each read: what the
+    reader keeps (the body, the hash) must not change when that buffer is overwritten by the next read."""
+    body = bytes(range(256)) * 40
+    data = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    shared = bytearray(1000)
+    view = memoryview(shared)
+    r = ResponseReader()
+    r.start("GET", keep, 1 << 20, hash_body=True)
+    done = False
+    for i in range(0, len(data), 1000):
+        piece = data[i : i + 1000]
+        shared[: len(piece)] = piece
+        done = r.feed(view[: len(piece)])
+        shared[:] = b"\xff" * len(shared)  # the next read overwrites it
+    assert done and r.size == len(body) and r.body == body[:keep]
+    assert r.sha256 == (hashlib.sha256(body).hexdigest() if keep < len(body) else "")

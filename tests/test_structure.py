@@ -1,4 +1,5 @@
-"""The package's structure, read from its source with `ast`: no import cycles between its modules."""
+"""The package's structure, read from its source with `ast`: no import cycles between its modules; and the tests'
+one way to start a process."""
 
 from __future__ import annotations
 
@@ -159,6 +160,54 @@ def test_tests_do_not_import_from_other_test_modules() -> None:
                 else []
             )
             assert not [n for n in names if n.split(".")[0].startswith("test_")], f"{path.name} imports {names}"
+
+
+# How a module could start a process other than through support.py's helpers (`run_process`, `spawn`, `started`).
+PROCESS_STARTERS = {
+    "subprocess": {"Popen", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput"},
+    "asyncio": {"create_subprocess_exec", "create_subprocess_shell"},
+    "os": {"system", "popen", "posix_spawn", "posix_spawnp", "fork", "forkpty", "spawnv", "spawnvp"},
+}
+PROCESS_HELPERS_AT = {"support.py", "conftest.py"}  # the helpers, and the guard that refuses unmarked process starts
+
+
+def process_starts(source: str) -> list[str]:
+    """`module.name` for every use (call, annotation or import) of a process starter in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.attr in PROCESS_STARTERS.get(node.value.id, ()) or node.attr.startswith("create_subprocess"):
+                found.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module in PROCESS_STARTERS:
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name in PROCESS_STARTERS[node.module]]
+    return found
+
+
+def test_process_starts_are_found() -> None:
+    source = (
+        "import asyncio, os, subprocess\nfrom subprocess import run\n"
+        "def f(p: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[str]:\n"
+        "    subprocess.run(['true'])\n    os.system('true')\n"
+        "    return asyncio.create_subprocess_exec('true')\n"
+    )
+    assert sorted(process_starts(source)) == [
+        "asyncio.create_subprocess_exec",
+        "os.system",
+        "subprocess.Popen",
+        "subprocess.run",
+        "subprocess.run",
+    ]
+    assert process_starts("import subprocess\nx: subprocess.CompletedProcess[str]\nsubprocess.TimeoutExpired\n") == []
+
+
+def test_tests_start_processes_only_through_support() -> None:
+    """One way to start a process: support.py's helpers run it in a session of its own, bounded, and stop its
+    whole group; a test with its own pipes and waits is where a stuck read or a leftover process comes from."""
+    tests = Path(__file__).resolve().parent
+    for path in sorted(tests.glob("*.py")):
+        if path.name not in PROCESS_HELPERS_AT:
+            starts = process_starts(path.read_text(encoding="utf-8"))
+            assert not starts, f"{path.name} starts processes with {starts}: use support.run_process/spawn/started"
 
 
 def test_every_subpackage_is_installed() -> None:

@@ -1,23 +1,17 @@
 """Production vs shadow answers: the reply model, field names and ignore rules, noise learned from production,
 the diff, endpoint names, the mismatch store, and decoding bodies without trusting their size."""
 
+from .config import LOOP_SHARE, PARSE_LIMIT, CompareConfig
 from .decode import decode_capped
-from .diff import (
-    LOOP_SHARE,
-    MAX_LISTED,
-    MAX_VALUE,
-    PARSE_LIMIT,
-    CompareConfig,
-    Comparison,
-    Difference,
-    compare,
-    failed,
-    skipped,
-)
+from .diff import compare
 from .endpoints import EndpointNamer, endpoint
 from .fields import parse_ignore, pointer
-from .noise import NoiseLearner, NoiseSet, request_key
+from .jsondiff import MAX_LISTED
+from .noise import NoiseLearner, request_key
+from .noiseset import NoiseSet
+from .render import MAX_VALUE
 from .reply import BODY_LIMIT, NOT_JSON, Reply
+from .result import Comparison, Difference, failed, skipped
 from .store import OTHER, MismatchStore, record_line
 
 __all__ = [

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..budget import MemoryBudget
-from .diff import Comparison
 from .noise import NoiseLearner
 from .reply import Reply
+from .result import Comparison
 
 RELATIVE = 20.0  # percent: Diffy's default relative threshold
 ABSOLUTE = 0.03  # percent: Diffy's default absolute threshold

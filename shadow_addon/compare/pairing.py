@@ -9,48 +9,36 @@ report file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from mitmproxy import http
 
 from ..budget import MemoryBudget, TimeBudget
 from ..metrics import Metrics
 from .answer import Answer
-from .decode import codings, known_refused, off_loop
-from .diff import CompareConfig, Comparison, compare, costly, failed, skipped
+from .building import OVER_BUDGET, ReplyBuilder
+from .config import CompareConfig
+from .diff import compare, costly
 from .endpoints import EndpointNamer
 from .judge import CountingLearner, Judge, JudgeConfig, fields_of
 from .noise import request_key
-from .reply import Reply, content_coding
+from .reply import Reply
+from .reportfile import ReportFile
+from .result import Comparison, failed, skipped
 from .store import MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
 
 MAX_PAIRS = 20000  # a safety net: pairs normally end within the copy's timeout
 PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the record of the request)
-OVER_BUDGET = "over the comparison's share of the event loop (shadow_compare_budget)"
 # Reading a shadow's answer kept for comparison (instead of dropping it as read) costs the loop about 2 ms per MB
 # (scripts/bench: bigjson against compare, 4.4 against 2.4 ms of CPU a request): charged to comparison's share.
 READ_SECONDS_PER_BYTE = 2e-9
-# Bodies that `decode.off_loop` names are decoded in one worker thread: one brotli window in memory at a time.
-# Beyond MAX_DECODING waiting for it, the pair is skipped (a shadow answering new bombs faster than they decode).
-MAX_DECODING = 16
-_worker: ThreadPoolExecutor | None = None
-
-
-def _decoder() -> ThreadPoolExecutor:
-    global _worker
-    if _worker is None:
-        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-decode")
-    return _worker
 
 
 @dataclass(slots=True)
@@ -91,30 +79,34 @@ class Pairing:
         self.config = config
         self.budget = budget
         # What comparing takes of the event loop (building replies, learning, comparing), measured per pair.
-        self.loop = TimeBudget(config.loop_share, clock)
+        self.builder = ReplyBuilder(TimeBudget(config.loop_share, clock), timer, config.body_limit)
         self.timer = timer
         self.learner = CountingLearner(headers=config.headers, budget=budget, parse_limit=config.parse_limit)
         self.namer = namer or EndpointNamer()
         self.judge = Judge(judge, budget, current=self.namer.current)
         self.store = MismatchStore(budget=budget)
         self.store.judgement = self.judge.summary
-        self.decoding = 0  # replies being decoded in the worker thread
-        self.closed = False
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
         self.not_learned = 0  # production answers not learned from: comparison's share of the loop was spent
-        self.report_path = report_path
-        self._report: IO[str] | None = None
-        self._report_size = 0
-        if report_path:
-            # Opened once; a line per mismatch is appended (small, and only on mismatches).
-            self._report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115
-            self._report_size = self._report.tell()
+        self.report = ReportFile(report_path, config.report_max) if report_path else None
+
+    @property
+    def loop(self) -> TimeBudget:
+        """Comparison's share of the event loop (the builder's, spent by every part of comparing)."""
+        return self.builder.loop
+
+    @property
+    def decoding(self) -> int:
+        return self.builder.decoding
+
+    @property
+    def closed(self) -> bool:
+        return self.builder.closed
 
     def close(self) -> None:
-        self.closed = True  # decodings still in the worker thread end in nothing
-        if self._report is not None:
-            self._report.close()
-            self._report = None
+        self.builder.closed = True
+        if self.report is not None:
+            self.report.close()
         for pair in self.pairs.values():
             self._release(pair)
         self.pairs.clear()
@@ -136,6 +128,26 @@ class Pairing:
             self._finish(old, skipped("too many pending comparisons", "pending"))
         return True
 
+    def shadow_wanted(self, key: str, length: int | None) -> bool:
+        """The head of the shadow's answer to the copy of request `key` has arrived (`length`: its declared body
+        size, None when not declared): whether its body is still to be kept for comparison. While comparison's
+        share of the event loop allows, it is; past it, only when production's answer, in already, is as long (the
+        two may be the same bytes, which compare at no cost). Otherwise the pair ends now, skipped as it would be
+        once both answers were in, and the body is read without being kept, hashed or decoded."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return False
+        if pair.shadow is not None or pair.shadow_failed is not None or pair.production_failed is not None:
+            return True  # decided otherwise already (production failed: skipped under that reason once both are in)
+        if self.loop.allows():
+            return True
+        prod = pair.production
+        if prod is not None and length is not None and prod.body_size == length:
+            return True
+        del self.pairs[key]
+        self._finish(pair, skipped(OVER_BUDGET, "budget"))
+        return False
+
     def shadow_answered(self, key: str, out: Answer, on_done: Callable[[Comparison], None] | None) -> bool:
         """The sender's outcome for the copy of request `key`; False when that request was not being compared."""
         if key not in self.pairs:
@@ -151,7 +163,7 @@ class Pairing:
         size, sha256 = out.body_size, out.body_sha256 or None
         fields = out.headers + out.trailers if out.trailers else out.headers  # gRPC's grpc-status is in the trailers
         path = self.pairs[key].summary.get("path")
-        self._reply(
+        self.builder.build(
             out.headers,
             out.body if size == len(out.body) else b"",
             lambda decode: Reply.of(status, fields, out.body, limit, size=size, sha256=sha256, decode=decode),
@@ -162,7 +174,7 @@ class Pairing:
 
     def offline(self) -> None:
         """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs."""
-        self.loop = TimeBudget(float("inf"))
+        self.builder.loop = TimeBudget(float("inf"))
 
     def production_answered(self, flow: http.HTTPFlow, mapping: str, learn_only: bool = False) -> None:
         """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise.
@@ -190,7 +202,7 @@ class Pairing:
                 return
             self.production(key, reply)
 
-        self._reply(
+        self.builder.build(
             fields,
             raw,
             lambda decode: Reply.of(status, fields, raw, self.config.body_limit, decode=decode),
@@ -204,59 +216,6 @@ class Pairing:
         if names is not None and path:
             reply.schema = names.namer(path)
         return reply
-
-    def _reply(
-        self,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes,
-        make: Callable[[bool], Reply],
-        then: Callable[[Reply], object],
-        skip: Callable[[str], object],
-    ) -> None:
-        """Build a reply and hand it on: at once, or from the worker thread when decoding its body could hold the
-        loop (`decode.off_loop`: a brotli stream with a large window), in which case the pair completes later."""
-        limit = self.config.body_limit
-        try:
-            coding = content_coding(headers)
-            decodes = bool(body) and len(body) <= limit and bool(codings(coding))
-            if decodes and not known_refused(body, coding, limit) and not self.loop.allows():
-                skip(OVER_BUDGET)  # decoding is comparison's work too
-                return
-            t = self.timer()  # building a reply (hashing, decoding) is comparison's work: measured
-            if known_refused(body, coding, limit):
-                reply = make(False)  # a bomb answered again: compared as sent, without looking it up twice
-            elif len(body) > limit or not off_loop(body, coding, limit):
-                reply = make(True)
-            else:
-                reply = None
-            if reply is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:  # no loop (a unit test, a script): nothing to keep free
-                    reply = make(True)
-            self.loop.spend(self.timer() - t)
-        except Exception as e:  # a reply that cannot even be built is this pair's fault alone
-            logger.debug("shadow compare: cannot build a reply", exc_info=True)
-            skip(f"error: {type(e).__name__}")
-            return
-        if reply is not None:
-            then(reply)
-            return
-        if self.decoding >= MAX_DECODING:
-            skip("overload (decoding)")
-            return
-        self.decoding += 1
-
-        def done(f: asyncio.Future[Reply]) -> None:
-            self.decoding -= 1
-            if self.closed:
-                return
-            if f.cancelled() or f.exception() is not None:
-                skip("not decoded")
-            else:
-                then(f.result())
-
-        loop.run_in_executor(_decoder(), make, True).add_done_callback(done)
 
     def learn(self, mapping: str, request_key: str, reply: Reply, pair_key: str | None = None) -> None:
         """Learn noise from production's answer, if the per-second budget pays for its parse (its same bytes again
@@ -284,7 +243,7 @@ class Pairing:
             return
         limit, status = self.config.body_limit, out.status
         size, sha256 = out.body_size, out.body_sha256 or None
-        self._reply(
+        self.builder.build(
             out.headers,
             out.body if size == len(out.body) else b"",
             lambda decode: Reply.of(status, out.headers, out.body, limit, size=size, sha256=sha256, decode=decode),
@@ -395,32 +354,13 @@ class Pairing:
         try:
             self.metrics.record_compare(pair.mapping, result.result, result.kinds, result.reason)
             record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
-            if record is not None and self._report is not None:
-                self._write_report(record_line(record))
+            if record is not None and self.report is not None:
+                self.report.write(record_line(record))
         except Exception:  # the record of one pair must not stop the next
             logger.exception("shadow compare: cannot record a comparison")
         pair.production = pair.shadow = None
         for cb in pair.on_done:
             cb(result)
-
-    def _write_report(self, line: str) -> None:
-        """Append a line; past `report_max` bytes the file is moved to `<path>.1` (replacing the one before) and a
-        new one begun, so the report takes at most twice `report_max` on disk."""
-        assert self._report is not None
-        size = len(line.encode("utf-8"))
-        cap = self.config.report_max
-        try:
-            if cap and self._report_size + size > cap and self._report_size:
-                self._report.close()
-                os.replace(self.report_path, self.report_path + ".1")
-                self._report = open(self.report_path, "a", encoding="utf-8")  # noqa: SIM115
-                self._report_size = 0
-            self._report.write(line)
-            self._report.flush()
-            self._report_size += size
-        except OSError as e:
-            logger.warning("shadow_compare_report: cannot write %s: %s; report disabled", self.report_path, e)
-            self._report = None
 
 
 def _reason(text: str | None, side: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import decimal
 import hashlib
 import json
 from collections.abc import Iterable
@@ -102,7 +103,9 @@ class Reply:
                     self._json = json.loads(
                         self.body, parse_constant=_reject_constant, parse_float=Decimal, object_pairs_hook=_unique
                     )
-                except (ValueError, RecursionError):  # invalid, or nested deeper than Python's recursion limit
+                # Invalid, nested deeper than Python's recursion limit, or a number whose exponent is beyond any
+                # Decimal (`1e99999999999999999999`): compared as text, byte for byte, which stays exact.
+                except (ValueError, RecursionError, decimal.InvalidOperation):
                     pass
             elif self.body is not None and is_grpc(mime):
                 # gRPC messages, decoded from protobuf's wire format: compared field by field as JSON is.

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..budget import MemoryBudget
-from .diff import MAX_VALUE, Comparison, clip
+from .render import MAX_VALUE, clip
 from .reply import Reply
+from .result import Comparison
 
 PREVIEW = 2048  # bytes of each body kept with a stored mismatch
 MAX_HEADERS = 64  # headers of each answer kept with a stored mismatch, each clipped to MAX_VALUE

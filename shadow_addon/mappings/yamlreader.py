@@ -108,6 +108,7 @@ try:
     from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml
     _CLoader: type[_Loader] | None = None
+    _CTreeLoader: type[Any] | None = None
 else:
 
     class _CLoader(CParser, _Loader):  # type: ignore[no-redef]
@@ -129,6 +130,98 @@ else:
             self._depth = 0
             self._nodes = nodes  # already read from the same file (an annotation's YAML counts with its file's)
 
+    class _CTreeLoader(CParser, _Loader):  # type: ignore[no-redef]
+        """libyaml's own composer too (CParser's, in C: several times faster than the bounded one above), for text
+        whose shape bounds its nesting well within the C stack (`_c_composer_is_safe`); the bounds and the
+        duplicate-key rule are then checked on the composed tree (`_check_tree`). Constructed as `_Loader` does."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._depth = 0
+            self._nodes = 0
+
+
+# The C composer recurses once per nesting level without Python's recursion check. Nesting needs either a bracket
+# (flow style) or, in block style, more indentation or an indicator (`- `, `? `, `: `) on the line: so it is at
+# most the line's length plus the brackets open. Text within this bound composes in C; deeper nesting could
+# still be refused (MAX_DEPTH), but by the bounded composer, which knows where.
+_C_COMPOSE_BOUND = 2_000
+_BRACKETS_RE = re.compile(r"[\[\]{}]")
+
+
+def _c_composer_is_safe(text: str) -> bool:
+    longest = max(map(len, text.split("\n")), default=0)
+    if longest > _C_COMPOSE_BOUND:
+        return False
+    depth = deepest = 0
+    for m in _BRACKETS_RE.finditer(text):  # quoted brackets count too: an over-estimate, never an under-estimate
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return longest + deepest <= _C_COMPOSE_BOUND
+
+
+def _check_tree(root: Any, nodes: int) -> int:
+    """The bounded composer's checks on a composed tree: nodes (an alias counted as one node, its contents once, as
+    the bounded composer counts events), nesting, duplicate keys. Returns the nodes counted; raises ValueError for
+    anything the bounded composer would refuse, which then reads the text again and says where.
+
+    Walked depth first in document order, so an anchored node is walked where it is defined (as it is composed
+    there), never at a shallower alias of it."""
+    mapping, sequence, merge = yaml.MappingNode, yaml.SequenceNode, "tag:yaml.org,2002:merge"
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1  # an alias counts where it stands, as its event does in the bounded composer...
+        if depth > MAX_DEPTH:
+            raise ValueError("over a reading limit")
+        cls = node.__class__
+        if cls is not mapping and cls is not sequence:
+            continue
+        if id(node) in seen:  # ...and its node's contents once
+            continue
+        seen.add(id(node))
+        if cls is mapping:
+            keys: set[tuple[str, str]] = set()
+            children: list[Any] = []
+            for key_node, value_node in node.value:
+                if key_node.__class__ is yaml.ScalarNode and key_node.tag != merge:
+                    k = (key_node.tag, key_node.value)
+                    if k in keys:
+                        raise ValueError("duplicate key")
+                    keys.add(k)
+                children.append(key_node)
+                children.append(value_node)
+        else:
+            children = node.value
+        stack.extend((child, depth + 1) for child in reversed(children))  # popped in document order
+    if nodes > MAX_NODES:
+        raise ValueError("over a reading limit")
+    return nodes
+
+
+def _documents_c_tree(text: str, result: LoadResult) -> list[tuple[int, Any]] | None:
+    """The documents, composed and constructed by libyaml's composer and the bounded reader's constructors; None
+    where the text's shape does not bound its nesting (the bounded composer reads it instead)."""
+    if _CTreeLoader is None or not _c_composer_is_safe(text):
+        return None
+    if yaml.reader.Reader.NON_PRINTABLE.search(text):
+        raise ValueError("a character the reader refuses")
+    loader = _CTreeLoader(text)
+    nodes = result.nodes
+    docs: list[tuple[int, Any]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            nodes = _check_tree(node, nodes)
+            docs.append((len(docs) + 1, loader.construct_document(node)))
+    finally:
+        loader.dispose()
+    result.nodes = nodes
+    return docs
+
 
 def _at(mark: Any) -> str:
     return f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -146,6 +239,12 @@ def iter_documents(text: str, path: str, result: LoadResult) -> list[tuple[int, 
     libyaml reads them when PyYAML has it (four times faster: 10,000 Mappings take seconds in pure Python); any
     failure there is read again by the pure-Python loader, whose message is the one reported."""
     if _CLoader is not None:
+        try:
+            fast = _documents_c_tree(text, result)
+            if fast is not None:
+                return fast
+        except Exception:  # noqa: BLE001, S110 - read again below: the bounded composer says where and what
+            pass
         try:
             loader = _CLoader(text, result.nodes)
             docs = _documents(loader)
