@@ -109,43 +109,47 @@ def _url(text: str) -> tuple[bytes, bytes, int, bytes]:
 
 def _fields(headers: list[Any]) -> Fields:
     """har.fix_headers: {"name", "value"} objects, or [name, value] pairs."""
-    out = []
-    for h in headers:
-        k, v = (h["name"], h["value"]) if isinstance(h, dict) else (h[0], h[1])
-        out.append((k.encode(), v.encode()))
-    return out
+    return [
+        (h["name"].encode(), h["value"].encode()) if isinstance(h, dict) else (h[0].encode(), h[1].encode())
+        for h in headers
+    ]
 
 
-def _has(fields: Fields, name: bytes) -> bool:
-    return any(k.lower() == name for k, _ in fields)
+# The header helpers below take the fields' names lower-cased once (`_names`): a HAR entry's headers are looked
+# up a few times each.
 
 
-def _get(fields: Fields, name: bytes) -> str:
+def _names(fields: Fields) -> list[bytes]:
+    return [k.lower() for k, _ in fields]
+
+
+def _get(fields: Fields, names: list[bytes], name: bytes) -> str:
     """Headers.get: every value of the field, joined."""
-    return ", ".join(v.decode("utf-8", "surrogateescape") for k, v in fields if k.lower() == name)
+    if name not in names:
+        return ""
+    return ", ".join(v.decode("utf-8", "surrogateescape") for n, (_, v) in zip(names, fields, strict=True) if n == name)
 
 
-def _set(fields: Fields, name: bytes, value: bytes) -> Fields:
+def _set(fields: Fields, names: list[bytes], name: bytes, value: bytes) -> tuple[Fields, list[bytes]]:
     """Headers.__setitem__ (MultiDict.set_all with one value): the first field of that name takes the value in
-    place, the others go; appended when there is none."""
-    out: Fields = []
-    done = False
-    for k, v in fields:
-        if k.lower() != name:
-            out.append((k, v))
-        elif not done:
-            out.append((k, value))
-            done = True
-    if not done:
-        out.append((name, value))
-    return out
+    place, the others go; appended when there is none. Returns the fields and their names."""
+    n = names.count(name)
+    if n == 0:
+        return [*fields, (name, value)], [*names, name]
+    i = names.index(name)
+    out = list(fields)
+    out[i] = (out[i][0], value)
+    if n == 1:
+        return out, names
+    keep = [j == i or names[j] != name for j in range(len(out))]
+    return [f for f, k in zip(out, keep, strict=True) if k], [m for m, k in zip(names, keep, strict=True) if k]
 
 
-def _with_length(fields: Fields, body: bytes) -> Fields:
+def _with_length(fields: Fields, names: list[bytes], body: bytes) -> Fields:
     """What Message.set_content does to the head of a message whose body is set (and `decode` does again)."""
-    if _has(fields, b"transfer-encoding"):
+    if b"transfer-encoding" in names:
         return fields
-    return _set(fields, b"content-length", b"%d" % len(body))
+    return _set(fields, names, b"content-length", b"%d" % len(body))[0]
 
 
 def har_flow(entry: dict[str, Any]) -> http.HTTPFlow:
@@ -166,24 +170,25 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
     ended = started + entry["time"] / 1000.0
     fields = _fields(req_json["headers"])
     resp_fields = _fields(resp_json["headers"])
-    if _has(fields, b"content-encoding") or _has(resp_fields, b"content-encoding"):
+    names, resp_names = _names(fields), _names(resp_fields)
+    if b"content-encoding" in names or b"content-encoding" in resp_names:
         return None  # encoded then decoded by request_to_flow: its codecs decide
     text = req_json["postData"]["text"] if "postData" in req_json else ""
     method, status = req_json["method"], resp_json["status"]
     if not isinstance(text, str) or not isinstance(method, str) or type(status) is not int:
         return None
     try:
-        body = encoding.encode(text, _charset(_get(fields, b"content-type")))
+        body = encoding.encode(text, _charset(_get(fields, names, b"content-type")))
     except ValueError:
         return None  # Message.set_text falls back to UTF-8 and rewrites the content-type
     scheme, host_idna, port, path = _url(req_json["url"])
     host = host_idna.decode("idna") if b"xn--" in host_idna else host_idna.decode()
-    if _has(fields, b"host"):  # Request.url's setter (`_update_host_and_authority`)
+    if b"host" in names:  # Request.url's setter (`_update_host_and_authority`)
         hostport = url.hostport(scheme.decode(), host, port)
-        fields = _set(fields, b"host", hostport.encode("utf-8", "surrogateescape"))
+        fields, names = _set(fields, names, b"host", hostport.encode("utf-8", "surrogateescape"))
     if not isinstance(body, bytes):
         return None
-    fields = _with_length(fields, body)
+    fields = _with_length(fields, names, body)
     content = resp_json["content"]
     coding = content.get("encoding", None)
     raw = content.get("text", "")
@@ -192,7 +197,7 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
         answer = base64.b64decode(raw)
     elif coding is None and isinstance(raw, str):
         try:
-            answer = encoding.encode(raw, _charset(_get(resp_fields, b"content-type")))
+            answer = encoding.encode(raw, _charset(_get(resp_fields, resp_names, b"content-type")))
         except ValueError:
             answer = raw.encode("utf-8", errors="surrogateescape")
     else:
@@ -200,7 +205,7 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
     if not isinstance(answer, bytes):
         return None
     if answer:
-        resp_fields = _with_length(resp_fields, answer)  # Response.decode sets the body again
+        resp_fields = _with_length(resp_fields, resp_names, answer)  # Response.decode sets the body again
     r = request(
         {
             "http_version": _VERSIONS.get(req_json["httpVersion"], b"HTTP/1.1"),
@@ -237,7 +242,8 @@ def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
 
 def _items(buf: bytes, start: int, end: int) -> list[Any]:
     """The tnetstrings from `start` to `end` in `buf`, in mitmproxy's format (`mitmproxy.io.tnetstring`: typed
-    netstrings with `;` for text). Strings, the most of a flow's values, are taken here without a call each."""
+    netstrings with `;` for text). Strings, lists and None, the most of a flow's values, are taken here without a
+    call each."""
     out: list[Any] = []
     append = out.append
     find = buf.find
@@ -254,8 +260,53 @@ def _items(buf: bytes, start: int, end: int) -> list[Any]:
             append(buf[first:last].decode())
         elif tag == 0x2C:  # ,
             append(buf[first:last])
+        elif tag == 0x5D:  # ]
+            append(_items(buf, first, last))
+        elif tag == 0x7D:  # }
+            append(_dict(buf, first, last))
+        elif tag == 0x7E and first == last:  # ~
+            append(None)
         else:
             append(_typed(tag, buf, first, last))
+        start = last + 1
+    return out
+
+
+def _dict(buf: bytes, start: int, end: int) -> dict[Any, Any]:
+    """The dict from `start` to `end` in `buf`: `_items` taken two at a time, built as it is read."""
+    out: dict[Any, Any] = {}
+    find = buf.find
+    while start < end:
+        colon = find(b":", start, end)
+        if colon < 0 or colon - start > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        last = first + int(buf[start:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        tag = buf[last]
+        key = buf[first:last].decode() if tag == 0x3B else _typed(tag, buf, first, last)
+        start = last + 1
+        if start >= end:
+            raise ValueError("not a tnetstring: a key without its value")
+        colon = find(b":", start, end)
+        if colon < 0 or colon - start > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        last = first + int(buf[start:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        tag = buf[last]
+        if tag == 0x3B:  # ;
+            out[key] = buf[first:last].decode()
+        elif tag == 0x2C:  # ,
+            out[key] = buf[first:last]
+        elif tag == 0x5D:  # ]
+            out[key] = _items(buf, first, last)
+        elif tag == 0x7E and first == last:  # ~
+            out[key] = None
+        else:
+            out[key] = _typed(tag, buf, first, last)
         start = last + 1
     return out
 
@@ -266,11 +317,7 @@ def _typed(tag: int, buf: bytes, start: int, end: int) -> Any:
     if tag == 0x3B:  # ;
         return buf[start:end].decode()
     if tag == 0x7D:  # }
-        items = _items(buf, start, end)
-        if len(items) % 2:
-            raise ValueError("not a tnetstring: a key without its value")
-        it = iter(items)
-        return dict(zip(it, it, strict=True))
+        return _dict(buf, start, end)
     if tag == 0x5D:  # ]
         return _items(buf, start, end)
     if tag == 0x23:  # #
@@ -298,31 +345,67 @@ def _span(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     return colon + 1, last
 
 
+_SETUP_TIMES = frozenset((b"timestamp_tcp_setup", b"timestamp_tls_setup"))
+
+
 def _flow_fields(buf: bytes, end: int) -> dict[str, Any]:
     """A flow's state without its connections (about half its values): the client's is not read, of the server's
-    only the set-up times (production's latency), as `server_times`."""
+    only the set-up times (production's latency), as `server_times`. `_span` inlined: this runs a few dozen times
+    a flow."""
     out: dict[str, Any] = {}
+    find = buf.find
     pos = 0
     while pos < end:
-        first, last = _span(buf, pos, end)
-        key = buf[first:last].decode() if buf[last] == 0x3B else None
-        first, pos = _span(buf, last + 1, end)
+        colon = find(b":", pos, end)
+        if colon < 0 or colon - pos > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        last = colon + 1 + int(buf[pos:colon])
+        if last >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        key = buf[colon + 1 : last].decode() if buf[last] == 0x3B else None
+        pos = last + 1
+        colon = find(b":", pos, end)
+        if colon < 0 or colon - pos > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        first = colon + 1
+        pos = first + int(buf[pos:colon])
+        if pos >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
         if key == "client_conn":
             out[key] = None
         elif key == "server_conn" and buf[pos] == 0x7D:
-            out["server_times"] = times = {}
-            at = first
-            while at < pos:
-                a, b = _span(buf, at, pos)
-                name = buf[a:b]
-                a, at = _span(buf, b + 1, pos)
-                if name in (b"timestamp_tcp_setup", b"timestamp_tls_setup"):
-                    times[name.decode()] = _typed(buf[at], buf, a, at)
-                at += 1
+            out["server_times"] = _setup_times(buf, first, pos)
         else:
             out[str(key)] = _typed(buf[pos], buf, first, pos)
         pos += 1
     return out
+
+
+def _setup_times(buf: bytes, at: int, end: int) -> dict[str, Any]:
+    """Of the server connection's state (a dict from `at` to `end`), only its set-up times."""
+    times: dict[str, Any] = {}
+    find = buf.find
+    while at < end:
+        colon = find(b":", at, end)
+        if colon < 0 or colon - at > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        a = colon + 1
+        b = a + int(buf[at:colon])
+        if b >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        name = buf[a:b]
+        at = b + 1
+        colon = find(b":", at, end)
+        if colon < 0 or colon - at > MAX_PREFIX:
+            raise ValueError("not a tnetstring: missing or invalid length prefix")
+        a = colon + 1
+        b = a + int(buf[at:colon])
+        if b >= end:
+            raise ValueError("not a tnetstring: invalid length prefix")
+        if name in _SETUP_TIMES:
+            times[name.decode()] = _typed(buf[b], buf, a, b)
+        at = b + 1
+    return times
 
 
 def flow_of(data: bytes) -> flow.Flow:
@@ -397,10 +480,19 @@ def _message(state: Any, types: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(state[k], t):
             return None
     fields = dict(state)
-    fields["headers"] = http.Headers.from_state(state["headers"])
+    fields["headers"] = _headers_of(state["headers"])
     if state["trailers"] is not None:
-        fields["trailers"] = http.Headers.from_state(state["trailers"])
+        fields["trailers"] = _headers_of(state["trailers"])
     return fields
+
+
+def _headers_of(state: Any) -> http.Headers:
+    """`Headers.from_state`: checked here by type, as its constructor checks, and built without it."""
+    if isinstance(state, list) and all(
+        isinstance(x, list) and len(x) == 2 and type(x[0]) is bytes and type(x[1]) is bytes for x in state
+    ):
+        return headers((x[0], x[1]) for x in state)
+    return http.Headers.from_state(state)
 
 
 def state_flow(state: Any) -> flow.Flow:

@@ -122,6 +122,7 @@ class Replay:
         self.example = ""  # a recorded request that went to no shadow, for the message when none did
         self.longest = 0.0  # the longest copy timeout seen: bounds the wait at exit
         self._clock: tuple[float, float] | None = None
+        self._window_of: tuple[Settings, int] | None = None  # the settings `_window` was worked out for, and it
         self._sender: Sender | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
@@ -243,9 +244,16 @@ class Replay:
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
         a = route.shadow_address
+        return a is None or self.outstanding.get(a, 0) < self._window()
+
+    def _window(self) -> int:
+        """`window` for the settings in force, worked out once per configuration: this runs for every recorded
+        flow, and mitmproxy's `has_changed` copies the option's value and default each time."""
         s = self.shadow.settings
-        n = inflight(s.max_inflight, ctx.options.has_changed("shadow_max_inflight"))
-        return a is None or self.outstanding.get(a, 0) < window(n, s.max_backlog)
+        if self._window_of is None or self._window_of[0] is not s:
+            n = inflight(s.max_inflight, ctx.options.has_changed("shadow_max_inflight"))
+            self._window_of = (s, window(n, s.max_backlog))
+        return self._window_of[1]
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> None:
         sh = self.shadow

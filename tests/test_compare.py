@@ -969,3 +969,69 @@ def test_an_identical_production_answer_is_not_looked_inside_again(monkeypatch: 
     assert len(flattened) == 1 and len(learner.noise("m")) == 0
     learner.observe("m", "k", js({"id": 1, "at": "10:01"}))
     assert len(flattened) == 2 and learner.noise("m").paths == {("at",)}
+
+
+def _answers() -> list[tuple[str, Reply]]:
+    """Production's answers as a capture holds them: a value that changes between answers to one request, the same
+    body answering other requests, the same bytes under another content-type or content-encoding, text, a failure."""
+    doc = {"id": 1, "items": [{"ts": "10:00"}, {"ts": "10:00"}]}
+    zipped = gzip.compress(json.dumps(doc).encode(), mtime=0)
+    out: list[tuple[str, Reply]] = []
+    for i in range(3):
+        out.append(("k1", js({"id": 1, "items": [{"ts": f"10:0{i}"}, {"ts": "10:00"}]})))
+        out.append((f"k-other-{i}", js(doc)))
+        out.append(("k2", js(doc, headers=[("content-type", "text/plain")])))
+        out.append(("k6", js(doc, headers=[("content-type", "text/plain")])))
+        out.append(("k6", js(doc)))  # the same bytes read as JSON now
+        out.append(("k7", js(doc, headers=[("content-type", "text/plain")])))  # bytes another request had as JSON
+        out.append(("k7", js({"id": 1, "items": [{"ts": "11:00"}, {"ts": "10:00"}]})))
+        out.append(("k3", Reply.of(200, [*JSON, ("content-encoding", "gzip")], zipped)))
+        out.append(("k3", js(doc)))
+        out.append(("k4", raw(f"line {i % 2}".encode(), "text/plain")))
+        out.append(("k5", js({"error": i}, status=503)))
+        out.append(("k1", js({"id": 2, "items": [{"ts": "10:00"}]}, headers=[*JSON, ("etag", str(i))])))
+    return out
+
+
+def test_kept_prints_teach_what_fresh_ones_do() -> None:
+    fresh = NoiseLearner(headers=("etag",), max_keys=4)  # the content-type is not a compared header here
+    kept = NoiseLearner(headers=("etag",), max_keys=4)
+    kept.keep_prints(1 << 20)
+    seen: list[list[Any]] = [[], []]
+    for _ in range(2):  # a replay reads its capture twice: to learn, then to compare
+        for i, learner in enumerate((fresh, kept)):
+            for key, reply in _answers():  # built anew for each reading, as a replay's reader does
+                seen[i].append(learner.observe("m", key, reply))
+    assert seen[0] == seen[1]
+    assert learned(fresh.noise("m")) == learned(kept.noise("m"))
+    assert learned(kept.noise("m"))  # the answers did teach noise
+    assert (fresh.reused, kept.reused > 0) == (0, True)
+
+
+def test_a_kept_print_spares_the_parse() -> None:
+    learner = NoiseLearner()
+    learner.keep_prints(1 << 20)
+    learner.observe("m", "k1", js({"a": 1}))
+    again = js({"a": 1})
+    learner.observe("m", "k2", again)  # another request, the same answer
+    assert learner.reused == 1 and again.will_parse()  # not parsed: its print was kept
+
+
+def test_kept_prints_are_bounded() -> None:
+    learner = NoiseLearner()
+    learner.keep_prints(4096)
+    for i in range(50):
+        learner.observe("m", f"k{i}", js({"n": i, "pad": list(range(5))}))
+    assert 0 < learner._by_content_bytes <= 4096
+    assert learner.reused == 0
+    learner.close()
+    assert learner._by_content_bytes == 0
+
+
+def test_an_offline_pairing_keeps_prints_for_the_second_reading() -> None:
+    live, offline = Pairing(Metrics(), CFG), Pairing(Metrics(), CFG)
+    offline.offline()
+    for p in (live, offline):
+        p.learner.observe("m", "k1", js({"a": 1}))
+        p.learner.observe("m", "k2", js({"a": 1}))
+    assert (live.learner.reused, offline.learner.reused) == (0, 1)

@@ -99,6 +99,27 @@ CASES = {
     "transfer-encoding": entry(
         request__headers=[{"name": "Transfer-Encoding", "value": "chunked"}], request__postData={"text": "abc"}
     ),
+    "Host and Content-Length twice, in other cases": entry(
+        request__headers=[
+            ["HOST", "a"],
+            ["Accept", "*/*"],
+            ["host", "b"],
+            ["content-length", "9"],
+            ["Content-Length", "1"],
+        ],
+        request__postData={"text": "abc"},
+        response__headers=[
+            ["Content-Length", "1"],
+            ["X-A", "1"],
+            ["content-LENGTH", "2"],
+            ["Content-Type", "text/plain"],
+        ],
+        response__content={"text": "hello"},
+    ),
+    "a content type given twice": entry(
+        request__headers=[["Content-Type", "text/plain"], ["content-type", "charset=latin-1"]],
+        request__postData={"text": "\u00e9"},
+    ),
     "content-encoding on the request": entry(
         request__headers=[{"name": "Content-Encoding", "value": "identity"}], request__postData={"text": "abc"}
     ),

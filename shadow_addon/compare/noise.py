@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 from ..budget import MemoryBudget
 from .changes import Changes, Found, body_changes
@@ -25,6 +26,20 @@ def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[s
     h.update(b"\0")
     h.update(body)
     return h.hexdigest()[:32]
+
+
+CONTENT_KEY_BYTES = 512  # what a kept print's key costs (`_content`: a hash in hex, a content-type)
+
+
+def _content(r: Reply, headers: tuple[int, ...]) -> tuple[Any, ...] | None:
+    """What decides an answer's print: its status, the compared headers, the bytes as sent (size and sha256), how
+    they were decoded (Content-Encoding; whether, and to how many bytes) and how the body is read (Content-Type).
+    None when the hash of the bytes is unknown, or a gRPC schema names the fields (it depends on the call)."""
+    if not r.body_sha256 or r.schema is not None:
+        return None
+    body = None if r.body is None else len(r.body)
+    coding, ctype = r.header("content-encoding"), r.header("content-type")
+    return (r.status, headers, r.body_size, r.body_sha256, r.encoded, body, coding, ctype)
 
 
 class NoiseLearner:
@@ -66,6 +81,19 @@ class NoiseLearner:
         self.held = 0  # bytes of `prints` held in `budget`
         self.not_kept = 0  # prints refused by the memory budget
         self._noise: dict[str, NoiseSet] = {}
+        self._by_content: dict[tuple[Any, ...], Print] | None = None  # `keep_prints`: prints by what they print
+        self._by_content_bytes = 0
+        self._by_content_limit = 0
+        self.reused = 0  # prints taken from `_by_content` instead of parsing and flattening an answer again
+
+    def keep_prints(self, limit: int) -> None:
+        """Keep up to `limit` bytes of prints by the content they print (`_content`), so that an answer met again
+        is not parsed and flattened again: a replay reads its capture twice (once to learn noise from all of it,
+        once to compare), and a capture's answers often repeat. The prints kept stay until the learner is closed;
+        past the limit, new ones are made as without this."""
+        self._by_content = {} if limit > 0 else None
+        self._by_content_limit = limit
+        self._by_content_bytes = 0
 
     def noise(self, mapping: str) -> NoiseSet:
         s = self._noise.get(mapping)
@@ -124,8 +152,26 @@ class NoiseLearner:
         for p in self.prints.values():
             self._drop(p)
         self.prints.clear()
+        if self._by_content is not None:
+            self._by_content.clear()
+            self._by_content_bytes = 0
 
     def _fingerprint(self, r: Reply, headers: tuple[int, ...]) -> Print:
+        content = _content(r, headers) if self._by_content is not None else None
+        if content is not None and self._by_content is not None:
+            kept = self._by_content.get(content)
+            if kept is not None:
+                self.reused += 1
+                return kept  # a print is never changed once made: shared by every answer it prints
+        p = self._print(r, headers)
+        cost = p.bytes + CONTENT_KEY_BYTES
+        if content is not None and self._by_content is not None:
+            if self._by_content_bytes + cost <= self._by_content_limit:
+                self._by_content[content] = p
+                self._by_content_bytes += cost
+        return p
+
+    def _print(self, r: Reply, headers: tuple[int, ...]) -> Print:
         small = r.body is not None and (self.parse_limit is None or len(r.body) <= self.parse_limit)
         doc = r.parsed() if small else NOT_JSON
         body: dict[int, Node] | str | None

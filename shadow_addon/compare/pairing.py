@@ -39,6 +39,7 @@ PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the recor
 # Reading a shadow's answer kept for comparison (instead of dropping it as read) costs the loop about 2 ms per MB
 # (scripts/bench: bigjson against compare, 4.4 against 2.4 ms of CPU a request): charged to comparison's share.
 READ_SECONDS_PER_BYTE = 2e-9
+OFFLINE_PRINTS = 64 * 1024 * 1024  # bytes of noise prints a replay keeps for its second reading of the capture
 
 
 @dataclass(slots=True)
@@ -173,8 +174,11 @@ class Pairing:
         return True
 
     def offline(self) -> None:
-        """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs."""
+        """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs. The
+        capture is read twice (noise is learned from all of it before the first comparison): the prints made in the
+        first reading are kept for the second, up to OFFLINE_PRINTS bytes."""
         self.builder.loop = TimeBudget(float("inf"))
+        self.learner.keep_prints(OFFLINE_PRINTS)
 
     def production_answered(self, flow: http.HTTPFlow, mapping: str, learn_only: bool = False) -> None:
         """Production's answer to a copied request (`mapping`: the shadow Mapping), also a lesson in noise.
