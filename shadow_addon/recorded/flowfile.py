@@ -1,243 +1,17 @@
-"""Recorded exchanges as mitmproxy flows, built for `mitmshadow replay` at a fraction of mitmproxy's own cost.
-
-mitmproxy type-checks every field of every message it builds (`MessageData.__post_init__`), parses each HAR URL
-through urllib and sets each body through its text codecs (`io.har.request_to_flow`, ~1 ms an entry), and reads a
-flow file through a tnetstring parser that walks memoryviews byte by byte (`io.tnetstring`, `Flow.from_state`,
-~1.5 ms a flow): at 100,000 entries that alone is minutes. Here the same flows are built from the same fields,
-checked once by type where the file could hold anything, with mitmproxy's own functions for every conversion
-that has a rule (URL parsing, charsets, header fields). An entry outside the common case (an encoded body, a
-charset that cannot hold the text, a field of an unexpected type) is handed to mitmproxy's own reader instead, so
-each flow is the one mitmproxy would read (tests/test_recorded.py compares the two on varied captures).
-"""
+"""Flow files (`-w`) as flows: tnetstring payloads read in one pass over the bytes, the HTTP flows built from
+their states without the per-field check; anything else through mitmproxy's own reader."""
 
 from __future__ import annotations
 
-import base64
-import functools
-import itertools
-import re
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from mitmproxy import connection, flow, http, version
-from mitmproxy.io import compat, har
-from mitmproxy.net import encoding
-from mitmproxy.net.http import status_codes, url
-from mitmproxy.net.http.headers import infer_content_encoding
+from mitmproxy.io import compat
+
+from .messages import SERVER, headers, new_flow, request, response
 
 MAX_PREFIX = 12  # digits of a tnetstring length, as mitmproxy's reader allows
-_VERSIONS = {"http/2.0": b"HTTP/2", "HTTP/2": b"HTTP/2", "HTTP/3": b"HTTP/3"}  # har.request_to_flow's mapping
-_ids = itertools.count(1)
-
-# One client and one server connection for every flow built here: replay reads neither but the server's set-up
-# times (production's latency), which a HAR does not record; a flow file's are given per flow.
-_CLIENT = connection.Client(peername=("127.0.0.1", 0), sockname=("127.0.0.1", 0), timestamp_start=0.0)
-_SERVER = connection.Server(address=None)
-
-
-# ---------------------------------------------------------------- messages without the per-field type check
-
-
-def request(data: dict[str, Any]) -> http.Request:
-    """A Request holding `data` (RequestData's fields, already of their types)."""
-    d = http.RequestData.__new__(http.RequestData)
-    d.__dict__.update(data)
-    r = http.Request.__new__(http.Request)
-    r.data = d
-    return r
-
-
-def response(data: dict[str, Any]) -> http.Response:
-    d = http.ResponseData.__new__(http.ResponseData)
-    d.__dict__.update(data)
-    r = http.Response.__new__(http.Response)
-    r.data = d
-    return r
-
-
-def headers(fields: Iterable[tuple[bytes, bytes]]) -> http.Headers:
-    """Headers of fields already bytes (http.Headers checks each)."""
-    h = http.Headers.__new__(http.Headers)
-    h.fields = tuple(fields)
-    return h
-
-
-# What HTTPFlow.__init__ sets, but the id (a random UUID each, a few microseconds) and the metadata.
-_FLOW = vars(http.HTTPFlow(_CLIENT, _SERVER))
-
-
-def new_flow(req: http.Request, resp: http.Response | None, server: connection.Server = _SERVER) -> http.HTTPFlow:
-    f = http.HTTPFlow.__new__(http.HTTPFlow)
-    f.__dict__.update(_FLOW)
-    f.server_conn, f.metadata = server, {}
-    f.request, f.response = req, resp
-    return f
-
-
-@functools.lru_cache(maxsize=256)
-def _charset(content_type: str) -> str:
-    return infer_content_encoding(content_type)
-
-
-# ---------------------------------------------------------------- HAR
-
-
-Fields = list[tuple[bytes, bytes]]
-# A URL urllib and mitmproxy's checks take as they are: http(s), a lower-case DNS name or IPv4 address, a port
-# without a leading zero, printable ASCII after it without a fragment. Any other goes through `url.parse`.
-_PLAIN_URL = re.compile(
-    r"(https?)://((?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)"
-    r"(?::([1-9][0-9]{0,4}))?([/?][!-\"$-~]*)?"
-)
-
-
-def _url(text: str) -> tuple[bytes, bytes, int, bytes]:
-    """`url.parse`: scheme, host, port and the path with its query."""
-    m = _PLAIN_URL.fullmatch(text)
-    if m is None or len(m[2]) > 253 or (m[3] is not None and int(m[3]) > 65535):
-        return url.parse(text)
-    scheme, host, port, path = m.groups()
-    path = path or "/"
-    return (
-        scheme.encode(),
-        host.encode(),
-        int(port) if port else (443 if scheme == "https" else 80),
-        (path if path[0] == "/" else "/" + path).encode(),
-    )
-
-
-def _fields(headers: list[Any]) -> Fields:
-    """har.fix_headers: {"name", "value"} objects, or [name, value] pairs."""
-    return [
-        (h["name"].encode(), h["value"].encode()) if isinstance(h, dict) else (h[0].encode(), h[1].encode())
-        for h in headers
-    ]
-
-
-# The header helpers below take the fields' names lower-cased once (`_names`): a HAR entry's headers are looked
-# up a few times each.
-
-
-def _names(fields: Fields) -> list[bytes]:
-    return [k.lower() for k, _ in fields]
-
-
-def _get(fields: Fields, names: list[bytes], name: bytes) -> str:
-    """Headers.get: every value of the field, joined."""
-    if name not in names:
-        return ""
-    return ", ".join(v.decode("utf-8", "surrogateescape") for n, (_, v) in zip(names, fields, strict=True) if n == name)
-
-
-def _set(fields: Fields, names: list[bytes], name: bytes, value: bytes) -> tuple[Fields, list[bytes]]:
-    """Headers.__setitem__ (MultiDict.set_all with one value): the first field of that name takes the value in
-    place, the others go; appended when there is none. Returns the fields and their names."""
-    n = names.count(name)
-    if n == 0:
-        return [*fields, (name, value)], [*names, name]
-    i = names.index(name)
-    out = list(fields)
-    out[i] = (out[i][0], value)
-    if n == 1:
-        return out, names
-    keep = [j == i or names[j] != name for j in range(len(out))]
-    return [f for f, k in zip(out, keep, strict=True) if k], [m for m, k in zip(names, keep, strict=True) if k]
-
-
-def _with_length(fields: Fields, names: list[bytes], body: bytes) -> Fields:
-    """What Message.set_content does to the head of a message whose body is set (and `decode` does again)."""
-    if b"transfer-encoding" in names:
-        return fields
-    return _set(fields, names, b"content-length", b"%d" % len(body))[0]
-
-
-def har_flow(entry: dict[str, Any]) -> http.HTTPFlow:
-    """The flow `har.request_to_flow` makes of a HAR entry. Raises as it does on a malformed entry."""
-    try:
-        f = _har_flow(entry)
-    except Exception:  # noqa: BLE001 - outside the common case: mitmproxy's reader decides, and raises its error
-        f = None
-    if f is None:
-        f = har.request_to_flow(entry)
-    f.id = f"har-{next(_ids)}"  # mitmproxy draws a random id; any id unique in this process does
-    return f
-
-
-def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:
-    req_json, resp_json = entry["request"], entry["response"]
-    started = datetime.fromisoformat(entry["startedDateTime"].replace("Z", "+00:00")).timestamp()
-    ended = started + entry["time"] / 1000.0
-    fields = _fields(req_json["headers"])
-    resp_fields = _fields(resp_json["headers"])
-    names, resp_names = _names(fields), _names(resp_fields)
-    if b"content-encoding" in names or b"content-encoding" in resp_names:
-        return None  # encoded then decoded by request_to_flow: its codecs decide
-    text = req_json["postData"]["text"] if "postData" in req_json else ""
-    method, status = req_json["method"], resp_json["status"]
-    if not isinstance(text, str) or not isinstance(method, str) or type(status) is not int:
-        return None
-    try:
-        body = encoding.encode(text, _charset(_get(fields, names, b"content-type")))
-    except ValueError:
-        return None  # Message.set_text falls back to UTF-8 and rewrites the content-type
-    scheme, host_idna, port, path = _url(req_json["url"])
-    host = host_idna.decode("idna") if b"xn--" in host_idna else host_idna.decode()
-    if b"host" in names:  # Request.url's setter (`_update_host_and_authority`)
-        hostport = url.hostport(scheme.decode(), host, port)
-        fields, names = _set(fields, names, b"host", hostport.encode("utf-8", "surrogateescape"))
-    if not isinstance(body, bytes):
-        return None
-    fields = _with_length(fields, names, body)
-    content = resp_json["content"]
-    coding = content.get("encoding", None)
-    raw = content.get("text", "")
-    answer: str | bytes
-    if coding == "base64":
-        answer = base64.b64decode(raw)
-    elif coding is None and isinstance(raw, str):
-        try:
-            answer = encoding.encode(raw, _charset(_get(resp_fields, resp_names, b"content-type")))
-        except ValueError:
-            answer = raw.encode("utf-8", errors="surrogateescape")
-    else:
-        return None
-    if not isinstance(answer, bytes):
-        return None
-    if answer:
-        resp_fields = _with_length(resp_fields, resp_names, answer)  # Response.decode sets the body again
-    r = request(
-        {
-            "http_version": _VERSIONS.get(req_json["httpVersion"], b"HTTP/1.1"),
-            "headers": headers(fields),
-            "content": body,
-            "trailers": None,
-            "timestamp_start": started,
-            "timestamp_end": ended,
-            "host": host,
-            "port": port,
-            "method": method.encode("utf-8", "surrogateescape"),
-            "scheme": scheme,
-            "authority": b"",
-            "path": path,
-        }
-    )
-    a = response(
-        {
-            "http_version": _VERSIONS.get(resp_json["httpVersion"], b"HTTP/1.1"),
-            "headers": headers(resp_fields),
-            "content": answer,
-            "trailers": None,
-            "timestamp_start": started,
-            "timestamp_end": ended,
-            "status_code": status,
-            "reason": status_codes.RESPONSES.get(status, "").encode(),
-        }
-    )
-    return new_flow(r, a)
-
-
-# ---------------------------------------------------------------- flow files
 
 
 def _items(buf: bytes, start: int, end: int) -> list[Any]:
@@ -520,7 +294,7 @@ def _http_flow(state: dict[str, Any]) -> http.HTTPFlow | None:
     tcp, tls = sc.get("timestamp_tcp_setup"), sc.get("timestamp_tls_setup")
     if not isinstance(tcp, (*_TIME, type(None))) or not isinstance(tls, (*_TIME, type(None))):
         return None
-    server = _SERVER
+    server = SERVER
     if tcp is not None or tls is not None:
         server = connection.Server(address=None, timestamp_tcp_setup=tcp, timestamp_tls_setup=tls)
     f = new_flow(request(req), response(resp) if resp else None, server)
