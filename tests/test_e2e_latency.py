@@ -12,7 +12,10 @@ import pytest
 from support import Proxy, mapping, metrics_of, wait_until, write_mappings
 
 REQUESTS = 60
-RATIO = 3.0  # generous: loopback timings on a shared machine; the flaw this guards against was 20x
+# Loopback timings on a shared 2-core machine: the same code behind both measured 2.7x-3.2x at p50 on a slow day
+# (this release and the one before alike; means ~1.8x), production's figure absorbing the event loop's handling of
+# the copy's answer, which arrives first. The flaw this guards against was 20x.
+RATIO = 4.0
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
