@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import ijson
 from mitmproxy import exceptions, flow, flowfilter, io, master
@@ -40,24 +40,36 @@ def reads_rfile(m: master.Master) -> bool:
     return any(isinstance(a, readfile.ReadFile) for a in m.addons.chain)
 
 
-def read_flows(fo: BinaryIO) -> Iterator[flow.Flow]:
-    """The flows of a capture (flow file or HAR), one at a time. Raises FlowReadException as mitmproxy's reader does."""
+def _opened(fo: BinaryIO) -> tuple[io.FlowReader, bool]:
+    """mitmproxy's reader on `fo`, and whether the capture is a HAR (a JSON object, after an optional byte order
+    mark, which is skipped as mitmproxy's reader does: Fiddler writes one)."""
     reader = io.FlowReader(fo)
     if reader.peek(4).startswith(BOM + b"{"):
-        fo.read(len(BOM))  # as mitmproxy's reader does (Fiddler writes one)
-    if not reader.peek(1).startswith(b"{"):
-        yield from reader.stream()
-        return
+        fo.read(len(BOM))
+    return reader, reader.peek(1).startswith(b"{")
+
+
+def _har_flows(fo: BinaryIO, to_flow: Callable[[Any], flow.Flow]) -> Iterator[flow.Flow]:
+    """A HAR's entries, read one at a time with ijson, each made a flow by `to_flow`."""
     entries = ijson.items(fo, "log.entries.item", use_float=True)
     while True:
         try:
             entry = next(entries, None)
             if entry is None:
                 return
-            f = har.request_to_flow(entry)
+            f = to_flow(entry)
         except Exception as e:  # noqa: BLE001 - any malformed entry, as mitmproxy's reader treats it
             raise exceptions.FlowReadException(HAR_ERROR) from e
         yield f
+
+
+def read_flows(fo: BinaryIO) -> Iterator[flow.Flow]:
+    """The flows of a capture (flow file or HAR), one at a time. Raises FlowReadException as mitmproxy's reader does."""
+    reader, har_file = _opened(fo)
+    if har_file:
+        yield from _har_flows(fo, har.request_to_flow)
+    else:
+        yield from reader.stream()
 
 
 async def feed(path: str, master: master.Master, readfile_filter: str | None) -> int:
@@ -85,20 +97,8 @@ def recorded_flows(fo: BinaryIO, whole: bool = False) -> Iterator[flow.Flow]:
     if whole:
         yield from read_flows(fo)
         return
-    reader = io.FlowReader(fo)
-    if reader.peek(4).startswith(BOM + b"{"):
-        fo.read(len(BOM))
-    if reader.peek(1).startswith(b"{"):
-        entries = ijson.items(fo, "log.entries.item", use_float=True)
-        while True:
-            try:
-                entry = next(entries, None)
-                if entry is None:
-                    return
-                f = recorded.har_flow(entry)
-            except Exception as e:  # noqa: BLE001 - as read_flows
-                raise exceptions.FlowReadException(HAR_ERROR) from e
-            yield f
+    if _opened(fo)[1]:
+        yield from _har_flows(fo, recorded.har_flow)
         return
     try:
         for data in recorded.payloads(fo):
