@@ -19,18 +19,8 @@ import tempfile
 import time
 import timeit
 
-# The benchmark's Mappings: / to prod-svc, copied 100 % to shadow-svc.
-MAPPINGS_YAML = """\
-apiVersion: getambassador.io/v3alpha1
-kind: Mapping
-metadata: {name: app}
-spec: {prefix: /, rewrite: "", service: prod-svc}
----
-apiVersion: getambassador.io/v3alpha1
-kind: Mapping
-metadata: {name: app-shadow}
-spec: {prefix: /, rewrite: "", service: shadow-svc, shadow: true}
-"""
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchkit.scenarios import MAPPINGS_YAML  # noqa: E402 - the benchmark's Mappings: / copied 100 % to shadow-svc
 
 
 async def _writes(n: int) -> None:
