@@ -4,11 +4,10 @@ knowledge, as `grpc.insecure_channel` does; one channel, so one HTTP/2 connectio
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 
 from benchkit.grpcservers import GRPC_MESSAGE, GRPC_METHOD
-from benchkit.load import DRAIN_GRACE, FAILURE_PAUSE, MAX_FAILURES, LoadResult, Mark, percentile
+from benchkit.load import DRAIN_GRACE, FAILURE_PAUSE, MAX_FAILURES, LoadResult, Mark
 from benchkit.procs import HOST
 
 CALL_TIMEOUT = 10.0  # s for one call
@@ -57,10 +56,4 @@ async def grpc_load(port: int, connections: int, warmup: float, duration: float,
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    lat.sort()
-    res.requests = len(lat)
-    res.rps = len(lat) / duration
-    res.p50_ms, res.p99_ms = percentile(lat, 0.50) * 1e3, percentile(lat, 0.99) * 1e3
-    if lat:
-        res.mean_ms, res.max_ms = statistics.fmean(lat) * 1e3, lat[-1] * 1e3
-    return res
+    return res.measured(lat, duration)

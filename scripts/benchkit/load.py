@@ -33,6 +33,16 @@ class LoadResult:
     errors: int = 0  # non-200 answers, resets, failed connects
     unfinished: int = 0  # connections still busy when the drain grace ran out (asyncio client)
 
+    def measured(self, lat: list[float], duration: float) -> LoadResult:
+        """The figures of the window's latencies (seconds, sorted here) over `duration` seconds."""
+        lat.sort()
+        self.requests = len(lat)
+        self.rps = len(lat) / duration
+        self.p50_ms, self.p99_ms = percentile(lat, 0.50) * 1e3, percentile(lat, 0.99) * 1e3
+        if lat:
+            self.mean_ms, self.max_ms = statistics.fmean(lat) * 1e3, lat[-1] * 1e3
+        return self
+
 
 Mark = Callable[[], None]  # called at the start and at the end of the measured window
 Record = Callable[[float, float, bool], None]  # (start, end, answered 200) of every exchange, failed ones too
@@ -160,13 +170,7 @@ async def asyncio_load(
         load.cancel()
         await asyncio.gather(*load.tasks, return_exceptions=True)
     res.unfinished = load.unfinished
-    lat.sort()
-    res.requests = len(lat)
-    res.rps = len(lat) / duration
-    res.p50_ms, res.p99_ms = percentile(lat, 0.50) * 1e3, percentile(lat, 0.99) * 1e3
-    if lat:
-        res.mean_ms, res.max_ms = statistics.fmean(lat) * 1e3, lat[-1] * 1e3
-    return res
+    return res.measured(lat, duration)
 
 
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
