@@ -133,7 +133,7 @@ else:
     class _CTreeLoader(CParser, _Loader):  # type: ignore[no-redef]
         """libyaml's own composer too (CParser's, in C: several times faster than the bounded one above), for text
         whose shape bounds its nesting well within the C stack (`_c_composer_is_safe`); the bounds and the
-        duplicate-key rule are then checked on the composed tree (`_check_tree`). Constructed as `_Loader` does."""
+        duplicate-key rule are then checked as `_Builder` builds each document from the composed tree."""
 
         def __init__(self, text: str) -> None:
             CParser.__init__(self, text)
@@ -162,46 +162,6 @@ def _c_composer_is_safe(text: str) -> bool:
     return longest + deepest <= _C_COMPOSE_BOUND
 
 
-def _check_tree(root: Any, nodes: int) -> int:
-    """The bounded composer's checks on a composed tree: nodes (an alias counted as one node, its contents once, as
-    the bounded composer counts events), nesting, duplicate keys. Returns the nodes counted; raises ValueError for
-    anything the bounded composer would refuse, which then reads the text again and says where.
-
-    Walked depth first in document order, so an anchored node is walked where it is defined (as it is composed
-    there), never at a shallower alias of it."""
-    mapping, sequence, merge = yaml.MappingNode, yaml.SequenceNode, "tag:yaml.org,2002:merge"
-    seen: set[int] = set()
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1  # an alias counts where it stands, as its event does in the bounded composer...
-        if depth > MAX_DEPTH:
-            raise ValueError("over a reading limit")
-        cls = node.__class__
-        if cls is not mapping and cls is not sequence:
-            continue
-        if id(node) in seen:  # ...and its node's contents once
-            continue
-        seen.add(id(node))
-        if cls is mapping:
-            keys: set[tuple[str, str]] = set()
-            children: list[Any] = []
-            for key_node, value_node in node.value:
-                if key_node.__class__ is yaml.ScalarNode and key_node.tag != merge:
-                    k = (key_node.tag, key_node.value)
-                    if k in keys:
-                        raise ValueError("duplicate key")
-                    keys.add(k)
-                children.append(key_node)
-                children.append(value_node)
-        else:
-            children = node.value
-        stack.extend((child, depth + 1) for child in reversed(children))  # popped in document order
-    if nodes > MAX_NODES:
-        raise ValueError("over a reading limit")
-    return nodes
-
-
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _NULL, _BOOL, _FLOAT, _MAP, _SEQ, _MERGE = (
     _TAG + t for t in ("str", "int", "null", "bool", "float", "map", "seq", "merge")
@@ -214,8 +174,9 @@ class _Unsupported(Exception):
 
 class _Builder:
     """A composed document's value, built directly for the plain shapes Mapping files have (str, int, bool, null,
-    float scalars; maps with scalar keys; sequences), with `_check_tree`'s checks on the way: one walk instead of a
-    check and PyYAML's constructor. Values are PyYAML's (its scalar constructors, anchors shared as it shares
+    float scalars; maps with scalar keys; sequences), with the bounded composer's checks on the way (nodes, an alias
+    counted where it stands; nesting; duplicate keys), in document order so an anchored node is checked where it is
+    defined. Values are PyYAML's (its scalar constructors, anchors shared as it shares
     them); raises _Unsupported for anything else, ValueError where the bounded composer would refuse.
     (A class, not a recursive closure: a closure that calls itself is a reference cycle, which would keep what it
     built until a collection.)"""
@@ -282,8 +243,9 @@ class _Builder:
 
 
 def _documents_c_tree(text: str, result: LoadResult) -> list[tuple[int, Any]] | None:
-    """The documents, composed and constructed by libyaml's composer and the bounded reader's constructors; None
-    where the text's shape does not bound its nesting (the bounded composer reads it instead)."""
+    """The documents, composed by libyaml's composer and built by `_Builder`; None where the text's shape does not
+    bound its nesting, or a document holds what the builder leaves to PyYAML (merge keys, other tags): the bounded
+    composer then reads the text instead."""
     if _CTreeLoader is None or not _c_composer_is_safe(text):
         return None
     if yaml.reader.Reader.NON_PRINTABLE.search(text):
@@ -298,8 +260,7 @@ def _documents_c_tree(text: str, result: LoadResult) -> list[tuple[int, Any]] | 
             try:
                 value, nodes = builder.document(node), builder.count
             except _Unsupported:
-                nodes = _check_tree(node, nodes)
-                value = loader.construct_document(node)
+                return None
             docs.append((len(docs) + 1, value))
     finally:
         loader.dispose()
