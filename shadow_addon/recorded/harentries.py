@@ -30,7 +30,13 @@ _PLAIN_URL = re.compile(
 def _url(text: str) -> tuple[bytes, bytes, int, bytes]:
     """`url.parse`: scheme, host, port and the path with its query."""
     m = _PLAIN_URL.fullmatch(text)
-    if m is None or len(m[2]) > 253 or (m[3] is not None and int(m[3]) > 65535):
+    # urllib drops an empty query or parameters (`/x?` and `/x;` are `/x` to mitmproxy): such paths go to it.
+    if (
+        m is None
+        or len(m[2]) > 253
+        or (m[3] is not None and int(m[3]) > 65535)
+        or (m[4] is not None and (m[4].endswith("?") or ";" in m[4]))
+    ):
         return url.parse(text)
     scheme, host, port, path = m.groups()
     path = path or "/"
