@@ -15,12 +15,14 @@ large capture takes the time the shadow takes to answer it, not the time mitmpro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any, Protocol
 
 from mitmproxy import ctx, exceptions, flowfilter, http
+from mitmproxy.flow import Flow
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import capture, copies, production, routing
@@ -28,6 +30,7 @@ from .addresses import Address
 from .compare.pairing import Pairing
 from .metrics import Metrics
 from .reasons import DropReason
+from .recorded.spill import Spill
 from .sender import Copy, Sender
 from .settings import Settings
 from .words import plural
@@ -127,6 +130,7 @@ class Replay:
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[Any] | None = None  # a capture read flow by flow (capture.feed, `_read`)
+        self._kept: Spill | None = None  # the capture's flows as the learning read them, for `_read`
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,11 +173,19 @@ class Replay:
         mode = ReverseMode.parse(o.mode[0]) if len(o.mode) == 1 and o.mode[0].startswith("reverse:") else None
         if self._learning is not None:
             await asyncio.shield(self._learning)
+        kept, self._kept = self._kept, None
         n = 0
         try:
-            with open(os.path.expanduser(path), "rb") as fh:
+            with contextlib.ExitStack() as stack:
+                if kept is not None:
+                    stack.callback(kept.close)
                 # A filter may look at any part of a flow: mitmproxy's reader then builds every flow whole.
-                for f in capture.recorded_flows(fh, whole=match is not None):
+                if kept is not None and match is None:
+                    flows: Iterator[Flow] = kept.flows()  # as the learning read them, without parsing again
+                else:
+                    fh = stack.enter_context(open(os.path.expanduser(path), "rb"))
+                    flows = capture.recorded_flows(fh, whole=match is not None)
+                for f in flows:
                     if match is not None and not match(f):
                         continue
                     n += 1
@@ -199,6 +211,9 @@ class Replay:
             if task is not None:
                 task.cancel()
         self._watcher = self._learning = self._reading = None
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         self._wake(cancel=True)
 
     # ------------------------------------------------------------------ recorded flows
@@ -303,12 +318,16 @@ class Replay:
         requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent. `own`: read with
         `recorded` (`play`), each flow this replay's alone."""
         sh = self.shadow
+        # `play` reads the capture again once this is done: the flows read here are kept for it, as read.
+        kept = Spill(fresh_ids=capture.is_har(path)) if own else None
         try:
             with open(os.path.expanduser(path), "rb") as fh:
                 flows = capture.recorded_flows(fh) if own else capture.read_flows(fh)
                 for i, f in enumerate(flows):
                     if sh.pairing is None or not sh.table.groups:
                         return
+                    if kept is not None and not kept.add(f):
+                        kept = None
                     if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
                         route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
                         if route is not None and route.group.shadow is not None:
@@ -317,8 +336,12 @@ class Replay:
                             sh.pairing.production_answered(flow, route.group.shadow.name, learn_only=True)
                     if i % LEARN_BATCH == LEARN_BATCH - 1:
                         await asyncio.sleep(0)
+            self._kept, kept = kept, None  # the whole capture, read without an error
         except (OSError, exceptions.FlowReadException):
             return  # mitmproxy's reader reports the same problem
+        finally:
+            if kept is not None:
+                kept.close()
 
     def settled(self, c: Copy) -> None:
         """A copy has its outcome (called for every copy, live ones included)."""
