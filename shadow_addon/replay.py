@@ -319,7 +319,7 @@ class Replay:
         `recorded` (`play`), each flow this replay's alone."""
         sh = self.shadow
         # `play` reads the capture again once this is done: the flows read here are kept for it, as read.
-        kept = Spill(fresh_ids=capture.is_har(path)) if own else None
+        kept = Spill(fresh_ids=capture.is_har(path), beside=os.path.expanduser(path)) if own else None
         try:
             with open(os.path.expanduser(path), "rb") as fh:
                 flows = capture.recorded_flows(fh) if own else capture.read_flows(fh)

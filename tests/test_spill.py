@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+from pathlib import Path
 
 from mitmproxy import http
 from mitmproxy import io as mio
@@ -137,3 +139,21 @@ def test_a_flow_it_did_not_build_or_cannot_write_gives_up_the_spill() -> None:
     kept = Spill()
     assert not kept.add(f) and not kept.usable
     assert spill.record_of(tflow.twebsocketflow()) is None
+
+
+def test_the_flows_are_kept_beside_the_capture_else_in_the_temporary_directory(tmp_path: Path) -> None:
+    """On the capture's disk, in a file no one sees (nothing is left behind); where that directory cannot be
+    written, in the temporary directory."""
+    data = flow_file(varied_flows()[:2])
+    cap = tmp_path / "capture.mitm"
+    cap.write_bytes(data)
+    for beside, where in ((str(cap), tmp_path), (str(tmp_path / "missing" / "capture.mitm"), None)):
+        kept = Spill(beside=beside)
+        assert kept._file is not None
+        held_in = Path(os.readlink(f"/proc/self/fd/{kept._file.fileno()}")).parent  # Linux: the unnamed file's
+        assert held_in == where if where is not None else held_in != tmp_path
+        for f in capture.recorded_flows(io.BytesIO(data)):
+            assert kept.add(f)
+        assert kept.usable and len(list(kept.flows())) == kept.count == 2
+        kept.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.mitm"]

@@ -67,7 +67,10 @@ class Reply:
         its beginning (a sender that keeps a prefix); `sha256`: the full body's hash when the caller computed it
         while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`;
         `decode=False`: not at all (the caller knows it does not decode within `limit`)."""
-        fields = [(_str(k), _str(v)) for k, v in headers]
+        fields = [  # `_str` inlined: a call per name and value is most of building a small reply
+            (k.decode("latin-1") if isinstance(k, bytes) else k, v.decode("latin-1") if isinstance(v, bytes) else v)
+            for k, v in headers
+        ]
         total = len(body) if size is None else size
         whole = total == len(body)
         digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
