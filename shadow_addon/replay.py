@@ -10,6 +10,8 @@ is read; copies still in flight would be lost, so this takes over that job and e
 `mitmshadow replay` hands the capture to this addon alone instead (`play`): each recorded flow, built by
 `recorded` rather than by mitmproxy's reader, goes straight to `recorded()`, with no other addon's hooks, so a
 large capture takes the time the shadow takes to answer it, not the time mitmproxy takes to hand it around.
+With comparison on, noise is learned from the whole capture first; the flows that reading builds are kept on disk
+(`recorded.spill`) and the copies are made from them, so the capture is parsed once.
 """
 
 from __future__ import annotations
