@@ -12,6 +12,7 @@ from mitmproxy import ctx, http
 from . import compare, copies, flowview, routing, secondary
 from .compare.pairing import Pairing
 from .copyrequest import Copy, Outcome
+from .httpsyntax import FieldView
 from .sender import Sender
 from .settings import Settings
 
@@ -51,7 +52,7 @@ def submit(
     if pairing is not None and paired:
         summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
         to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
-        name = pairing.namer.name(req.method, req.path, req.headers)
+        name = pairing.namer.name(req.method, req.path, FieldView(req.headers.fields))
         # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
         paired = pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
         if paired:

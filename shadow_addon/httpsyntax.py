@@ -40,3 +40,25 @@ def field_value(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | N
     if not values:
         return None
     return (values[0] if len(values) == 1 else b", ".join(values)).decode("utf-8", "surrogateescape")
+
+
+def field_values(fields: tuple[tuple[bytes, bytes], ...], names: tuple[bytes, ...]) -> list[str]:
+    """`field_value` of each of `names` (lower case), "" for one without a field: one pass over the fields."""
+    found: dict[bytes, list[bytes]] = {}
+    for k, v in fields:
+        k = k.lower()
+        if k in names:
+            found.setdefault(k, []).append(v)
+    return [b", ".join(found[n]).decode("utf-8", "surrogateescape") if n in found else "" for n in names]
+
+
+class FieldView:
+    """`Headers.get` over raw fields, for a reader that asks for a header or two of a request (`field_value`)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.fields = fields
+
+    def get(self, name: str, /) -> str | None:
+        return field_value(self.fields, name.encode("utf-8", "surrogateescape").lower())

@@ -10,75 +10,41 @@ is read; copies still in flight would be lost, so this takes over that job and e
 `mitmshadow replay` hands the capture to this addon alone instead (`play`): each recorded flow, built by
 `recorded` rather than by mitmproxy's reader, goes straight to `recorded()`, with no other addon's hooks, so a
 large capture takes the time the shadow takes to answer it, not the time mitmproxy takes to hand it around.
+With comparison on, noise is learned from the whole capture first; the flows that reading builds are kept on disk
+(`recorded.spill`) and the copies are made from them, so the capture is parsed once.
+
+This module holds the `Replay` itself: its wiring into the addon's lifecycle, each recorded flow routed and copied
+within the window of copies under way, their outcomes, and the exit once every copy has one. How one flow is played
+(pace, window, what is not copied) is in `replaypolicy`; the replay's own readings of the capture file (the learning
+of noise, `play`'s reading) in `replayreading`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from mitmproxy import ctx, exceptions, flowfilter, http
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy import ctx, http
 
-from . import capture, copies, production, routing
+from . import capture, copies, production, replayreading, routing
 from .addresses import Address
 from .compare.pairing import Pairing
 from .metrics import Metrics
 from .reasons import DropReason
+from .recorded.spill import Spill
+from .replaypolicy import as_live, inflight, pace_delay, skip_reason, window
 from .sender import Copy, Sender
 from .settings import Settings
 from .words import plural
 
 logger = logging.getLogger("shadow")
 
-LEARN_BATCH = 200  # recorded flows learned from per loop iteration
 PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
-REPLAY_INFLIGHT = 4  # copies of a capture in flight per shadow service unless shadow_max_inflight is set
 PREFIXES_SHOWN = 10  # prefixes named when no request of a capture went to a shadow
 # What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
-
-
-def pace_delay(speed: float, clock: tuple[float, float] | None, recorded: float, now: float) -> float:
-    """Seconds to wait before a flow recorded at `recorded` is copied; `clock` = (first recorded time, when it was
-    played). Flows are stored in the order they completed, so a flow may be due already."""
-    if speed <= 0 or clock is None:
-        return 0.0
-    first, started = clock
-    return started + (recorded - first) / speed - now
-
-
-def inflight(max_inflight: int, set_by_user: bool) -> int:
-    """Copies of a capture in flight per shadow service: `shadow_max_inflight` when set, else at most
-    REPLAY_INFLIGHT. A replay keeps that many in flight all along, and a development server (Python's
-    ThreadingHTTPServer: a listen backlog of 5, threads sharing one interpreter lock) answers each only after
-    working on all the others: 64 at once can take past the copy timeout, which would read as the shadow failing."""
-    return max_inflight if set_by_user else min(max_inflight, REPLAY_INFLIGHT)
-
-
-def window(max_inflight: int, max_backlog: int) -> int:
-    """Copies of recorded flows under way at once per shadow service. Until a connection to the service works,
-    the sender dials once and keeps the rest in its backlog: this many always fit, so none is dropped as overload."""
-    return max(1, min(max_inflight, max_backlog + 1))
-
-
-def skip_reason(req: http.Request, body_limit: int, methods: frozenset[str] = frozenset()) -> str | None:
-    """Why a recorded request is not copied (the same reasons as live), or None."""
-    body = copies.body_of(req, body_limit)  # a recorded request without its body was streamed
-    return copies.not_copied(req, methods) or (body if isinstance(body, str) else None)
-
-
-def route_routed(table: routing.Table, name: str, path: str, shadow_draw: float) -> routing.Route | None:
-    """The route of a request the Mapping `name` routed already (a flow recorded or replayed after this addon
-    routed it): its request is what production got, so no transform applies again; only the shadow is drawn."""
-    for g in table.groups:
-        m = next((m for m, _ in g.production if m.name == name), None)
-        if m is not None and g.error is None:
-            return routing.route_to(table, g, m, path, shadow_draw)
-    return None
 
 
 def _first(names: list[str]) -> str:
@@ -127,6 +93,7 @@ class Replay:
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[Any] | None = None  # a capture read flow by flow (capture.feed, `_read`)
+        self._kept: Spill | None = None  # the capture's flows as the learning read them, for `_read`
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -160,45 +127,30 @@ class Replay:
         self._reading = loop.create_task(self._read(path))
         self._watcher = loop.create_task(self._exit_when_settled())
 
+    async def _learn_noise(self, path: str, own: bool = False) -> None:
+        """Noise learned from the whole capture before the first comparison (`replayreading.learn_noise`); `own`:
+        `play`'s, whose flows are kept for its reading."""
+        self._kept = await replayreading.learn_noise(self.shadow, path, own)
+
     async def _read(self, path: str) -> None:
-        """Every flow of the capture to `recorded`, waiting where it says to (the shadow's room, the pace), as
-        mitmproxy's readfile addon hands them to every addon (`Master.load_flow`), with its filter."""
-        o = ctx.options
-        match = flowfilter.parse(o.readfile_filter) if o.readfile_filter else None
-        # In reverse mode, mitmproxy points a loaded flow at the reverse target (master.py Master.load_flow).
-        mode = ReverseMode.parse(o.mode[0]) if len(o.mode) == 1 and o.mode[0].startswith("reverse:") else None
+        """`play`'s reading: every flow of the capture to `recorded`, as this replay's own (`replayreading.read`)."""
+        await replayreading.read(path, self._learned, lambda f: self.recorded(f, own=True))
+
+    async def _learned(self) -> Spill | None:
+        """The flows the learning kept, once it is done; `_read` owns (and closes) them from then on."""
         if self._learning is not None:
             await asyncio.shield(self._learning)
-        n = 0
-        try:
-            with open(os.path.expanduser(path), "rb") as fh:
-                # A filter may look at any part of a flow: mitmproxy's reader then builds every flow whole.
-                for f in capture.recorded_flows(fh, whole=match is not None):
-                    if match is not None and not match(f):
-                        continue
-                    n += 1
-                    if not isinstance(f, http.HTTPFlow):
-                        continue
-                    if isinstance(mode, ReverseMode):
-                        f.request.host, f.request.port, *_ = mode.address
-                        f.request.scheme = mode.scheme
-                    waiting = self.recorded(f, own=True)
-                    if waiting is not None:
-                        await waiting
-                    elif n % LEARN_BATCH == 0:
-                        await asyncio.sleep(0)  # outcomes are taken in between
-        except (OSError, exceptions.FlowReadException) as e:
-            if n:
-                logger.warning("Flow file corrupted - loaded %i flows.", n)
-            logger.error("Failed to read %s: %s", path, e)
-        except Exception:  # noqa: BLE001 - logged as an error (as mitmproxy logs a failing hook): no verdict then
-            logger.exception("replay: %s stopped after %s", path, plural(n, "recorded flow"))
+        kept, self._kept = self._kept, None
+        return kept
 
     def done(self) -> None:
         for task in (self._watcher, self._learning, self._reading):
             if task is not None:
                 task.cancel()
         self._watcher = self._learning = self._reading = None
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         self._wake(cancel=True)
 
     # ------------------------------------------------------------------ recorded flows
@@ -257,7 +209,7 @@ class Replay:
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> None:
         sh = self.shadow
-        dup = self._as_live(flow, route, own)
+        dup = as_live(flow, route, ctx.options.keep_host_header, own)
         key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
         if dup.response is not None:
             production.record(sh.metrics, dup, route)
@@ -280,45 +232,6 @@ class Replay:
         sh.submit_copy(key, dup.request, route, body, paired)
         if paired and sh.pairing is not None:
             sh.pairing.production_answered(dup, shadow.name)
-
-    def _as_live(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> http.HTTPFlow:
-        """Production's exchange as it would have been live (the Mapping's transforms), on a flow of its own: the
-        capture stays as recorded (`own`: the flow is this replay's, and changes in place)."""
-        dup = flow
-        m = route.mapping
-        routed = m is not None and "shadow_mapping" not in flow.metadata  # else recorded after this addon routed it
-        if not own:
-            dup = http.HTTPFlow(flow.client_conn, flow.server_conn)
-            dup.request, dup.response, dup.error = flow.request.copy(), flow.response, flow.error
-        if routed:
-            production.apply_route(dup, route, ctx.options.keep_host_header)
-            if dup.response is not None and production.edits_response(route):
-                if not own:
-                    dup.response = dup.response.copy()
-                production.edit_response(dup, route)
-        return dup
-
-    async def _learn_noise(self, path: str, own: bool = False) -> None:
-        """Learn noise from the whole capture before the first comparison: production's answers to identical
-        requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent. `own`: read with
-        `recorded` (`play`), each flow this replay's alone."""
-        sh = self.shadow
-        try:
-            with open(os.path.expanduser(path), "rb") as fh:
-                flows = capture.recorded_flows(fh) if own else capture.read_flows(fh)
-                for i, f in enumerate(flows):
-                    if sh.pairing is None or not sh.table.groups:
-                        return
-                    if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
-                        route = sh.route_of(f.request, f.metadata.get("shadow_mapping"))
-                        if route is not None and route.group.shadow is not None:
-                            # A fresh flow id: no comparison waits for it, so this only learns.
-                            flow = self._as_live(f, route, own)
-                            sh.pairing.production_answered(flow, route.group.shadow.name, learn_only=True)
-                    if i % LEARN_BATCH == LEARN_BATCH - 1:
-                        await asyncio.sleep(0)
-        except (OSError, exceptions.FlowReadException):
-            return  # mitmproxy's reader reports the same problem
 
     def settled(self, c: Copy) -> None:
         """A copy has its outcome (called for every copy, live ones included)."""

@@ -34,6 +34,7 @@ from . import (
     pages,
     production,
     replay,
+    replaypolicy,
     routing,
     selfloop,
     settings,
@@ -379,7 +380,7 @@ class Shadow:
             sticky = routing.sample_draw(req.headers.get(self.settings.sample_key))
             shadow_draw = sticky if sticky is not None else shadow_draw
         if routed is not None:
-            return replay.route_routed(self.table, routed, req.path, shadow_draw)
+            return replaypolicy.route_routed(self.table, routed, req.path, shadow_draw)
         view = routing.RequestView(
             req.method, req.path, copies.host_header(req) or "", req.headers if headers is None else headers
         )

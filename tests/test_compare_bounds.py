@@ -375,7 +375,9 @@ def test_a_fault_while_learning_ends_the_pair_as_error(monkeypatch: pytest.Monke
 
         class request:  # noqa: N801
             method, path, raw_content = "GET", "/", b""
-            headers: dict[str, str] = {}
+
+            class headers:  # noqa: N801
+                fields = ()
 
         class response:  # noqa: N801
             status_code, raw_content, trailers = 200, b'{"a": 1}', None

@@ -102,3 +102,43 @@ def test_a_shadow_that_is_down_fails_the_gate_with_every_copy_counted(tmp_path: 
     dropped = re.search(r"-> api-next .*\n(?:.*\n)*?\s+dropped\s+(\S+)\n", out)
     assert dropped and sum(int(n) for n in re.findall(r":(\d+)", dropped[1])) == 10, out
     assert "connect_error" in dropped[1], out
+
+
+def test_copies_made_from_the_flows_kept_compare_as_the_capture_read_again(tmp_path: Path, upstream) -> None:
+    """The replay parses the capture once: the learning of noise keeps the flows it reads on disk, beside the
+    capture, and the copies are made from them. A filter makes it read the capture again, whole, through
+    mitmproxy's reader: the same copies, verdicts and report either way, and nothing left beside the capture."""
+    api, img = upstream("api-candidate"), upstream("img-candidate")
+    img.behaviour.body = ANSWER
+    differs = ("/v1/items/3", "/v1/items/7")
+    api.behaviour.responder = lambda seen: (
+        200,
+        {"content-type": "application/json"},
+        b'{"ok": false}' if seen.path in differs else ANSWER,
+    )
+    for cap in capture(tmp_path):
+        outcomes = []
+        for extra in ((), ("--set", "readfile_filter=~all")):
+            report = tmp_path / f"report-{cap.suffix[1:]}-{len(outcomes)}.jsonl"
+            options = ("--every-request", "--report", str(report), *extra)
+            code, out = gate(tmp_path, cap, api.address, img.address, *options)
+            lines = [json.loads(ln) for ln in report.read_text().splitlines()]
+            outcomes.append(
+                (
+                    code,
+                    [ln for ln in out.splitlines() if ln.startswith(("ok:", "FAIL:"))],
+                    sorted(s.path for s in api.seen + img.seen),
+                    sorted((r["request"]["path"], r["result"], r["diffs"]) for r in lines),
+                )
+            )
+            api.seen.clear()
+            img.seen.clear()
+        assert outcomes[0] == outcomes[1]
+        code, verdicts, seen, mismatches = outcomes[0]
+        assert code == 1 and "FAIL: api-next: 2 of 10 pairs differ (20.0%; allowed 0.0%)" in verdicts
+        assert len(seen) == 10 + len(USERS) and [m[0] for m in mismatches] == list(differs)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("report-")) == [
+        "capture.har",
+        "capture.mitm",
+        "mappings.yaml",
+    ]

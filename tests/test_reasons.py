@@ -22,6 +22,7 @@ EMITTERS = (
     "production.py",
     "shadow.py",
     "replay.py",
+    "replaypolicy.py",
 )
 # Calls whose string arguments are reasons (messages have spaces, so only label-like words are taken).
 REASON_CALLS = {"_fail", "_failed", "_attempt_failed", "_drop", "record_drop", "ReadError", "Outcome", "_skip_copy"}

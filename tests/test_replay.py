@@ -16,23 +16,23 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 from support import Upstream, loaded, mapping, wait_until, write_mappings
 
-from shadow_addon import cli, gate, replay
+from shadow_addon import cli, gate, replaypolicy
 from shadow_addon.shadow import Shadow
 
 
 def test_pace_follows_the_recorded_clock_at_the_chosen_speed() -> None:
     clock = (1000.0, 50.0)  # the first flow was recorded at 1000 and played at loop time 50
-    assert replay.pace_delay(1.0, clock, 1003.0, 51.0) == pytest.approx(2.0)
-    assert replay.pace_delay(2.0, clock, 1003.0, 51.0) == pytest.approx(0.5)
-    assert replay.pace_delay(1.0, clock, 999.0, 51.0) < 0  # stored late (flows are saved as they complete): due
-    assert replay.pace_delay(0.0, clock, 5000.0, 51.0) == 0.0  # 0: as fast as the shadow allows
-    assert replay.pace_delay(1.0, None, 5000.0, 51.0) == 0.0  # the first flow sets the clock
+    assert replaypolicy.pace_delay(1.0, clock, 1003.0, 51.0) == pytest.approx(2.0)
+    assert replaypolicy.pace_delay(2.0, clock, 1003.0, 51.0) == pytest.approx(0.5)
+    assert replaypolicy.pace_delay(1.0, clock, 999.0, 51.0) < 0  # stored late (flows are saved as they complete): due
+    assert replaypolicy.pace_delay(0.0, clock, 5000.0, 51.0) == 0.0  # 0: as fast as the shadow allows
+    assert replaypolicy.pace_delay(1.0, None, 5000.0, 51.0) == 0.0  # the first flow sets the clock
 
 
 def test_the_window_of_copies_fits_the_senders_limits() -> None:
-    assert replay.window(64, 256) == 64  # in flight once connected
-    assert replay.window(64, 10) == 11  # one dialling, the rest waiting in the backlog
-    assert replay.window(8, 0) == 1
+    assert replaypolicy.window(64, 256) == 64  # in flight once connected
+    assert replaypolicy.window(64, 10) == 11  # one dialling, the rest waiting in the backlog
+    assert replaypolicy.window(8, 0) == 1
 
 
 def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
@@ -44,14 +44,14 @@ def test_recorded_requests_not_copied_have_the_live_reasons() -> None:
         return r
 
     limit = 10
-    assert replay.skip_reason(req(), limit) is None
-    assert replay.skip_reason(req("CONNECT"), limit) == "upgrade"
-    assert replay.skip_reason(req(headers=((b"Upgrade", b"websocket"),)), limit) == "upgrade"
-    assert replay.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), limit) == "loop"
-    assert replay.skip_reason(req(body=None), limit) == "streamed"
-    assert replay.skip_reason(req("POST", body=b"x" * 11), limit) == "body_limit"
-    assert replay.skip_reason(req("POST"), limit, frozenset({"GET", "HEAD"})) == "method"  # shadow_methods
-    assert replay.skip_reason(req("GET"), limit, frozenset({"GET", "HEAD"})) is None
+    assert replaypolicy.skip_reason(req(), limit) is None
+    assert replaypolicy.skip_reason(req("CONNECT"), limit) == "upgrade"
+    assert replaypolicy.skip_reason(req(headers=((b"Upgrade", b"websocket"),)), limit) == "upgrade"
+    assert replaypolicy.skip_reason(req(headers=((b"X-Mitmproxy-Shadow", b"1"),)), limit) == "loop"
+    assert replaypolicy.skip_reason(req(body=None), limit) == "streamed"
+    assert replaypolicy.skip_reason(req("POST", body=b"x" * 11), limit) == "body_limit"
+    assert replaypolicy.skip_reason(req("POST"), limit, frozenset({"GET", "HEAD"})) == "method"  # shadow_methods
+    assert replaypolicy.skip_reason(req("GET"), limit, frozenset({"GET", "HEAD"})) is None
 
 
 def test_verdicts_count_unanswered_copies_and_not_noise() -> None:
@@ -162,9 +162,9 @@ def test_timeouts_are_counted_apart_from_differences_and_name_the_options() -> N
 
 
 def test_a_capture_takes_a_development_servers_concurrency_unless_set() -> None:
-    assert replay.inflight(64, set_by_user=False) == replay.REPLAY_INFLIGHT == 4
-    assert replay.inflight(64, set_by_user=True) == 64
-    assert replay.inflight(2, set_by_user=False) == 2
+    assert replaypolicy.inflight(64, set_by_user=False) == replaypolicy.REPLAY_INFLIGHT == 4
+    assert replaypolicy.inflight(64, set_by_user=True) == 64
+    assert replaypolicy.inflight(2, set_by_user=False) == 2
     assert gate.parser().parse_args(["c", "--mappings", "m", "--every-request"]).every_request
 
 

@@ -53,13 +53,17 @@ class ReplyBuilder:
         limit = self.body_limit
         try:
             coding = content_coding(headers)
-            decodes = bool(body) and len(body) <= limit and bool(codings(coding))
-            if decodes and not known_refused(body, coding, limit) and not self.loop.allows():
+            # Without a Content-Encoding (most answers) there is nothing to decode, refuse or send off the loop.
+            decodes = bool(coding) and bool(body) and len(body) <= limit and bool(codings(coding))
+            refused = bool(coding) and known_refused(body, coding, limit)
+            if decodes and not refused and not self.loop.allows():
                 skip(OVER_BUDGET)  # decoding is comparison's work too
                 return
             t = self.timer()  # building a reply (hashing, decoding) is comparison's work: measured
-            if known_refused(body, coding, limit):
+            if refused:
                 reply = make(False)  # a bomb answered again: compared as sent, without looking it up twice
+            elif not coding:
+                reply = make(True)
             elif len(body) > limit or not off_loop(body, coding, limit):
                 reply = make(True)
             else:

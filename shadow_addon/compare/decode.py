@@ -45,6 +45,8 @@ def _refused_key(body: bytes, content_encoding: str, limit: int) -> tuple[str, i
 def decode_capped(body: bytes, content_encoding: str, limit: int) -> bytes | None:
     """`body` without its content-encoding(s) (`gzip`, `deflate`, `br`, `zstd`, `identity`, stacked as in
     `gzip, br`), or None when it cannot be decoded or decodes to more than `limit` bytes."""
+    if not content_encoding:  # no coding (most answers): the body as it is
+        return body if len(body) <= limit else None
     key = _refused_key(body, content_encoding, limit)
     if key is None:
         return _decode(body, content_encoding, limit)

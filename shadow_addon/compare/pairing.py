@@ -19,6 +19,7 @@ from typing import Any
 from mitmproxy import http
 
 from ..budget import MemoryBudget, TimeBudget
+from ..httpsyntax import field_values
 from ..metrics import Metrics
 from .answer import Answer
 from .building import OVER_BUDGET, ReplyBuilder
@@ -39,6 +40,7 @@ PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the recor
 # Reading a shadow's answer kept for comparison (instead of dropping it as read) costs the loop about 2 ms per MB
 # (scripts/bench: bigjson against compare, 4.4 against 2.4 ms of CPU a request): charged to comparison's share.
 READ_SECONDS_PER_BYTE = 2e-9
+VARY = (b"authorization", b"cookie", b"accept")  # request headers whose values change production's answer
 OFFLINE_PRINTS = 64 * 1024 * 1024  # bytes of noise prints a replay keeps for its second reading of the capture
 
 
@@ -191,7 +193,7 @@ class Pairing:
             self.production(flow.id, None, "response streamed")
             return
         # Noise is learned from production's own answers to identical requests (the caller's identity included).
-        vary = [req.headers.get(h, "") for h in ("authorization", "cookie", "accept")]
+        vary = field_values(req.headers.fields, VARY)  # Headers.get of each, without its cost per field
         key, status, fields, raw = flow.id, resp.status_code, resp.headers.fields, resp.raw_content
         if resp.trailers:
             fields = fields + resp.trailers.fields

@@ -47,6 +47,9 @@ class Reply:
     schema: Any = field(default=None, init=False, repr=False, compare=False)
     _json: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
     _digest: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)
+    # `header`'s answers by lower-case name, made at its first call: a reply is asked for a few headers, each
+    # several times (the learner's print, the comparison, the media type).
+    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -64,7 +67,10 @@ class Reply:
         its beginning (a sender that keeps a prefix); `sha256`: the full body's hash when the caller computed it
         while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`;
         `decode=False`: not at all (the caller knows it does not decode within `limit`)."""
-        fields = [(_str(k), _str(v)) for k, v in headers]
+        fields = [  # `_str` inlined: a call per name and value is most of building a small reply
+            (k.decode("latin-1") if isinstance(k, bytes) else k, v.decode("latin-1") if isinstance(v, bytes) else v)
+            for k, v in headers
+        ]
         total = len(body) if size is None else size
         whole = total == len(body)
         digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
@@ -75,9 +81,14 @@ class Reply:
 
     def header(self, name: str) -> str | None:
         """All values of a header (case-insensitive), stripped and joined by ", "; None when absent."""
-        name = name.lower()
-        values = [v.strip() for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
+        index = self._index
+        if index is None:
+            index = {}
+            for k, v in self.headers:
+                k = k.lower()
+                index[k] = f"{index[k]}, {v.strip()}" if k in index else v.strip()
+            self._index = index
+        return index.get(name.lower())
 
     def media(self) -> tuple[str, str | None]:
         """(type/subtype in lower case, charset or None) of the content-type."""

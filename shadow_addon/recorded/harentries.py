@@ -101,8 +101,13 @@ def har_flow(entry: dict[str, Any]) -> http.HTTPFlow:
         f = None
     if f is None:
         f = har.request_to_flow(entry)
-    f.id = f"har-{next(_ids)}"  # mitmproxy draws a random id; any id unique in this process does
+    f.id = new_id()  # mitmproxy draws a random id; any id unique in this process does
     return f
+
+
+def new_id() -> str:
+    """A HAR entry's flow id: unique in this process, each time an entry is read."""
+    return f"har-{next(_ids)}"
 
 
 def _har_flow(entry: dict[str, Any]) -> http.HTTPFlow | None:

@@ -1,0 +1,204 @@
+"""`mitmshadow replay` reads its capture once: the learning of noise keeps the flows it reads on disk, and the
+copies are made from them. The comparison's outcome must be the one of reading the capture twice: the same
+copies, counts, judgements and stored mismatches, for a HAR and a flow file, with noise, mismatches, a shadow
+failing, bodies and requests no shadow takes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import io as mio
+from mitmproxy.addons import readfile
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons
+from support import Seen, Upstream, mapping, wait_until, write_mappings
+
+from shadow_addon import capture, recorded
+from shadow_addon.recorded import spill
+from shadow_addon.shadow import Shadow
+
+ITEMS = 9
+
+
+def production_answer(item: int, time: int) -> dict[str, Any]:
+    """Production's document: `ts` differs between two answers to the same request (noise)."""
+    return {"id": item, "ts": time, "price": item * 10, "tags": ["a", "b"][: 1 + item % 2]}
+
+
+def shadow_answer(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+    """The shadow: its own `ts` (noise), a price that differs for every third item, a failure for item 4, an
+    extra field for item 5."""
+    item = int(seen.path.split("?")[0].rsplit("/", 1)[1])
+    if item == 4:
+        return 500, {"content-type": "application/json"}, b'{"error": "down"}'
+    doc = production_answer(item, 10_000)
+    doc["price"] += item % 3 == 0
+    if item == 5:
+        doc["new"] = True
+    return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+
+def entries() -> list[dict[str, Any]]:
+    """Each item asked for three times (a GET, and a POST with a body for odd items), interleaved, and requests
+    for a path no shadow takes."""
+    out: list[dict[str, Any]] = []
+    for round_ in range(3):
+        for item in range(ITEMS):
+            post = item % 2 == 1
+            request: dict[str, Any] = {
+                "method": "POST" if post else "GET",
+                "url": f"http://shop.example/api/items/{item}?view=full",
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Host", "value": "shop.example"}, {"name": "Accept", "value": "*/*"}],
+            }
+            if post:
+                request["postData"] = {"mimeType": "application/json", "text": json.dumps({"qty": item})}
+            out.append(
+                {
+                    "startedDateTime": f"2024-05-01T12:00:{round_:02d}.{item:03d}Z",
+                    "time": 1.5,
+                    "request": request,
+                    "response": {
+                        "status": 200,
+                        "httpVersion": "HTTP/1.1",
+                        "headers": [{"name": "Content-Type", "value": "application/json"}],
+                        "content": {"text": json.dumps(production_answer(item, round_ * 100 + item))},
+                    },
+                }
+            )
+        other = dict(out[-1], request=dict(out[-1]["request"], url="http://shop.example/other/1", method="GET"))
+        out.append(other)
+    return out
+
+
+def write_capture(tmp: Path, kind: str) -> Path:
+    if kind == "har":
+        path = tmp / "capture.har"
+        path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries()}}))
+        return path
+    path = tmp / "capture.mitm"
+    with open(path, "wb") as fh:
+        w = mio.FlowWriter(fh)
+        for e in entries():
+            w.add(recorded.har_flow(e))
+    return path
+
+
+@pytest.fixture
+async def shadow_app() -> AsyncIterator[Upstream]:
+    app = Upstream("shadow")
+    app.behaviour.responder = shadow_answer
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+def undated(record: Any) -> Any:
+    """A stored mismatch without what tells when it was made (its time, the shadow's Date header)."""
+    if isinstance(record, Mapping):
+        return {k: undated(v) for k, v in record.items() if k not in ("time", "id", "at")}
+    if isinstance(record, list | tuple):
+        if len(record) == 2 and str(record[0]).lower() == "date":
+            return None
+        return [undated(v) for v in record]
+    return record
+
+
+async def replayed(tmp: Path, app: Upstream, cap: Path, **options: Any) -> dict[str, Any]:
+    """`Replay.play`'s two readings of `cap` with comparison on, one copy in flight at a time (the order in which
+    answers are learned and compared is then the capture's), and what came of it."""
+    m = write_mappings(
+        tmp / "m.yaml",
+        mapping("api", prefix="/api/", service="prod:9000", rewrite="/v1/"),
+        mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
+        mapping("other", prefix="/other/", service="prod:9000"),
+    )
+    sh = Shadow()
+    with taddons.context(sh, Proxyserver(), readfile.ReadFile()) as tctx:
+        tctx.configure(
+            sh,
+            mappings=str(m),
+            mapping_services=[f"shadow={app.address}"],
+            shadow_admin="",
+            shadow_compare=True,
+            shadow_max_inflight=1,
+            **options,
+        )
+        sh.running()
+        try:
+            r = sh.replay
+            assert sh.pairing is not None
+            sh.pairing.offline()
+            r._learning = asyncio.get_running_loop().create_task(r._learn_noise(str(cap), own=True))
+            await asyncio.wait_for(r._read(str(cap)), 60)
+            settled = await asyncio.to_thread(
+                wait_until, lambda: r.settled_copies == r.copies and not sh.pairing.pairs, 60
+            )
+            assert settled
+            return {
+                "read": r.read,
+                "copies": r.copies,
+                "seen": sorted((s.method, s.path, s.body) for s in app.seen),
+                "counts": sh.metrics.compare_counts(),
+                "judge": sh.pairing.judge.summary(),
+                "stored": [undated(rec) for rec in sh.pairing.store.records],
+                "noise": sorted(str(p) for p in sh.pairing.learner.noise("api-shadow").paths),
+            }
+        finally:
+            sh.done()
+
+
+@pytest.mark.parametrize("kind", ["har", "flows"])
+async def test_the_flows_kept_on_disk_give_the_outcome_of_reading_the_capture_again(
+    kind: str, tmp_path: Path, shadow_app: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap = write_capture(tmp_path, kind)
+    reads: list[str] = []
+    real = capture.recorded_flows
+
+    def counted(fh: Any, whole: bool = False) -> Any:
+        reads.append("capture")
+        return real(fh, whole)
+
+    monkeypatch.setattr(capture, "recorded_flows", counted)
+    once = await replayed(tmp_path, shadow_app, cap)
+    assert reads == ["capture"]  # read once: the copies came from the flows kept
+
+    reads.clear()
+    shadow_app.seen.clear()
+    monkeypatch.setattr(spill, "record_of", lambda f: None)  # nothing can be kept: the capture is read again
+    twice = await replayed(tmp_path, shadow_app, cap)
+    assert reads == ["capture", "capture"]
+
+    assert once == twice
+    assert once["read"] == 3 * (ITEMS + 1) and once["copies"] == 3 * ITEMS
+    assert once["seen"][0] == ("GET", "/v1/items/0?view=full", b"")  # rewritten once, from the flow as recorded
+    counts = once["counts"]["api-shadow"]
+    assert counts["mismatch"] > 0 and counts["noise"] > 0 and sum(counts.values()) == 3 * ITEMS
+    assert once["noise"] == [str(("ts",))]  # learned from production's own answers before the first comparison
+    assert once["stored"]
+
+
+async def test_with_a_filter_the_capture_is_read_again_whole(
+    tmp_path: Path, shadow_app: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter may look at any part of a flow (mitmproxy's reader then builds each whole): the flows kept are
+    not used, and the filter decides what is copied."""
+    cap = write_capture(tmp_path, "har")
+    reads: list[bool] = []
+    real = capture.recorded_flows
+
+    def counted(fh: Any, whole: bool = False) -> Any:
+        reads.append(whole)
+        return real(fh, whole)
+
+    monkeypatch.setattr(capture, "recorded_flows", counted)
+    out = await replayed(tmp_path, shadow_app, cap, readfile_filter="~u /api/items/2")
+    assert reads == [False, True]
+    assert out["copies"] == 3 and {p for _, p, _ in out["seen"]} == {"/v1/items/2?view=full"}
