@@ -163,4 +163,11 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
         "summary": summary,
         "runs": [asdict(r) for r in runs],
     }
-    return publish(result, body(result, summary), checks, notes(runs, summary, checks))
+    found = notes(runs, summary, checks)
+    if not wrk or ups.nginx is None:
+        found.append(
+            "client or upstreams in Python (wrk or nginx not on PATH): they share one CPU, so a shadow's server "
+            "takes CPU from the client and ratios against plain understate production's throughput; the targets "
+            "were set with wrk and nginx (Debian: apt-get install wrk nginx-light)"
+        )
+    return publish(result, body(result, summary), checks, found)
