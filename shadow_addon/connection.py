@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from .budget import MemoryBudget
 from .copyrequest import Copy, Outcome, assemble
 from .metrics import Metrics
-from .reader import ReadError, ResponseReader
+from .reader import MAX_HEAD, ReadError, ResponseReader
 
 if TYPE_CHECKING:
     from .sender import Pool
@@ -31,6 +31,7 @@ _READ_BUFFER = memoryview(bytearray(_READ_SIZE))
 # hashes leaves the kernel without being copied here, at ~40 % of the loop's CPU time of reading it (a 1 MB answer:
 # docs/benchmark.md, "What reading an answer costs"). Elsewhere the flag means something else: bytes are read.
 _DISCARD = getattr(socket, "MSG_TRUNC", 0) if sys.platform == "linux" else 0
+_HEAD_BUFFER = _READ_BUFFER[:MAX_HEAD]  # an answer's first read, when its body is dropped unseen: a head at most
 _MAX_DISCARDS = 64  # drops per readable event (each takes what has arrived, up to _READ_SIZE)
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 
@@ -148,8 +149,11 @@ class H1Conn(asyncio.BufferedProtocol):
         self.pool.conns.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.raw is not None and self.state is State.RECEIVING:
-            self._discard(self.raw)
+        if self.raw is not None:
+            if self.state is State.RECEIVING:
+                self._discard(self.raw)
+            elif self.state is State.SENT and self.reader.unseen():
+                return _HEAD_BUFFER  # the head's read: the body after it is to be dropped unseen
         return _READ_BUFFER
 
     def _discard(self, raw: socket.socket) -> None:

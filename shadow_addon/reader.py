@@ -283,6 +283,10 @@ class ResponseReader:
             self.done = True
         return self.done
 
+    def unseen(self) -> bool:
+        """Whether the body, whatever comes, is neither kept nor hashed (so may be dropped unseen once framed)."""
+        return self.keep <= 0 and self.digest is None
+
     def discardable(self) -> int:
         """Body bytes that may be dropped without being seen: on the fast path (framed by Content-Length), once
         nothing more is to be kept or hashed, all but the last byte still to come (that one is read as any other,

@@ -28,7 +28,7 @@ def head(length: int) -> bytes:
 def test_only_a_content_length_body_nobody_keeps_or_hashes_is_discardable() -> None:
     r = ResponseReader()
     r.start("GET", 0, LIMIT)
-    assert r.discardable() == 0  # no head yet
+    assert r.unseen() and r.discardable() == 0  # no head yet
     assert not r.feed(head(100) + b"x" * 10)
     assert r.discardable() == 89  # all but the last byte
     r.discarded(89)
@@ -36,6 +36,7 @@ def test_only_a_content_length_body_nobody_keeps_or_hashes_is_discardable() -> N
     assert r.feed(b"x") and r.size == 100 and r.reusable
     for keep, hashed in ((50, False), (0, True)):  # kept, or hashed: every byte is seen
         r.start("GET", keep, LIMIT, hash_body=hashed)
+        assert not r.unseen()
         r.feed(head(100) + b"x" * 10)
         assert r.discardable() == 0
     r.start("GET", 50, LIMIT)
