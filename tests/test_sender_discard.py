@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import sys
+from pathlib import Path
 
 import pytest
+from support import make_cert, server_tls
 
 from shadow_addon import connection
 from shadow_addon.mappings import Address
 from shadow_addon.metrics import Metrics
 from shadow_addon.reader import ResponseReader
-from shadow_addon.sender import Copy, Outcome, Sender
+from shadow_addon.sender import Copy, Outcome, Sender, client_context
 
 SIZE = 1_000_000
 LIMIT = 2 << 20
@@ -51,8 +54,9 @@ class Answers:
     """A loopback server answering every request on a kept-alive connection with `body` (and `extra` bytes past
     the answer, in the same write)."""
 
-    def __init__(self, body: bytes, extra: bytes = b"") -> None:
+    def __init__(self, body: bytes, extra: bytes = b"", tls: ssl.SSLContext | None = None) -> None:
         self.answer = head(len(body)) + body + extra
+        self.tls = tls
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
@@ -72,7 +76,7 @@ class Answers:
             finally:
                 writer.close()
 
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -84,15 +88,19 @@ class Answers:
         await self.server.wait_closed()
 
 
-async def one_by_one(port: int, n: int, keep: int = 0, hashed: bool = False) -> list[Outcome]:
+async def one_by_one(
+    port: int, n: int, keep: int = 0, hashed: bool = False, tls: ssl.SSLContext | None = None
+) -> list[Outcome]:
     """`n` copies, each sent once the one before has its outcome; the sender is closed after."""
     outcomes: list[Outcome] = []
     done = asyncio.Event()
-    sender = Sender(Metrics(), response_limit=LIMIT, on_result=lambda c, out: (outcomes.append(out), done.set()))
+    sender = Sender(
+        Metrics(), response_limit=LIMIT, on_result=lambda c, out: (outcomes.append(out), done.set()), ssl_context=tls
+    )
     try:
         for i in range(n):
             done.clear()
-            address = Address("http", "127.0.0.1", port)
+            address = Address("https" if tls else "http", "127.0.0.1", port)
             c = Copy("cand", "svc", address, "GET", f"/{i}", "cand", (), b"", 5.0, keep_body=keep, hash_body=hashed)
             sender.submit(c)
             await asyncio.wait_for(done.wait(), 10)
@@ -152,3 +160,12 @@ async def test_without_the_kernel_drop_every_byte_is_read(monkeypatch: pytest.Mo
         outcomes = await one_by_one(server.port, 2)
     assert [(o.status, o.body_size) for o in outcomes] == [(200, SIZE)] * 2 and server.connections == 1
     assert dropped == []
+
+
+async def test_over_tls_every_byte_is_read(tmp_path: Path, dropped: list[int]) -> None:
+    """The socket under TLS carries records, not the body: nothing of it is dropped unseen."""
+    cert, key = make_cert(tmp_path)
+    async with Answers(b"x" * SIZE, tls=server_tls(cert, key)) as server:
+        outcomes = await one_by_one(server.port, 2, tls=client_context(False, str(cert)))
+    assert [(o.status, o.body_size, o.reason) for o in outcomes] == [(200, SIZE, None)] * 2
+    assert server.connections == 1 and dropped == []
