@@ -28,8 +28,8 @@ _JOIN_LIMIT = 64 * 1024  # body bytes up to which a copy is joined into one buff
 _READ_SIZE = 256 * 1024
 _READ_BUFFER = memoryview(bytearray(_READ_SIZE))
 # Linux drops a TCP socket's bytes unseen with recv(MSG_TRUNC) (tcp(7)): the body of an answer nobody keeps or
-# hashes leaves the kernel without being copied here (a 1 MB answer then adds a third to half of what reading it
-# did to the loop's CPU per copy: docs/benchmark.md, "What a pair of large answers costs the loop"). Elsewhere the
+# hashes leaves the kernel without being copied here (what a 1 MB answer adds to the loop's CPU per copy falls by
+# half or more: docs/benchmark.md, "What a pair of large answers costs the loop"). Elsewhere the
 # flag means something else: every byte is read.
 _DISCARD = getattr(socket, "MSG_TRUNC", 0) if sys.platform == "linux" else 0
 _HEAD_BUFFER = _READ_BUFFER[:MAX_HEAD]  # an answer's first read, when its body is dropped unseen: a head at most
