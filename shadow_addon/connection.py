@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import socket
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from .budget import MemoryBudget
 from .copyrequest import Copy, Outcome, assemble
 from .metrics import Metrics
-from .reader import ReadError, ResponseReader
+from .reader import MAX_HEAD, ReadError, ResponseReader
 
 if TYPE_CHECKING:
     from .sender import Pool
@@ -25,6 +27,13 @@ _JOIN_LIMIT = 64 * 1024  # body bytes up to which a copy is joined into one buff
 # object of this size (reading a 1 MB answer that is not kept then copies nothing).
 _READ_SIZE = 256 * 1024
 _READ_BUFFER = memoryview(bytearray(_READ_SIZE))
+# Linux drops a TCP socket's bytes unseen with recv(MSG_TRUNC) (tcp(7)): the body of an answer nobody keeps or
+# hashes leaves the kernel without being copied here (what a 1 MB answer adds to the loop's CPU per copy falls by
+# half or more: docs/benchmark.md, "What a pair of large answers costs the loop"). Elsewhere the
+# flag means something else: every byte is read.
+_DISCARD = getattr(socket, "MSG_TRUNC", 0) if sys.platform == "linux" else 0
+_HEAD_BUFFER = _READ_BUFFER[:MAX_HEAD]  # an answer's first read, when its body is dropped unseen: a head at most
+_MAX_DISCARDS = 64  # drops per readable event (each takes what has arrived, up to _READ_SIZE)
 CAP_REASONS = frozenset({"interim_limit", "head_limit", "response_limit"})
 
 
@@ -95,6 +104,17 @@ def looped_back(transport: asyncio.Transport, is_self: Callable[[str, int], bool
     return False
 
 
+def _plain_tcp(transport: asyncio.Transport) -> socket.socket | None:
+    """The socket of a plain (not TLS) TCP transport of asyncio's selector loop, when bytes can be dropped unseen
+    on it (Linux); None otherwise (another loop, TLS: then every byte is read)."""
+    if not _DISCARD or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = getattr(transport.get_extra_info("socket"), "_sock", None)  # asyncio's TransportSocket wraps it
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    return sock if sock.family in (socket.AF_INET, socket.AF_INET6) else None
+
+
 class H1Conn(asyncio.BufferedProtocol):
     """A connection to a shadow service, carrying one copy at a time."""
 
@@ -107,6 +127,7 @@ class H1Conn(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.written = 0.0  # monotonic time the current copy's request was written
         self.served = 0  # copies answered on this connection: a reused one may have been closed while idle
+        self.raw: socket.socket | None = None  # the plain TCP socket under the transport, for `_discard`
 
     @property
     def looped(self) -> bool:
@@ -125,10 +146,35 @@ class H1Conn(asyncio.BufferedProtocol):
             self.state = State.LOOPED
             return
         self.state = State.IDLE
+        self.raw = _plain_tcp(transport)
         self.pool.conns.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self.raw is not None:
+            if self.state is State.RECEIVING:
+                self._discard(self.raw)
+            elif self.state is State.SENT and self.reader.unseen():
+                return _HEAD_BUFFER  # the head's read: the body after it is to be dropped unseen
         return _READ_BUFFER
+
+    def _discard(self, raw: socket.socket) -> None:
+        """Before asyncio's read: drop in the kernel what has arrived of a body the reader needs neither to keep
+        nor to hash (`ResponseReader.discardable`); what is left, at least the body's last byte, is then read as
+        usual, so the answer completes in `buffer_updated` as any other."""
+        r = self.reader
+        for _ in range(_MAX_DISCARDS):
+            want = min(r.discardable(), _READ_SIZE)
+            if want <= 0:
+                return
+            try:
+                got = raw.recv_into(_READ_BUFFER, want, _DISCARD)
+            except OSError:  # nothing more now (EAGAIN), or an error that asyncio's own read meets and reports
+                return
+            if got <= 0 or got > want:  # the end of the stream: asyncio's read sees it (TCP never drops more)
+                return
+            r.discarded(got)
+            if got < want:
+                return  # all that had arrived
 
     def buffer_updated(self, nbytes: int) -> None:
         data = _READ_BUFFER[:nbytes]  # valid until this returns: the reader copies what it keeps

@@ -283,6 +283,25 @@ class ResponseReader:
             self.done = True
         return self.done
 
+    def unseen(self) -> bool:
+        """Whether the body, whatever comes, is neither kept nor hashed (so may be dropped unseen once framed)."""
+        return self.keep <= 0 and self.digest is None
+
+    def discardable(self) -> int:
+        """Body bytes that may be dropped without being seen: on the fast path (framed by Content-Length), once
+        nothing more is to be kept or hashed, all but the last byte still to come (that one is read as any other,
+        so the response completes, and is timed, where it always did)."""
+        left = self.remaining
+        if left is None or left <= 1 or self.digest is not None or self.size < self.keep:
+            return 0
+        return left - 1
+
+    def discarded(self, n: int) -> None:
+        """`n` (at most `discardable()`) body bytes were dropped unseen: counted as read."""
+        assert self.remaining is not None and 0 < n < self.remaining
+        self.size += n
+        self.remaining -= n
+
     def _check_length(self, length: int) -> None:
         """A body declared longer than the limit is refused at its head, never read."""
         if length > self.limit:

@@ -25,10 +25,22 @@ def _escape(seg: str) -> str:
     return seg.replace("~", "~0").replace("/", "~1")  # RFC 6901 section 3: ~ first, so "~1" stays literal
 
 
-def pointer(path: Iterable[str | None]) -> str:
-    """A path as a JSON pointer (`*` for a wildcard segment); the empty path is `(root)`."""
-    text = "".join("/" + ("*" if s is None else _escape(s)) for s in path)
-    return text or ROOT
+def pointer(path: Iterable[str | None], limit: int | None = None) -> str:
+    """A path as a JSON pointer (`*` for a wildcard segment); the empty path is `(root)`. With `limit`, only the
+    pointer's first limit + 1 characters are built (what `render.clip` to `limit` keeps of it, and whether it is
+    longer): a long segment is escaped only as far as it shows, never copied whole."""
+    if limit is None:
+        return "".join("/" + ("*" if s is None else _escape(s)) for s in path) or ROOT
+    parts: list[str] = []
+    size = 0
+    for s in path:
+        if size > limit:
+            break
+        # Escaping is character by character: a prefix's escape is a prefix of the whole segment's.
+        piece = "/" + ("*" if s is None else _escape(s[: limit + 1 - size]))
+        parts.append(piece)
+        size += len(piece)
+    return "".join(parts) or ROOT
 
 
 def parse_pointer(text: str, wildcard: bool) -> Pattern:

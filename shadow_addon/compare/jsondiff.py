@@ -116,7 +116,7 @@ def _label(name: Any) -> str:
     while node is not None:  # at most MAX_DEPTH + 1 links
         node, seg = node
         segs.append(seg)
-    return clip(pointer(reversed(segs)), MAX_LABEL)
+    return clip(pointer(reversed(segs), MAX_LABEL), MAX_LABEL)
 
 
 def _text(s: str | None) -> str:
