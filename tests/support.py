@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html.parser
 import http.client
@@ -867,3 +868,70 @@ async def loaded(files: Any, limit: float = 30.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the Mapping load did not end within {limit:g} s")
+
+
+class KeptAliveAnswers:
+    """A loopback asyncio server answering every request on a kept-alive connection with `answer` (whole bytes: a
+    head and body, and anything a test wants past them, in one write); a request's Content-Length body is read
+    first. Used as `async with KeptAliveAnswers(...) as server:`; `connections` counts those accepted."""
+
+    def __init__(self, answer: bytes, tls: ssl.SSLContext | None = None) -> None:
+        self.answer = answer
+        self.tls = tls
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> KeptAliveAnswers:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self.writers.append(writer)
+            try:
+                for _ in range(100):  # bounded: a test sends a few copies
+                    req = await reader.readuntil(b"\r\n\r\n")
+                    length = [ln for ln in req.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
+                    if length:
+                        await reader.readexactly(int(length[0].split(b":")[1]))
+                    writer.write(self.answer)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+
+def varied_http_flows() -> list[Any]:
+    """HTTP flows as a flow file holds them: a failure, metadata (nested too), trailers, set-up times, a replayed
+    one, a streamed request, a request without an answer."""
+    from mitmproxy import http
+    from mitmproxy.test import tflow, tutils
+
+    plain = tflow.tflow(resp=True)
+    failed = tflow.tflow(err=True)
+    failed.metadata["shadow_mapping"] = "api"
+    failed.metadata["nested"] = {"a": [1, 2.5, None, True], "b": "x"}
+    h2 = tflow.tflow(req=tutils.treq(http_version=b"HTTP/2.0"), resp=tutils.tresp(http_version=b"HTTP/2.0"))
+    h2.request.trailers = http.Headers(((b"grpc-timeout", b"1S"),))
+    assert h2.response is not None
+    h2.response.trailers = http.Headers(((b"grpc-status", b"0"),))
+    timed = tflow.tflow(resp=True)
+    timed.server_conn.timestamp_tcp_setup, timed.server_conn.timestamp_tls_setup = 1000.5, 1000.75
+    timed.request.timestamp_start = 999  # a whole-second time, stored as an int
+    replayed = tflow.tflow(resp=True)
+    replayed.is_replay = "request"
+    streamed = tflow.tflow(resp=True)
+    streamed.request.raw_content = None
+    unanswered = tflow.tflow()
+    return [plain, failed, h2, timed, replayed, streamed, unanswered]

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from mitmproxy import exceptions, flow, http, tcp
 from mitmproxy import io as mio
 from mitmproxy.io import har, tnetstring
-from mitmproxy.test import tflow, tutils
+from mitmproxy.test import tflow
+from support import varied_http_flows
 
 from shadow_addon import capture, recorded
 
@@ -199,30 +200,16 @@ def read_both(data: bytes) -> tuple[list[flow.Flow], list[flow.Flow]]:
 
 
 def varied_flows() -> list[flow.Flow]:
-    plain = tflow.tflow(resp=True)
-    failed = tflow.tflow(err=True)
-    failed.metadata["shadow_mapping"] = "api"
-    h2 = tflow.tflow(req=tutils.treq(http_version=b"HTTP/2.0"), resp=tutils.tresp(http_version=b"HTTP/2.0"))
-    h2.request.trailers = http.Headers(((b"grpc-timeout", b"1S"),))
-    assert h2.response is not None
-    h2.response.trailers = http.Headers(((b"grpc-status", b"0"),))
-    timed = tflow.tflow(resp=True)
-    timed.server_conn.timestamp_tcp_setup, timed.server_conn.timestamp_tls_setup = 1000.5, 1000.75
-    timed.request.timestamp_start = 999  # a whole-second time, stored as an int
-    replayed = tflow.tflow(resp=True)
-    replayed.is_replay = "request"
-    streamed = tflow.tflow(resp=True)
-    streamed.request.raw_content = None
-    return [plain, failed, h2, timed, replayed, streamed, tflow.twebsocketflow(), tflow.ttcpflow()]
+    return [*varied_http_flows(), tflow.twebsocketflow(), tflow.ttcpflow()]
 
 
 def test_a_flow_file_gives_the_flows_mitmproxys_reader_gives() -> None:
     ours, theirs = read_both(flow_file(*varied_flows()))
-    assert [type(f) for f in ours] == [type(f) for f in theirs] == [*[http.HTTPFlow] * 7, tcp.TCPFlow]
+    assert [type(f) for f in ours] == [type(f) for f in theirs] == [*[http.HTTPFlow] * 8, tcp.TCPFlow]
     assert [f.id for f in ours] == [f.id for f in theirs]
     for a, b in zip(ours[:-1], theirs[:-1], strict=True):
         assert state(a) == state(b)
-    assert ours[6].websocket is not None  # outside the common case: mitmproxy's reader built it whole
+    assert ours[7].websocket is not None  # outside the common case: mitmproxy's reader built it whole
 
 
 def test_a_flow_of_an_older_format_is_migrated_as_mitmproxy_migrates_it() -> None:

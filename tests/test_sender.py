@@ -12,7 +12,7 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import mapping, write_mappings
+from support import KeptAliveAnswers, mapping, write_mappings
 
 from shadow_addon import metrics as metrics_mod
 from shadow_addon import pages
@@ -350,46 +350,10 @@ def test_the_back_off_after_capped_answers_doubles_up_to_its_maximum() -> None:
     assert cap_backoff(10_000) == CAP_BACKOFF_MAX
 
 
-class BigAnswers:
-    """A loopback server answering every request on a kept-alive connection with `size` bytes of JSON."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.connections = 0
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> BigAnswers:
-        body = b'{"a":"' + b"x" * (self.size - 8) + b'"}'
-        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            self.writers.append(writer)
-            try:
-                for _ in range(100):  # bounded: a test sends a few copies
-                    req = await reader.readuntil(b"\r\n\r\n")
-                    length = [ln for ln in req.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
-                    if length:
-                        await reader.readexactly(int(length[0].split(b":")[1]))
-                    writer.write(head + body)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await self.server.wait_closed()
+def big_answer(size: int) -> bytes:
+    """An answer of `size` bytes of JSON."""
+    body = b'{"a":"' + b"x" * (size - 8) + b'"}'
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body
 
 
 async def test_an_answer_whose_comparison_was_given_up_is_drained_unkept_on_its_kept_alive_connection(
@@ -406,7 +370,7 @@ async def test_an_answer_whose_comparison_was_given_up_is_drained_unkept_on_its_
     )
     sh = Shadow()
     size = 300_000
-    async with BigAnswers(size) as big:
+    async with KeptAliveAnswers(big_answer(size)) as big:
         with taddons.context(sh, Proxyserver()) as tctx:
             tctx.configure(
                 sh,

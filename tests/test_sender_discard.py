@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import make_cert, server_tls
+from support import KeptAliveAnswers, make_cert, server_tls
 
 from shadow_addon import connection
 from shadow_addon.mappings import Address
@@ -50,42 +50,10 @@ def test_only_a_content_length_body_nobody_keeps_or_hashes_is_discardable() -> N
     assert r.discardable() == 0  # chunked: h11 reads the framing
 
 
-class Answers:
+def answers(body: bytes, extra: bytes = b"", tls: ssl.SSLContext | None = None) -> KeptAliveAnswers:
     """A loopback server answering every request on a kept-alive connection with `body` (and `extra` bytes past
     the answer, in the same write)."""
-
-    def __init__(self, body: bytes, extra: bytes = b"", tls: ssl.SSLContext | None = None) -> None:
-        self.answer = head(len(body)) + body + extra
-        self.tls = tls
-        self.connections = 0
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> Answers:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            self.writers.append(writer)
-            try:
-                for _ in range(100):  # bounded: a test sends a few copies
-                    await reader.readuntil(b"\r\n\r\n")  # GETs without a body
-                    writer.write(self.answer)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.tls)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await self.server.wait_closed()
+    return KeptAliveAnswers(head(len(body)) + body + extra, tls)
 
 
 async def one_by_one(
@@ -125,7 +93,7 @@ def dropped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @linux
 async def test_a_body_nobody_keeps_is_dropped_unseen_counted_to_its_last_byte(dropped: list[int]) -> None:
-    async with Answers(b"x" * SIZE) as server:
+    async with answers(b"x" * SIZE) as server:
         outcomes = await one_by_one(server.port, 4)
     assert [(o.status, o.body, o.body_size, o.reason) for o in outcomes] == [(200, b"", SIZE, None)] * 4
     assert all(o.seconds > 0 for o in outcomes)
@@ -136,7 +104,7 @@ async def test_a_body_nobody_keeps_is_dropped_unseen_counted_to_its_last_byte(dr
 @linux
 async def test_a_kept_or_hashed_body_is_read_whole(dropped: list[int]) -> None:
     body = bytes(range(256)) * (SIZE // 256)
-    async with Answers(body) as server:
+    async with answers(body) as server:
         kept = await one_by_one(server.port, 2, keep=LIMIT, hashed=True)
         hashed = await one_by_one(server.port, 2, keep=1000, hashed=True)
     assert [(o.body, o.body_size) for o in kept] == [(body, len(body))] * 2
@@ -147,7 +115,7 @@ async def test_a_kept_or_hashed_body_is_read_whole(dropped: list[int]) -> None:
 
 @linux
 async def test_bytes_past_an_answer_are_read_not_dropped_with_it(dropped: list[int]) -> None:
-    async with Answers(b"x" * SIZE, extra=b"HTTP/1.1 200 OK\r\n") as server:
+    async with answers(b"x" * SIZE, extra=b"HTTP/1.1 200 OK\r\n") as server:
         outcomes = await one_by_one(server.port, 2)
     assert [(o.status, o.body_size) for o in outcomes] == [(200, SIZE)] * 2
     assert server.connections == 2  # the extra bytes were seen: that connection was not reused
@@ -156,7 +124,7 @@ async def test_bytes_past_an_answer_are_read_not_dropped_with_it(dropped: list[i
 
 async def test_without_the_kernel_drop_every_byte_is_read(monkeypatch: pytest.MonkeyPatch, dropped: list[int]) -> None:
     monkeypatch.setattr(connection, "_DISCARD", 0)  # as on another platform
-    async with Answers(b"x" * SIZE) as server:
+    async with answers(b"x" * SIZE) as server:
         outcomes = await one_by_one(server.port, 2)
     assert [(o.status, o.body_size) for o in outcomes] == [(200, SIZE)] * 2 and server.connections == 1
     assert dropped == []
@@ -165,7 +133,7 @@ async def test_without_the_kernel_drop_every_byte_is_read(monkeypatch: pytest.Mo
 async def test_over_tls_every_byte_is_read(tmp_path: Path, dropped: list[int]) -> None:
     """The socket under TLS carries records, not the body: nothing of it is dropped unseen."""
     cert, key = make_cert(tmp_path)
-    async with Answers(b"x" * SIZE, tls=server_tls(cert, key)) as server:
+    async with answers(b"x" * SIZE, tls=server_tls(cert, key)) as server:
         outcomes = await one_by_one(server.port, 2, tls=client_context(False, str(cert)))
     assert [(o.status, o.body_size, o.reason) for o in outcomes] == [(200, SIZE, None)] * 2
     assert server.connections == 1 and dropped == []

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from mitmproxy import http
 from mitmproxy import io as mio
-from mitmproxy.test import tflow, tutils
+from mitmproxy.test import tflow
+from support import varied_http_flows
 
 from shadow_addon import capture
 from shadow_addon.recorded import spill
@@ -19,25 +20,7 @@ from shadow_addon.recorded.spill import Spill
 
 
 def varied_flows() -> list[http.HTTPFlow]:
-    """HTTP flows as a flow file holds them: a failure, metadata, trailers, set-up times, a replayed one, a
-    streamed request, a request without an answer."""
-    plain = tflow.tflow(resp=True)
-    failed = tflow.tflow(err=True)
-    failed.metadata["shadow_mapping"] = "api"
-    failed.metadata["nested"] = {"a": [1, 2.5, None, True], "b": "x"}
-    h2 = tflow.tflow(req=tutils.treq(http_version=b"HTTP/2.0"), resp=tutils.tresp(http_version=b"HTTP/2.0"))
-    h2.request.trailers = http.Headers(((b"grpc-timeout", b"1S"),))
-    assert h2.response is not None
-    h2.response.trailers = http.Headers(((b"grpc-status", b"0"),))
-    timed = tflow.tflow(resp=True)
-    timed.server_conn.timestamp_tcp_setup, timed.server_conn.timestamp_tls_setup = 1000.5, 1000.75
-    timed.request.timestamp_start = 999  # a whole-second time, stored as an int
-    replayed = tflow.tflow(resp=True)
-    replayed.is_replay = "request"
-    streamed = tflow.tflow(resp=True)
-    streamed.request.raw_content = None
-    unanswered = tflow.tflow()
-    return [plain, failed, h2, timed, replayed, streamed, unanswered]
+    return varied_http_flows()
 
 
 def flow_file(flows: list[http.HTTPFlow]) -> bytes:
