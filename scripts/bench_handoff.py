@@ -2,7 +2,9 @@
 loopback socket (one buffer with `write`, or the parts with `writelines`), Envoy's connection-manager header
 edits of a production request, and the addon's hooks for one routed and copied request (`requestheaders`,
 `request`, `response`, in mitmproxy's test context, the copy's bytes built but not sent), with Envoy's headers on
-and off. `--package DIR`: measure another shadow_addon package (its parent directory on
+and off; and the latency clock's cost: mitmproxy's hook dispatch for one request through mitmdump's addon chain
+(its flow's hooks, each with its `update`, and a connection's), with and without the `LatencyClock` at the
+chain's end. `--package DIR`: measure another shadow_addon package (its parent directory on
 sys.path first), e.g. main's from `git archive main shadow_addon | tar -x -C /tmp/main` for a before/after.
 
     .venv/bin/python scripts/bench_handoff.py [--package /tmp/main] [--n 20000]
@@ -108,6 +110,52 @@ def _hooks(n: int) -> dict[bool, float]:
     return result
 
 
+async def _clock(n: int) -> tuple[float, float] | None:
+    """Best of 5: CPU seconds per request of mitmproxy's hook dispatch through mitmdump's addon chain for one
+    request on a new server connection (server_connect, server_connected, requestheaders, request,
+    responseheaders, response, server_disconnected: each flow hook followed by `update`, as mitmproxy does),
+    without and with the LatencyClock at the end of the chain. None: a package without the clock."""
+    try:
+        from shadow_addon.latencyclock import LatencyClock
+    except ImportError:
+        return None
+    from mitmproxy import options
+    from mitmproxy.proxy import server_hooks
+    from mitmproxy.proxy.layers import http as hooks
+    from mitmproxy.test import tflow
+    from mitmproxy.tools.dump import DumpMaster
+
+    master = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+    handle = master.addons.handle_lifecycle
+
+    async def one_request() -> None:
+        f = tflow.tflow(resp=True)
+        conn = server_hooks.ServerConnectionHookData(server=f.server_conn, client=f.client_conn)
+        await handle(server_hooks.ServerConnectHook(conn))
+        await handle(server_hooks.ServerConnectedHook(conn))
+        await handle(hooks.HttpRequestHeadersHook(f))
+        await handle(hooks.HttpRequestHook(f))
+        await handle(hooks.HttpResponseHeadersHook(f))
+        await handle(hooks.HttpResponseHook(f))
+        await handle(server_hooks.ServerDisconnectedHook(conn))
+
+    async def best() -> float:
+        out = float("inf")
+        for _ in range(5):
+            t = time.process_time()
+            for _ in range(n):
+                await one_request()
+            out = min(out, (time.process_time() - t) / n)
+        return out
+
+    without = await best()
+    clock = LatencyClock()
+    master.addons.add(clock)
+    with_clock = await best()
+    assert not clock.flows and not clock.conns  # every request's marks cleared
+    return without, with_clock
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", help="directory holding the shadow_addon package to measure")
@@ -131,6 +179,11 @@ def main() -> None:
     for on, seconds in _hooks(max(1, args.n // 4)).items():
         label = f"hooks, Envoy's headers {'on' if on else 'off'}"
         print(f"{label:42s} {seconds * 1e6:6.2f} us per request (best of 5)")
+    clock = asyncio.run(_clock(max(1, args.n // 4)))
+    if clock is not None:
+        without, with_clock = clock
+        print(f"hook dispatch, mitmdump's chain, no clock     {without * 1e6:6.2f} us per request (best of 5)")
+        print(f"hook dispatch, mitmdump's chain, with clock   {with_clock * 1e6:6.2f} us per request (best of 5)")
     asyncio.run(_writes(args.n))
 
 
