@@ -11,7 +11,14 @@ in `done` (a hot-reloaded script gets a new one); its hooks record the time each
 
 Its state is bounded: a flow's marks live from its `request` to its `response` or `error`, a connection's time
 from its `server_connected` to its `server_disconnected`, and each table keeps at most `LIMIT` entries (the
-oldest go first), so an end mitmproxy never reported costs nothing lasting.
+oldest go first), so an end mitmproxy never reported costs nothing lasting. An addon added to the chain later
+(by another addon, at run time) runs after the clock: its hooks are then counted, as all were before.
+
+Cost: mitmproxy dispatches every hook of every flow to every addon in its chain, so one more addon costs its
+dispatch (about half of the clock's cost) besides its own hooks: `scripts/bench_handoff.py`, docs/benchmark.md.
+Marks taken from the Shadow addon's own hooks with `loop.call_soon` (after the hook's task step) would avoid the
+extra addon, but such a callback runs behind whatever else the loop has queued, so its marks come late and
+shorten production's figure (measured: docs/benchmark.md).
 """
 
 from __future__ import annotations

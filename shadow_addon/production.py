@@ -123,17 +123,19 @@ def latency(flow: http.HTTPFlow, marks: Marks | None = None) -> float | None:
     measured (from its request written to the last byte read), leaving out mitmproxy's hook chains, which the
     shadow's has none of. `marks`: what the `LatencyClock` at the end of the addon chain saw (None: nothing).
 
-    Start: the latest of the client's request complete, `marks.sent` (every addon's `request` hook done, or the
-    connection's set-up hooks, after which mitmproxy writes the request) and the connection's TCP and TLS
-    set-up (what is known without marks). A connection's set-up is not counted: neither is the shadow's.
+    Start: the latest of the client's request complete, `marks.sent` (every addon's `request` and `update` hooks
+    done, or a new connection's set-up hooks, after which mitmproxy writes the request) and the connection's TCP
+    and TLS set-up (what is known without marks). A connection's set-up is not counted: neither is the shadow's.
 
     End: mitmproxy reads the answer's head (`timestamp_start`), holds the answer while every addon's
-    `responseheaders` hook runs (until `marks.head_done`), and only then takes the body already read and sets
-    `timestamp_end`. So the hold, `head_done - timestamp_start`, is taken off `timestamp_end` (never before
-    `timestamp_start`). Exact when the body had arrived by the end of the hold (an answer in one read, the usual
-    case on a fast network, where the hold would otherwise dominate); a body still arriving after the hold ends
-    makes it short by at most the hold (a fraction of a millisecond), a small error on an answer that is slow to
-    arrive. Not subtracting would instead overstate every quick answer by the hold."""
+    `responseheaders` (then `update`) hook runs, until `marks.head_done`, and only then takes the body read
+    meanwhile and sets `timestamp_end`. So the hold, `head_done - timestamp_start`, is taken off `timestamp_end`
+    (never before `timestamp_start`). Exact when the body had arrived by the end of the hold (an answer in one or
+    two writes, the usual case on a fast network, where the hold would otherwise be most of the figure); a body
+    still arriving after the hold makes the figure short by at most the hold (a fraction of a millisecond), a
+    small error on an answer that is slow to arrive. Not taking it off would instead overstate every quick answer
+    by the hold. What mitmproxy does after the hold before it sets `timestamp_end` (taking the body events) is
+    still counted, a few tens of microseconds."""
     resp, req = flow.response, flow.request
     if resp is None or not resp.timestamp_end or not req.timestamp_end:
         return None
