@@ -27,7 +27,6 @@ class Pending:
     tee: Tee | None = None  # what is kept of a streamed body for the copy, when mitmproxy streams the request
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
     via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
-    request_done: float = 0.0  # time.time() when this addon's request hook ended: production's request goes out next
 
 
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:

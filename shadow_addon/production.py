@@ -7,6 +7,7 @@ from mitmproxy.net.http import url
 
 from . import envoyheaders, grpcwire, routing
 from .httpsyntax import has_field
+from .latencyclock import Marks
 from .metrics import PRODUCTION, REVERSE_TARGET, Metrics
 
 
@@ -104,33 +105,49 @@ def labels(route: routing.Route | None) -> tuple[str, str]:
     return route.group.members[0].name, REVERSE_TARGET
 
 
-def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None, request_done: float = 0.0) -> None:
+def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None, marks: Marks | None = None) -> None:
     """Count production's answer with its latency, measured as the shadow's is: from the request going out to
     the last byte of the answer (`latency`)."""
     resp = flow.response
     if resp is None:
         return
-    metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, latency(flow, request_done))
+    metrics.record_upstream(*labels(route), PRODUCTION, resp.status_code, latency(flow, marks))
     if resp.http_version == "HTTP/2.0":  # gRPC runs over HTTP/2 only: HTTP/1 answers skip the look-up
         label = grpcwire.status(resp.headers.fields, resp.trailers.fields if resp.trailers else None)
         if label is not None:
             metrics.record_grpc(*labels(route), PRODUCTION, label)
 
 
-def latency(flow: http.HTTPFlow, request_done: float = 0.0) -> float | None:
-    """Seconds from production's request going out to the last byte of its answer. mitmproxy records no time
-    of writing, so the request goes out at the latest of: the client's request complete, this addon's request
-    hook done (`request_done`, 0 if unknown), the server connection set up (TCP, then TLS). The shadow's
-    latency starts where its request is written, after any connection set-up, so the two compare alike:
-    neither counts the proxy's own work before the request leaves, nor a connection's set-up."""
+def latency(flow: http.HTTPFlow, marks: Marks | None = None) -> float | None:
+    """Seconds from production's request going out to the last byte of its answer, as the shadow's latency is
+    measured (from its request written to the last byte read), leaving out mitmproxy's hook chains, which the
+    shadow's has none of. `marks`: what the `LatencyClock` at the end of the addon chain saw (None: nothing).
+
+    Start: the latest of the client's request complete, `marks.sent` (every addon's `request` and `update` hooks
+    done, or a new connection's set-up hooks, after which mitmproxy writes the request) and the connection's TCP
+    and TLS set-up (what is known without marks). A connection's set-up is not counted: neither is the shadow's.
+
+    End: mitmproxy reads the answer's head (`timestamp_start`), holds the answer while every addon's
+    `responseheaders` (then `update`) hook runs, until `marks.head_done`, and only then takes the body read
+    meanwhile and sets `timestamp_end`. So the hold, `head_done - timestamp_start`, is taken off `timestamp_end`
+    (never before `timestamp_start`). Exact when the body had arrived by the end of the hold (an answer in one or
+    two writes, the usual case on a fast network, where the hold would otherwise be most of the figure); a body
+    still arriving after the hold makes the figure short by at most the hold (a fraction of a millisecond), a
+    small error on an answer that is slow to arrive. Not taking it off would instead overstate every quick answer
+    by the hold. What mitmproxy does after the hold before it sets `timestamp_end` (taking the body events) is
+    still counted, a few tens of microseconds."""
     resp, req = flow.response, flow.request
     if resp is None or not resp.timestamp_end or not req.timestamp_end:
         return None
+    sent, head_done = (marks.sent, marks.head_done) if marks is not None else (0.0, 0.0)
     sc = flow.server_conn
-    start = max(req.timestamp_end, request_done, sc.timestamp_tcp_setup or 0.0, sc.timestamp_tls_setup or 0.0)
-    if start > resp.timestamp_end:  # a connection set up for a later exchange (the answer came on an older one)
-        start = max(req.timestamp_end, request_done)
-    return max(0.0, resp.timestamp_end - start)
+    start = max(req.timestamp_end, sent, sc.timestamp_tcp_setup or 0.0, sc.timestamp_tls_setup or 0.0)
+    end = resp.timestamp_end
+    if head_done > resp.timestamp_start:
+        end = max(resp.timestamp_start, end - (head_done - resp.timestamp_start))
+    if start > end:  # a connection set up for a later exchange (the answer came on an older one)
+        start = max(req.timestamp_end, sent)
+    return max(0.0, end - start)
 
 
 def record_error(metrics: Metrics, route: routing.Route) -> None:

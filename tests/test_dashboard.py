@@ -81,7 +81,8 @@ def test_histogram_bars_follow_the_counts_of_both_roles() -> None:
     shadow_h = max(float(r.attrs["height"]) for r in svg.find_all("rect", data_role="shadow"))
     assert shadow_h == pytest.approx(2 * prod_h, rel=0.01)
     labels = [t.text for t in svg.find_all("text")]
-    assert "≤1 ms" in labels and "2.5 ms" in labels and "10 s" in labels and ">10 s" in labels
+    assert "≤0.1 ms" in labels and "0.25 ms" in labels and "1 ms" in labels and "2.5 ms" in labels
+    assert "10 s" in labels and ">10 s" in labels
     assert "latency (bucket upper bound)" in labels and "% of the role's requests" in labels
 
 

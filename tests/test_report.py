@@ -74,5 +74,7 @@ def test_a_report_row_round_trips_through_json() -> None:
         *("grpc", "grpc_errors", "requests", "errors", "error_rate", "codes", "p50", "p90", "p99", "histogram"),
     ]
     assert (side["requests"], side["errors"], side["error_rate"], side["codes"]) == (15, 15, 1.0, {"error": 15})
-    assert side["histogram"] == {"le": list(BUCKETS), "counts": [15] + [0] * len(BUCKETS)}
+    counts = [0] * (len(BUCKETS) + 1)
+    counts[BUCKETS.index(0.001)] = 15  # each failed copy recorded at 1 ms: in the bucket whose bound it is
+    assert side["histogram"] == {"le": list(BUCKETS), "counts": counts}
     assert doc["production"]["p50"] is None and doc["production"]["histogram"]["counts"] == [0] * (len(BUCKETS) + 1)
