@@ -2,11 +2,8 @@
 loopback socket (one buffer with `write`, or the parts with `writelines`), Envoy's connection-manager header
 edits of a production request, and the addon's hooks for one routed and copied request (`requestheaders`,
 `request`, `response`, in mitmproxy's test context, the copy's bytes built but not sent), with Envoy's headers on
-and off; and the latency clock's cost: mitmproxy's hook dispatch for one request (its flow's hooks, each with
-its `update`, and a new connection's) to a chain of the `LatencyClock` alone, less that to an empty chain: what
-appending the clock to any chain costs per request (mitmproxy's dispatch to one more addon, and its hooks).
-`--package DIR`: measure another shadow_addon package (its parent directory on sys.path first), e.g. main's from
-`git archive main shadow_addon | tar -x -C /tmp/main` for a before/after.
+and off. `--package DIR`: measure another shadow_addon package (its parent directory on
+sys.path first), e.g. main's from `git archive main shadow_addon | tar -x -C /tmp/main` for a before/after.
 
     .venv/bin/python scripts/bench_handoff.py [--package /tmp/main] [--n 20000]
 """
@@ -111,59 +108,6 @@ def _hooks(n: int) -> dict[bool, float]:
     return result
 
 
-class _NoHooks:
-    """An addon with no hooks: what mitmproxy's dispatch to one more addon costs by itself."""
-
-    name = "no-hooks"
-
-
-async def _clock(n: int) -> tuple[float, float, float] | None:
-    """Best of 5 (rounds alternating without and with the clock): CPU seconds per request of mitmproxy's hook
-    dispatch (`AddonManager.handle_lifecycle`, as mitmproxy runs each hook) for one request on a new server
-    connection (server_connect, server_connected, requestheaders, request, responseheaders, response,
-    server_disconnected; each flow hook followed by `update`), to an empty chain, to an addon with no hooks and to
-    the LatencyClock alone. None: a package without the clock."""
-    try:
-        from shadow_addon.latencyclock import LatencyClock
-    except ImportError:
-        return None
-    from mitmproxy import master, options
-    from mitmproxy.proxy import server_hooks
-    from mitmproxy.proxy.layers import http as hooks
-    from mitmproxy.test import tflow
-
-    m = master.Master(options.Options())
-    handle = m.addons.handle_lifecycle
-    flows = [tflow.tflow(resp=True) for _ in range(n)]
-    conns = [server_hooks.ServerConnectionHookData(server=f.server_conn, client=f.client_conn) for f in flows]
-
-    async def requests() -> float:
-        t = time.process_time()
-        for f, conn in zip(flows, conns, strict=True):
-            await handle(server_hooks.ServerConnectHook(conn))
-            await handle(server_hooks.ServerConnectedHook(conn))
-            await handle(hooks.HttpRequestHeadersHook(f))
-            await handle(hooks.HttpRequestHook(f))
-            await handle(hooks.HttpResponseHeadersHook(f))
-            await handle(hooks.HttpResponseHook(f))
-            await handle(server_hooks.ServerDisconnectedHook(conn))
-        return (time.process_time() - t) / n
-
-    without = no_hooks = with_clock = float("inf")
-    for _ in range(5):
-        without = min(without, await requests())
-        empty = _NoHooks()
-        m.addons.add(empty)
-        no_hooks = min(no_hooks, await requests())
-        m.addons.remove(empty)
-        clock = LatencyClock()
-        m.addons.add(clock)
-        with_clock = min(with_clock, await requests())
-        assert not clock.flows and not clock.conns  # every request's marks cleared
-        m.addons.remove(clock)
-    return without, no_hooks, with_clock
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", help="directory holding the shadow_addon package to measure")
@@ -187,13 +131,6 @@ def main() -> None:
     for on, seconds in _hooks(max(1, args.n // 4)).items():
         label = f"hooks, Envoy's headers {'on' if on else 'off'}"
         print(f"{label:42s} {seconds * 1e6:6.2f} us per request (best of 5)")
-    clock = asyncio.run(_clock(max(1, args.n // 4)))
-    if clock is not None:
-        without, no_hooks, with_clock = clock
-        print(f"hook dispatch of a request, empty chain     {without * 1e6:6.2f} us per request (best of 5)")
-        print(f"hook dispatch, an addon with no hooks       {no_hooks * 1e6:6.2f} us per request (best of 5)")
-        print(f"hook dispatch, the latency clock alone      {with_clock * 1e6:6.2f} us per request (best of 5)")
-        print(f"the latency clock's cost                    {(with_clock - without) * 1e6:6.2f} us per request")
     asyncio.run(_writes(args.n))
 
 

@@ -3,7 +3,7 @@ body), and the `Copy` shaped from the request as production got it (Envoy mirror
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mitmproxy import http
 from mitmproxy.net.http import url
@@ -11,6 +11,7 @@ from mitmproxy.net.http import url
 from . import envoyheaders, routing
 from .budget import Tee
 from .httpsyntax import field_value, has_field
+from .production import Marks
 from .sender import Copy
 from .settings import Settings
 
@@ -27,6 +28,7 @@ class Pending:
     tee: Tee | None = None  # what is kept of a streamed body for the copy, when mitmproxy streams the request
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
     via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
+    marks: Marks = field(default_factory=Marks)  # production's latency marks (production.latency)
 
 
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -43,7 +44,6 @@ from .compare import options as compare_options
 from .compare.pairing import Pairing
 from .copies import Pending
 from .ingress import Ingress
-from .latencyclock import LatencyClock
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .reasons import DropReason
@@ -77,7 +77,6 @@ class Shadow:
         self.grpc_calls: dict[str, Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
         self._table_options: dict[str, Any] = {}  # the reload options' values the serving table was loaded with
         self._restoring = False  # putting those back after a failed run-time load: no load again
-        self.clock: LatencyClock | None = None  # at the end of mitmproxy's addon chain while running
 
     @property
     def table(self) -> routing.Table:
@@ -123,10 +122,6 @@ class Shadow:
         self.files.start()
         self._start_admin()
         self.replay.running()
-        if self.clock is None:
-            # Last in the chain, after every addon and script: its hooks see when mitmproxy's hook chains end.
-            self.clock = LatencyClock()
-            ctx.master.addons.add(self.clock)
 
     def done(self) -> None:
         # mitmdump's summary at exit, once: only after traffic, and not when asked to be quiet (-q).
@@ -135,10 +130,6 @@ class Shadow:
             print(pages.report_text(self), end="", flush=True)
         self.files.stop()
         self.replay.done()
-        if self.clock is not None:
-            if self.clock in ctx.master.addons:
-                ctx.master.addons.remove(self.clock)
-            self.clock = None
         if self.admin is not None:
             self.admin.close()
             self.admin = None
@@ -323,16 +314,19 @@ class Shadow:
             if p.tee is not None:
                 p.tee.release()
                 p.tee = None
+        p.marks.sent = time.time()  # production's latency starts here, as the copy's at its write
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        p = self.pending.get(flow.id)
+        if p is None:
+            return
         if self.grpc_calls and flow.id in self.grpc_calls and flow.response is not None:
             keep = self.pairing.config.body_limit if self.pairing is not None else 0
             tee = self.grpc_calls[flow.id] = Tee(max(keep, self.settings.body_limit), self.budget)
             flow.response.stream = tee
-            p = self.pending.get(flow.id)
-            if p is not None:  # the head goes out now: its edits cannot wait for `response`
-                production.edit_response(flow, p.route)
+            production.edit_response(flow, p.route)  # the head goes out now: its edits cannot wait for `response`
+        p.marks.head_done = time.time()  # the answer is held while the hooks run: not production's time
 
     def response(self, flow: http.HTTPFlow) -> None:
         streamed_call = False
@@ -347,11 +341,11 @@ class Shadow:
             p.tee.release()
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
-                production.record(self.metrics, flow, None, self.clock.marks(flow) if self.clock else None)
+                production.record(self.metrics, flow, None)
             return
         if not streamed_call:
             production.edit_response(flow, p.route)
-        production.record(self.metrics, flow, p.route, self.clock.marks(flow) if self.clock else None)
+        production.record(self.metrics, flow, p.route, p.marks)
         if streamed_call and p.route.shadow is not None and not p.sent:
             # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.
             self.metrics.record_drop(p.route.shadow.name, DropReason.STREAMED)

@@ -1,27 +1,26 @@
 """Production's latency as the shadow's: from the request going out to the last byte of the answer, without
-mitmproxy's hook chains (`production.latency` with the `LatencyClock`'s marks)."""
+mitmproxy's hold of the answer for the `responseheaders` hooks (`production.latency` with the Shadow addon's
+marks)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection, tls
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow, tutils
 from support import mapping, write_mappings
 
-from shadow_addon import latencyclock
-from shadow_addon.latencyclock import LatencyClock, Marks
+from shadow_addon import shadow
 from shadow_addon.metrics import PRODUCTION
-from shadow_addon.production import latency
+from shadow_addon.production import Marks, latency
 from shadow_addon.shadow import Shadow
 
 
 class FakeTime:
-    """time.time() for the clock: what `now` says."""
+    """time.time() for the Shadow addon's marks: what `now` says."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -33,7 +32,7 @@ class FakeTime:
 @pytest.fixture
 def clock_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     t = FakeTime()
-    monkeypatch.setattr(latencyclock, "time", t)
+    monkeypatch.setattr(shadow, "time", t)
     return t
 
 
@@ -84,66 +83,7 @@ def _server_hook(f: tflow.HTTPFlow) -> server_hooks.ServerConnectionHookData:
     return server_hooks.ServerConnectionHookData(server=f.server_conn, client=f.client_conn)
 
 
-def test_the_clock_marks_the_end_of_each_hook_chain(clock_time: FakeTime) -> None:
-    c = LatencyClock()
-    f = tflow.tflow(resp=True)
-    clock_time.now = 1.0
-    c.request(f)
-    clock_time.now = 1.25
-    c.update([f])  # the `update` chain after `request`: the request goes out after it
-    c.update([f])  # a later update (another cause) changes nothing
-    assert c.marks(f) == Marks(1.25, refine=False)
-    clock_time.now = 2.0
-    c.server_connected(_server_hook(f))  # a new connection: the request goes out after its hooks
-    clock_time.now = 3.0
-    c.responseheaders(f)
-    clock_time.now = 3.5
-    c.update([f])
-    assert c.marks(f) == Marks(2.0, head_done=3.5, refine=False)
-    c.response(f)
-    assert c.marks(f) is None and c.flows == {}
-    c.server_disconnected(_server_hook(f))
-    assert c.conns == {}
-
-
-def test_a_kept_alive_connection_set_up_before_the_request_does_not_move_its_start(clock_time: FakeTime) -> None:
-    c = LatencyClock()
-    f = tflow.tflow(resp=True)
-    clock_time.now = 1.0
-    c.server_connected(_server_hook(f))
-    clock_time.now = 5.0
-    c.tls_established_server(tls.TlsData(f.server_conn, None))  # type: ignore[arg-type]  # the context is not read
-    clock_time.now = 7.0
-    c.request(f)
-    c.responseheaders(f)
-    marks = c.marks(f)
-    assert marks is not None and marks.sent == 7.0 and marks.head_done == 7.0
-    c.error(f)
-    assert c.flows == {}
-
-
-def test_the_clock_keeps_nothing_of_recorded_flows_and_at_most_limit_entries(
-    clock_time: FakeTime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    c = LatencyClock()
-    recorded = tflow.tflow()
-    recorded.live = False
-    c.request(recorded)
-    assert c.flows == {}
-    monkeypatch.setattr(latencyclock, "LIMIT", 3)
-    flows = [tflow.tflow() for _ in range(5)]
-    for f in flows:
-        c.request(f)
-        c.server_connected(
-            server_hooks.ServerConnectionHookData(
-                server=connection.Server(address=("127.0.0.1", 9)), client=f.client_conn
-            )
-        )
-    assert list(c.flows) == [f.id for f in flows[2:]]  # the oldest went first
-    assert len(c.conns) == 3
-
-
-async def test_the_shadow_addon_puts_its_clock_last_and_reads_it_before_it_is_cleared(
+async def test_the_shadow_addon_marks_its_requests_and_leaves_out_the_hold(
     tmp_path: Path, clock_time: FakeTime
 ) -> None:
     m = write_mappings(tmp_path / "m.yaml", mapping("a", prefix="/", service="127.0.0.1:9"))
@@ -151,16 +91,12 @@ async def test_the_shadow_addon_puts_its_clock_last_and_reads_it_before_it_is_cl
     with taddons.context(sh, Proxyserver()) as tctx:
         tctx.configure(sh, mappings=str(m), shadow_admin="")
         sh.running()
-        clock = sh.clock
-        assert clock is not None and tctx.master.addons.chain[-1] is clock
-        sh.running()  # once
-        assert sh.clock is clock and sum(a is clock for a in tctx.master.addons.chain) == 1
-
+        chain = list(tctx.master.addons.chain)
         f = tflow.tflow(req=tutils.treq(path=b"/x"), resp=False)
         f.request.timestamp_end = 0.5
         sh.requestheaders(f)
         clock_time.now = 1.0
-        await tctx.master.addons.handle_lifecycle(HttpRequestHook(f))  # the chain, then `update`: 1.0
+        await tctx.master.addons.handle_lifecycle(HttpRequestHook(f))  # the request goes out: 1.0
         f.response = tutils.tresp(timestamp_start=1.5, timestamp_end=None)
         clock_time.now = 2.0
         await tctx.master.addons.handle_lifecycle(HttpResponseHeadersHook(f))  # held 1.5 .. 2.0
@@ -168,8 +104,6 @@ async def test_the_shadow_addon_puts_its_clock_last_and_reads_it_before_it_is_cl
         await tctx.master.addons.handle_lifecycle(HttpResponseHook(f))
         h = sh.metrics.durations[("a", "127.0.0.1:9", PRODUCTION)]
         assert (h.count, h.total) == (1, 0.75)  # 1.0 .. 1.75 (2.25 less the hold)
-        assert clock.flows == {}  # cleared after the addon read it
-
+        assert sh.pending == {}
+        assert tctx.master.addons.chain == chain  # no addon of its own: the marks cost production no dispatch
         sh.done()
-        assert sh.clock is None and clock not in tctx.master.addons.chain
-        sh.done()  # twice: nothing to remove
