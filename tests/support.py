@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from shadow_addon import dashboard, diag, mappings, report, routing
 from shadow_addon.metrics import PRODUCTION, SHADOW, Metrics
@@ -870,37 +870,27 @@ async def loaded(files: Any, limit: float = 30.0) -> None:
     raise AssertionError(f"the Mapping load did not end within {limit:g} s")
 
 
-class KeptAliveAnswers:
-    """A loopback asyncio server answering every request on a kept-alive connection with `answer` (whole bytes: a
-    head and body, and anything a test wants past them, in one write); a request's Content-Length body is read
-    first. Used as `async with KeptAliveAnswers(...) as server:`; `connections` counts those accepted."""
+class LoopbackServer:
+    """An asyncio server on a free loopback port for `async with`, each connection handled by `serve`; on the way
+    out the server and every connection it accepted are closed."""
 
-    def __init__(self, answer: bytes, tls: ssl.SSLContext | None = None) -> None:
-        self.answer = answer
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.tls = tls
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.port = 0
 
-    async def __aenter__(self) -> KeptAliveAnswers:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            self.writers.append(writer)
-            try:
-                for _ in range(100):  # bounded: a test sends a few copies
-                    req = await reader.readuntil(b"\r\n\r\n")
-                    length = [ln for ln in req.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
-                    if length:
-                        await reader.readexactly(int(length[0].split(b":")[1]))
-                    writer.write(self.answer)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
-        self.server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.tls)
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        await self.serve(reader, writer)
+
+    async def __aenter__(self) -> Self:
+        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -910,6 +900,30 @@ class KeptAliveAnswers:
         for w in self.writers:
             w.close()
         await self.server.wait_closed()
+
+
+class KeptAliveAnswers(LoopbackServer):
+    """Answers every request on a kept-alive connection with `answer` (whole bytes: a head and body, and anything a
+    test wants past them, in one write); a request's Content-Length body is read first. `connections` counts those
+    accepted."""
+
+    def __init__(self, answer: bytes, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls)
+        self.answer = answer
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(100):  # bounded: a test sends a few copies
+                req = await reader.readuntil(b"\r\n\r\n")
+                length = [ln for ln in req.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
+                if length:
+                    await reader.readexactly(int(length[0].split(b":")[1]))
+                writer.write(self.answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 def varied_http_flows() -> list[Any]:

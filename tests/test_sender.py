@@ -12,7 +12,7 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
-from support import KeptAliveAnswers, mapping, write_mappings
+from support import KeptAliveAnswers, LoopbackServer, mapping, write_mappings
 
 from shadow_addon import metrics as metrics_mod
 from shadow_addon import pages
@@ -126,30 +126,12 @@ async def test_copies_that_waited_for_a_connect_go_out_once_it_succeeds(dials: C
         await server.wait_closed()
 
 
-class Blackhole:
+class Blackhole(LoopbackServer):
     """A loopback server that reads every request and never answers."""
 
-    def __init__(self) -> None:
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> Blackhole:
-        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.writers.append(writer)
-            while await reader.read(65536):
-                pass
-
-        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await self.server.wait_closed()
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
 
 
 def body_copy(port: int, body: bytes, service: str = "cand-svc") -> Copy:
