@@ -16,21 +16,23 @@ CLIENT = connection.Client(peername=("127.0.0.1", 0), sockname=("127.0.0.1", 0),
 SERVER = connection.Server(address=None)
 
 
+def _built[M: http.Message](cls: type[M], data_cls: type[http.MessageData], data: dict[str, Any]) -> M:
+    """A message of `cls` holding `data` (its `data_cls` fields, already of their types), no check run."""
+    d = data_cls.__new__(data_cls)
+    d.__dict__.update(data)
+    m = cls.__new__(cls)
+    m.data = d
+    return m
+
+
 def request(data: dict[str, Any]) -> http.Request:
     """A Request holding `data` (RequestData's fields, already of their types)."""
-    d = http.RequestData.__new__(http.RequestData)
-    d.__dict__.update(data)
-    r = http.Request.__new__(http.Request)
-    r.data = d
-    return r
+    return _built(http.Request, http.RequestData, data)
 
 
 def response(data: dict[str, Any]) -> http.Response:
-    d = http.ResponseData.__new__(http.ResponseData)
-    d.__dict__.update(data)
-    r = http.Response.__new__(http.Response)
-    r.data = d
-    return r
+    """A Response holding `data` (ResponseData's fields, already of their types)."""
+    return _built(http.Response, http.ResponseData, data)
 
 
 def headers(fields: Iterable[tuple[bytes, bytes]]) -> http.Headers:
