@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -108,13 +109,25 @@ def labels(route: routing.Route | None) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class Marks:
-    """time.time() values of one production exchange, taken in the Shadow addon's own hooks: `sent`, when its
-    `request` hook ended (mitmproxy writes the request once the rest of the chain's `request` hooks have run);
-    `head_done`, when its `responseheaders` hook ended, while mitmproxy holds the answer for that chain
-    (0: not seen, as for an answer made by an addon)."""
+    """time.time() values of one production exchange, each taken by a callback that a Shadow addon hook leaves for
+    the event loop's next turn: so after the rest of the loop step the hook ran in, where mitmproxy does what the
+    mark stands for.
+
+    `sent`: after the step of the `request` hooks, in which mitmproxy writes the request on a kept-alive connection.
+    `connected`: after the step of a new connection's `server_connected` hooks, in which mitmproxy writes the
+    request on it. `head_step`: after the step of the `responseheaders` hooks, which holds the answer; a body that
+    came with its head is taken in that same step. 0: not seen (an answer made by an addon, a connection opened
+    before the addon was loaded)."""
 
     sent: float = 0.0
-    head_done: float = 0.0
+    connected: float = 0.0
+    head_step: float = 0.0
+
+    def stamp_sent(self) -> None:
+        self.sent = time.time()
+
+    def stamp_head_step(self) -> None:
+        self.head_step = time.time()
 
 
 def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None, marks: Marks | None = None) -> None:
@@ -135,35 +148,33 @@ def latency(flow: http.HTTPFlow, marks: Marks | None = None) -> float | None:
     measured (from its request written to the last byte read), leaving out mitmproxy's hook chains, which the
     shadow's has none of. `marks`: what the Shadow addon's hooks saw (None: nothing).
 
-    Start: the latest of the client's request complete, `marks.sent` (the Shadow addon's `request` hook done;
-    mitmproxy writes the request after the rest of the chain) and the connection's TCP and TLS set-up. A
-    connection's set-up is not counted: neither is the shadow's.
+    Start: the latest of the client's request complete, the connection's TCP and TLS set-up, `marks.sent` and
+    `marks.connected` (the steps that wrote the request ended). A connection's set-up is not counted: neither is
+    the shadow's.
 
-    End: mitmproxy reads the answer's head (`timestamp_start`), holds the answer while every addon's
-    `responseheaders` hook runs, and only then takes the body read meanwhile and sets `timestamp_end`. So the hold
-    up to `marks.head_done` is taken off `timestamp_end` (never before `timestamp_start`). Exact when the body had
-    arrived by then (an answer in one or two writes, the usual case on a fast network, where the hold would
-    otherwise be most of the figure); a body still arriving after it makes the figure short by at most the hold (a
-    fraction of a millisecond), a small error on an answer slow to arrive, where not taking it off would overstate
-    every quick answer by the hold.
+    End: mitmproxy reads the answer's head (`timestamp_start`) and holds the answer while every addon's
+    `responseheaders` hook and then every `update` hook runs; only then does it take the body read meanwhile and
+    set `timestamp_end`. A `timestamp_end` set within that step (by `marks.head_step`) is a body that had come
+    by the time of the head: its last byte came then, and the answer ends at `timestamp_start` (short by at most
+    the wait for a second segment that arrived before the hooks ran). A later `timestamp_end` is a body read as it
+    arrived, taken as mitmproxy set it.
 
-    What is still counted: the hooks of the addons after this one in the chain (mitmproxy's own, after its script
-    loader: most have no `request` or `responseheaders` hook), the `update` chain after each hook, and a new
-    connection's `server_connected` chain: tens of microseconds. Marks taken by an addon of their own at the end
-    of the chain would leave those out too, but measured 231 k instructions a request, 2.6 % of plain mitmdump's
-    (`scripts/bench_instructions.py`), for about that many microseconds of precision: not worth production's time."""
+    What is still counted: mitmproxy's reading and parsing of the head, as the shadow's figure counts its own, and
+    whatever else the event loop ran first, as for the shadow's."""
     resp, req = flow.response, flow.request
     if resp is None or not resp.timestamp_end or not req.timestamp_end:
         return None
-    sent, head_done = (marks.sent, marks.head_done) if marks is not None else (0.0, 0.0)
+    m = marks if marks is not None else _NO_MARKS
     sc = flow.server_conn
-    start = max(req.timestamp_end, sent, sc.timestamp_tcp_setup or 0.0, sc.timestamp_tls_setup or 0.0)
-    end = resp.timestamp_end
-    if head_done > resp.timestamp_start:
-        end = max(resp.timestamp_start, end - (head_done - resp.timestamp_start))
+    connected = m.connected or sc.timestamp_tcp_setup or 0.0
+    start = max(req.timestamp_end, m.sent, connected, sc.timestamp_tls_setup or 0.0)
+    end = resp.timestamp_start if resp.timestamp_end <= m.head_step else resp.timestamp_end
     if start > end:  # a connection set up for a later exchange (the answer came on an older one)
-        start = max(req.timestamp_end, sent)
+        start = max(req.timestamp_end, m.sent)
     return max(0.0, end - start)
+
+
+_NO_MARKS = Marks()
 
 
 def record_error(metrics: Metrics, route: routing.Route) -> None:

@@ -1,19 +1,20 @@
 """Production's latency as the shadow's: from the request going out to the last byte of the answer, without
-mitmproxy's hold of the answer for the `responseheaders` hooks (`production.latency` with the Shadow addon's
-marks)."""
+mitmproxy's hold of the answer for its hooks (`production.latency` with the Shadow addon's marks)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow, tutils
 from support import mapping, write_mappings
 
-from shadow_addon import shadow
+from shadow_addon import production, shadow
 from shadow_addon.metrics import PRODUCTION
 from shadow_addon.production import Marks, latency
 from shadow_addon.shadow import Shadow
@@ -33,6 +34,7 @@ class FakeTime:
 def clock_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     t = FakeTime()
     monkeypatch.setattr(shadow, "time", t)
+    monkeypatch.setattr(production, "time", t)
     return t
 
 
@@ -51,26 +53,21 @@ def test_production_latency_starts_when_its_request_goes_out() -> None:
     assert latency(f, Marks(100.25)) == 0.75  # the proxy's own work before the request leaves is not
     f.server_conn.timestamp_tcp_setup = 100.5  # connected after the hooks (lazy): the set-up is not counted
     assert latency(f, Marks(100.25)) == 0.5
-    f.server_conn.timestamp_tls_setup = 100.625
-    assert latency(f, Marks(100.25)) == 0.375
-    assert latency(f, Marks(100.75)) == 0.25  # the connection's own hooks after its set-up are not counted either
+    assert latency(f, Marks(100.25, connected=100.625)) == 0.375  # nor the connection's own hooks, which wrote it
+    f.server_conn.timestamp_tls_setup = 100.6875
+    assert latency(f, Marks(100.25)) == 0.3125
     f.server_conn.timestamp_tcp_setup = f.server_conn.timestamp_tls_setup = 102.0  # a later connection's
     assert latency(f, Marks(100.25)) == 0.75
 
 
-def test_the_hold_of_the_answer_for_the_responseheaders_hooks_is_not_counted() -> None:
-    # Head read at 101, held by the hooks until 101.5; the body (there since 101) taken at 101.625.
+def test_a_body_that_came_with_its_head_ends_at_the_head() -> None:
+    # Head read at 101; the answer held by the hooks; the body, there since 101, taken at 101.625 in the step that
+    # ran the hooks, which ended at 101.75.
     f = answered(100.0, 101.0, 101.625)
-    assert latency(f, Marks(100.5, head_done=101.5)) == 0.625  # 101.125 - 100.5: the hold's 0.5 s left out
-    assert latency(f, Marks(100.5)) == 1.125  # no mark of the hold: timestamp_end as mitmproxy set it
-    # A body still arriving after the hold (ended at 103): short by at most the hold, as documented.
-    f.response.timestamp_end = 103.0
-    assert latency(f, Marks(100.5, head_done=101.5)) == 2.0
-    # Never earlier than the head itself.
-    f.response.timestamp_end = 101.25
-    assert latency(f, Marks(100.5, head_done=102.0)) == 0.5
-    # A hold mark before the head (no hold known): nothing taken off.
-    assert latency(f, Marks(100.5, head_done=100.75)) == 0.75
+    assert latency(f, Marks(100.5, head_step=101.75)) == 0.5  # 101 - 100.5: none of the hold counted
+    assert latency(f, Marks(100.5)) == 1.125  # no mark of that step: timestamp_end as mitmproxy set it
+    # A body read after that step (it ended at 101.5): taken as it arrived.
+    assert latency(f, Marks(100.5, head_step=101.5)) == 1.125
 
 
 def test_no_latency_without_an_answer() -> None:
@@ -92,18 +89,45 @@ async def test_the_shadow_addon_marks_its_requests_and_leaves_out_the_hold(
         tctx.configure(sh, mappings=str(m), shadow_admin="")
         sh.running()
         chain = list(tctx.master.addons.chain)
-        f = tflow.tflow(req=tutils.treq(path=b"/x"), resp=False)
-        f.request.timestamp_end = 0.5
-        sh.requestheaders(f)
-        clock_time.now = 1.0
-        await tctx.master.addons.handle_lifecycle(HttpRequestHook(f))  # the request goes out: 1.0
-        f.response = tutils.tresp(timestamp_start=1.5, timestamp_end=None)
-        clock_time.now = 2.0
-        await tctx.master.addons.handle_lifecycle(HttpResponseHeadersHook(f))  # held 1.5 .. 2.0
-        f.response.timestamp_end = 2.25
-        await tctx.master.addons.handle_lifecycle(HttpResponseHook(f))
-        h = sh.metrics.durations[("a", "127.0.0.1:9", PRODUCTION)]
-        assert (h.count, h.total) == (1, 0.75)  # 1.0 .. 1.75 (2.25 less the hold)
-        assert sh.pending == {}
+        hooks = tctx.master.addons.handle_lifecycle
+
+        async def exchange(connect: bool, head: float, body: float | None) -> None:
+            """One request and its answer, the clock moved on as mitmproxy's steps would. `body`: when mitmproxy
+            takes the body, in the step of the hooks holding the head (before 2.0) or after it (None: 2.25)."""
+            f = tflow.tflow(req=tutils.treq(path=b"/x"), resp=False)
+            f.server_conn.timestamp_tcp_setup = f.server_conn.timestamp_tls_setup = None
+            f.request.timestamp_end = clock_time.now = 0.5
+            sh.requestheaders(f)
+            await hooks(HttpRequestHook(f))
+            clock_time.now = 1.0  # the rest of the step: mitmproxy writes the request on a kept-alive connection
+            await asyncio.sleep(0)
+            if connect:
+                f.server_conn.state = ConnectionState.OPEN
+                f.server_conn.timestamp_tcp_setup = 1.125
+                await hooks(server_hooks.ServerConnectedHook(_server_hook(f)))
+                clock_time.now = 1.25  # on a new connection, the request is written in the step of its hooks
+                await asyncio.sleep(0)
+            f.response = tutils.tresp(timestamp_start=head, timestamp_end=None)
+            await hooks(HttpResponseHeadersHook(f))
+            f.response.timestamp_end = body
+            clock_time.now = 2.0
+            await asyncio.sleep(0)
+            if body is None:
+                f.response.timestamp_end = 2.25
+            await hooks(HttpResponseHook(f))
+            if connect:
+                await hooks(server_hooks.ServerDisconnectedHook(_server_hook(f)))
+
+        def durations() -> tuple[int, float]:
+            h = sh.metrics.durations[("a", "127.0.0.1:9", PRODUCTION)]
+            return h.count, h.total
+
+        await exchange(False, 1.5, 1.75)
+        assert durations() == (1, 0.5)  # 1.0 .. 1.5: the body came with the head
+        await exchange(False, 1.5, None)
+        assert durations() == (2, 0.5 + 1.25)  # 1.0 .. 2.25: the body came after
+        await exchange(True, 1.5, 1.75)
+        assert durations() == (3, 0.5 + 1.25 + 0.25)  # 1.25 .. 1.5
+        assert sh.pending == {} and sh.connected == {}
         assert tctx.master.addons.chain == chain  # no addon of its own: the marks cost production no dispatch
         sh.done()
