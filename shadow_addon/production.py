@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mitmproxy import http
+from mitmproxy import connection, http
 from mitmproxy.net.http import url
 
 from . import envoyheaders, grpcwire, routing
@@ -128,6 +130,35 @@ class Marks:
 
     def stamp_head_step(self) -> None:
         self.head_step = time.time()
+
+
+def after_step(callback: Callable[[], None]) -> None:
+    """Run `callback` once the event loop's current step is over: mitmproxy finishes what a hook chain leads to
+    (writing a request, taking a body) in the step that ran the chain."""
+    try:
+        asyncio.get_running_loop().call_soon(callback)
+    except RuntimeError:  # a hook called by hand, outside an event loop (a test): no mark
+        pass
+
+
+class Connections:
+    """When the step that set up each open server connection ended (`Marks.connected` of its first request)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def opened(self, server: connection.Server) -> None:
+        after_step(lambda: self._stamp(server))
+
+    def _stamp(self, server: connection.Server) -> None:
+        if server.connected:  # still open: its end (`closed`) forgets it
+            self.at[server.id] = time.time()
+
+    def closed(self, server: connection.Server) -> None:
+        self.at.pop(server.id, None)
+
+    def set_up(self, server: connection.Server) -> float:
+        return self.at.get(server.id, 0.0)
 
 
 def record(metrics: Metrics, flow: http.HTTPFlow, route: routing.Route | None, marks: Marks | None = None) -> None:

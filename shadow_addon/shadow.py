@@ -17,11 +17,10 @@ import asyncio
 import dataclasses
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 from mitmproxy.proxy import layer, server_hooks
 
@@ -52,15 +51,6 @@ from .sender import Sender, client_context
 logger = logging.getLogger("shadow")
 
 
-def _after_step(callback: Callable[[], None]) -> None:
-    """Run `callback` once the event loop's current step is over: mitmproxy finishes what a hook chain leads to
-    (writing a request, taking a body) in the step that ran the chain."""
-    try:
-        asyncio.get_running_loop().call_soon(callback)
-    except RuntimeError:  # a hook called by hand, outside an event loop (a test): no mark
-        pass
-
-
 def reload_option_values(o: Any) -> dict[str, Any]:
     """The values of the options a table is loaded from (those whose change reloads the Mapping files)."""
     return {opt.name: getattr(o, opt.name) for opt in settings.OPTIONS if settings.RELOAD <= opt.triggers}
@@ -84,7 +74,7 @@ class Shadow:
         self.replay = replay.Replay(self)
         self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
         self.grpc_calls: dict[str, Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
-        self.connected: dict[str, float] = {}  # open server connections: when the step that set one up ended
+        self.connections = production.Connections()  # when each open server connection's set-up step ended
         self._table_options: dict[str, Any] = {}  # the reload options' values the serving table was loaded with
         self._restoring = False  # putting those back after a failed run-time load: no load again
 
@@ -274,14 +264,10 @@ class Shadow:
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         if self.table.groups:
-            _after_step(lambda: self._connected(data.server))
-
-    def _connected(self, server: connection.Server) -> None:
-        if server.connected:  # still open: its end (`server_disconnected`) forgets it
-            self.connected[server.id] = time.time()
+            self.connections.opened(data.server)
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self.connected.pop(data.server.id, None)
+        self.connections.closed(data.server)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Recorded flows (`-r`) are played in `request`; a client replay (`-C`) is routed like a live request,
@@ -335,7 +321,7 @@ class Shadow:
             if p.tee is not None:
                 p.tee.release()
                 p.tee = None
-        _after_step(p.marks.stamp_sent)  # production's latency starts once its request is written, as the copy's
+        production.after_step(p.marks.stamp_sent)  # production's latency starts at its write, as the copy's
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -347,7 +333,7 @@ class Shadow:
             tee = self.grpc_calls[flow.id] = Tee(max(keep, self.settings.body_limit), self.budget)
             flow.response.stream = tee
             production.edit_response(flow, p.route)  # the head goes out now: its edits cannot wait for `response`
-        _after_step(p.marks.stamp_head_step)  # the answer is held while the hooks run: not production's time
+        production.after_step(p.marks.stamp_head_step)  # the answer is held while the hooks run: not production's time
 
     def response(self, flow: http.HTTPFlow) -> None:
         streamed_call = False
@@ -366,7 +352,7 @@ class Shadow:
             return
         if not streamed_call:
             production.edit_response(flow, p.route)
-        p.marks.connected = self.connected.get(flow.server_conn.id, 0.0)
+        p.marks.connected = self.connections.set_up(flow.server_conn)
         production.record(self.metrics, flow, p.route, p.marks)
         if streamed_call and p.route.shadow is not None and not p.sent:
             # A streamed call answered before its request ended (bidi): the copy, made at the request's end, is not.

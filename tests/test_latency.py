@@ -14,7 +14,7 @@ from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHeadersHook
 from mitmproxy.test import taddons, tflow, tutils
 from support import mapping, write_mappings
 
-from shadow_addon import production, shadow
+from shadow_addon import production
 from shadow_addon.metrics import PRODUCTION
 from shadow_addon.production import Marks, latency
 from shadow_addon.shadow import Shadow
@@ -33,7 +33,6 @@ class FakeTime:
 @pytest.fixture
 def clock_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     t = FakeTime()
-    monkeypatch.setattr(shadow, "time", t)
     monkeypatch.setattr(production, "time", t)
     return t
 
@@ -128,6 +127,6 @@ async def test_the_shadow_addon_marks_its_requests_and_leaves_out_the_hold(
         assert durations() == (2, 0.5 + 1.25)  # 1.0 .. 2.25: the body came after
         await exchange(True, 1.5, 1.75)
         assert durations() == (3, 0.5 + 1.25 + 0.25)  # 1.25 .. 1.5
-        assert sh.pending == {} and sh.connected == {}
+        assert sh.pending == {} and sh.connections.at == {}
         assert tctx.master.addons.chain == chain  # no addon of its own: the marks cost production no dispatch
         sh.done()
