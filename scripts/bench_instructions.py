@@ -32,7 +32,7 @@ from dataclasses import dataclass
 _SCRIPTS = str(pathlib.Path(__file__).resolve().parent)
 sys.path.insert(0, _SCRIPTS)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SCRIPTS, os.environ.get("PYTHONPATH", "")) if p)  # servers
-from benchkit.harness import ADDON_SRC, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
+from benchkit.harness import ADDON_SRC, Package, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
 from benchkit.load import bench_request, exchange  # noqa: E402
 from benchkit.procs import HOST, free_port, spawn, stop, wait_answer, wait_port  # noqa: E402
 from benchkit.scenarios import SCENARIOS, mapping_set  # noqa: E402
@@ -91,12 +91,12 @@ def _total(out: str) -> int:
 async def measure(s: Setup, scenario: str, package: str, requests: int, connections: int) -> Count:
     scn = SCENARIOS[scenario]
     port = free_port()
-    admin = free_port() if scn.addon and s.admin else None
+    admin = free_port() if scn.addon and s.package.admin else None
     safe = "".join(ch if ch.isalnum() else "_" for ch in package)
     out = str(s.tmp / f"callgrind-{safe}-{scenario}.out")
     cmd = mitmdump_cmd(s, scn, port, admin)
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd]
-    env = dict(s.env, PYTHONHASHSEED="0")  # the same dict and set orders every run
+    env = dict(s.package.env, PYTHONHASHSEED="0")  # the same dict and set orders every run
     log = s.tmp / f"mitmdump-{safe}-{scenario}.log"
     with open(log, "wb") as logf:
         proc = await spawn(
@@ -168,7 +168,7 @@ async def main() -> None:
                 addon = tmp / f"addon{i}"
                 snapshot_addon(addon, pkg)
                 env = dict(os.environ, PYTHONPATH=str(addon))
-                setups.append((str(pkg), Setup(args, ups, find_mitmdump(), None, tmp, addon, env, True)))
+                setups.append((str(pkg), Setup(args, ups, find_mitmdump(), None, tmp, Package(addon, env, True))))
             for scenario in wanted:
                 for label, s in setups if SCENARIOS[scenario].addon else [("-", setups[0][1])]:
                     c = await measure(s, scenario, label, args.requests, args.connections)

@@ -11,7 +11,7 @@ from benchkit.answers import BOMB_MIB
 from benchkit.procs import kill_leftovers, log
 from benchkit.replaycase import REPLAY_ENTRIES, replay_bench
 from benchkit.rounds import bench
-from benchkit.scenarios import SCENARIOS, select_scenarios
+from benchkit.scenarios import SCENARIOS, select_scenarios, with_baseline
 from benchkit.soak import SOAK_CYCLE, clear_soak_flag, soak
 
 
@@ -57,6 +57,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="PATH",
         help="the shadow_addon package to measure (default: this tree's), e.g. an older release's for a before/after",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="a second shadow_addon package (e.g. `git archive REV shadow_addon | tar -x -C /tmp/base`, then "
+        "/tmp/base/shadow_addon): every addon scenario also runs with it, as NAME@base, in the same rounds, and the "
+        "report gives the measured package over it round by round",
+    )
     p.add_argument("--client", choices=("auto", "asyncio", "wrk"), default="auto", help="load generator")
     p.add_argument("--upstreams", choices=("auto", "asyncio", "nginx"), default="auto", help="upstream servers")
     p.add_argument(
@@ -95,6 +102,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--soak-minutes and --phase-seconds need --soak")
     if args.replay_entries is not None and not args.replay:
         p.error("--replay-entries needs --replay")
+    if args.baseline and (args.soak or args.replay):
+        p.error("--baseline is for the interleaved rounds (not --soak or --replay: use --addon-dir there)")
     if args.replay and (args.soak or args.only):
         p.error("--replay runs on its own (not with --soak or --only)")
     if args.replay:
@@ -125,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if added:
             log(f"--only: added reference scenario(s) {', '.join(added)} (ratios are taken against them)")
-        job = bench(args, names)
+        job = bench(args, with_baseline(names) if args.baseline else names)
     try:
         return asyncio.run(job)
     except (KeyboardInterrupt, asyncio.CancelledError):

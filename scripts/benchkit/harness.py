@@ -32,16 +32,24 @@ DEFAULT_MAX_INFLIGHT = 64  # the addon's shadow_max_inflight default
 
 
 @dataclass(slots=True)
+class Package:
+    """A snapshot of a shadow_addon package and how mitmdump runs it."""
+
+    addon: Path  # the directory holding the snapshot of shadow_addon/
+    env: dict[str, str]  # mitmdump's environment: PYTHONPATH puts the snapshot first
+    admin: bool  # the addon has shadow_admin: give each run its own port (the default one is fixed) and scrape it
+    rev: str = ""  # hash of the snapshot's sources
+
+
+@dataclass(slots=True)
 class Setup:
     args: argparse.Namespace
     ups: Upstreams
     mitmdump: str
     wrk: str | None
     tmp: Path
-    addon: Path  # the directory holding the snapshot of shadow_addon/
-    env: dict[str, str]  # mitmdump's environment: PYTHONPATH puts the snapshot first
-    admin: bool  # the addon has shadow_admin: give each run its own port (the default one is fixed) and scrape it
-    addon_rev: str = ""  # hash of the snapshot's sources
+    package: Package  # the shadow_addon measured
+    baseline: Package | None = None  # --baseline's, for the NAME@base scenarios
     mitm_cpus: set[int] | None = None  # mitmdump's own CPU (place_processes), shared only with the probe
     probe: SpeedProbe | None = None
     placement: str = ""
@@ -101,18 +109,32 @@ def max_inflight(options: Sequence[str]) -> int:
     return DEFAULT_MAX_INFLIGHT
 
 
+def package(args: argparse.Namespace, src: Path, dest: Path) -> Package:
+    """Snapshot the shadow_addon package at `src` into `dest`."""
+    rev = snapshot_addon(dest, src)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(dest), env.get("PYTHONPATH", "")) if p)
+    admin = addon_has_option(dest, "shadow_admin") and not any(
+        o.partition("=")[0].strip() == "shadow_admin" for o in args.addon_option
+    )
+    return Package(dest, env, admin, rev)
+
+
 def make_setup(
     args: argparse.Namespace, ups: Upstreams, tmp: Path, wrk: str | None, mitm_cpus: set[int] | None, placement: str
 ) -> Setup:
-    """Snapshot shadow_addon/ into tmp and describe how mitmdump runs."""
-    addon_dir = tmp / "addon"
-    addon_rev = snapshot_addon(addon_dir, Path(args.addon_dir) if getattr(args, "addon_dir", None) else ADDON_SRC)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(addon_dir), env.get("PYTHONPATH", "")) if p)
-    admin = addon_has_option(addon_dir, "shadow_admin") and not any(
-        o.partition("=")[0].strip() == "shadow_admin" for o in args.addon_option
-    )
-    return Setup(args, ups, find_mitmdump(), wrk, tmp, addon_dir, env, admin, addon_rev, mitm_cpus, placement=placement)
+    """Snapshot shadow_addon/ (and --baseline's) into tmp and describe how mitmdump runs."""
+    measured = package(args, Path(args.addon_dir) if getattr(args, "addon_dir", None) else ADDON_SRC, tmp / "addon")
+    base = getattr(args, "baseline", None)
+    baseline = package(args, Path(base), tmp / "baseline") if base else None
+    return Setup(args, ups, find_mitmdump(), wrk, tmp, measured, baseline, mitm_cpus, placement=placement)
+
+
+def package_of(s: Setup, scn: Scenario) -> Package:
+    if scn.baseline:
+        assert s.baseline is not None, "a NAME@base scenario without --baseline"
+        return s.baseline
+    return s.package
 
 
 @contextlib.asynccontextmanager
@@ -166,7 +188,8 @@ def run_meta(s: Setup, t0: float, load_start: tuple[float, float, float]) -> dic
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_revision(),
-        "addon_sources_sha256": s.addon_rev,
+        "addon_sources_sha256": s.package.rev,
+        "baseline_sources_sha256": s.baseline.rev if s.baseline is not None else None,
         "python": platform.python_version(),
         "mitmproxy": mitm,
         "cpus": os.cpu_count(),
@@ -180,7 +203,7 @@ def mitmdump_cmd(s: Setup, scn: Scenario, proxy_port: int, admin_port: int | Non
     ports = s.ups.ports
     cmd = [s.mitmdump, "-q"]
     if scn.addon:
-        cmd += ["-s", str(s.addon / "shadow_addon" / "addon.py")]
+        cmd += ["-s", str(package_of(s, scn).addon / "shadow_addon" / "addon.py")]
     prod = ports[scn.production]
     cmd += ["--mode", f"reverse:http://{HOST}:{prod}", "--listen-host", HOST, "-p", str(proxy_port)]
     if scn.addon:
@@ -219,13 +242,14 @@ class Mitmdump:
 async def running_mitmdump(s: Setup, scn: Scenario, label: str) -> AsyncIterator[Mitmdump]:
     """A fresh mitmdump for `scn` on its own CPU, listening; always stopped on the way out."""
     proxy_port = free_port()
-    admin_port = free_port() if scn.addon and s.admin else None
+    pkg = package_of(s, scn)
+    admin_port = free_port() if scn.addon and pkg.admin else None
     cmd = mitmdump_cmd(s, scn, proxy_port, admin_port)
     log_path = s.tmp / f"mitmdump-{label}.log"
     t_start = time.monotonic()
     with open(log_path, "wb") as logf:
         proc = await spawn(
-            f"mitmdump {label}", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=s.env
+            f"mitmdump {label}", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=pkg.env
         )
     m = Mitmdump(proc, cmd, proxy_port, admin_port, log_path)
     try:

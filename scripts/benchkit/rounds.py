@@ -12,11 +12,11 @@ from typing import Any
 
 from benchkit.harness import max_inflight, prepared, run_meta, started
 from benchkit.procs import ROOT, log
-from benchkit.report import counts, fmt, publish, table
+from benchkit.report import counts, fmt, publish, spread, table
 from benchkit.runs import Run, measure
-from benchkit.scenarios import SCENARIOS
+from benchkit.scenarios import scenario
 from benchkit.servers import SERVERS
-from benchkit.summary import notes, summarise
+from benchkit.summary import OVER_BASE, notes, summarise
 from benchkit.upstreams import ORDINARY
 
 
@@ -108,6 +108,18 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
         "ready cpu s",
     ]
     out.append(table(headers, rows))
+    over = {n: s["over_base"] for n, s in summary.items() if "over_base" in s}
+    if over:
+        out += [
+            "",
+            f"over the baseline (--baseline, sha256 {result['meta']['baseline_sources_sha256']}): medians of "
+            "per-round ratios, NAME / NAME@base",
+        ]
+        rows = [
+            [n, *(f"{o[label]:.3f}x{spread(o[label + '_per_round'])}" for _, label in OVER_BASE)]
+            for n, o in over.items()
+        ]
+        out.append(table(["scenario", "throughput", "p50", "p99", "cpu/request"], rows, {1, 2, 3, 4}))
     return out
 
 
@@ -119,19 +131,19 @@ async def bench(args: argparse.Namespace, names: list[str]) -> int:
     runs: list[Run] = []
     client = "wrk -t1" if wrk else "asyncio (benchkit, main process)"
     # The second server process: the hostile shadows and the comparison cases' own upstreams.
-    own = {u for n in names for u in (SCENARIOS[n].shadow, SCENARIOS[n].production) if u in SERVERS}  # HTTP/1
+    own = {u for n in names for u in (scenario(n).shadow, scenario(n).production) if u in SERVERS}  # HTTP/1
     hostile = tuple(sorted(u for u in own if u not in ORDINARY))
-    sets = tuple(sorted({SCENARIOS[n].mappings for n in names}))
-    grpc = any(SCENARIOS[n].grpc for n in names)
+    sets = tuple(sorted({scenario(n).mappings for n in names}))
+    grpc = any(scenario(n).grpc for n in names)
     async with prepared(args, "shadow-bench-", wrk, hostile, sets, grpc) as setup:
         ups = setup.ups
         log(f"upstreams: {ups.kind}; client: {client}; scenarios: {', '.join(names)}")
         for rnd in range(1, args.rounds + 1):
             order = names if rnd % 2 else names[::-1]
             for n in order:
-                r = await measure(rnd, SCENARIOS[n], setup)
+                r = await measure(rnd, scenario(n), setup)
                 runs.append(r)
-                deliv = f"shadow {r.shadow_received}/{r.prod_received}" if SCENARIOS[n].shadow else ""
+                deliv = f"shadow {r.shadow_received}/{r.prod_received}" if scenario(n).shadow else ""
                 log(
                     f"[round {rnd}/{args.rounds}] {n:<9} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                     f"p99 {r.p99_ms:7.2f} ms  rss {r.peak_rss_mib:5.1f} MiB  fds {r.peak_fds:4d}  "

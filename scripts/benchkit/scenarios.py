@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 COMPARE = ("shadow_compare=true",)
 
@@ -19,6 +19,7 @@ class Scenario:
     paths: int = 1  # distinct URLs the client asks for in turn (the asyncio client; wrk asks for one)
     mappings: str = "default"  # the Mapping set (MAPPING_SETS): a file, or a directory for the large ones
     grpc: bool = False  # gRPC calls (benchkit.grpcload) to gRPC upstreams (benchkit.grpcservers), not HTTP/1.1
+    baseline: bool = False  # run with the --baseline package instead of the one measured
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -207,3 +208,36 @@ def select_scenarios(only: str | None) -> tuple[list[str], list[str]]:
         chosen |= need
     added = [n for n in SCENARIOS if n in chosen and n not in wanted]
     return [n for n in SCENARIOS if n in chosen], added
+
+
+BASE = "@base"  # the suffix of a scenario run with the --baseline package
+
+
+def scenario(name: str) -> Scenario:
+    """A scenario by name, NAME@base included: NAME run with the --baseline package, against the same reference
+    (plain, or the reference's own twin)."""
+    if not name.endswith(BASE):
+        return SCENARIOS[name]
+    scn = SCENARIOS[name.removesuffix(BASE)]
+    if not scn.addon:
+        raise KeyError(name)  # plain mitmdump has no package to vary
+    ref = scn.reference
+    return replace(
+        scn,
+        name=name,
+        baseline=True,
+        reference=ref + BASE if ref is not None and SCENARIOS[ref].addon else ref,
+        description=f"{scn.description} (the --baseline package)",
+    )
+
+
+def with_baseline(names: list[str]) -> list[str]:
+    """`names` with each addon scenario followed by its twin on the baseline package, measured in the same rounds."""
+    out: list[str] = []
+    for n in names:
+        if n.endswith(BASE):
+            continue  # placed after its scenario
+        out.append(n)
+        if SCENARIOS[n].addon:
+            out.append(n + BASE)
+    return out

@@ -12,7 +12,7 @@ from typing import Any
 from benchkit import report
 from benchkit.report import Check, counts, spread
 from benchkit.runs import Run
-from benchkit.scenarios import BAD_SHADOWS, COMPARE_CASES, HOSTILE, SCENARIOS
+from benchkit.scenarios import BAD_SHADOWS, BASE, COMPARE_CASES, HOSTILE, scenario
 
 FD_SLACK = 16
 OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: flagged as disturbed
@@ -35,6 +35,25 @@ def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+OVER_BASE = (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"), ("cpu_us_per_request", "cpu_per_request"))
+
+
+def over_baseline(by: dict[str, dict[int, Run]], summary: dict[str, dict[str, Any]]) -> None:
+    """For each scenario with a NAME@base twin: the measured package over the baseline, round by round (each pair
+    ran minutes apart at most, on the same machine state), into summary[NAME]["over_base"]."""
+    for n, runs in by.items():
+        twin = by.get(n + BASE)
+        if n.endswith(BASE) or twin is None:
+            continue
+        out: dict[str, Any] = {}
+        for k, label in OVER_BASE:
+            per_round = [
+                getattr(r, k) / getattr(twin[i], k) for i, r in runs.items() if i in twin and getattr(twin[i], k) > 0
+            ]
+            out[label], out[label + "_per_round"] = _median(per_round), per_round
+        summary[n]["over_base"] = out
+
+
 def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dict[str, dict[str, Any]], list[Check]]:
     by: dict[str, dict[int, Run]] = {n: {} for n in names}
     for r in runs:
@@ -42,7 +61,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
     summary: dict[str, dict[str, Any]] = {}
     for n in names:
         rs = list(by[n].values())
-        scn = SCENARIOS[n]
+        scn = scenario(n)
         row: dict[str, Any] = {
             "rounds": len(rs),
             "reference": scn.reference,
@@ -90,6 +109,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
                 row[key + "_per_round"] = per_round
                 row[key] = _median(per_round)
         summary[n] = row
+    over_baseline(by, summary)
 
     checks: list[Check] = []
 
@@ -168,11 +188,11 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
     for n in COMPARE_CASES:
         throughput_check(n, 0.90)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
-        rss_check(n, SCENARIOS[n].reference or "compare", HOSTILE_RSS_MIB)
+        rss_check(n, scenario(n).reference or "compare", HOSTILE_RSS_MIB)
     for n in HOSTILE:
         throughput_check(n, 0.95)
         ratio_check(n, "p99_ratio", "p99 latency", "<=", 1.5)
-        rss_check(n, SCENARIOS[n].reference or "healthy", HOSTILE_RSS_MIB)
+        rss_check(n, scenario(n).reference or "healthy", HOSTILE_RSS_MIB)
     # 100% of gRPC calls copied over HTTP/2 against the same proxy routing them without a shadow.
     throughput_check("grpc", 0.90)
     if "grpc" in summary:
@@ -203,7 +223,7 @@ def notes(runs: list[Run], summary: dict[str, dict[str, Any]], checks: list[Chec
         bad = report.alarming(r.mitmdump_output)
         if bad:
             out.append(f"round {r.round} {r.scenario}: mitmdump printed: {' | '.join(bad[:3])[:300]}")
-        if SCENARIOS[r.scenario].addon and not r.addon_metrics_ok:
+        if scenario(r.scenario).addon and not r.addon_metrics_ok:
             out.append(f"round {r.round} {r.scenario}: the addon's /metrics did not answer after the load")
         if r.shadow_received != r.shadow_marked:
             out.append(
