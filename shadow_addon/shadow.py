@@ -13,7 +13,6 @@ if __name__.startswith("__mitmproxy_script__"):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "shadow_addon"
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -46,14 +45,10 @@ from .ingress import Ingress
 from .mappingfiles import MappingFiles, Source
 from .metrics import Metrics
 from .reasons import DropReason
+from .reloading import Reloading
 from .sender import Sender, client_context
 
 logger = logging.getLogger("shadow")
-
-
-def reload_option_values(o: Any) -> dict[str, Any]:
-    """The values of the options a table is loaded from (those whose change reloads the Mapping files)."""
-    return {opt.name: getattr(o, opt.name) for opt in settings.OPTIONS if settings.RELOAD <= opt.triggers}
 
 
 class Shadow:
@@ -75,8 +70,7 @@ class Shadow:
         self.ingress = Ingress()  # cleartext HTTP/2 clients, HTTP/2 to `grpc: true` services
         self.grpc_calls: dict[str, Tee | None] = {}  # streamed gRPC calls: their answer's tee, once known
         self.connections = production.Connections()  # when each open server connection's set-up step ended
-        self._table_options: dict[str, Any] = {}  # the reload options' values the serving table was loaded with
-        self._restoring = False  # putting those back after a failed run-time load: no load again
+        self.reloading = Reloading(self.files)
 
     @property
     def table(self) -> routing.Table:
@@ -109,7 +103,7 @@ class Shadow:
             self.listen = selfloop.Listen.from_options(o.mode, o.listen_host, o.listen_port)
         if settings.triggered(updated, settings.SENDER):
             self._rebuild_sender()
-        if settings.triggered(updated, settings.RELOAD) and not self._restoring:
+        if settings.triggered(updated, settings.RELOAD) and not self.reloading.restoring:
             self.reload(explicit=True)
         settings.fit_mitmproxy(ctx.options, updated)
 
@@ -147,48 +141,11 @@ class Shadow:
             self.pairing.close()
 
     def reload(self, explicit: bool = False) -> bool | None:
-        """Load the Mapping files. Before the proxy serves, now (True on success; an error is logged and
-        mitmdump exits). Once it serves, off the event loop (returns None): a failure is logged and counted, the
-        last good table keeps serving and, for a changed option (`explicit`), the options are put back to the
-        values of the table serving, so mitmproxy's option view stays true."""
+        """Load the Mapping files (`Reloading.load`): now before the proxy serves (True on success), else off the
+        event loop (None)."""
         s = self.settings
         source = Source(s.mappings, s.overrides, self.listen, s.keep_host, s.ambassador_id, s.strict)
-        values = reload_option_values(ctx.options)
-        if self._serving():
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:  # configured from outside the event loop: nothing to keep serving meanwhile
-                pass
-            else:
-                self.files.request(source, lambda ok: self._loaded(ok, values, explicit))
-                return None
-        ok = self.files.load(source, explicit=explicit)
-        if ok:
-            self._table_options = values
-        return ok
-
-    def _serving(self) -> bool:
-        """Whether the proxy serves: from mitmproxy's proxyserver `running` on (also when this addon is loaded
-        again by `-s` hot reload, whose first `configure` comes while the proxy serves)."""
-        ps = ctx.master.addons.get("proxyserver")
-        return self.files.running or bool(getattr(ps, "is_running", False))
-
-    def _loaded(self, ok: bool, values: dict[str, Any], explicit: bool) -> None:
-        """A run-time load is over: remember its option values, or put the serving table's back."""
-        if ok:
-            self._table_options = values
-            return
-        back = {k: v for k, v in self._table_options.items() if getattr(ctx.options, k) != v}
-        if not explicit or not back:
-            return
-        self._restoring = True
-        try:
-            ctx.options.update(**back)
-            logger.info("mappings: options put back to the configuration serving: %s", ", ".join(sorted(back)))
-        except Exception as e:  # another addon refused the old value: the option view is left as it is
-            logger.error("mappings: could not put back %s: %s", ", ".join(sorted(back)), e)
-        finally:
-            self._restoring = False
+        return self.reloading.load(source, explicit)
 
     def _configure_compare(self) -> None:
         old, s = self.pairing, self.settings
