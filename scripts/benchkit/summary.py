@@ -35,6 +35,11 @@ def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _per_round(runs: dict[int, Run], ref: dict[int, Run], key: str) -> list[float]:
+    """`key` of each round's run over its reference's in the same round (rounds the reference measured)."""
+    return [getattr(r, key) / getattr(ref[i], key) for i, r in runs.items() if i in ref and getattr(ref[i], key) > 0]
+
+
 OVER_BASE = (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"), ("cpu_us_per_request", "cpu_per_request"))
 
 
@@ -47,9 +52,7 @@ def over_baseline(by: dict[str, dict[int, Run]], summary: dict[str, dict[str, An
             continue
         out: dict[str, Any] = {}
         for k, label in OVER_BASE:
-            per_round = [
-                getattr(r, k) / getattr(twin[i], k) for i, r in runs.items() if i in twin and getattr(twin[i], k) > 0
-            ]
+            per_round = _per_round(runs, twin, k)
             out[label], out[label + "_per_round"] = _median(per_round), per_round
         summary[n]["over_base"] = out
 
@@ -101,11 +104,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
                 ("p99_ms", "p99_ratio"),
                 ("cpu_us_per_request", "cpu_per_request_ratio"),
             ):
-                per_round = [
-                    getattr(r, k) / getattr(by[ref][i], k)
-                    for i, r in by[n].items()
-                    if i in by[ref] and getattr(by[ref][i], k) > 0
-                ]
+                per_round = _per_round(by[n], by[ref], k)
                 row[key + "_per_round"] = per_round
                 row[key] = _median(per_round)
         summary[n] = row
@@ -149,11 +148,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
     if "compare" in by and "healthy" in by:
         # Comparing every pair of a healthy shadow costs production little beyond copying it.
         key = "rps_norm" if normalised else "rps"
-        per_round = [
-            getattr(r, key) / getattr(by["healthy"][i], key)
-            for i, r in by["compare"].items()
-            if i in by["healthy"] and getattr(by["healthy"][i], key) > 0
-        ]
+        per_round = _per_round(by["compare"], by["healthy"], key)
         v = _median(per_round)
         res = "n/a" if math.isnan(v) else "PASS" if v >= 0.85 else "FAIL"
         label = "throughput at equal CPU speed" if normalised else "throughput"
