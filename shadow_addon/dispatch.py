@@ -38,10 +38,18 @@ class Rooms(Protocol):
 
 
 def submit(
-    r: Rooms, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
+    r: Rooms,
+    key: str,
+    req: http.Request,
+    route: routing.Route,
+    body: bytes,
+    paired: bool,
+    via: str | None = None,
+    position: int | None = None,
 ) -> None:
     """Shape the copy of `req` (as production got it) and hand it to the sender; `paired`: compare its answer
-    with production's, which `Pairing.production_answered` gives under the same key."""
+    with production's, which `Pairing.production_answered` gives under the same key; `position`: the request's in
+    a replayed capture."""
     s, pairing = r.settings, r.pairing
     assert route.shadow is not None and r.sender is not None
     keep = s.body_limit if r.flows_wanted() else 0
@@ -52,9 +60,15 @@ def submit(
     if pairing is not None and paired:
         summary = {"method": req.method, "path": req.path, "host": copies.host_of(req), "size": len(body)}
         to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
-        name = pairing.namer.name(req.method, req.path, FieldView(req.headers.fields))
+        fields = req.headers.fields
+        if pairing.order is not None and position is not None:  # named when judged, in the capture's order
+            name, naming = "", (req.method, req.path, tuple(fields))
+        else:
+            name, naming = pairing.namer.name(req.method, req.path, FieldView(fields)), None
         # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.
-        paired = pairing.expect(key, route.shadow.name, name, summary, secondary=to_secondary is not None)
+        paired = pairing.expect(
+            key, route.shadow.name, name, summary, to_secondary is not None, position if naming else None, naming
+        )
         if paired:
             keep = max(keep, pairing.config.body_limit)
         else:

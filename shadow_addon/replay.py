@@ -30,6 +30,7 @@ from mitmproxy import ctx, http
 
 from . import capture, copies, production, replayreading, routing
 from .addresses import Address
+from .compare.ordered import CaptureOrder
 from .compare.pairing import Pairing
 from .metrics import Metrics
 from .reasons import DropReason
@@ -69,8 +70,18 @@ class Host(Protocol):
         """The request's route (the canary pick, the shadow if sampled); `routed`: the Mapping that routed it."""
         ...
 
-    def submit_copy(self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool) -> None:
-        """Hand the copy of `req` to the sender; `paired`: compare its answer with production's."""
+    def submit_copy(
+        self,
+        key: str,
+        req: http.Request,
+        route: routing.Route,
+        body: bytes,
+        paired: bool,
+        via: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Hand the copy of `req` to the sender; `paired`: compare its answer with production's; `position`: the
+        request's in the capture."""
         ...
 
 
@@ -123,6 +134,7 @@ class Replay:
         loop = asyncio.get_running_loop()
         if self.shadow.pairing is not None:
             self.shadow.pairing.offline()
+            self.shadow.pairing.in_capture_order(CaptureOrder())
             self._learning = loop.create_task(self._learn_noise(path, own=True))
         self._reading = loop.create_task(self._read(path))
         self._watcher = loop.create_task(self._exit_when_settled())
@@ -177,12 +189,15 @@ class Replay:
         if speed > 0 and self._clock is None:
             self._clock = (flow.request.timestamp_start, now)
         learning = self._learning is not None and not self._learning.done()
+        position = self.read if own else None
         if delay <= 0 and not learning and self._room(route):
-            self._play(flow, route, own)
+            self._play(flow, route, own, position)
             return None
-        return self._play_later(flow, route, delay, own)
+        return self._play_later(flow, route, delay, own, position)
 
-    async def _play_later(self, flow: http.HTTPFlow, route: routing.Route, delay: float, own: bool) -> None:
+    async def _play_later(
+        self, flow: http.HTTPFlow, route: routing.Route, delay: float, own: bool, position: int | None
+    ) -> None:
         if self._learning is not None:
             await asyncio.shield(self._learning)
         if delay > 0:
@@ -191,7 +206,7 @@ class Replay:
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
             await fut
-        self._play(flow, route, own)
+        self._play(flow, route, own, position)
 
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
@@ -207,7 +222,7 @@ class Replay:
             self._window_of = (s, window(n, s.max_backlog))
         return self._window_of[1]
 
-    def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False) -> None:
+    def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False, position: int | None = None) -> None:
         sh = self.shadow
         dup = as_live(flow, route, ctx.options.keep_host_header, own)
         key = dup.id = flow.id if flow.id not in self.keys else f"{flow.id}.{self.read}"
@@ -229,7 +244,7 @@ class Replay:
         self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
         self.copies += 1
         self.longest = max(self.longest, copies.timeout_of(route, sh.settings))
-        sh.submit_copy(key, dup.request, route, body, paired)
+        sh.submit_copy(key, dup.request, route, body, paired, position=position)
         if paired and sh.pairing is not None:
             sh.pairing.production_answered(dup, shadow.name)
 
@@ -263,6 +278,19 @@ class Replay:
                 self._wake()
 
     # ------------------------------------------------------------------ exit
+
+    def judge(self) -> None:
+        """`play`'s pairs judged, in the capture's order (`compare.ordered`), once every copy has its outcome."""
+        pairing = self.shadow.pairing
+        order = pairing.order if pairing is not None else None
+        if pairing is None or order is None:
+            return
+        pairing.order = None
+        order.finish()
+        try:
+            pairing.judge_in_order(order.compared())
+        finally:
+            order.close()
 
     def nothing_copied(self) -> str | None:
         """Why no request of the capture was copied, when none was: how many were read, one of them, and the
@@ -343,6 +371,7 @@ class Replay:
             if not under_way or late:
                 if under_way:
                     logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
+                self.judge()
                 if self.read:
                     logger.info(self.progress())
                 for note in (self.nothing_copied(), self.timeouts()):

@@ -354,9 +354,16 @@ class Shadow:
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
 
     def submit_copy(
-        self, key: str, req: http.Request, route: routing.Route, body: bytes, paired: bool, via: str | None = None
+        self,
+        key: str,
+        req: http.Request,
+        route: routing.Route,
+        body: bytes,
+        paired: bool,
+        via: str | None = None,
+        position: int | None = None,
     ) -> None:
-        dispatch.submit(self, key, req, route, body, paired, via)
+        dispatch.submit(self, key, req, route, body, paired, via, position)
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mitmproxy.test import taddons
 from support import Seen, Upstream, mapping, wait_until, write_mappings
 
 from shadow_addon import capture, recorded
+from shadow_addon.compare.ordered import CaptureOrder
 from shadow_addon.recorded import spill
 from shadow_addon.shadow import Shadow
 
@@ -110,9 +112,9 @@ def undated(record: Any) -> Any:
     return record
 
 
-async def replayed(tmp: Path, app: Upstream, cap: Path, **options: Any) -> dict[str, Any]:
-    """`Replay.play`'s two readings of `cap` with comparison on, one copy in flight at a time (the order in which
-    answers are learned and compared is then the capture's), and what came of it."""
+async def replayed(tmp: Path, app: Upstream, cap: Path, inflight: int = 1, **options: Any) -> dict[str, Any]:
+    """`Replay.play`'s two readings of `cap` with comparison on, `inflight` copies in flight at a time, its pairs
+    judged at the end in the capture's order, and what came of it."""
     m = write_mappings(
         tmp / "m.yaml",
         mapping("api", prefix="/api/", service="prod:9000", rewrite="/v1/"),
@@ -127,7 +129,7 @@ async def replayed(tmp: Path, app: Upstream, cap: Path, **options: Any) -> dict[
             mapping_services=[f"shadow={app.address}"],
             shadow_admin="",
             shadow_compare=True,
-            shadow_max_inflight=1,
+            shadow_max_inflight=inflight,
             **options,
         )
         sh.running()
@@ -135,12 +137,14 @@ async def replayed(tmp: Path, app: Upstream, cap: Path, **options: Any) -> dict[
             r = sh.replay
             assert sh.pairing is not None
             sh.pairing.offline()
+            sh.pairing.in_capture_order(CaptureOrder())
             r._learning = asyncio.get_running_loop().create_task(r._learn_noise(str(cap), own=True))
             await asyncio.wait_for(r._read(str(cap)), 60)
             settled = await asyncio.to_thread(
                 wait_until, lambda: r.settled_copies == r.copies and not sh.pairing.pairs, 60
             )
             assert settled
+            r.judge()
             return {
                 "read": r.read,
                 "copies": r.copies,
@@ -202,3 +206,25 @@ async def test_with_a_filter_the_capture_is_read_again_whole(
     out = await replayed(tmp_path, shadow_app, cap, readfile_filter="~u /api/items/2")
     assert reads == [False, True]
     assert out["copies"] == 3 and {p for _, p, _ in out["seen"]} == {"/v1/items/2?view=full"}
+
+
+async def test_answers_in_any_order_are_judged_as_the_capture_orders_them(tmp_path: Path, shadow_app: Upstream) -> None:
+    """The judge re-judges each pair against the rates so far and the endpoint namer learns as it goes: a replay
+    judges its pairs at the end in the capture's order, so answers that come in another order (many in flight,
+    the shadow answering some late) give the same counts, judgements and stored mismatches."""
+    cap = write_capture(tmp_path, "har")
+    one = await replayed(tmp_path, shadow_app, cap)
+    shadow_app.seen.clear()
+    real = shadow_app.behaviour.responder
+
+    def late_for_some(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        item = int(seen.path.split("?")[0].rsplit("/", 1)[1])
+        if item % 4 == 0:
+            time.sleep(0.05)  # answered after copies sent later
+        return real(seen)
+
+    shadow_app.behaviour.responder = late_for_some
+    many = await replayed(tmp_path, shadow_app, cap, inflight=8)
+    assert many["counts"] == one["counts"] and many["judge"] == one["judge"]
+    assert many["stored"] == one["stored"]
+    assert one["counts"]["api-shadow"]["mismatch"] > 0 and one["counts"]["api-shadow"]["noise"] > 0

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import http
 
 from ..budget import MemoryBudget, TimeBudget
-from ..httpsyntax import field_values
+from ..httpsyntax import FieldView, field_values
 from ..metrics import Metrics
 from .answer import Answer
 from .building import OVER_BUDGET, ReplyBuilder
@@ -28,10 +28,11 @@ from .diff import compare, costly
 from .endpoints import EndpointNamer
 from .judge import CountingLearner, Judge, JudgeConfig, fields_of
 from .noise import request_key
+from .ordered import CaptureOrder, Compared, Naming, pack, unpack
 from .reply import Reply
 from .reportfile import ReportFile
 from .result import Comparison, failed, skipped
-from .store import MismatchStore, record_line
+from .store import PREVIEW, MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ class Pair:
     secondary: Reply | None = None
     secondary_waiting: bool = False  # a copy went to the secondary and has not answered yet
     with_secondary: bool = False  # a copy went to the secondary
+    # Judged in the capture's order (`ordered`): the pair's place in it, what its endpoint is named from, and the
+    # noise samples taken for it meanwhile.
+    position: int | None = None
+    naming: Naming | None = None
+    samples: list[list[str]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -92,6 +98,7 @@ class Pairing:
         self.pairs: OrderedDict[str, Pair] = OrderedDict()
         self.not_learned = 0  # production answers not learned from: comparison's share of the loop was spent
         self.report = ReportFile(report_path, config.report_max) if report_path else None
+        self.order: CaptureOrder | None = None  # a replay's pairs, judged at the end in the capture's order
 
     @property
     def loop(self) -> TimeBudget:
@@ -108,6 +115,8 @@ class Pairing:
 
     def close(self) -> None:
         self.builder.closed = True
+        if self.order is not None:
+            self.order.close()
         if self.report is not None:
             self.report.close()
         for pair in self.pairs.values():
@@ -118,14 +127,27 @@ class Pairing:
         self.learner.close()
         self.store.close()
 
-    def expect(self, key: str, mapping: str, endpoint: str, summary: dict[str, Any], secondary: bool = False) -> bool:
+    def expect(
+        self,
+        key: str,
+        mapping: str,
+        endpoint: str,
+        summary: dict[str, Any],
+        secondary: bool = False,
+        position: int | None = None,
+        naming: Naming | None = None,
+    ) -> bool:
         """A copy of request `key` is about to be sent (and, with `secondary`, to the secondary too): True when its
         answers are to be compared, False when comparison's share of the event loop is spent (the pair is counted
-        as skipped at once, and the copy is sent as any other, its answer read without being kept)."""
+        as skipped at once, and the copy is sent as any other, its answer read without being kept). In the
+        capture's order (`in_capture_order`): `position` in the capture, and `naming` instead of `endpoint`."""
+        extra: dict[str, Any] = {"position": position, "naming": naming} if self.order is not None else {}
         if not self.loop.allows():
-            self._finish(Pair(mapping, endpoint, summary), skipped(OVER_BUDGET, "budget"))
+            self._finish(Pair(mapping, endpoint, summary, **extra), skipped(OVER_BUDGET, "budget"))
             return False
-        self.pairs[key] = Pair(mapping, endpoint, summary, secondary_waiting=secondary, with_secondary=secondary)
+        self.pairs[key] = Pair(
+            mapping, endpoint, summary, secondary_waiting=secondary, with_secondary=secondary, **extra
+        )
         while len(self.pairs) > MAX_PAIRS:
             _, old = self.pairs.popitem(last=False)
             self._finish(old, skipped("too many pending comparisons", "pending"))
@@ -174,6 +196,20 @@ class Pairing:
             lambda why: self.shadow(key, None, why, on_done),
         )
         return True
+
+    def in_capture_order(self, order: CaptureOrder) -> None:
+        """Judge pairs at the end, in the capture's order (`ordered`): a replay's pairs then, from now on."""
+        self.order = order
+
+    def judge_in_order(self, pairs: Iterable[Compared]) -> None:
+        """Judge pairs compared in the capture's order (`ordered`), as each would have been judged as it came:
+        its endpoint named, its noise samples counted, the judge's verdict, the counts, the store and the report."""
+        for c in pairs:
+            endpoint = self.namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
+            for sample in c.samples:
+                self.judge.noise(c.mapping, endpoint, sample)
+            result = self.judge.candidate(c.mapping, endpoint, c.result) if c.result.result != "skipped" else c.result
+            self._record(c.mapping, endpoint, c.summary, unpack(c.production), unpack(c.shadow), result, c.at)
 
     def offline(self) -> None:
         """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs. The
@@ -237,7 +273,7 @@ class Pairing:
         # Without a secondary, production answering a request again is the noise sample (with one, it is the
         # secondary's answer to the same request at the same time).
         if changed is not None and pair is not None and not pair.with_secondary:
-            self.judge.noise(mapping, pair.endpoint, changed)
+            self._sample(pair, changed)
 
     def secondary_answered(self, key: str, out: Answer) -> None:
         """The secondary's answer to the copy of request `key` (or its failure: the pair is then judged without
@@ -343,9 +379,10 @@ class Pairing:
         t = self.timer() if measured else 0.0
         if sec is not None:
             noise = compare(production, sec, self.config)
-            self.judge.noise(pair.mapping, pair.endpoint, [n for names in fields_of(noise) for n in names])
+            self._sample(pair, [n for names in fields_of(noise) for n in names])
         result = compare(production, shadow, self.config, self.learner.noise(pair.mapping))
-        result = self.judge.candidate(pair.mapping, pair.endpoint, result)
+        if pair.position is None:  # else judged at the end, in the capture's order
+            result = self.judge.candidate(pair.mapping, pair.endpoint, result)
         if measured:
             self.loop.spend(self.timer() - t)
         return result
@@ -355,18 +392,56 @@ class Pairing:
             self.budget.release(pair.held)
         pair.held = 0
 
+    def _sample(self, pair: Pair, fields: list[str]) -> None:
+        """A noise sample for the pair's endpoint: counted now, or with the pair at its place in the capture."""
+        if pair.position is not None:
+            pair.samples.append(fields)
+        else:
+            self.judge.noise(pair.mapping, pair.endpoint, fields)
+
     def _finish(self, pair: Pair, result: Comparison) -> None:
         self._release(pair)
+        if pair.position is not None and pair.naming is not None and self.order is not None:
+            kept = result.result != "match"  # the replies a stored mismatch shows, should the judge make it one
+            self.order.add(
+                Compared(
+                    pair.position,
+                    pair.mapping,
+                    pair.naming,
+                    pair.summary,
+                    result,
+                    time.time(),
+                    pair.samples,
+                    pack(pair.production, PREVIEW) if kept else None,
+                    pack(pair.shadow, PREVIEW) if kept else None,
+                )
+            )
+            # Pairs are expected in the capture's order: the first one still waiting bounds what can be written.
+            first = next(iter(self.pairs.values()), None)
+            self.order.release(first.position if first is not None else None)
+        else:
+            self._record(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
+        pair.production = pair.shadow = None
+        for cb in pair.on_done:
+            cb(result)
+
+    def _record(
+        self,
+        mapping: str,
+        endpoint: str,
+        summary: dict[str, Any],
+        production: Reply | None,
+        shadow: Reply | None,
+        result: Comparison,
+        at: float | None = None,
+    ) -> None:
         try:
-            self.metrics.record_compare(pair.mapping, result.result, result.kinds, result.reason)
-            record = self.store.add(pair.mapping, pair.endpoint, pair.summary, pair.production, pair.shadow, result)
+            self.metrics.record_compare(mapping, result.result, result.kinds, result.reason)
+            record = self.store.add(mapping, endpoint, summary, production, shadow, result, at)
             if record is not None and self.report is not None:
                 self.report.write(record_line(record))
         except Exception:  # the record of one pair must not stop the next
             logger.exception("shadow compare: cannot record a comparison")
-        pair.production = pair.shadow = None
-        for cb in pair.on_done:
-            cb(result)
 
 
 def _reason(text: str | None, side: str) -> str:

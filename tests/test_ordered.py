@@ -1,0 +1,55 @@
+"""A replay's pairs kept for judging in the capture's order (`compare.ordered`): written only once no pair before
+them is waiting, read back in order, merged across processes by position, replies kept as plain data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shadow_addon.compare.ordered import CaptureOrder, Compared, merged, pack, read, unpack
+from shadow_addon.compare.reply import Reply
+from shadow_addon.compare.result import Comparison
+
+
+def pair(position: int, result: str = "match") -> Compared:
+    return Compared(position, "m", ("GET", f"/x/{position}", ()), {"path": f"/x/{position}"}, Comparison(result), 0.0)  # type: ignore[arg-type]
+
+
+def test_pairs_are_written_once_none_before_them_waits_and_read_in_the_captures_order() -> None:
+    order = CaptureOrder()
+    try:
+        for p in (3, 1, 2):
+            order.add(pair(p))
+        order.release(2)  # pair 2 still waits: only 1 may be written
+        assert order.written == 1
+        order.add(pair(5))
+        order.release(5)
+        assert order.written == 3
+        order.add(pair(4))
+        order.finish()
+        assert [c.position for c in order.compared()] == [1, 2, 3, 4, 5]
+    finally:
+        order.close()
+
+
+def test_several_processes_pairs_merge_by_position(tmp_path: Path) -> None:
+    parts = []
+    for k, positions in enumerate(([1, 4, 6], [2, 3, 7], [5])):
+        order = CaptureOrder(str(tmp_path / f"part-{k}"))
+        for p in positions:
+            order.add(pair(p))
+        order.finish()
+        order.close()
+        parts.append(read(str(tmp_path / f"part-{k}")))
+    assert [c.position for c in merged(parts)] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_packed_reply_is_the_stored_preview_and_parses_afresh() -> None:
+    body = b'{"a": 1, "b": [1, 2, 3]}'
+    r = Reply.of(200, [(b"content-type", b"application/json")], body)
+    assert r.parsed() == {"a": 1, "b": [1, 2, 3]}  # its parse cached in this process
+    back = unpack(pack(r, 1024))
+    assert back is not None and back.parsed() == {"a": 1, "b": [1, 2, 3]}
+    assert (back.status, back.headers, back.body, back.body_sha256) == (r.status, r.headers, r.body, r.body_sha256)
+    cut = unpack(pack(r, 5))
+    assert cut is not None and cut.body == body[:5] and cut.body_size == len(body)
+    assert unpack(pack(None, 5)) is None
