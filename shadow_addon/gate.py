@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import ADDON
+from . import ADDON, replayjobs, replayshards
 from .reasons import DropReason
+from .replayshards import Shard
 from .words import plural
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -114,6 +115,17 @@ def parser() -> argparse.ArgumentParser:
         help="copy every recorded request a shadow's route gets, whatever its weight, so runs compare alike",
     )
     p.add_argument("--speed", type=float, default=0.0, help="1 = recorded pace, 2 = twice as fast, 0 = at once")
+    p.add_argument(
+        "--jobs",
+        type=replayjobs.jobs_arg,
+        default="auto",
+        metavar="N",
+        help="processes replaying the capture at once, each its part (default auto: one per CPU, at most "
+        f"{replayjobs.MAX_AUTO}, for a capture of {replayjobs.AUTO_MIN_MIB} MiB or more at --speed 0; else 1)",
+    )
+    # A process of a split replay (`replayjobs`): its part, and the directory the processes share.
+    p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--shard-dir", default="", help=argparse.SUPPRESS)
     p.add_argument("--report", default="", metavar="FILE", help="append each mismatch as a JSON line to FILE")
     p.add_argument(
         "--set",
@@ -142,6 +154,14 @@ def main(argv: Sequence[str]) -> int:
     if not os.path.isfile(args.capture) or not os.access(args.capture, os.R_OK):
         print(f"mitmshadow replay: cannot read capture {args.capture}", file=sys.stderr)
         return USAGE
+    shard = Shard.parse(args.shard, args.shard_dir) if args.shard else None
+    jobs = replayjobs.jobs_for(args.jobs, args.capture, args.speed) if shard is None else 1
+    if jobs > 1:
+        return replayjobs.run(argv, jobs)
+    if shard is not None and not shard.merges:
+        # The first process judges every pair (`compare.ordered`) and writes the report; the others write none.
+        args.report = ""
+        args.sets = [s for s in args.sets if not _sets_report(s)]
     compare = args.compare or args.fail_on_mismatch is not None
     threshold = args.fail_on_mismatch or 0.0
     cmd = ["-n", "-s", ADDON, "--set", f"mappings={args.mappings}"]
@@ -163,13 +183,16 @@ def main(argv: Sequence[str]) -> int:
     errors = _Errors()
     logging.getLogger().addHandler(errors)
     try:
-        master = tools.run(_master(args.capture), cmdline.mitmdump, cmd)
+        master = tools.run(_master(args.capture, shard), cmdline.mitmdump, cmd)
     except SystemExit as e:  # mitmdump refused an option or a Mapping file, and said why
         return USAGE if e.code else OK
     finally:
         logging.getLogger().removeHandler(errors)
     shadow = master.addons.get("shadow")
-    if shadow is None or errors.count:
+    if shadow is not None and shard is not None and not shard.merges:
+        replayshards.write(shard.path("result"), _part(shadow, errors.count))
+        return USAGE if errors.count else OK  # the first process reports, and decides the verdict
+    if shadow is None or errors.count or shadow.replay.parts_errors:
         print("mitmshadow replay: errors were logged (see above); no verdict", file=sys.stderr)
         return USAGE
     if not compare:
@@ -184,11 +207,23 @@ def main(argv: Sequence[str]) -> int:
     return FAILED if any(v.failed for v in results) else OK
 
 
+def _sets_report(spec: str) -> bool:
+    """Whether a `--set` asks for a JSON-lines report."""
+    name, _, value = spec.partition("=")
+    return name.strip() == "shadow_compare_report" and bool(value)
+
+
+def _part(shadow: Any, errors: int) -> replayshards.Result:
+    """What a process of a split replay leaves for the first one (`replayshards.Result`)."""
+    return replayshards.Result(metrics=shadow.metrics, counts=shadow.replay.tally(), errors=errors)
+
+
 class _Play:
     """Hands the capture to the shadow addon once everything runs (its sender, its Mappings)."""
 
-    def __init__(self, capture: str) -> None:
+    def __init__(self, capture: str, shard: Shard | None = None) -> None:
         self.capture = capture
+        self.shard = shard
 
     def running(self) -> None:
         from mitmproxy import ctx
@@ -196,16 +231,16 @@ class _Play:
         shadow: Any = ctx.master.addons.get("shadow")
         if shadow is None:  # the addon did not load: mitmdump has said why and exits
             return
-        shadow.replay.play(self.capture)
+        shadow.replay.play(self.capture, self.shard)
 
 
-def _master(capture: str) -> Any:
+def _master(capture: str, shard: Shard | None = None) -> Any:
     """mitmdump's master with `_Play` last in its chain, so its `running` comes after the addon's."""
     from mitmproxy.tools import dump
 
     class ReplayMaster(dump.DumpMaster):
         def __init__(self, *a: Any, **kw: Any) -> None:
             super().__init__(*a, **kw)
-            self.addons.add(_Play(capture))
+            self.addons.add(_Play(capture, shard))
 
     return ReplayMaster

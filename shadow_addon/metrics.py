@@ -175,6 +175,26 @@ class Metrics:
         result = "success" if ok else "failure"
         self.reloads[result] = self.reloads.get(result, 0) + 1
 
+    def add(self, other: Metrics) -> None:
+        """Count `other`'s figures in too (the metrics of another process replaying part of the same capture)."""
+        _add(self.upstream, other.upstream)
+        _add(self.dropped, other.dropped)
+        _add(self.reloads, other.reloads)
+        _add(self.compared, other.compared)
+        _add(self.mismatches, other.mismatches)
+        _add(self.compare_skipped, other.compare_skipped)
+        _add(self.grpc, other.grpc)
+        for hkey, h in other.durations.items():
+            into = self.durations.setdefault(hkey, Histogram())
+            into.counts = [a + b for a, b in zip(into.counts, h.counts, strict=True)]
+            into.total += h.total
+        self.config_errors += other.config_errors
+
+
+def _add[K](mine: dict[K, int], theirs: dict[K, int]) -> None:
+    for key, n in theirs.items():
+        mine[key] = mine.get(key, 0) + n
+
 
 def _counter(name: str, doc: str, labels: tuple[str, ...], values: dict[Any, int]) -> CounterMetricFamily:
     """A counter family from a dict keyed by label values (one label: plain keys)."""

@@ -28,14 +28,16 @@ from typing import Any, Protocol
 
 from mitmproxy import ctx, http
 
-from . import capture, copies, production, replayreading, routing
+from . import capture, copies, production, replayreading, replayshards, routing
 from .addresses import Address
+from .compare import ordered
 from .compare.ordered import CaptureOrder
 from .compare.pairing import Pairing
 from .metrics import Metrics
 from .reasons import DropReason
 from .recorded.spill import Spill
 from .replaypolicy import as_live, inflight, pace_delay, skip_reason, window
+from .replayshards import Shard, ShardGone
 from .sender import Copy, Sender
 from .settings import Settings
 from .words import plural
@@ -105,6 +107,10 @@ class Replay:
         self._learning: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[Any] | None = None  # a capture read flow by flow (capture.feed, `_read`)
         self._kept: Spill | None = None  # the capture's flows as the learning read them, for `_read`
+        self.shard: Shard | None = None  # `play`'s part of a capture replayed by several processes
+        self.parts: list[str] = []  # the other processes' pairs as compared (`compare.ordered`), to judge with ours
+        self.parts_errors = 0  # errors the other processes logged
+        self.whole = False  # the other processes' counts are in this one's (`_merged`)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,31 +134,49 @@ class Replay:
         o.update(keepserving=True)
         self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
 
-    def play(self, path: str) -> None:
+    def play(self, path: str, shard: Shard | None = None) -> None:
         """Replay the capture at `path` directly (`mitmshadow replay`): learn noise from it, read it, copy its flows,
-        and exit once every copy has an outcome, as with `-r`."""
+        and exit once every copy has an outcome, as with `-r`. `shard`: this process's part of a capture replayed by
+        several (`replayshards`)."""
         loop = asyncio.get_running_loop()
+        self.shard = shard
         if self.shadow.pairing is not None:
             self.shadow.pairing.offline()
-            self.shadow.pairing.in_capture_order(CaptureOrder())
-            self._learning = loop.create_task(self._learn_noise(path, own=True))
-        self._reading = loop.create_task(self._read(path))
+            self.shadow.pairing.in_capture_order(CaptureOrder(replayshards.pairs_path(shard)))
+            self._learning = loop.create_task(self._learn_noise(path, own=True, shard=shard))
+        self._reading = loop.create_task(self._read(path, shard))
         self._watcher = loop.create_task(self._exit_when_settled())
 
-    async def _learn_noise(self, path: str, own: bool = False) -> None:
+    async def _learn_noise(self, path: str, own: bool = False, shard: Shard | None = None) -> None:
         """Noise learned from the whole capture before the first comparison (`replayreading.learn_noise`); `own`:
-        `play`'s, whose flows are kept for its reading."""
-        self._kept = await replayreading.learn_noise(self.shadow, path, own)
+        `play`'s, whose flows (of its `shard`) are kept for its reading."""
+        reading = replayshards.Reading(shard) if own else None
+        self._kept = await replayreading.learn_noise(self.shadow, path, own, reading)
 
-    async def _read(self, path: str) -> None:
-        """`play`'s reading: every flow of the capture to `recorded`, as this replay's own (`replayreading.read`)."""
-        await replayreading.read(path, self._learned, lambda f: self.recorded(f, own=True))
+    async def _read(self, path: str, shard: Shard | None = None) -> None:
+        """`play`'s reading: every flow of the capture (of its `shard`) to `recorded`, as this replay's own
+        (`replayreading.read`)."""
+        try:
+            reading = replayshards.Reading(shard)
+            await replayreading.read(path, self._learned, lambda f: self.recorded(f, own=True), reading)
+        except ShardGone as e:
+            logger.error("%s", e)
 
     async def _learned(self) -> Spill | None:
-        """The flows the learning kept, once it is done; `_read` owns (and closes) them from then on."""
+        """The flows the learning kept, once it is done; `_read` owns (and closes) them from then on. A process of a
+        split replay first learns what the others learned from their parts."""
         if self._learning is not None:
             await asyncio.shield(self._learning)
         kept, self._kept = self._kept, None
+        pairing = self.shadow.pairing
+        if self.shard is not None and pairing is not None:
+            try:
+                for lessons in await replayshards.share_noise(self.shard, pairing.learner.learned()):
+                    pairing.learner.teach(lessons)
+            except BaseException:
+                if kept is not None:
+                    kept.close()
+                raise
         return kept
 
     def done(self) -> None:
@@ -189,7 +213,7 @@ class Replay:
         if speed > 0 and self._clock is None:
             self._clock = (flow.request.timestamp_start, now)
         learning = self._learning is not None and not self._learning.done()
-        position = self.read if own else None
+        position = replayshards.position_of(flow, self.read) if own else None
         if delay <= 0 and not learning and self._room(route):
             self._play(flow, route, own, position)
             return None
@@ -219,7 +243,8 @@ class Replay:
         s = self.shadow.settings
         if self._window_of is None or self._window_of[0] is not s:
             n = inflight(s.max_inflight, ctx.options.has_changed("shadow_max_inflight"))
-            self._window_of = (s, window(n, s.max_backlog))
+            w = window(n, s.max_backlog)
+            self._window_of = (s, self.shard.window(w) if self.shard is not None else w)
         return self._window_of[1]
 
     def _play(self, flow: http.HTTPFlow, route: routing.Route, own: bool = False, position: int | None = None) -> None:
@@ -280,7 +305,8 @@ class Replay:
     # ------------------------------------------------------------------ exit
 
     def judge(self) -> None:
-        """`play`'s pairs judged, in the capture's order (`compare.ordered`), once every copy has its outcome."""
+        """`play`'s pairs judged, in the capture's order (`compare.ordered`), once every copy has its outcome; in
+        the first process of a split replay, with the other processes' pairs, merged by their place in it."""
         pairing = self.shadow.pairing
         order = pairing.order if pairing is not None else None
         if pairing is None or order is None:
@@ -288,7 +314,7 @@ class Replay:
         pairing.order = None
         order.finish()
         try:
-            pairing.judge_in_order(order.compared())
+            pairing.judge_in_order(ordered.merged([order.compared(), *(ordered.read(p) for p in self.parts)]))
         finally:
             order.close()
 
@@ -332,9 +358,10 @@ class Replay:
     def progress(self) -> str:
         pending = len(self.keys)
         done = self.copies - pending
+        part = f" ({self.shard.label()})" if self.shard is not None and not self.whole else ""
         return (
-            f"replay: {plural(self.read, 'recorded flow')}, {plural(self.copies, 'copy', 'copies')}, {done} done, "
-            f"{pending} in flight"
+            f"replay{part}: {plural(self.read, 'recorded flow')}, {plural(self.copies, 'copy', 'copies')}, "
+            f"{done} done, {pending} in flight"
         )
 
     def _under_way(self) -> int:
@@ -371,6 +398,10 @@ class Replay:
             if not under_way or late:
                 if under_way:
                     logger.warning("replay: %s still had no outcome; exiting", plural(under_way, "copy", "copies"))
+                if self.shard is not None and not await self._merged():
+                    self._finish_pairs()  # judged by the first process, with everyone's
+                    ctx.master.shutdown()  # a part's figures are left for the first process once it stops (gate)
+                    return
                 self.judge()
                 if self.read:
                     logger.info(self.progress())
@@ -379,3 +410,52 @@ class Replay:
                         logger.warning(note)
                 ctx.master.shutdown()
                 return
+
+    # ------------------------------------------------------------------ a capture split over processes
+
+    def tally(self) -> dict[str, Any]:
+        """The counts a process of a split replay leaves for the first one (`absorb`)."""
+        return {
+            "read": self.read,
+            "copies": self.copies,
+            "to_shadow": self.to_shadow,
+            "sampled_out": self.sampled_out,
+            "example": self.example,
+            "longest": self.longest,
+        }
+
+    def absorb(self, counts: dict[str, Any]) -> None:
+        """Another process's counts (`tally`) added to this one's, for the notes at exit."""
+        self.read += counts["read"]
+        self.copies += counts["copies"]
+        self.settled_copies += counts["copies"]
+        self.to_shadow += counts["to_shadow"]
+        self.sampled_out += counts["sampled_out"]
+        self.example = self.example or counts["example"]
+        self.longest = max(self.longest, counts["longest"])
+
+    async def _merged(self) -> bool:
+        """In the first process of a split replay, every other process's figures added to this one's once it has
+        stopped (its pairs are judged with this one's, `judge`): True. In any other process False."""
+        shard = self.shard
+        if shard is None or not shard.merges:
+            return False
+        for k in shard.others():
+            try:
+                part: replayshards.Result = await replayshards.read(shard, "result", k)
+            except ShardGone as e:
+                logger.error("%s", e)
+                continue
+            self.shadow.metrics.add(part.metrics)
+            self.absorb(part.counts)
+            self.parts_errors += part.errors
+            if (pairs := replayshards.pairs_path(shard, k)) is not None:
+                self.parts.append(pairs)
+        self.whole = True
+        return True
+
+    def _finish_pairs(self) -> None:
+        """A part of a split replay: its pairs as compared, complete, for the first process to judge."""
+        pairing = self.shadow.pairing
+        if pairing is not None and pairing.order is not None:
+            pairing.order.finish()

@@ -24,6 +24,7 @@ from . import capture, routing
 from .compare.pairing import Pairing
 from .recorded.spill import Spill
 from .replaypolicy import as_live
+from .replayshards import Reading
 from .words import plural
 
 logger = logging.getLogger("shadow")
@@ -44,19 +45,22 @@ class Routes(Protocol):
         ...
 
 
-async def learn_noise(shadow: Routes, path: str, own: bool = False) -> Spill | None:
+async def learn_noise(shadow: Routes, path: str, own: bool = False, reading: Reading | None = None) -> Spill | None:
     """Learn noise from the whole capture before the first comparison: production's answers to identical
     requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent. `own`: read with
     `recorded` (`Replay.play`), each flow the replay's alone, and the flows kept for the second reading: returned
-    when the whole capture was read and kept."""
+    when the whole capture was read and kept. `reading`: `play`'s, which marks each flow's place in the capture and
+    keeps this process's part of it (`replayshards`)."""
     # `play` reads the capture again once this is done: the flows read here are kept for it, as read.
     kept = Spill(fresh_ids=capture.is_har(path), beside=os.path.expanduser(path)) if own else None
     try:
         with open(os.path.expanduser(path), "rb") as fh:
-            flows = capture.recorded_flows(fh) if own else capture.read_flows(fh)
+            flows = capture.recorded_flows(fh, keep=reading) if own else capture.read_flows(fh, reading)
             for i, f in enumerate(flows):
                 if shadow.pairing is None or not shadow.table.groups:
                     return None
+                if reading is not None:
+                    reading.mark(f)
                 if kept is not None and not kept.add(f):
                     kept = None
                 if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
@@ -80,10 +84,12 @@ async def read(
     path: str,
     learned: Callable[[], Awaitable[Spill | None]],
     recorded: Callable[[http.HTTPFlow], Awaitable[None] | None],
+    reading: Reading | None = None,
 ) -> None:
     """Every flow of the capture to `recorded`, waiting where it says to (the shadow's room, the pace), as
     mitmproxy's readfile addon hands them to every addon (`Master.load_flow`), with its filter. `learned`: the
-    flows the learning kept, once it is done (None: the capture is read again)."""
+    flows the learning kept, once it is done (None: the capture is read again). `reading`: marks each flow's place
+    in the capture (those the learning kept are marked already) and keeps this process's part (`replayshards`)."""
     o = ctx.options
     match = flowfilter.parse(o.readfile_filter) if o.readfile_filter else None
     # In reverse mode, mitmproxy points a loaded flow at the reverse target (master.py Master.load_flow).
@@ -99,8 +105,10 @@ async def read(
                 flows: Iterator[Flow] = kept.flows()  # as the learning read them, without parsing again
             else:
                 fh = stack.enter_context(open(os.path.expanduser(path), "rb"))
-                flows = capture.recorded_flows(fh, whole=match is not None)
+                flows = capture.recorded_flows(fh, whole=match is not None, keep=reading)
             for f in flows:
+                if reading is not None and (kept is None or match is not None):
+                    reading.mark(f)
                 if match is not None and not match(f):
                     continue
                 n += 1

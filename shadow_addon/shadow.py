@@ -120,7 +120,9 @@ class Shadow:
     def done(self) -> None:
         # mitmdump's summary at exit, once: only after traffic, and not when asked to be quiet (-q).
         quiet = getattr(ctx.options, "termlog_verbosity", "info") == "error"
-        if self.files.running and self.metrics.upstream and any(g.shadow for g in self.table.groups) and not quiet:
+        part = self.replay.shard is not None and not self.replay.whole  # a part of a split replay: the first reports
+        shown = self.files.running and self.metrics.upstream and any(g.shadow for g in self.table.groups)
+        if shown and not quiet and not part:
             print(pages.report_text(self), end="", flush=True)
         self.files.stop()
         self.replay.done()

@@ -166,9 +166,9 @@ async def test_the_flows_kept_on_disk_give_the_outcome_of_reading_the_capture_ag
     reads: list[str] = []
     real = capture.recorded_flows
 
-    def counted(fh: Any, whole: bool = False) -> Any:
+    def counted(fh: Any, whole: bool = False, keep: Any = None) -> Any:
         reads.append("capture")
-        return real(fh, whole)
+        return real(fh, whole, keep)
 
     monkeypatch.setattr(capture, "recorded_flows", counted)
     once = await replayed(tmp_path, shadow_app, cap)
@@ -198,9 +198,9 @@ async def test_with_a_filter_the_capture_is_read_again_whole(
     reads: list[bool] = []
     real = capture.recorded_flows
 
-    def counted(fh: Any, whole: bool = False) -> Any:
+    def counted(fh: Any, whole: bool = False, keep: Any = None) -> Any:
         reads.append(whole)
-        return real(fh, whole)
+        return real(fh, whole, keep)
 
     monkeypatch.setattr(capture, "recorded_flows", counted)
     out = await replayed(tmp_path, shadow_app, cap, readfile_filter="~u /api/items/2")

@@ -35,6 +35,21 @@ class ProcSamples:
     hwm_kib: int = 0
 
 
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it (Linux: /proc/PID/task/TID/children), as they are now."""
+    out, todo = [], [pid]
+    while todo and len(out) < 1000:  # bounded: a replay starts a handful
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def read_status(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) in KiB."""
     rss = hwm = 0

@@ -1,5 +1,5 @@
 """The replay case: `mitmshadow replay` of a large capture (a HAR or a flow file) against a fast shadow, timed,
-with the replaying process's memory sampled from /proc."""
+with the memory of the replay and the processes it starts sampled from /proc."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 from benchkit.answers import BODY, CONTENT_TYPE
 from benchkit.harness import ADDON_SRC, snapshot_addon
 from benchkit.procs import HOST, ROOT, log, spawn, stop
-from benchkit.procstats import cpu_seconds, read_status
+from benchkit.procstats import descendants, read_status
 from benchkit.report import Check, fmt, publish, table
 from benchkit.scenarios import MAPPINGS_YAML
 from benchkit.upstreams import start_upstreams
@@ -98,8 +99,8 @@ class ReplayRun:
     capture_mib: float
     exit_code: int = -1
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # the replaying process's utime + stime
-    peak_rss_mib: float = 0.0  # VmHWM
+    cpu_s: float = 0.0  # utime + stime of the replay and every process it started (`--jobs`)
+    peak_rss_mib: float = 0.0  # VmHWM, summed over the replay's processes (each one's peak: an upper bound)
     shadow_received: int = 0
     output: tuple[str, ...] = ()
 
@@ -125,20 +126,19 @@ async def replay_once(
     ]
     before = await ups.stats()
     out_path = tmp / f"replay-{kind}.log"
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the replay's, once it is waited for, with its own children
     t0 = time.monotonic()
     with open(out_path, "wb") as out:
         proc = await spawn(
             f"mitmshadow replay {kind}", cmd, None, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
         )
-    hwm = 0
-    cpu = 0.0
+    hwm: dict[int, int] = {}
     try:
         for _ in range(int(3600 / 0.2)):  # bounded: an hour
-            st = read_status(proc.pid)
-            if st is not None:
-                hwm = max(hwm, st[1])
-            c = cpu_seconds(proc.pid)
-            cpu = c if c is not None else cpu
+            for pid in descendants(proc.pid):
+                st = read_status(pid)
+                if st is not None:
+                    hwm[pid] = max(hwm.get(pid, 0), st[1])
             try:
                 await asyncio.wait_for(proc.wait(), 0.2)
                 break
@@ -148,7 +148,9 @@ async def replay_once(
         await stop(proc)
     run.wall_s = time.monotonic() - t0
     run.exit_code = proc.returncode if proc.returncode is not None else -1
-    run.cpu_s, run.peak_rss_mib = cpu, hwm / 1024
+    after_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.cpu_s = sum(getattr(after_usage, f) - getattr(usage, f) for f in ("ru_utime", "ru_stime"))
+    run.peak_rss_mib = sum(hwm.values()) / 1024
     after = await ups.stats()
     run.shadow_received = after["healthy"]["requests"] - before["healthy"]["requests"]
     run.output = tuple(tail(out_path.read_text(errors="replace")))

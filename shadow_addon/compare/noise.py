@@ -9,7 +9,7 @@ from typing import Any
 
 from ..budget import MemoryBudget
 from .changes import Changes, Found, body_changes
-from .noiseset import NoiseSet
+from .noiseset import Kind, NoiseSet
 from .prints import Node, Print, flatten
 from .reply import NOT_JSON, Reply
 
@@ -100,6 +100,18 @@ class NoiseLearner:
         if s is None:
             s = self._noise[mapping] = NoiseSet(self.max_noise)
         return s
+
+    def learned(self) -> dict[str, list[tuple[Kind, Any]]]:
+        """The noise learned, per mapping (`NoiseSet.learned`): what another learner is taught with `teach`."""
+        return {mapping: s.learned() for mapping, s in self._noise.items()}
+
+    def teach(self, lessons: dict[str, list[tuple[Kind, Any]]]) -> None:
+        """Learn the noise another learner learned (`learned`): a replay split over processes learns from all of its
+        capture, each process from its own part."""
+        for mapping, fields in lessons.items():
+            s = self.noise(mapping)
+            for kind, value in fields:
+                s.learn(kind, value)
 
     def seen(self, mapping: str, key: str, reply: Reply) -> bool:
         """Whether `reply` is production's same bytes again for this request (it teaches nothing, and is not

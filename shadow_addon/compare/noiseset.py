@@ -50,6 +50,13 @@ class NoiseSet:
             self.trie.add(value)
         return True
 
+    def learned(self) -> list[tuple[Kind, Any]]:
+        """Every field learned, as `learn` takes them (to be learned by another process's set: `learn` each)."""
+        out: list[tuple[Kind, Any]] = [("status", None)] if self.status else []
+        out += [("body", None)] if self.body else []
+        out += [("header", h) for h in sorted(self.headers)]
+        return out + [("path", p) for p in sorted(self.paths, key=repr)]
+
     def _knows(self, kind: Kind, value: Any) -> bool:
         if kind == "status":
             return self.status

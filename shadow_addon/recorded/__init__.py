@@ -12,7 +12,7 @@ each flow is the one mitmproxy would read (tests/test_recorded.py compares the t
 
 from __future__ import annotations
 
-from .flowfile import MAX_PREFIX, flow_of, payloads, state_flow, states
+from .flowfile import MAX_PREFIX, flow_of, payloads, request_line, state_flow, states
 from .harentries import har_flow
 from .messages import headers, new_flow, request, response
 
@@ -23,6 +23,7 @@ __all__ = [
     "headers",
     "new_flow",
     "payloads",
+    "request_line",
     "request",
     "response",
     "state_flow",

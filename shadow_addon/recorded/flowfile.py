@@ -182,6 +182,34 @@ def _setup_times(buf: bytes, at: int, end: int) -> dict[str, Any]:
     return times
 
 
+def _field(buf: bytes, start: int, end: int, name: bytes) -> tuple[int, int] | None:
+    """Where the value of key `name` in the tnetstring dict from `start` to `end` starts and ends (tag at the end)."""
+    pos = start
+    while pos < end:
+        a, b = _span(buf, pos, end)
+        key = buf[a:b]
+        a, pos = _span(buf, b + 1, end)
+        if key == name:
+            return a, pos
+        pos += 1
+    return None
+
+
+def request_line(data: bytes) -> tuple[bytes, bytes] | None:
+    """The method and path of an HTTP flow's request in a flow file's value (`payloads`), read without building
+    the flow; None for any other flow. Raises ValueError on bad data."""
+    n = len(data) - 1
+    if n < 0 or data[n] != 0x7D:
+        return None
+    req = _field(data, 0, n, b"request")
+    if req is None or data[req[1]] != 0x7D:
+        return None
+    method, path = _field(data, req[0], req[1], b"method"), _field(data, req[0], req[1], b"path")
+    if method is None or path is None:
+        return None
+    return data[method[0] : method[1]], data[path[0] : path[1]]
+
+
 def flow_of(data: bytes) -> flow.Flow:
     """The flow of a flow file's value (`payloads`), as `Flow.from_state` makes it after `compat.migrate_flow`:
     an HTTP flow of the current format is built here, from its request, response, error, id, metadata and the

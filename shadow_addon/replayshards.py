@@ -1,0 +1,152 @@
+"""A replay split over processes (`mitmshadow replay --jobs N`): which process plays which recorded request, and what
+the processes hand each other through files in a directory of their own.
+
+Each process reads the whole capture and plays the requests of its part: a request goes to the process its method
+and path (as recorded) name, so production's answers to identical requests meet in one process, where noise is
+learned from them as in one process. Before the first comparison every process learns what the others learned
+(`share_noise`). At the end each process but the first leaves its figures (`Result`), which the first one adds to
+its own before it reports and decides the verdict. What stays per process: the judge's noise rates, measured on the
+process's own part of the requests, and the window of copies under way, which the processes share.
+
+The files are pickles in a directory the parent process made for this run alone (mode 0700). A process that ends
+without leaving what it owes is marked gone by the parent (`gone`), and whoever waits for it stops waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import flow
+
+from .metrics import Metrics
+
+POLL = 0.02  # s between looks for a file another process writes
+
+
+class ShardGone(Exception):
+    """A process of the replay ended without leaving what it owed (the parent process says so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    index: int  # 0 is the process that merges and reports
+    count: int
+    directory: str
+
+    @classmethod
+    def parse(cls, spec: str, directory: str) -> Shard:
+        """`K/N` (0 <= K < N). Raises ValueError otherwise."""
+        k, _, n = spec.partition("/")
+        index, count = int(k), int(n)
+        if not 0 <= index < count:
+            raise ValueError(f"shard {spec!r}: expected K/N with 0 <= K < N")
+        return cls(index, count, directory)
+
+    @property
+    def merges(self) -> bool:
+        return self.index == 0
+
+    def keeps(self, line: tuple[bytes, bytes] | None) -> bool:
+        """Whether this process plays a recorded request of this method and path (None: a flow that is no HTTP
+        request, which the first process reads)."""
+        return (shard_of(*line, self.count) if line is not None else 0) == self.index
+
+    def window(self, total: int) -> int:
+        """This process's share of `total` copies under way at once per shadow service."""
+        return max(1, -(-total // self.count))
+
+    def label(self) -> str:
+        return f"part {self.index + 1} of {self.count}"
+
+    def path(self, kind: str, index: int | None = None) -> str:
+        return os.path.join(self.directory, f"{kind}-{self.index if index is None else index}.pickle")
+
+    def others(self) -> list[int]:
+        return [k for k in range(self.count) if k != self.index]
+
+
+def shard_of(method: bytes, path: bytes, count: int) -> int:
+    """The process (0..count-1) that plays requests of this method and path: the same in every process and run."""
+    return zlib.crc32(method.upper() + b" " + path) % count
+
+
+@dataclass(slots=True)
+class Result:
+    """What a process leaves at the end for the first one: its figures and the replay's counts (its pairs as
+    compared are in its `pairs_path`, judged by the first process with everyone's)."""
+
+    metrics: Metrics
+    counts: dict[str, Any] = field(default_factory=dict)  # Replay.tally(): read, copies, to_shadow, ...
+    errors: int = 0  # errors it logged: no verdict then
+
+
+def pairs_path(shard: Shard | None, index: int | None = None) -> str | None:
+    """Where a process of a split replay leaves its pairs as compared (`compare.ordered`); None for the first
+    process (and a replay by one), which keeps its own in an unnamed file."""
+    if shard is None:
+        return None
+    k = shard.index if index is None else index
+    return None if k == 0 else os.path.join(shard.directory, f"pairs-{k}")
+
+
+class Reading:
+    """One reading of a capture by `play`: it counts every entry read, its own or not (a flow's place in the
+    capture, `position_of`, by which pairs are judged in order), and keeps this process's part (`capture.Keep`)."""
+
+    def __init__(self, shard: Shard | None) -> None:
+        self.shard = shard
+        self.position = 0  # of the entry last read (1: the first)
+
+    def __call__(self, line: tuple[bytes, bytes] | None) -> bool:
+        self.position += 1
+        return self.shard is None or self.shard.keeps(line)
+
+    def mark(self, f: flow.Flow) -> None:
+        """Note the flow just read as at the position last counted."""
+        f.metadata[POSITION] = self.position
+
+
+POSITION = "shadow_replay_position"  # a recorded flow's place in its capture, while the replay holds it
+
+
+def position_of(f: flow.Flow, default: int) -> int:
+    """The flow's place in its capture, as its reading marked it (`Reading.mark`), else `default`."""
+    p = f.metadata.pop(POSITION, None)
+    return p if isinstance(p, int) else default
+
+
+def write(path: str, value: Any) -> None:
+    """Write `value` where another process reads it: whole or not at all (a temporary file renamed)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def gone(directory: str, index: int) -> str:
+    """The mark the parent leaves for a process that ended (whatever it left)."""
+    return os.path.join(directory, f"gone-{index}")
+
+
+async def read(shard: Shard, kind: str, index: int) -> Any:
+    """What process `index` left as `kind`, once it is there. Raises ShardGone if that process ended without it, or
+    if the parent process is gone."""
+    path, mark, parent = shard.path(kind, index), gone(shard.directory, index), os.getppid()
+    while True:
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return pickle.load(f)  # noqa: S301 - written by this run's own processes, in its own 0700 directory
+        if os.path.exists(mark) or os.getppid() != parent:
+            raise ShardGone(f"replay: process {index + 1} of {shard.count} ended without its {kind}")
+        await asyncio.sleep(POLL)
+
+
+async def share_noise(shard: Shard, learned: dict[str, Any]) -> list[dict[str, Any]]:
+    """Leave the noise this process learned, and take what every other process learned (`NoiseLearner.learned`)."""
+    write(shard.path("noise"), learned)
+    return [await read(shard, "noise", k) for k in shard.others()]

@@ -1,0 +1,138 @@
+"""`mitmshadow replay --jobs N`: the capture replayed by N processes, each its part of the requests. The outcome must
+be the one of a single process: every request copied once, the same verdict and counts, the same mismatches in the
+JSON-lines report, and noise that one process learned applied in the others (a request recorded once cannot teach
+noise by itself)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import io as mio
+from support import Seen, Upstream, free_port, mapping, run_process, write_mappings
+
+from shadow_addon import recorded
+from shadow_addon.replayshards import shard_of
+
+MITMSHADOW = Path(sys.executable).parent / "mitmshadow"
+WAIT = 180  # s: generous bound on a whole replay run on a loaded machine (never a timing assertion)
+JOBS = 2
+ROUNDS = 3
+
+
+def _item(path: str) -> int:
+    return int(path.split("?")[0].rsplit("/", 1)[1])
+
+
+def items() -> tuple[list[int], list[int]]:
+    """Items asked for ROUNDS times, all of them played by the first process, and items asked for once, played by
+    the second: those can only be judged with the noise the first process learned."""
+    part = {i: shard_of(b"GET", f"/api/items/{i}?view=full".encode(), JOBS) for i in range(60)}
+    repeated = [i for i, k in part.items() if k == 0][:8]
+    once = [i for i, k in part.items() if k == 1][:8]
+    assert len(repeated) == len(once) == 8
+    return repeated, once
+
+
+def production_answer(item: int, time: int) -> dict[str, Any]:
+    """`ts` differs between production's answers to the same request: noise."""
+    return {"id": item, "ts": time, "price": item * 10}
+
+
+def shadow_answer(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+    """The shadow: its own `ts` (noise) always; a price that differs for items divisible by 3; a failure for
+    items divisible by 7."""
+    item = _item(seen.path)
+    if item % 7 == 0:
+        return 500, {"content-type": "application/json"}, b'{"error": "down"}'
+    doc = production_answer(item, 10_000)
+    doc["price"] += item % 3 == 0
+    return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+
+def entries() -> list[dict[str, Any]]:
+    repeated, once = items()
+    asked = [(r, i) for r in range(ROUNDS) for i in repeated] + [(0, i) for i in once]
+    return [
+        {
+            "startedDateTime": f"2024-05-01T12:00:{r:02d}.{n:03d}Z",
+            "time": 1.5,
+            "request": {
+                "method": "GET",
+                "url": f"http://shop.example/api/items/{i}?view=full",
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Host", "value": "shop.example"}],
+            },
+            "response": {
+                "status": 200,
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Content-Type", "value": "application/json"}],
+                "content": {"text": json.dumps(production_answer(i, r * 100 + i))},
+            },
+        }
+        for n, (r, i) in enumerate(asked)
+    ]
+
+
+def write_capture(tmp: Path, kind: str) -> Path:
+    if kind == "har":
+        path = tmp / "capture.har"
+        path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries()}}))
+        return path
+    path = tmp / "capture.mitm"
+    with open(path, "wb") as fh:
+        w = mio.FlowWriter(fh)
+        for e in entries():
+            w.add(recorded.har_flow(e))
+    return path
+
+
+def replay(tmp: Path, cap: Path, shadow: Upstream, jobs: int) -> tuple[int, str, list[dict[str, Any]]]:
+    """Exit code, output and the report's mismatches (request and kinds) of a replay by `jobs` processes."""
+    m = write_mappings(
+        tmp / "m.yaml",
+        mapping("api", prefix="/api/", service="prod", rewrite="/v1/"),
+        mapping("api-shadow", prefix="/api/", service="shadow", shadow=True),
+    )
+    report = tmp / f"report-{jobs}.jsonl"
+    cmd = [str(MITMSHADOW), "replay", str(cap), "--mappings", str(m), "--jobs", str(jobs), "--report", str(report)]
+    cmd += ["--service", f"prod=127.0.0.1:{free_port()}", "--service", f"shadow={shadow.address}"]
+    run = run_process(cmd, WAIT, cwd=str(tmp))
+    lines = report.read_text().splitlines() if report.exists() else []
+    mismatches = [{k: v for k, v in json.loads(ln).items() if k not in ("at", "time")} for ln in lines]
+    return run.returncode, run.stdout + run.stderr, mismatches
+
+
+def figures(out: str) -> list[str]:
+    """The lines of the output that hold the outcome (the log's lines left out, and the latency columns)."""
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("[")]
+    return [re.sub(r"(\s+\d+\s+\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+", r"\1", ln) for ln in lines]
+
+
+@pytest.mark.parametrize("kind", ["har", "flows"])
+def test_parts_replayed_at_once_give_the_outcome_of_one_process(kind: str, tmp_path: Path, upstream) -> None:
+    shadow = upstream("shadow")
+    shadow.behaviour.responder = shadow_answer
+    cap = write_capture(tmp_path, kind)
+    repeated, once = items()
+    copies = ROUNDS * len(repeated) + len(once)
+
+    code1, out1, report1 = replay(tmp_path, cap, shadow, 1)
+    seen1 = sorted(s.path for s in shadow.seen)
+    shadow.seen.clear()
+    code2, out2, report2 = replay(tmp_path, cap, shadow, JOBS)
+    seen2 = sorted(s.path for s in shadow.seen)
+
+    assert len(seen1) == copies and seen2 == seen1  # every request copied once, by one process or the other
+    assert code1 == code2 == 1, out1 + out2  # the prices that differ fail the gate
+    assert figures(out2) == figures(out1), out1 + out2
+    # The same mismatches, each with the same differences, noise and judgement: the items recorded once (the
+    # second process) compared with the noise the first process learned from the repeated ones.
+    assert report2 == report1 and report1
+    compared = next(ln for ln in out2.splitlines() if ln.strip().startswith("compared"))
+    assert "mismatch:" in compared and "noise:" in compared, out2
+    assert f"{len(entries())} recorded flows, {copies} copies" in out2, out2
