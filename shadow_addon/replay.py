@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from mitmproxy import ctx, http
 
-from . import capture, copies, production, replayreading, replayshards, routing
+from . import capture, copies, production, replaynotes, replayreading, replayshards, routing
 from .addresses import Address
 from .compare import ordered
 from .compare.ordered import CaptureOrder
@@ -45,13 +45,8 @@ from .words import plural
 logger = logging.getLogger("shadow")
 
 PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
-PREFIXES_SHOWN = 10  # prefixes named when no request of a capture went to a shadow
 # What mitmdump's KeepServing waits for before it exits (mitmproxy/addons/keepserving.py).
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
-
-
-def _first(names: list[str]) -> str:
-    return ", ".join(names[:PREFIXES_SHOWN]) + (", ..." if len(names) > PREFIXES_SHOWN else "")
 
 
 class Host(Protocol):
@@ -319,41 +314,14 @@ class Replay:
             order.close()
 
     def nothing_copied(self) -> str | None:
-        """Why no request of the capture was copied, when none was: how many were read, one of them, and the
-        prefixes the Mappings route (a capture recorded behind the ingress holds paths already rewritten)."""
-        if self.copies or not self.read:
-            return None
-        groups = self.shadow.table.groups
-        if self.to_shadow and self.sampled_out < self.to_shadow:
-            return None  # not copied for their own reasons (body_limit, streamed, ...), counted as drops
-        if self.to_shadow:
-            return (
-                f"replay: {self.to_shadow} of {self.read} recorded requests went to a route with a shadow, but its "
-                "weight sampled none of them; shadow_replay_every_request=true (mitmshadow replay "
-                "--every-request) copies every one, unless the weight is 0"
-            )
-        shadowed = sorted({g.members[0].prefix for g in groups if g.shadow is not None and g.routes})
-        others = sorted({g.members[0].prefix for g in groups if g.shadow is None} - set(shadowed))
-        shown = _first(shadowed) or "none"
-        if others:
-            shown += f" (without a shadow: {_first(others)})"
-        return (
-            f"replay: no request of the capture went to a shadow: {self.read} read (e.g. {self.example or '-'}); "
-            f"prefixes with a shadow: {shown}. A capture taken in front of the service itself holds paths its "
-            "Mapping already rewrote: record requests as clients send them (README: Test a release against "
-            "recorded traffic)"
+        """Why no request of the capture was copied, when none was (`replaynotes.nothing_copied`)."""
+        return replaynotes.nothing_copied(
+            self.read, self.copies, self.to_shadow, self.sampled_out, self.example, self.shadow.table.groups
         )
 
     def timeouts(self) -> str | None:
         """The copies that timed out, and the options that decide it, when some did."""
-        n = sum(self.shadow.metrics.drops(DropReason.TIMEOUT).values())
-        if not n or not self.copies:
-            return None
-        return (
-            f"replay: {n} of {self.copies} copies timed out: the shadow did not answer within the copy timeout "
-            "(shadow_timeout; default the production Mapping's timeout_ms). A development server takes few "
-            "connections at once: lower shadow_max_inflight (a capture sends 4 at a time unless it is set)"
-        )
+        return replaynotes.timeouts(sum(self.shadow.metrics.drops(DropReason.TIMEOUT).values()), self.copies)
 
     def progress(self) -> str:
         pending = len(self.keys)
@@ -440,18 +408,10 @@ class Replay:
         shard = self.shard
         if shard is None or not shard.merges:
             return False
-        for k in shard.others():
-            try:
-                part: replayshards.Result = await replayshards.read(shard, "result", k)
-            except ShardGone as e:
-                logger.error("%s", e)
-                continue
-            self.shadow.metrics.add(part.metrics)
-            self.absorb(part.counts)
-            self.parts_errors += part.errors
-            if (pairs := replayshards.pairs_path(shard, k)) is not None:
-                self.parts.append(pairs)
-        self.whole = True
+        parts = await replayshards.gather(shard, self.shadow.metrics)
+        for counts in parts.counts:
+            self.absorb(counts)
+        self.parts, self.parts_errors, self.whole = parts.pairs, parts.errors, True
         return True
 
     def _finish_pairs(self) -> None:

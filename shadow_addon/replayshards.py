@@ -15,6 +15,7 @@ without leaving what it owes is marked gone by the parent (`gone`), and whoever 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import zlib
@@ -24,6 +25,8 @@ from typing import Any
 from mitmproxy import flow
 
 from .metrics import Metrics
+
+logger = logging.getLogger("shadow")
 
 POLL = 0.02  # s between looks for a file another process writes
 
@@ -150,3 +153,30 @@ async def share_noise(shard: Shard, learned: dict[str, Any]) -> list[dict[str, A
     """Leave the noise this process learned, and take what every other process learned (`NoiseLearner.learned`)."""
     write(shard.path("noise"), learned)
     return [await read(shard, "noise", k) for k in shard.others()]
+
+
+@dataclass(slots=True)
+class Parts:
+    """What the first process gathers of the others once they have stopped (`gather`)."""
+
+    counts: list[dict[str, Any]] = field(default_factory=list)  # each one's `Result.counts`
+    pairs: list[str] = field(default_factory=list)  # each one's pairs as compared (`pairs_path`)
+    errors: int = 0  # errors they logged, and processes that ended without their figures
+
+
+async def gather(shard: Shard, metrics: Metrics) -> Parts:
+    """Every other process's figures, its metrics added to `metrics`, once it has stopped."""
+    parts = Parts()
+    for k in shard.others():
+        try:
+            part: Result = await read(shard, "result", k)
+        except ShardGone as e:
+            logger.error("%s", e)
+            parts.errors += 1
+            continue
+        metrics.add(part.metrics)
+        parts.counts.append(part.counts)
+        parts.errors += part.errors
+        if (pairs := pairs_path(shard, k)) is not None:
+            parts.pairs.append(pairs)
+    return parts
