@@ -427,6 +427,24 @@ def mapping(name: str, **spec: object) -> str:
     )
 
 
+def write_capture(tmp: Path, kind: str, entries: list[dict[str, Any]]) -> Path:
+    """HAR entries as a capture in `tmp`: a HAR (`kind` "har"), or the flows they make as a flow file."""
+    from mitmproxy import io as mio
+
+    from shadow_addon import recorded
+
+    if kind == "har":
+        path = tmp / "capture.har"
+        path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries}}))
+        return path
+    path = tmp / "capture.mitm"
+    with open(path, "wb") as fh:
+        w = mio.FlowWriter(fh)
+        for e in entries:
+            w.add(recorded.har_flow(e))
+    return path
+
+
 def write_mappings(path: Path, *docs: str) -> Path:
     path.write_text("\n---\n".join(docs) + "\n")
     return path

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import io as mio
+import support
 from support import Seen, Upstream, free_port, mapping, run_process, write_mappings
 
-from shadow_addon import recorded
 from shadow_addon.replayshards import shard_of
 
 MITMSHADOW = Path(sys.executable).parent / "mitmshadow"
@@ -79,16 +78,7 @@ def entries() -> list[dict[str, Any]]:
 
 
 def write_capture(tmp: Path, kind: str) -> Path:
-    if kind == "har":
-        path = tmp / "capture.har"
-        path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries()}}))
-        return path
-    path = tmp / "capture.mitm"
-    with open(path, "wb") as fh:
-        w = mio.FlowWriter(fh)
-        for e in entries():
-            w.add(recorded.har_flow(e))
-    return path
+    return support.write_capture(tmp, kind, entries())
 
 
 def replay(tmp: Path, cap: Path, shadow: Upstream, jobs: int) -> tuple[int, str, list[dict[str, Any]]]:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import io as mio
+import support
 from mitmproxy.addons import readfile
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 from support import Seen, Upstream, mapping, wait_until, write_mappings
 
-from shadow_addon import capture, recorded
+from shadow_addon import capture
 from shadow_addon.compare.ordered import CaptureOrder
 from shadow_addon.recorded import spill
 from shadow_addon.shadow import Shadow
@@ -79,16 +79,7 @@ def entries() -> list[dict[str, Any]]:
 
 
 def write_capture(tmp: Path, kind: str) -> Path:
-    if kind == "har":
-        path = tmp / "capture.har"
-        path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries()}}))
-        return path
-    path = tmp / "capture.mitm"
-    with open(path, "wb") as fh:
-        w = mio.FlowWriter(fh)
-        for e in entries():
-            w.add(recorded.har_flow(e))
-    return path
+    return support.write_capture(tmp, kind, entries())
 
 
 @pytest.fixture
