@@ -229,6 +229,9 @@ class Replay:
 
     def _room(self, route: routing.Route) -> bool:
         self._check_sender()
+        pairing = self.shadow.pairing
+        if pairing is not None and pairing.order is not None and pairing.order.waiting >= ordered.WAITING:
+            return False  # pairs held behind one still waiting for its answer: read on once it comes
         a = route.shadow_address
         return a is None or self.outstanding.get(a, 0) < self._window()
 

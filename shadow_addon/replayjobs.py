@@ -90,6 +90,8 @@ def run(argv: Sequence[str], jobs: int) -> int:
                         )
                     )
             codes = _watch(procs, d)
+        except KeyboardInterrupt:  # the processes got it too (the terminal's process group): they stop as mitmdump does
+            return 130
         finally:
             for p in procs:
                 _stop(p)

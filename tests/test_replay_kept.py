@@ -20,6 +20,7 @@ from mitmproxy.test import taddons
 from support import Seen, Upstream, mapping, wait_until, write_mappings
 
 from shadow_addon import capture
+from shadow_addon.compare import ordered
 from shadow_addon.compare.ordered import CaptureOrder
 from shadow_addon.recorded import spill
 from shadow_addon.shadow import Shadow
@@ -219,3 +220,34 @@ async def test_answers_in_any_order_are_judged_as_the_capture_orders_them(tmp_pa
     assert many["counts"] == one["counts"] and many["judge"] == one["judge"]
     assert many["stored"] == one["stored"]
     assert one["counts"]["api-shadow"]["mismatch"] > 0 and one["counts"]["api-shadow"]["noise"] > 0
+
+
+async def test_pairs_held_behind_a_late_answer_are_bounded(
+    tmp_path: Path, shadow_app: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs wait in memory only behind one still waiting for its answer; past `ordered.WAITING` of them the replay
+    reads no further until that answer comes, and the outcome is the same."""
+    cap = write_capture(tmp_path, "har")
+    one = await replayed(tmp_path, shadow_app, cap)
+    shadow_app.seen.clear()
+    real = shadow_app.behaviour.responder
+
+    def first_late(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        if seen.path.startswith("/v1/items/0?") and not any(s.path == seen.path for s in shadow_app.seen[:-1]):
+            time.sleep(0.3)  # the capture's first copy answers last
+        return real(seen)
+
+    shadow_app.behaviour.responder = first_late
+    held: list[int] = []
+    add = CaptureOrder.add
+
+    def counted(self: CaptureOrder, c: Any) -> None:
+        add(self, c)
+        held.append(self.waiting)
+
+    monkeypatch.setattr(CaptureOrder, "add", counted)
+    monkeypatch.setattr(ordered, "WAITING", 3)
+    bounded = await replayed(tmp_path, shadow_app, cap, inflight=8)
+    assert max(held) <= 3 + 8  # the bound, and the copies already in flight when it was reached
+    assert max(held) >= 3  # it was reached: answers came in behind the late one
+    assert bounded["counts"] == one["counts"] and bounded["stored"] == one["stored"]

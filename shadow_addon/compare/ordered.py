@@ -26,6 +26,9 @@ from .reply import Reply
 from .result import Comparison
 
 Naming = tuple[str, str, tuple[tuple[bytes, bytes], ...]]  # method, path, request header fields
+# Pairs held in memory behind one that waits for its answer (up to the copy timeout) before the replay stops reading
+# the capture until it comes: what a slow answer can make wait is bounded, not the pairs of its timeout.
+WAITING = 4096
 
 
 @dataclass(slots=True)
@@ -67,6 +70,11 @@ class CaptureOrder:
         self._waiting: list[tuple[int, int, Compared]] = []  # a heap by position
         self._seq = 0
         self.written = 0
+
+    @property
+    def waiting(self) -> int:
+        """Pairs held in memory behind one still waiting for an answer (a replay reads on only below WAITING)."""
+        return len(self._waiting)
 
     def add(self, c: Compared) -> None:
         self._seq += 1
