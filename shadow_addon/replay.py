@@ -106,6 +106,7 @@ class Replay:
         self.parts: list[str] = []  # the other processes' pairs as compared (`compare.ordered`), to judge with ours
         self.parts_errors = 0  # errors the other processes logged
         self.whole = False  # the other processes' counts are in this one's (`_merged`)
+        self._progress: replayshards.Progress | None = None  # how far each process has played (`Progress`)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,6 +136,7 @@ class Replay:
         several (`replayshards`)."""
         loop = asyncio.get_running_loop()
         self.shard = shard
+        self._progress = replayshards.Progress(shard) if shard is not None else None
         if self.shadow.pairing is not None:
             self.shadow.pairing.offline()
             self.shadow.pairing.in_capture_order(CaptureOrder(replayshards.pairs_path(shard)))
@@ -156,6 +158,9 @@ class Replay:
             await replayreading.read(path, self._learned, lambda f: self.recorded(f, own=True), reading)
         except ShardGone as e:
             logger.error("%s", e)
+        finally:
+            if self._progress is not None:
+                self._progress.done()
 
     async def _learned(self) -> Spill | None:
         """The flows the learning kept, once it is done; `_read` owns (and closes) them from then on. A process of a
@@ -182,6 +187,9 @@ class Replay:
         if self._kept is not None:
             self._kept.close()
             self._kept = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         self._wake(cancel=True)
 
     # ------------------------------------------------------------------ recorded flows
@@ -209,6 +217,11 @@ class Replay:
             self._clock = (flow.request.timestamp_start, now)
         learning = self._learning is not None and not self._learning.done()
         position = replayshards.position_of(flow, self.read) if own else None
+        pace = self._progress
+        if pace is not None and position is not None:
+            pace.publish(position - 1)  # done with every entry before this one
+            if pace.ahead(position):
+                return self._play_later(flow, route, delay, own, position)
         if delay <= 0 and not learning and self._room(route):
             self._play(flow, route, own, position)
             return None
@@ -219,6 +232,8 @@ class Replay:
     ) -> None:
         if self._learning is not None:
             await asyncio.shield(self._learning)
+        if self._progress is not None and position is not None:
+            await self._progress.wait(position)  # the other processes of a split replay keep pace
         if delay > 0:
             await asyncio.sleep(delay)
         while not self._room(route):

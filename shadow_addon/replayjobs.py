@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .replayshards import gone
+from .replayshards import gone, make_progress
 
 MAX_AUTO = 4  # processes `--jobs auto` starts at most
 AUTO_MIN_MIB = 16  # a smaller capture is replayed by one process (starting another costs more than it saves)
@@ -73,6 +73,7 @@ def run(argv: Sequence[str], jobs: int) -> int:
         procs: list[subprocess.Popen[bytes]] = []
         logs: list[Path | None] = []
         env = _package_env()
+        make_progress(d, jobs)
         try:
             for k in range(jobs):
                 cmd = [sys.executable, "-m", "shadow_addon.cli", "replay", *argv, "--shard", f"{k}/{jobs}"]

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import pickle
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,3 +182,58 @@ async def gather(shard: Shard, metrics: Metrics) -> Parts:
         if (pairs := pairs_path(shard, k)) is not None:
             parts.pairs.append(pairs)
     return parts
+
+
+SPAN = 64  # entries of the capture the processes of a split replay may be apart
+DONE = 2**62  # a process's position once it has read the whole capture
+
+
+def progress_path(directory: str) -> str:
+    return os.path.join(directory, "progress")
+
+
+def make_progress(directory: str, count: int) -> None:
+    """The file the processes publish their positions in (the parent makes it, before starting them)."""
+    with open(progress_path(directory), "wb") as f:
+        f.write(bytes(8 * count))
+
+
+class Progress:
+    """How far each process of a split replay has played the capture, in a file they all map. A process about to
+    play its entry at position p says it is done with every entry before p (those between its own are the
+    others'), and plays it once every other has got to p - SPAN: the shadow gets the capture's requests in its
+    order to within SPAN entries (and the copies in flight), as from one process. The process holding the earliest
+    entry not yet played never waits, so none waits for ever."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        with open(progress_path(shard.directory), "r+b") as f:
+            self._map = mmap.mmap(f.fileno(), 8 * shard.count)
+
+    def publish(self, position: int) -> None:
+        _POSITION.pack_into(self._map, 8 * self.shard.index, position)
+
+    def done(self) -> None:
+        self.publish(DONE)
+
+    def ahead(self, position: int) -> bool:
+        """Whether another process has not yet read to `position` - SPAN."""
+        return any(_POSITION.unpack_from(self._map, 8 * k)[0] < position - SPAN for k in self.shard.others())
+
+    async def wait(self, position: int) -> None:
+        """Until every other process has got to `position` - SPAN. Raises ShardGone if one of them ended first, or
+        the parent process did."""
+        parent = os.getppid()
+        while self.ahead(position):
+            for k in self.shard.others():
+                if _POSITION.unpack_from(self._map, 8 * k)[0] < position - SPAN:
+                    if os.path.exists(gone(self.shard.directory, k)) or os.getppid() != parent:
+                        raise ShardGone(f"replay: process {k + 1} of {self.shard.count} ended before the capture's end")
+            await asyncio.sleep(PACE)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+PACE = 0.002  # s between looks at the other processes' positions
+_POSITION = struct.Struct("<q")

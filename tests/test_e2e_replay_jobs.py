@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import support
 from support import Seen, Upstream, free_port, mapping, run_process, write_mappings
 
-from shadow_addon.replayshards import shard_of
+from shadow_addon.replayshards import SPAN, shard_of
 
 MITMSHADOW = Path(sys.executable).parent / "mitmshadow"
 WAIT = 180  # s: generous bound on a whole replay run on a loaded machine (never a timing assertion)
@@ -81,7 +82,7 @@ def write_capture(tmp: Path, kind: str) -> Path:
     return support.write_capture(tmp, kind, entries())
 
 
-def replay(tmp: Path, cap: Path, shadow: Upstream, jobs: int) -> tuple[int, str, list[dict[str, Any]]]:
+def replay(tmp: Path, cap: Path, shadow: Upstream, jobs: int, *extra: str) -> tuple[int, str, list[dict[str, Any]]]:
     """Exit code, output and the report's mismatches (request and kinds) of a replay by `jobs` processes."""
     m = write_mappings(
         tmp / "m.yaml",
@@ -90,7 +91,7 @@ def replay(tmp: Path, cap: Path, shadow: Upstream, jobs: int) -> tuple[int, str,
     )
     report = tmp / f"report-{jobs}.jsonl"
     cmd = [str(MITMSHADOW), "replay", str(cap), "--mappings", str(m), "--jobs", str(jobs), "--report", str(report)]
-    cmd += ["--service", f"prod=127.0.0.1:{free_port()}", "--service", f"shadow={shadow.address}"]
+    cmd += ["--service", f"prod=127.0.0.1:{free_port()}", "--service", f"shadow={shadow.address}", *extra]
     run = run_process(cmd, WAIT, cwd=str(tmp))
     lines = report.read_text().splitlines() if report.exists() else []
     mismatches = [{k: v for k, v in json.loads(ln).items() if k not in ("at", "time")} for ln in lines]
@@ -126,3 +127,35 @@ def test_parts_replayed_at_once_give_the_outcome_of_one_process(kind: str, tmp_p
     compared = next(ln for ln in out2.splitlines() if ln.strip().startswith("compared"))
     assert "mismatch:" in compared and "noise:" in compared, out2
     assert f"{len(entries())} recorded flows, {copies} copies" in out2, out2
+
+
+def test_the_shadow_gets_the_captures_requests_in_its_order_within_a_span(tmp_path: Path, upstream) -> None:
+    """The processes keep pace (`replayshards.Progress`): one whose shadow answers slowly holds the other back, so a
+    stateful shadow gets the capture's requests in their order to within SPAN entries and the copies in flight."""
+    n = 4 * SPAN
+    part = {i: shard_of(b"GET", f"/api/items/{i}?view=full".encode(), JOBS) for i in range(n)}
+
+    def slow_for_one_part(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        if part[_item(seen.path)] == 1:
+            time.sleep(0.01)
+        return 200, {"content-type": "application/json"}, b"{}"
+
+    shadow = upstream("shadow")
+    shadow.behaviour.responder = slow_for_one_part
+    cap = support.write_capture(tmp_path, "har", [dict(entries()[0], request=_get(i)) for i in range(n)])
+    code, out, _ = replay(tmp_path, cap, shadow, JOBS, "--no-compare")
+    assert code == 0, out
+    order = [_item(s.path) for s in shadow.seen]
+    assert sorted(order) == list(range(n))
+    drift = max(abs(at - i) for at, i in enumerate(order))
+    assert drift <= SPAN + 8, (drift, order)  # the span, and the copies in flight (4, shared)
+    assert drift > 4  # the slow part did hold the other back: more than one process's window apart
+
+
+def _get(i: int) -> dict[str, Any]:
+    return {
+        "method": "GET",
+        "url": f"http://shop.example/api/items/{i}?view=full",
+        "httpVersion": "HTTP/1.1",
+        "headers": [{"name": "Host", "value": "shop.example"}],
+    }

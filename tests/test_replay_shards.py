@@ -191,3 +191,31 @@ def test_jobs_auto_is_one_per_cpu_for_a_large_capture_at_once(tmp_path: Path, mo
     assert replayjobs.jobs_arg("auto") == "auto" and replayjobs.jobs_arg("2") == 2
     with pytest.raises(Exception, match="number of processes"):
         replayjobs.jobs_arg("0")
+
+
+async def test_the_processes_keep_pace_within_a_span_and_none_waits_for_ever(tmp_path: Path) -> None:
+    replayshards.make_progress(str(tmp_path), 2)
+    a, b = (replayshards.Progress(Shard(k, 2, str(tmp_path))) for k in range(2))
+    try:
+        span = replayshards.SPAN
+        assert not a.ahead(span) and a.ahead(span + 1)  # b has played nothing yet: a may go SPAN entries ahead
+        b.publish(10)
+        assert not a.ahead(span + 10) and a.ahead(span + 11)
+        waiting = asyncio.ensure_future(a.wait(span + 30))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        b.publish(29)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        b.publish(30)  # b has got to where a may play
+        await asyncio.wait_for(waiting, 5)
+        b.done()  # b has read the whole capture: a never waits again
+        assert not a.ahead(10**9)
+        waiting = asyncio.ensure_future(b.wait(span + 100))  # a is far behind and then ends without getting there
+        await asyncio.sleep(0.05)
+        Path(replayshards.gone(str(tmp_path), 0)).touch()
+        with pytest.raises(ShardGone):
+            await asyncio.wait_for(waiting, 5)
+    finally:
+        a.close()
+        b.close()
