@@ -154,7 +154,11 @@ def main(argv: Sequence[str]) -> int:
     if not os.path.isfile(args.capture) or not os.access(args.capture, os.R_OK):
         print(f"mitmshadow replay: cannot read capture {args.capture}", file=sys.stderr)
         return USAGE
-    shard = Shard.parse(args.shard, args.shard_dir) if args.shard else None
+    try:
+        shard = Shard.parse(args.shard, args.shard_dir) if args.shard else None
+    except ValueError as e:
+        print(f"mitmshadow replay: {e}", file=sys.stderr)
+        return USAGE
     jobs = replayjobs.jobs_for(args.jobs, args.capture, args.speed) if shard is None else 1
     if jobs > 1:
         return replayjobs.run(argv, jobs)

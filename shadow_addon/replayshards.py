@@ -4,9 +4,10 @@ the processes hand each other through files in a directory of their own.
 Each process reads the whole capture and plays the requests of its part: a request goes to the process its method
 and path (as recorded) name, so production's answers to identical requests meet in one process, where noise is
 learned from them as in one process. Before the first comparison every process learns what the others learned
-(`share_noise`). At the end each process but the first leaves its figures (`Result`), which the first one adds to
-its own before it reports and decides the verdict. What stays per process: the judge's noise rates, measured on the
-process's own part of the requests, and the window of copies under way, which the processes share.
+(`share_noise`). The processes keep pace with each other through the capture (`Progress`) and share the window of
+copies under way. At the end each process but the first leaves its figures (`Result`) and its pairs as compared;
+the first adds the figures to its own, judges every pair in the capture's order (`compare.ordered`), reports and
+decides the verdict.
 
 The files are pickles in a directory the parent process made for this run alone (mode 0700). A process that ends
 without leaving what it owes is marked gone by the parent (`gone`), and whoever waits for it stops waiting.
