@@ -15,7 +15,6 @@ match, and then as the store keeps them (a preview of each body).
 from __future__ import annotations
 
 import heapq
-import os
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -128,10 +127,3 @@ def read(path: str) -> Iterator[Compared]:
 def merged(parts: Iterable[Iterator[Compared]]) -> Iterator[Compared]:
     """Several processes' pairs, each in the capture's order, as one sequence in that order."""
     return heapq.merge(*parts, key=lambda c: c.position)
-
-
-def remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
