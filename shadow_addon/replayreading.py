@@ -55,7 +55,8 @@ async def learn_noise(shadow: Routes, path: str, own: bool = False, reading: Rea
     kept = Spill(fresh_ids=capture.is_har(path), beside=os.path.expanduser(path)) if own else None
     try:
         with open(os.path.expanduser(path), "rb") as fh:
-            flows = capture.recorded_flows(fh, keep=reading) if own else capture.read_flows(fh, reading)
+            keep = reading.keep if reading is not None else None
+            flows = capture.recorded_flows(fh, keep=keep) if own else capture.read_flows(fh, keep)
             for i, f in enumerate(flows):
                 if shadow.pairing is None or not shadow.table.groups:
                     return None
@@ -105,7 +106,8 @@ async def read(
                 flows: Iterator[Flow] = kept.flows()  # as the learning read them, without parsing again
             else:
                 fh = stack.enter_context(open(os.path.expanduser(path), "rb"))
-                flows = capture.recorded_flows(fh, whole=match is not None, keep=reading)
+                keep = reading.keep if reading is not None else None
+                flows = capture.recorded_flows(fh, whole=match is not None, keep=keep)
             for f in flows:
                 if reading is not None and (kept is None or match is not None):
                     reading.mark(f)

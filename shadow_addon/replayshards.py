@@ -22,6 +22,7 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,18 +103,25 @@ def pairs_path(shard: Shard | None, index: int | None = None) -> str | None:
 
 class Reading:
     """One reading of a capture by `play`: it counts every entry read, its own or not (a flow's place in the
-    capture, `position_of`, by which pairs are judged in order), and keeps this process's part (`capture.Keep`)."""
+    capture, `position_of`, by which pairs are judged in order). In a process of a split replay its `keep` is the
+    reader's filter (`capture.Keep`), which counts every entry and keeps this process's part; a replay by one
+    process reads every entry as a flow, so it counts the flows (`mark`) and the reader need not find any request
+    line."""
 
     def __init__(self, shard: Shard | None) -> None:
         self.shard = shard
         self.position = 0  # of the entry last read (1: the first)
+        self.keep: Callable[[tuple[bytes, bytes] | None], bool] | None = self._keeps if shard is not None else None
 
-    def __call__(self, line: tuple[bytes, bytes] | None) -> bool:
+    def _keeps(self, line: tuple[bytes, bytes] | None) -> bool:
+        assert self.shard is not None
         self.position += 1
-        return self.shard is None or self.shard.keeps(line)
+        return self.shard.keeps(line)
 
     def mark(self, f: flow.Flow) -> None:
-        """Note the flow just read as at the position last counted."""
+        """Note the flow just read as at its place in the capture."""
+        if self.keep is None:
+            self.position += 1
         f.metadata[POSITION] = self.position
 
 

@@ -76,7 +76,7 @@ def read_part(path: Path, shard: Shard | None, whole: bool = False) -> list[tupl
     reading = Reading(shard)
     out = []
     with open(path, "rb") as fh:
-        for f in capture.recorded_flows(fh, whole=whole, keep=reading):
+        for f in capture.recorded_flows(fh, whole=whole, keep=reading.keep):
             reading.mark(f)
             what = f"{f.request.method} {f.request.path}" if isinstance(f, http.HTTPFlow) else type(f).__name__
             out.append((position_of(f, -1), what))
