@@ -141,12 +141,18 @@ class Pairing:
         answers are to be compared, False when comparison's share of the event loop is spent (the pair is counted
         as skipped at once, and the copy is sent as any other, its answer read without being kept). In the
         capture's order (`in_capture_order`): `position` in the capture, and `naming` instead of `endpoint`."""
-        extra: dict[str, Any] = {"position": position, "naming": naming} if self.order is not None else {}
         if not self.loop.allows():
-            self._finish(Pair(mapping, endpoint, summary, **extra), skipped(OVER_BUDGET, "budget"))
+            pair = Pair(mapping, endpoint, summary, position=position, naming=naming)
+            self._finish(pair, skipped(OVER_BUDGET, "budget"))
             return False
         self.pairs[key] = Pair(
-            mapping, endpoint, summary, secondary_waiting=secondary, with_secondary=secondary, **extra
+            mapping,
+            endpoint,
+            summary,
+            secondary_waiting=secondary,
+            with_secondary=secondary,
+            position=position,
+            naming=naming,
         )
         while len(self.pairs) > MAX_PAIRS:
             _, old = self.pairs.popitem(last=False)
