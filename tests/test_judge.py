@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shadow_addon import secondary
 from shadow_addon.budget import MemoryBudget
 from shadow_addon.compare import CompareConfig, Comparison, Difference, Reply, compare, request_key
+from shadow_addon.compare import endpoints as endpoints_module
 from shadow_addon.compare.endpoints import MANY, EndpointNamer, caller, parse_patterns
 from shadow_addon.compare.judge import (
     HINT_NO_SECONDARY,
@@ -512,3 +513,20 @@ def test_without_a_secondary_production_answering_again_is_the_noise_sample() ->
     assert e["noise_samples"] == 3 and f["/ts"]["noise"] == 1 and f["/price"]["noise"] == 0
     assert f["/price"]["reported"] and f["/ts"]["reported"]  # 100 % vs 33 %: the shadow's own change too
     assert e["provisional"] is False
+
+
+def test_the_shapes_a_namer_keeps_give_the_names_it_would_give_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The namer keeps each word's shape (id-like or not) for the paths that share it: bounded, and never a name
+    other than the one worked out afresh, before or after the bound empties it."""
+    monkeypatch.setattr(endpoints_module, "SHAPES", 4)
+    paths = ["/users/usr_1234/cart", "/objects/507f1f77bcf86cd799439011", "/links/aB3dE5fG7hJ9kL1m", "/v1/items/7"]
+    paths += ["/apis/v1beta1/oauth2/sha256", "/blobs/deadbeef", "/docs/page-2", "/x/" + "a1" * 40]
+    kept, fresh = EndpointNamer(), EndpointNamer()
+    for rnd in range(3):
+        for p in paths:
+            fresh.shapes.clear()
+            fresh.cache.clear()
+            kept.cache.clear()  # the names of whole paths are kept too: only the shapes are asked of here
+            assert kept.name("GET", p) == fresh.name("GET", p), (rnd, p)
+            assert len(kept.shapes) <= 4
+    assert kept.shapes and "a1" * 40 not in kept.shapes and "7" not in kept.shapes  # long words and numbers: never

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shadow_addon.compare.ordered import CaptureOrder, Compared, merged, pack, read, unpack
+from shadow_addon.compare.ordered import BATCH, CaptureOrder, Compared, merged, pack, read, unpack
 from shadow_addon.compare.reply import Reply
 from shadow_addon.compare.result import Comparison
 
@@ -53,3 +53,29 @@ def test_a_packed_reply_is_the_stored_preview_and_parses_afresh() -> None:
     cut = unpack(pack(r, 5))
     assert cut is not None and cut.body == body[:5] and cut.body_size == len(body)
     assert unpack(pack(None, 5)) is None
+
+
+def test_pairs_written_in_batches_come_back_whole_and_in_order(tmp_path: Path) -> None:
+    """Pairs are pickled BATCH at a time: a capture of several batches and a part, matches and mismatches with
+    their replies, reads back pair for pair, here (`compared`) and in another process (`read`)."""
+    n = 3 * BATCH + 7
+    reply = Reply.of(200, [(b"content-type", b"text/plain")], b"x" * 10)
+    here, there = CaptureOrder(), CaptureOrder(str(tmp_path / "part"))
+    try:
+        for order in (here, there):
+            for p in range(1, n + 1):
+                c = pair(p, "mismatch" if p % 5 == 0 else "match")
+                if p % 5 == 0:
+                    c.production, c.shadow = pack(reply, 4), pack(reply, 4)
+                order.add(c)
+                order.release(p + 1)
+            assert order.written == n
+            order.finish()
+        for back in (list(here.compared()), list(read(str(tmp_path / "part")))):
+            assert [c.position for c in back] == list(range(1, n + 1))
+            assert [c.result.result for c in back] == ["mismatch" if p % 5 == 0 else "match" for p in range(1, n + 1)]
+            assert all((unpack(c.shadow) is not None) == (c.position % 5 == 0) for c in back)
+            assert unpack(back[4].production).body == b"xxxx"  # type: ignore[union-attr]
+    finally:
+        here.close()
+        there.close()

@@ -41,6 +41,7 @@ TOKEN_LIMIT = 8192  # bytes of an Authorization value looked into for the caller
 _CLAIMS = ("sub", "preferred_username", "username", "user", "email", "name")
 CACHE = 4096  # names of recent paths, for requests that carry no name of their own (no header, no credentials)
 CACHE_PATH = 256  # longer paths are named each time
+SHAPES = 1024  # segments whose shape is kept (~170 KiB at most, outside the budget: too small to count)
 PREFIX_BYTES = 300  # bookkeeping of one counted prefix, besides its text
 WORD_BYTES = 80  # of one counted word, besides its text
 
@@ -157,6 +158,9 @@ class EndpointNamer:
         # variable; a repeated word changes nothing, so a cached name is the name.
         self.cache: dict[tuple[str, str], str] = {}
         self.cache_held = 0
+        # segment -> whether it is id-like, for the words paths share (`/api/items/1`, `/api/items/2`): four
+        # regexes a segment otherwise. Bounded (SHAPES, WORD_LIMIT); a number is told at once, never kept.
+        self.shapes: dict[str, bool] = {}
 
     def _forget(self) -> None:
         self.cache.clear()
@@ -213,7 +217,7 @@ class EndpointNamer:
             if i == 0 or not seg:
                 out.append(seg)
                 continue
-            if _id_like(seg):
+            if self._id_like(seg):
                 out.append("{id}")
                 continue
             if users is None:
@@ -223,6 +227,16 @@ class EndpointNamer:
                 continue
             out.append(seg if i == 1 else self._word(f"{method} {depth} " + "/".join(out), seg))
         return f"{method} " + "/".join(out)
+
+    def _id_like(self, seg: str) -> bool:
+        if seg.isdigit() or len(seg) > WORD_LIMIT:
+            return _id_like(seg)
+        shape = self.shapes.get(seg)
+        if shape is None:
+            if len(self.shapes) >= SHAPES:
+                self.shapes.clear()
+            shape = self.shapes[seg] = _id_like(seg)
+        return shape
 
     def current(self, name: str) -> str:
         """An endpoint name given earlier, as it would be named now: a position that has since become a variable is

@@ -28,6 +28,7 @@ Naming = tuple[str, str, tuple[tuple[bytes, bytes], ...]]  # method, path, reque
 # Pairs held in memory behind one that waits for its answer (up to the copy timeout) before the replay stops reading
 # the capture until it comes: what a slow answer can make wait is bounded, not the pairs of its timeout.
 WAITING = 4096
+BATCH = 256  # pairs pickled together: one pickle per pair costs more in its framing than in the pair
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ class CaptureOrder:
         self._file: IO[bytes] = open(path, "wb") if path else tempfile.TemporaryFile()  # noqa: SIM115
         self._waiting: list[tuple[int, int, Compared]] = []  # a heap by position
         self._seq = 0
+        self._batch: list[tuple[Any, ...]] = []  # released pairs not yet written
         self.written = 0
 
     @property
@@ -81,13 +83,22 @@ class CaptureOrder:
 
     def release(self, below: int | None) -> None:
         """Write the pairs before position `below` (None: all of them): no pair before them is still waiting."""
-        while self._waiting and (below is None or self._waiting[0][0] < below):
-            pickle.dump(_plain(heapq.heappop(self._waiting)[2]), self._file, protocol=pickle.HIGHEST_PROTOCOL)
-            self.written += 1
+        waiting, batch = self._waiting, self._batch
+        while waiting and (below is None or waiting[0][0] < below):
+            batch.append(_plain(heapq.heappop(waiting)[2]))
+            self.written += 1  # out of memory's hold (the batch is small and bounded)
+            if len(batch) >= BATCH:
+                self._write()
+
+    def _write(self) -> None:
+        if self._batch:
+            pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._batch = []
 
     def finish(self) -> None:
         """Every pair written, the file complete (for `compared`, or another process)."""
         self.release(None)
+        self._write()
         self._file.flush()
 
     def compared(self) -> Iterator[Compared]:
@@ -112,10 +123,11 @@ def _plain(c: Compared) -> tuple[Any, ...]:
 def _read(f: IO[bytes]) -> Iterator[Compared]:
     while True:
         try:
-            t = pickle.load(f)  # noqa: S301 - written by this replay's own processes
+            batch = pickle.load(f)  # noqa: S301 - written by this replay's own processes
         except EOFError:
             return
-        yield Compared(t[0], t[1], t[2], t[3], _MATCH if t[4] is None else t[4], *t[5:])
+        for t in batch:
+            yield Compared(t[0], t[1], t[2], t[3], _MATCH if t[4] is None else t[4], *t[5:])
 
 
 def read(path: str) -> Iterator[Compared]:
