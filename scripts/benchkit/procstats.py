@@ -16,14 +16,21 @@ from typing import Any
 SAMPLE_INTERVAL = 0.2  # s between /proc samples
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc/PID/stat."""
+def cpu_split(pid: int) -> tuple[float, float] | None:
+    """(utime, stime) of a process (all its threads) from /proc/PID/stat, in seconds."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads) from /proc/PID/stat."""
+    split = cpu_split(pid)
+    return None if split is None else split[0] + split[1]
 
 
 @dataclass(slots=True)
@@ -109,6 +116,7 @@ class CpuSnap:
     upstreams: float | None
     client: float  # this process plus reaped children (wrk)
     machine: float | None  # busy CPU seconds of the whole machine, all CPUs (steal included)
+    mitmdump_system: float | None = None  # of `mitmdump`, the kernel's time (stime)
 
 
 def machine_busy_seconds() -> float | None:
@@ -125,12 +133,14 @@ def machine_busy_seconds() -> float | None:
 def cpu_snap(mitmdump_pid: int, upstream_pids: Sequence[int]) -> CpuSnap:
     ups = [cpu_seconds(p) for p in upstream_pids]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    mitm = cpu_split(mitmdump_pid)
     return CpuSnap(
         time.monotonic(),
-        cpu_seconds(mitmdump_pid),
+        None if mitm is None else mitm[0] + mitm[1],
         None if any(u is None for u in ups) else sum(u for u in ups if u is not None),
         time.process_time() + children.ru_utime + children.ru_stime,
         machine_busy_seconds(),
+        None if mitm is None else mitm[1],
     )
 
 
@@ -148,3 +158,5 @@ def cpu_figures(fig: Any, a: CpuSnap, b: CpuSnap) -> None:
     fig.cpu_other_pct = max(0.0, _pct(a.machine, b.machine, span) - ours)
     if a.mitmdump is not None and b.mitmdump is not None and fig.requests:
         fig.cpu_us_per_request = (b.mitmdump - a.mitmdump) / fig.requests * 1e6
+    if a.mitmdump_system is not None and b.mitmdump_system is not None and fig.requests:
+        fig.cpu_system_us_per_request = (b.mitmdump_system - a.mitmdump_system) / fig.requests * 1e6

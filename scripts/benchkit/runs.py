@@ -46,6 +46,7 @@ class Run:
     cpu_client_pct: float = math.nan
     cpu_other_pct: float = math.nan  # everything else on the machine (other processes, steal), in cores x 100
     cpu_us_per_request: float = math.nan  # mitmdump CPU time per measured request
+    cpu_system_us_per_request: float = math.nan  # of it, the kernel's (system time: the sockets' work)
     startup_s: float = math.nan  # s from start until mitmdump listens
     ready_s: float = math.nan  # until it answers a request (the addon has read its Mappings)
     ready_cpu_s: float = math.nan  # mitmdump's CPU time until then

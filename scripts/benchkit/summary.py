@@ -86,6 +86,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
             "cpu_client_pct": _median([r.cpu_client_pct for r in rs]),
             "cpu_other_pct": _median([r.cpu_other_pct for r in rs]),
             "cpu_us_per_request": _median([r.cpu_us_per_request for r in rs]),
+            "cpu_system_us_per_request": _median([r.cpu_system_us_per_request for r in rs]),
             "ready_s": _median([r.ready_s for r in rs]),
             "ready_s_max": max((r.ready_s for r in rs), default=math.nan),
             "ready_cpu_s": _median([r.ready_cpu_s for r in rs]),
