@@ -41,7 +41,7 @@ TOKEN_LIMIT = 8192  # bytes of an Authorization value looked into for the caller
 _CLAIMS = ("sub", "preferred_username", "username", "user", "email", "name")
 CACHE = 4096  # names of recent paths, for requests that carry no name of their own (no header, no credentials)
 CACHE_PATH = 256  # longer paths are named each time
-SHAPES = 1024  # segments whose shape is kept (~170 KiB at most, outside the budget: too small to count)
+SHAPES = 1024  # segments whose shape is kept (~200 KiB at most, outside the budget: too small to count)
 PREFIX_BYTES = 300  # bookkeeping of one counted prefix, besides its text
 WORD_BYTES = 80  # of one counted word, besides its text
 
@@ -181,6 +181,7 @@ class EndpointNamer:
         self.held = 0
         self.words.clear()
         self.varying.clear()
+        self.shapes.clear()
         self._forget()
 
     def name(self, method: str, path: str, headers: Headers | None = None) -> str:
