@@ -79,3 +79,21 @@ def test_pairs_written_in_batches_come_back_whole_and_in_order(tmp_path: Path) -
     finally:
         here.close()
         there.close()
+
+
+def test_pairs_released_together_across_a_batch_are_all_written() -> None:
+    """A late answer holds many pairs; once it comes, one release writes them all, across batch boundaries."""
+    n = 2 * BATCH + 10
+    order = CaptureOrder()
+    try:
+        for p in range(2, n + 1):
+            order.add(pair(p))
+        order.release(1)  # pair 1 still waits: nothing goes
+        assert order.written == 0
+        order.add(pair(1))
+        order.release(None)
+        order.finish()
+        assert order.written == n
+        assert [c.position for c in order.compared()] == list(range(1, n + 1))
+    finally:
+        order.close()

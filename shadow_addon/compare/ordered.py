@@ -93,7 +93,7 @@ class CaptureOrder:
     def _write(self) -> None:
         if self._batch:
             pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
-            self._batch = []
+            self._batch.clear()  # in place: `release` goes on appending to this list
 
     def finish(self) -> None:
         """Every pair written, the file complete (for `compared`, or another process)."""
