@@ -198,3 +198,17 @@ def test_the_grpc_pair_routes_the_grpc_service_over_http2_with_and_without_its_s
         route = routing.resolve(table, RequestView("POST", GRPC_METHOD, "x", {}), 0.0, 0.0)  # type: ignore[arg-type]
         assert route is not None and route.mapping is not None and route.mapping.name == "echo"
         assert (route.shadow is not None) == bool(shadows)
+
+
+def test_the_replay_case_counts_the_pairs_its_report_judged() -> None:
+    """`--replay` checks every entry was judged: the counts of the report's `compared` lines, over its Mappings."""
+    out = [
+        "/                        production   100000       0      0.1      0.1      0.1  200:100000",
+        "  -> app-shadow          shadow       100000       0      0.5      1.0      2.3  200:100000",
+        "                         compared   match:99998 skipped:2",
+        "  -> grpc-shadow         shadow           10       0      0.5      1.0      2.3  200:10",
+        "                         compared   mismatch:3 noise:7",
+        "ok: app-shadow: 0 of 100000 pairs differ (0.0%; allowed 0.0%)",
+    ]
+    assert replaycase.judged(out) == 100010
+    assert replaycase.judged(out[:2]) == 0  # no comparison reported: nothing judged

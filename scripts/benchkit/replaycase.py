@@ -8,10 +8,11 @@ import asyncio
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,11 @@ class ReplayRun:
 
 def tail(text: str) -> Iterator[str]:
     yield from [ln for ln in text.splitlines() if ln.strip()][-8:]
+
+
+def judged(output: Iterable[str]) -> int:
+    """The pairs the replay's report counts as compared (`compared   match:N noise:M ...`), over its Mappings."""
+    return sum(int(n) for ln in output if ln.split()[:1] == ["compared"] for n in re.findall(r":(\d+)", ln))
 
 
 async def replay_once(
@@ -234,8 +240,9 @@ def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> i
             continue
         worst_wall = max(r.wall_s for r in rs)
         worst_rss = max(r.peak_rss_mib for r in rs)
-        ok = all(r.exit_code == 0 and r.shadow_received == r.entries for r in rs)
-        checks.append(Check(f"replay {kind}: every entry copied, exit 0", str(ok), "True", "PASS" if ok else "FAIL", 0))
+        ok = all(r.exit_code == 0 and r.shadow_received == r.entries == judged(r.output) for r in rs)
+        name = f"replay {kind}: every entry copied and judged, exit 0"
+        checks.append(Check(name, str(ok), "True", "PASS" if ok else "FAIL", 0))
         res = "PASS" if worst_wall <= REPLAY_SECONDS else "FAIL"
         checks.append(Check(f"replay {kind}: wall time", f"{worst_wall:.1f} s", f"<= {REPLAY_SECONDS:g} s", res, 0))
         scaled = [r.wall_s * r.speed for r in rs]  # nan where the probe had too few samples: shown as "-"
