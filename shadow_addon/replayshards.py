@@ -225,19 +225,22 @@ class Progress:
     def done(self) -> None:
         self.publish(DONE)
 
+    def behind(self, position: int) -> list[int]:
+        """The other processes that have not yet read to `position` - SPAN."""
+        return [k for k in self.shard.others() if _POSITION.unpack_from(self._map, 8 * k)[0] < position - SPAN]
+
     def ahead(self, position: int) -> bool:
         """Whether another process has not yet read to `position` - SPAN."""
-        return any(_POSITION.unpack_from(self._map, 8 * k)[0] < position - SPAN for k in self.shard.others())
+        return bool(self.behind(position))
 
     async def wait(self, position: int) -> None:
         """Until every other process has got to `position` - SPAN. Raises ShardGone if one of them ended first, or
         the parent process did."""
         parent = os.getppid()
-        while self.ahead(position):
-            for k in self.shard.others():
-                if _POSITION.unpack_from(self._map, 8 * k)[0] < position - SPAN:
-                    if os.path.exists(gone(self.shard.directory, k)) or os.getppid() != parent:
-                        raise ShardGone(f"replay: process {k + 1} of {self.shard.count} ended before the capture's end")
+        while laggards := self.behind(position):
+            for k in laggards:
+                if os.path.exists(gone(self.shard.directory, k)) or os.getppid() != parent:
+                    raise ShardGone(f"replay: process {k + 1} of {self.shard.count} ended before the capture's end")
             await asyncio.sleep(PACE)
 
     def close(self) -> None:
