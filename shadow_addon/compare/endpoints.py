@@ -218,7 +218,7 @@ class EndpointNamer:
             if i == 0 or not seg:
                 out.append(seg)
                 continue
-            if self._id_like(seg):
+            if self._is_id(seg):
                 out.append("{id}")
                 continue
             if users is None:
@@ -229,7 +229,8 @@ class EndpointNamer:
             out.append(seg if i == 1 else self._word(f"{method} {depth} " + "/".join(out), seg))
         return f"{method} " + "/".join(out)
 
-    def _id_like(self, seg: str) -> bool:
+    def _is_id(self, seg: str) -> bool:
+        """`_id_like`, with the shapes of shared words kept (`shapes`)."""
         if seg.isdigit() or len(seg) > WORD_LIMIT:
             return _id_like(seg)
         shape = self.shapes.get(seg)
