@@ -3,6 +3,7 @@ body), and the `Copy` shaped from the request as production got it (Envoy mirror
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mitmproxy import http
@@ -29,6 +30,13 @@ class Pending:
     sent: bool = False  # the copy was handed to the sender (or deliberately not: dropped and counted)
     via: str | None = None  # the proxy's address on the client's connection, which Envoy's mirror appends to XFF
     marks: Marks = field(default_factory=Marks)  # production's latency marks (production.latency)
+    due: Callable[[], None] | None = None  # the copy, made and handed over once production's request is out
+
+    def copy_now(self) -> None:
+        """Make and hand over the copy that is due, if it has not gone yet: before anything reads its outcome."""
+        if self.due is not None:
+            due, self.due = self.due, None
+            due()
 
 
 def not_copied(req: http.Request, methods: frozenset[str] = frozenset()) -> str | None:

@@ -132,13 +132,15 @@ class Marks:
         self.head_step = time.time()
 
 
-def after_step(callback: Callable[[], None]) -> None:
+def after_step(callback: Callable[[], None]) -> bool:
     """Run `callback` once the event loop's current step is over: mitmproxy finishes what a hook chain leads to
-    (writing a request, taking a body) in the step that ran the chain."""
+    (writing a request, taking a body) in the step that ran the chain. False: no event loop runs (a hook called by
+    hand, as in a test), and the callback will not run."""
     try:
         asyncio.get_running_loop().call_soon(callback)
-    except RuntimeError:  # a hook called by hand, outside an event loop (a test): no mark
-        pass
+    except RuntimeError:
+        return False
+    return True
 
 
 class Connections:

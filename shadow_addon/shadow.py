@@ -14,6 +14,7 @@ if __name__.startswith("__mitmproxy_script__"):
     __package__ = "shadow_addon"
 
 import dataclasses
+import functools
 import logging
 import random
 from collections.abc import Awaitable
@@ -129,6 +130,8 @@ class Shadow:
         if self.admin is not None:
             self.admin.close()
             self.admin = None
+        for p in self.pending.values():
+            p.copy_now()  # handed over to be cancelled and counted with the copies in flight
         if self.sender is not None:
             self.sender.close()
         for p in self.pending.values():
@@ -270,18 +273,28 @@ class Shadow:
                 flow.request.raw_content, p.tee = kept, None
         if p is None:
             return None
-        if p.route.shadow is not None and self.sender is not None:
-            body = copies.body_of(flow.request, self.settings.body_limit, p)
-            if isinstance(body, str):
-                self._skip_copy(p, body)
-            else:
-                self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
-                p.sent = True
-            if p.tee is not None:
-                p.tee.release()
-                p.tee = None
         production.after_step(p.marks.stamp_sent)  # production's latency starts at its write, as the copy's
+        if p.route.shadow is not None and self.sender is not None:
+            # Made and written once mitmproxy has written production's request, in this loop step: production
+            # does not wait for the copy, and the copy has what the hooks after this one did to the request.
+            # Envoy's router, too, starts the mirror after the primary request.
+            p.due = functools.partial(self._copy, flow, p)
+            if not production.after_step(p.copy_now):
+                p.copy_now()
         return None
+
+    def _copy(self, flow: http.HTTPFlow, p: Pending) -> None:
+        if p.route.shadow is None or self.sender is None:
+            return
+        body = copies.body_of(flow.request, self.settings.body_limit, p)
+        if isinstance(body, str):
+            self._skip_copy(p, body)
+        else:
+            self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
+            p.sent = True
+        if p.tee is not None:
+            p.tee.release()
+            p.tee = None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         p = self.pending.get(flow.id)
@@ -303,8 +316,10 @@ class Shadow:
             elif tee is not None:
                 tee.release()
         p = self.pending.pop(flow.id, None)
-        if p is not None and p.tee is not None:
-            p.tee.release()
+        if p is not None:
+            p.copy_now()  # an answer in the request's own loop step (an addon's): the copy goes first
+            if p.tee is not None:
+                p.tee.release()
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
@@ -326,6 +341,7 @@ class Shadow:
         p = self.pending.pop(flow.id, None)
         if p is None:
             return
+        p.copy_now()  # the request was complete: its copy goes, as it would have a step later
         if p.tee is not None:
             p.tee.release()
         production.record_error(self.metrics, p.route)

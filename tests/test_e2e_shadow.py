@@ -103,6 +103,27 @@ def test_copy_is_byte_for_byte_what_production_got(tmp_path: Path, upstream, pro
     assert by_request["POST", "/v1/upload"].body == body
 
 
+def test_an_addon_after_this_one_edits_production_and_the_copy_alike(tmp_path: Path, upstream, proxy) -> None:
+    """The copy is made once production's request is out (after every addon's `request` hook), so what a script
+    loaded after the shadow addon does to the request reaches the copy too: Envoy mirrors what its route sent."""
+    later = tmp_path / "later.py"
+    later.write_text(
+        "def request(flow):\n"
+        "    flow.request.headers['x-later'] = 'edited'\n"
+        "    flow.request.content = flow.request.content + b'+later'\n"
+    )
+    p, api, sh = shadow_setup(tmp_path, upstream, proxy, args=["-s", str(later)])
+    for i in range(3):
+        s, _, out = p.request("POST", f"/api/items/{i}", body=b"body%d" % i)
+        assert s == 200 and json.loads(out)["name"] == "api"
+    assert sh.wait_for(3)
+    copies = {c.path: c for c in sh.seen}
+    for prod_seen in api.seen:
+        assert prod_seen.header("x-later") == "edited" and prod_seen.body.endswith(b"+later")
+        copy = copies[prod_seen.path]
+        assert (copy.header("x-later"), copy.body) == ("edited", prod_seen.body)
+
+
 def test_chunked_upload_is_copied_whole(tmp_path: Path, upstream, proxy) -> None:
     p, api, sh = shadow_setup(tmp_path, upstream, proxy)
     parts = [os.urandom(1000), os.urandom(5000), b"end"]

@@ -379,6 +379,7 @@ async def test_an_answer_whose_comparison_was_given_up_is_drained_unkept_on_its_
                 f = tflow.tflow(req=tutils.treq(path=b"/api/%d" % i))
                 sh.requestheaders(f)
                 sh.request(f)
+                await asyncio.sleep(0)  # the copy is made once the request hooks' loop step is over
                 assert f.id in sh.pairing.pairs  # admitted when the copy was sent
                 if spent:
                     sh.pairing.loop.spend(10.0)  # the share spent before the shadow's head arrives
