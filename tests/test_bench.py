@@ -212,3 +212,34 @@ def test_the_replay_case_counts_the_pairs_its_report_judged() -> None:
     ]
     assert replaycase.judged(out) == 100010
     assert replaycase.judged(out[:2]) == 0  # no comparison reported: nothing judged
+
+
+def test_every_part_the_in_situ_timing_wraps_is_in_the_package() -> None:
+    """`scripts/bench_insitu.py` skips a name an older release lacks: in this one, each must be there, or the
+    figure would leave the part out unseen."""
+    import importlib
+
+    import bench_insitu
+
+    for module, path, label, _ in bench_insitu.TIMED:
+        owner: object = importlib.import_module(f"shadow_addon.{module}")
+        for name in path.split("."):
+            owner = getattr(owner, name)
+        assert callable(owner), label
+
+
+def test_the_in_situ_report_is_per_request_and_sums_the_outer_parts_only(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_insitu
+
+    acc = {
+        "hook: requestheaders": [400_000, 4],  # 100 us a request
+        "step: the copy": [200_000, 4],
+        "  making the copy": [120_000, 4],  # inside the step: not added again
+        "cpu": [4_000_000, 1],  # 1000 us a request
+    }
+    bench_insitu.report("pkg", acc)
+    out = capsys.readouterr().out
+    assert "pkg: 4 requests; mitmdump's CPU 1000 us a request" in out
+    assert re.search(r"hook: requestheaders\s+100\.0\s+1\.00", out)
+    assert re.search(r"  making the copy\s+30\.0\s+1\.00", out)
+    assert re.search(r"the addon, all of the above unindented\s+150\.0\s+\(15\.0% of the CPU\)", out)
