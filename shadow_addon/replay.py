@@ -28,11 +28,10 @@ from typing import Any, Protocol
 
 from mitmproxy import ctx, http
 
-from . import capture, copies, production, replaynotes, replayreading, replayshards, routing
+from . import capture, copies, dispatch, production, replaynotes, replayreading, replayshards, routing
 from .addresses import Address
 from .compare import ordered
 from .compare.ordered import CaptureOrder
-from .compare.pairing import Pairing
 from .metrics import Metrics
 from .reasons import DropReason
 from .recorded.spill import Spill
@@ -49,36 +48,17 @@ PROGRESS_INTERVAL = 10.0  # s between progress lines while a capture is replayed
 BUSY_COMMANDS = ("readfile.reading", "replay.client.count", "replay.server.count", "proxyserver.active_connections")
 
 
-class Host(Protocol):
-    """What a replay reads of the addon that feeds it (`Shadow`), and the two things it asks of it."""
+class Host(dispatch.Rooms, Protocol):
+    """What a replay reads of the addon that feeds it (`Shadow`): the rooms a copy goes through, its routes and its
+    metrics."""
 
     @property
     def table(self) -> routing.Table: ...
     @property
-    def settings(self) -> Settings: ...
-    @property
     def metrics(self) -> Metrics: ...
-    @property
-    def sender(self) -> Sender | None: ...
-    @property
-    def pairing(self) -> Pairing | None: ...
 
     def route_of(self, req: http.Request, routed: str | None = None, every: bool = False) -> routing.Route | None:
         """The request's route (the canary pick, the shadow if sampled); `routed`: the Mapping that routed it."""
-        ...
-
-    def submit_copy(
-        self,
-        key: str,
-        req: http.Request,
-        route: routing.Route,
-        body: bytes,
-        paired: bool,
-        via: str | None = None,
-        position: int | None = None,
-    ) -> None:
-        """Hand the copy of `req` to the sender; `paired`: compare its answer with production's; `position`: the
-        request's in the capture."""
         ...
 
 
@@ -282,7 +262,7 @@ class Replay:
         self.outstanding[route.shadow_address] = self.outstanding.get(route.shadow_address, 0) + 1
         self.copies += 1
         self.longest = max(self.longest, copies.timeout_of(route, sh.settings))
-        sh.submit_copy(key, dup.request, route, body, paired, position=position)
+        dispatch.submit(sh, key, dup.request, route, body, paired, position=position)
         if paired and sh.pairing is not None:
             sh.pairing.production_answered(dup, shadow.name)
 

@@ -290,7 +290,7 @@ class Shadow:
         if isinstance(body, str):
             self._skip_copy(p, body)
         else:
-            self.submit_copy(flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
+            dispatch.submit(self, flow.id, flow.request, p.route, body, paired=self.pairing is not None, via=p.via)
             p.sent = True
         if p.tee is not None:
             p.tee.release()
@@ -370,18 +370,6 @@ class Shadow:
             req.method, req.path, copies.host_header(req) or "", req.headers if headers is None else headers
         )
         return routing.resolve(self.table, view, random.random() * 100.0, shadow_draw)
-
-    def submit_copy(
-        self,
-        key: str,
-        req: http.Request,
-        route: routing.Route,
-        body: bytes,
-        paired: bool,
-        via: str | None = None,
-        position: int | None = None,
-    ) -> None:
-        dispatch.submit(self, key, req, route, body, paired, via, position)
 
     def _skip_copy(self, p: Pending, reason: str) -> None:
         """This request will not be copied: count why, and keep the route for production's metrics."""
