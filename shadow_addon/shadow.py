@@ -277,7 +277,8 @@ class Shadow:
         if p.route.shadow is not None and self.sender is not None:
             # Made and written once mitmproxy has written production's request, in this loop step: production
             # does not wait for the copy, and the copy has what the hooks after this one did to the request.
-            # Envoy's router, too, starts the mirror after the primary request.
+            # Envoy's router, buffering the body, starts the mirror once the primary request is handed on
+            # (router.cc onRequestComplete).
             p.due = functools.partial(self._copy, flow, p)
             if not production.after_step(p.copy_now):
                 p.copy_now()
