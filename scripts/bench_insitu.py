@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import types
 
 _SCRIPTS = str(pathlib.Path(__file__).resolve().parent)
 sys.path.insert(0, _SCRIPTS)
@@ -33,8 +34,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SCRIPTS, os.environ.get(
 from benchkit.harness import ADDON_SRC, Package, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
 from benchkit.load import wrk_load  # noqa: E402
 from benchkit.procs import free_port, spawn, stop, wait_answer, wait_port  # noqa: E402
+from benchkit.procstats import CpuSnap, cpu_figures, cpu_snap, steal_seconds  # noqa: E402
 from benchkit.scenarios import SCENARIOS, mapping_set  # noqa: E402
 from benchkit.speed import place_processes  # noqa: E402
+from benchkit.summary import OTHER_LOAD_PCT  # noqa: E402
 from benchkit.upstreams import start_upstreams  # noqa: E402
 
 # What is timed: (module of shadow_addon, attribute path, label, outer). An outer call is counted only when no other
@@ -121,12 +124,6 @@ def entry() -> str:
     return f"TIMED = {TIMED!r}\n{ENTRY}"
 
 
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 async def measure(s: Setup, label: str, seconds: int, connections: int) -> dict[str, list[int]]:
     """One loaded mitmdump with the instrumented copy; the timings and the window's CPU time, by label."""
     scn = SCENARIOS["healthy"]
@@ -137,12 +134,14 @@ async def measure(s: Setup, label: str, seconds: int, connections: int) -> dict[
     log = s.tmp / f"mitmdump-{label}.log"
     with open(log, "wb") as logf:
         proc = await spawn("mitmdump", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
-    ticks: list[int] = []
+    snaps: list[CpuSnap] = []
+    steal: list[float | None] = []
 
     def mark() -> None:
-        if not ticks:
+        if not snaps:
             os.kill(proc.pid, signal.SIGUSR1)  # the warm-up's timings are dropped
-        ticks.append(_cpu_ticks(proc.pid))
+        snaps.append(cpu_snap(proc.pid, s.ups.pids))
+        steal.append(steal_seconds())
 
     try:
         await wait_port(port, proc, "mitmdump")
@@ -154,7 +153,12 @@ async def measure(s: Setup, label: str, seconds: int, connections: int) -> dict[
     if not out.exists():
         raise RuntimeError(f"no timings from mitmdump: {log.read_text(errors='replace')[-1500:]}")
     acc: dict[str, list[int]] = json.loads(out.read_text())
-    acc["cpu"] = [(ticks[1] - ticks[0]) * 10**9 // os.sysconf("SC_CLK_TCK"), 1]
+    window = types.SimpleNamespace(requests=acc.get("hook: requestheaders", [0, 0])[1])
+    cpu_figures(window, snaps[0], snaps[1])
+    acc["cpu"] = [round(getattr(window, "cpu_us_per_request", 0.0) * window.requests * 1e3), 1]
+    acc["other"] = [round(window.cpu_other_pct), 1]
+    if steal[0] is not None and steal[1] is not None:
+        acc["steal"] = [round(100 * (steal[1] - steal[0]) / (snaps[1].t - snaps[0].t)), 1]
     return acc
 
 
@@ -164,8 +168,14 @@ def report(label: str, acc: dict[str, list[int]]) -> None:
         print(f"{label}: no request measured")
         return
     cpu = acc.pop("cpu")[0] / n / 1e3
+    other, steal = acc.pop("other", [0])[0], acc.pop("steal", [0])[0]
     outer = sum(ns for k, (ns, _) in acc.items() if not k.startswith(" "))
-    print(f"\n{label}: {n} requests; mitmdump's CPU {cpu:.0f} us a request")
+    print(
+        f"\n{label}: {n} requests; mitmdump's CPU {cpu:.0f} us a request; other CPU on the machine {other} % of a "
+        f"core; stolen by the hypervisor {steal} %"
+    )
+    if other > OTHER_LOAD_PCT:
+        print(f"  disturbed: over {OTHER_LOAD_PCT:g} % of a core ran outside the benchmark; rerun when it is quiet")
     print(f"{'':66} {'us/request':>10} {'calls/request':>13}")
     order = sorted(acc, key=lambda k: (k.startswith(" "), -acc[k][0]))
     for k in [k for k in order if not k.startswith(" ")] + [k for k in order if k.startswith(" ")]:

@@ -236,10 +236,16 @@ def test_the_in_situ_report_is_per_request_and_sums_the_outer_parts_only(capsys:
         "step: the copy": [200_000, 4],
         "  making the copy": [120_000, 4],  # inside the step: not added again
         "cpu": [4_000_000, 1],  # 1000 us a request
+        "other": [40, 1],  # % of a core outside the benchmark
+        "steal": [30, 1],
     }
-    bench_insitu.report("pkg", acc)
+    bench_insitu.report("pkg", dict(acc))
     out = capsys.readouterr().out
-    assert "pkg: 4 requests; mitmdump's CPU 1000 us a request" in out
+    assert "pkg: 4 requests; mitmdump's CPU 1000 us a request; other CPU on the machine 40 % of a core;" in out
+    assert "stolen by the hypervisor 30 %" in out
+    assert "disturbed: over 25 % of a core" in out
     assert re.search(r"hook: requestheaders\s+100\.0\s+1\.00", out)
     assert re.search(r"  making the copy\s+30\.0\s+1\.00", out)
     assert re.search(r"the addon, all of the above unindented\s+150\.0\s+\(15\.0% of the CPU\)", out)
+    bench_insitu.report("quiet", {**acc, "other": [3, 1]})
+    assert "disturbed" not in capsys.readouterr().out

@@ -119,15 +119,29 @@ class CpuSnap:
     mitmdump_system: float | None = None  # of `mitmdump`, the kernel's time (stime)
 
 
-def machine_busy_seconds() -> float | None:
-    """From the first line of /proc/stat: everything but idle and iowait."""
+def _machine_ticks() -> list[int] | None:
+    """The first line of /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal (all CPUs)."""
     try:
         with open("/proc/stat", "rb") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]
+            return [int(x) for x in f.readline().split()[1:9]]
     except (OSError, ValueError):
+        return None
+
+
+def machine_busy_seconds() -> float | None:
+    """From the first line of /proc/stat: everything but idle and iowait."""
+    ticks = _machine_ticks()
+    if ticks is None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (/proc/stat's steal), all CPUs:
+    on a shared VM, most of what the benchmark counts as "other" CPU in a disturbed run."""
+    ticks = _machine_ticks()
+    return None if ticks is None else ticks[7] / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_snap(mitmdump_pid: int, upstream_pids: Sequence[int]) -> CpuSnap:
