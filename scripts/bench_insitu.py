@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -34,7 +35,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SCRIPTS, os.environ.get(
 from benchkit.harness import ADDON_SRC, Package, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
 from benchkit.load import wrk_load  # noqa: E402
 from benchkit.procs import free_port, spawn, stop, wait_answer, wait_port  # noqa: E402
-from benchkit.procstats import CpuSnap, cpu_figures, cpu_snap, steal_seconds  # noqa: E402
+from benchkit.procstats import CpuSnap, cpu_figures, cpu_snap  # noqa: E402
 from benchkit.scenarios import SCENARIOS, mapping_set  # noqa: E402
 from benchkit.speed import place_processes  # noqa: E402
 from benchkit.summary import OTHER_LOAD_PCT  # noqa: E402
@@ -135,13 +136,11 @@ async def measure(s: Setup, label: str, seconds: int, connections: int) -> dict[
     with open(log, "wb") as logf:
         proc = await spawn("mitmdump", cmd, s.mitm_cpus, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
     snaps: list[CpuSnap] = []
-    steal: list[float | None] = []
 
     def mark() -> None:
         if not snaps:
             os.kill(proc.pid, signal.SIGUSR1)  # the warm-up's timings are dropped
         snaps.append(cpu_snap(proc.pid, s.ups.pids))
-        steal.append(steal_seconds())
 
     try:
         await wait_port(port, proc, "mitmdump")
@@ -157,8 +156,8 @@ async def measure(s: Setup, label: str, seconds: int, connections: int) -> dict[
     cpu_figures(window, snaps[0], snaps[1])
     acc["cpu"] = [round(getattr(window, "cpu_us_per_request", 0.0) * window.requests * 1e3), 1]
     acc["other"] = [round(window.cpu_other_pct), 1]
-    if steal[0] is not None and steal[1] is not None:
-        acc["steal"] = [round(100 * (steal[1] - steal[0]) / (snaps[1].t - snaps[0].t)), 1]
+    if not math.isnan(window.cpu_steal_pct):
+        acc["steal"] = [round(window.cpu_steal_pct), 1]
     return acc
 
 

@@ -249,3 +249,18 @@ def test_the_in_situ_report_is_per_request_and_sums_the_outer_parts_only(capsys:
     assert re.search(r"the addon, all of the above unindented\s+150\.0\s+\(15\.0% of the CPU\)", out)
     bench_insitu.report("quiet", {**acc, "other": [3, 1]})
     assert "disturbed" not in capsys.readouterr().out
+
+
+def test_a_disturbed_run_says_how_much_of_its_other_cpu_the_hypervisor_stole() -> None:
+    """'Other' CPU is the machine's busy time (steal included) outside the benchmark's processes; its steal is
+    read apart from /proc/stat's steal column, and the note on disturbed runs gives it."""
+    from benchkit.procstats import CpuSnap, cpu_figures
+    from benchkit.runs import Run
+    from benchkit.summary import notes
+
+    run = Run(3, "healthy", requests=1000)
+    # 2 s: mitmdump 1 core, the servers and the client 0.2 each, the machine 2.4 cores busy of it 0.6 stolen.
+    cpu_figures(run, CpuSnap(10.0, 5.0, 1.0, 1.0, 100.0, 0.5, 40.0), CpuSnap(12.0, 7.0, 1.4, 1.4, 104.8, 0.6, 41.2))
+    assert round(run.cpu_other_pct) == 100 and round(run.cpu_steal_pct) == 60
+    said = " ".join(notes([run, Run(3, "plain", requests=1000, cpu_other_pct=0.0)], {}, []))
+    assert "1 of 2 runs shared the machine" in said and "round 3 healthy, 100%, of it 60% stolen" in said

@@ -117,6 +117,7 @@ class CpuSnap:
     client: float  # this process plus reaped children (wrk)
     machine: float | None  # busy CPU seconds of the whole machine, all CPUs (steal included)
     mitmdump_system: float | None = None  # of `mitmdump`, the kernel's time (stime)
+    steal: float | None = None  # the hypervisor's steal, all CPUs (`steal_seconds`)
 
 
 def _machine_ticks() -> list[int] | None:
@@ -155,6 +156,7 @@ def cpu_snap(mitmdump_pid: int, upstream_pids: Sequence[int]) -> CpuSnap:
         time.process_time() + children.ru_utime + children.ru_stime,
         machine_busy_seconds(),
         None if mitm is None else mitm[1],
+        steal_seconds(),
     )
 
 
@@ -170,6 +172,7 @@ def cpu_figures(fig: Any, a: CpuSnap, b: CpuSnap) -> None:
     fig.cpu_client_pct = _pct(a.client, b.client, span)
     ours = fig.cpu_mitmdump_pct + fig.cpu_upstreams_pct + fig.cpu_client_pct
     fig.cpu_other_pct = max(0.0, _pct(a.machine, b.machine, span) - ours)
+    fig.cpu_steal_pct = _pct(a.steal, b.steal, span)
     if a.mitmdump is not None and b.mitmdump is not None and fig.requests:
         fig.cpu_us_per_request = (b.mitmdump - a.mitmdump) / fig.requests * 1e6
     if a.mitmdump_system is not None and b.mitmdump_system is not None and fig.requests:

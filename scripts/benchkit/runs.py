@@ -45,6 +45,7 @@ class Run:
     cpu_upstreams_pct: float = math.nan
     cpu_client_pct: float = math.nan
     cpu_other_pct: float = math.nan  # everything else on the machine (other processes, steal), in cores x 100
+    cpu_steal_pct: float = math.nan  # the hypervisor's steal, counted in cpu_other_pct too
     cpu_us_per_request: float = math.nan  # mitmdump CPU time per measured request
     cpu_system_us_per_request: float = math.nan  # of it, the kernel's (system time: the sockets' work)
     startup_s: float = math.nan  # s from start until mitmdump listens

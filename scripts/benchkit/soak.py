@@ -119,6 +119,7 @@ class Phase:
     cpu_upstreams_pct: float = math.nan
     cpu_client_pct: float = math.nan
     cpu_other_pct: float = math.nan  # the machine's busy time outside the benchmark's processes
+    cpu_steal_pct: float = math.nan  # the hypervisor's steal, counted in cpu_other_pct too
     cpu_us_per_request: float = math.nan  # mitmdump CPU time per completed production request
     cpu_system_us_per_request: float = math.nan  # of it, the kernel's (system time: the sockets' work)
     prod_received: int = 0  # by the production server during the phase

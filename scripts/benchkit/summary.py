@@ -237,8 +237,9 @@ def notes(runs: list[Run], summary: dict[str, dict[str, Any]], checks: list[Chec
         worst = max(busy, key=lambda r: r.cpu_other_pct)
         out.append(
             f"{len(busy)} of {len(runs)} runs shared the machine with other work (> {OTHER_LOAD_PCT:g}% of a core "
-            f"outside the benchmark; worst: round {worst.round} {worst.scenario}, {worst.cpu_other_pct:.0f}%): "
-            "their figures are disturbed; rerun when the machine is quiet"
+            f"outside the benchmark; worst: round {worst.round} {worst.scenario}, {worst.cpu_other_pct:.0f}%, of it "
+            f"{worst.cpu_steal_pct:.0f}% stolen by the hypervisor): their figures are disturbed; rerun when the "
+            "machine is quiet"
         )
     slow_plain = [
         r for r in runs if r.scenario == "plain" and r.cpu_mitmdump_pct < 80 and not (r.cpu_other_pct > OTHER_LOAD_PCT)
