@@ -317,14 +317,13 @@ class Shadow:
             elif tee is not None:
                 tee.release()
         p = self.pending.pop(flow.id, None)
-        if p is not None:
-            p.copy_now()  # an answer in the request's own loop step (an addon's): the copy goes first
-            if p.tee is not None:
-                p.tee.release()
         if p is None:
             if not flow.is_replay and flow.live and self.table.groups:
                 production.record(self.metrics, flow, None)
             return
+        p.copy_now()  # an answer in the request's own loop step (an addon's): the copy goes first
+        if p.tee is not None:
+            p.tee.release()
         if not streamed_call:
             production.edit_response(flow, p.route)
         p.marks.connected = self.connections.set_up(flow.server_conn)
