@@ -32,11 +32,11 @@ import types
 _SCRIPTS = str(pathlib.Path(__file__).resolve().parent)
 sys.path.insert(0, _SCRIPTS)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SCRIPTS, os.environ.get("PYTHONPATH", "")) if p)  # servers
-from benchkit.harness import ADDON_SRC, Package, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
+from benchkit.harness import ADDON_SRC, Setup, find_mitmdump, mitmdump_cmd, package  # noqa: E402
 from benchkit.load import wrk_load  # noqa: E402
 from benchkit.procs import free_port, spawn, stop, wait_answer, wait_port  # noqa: E402
 from benchkit.procstats import CpuSnap, cpu_figures, cpu_snap  # noqa: E402
-from benchkit.scenarios import SCENARIOS, mapping_set  # noqa: E402
+from benchkit.scenarios import SCENARIOS, write_mapping_set  # noqa: E402
 from benchkit.speed import place_processes  # noqa: E402
 from benchkit.summary import OTHER_LOAD_PCT  # noqa: E402
 from benchkit.upstreams import start_upstreams  # noqa: E402
@@ -199,17 +199,13 @@ async def main() -> None:
     print(placement)
     with tempfile.TemporaryDirectory(prefix="shadow-insitu-") as tmpdir:
         tmp = pathlib.Path(tmpdir)
-        for rel, text in mapping_set(SCENARIOS["healthy"].mappings).items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_text(text)
+        write_mapping_set(tmp, SCENARIOS["healthy"].mappings)
         ups = await start_upstreams("auto", tmp)
         try:
             for i, pkg in enumerate(packages):
-                addon = tmp / f"addon{i}"
-                snapshot_addon(addon, pkg)
-                (addon / "shadow_addon" / "addon.py").write_text(entry())
-                env = dict(os.environ, PYTHONPATH=str(addon))
-                s = Setup(args, ups, find_mitmdump(), wrk, tmp, Package(addon, env, False), mitm_cpus=mitm_cpus)
+                snapshot = package(args, pkg, tmp / f"addon{i}")
+                (snapshot.addon / "shadow_addon" / "addon.py").write_text(entry())
+                s = Setup(args, ups, find_mitmdump(), wrk, tmp, snapshot, mitm_cpus=mitm_cpus)
                 report(str(pkg), await measure(s, f"p{i}", args.seconds, args.connections))
         finally:
             await ups.close()

@@ -35,7 +35,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SCRIPTS, os.environ.get(
 from benchkit.harness import ADDON_SRC, Package, Setup, find_mitmdump, mitmdump_cmd, snapshot_addon  # noqa: E402
 from benchkit.load import bench_request, exchange  # noqa: E402
 from benchkit.procs import HOST, free_port, spawn, stop, wait_answer, wait_port  # noqa: E402
-from benchkit.scenarios import SCENARIOS, mapping_set  # noqa: E402
+from benchkit.scenarios import SCENARIOS, write_mapping_set  # noqa: E402
 from benchkit.upstreams import start_upstreams  # noqa: E402
 
 WARMUP_PER_CONNECTION = 20  # requests per connection before counting: imports, caches, pools warmed
@@ -157,9 +157,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shadow-instr-") as tmpdir:
         tmp = pathlib.Path(tmpdir)
         for name in {SCENARIOS[w].mappings for w in wanted}:
-            for rel, text in mapping_set(name).items():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_text(text)
+            write_mapping_set(tmp, name)
         ups = await start_upstreams("asyncio", tmp)
         try:
             counts: list[Count] = []

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit.scenarios import mapping_set  # noqa: E402
+from benchkit.scenarios import write_mapping_set  # noqa: E402
 
 from shadow_addon import mappingfiles  # noqa: E402
 from shadow_addon.addresses import ServiceOverride, parse_service_override  # noqa: E402
@@ -86,9 +86,7 @@ async def main(n: int, reloads: int) -> None:
     name = "prefix10k" if n == 10_000 else f"prefix{n}"
     with tempfile.TemporaryDirectory(prefix="shadow-reload-") as tmp:
         root = Path(tmp)
-        for rel, text in mapping_set(name).items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
+        write_mapping_set(root, name)
         files = mappingfiles.MappingFiles(Metrics())
         t, c = time.perf_counter(), time.process_time()
         # The benchmark's services point at loopback, as its mitmdumps' mapping_services do: no name is looked up.

@@ -23,7 +23,7 @@ from typing import Any
 
 from benchkit.procs import HOST, ROOT, free_port, spawn, stop, wait_answer, wait_port
 from benchkit.procstats import cpu_seconds
-from benchkit.scenarios import Scenario, mapping_set, mappings_path
+from benchkit.scenarios import Scenario, mappings_path, write_mapping_set
 from benchkit.speed import SpeedProbe, place_processes
 from benchkit.upstreams import Upstreams, start_upstreams
 
@@ -152,9 +152,7 @@ async def prepared(
     with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
         tmp = Path(tmpdir)
         for name in {"default", *mapping_sets}:
-            for rel, text in mapping_set(name).items():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_text(text)
+            write_mapping_set(tmp, name)
         mitm_cpus, placement = place_processes()
         ups = await start_upstreams(args.upstreams, tmp, hostile, args.bomb_mib, grpc)
         setup: Setup | None = None

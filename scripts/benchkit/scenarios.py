@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 COMPARE = ("shadow_compare=true",)
 
@@ -185,6 +186,14 @@ def mapping_set(name: str) -> dict[str, str]:
     for k in range(0, n, FILE_MAPPINGS):
         files[f"{name}/services-{k // FILE_MAPPINGS:03d}.yaml"] = "---\n".join(docs[k : k + FILE_MAPPINGS])
     return files
+
+
+def write_mapping_set(root: Path, name: str) -> None:
+    """The files of a Mapping set (`mapping_set`) written below `root`, at the paths mitmdump is given
+    (`mappings_path`)."""
+    for rel, text in mapping_set(name).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
 
 
 def mappings_path(name: str) -> str:
