@@ -264,3 +264,51 @@ def test_a_disturbed_run_says_how_much_of_its_other_cpu_the_hypervisor_stole() -
     assert round(run.cpu_other_pct) == 100 and round(run.cpu_steal_pct) == 60
     said = " ".join(notes([run, Run(3, "plain", requests=1000, cpu_other_pct=0.0)], {}, []))
     assert "1 of 2 runs shared the machine" in said and "round 3 healthy, 100%, of it 60% stolen" in said
+
+
+def _runs_following_the_speed(level: float, exponent: float, speeds: list[float], name: str) -> list:
+    """Runs whose throughput is `level` x speed ** exponent, with a +-1 % wobble that does not follow the speed."""
+    from benchkit.runs import Run
+
+    wobble = (1.01, 0.99, 1.0, 1.01, 0.99, 1.0)
+    return [
+        Run(i + 1, name, requests=1000, rps=level * s**exponent * wobble[i % 6], core_speed=s, cpu_other_pct=0.0)
+        for i, s in enumerate(speeds)
+    ]
+
+
+def test_the_fit_reads_the_ratio_at_equal_speed_where_dividing_by_the_speed_does_not() -> None:
+    """Throughput that follows the speed probe as speed^1.8 (as on the shared VM): the fit finds the exponent and
+    the true ratio (0.85) inside its interval; dividing each run by its speed leaves a bias when the two
+    scenarios ran at different speeds."""
+    from benchkit.speedfit import fit
+    from benchkit.summary import summarise
+
+    plain = _runs_following_the_speed(500.0, 1.8, [1.0, 1.1, 1.2, 1.05, 1.15, 1.25], "plain")
+    healthy = _runs_following_the_speed(425.0, 1.8, [1.1, 1.2, 1.3, 1.15, 1.25, 1.3], "healthy")
+    f = fit([(r.core_speed, r.rps) for r in healthy], [(r.core_speed, r.rps) for r in plain])
+    assert f is not None and f.low < 0.85 < f.high and f.high - f.low < 0.05 and 1.6 < f.exponent < 2.0
+    divided = sorted(h.rps / h.core_speed / (p.rps / p.core_speed) for h, p in zip(healthy, plain, strict=True))
+    assert divided[3] > 0.88  # the median of the per-round ratios: the bias the fit removes
+
+    summary, checks = summarise(plain + healthy, ["plain", "healthy"], 8)
+    assert summary["healthy"]["fitted"]["throughput"].ratio == pytest.approx(f.ratio)
+    row = {c.name: c for c in checks}["healthy vs plain: throughput, fitted to CPU speed"]
+    assert row.result == "not met" and row.target == ">= 0.9x" and row.value.startswith(f"{f.ratio:.3f}x [95%: ")
+
+
+def test_the_fit_leaves_out_disturbed_runs_and_needs_two_quiet_runs_of_each() -> None:
+    from benchkit.speedfit import fit
+    from benchkit.summary import fitted
+
+    plain = _runs_following_the_speed(500.0, 1.8, [1.0, 1.1, 1.2], "plain")
+    healthy = _runs_following_the_speed(480.0, 1.8, [1.0, 1.1, 1.2], "healthy")
+    whole = fitted(dict(enumerate(healthy)), dict(enumerate(plain)))["throughput"]
+    assert whole.runs == 6 and whole.low < 0.96 < whole.high
+    healthy[0].cpu_other_pct = 40.0  # disturbed: not fitted
+    assert fitted(dict(enumerate(healthy)), dict(enumerate(plain)))["throughput"].runs == 5
+    healthy[1].cpu_other_pct = 40.0
+    assert "throughput" not in fitted(dict(enumerate(healthy)), dict(enumerate(plain)))
+    # All at one speed: the ratio of the geometric means, with no exponent to fit.
+    same = fit([(1.0, 90.0), (1.0, 110.0)], [(1.0, 100.0), (1.0, 100.0)])
+    assert same is not None and same.exponent == 0.0 and same.ratio == pytest.approx((90 * 110) ** 0.5 / 100)

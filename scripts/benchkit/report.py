@@ -7,7 +7,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ class Check:
     name: str
     value: str
     target: str
-    result: str  # PASS, FAIL, PASS*, n/a, info (shown, not a target)
+    result: str  # PASS, FAIL, PASS*, n/a; info (shown, not a target); met / not met (a target of an issue, not counted)
     figure: float = math.nan
 
 
@@ -57,7 +57,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 
 
 def _clean(v: Any) -> Any:
-    """JSON without NaN (null instead)."""
+    """JSON without NaN (null instead), dataclasses as objects."""
+    if is_dataclass(v) and not isinstance(v, type):
+        return _clean(asdict(v))
     if isinstance(v, float):
         return None if math.isnan(v) or math.isinf(v) else round(v, 6)
     if isinstance(v, dict):

@@ -16,7 +16,7 @@ from benchkit.report import counts, fmt, publish, spread, table
 from benchkit.runs import Run, measure
 from benchkit.scenarios import scenario
 from benchkit.servers import SERVERS
-from benchkit.summary import OVER_BASE, notes, summarise
+from benchkit.summary import FITTED, OVER_BASE, notes, summarise
 from benchkit.upstreams import ORDINARY
 
 
@@ -122,6 +122,11 @@ def body(result: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str
             for n, o in over.items()
         ]
         out.append(table(["scenario", "throughput", "p50", "p99", "cpu/request"], rows, {1, 2, 3, 4}))
+        rows = [
+            [n, *(o["fitted"][lb].text() if lb in o["fitted"] else "-" for _, lb in FITTED)] for n, o in over.items()
+        ]
+        out += ["", "over the baseline, fitted to CPU speed (benchkit.speedfit), quiet runs"]
+        out.append(table(["scenario", "throughput", "p50", "cpu/request"], rows, {1, 2, 3}))
     return out
 
 

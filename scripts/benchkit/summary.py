@@ -13,6 +13,7 @@ from benchkit import report
 from benchkit.report import Check, counts, spread
 from benchkit.runs import Run
 from benchkit.scenarios import BAD_SHADOWS, BASE, COMPARE_CASES, HOSTILE, scenario
+from benchkit.speedfit import Fit, fit
 
 FD_SLACK = 16
 OTHER_LOAD_PCT = 25.0  # % of a core used outside the benchmark during a run: flagged as disturbed
@@ -41,6 +42,22 @@ def _per_round(runs: dict[int, Run], ref: dict[int, Run], key: str) -> list[floa
 
 
 OVER_BASE = (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"), ("cpu_us_per_request", "cpu_per_request"))
+FITTED = (("rps", "throughput"), ("p50_ms", "p50"), ("cpu_us_per_request", "cpu_per_request"))
+
+
+def _quiet(r: Run) -> bool:
+    return not math.isnan(r.core_speed) and not (r.cpu_other_pct > OTHER_LOAD_PCT)
+
+
+def fitted(runs: dict[int, Run], ref: dict[int, Run]) -> dict[str, Fit]:
+    """Each FITTED figure of `runs` over `ref` at equal CPU speed (`speedfit`), from their quiet runs; a figure
+    is left out when there are too few (or no speed probe)."""
+    out = {}
+    for key, label in FITTED:
+        f = fit(*([(r.core_speed, getattr(r, key)) for r in g.values() if _quiet(r)] for g in (runs, ref)))
+        if f is not None:
+            out[label] = f
+    return out
 
 
 def over_baseline(by: dict[str, dict[int, Run]], summary: dict[str, dict[str, Any]]) -> None:
@@ -54,6 +71,7 @@ def over_baseline(by: dict[str, dict[int, Run]], summary: dict[str, dict[str, An
         for k, label in OVER_BASE:
             per_round = _per_round(runs, twin, k)
             out[label], out[label + "_per_round"] = _median(per_round), per_round
+        out["fitted"] = fitted(runs, twin)
         summary[n]["over_base"] = out
 
 
@@ -108,6 +126,7 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
                 per_round = _per_round(by[n], by[ref], k)
                 row[key + "_per_round"] = per_round
                 row[key] = _median(per_round)
+            row["fitted"] = fitted(by[n], by[ref])
         summary[n] = row
     over_baseline(by, summary)
 
@@ -135,6 +154,13 @@ def summarise(runs: list[Run], names: list[str], max_inflight: int) -> tuple[dic
 
     throughput_check("healthy", 0.85)
     ratio_check("healthy", "p50_ratio", "p50 latency", "<=", 1.15)
+    # The hand-off's own targets, read from the fit (speedfit): what the per-round medians are too noisy to show.
+    for label, op, limit in (("throughput", ">=", 0.90), ("p50", "<=", 1.10), ("cpu_per_request", "<=", 1.12)):
+        f = summary.get("healthy", {}).get("fitted", {}).get(label)
+        if f is not None:
+            ok = f.ratio >= limit if op == ">=" else f.ratio <= limit
+            name = f"healthy vs plain: {label.replace('_', ' ')}, fitted to CPU speed"
+            checks.append(Check(name, f.text(), f"{op} {limit:g}x", "met" if ok else "not met", f.ratio))
     if "healthy" in summary and "p99_ratio" in summary["healthy"]:
         v = summary["healthy"]["p99_ratio"]
         value = f"{v:.3f}x{spread(summary['healthy']['p99_ratio_per_round'])}"

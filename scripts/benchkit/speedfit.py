@@ -1,0 +1,56 @@
+"""Two scenarios compared at equal CPU speed by a fit over their runs, not by dividing each run by its speed.
+
+On this kind of shared VM a run's throughput follows the speed probe's reading more than in proportion: over a
+day's runs log(req/s) rose 1.6-2.0 times as fast as log(speed), with the same slope for plain mitmdump and for
+the addon (the probe feels the host's steal and shared caches; mitmdump, with a larger working set, feels them
+more). Dividing by the speed leaves most of that swing in the per-round ratios ([0.79..1.04] in one run of six
+rounds). So the log of a figure is fitted as `exponent * log(speed) + level[scenario]`, one exponent for both
+scenarios (least squares: the pooled within-scenario slope), and the ratio at equal speed is
+exp(level[a] - level[b]), with a 95 % interval from the fit's residuals. Why: docs/benchmark.md, "Fitted to the
+CPU speed"."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Student's t, two-sided 95 %, by degrees of freedom (beyond the table: the normal's 1.96 plus a small-sample term).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(dof: int) -> float:
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96 + 2.4 / dof
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    ratio: float  # a over b at equal CPU speed
+    low: float  # its 95 % interval
+    high: float
+    exponent: float  # how the figure follows the speed: figure ~ speed ** exponent
+    runs: int  # runs fitted, both scenarios
+
+    def text(self) -> str:
+        return f"{self.ratio:.3f}x [95%: {self.low:.3f}..{self.high:.3f}; ~speed^{self.exponent:.2f}, {self.runs} runs]"
+
+
+def fit(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> Fit | None:
+    """`a`, `b`: (speed, figure) of each run of two scenarios, both positive. None with fewer than two runs of
+    each, or too few to leave the fit a residual."""
+    groups = [[(math.log(s), math.log(v)) for s, v in g if s > 0 and v > 0] for g in (a, b)]
+    if any(len(g) < 2 for g in groups) or sum(len(g) for g in groups) < 4:
+        return None
+    means = [(sum(x for x, _ in g) / len(g), sum(y for _, y in g) / len(g)) for g in groups]
+    sxx = sum((x - mx) ** 2 for g, (mx, _) in zip(groups, means, strict=True) for x, _ in g)
+    sxy = sum((x - mx) * (y - my) for g, (mx, my) in zip(groups, means, strict=True) for x, y in g)
+    exponent = sxy / sxx if sxx > 1e-12 else 0.0  # all at one speed: the ratio of the means
+    (xa, ya), (xb, yb) = means
+    d = (ya - yb) - exponent * (xa - xb)
+    sse = sum((y - my - exponent * (x - mx)) ** 2 for g, (mx, my) in zip(groups, means, strict=True) for x, y in g)
+    n = sum(len(g) for g in groups)
+    dof = n - 3 if sxx > 1e-12 else n - 2  # two levels, and the exponent when there was spread to fit it
+    var = sse / dof * (1 / len(groups[0]) + 1 / len(groups[1]) + ((xa - xb) ** 2 / sxx if sxx > 1e-12 else 0.0))
+    half = t975(dof) * math.sqrt(var)
+    return Fit(math.exp(d), math.exp(d - half), math.exp(d + half), exponent, n)
