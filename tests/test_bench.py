@@ -312,3 +312,31 @@ def test_the_fit_leaves_out_disturbed_runs_and_needs_two_quiet_runs_of_each() ->
     # All at one speed: the ratio of the geometric means, with no exponent to fit.
     same = fit([(1.0, 90.0), (1.0, 110.0)], [(1.0, 100.0), (1.0, 100.0)])
     assert same is not None and same.exponent == 0.0 and same.ratio == pytest.approx((90 * 110) ** 0.5 / 100)
+
+
+def test_runs_pooled_over_files_keep_each_files_level_and_share_the_ratio(tmp_path: Path) -> None:
+    """Two benchmark files an hour apart (the host 20 % faster in the second): pooled, the ratio (0.87) and the
+    exponent (1.8) are found; a disturbed run is left out as the report flags it."""
+    import bench_fit
+
+    def doc(level: float, speeds: list[float]) -> dict:
+        plain = _runs_following_the_speed(level, 1.8, speeds, "plain")
+        healthy = _runs_following_the_speed(level * 0.87, 1.8, [s * 1.05 for s in speeds], "healthy")
+        runs = [
+            {"scenario": r.scenario, "core_speed": r.core_speed, "rps": r.rps, "cpu_other_pct": 0.0}
+            for r in plain + healthy
+        ]
+        runs.append({"scenario": "healthy", "core_speed": 1.0, "rps": 1.0, "cpu_other_pct": 90.0})  # disturbed
+        return {"runs": runs}
+
+    files = []
+    for i, (level, speeds) in enumerate(((500.0, [1.0, 1.1, 1.2]), (600.0, [1.1, 1.25, 1.3]))):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps(doc(level, speeds)))
+    from benchkit.speedfit import pooled
+
+    docs = [json.loads(f.read_text()) for f in files]
+    f = pooled([bench_fit.points(d, "healthy", "plain", "rps") for d in docs])
+    assert f is not None and f.runs == 12 and f.low < 0.87 < f.high and 1.6 < f.exponent < 2.0
+    assert pooled([bench_fit.points(docs[0], "routed", "plain", "rps")]) is None  # no run of the one compared
+    assert bench_fit.main(["healthy", "plain", *map(str, files)]) == 0

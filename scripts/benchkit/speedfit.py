@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Student's t, two-sided 95 %, by degrees of freedom (beyond the table: the normal's 1.96 plus a small-sample term).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975: tuple[float, ...] = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179)
+_T975 += (2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052)
+_T975 += (2.048, 2.045, 2.042)
 
 
 def t975(dof: int) -> float:
@@ -54,3 +55,35 @@ def fit(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> F
     var = sse / dof * (1 / len(groups[0]) + 1 / len(groups[1]) + ((xa - xb) ** 2 / sxx if sxx > 1e-12 else 0.0))
     half = t975(dof) * math.sqrt(var)
     return Fit(math.exp(d), math.exp(d - half), math.exp(d + half), exponent, n)
+
+
+def pooled(runs: Sequence[Sequence[tuple[float, float, bool]]]) -> Fit | None:
+    """Scenario a over scenario b at equal CPU speed, fitted over several benchmark runs at once: `runs` holds, for
+    each run, (speed, figure, is_a) of its quiet measurements of the two. Each run keeps its own level (the host's
+    hour), one exponent and one a-over-b ratio are fitted over all (least squares with the levels taken out: each
+    variable less its run's mean)."""
+    rows: list[tuple[float, float, float]] = []  # (log speed, is_a, log figure), less the run's means
+    kept = 0
+    for run in runs:
+        pts = [(math.log(s), 1.0 if a else 0.0, math.log(v)) for s, v, a in run if s > 0 and v > 0]
+        if len(pts) < 2:
+            continue
+        kept += 1
+        means = [sum(p[i] for p in pts) / len(pts) for i in range(3)]
+        rows += [(x - means[0], d - means[1], y - means[2]) for x, d, y in pts]
+    dof = len(rows) - 2 - kept
+    if dof < 1:
+        return None
+    sxx = sum(x * x for x, _, _ in rows)
+    sdd = sum(d * d for _, d, _ in rows)
+    sxd = sum(x * d for x, d, _ in rows)
+    sxy = sum(x * y for x, _, y in rows)
+    sdy = sum(d * y for _, d, y in rows)
+    det = sxx * sdd - sxd * sxd
+    if sdd <= 1e-12 or det <= 1e-12:
+        return None  # no run measured both scenarios, or no spread in speed to fit
+    exponent = (sdd * sxy - sxd * sdy) / det
+    effect = (sxx * sdy - sxd * sxy) / det
+    sse = sum((y - exponent * x - effect * d) ** 2 for x, d, y in rows)
+    half = t975(dof) * math.sqrt(sse / dof * sxx / det)
+    return Fit(math.exp(effect), math.exp(effect - half), math.exp(effect + half), exponent, len(rows))
