@@ -60,14 +60,15 @@ def apply_route(flow: http.HTTPFlow, route: routing.Route, keep_host: bool, envo
     elif not keep_host:
         # mitmproxy already replaced the client's Host with its reverse target; follow the re-route.
         req.host_header = url.hostport(a.scheme, a.host, a.port)
-    original = routing.normalize_path(req.path)
+    g = route.group.settings  # header edits are the group's (v3route.py V3Route)
+    rewrites = envoy_headers and (g.regex_rewrite is not None or bool(m.rewrite))
+    original = routing.normalize_path(req.path) if rewrites else None
     req.path = route.path
     if envoy_headers:
         envoyheaders.router(req.headers, route.timeout_ms, None)
-    g = route.group.settings  # header edits are the group's (v3route.py V3Route)
     if g.remove_request_headers or g.add_request_headers:
         routing.edit_headers(req.headers, g.remove_request_headers, g.add_request_headers)
-    if envoy_headers and (g.regex_rewrite is not None or m.rewrite):
+    if rewrites:
         envoyheaders.router(req.headers, 0, original)
     flow.metadata["shadow_mapping"] = m.name
 

@@ -247,7 +247,7 @@ class Shadow:
         if production.answer_locally(flow, route, self.metrics):
             return
         if route.mapping is not None and routed is None:
-            production.apply_route(flow, route, ctx.options.keep_host_header, s.envoy_headers)
+            production.apply_route(flow, route, s.keep_host, s.envoy_headers)
         p = self.pending[flow.id] = Pending(route)
         if s.envoy_headers and flow.client_conn.sockname:
             p.via = str(flow.client_conn.sockname[0])

@@ -340,3 +340,12 @@ def test_runs_pooled_over_files_keep_each_files_level_and_share_the_ratio(tmp_pa
     assert f is not None and f.runs == 12 and f.low < 0.87 < f.high and 1.6 < f.exponent < 2.0
     assert pooled([bench_fit.points(docs[0], "routed", "plain", "rps")]) is None  # no run of the one compared
     assert bench_fit.main(["healthy", "plain", *map(str, files)]) == 0
+
+
+def test_a_disturbed_soak_phase_says_how_much_of_its_other_cpu_the_hypervisor_stole() -> None:
+    from benchkit.soak import Phase, SoakRun, soak_notes
+
+    run = SoakRun(2, phases=[Phase(0, "healthy", cpu_other_pct=5.0), Phase(1, "slow", cpu_other_pct=40.0)])
+    run.phases[1].cpu_steal_pct = 30.0
+    said = " ".join(soak_notes(run))
+    assert "phases 2 shared the machine" in said and "worst: phase 2, 40%, of it 30% stolen" in said

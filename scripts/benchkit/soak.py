@@ -325,10 +325,12 @@ def soak_notes(run: SoakRun) -> list[str]:
     out = []
     busy = [p for p in run.phases if not math.isnan(p.cpu_other_pct) and p.cpu_other_pct > OTHER_LOAD_PCT]
     if busy:
+        worst = max(busy, key=lambda p: p.cpu_other_pct)
         out.append(
             f"phases {', '.join(str(p.index + 1) for p in busy)} shared the machine with other work "
-            f"(> {OTHER_LOAD_PCT:g}% of a core outside the benchmark; marked * in the table): their figures are "
-            "disturbed"
+            f"(> {OTHER_LOAD_PCT:g}% of a core outside the benchmark; marked * in the table; worst: phase "
+            f"{worst.index + 1}, {worst.cpu_other_pct:.0f}%, of it {worst.cpu_steal_pct:.0f}% stolen by the "
+            "hypervisor): their figures are disturbed"
         )
     for p in run.phases:
         if p.port_state not in ("listening", "refusing"):
