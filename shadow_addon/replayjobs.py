@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .replayshards import gone, make_progress
+from .replayshards import gone, make_progress, started
 
 MAX_AUTO = 4  # processes `--jobs auto` starts at most
 AUTO_MIN_MIB = 16  # a smaller capture is replayed by one process (starting another costs more than it saves)
@@ -91,15 +91,28 @@ def run(argv: Sequence[str], jobs: int) -> int:
                         )
                     )
             codes = _watch(procs, d)
+            played = started(d, jobs)
         except KeyboardInterrupt:  # the processes got it too (the terminal's process group): they stop as mitmdump does
             return 130
         finally:
             for p in procs:
                 _stop(p)
-        for k, (code, log) in enumerate(zip(codes, logs, strict=True)):
-            if k and code != 0 and log is not None:
-                _show(log, f"part {k + 1} of {jobs}", code)
+        _explain(codes, played, logs)
         return codes[0] if codes[0] is not None else 2
+
+
+def _explain(codes: list[int | None], played: list[bool], logs: list[Path | None]) -> None:
+    """What the parts after the first that failed printed (the first one's output is the terminal's already)."""
+    jobs = len(codes)
+    for k, (code, log) in enumerate(zip(codes, logs, strict=True)):
+        if not k or code == 0 or log is None:
+            continue
+        if codes[0] != 0 and not played[0] and not played[k]:
+            # Neither read the capture: the same arguments and files failed the same way in both, and the first
+            # part's output says why.
+            print(f"mitmshadow replay: part {k + 1} of {jobs} failed before reading the capture too", file=sys.stderr)
+        else:
+            _show(log, f"part {k + 1} of {jobs}", code)
 
 
 def _watch(procs: list[subprocess.Popen[bytes]], directory: str) -> list[int | None]:

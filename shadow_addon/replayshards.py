@@ -16,6 +16,7 @@ without leaving what it owes is marked gone by the parent (`gone`), and whoever 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
@@ -116,6 +117,9 @@ class Reading:
     def _keeps(self, line: tuple[bytes, bytes] | None) -> bool:
         assert self.shard is not None
         self.position += 1
+        if self.position == 1:  # past the start-up: a failure from here on is this process's own (`started`)
+            with contextlib.suppress(OSError):  # only what the parent says of a failure depends on it
+                open(reading_path(self.shard.directory, self.shard.index), "wb").close()
         return self.shard.keeps(line)
 
     def mark(self, f: flow.Flow) -> None:
@@ -205,6 +209,16 @@ def make_progress(directory: str, count: int) -> None:
     """The file the processes publish their positions in (the parent makes it, before starting them)."""
     with open(progress_path(directory), "wb") as f:
         f.write(bytes(8 * count))
+
+
+def reading_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"reading-{index}")
+
+
+def started(directory: str, count: int) -> list[bool]:
+    """Whether each process of a split replay read an entry of the capture: got past its start-up (options,
+    Mappings, the capture's format). Read by the parent once they have ended."""
+    return [os.path.exists(reading_path(directory, k)) for k in range(count)]
 
 
 class Progress:

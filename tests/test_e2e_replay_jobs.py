@@ -159,3 +159,30 @@ def _get(i: int) -> dict[str, Any]:
         "httpVersion": "HTTP/1.1",
         "headers": [{"name": "Host", "value": "shop.example"}],
     }
+
+
+def test_a_capture_no_part_can_read_is_said_once(tmp_path: Path, upstream) -> None:
+    """Every part fails the same way before reading the capture: the first part's error is the one shown, and the
+    others are a line each, not their output again."""
+    cap = tmp_path / "not-a-capture.har"
+    cap.write_bytes(b"this is not a capture\n" * 100)
+    code, out, _ = replay(tmp_path, cap, upstream("shadow"), JOBS)
+    assert code != 0
+    assert out.count("Failed to read") == 1, out
+    assert f"part 2 of {JOBS} failed before reading the capture too" in out
+    assert "exited with" not in out
+
+
+def test_a_part_that_failed_on_its_own_shows_its_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A part that read the capture and then failed, or failed while the first part did not: its output is
+    shown (the first part's, on the terminal, does not say why)."""
+    from shadow_addon import replayjobs
+
+    log = tmp_path / "output-1.log"
+    log.write_text("[12:00:00.000] replay: something only this part saw\n")
+    replayjobs._explain([2, 1], [True, True], [None, log])
+    replayjobs._explain([0, 1], [False, False], [None, log])
+    err = capsys.readouterr().err
+    assert err.count("part 2 of 2 exited with 1:") == 2 and err.count("something only this part saw") == 2
+    replayjobs._explain([2, 1], [False, False], [None, log])
+    assert "failed before reading the capture too" in capsys.readouterr().err
