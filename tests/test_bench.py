@@ -293,8 +293,13 @@ def test_the_fit_reads_the_ratio_at_equal_speed_where_dividing_by_the_speed_does
 
     summary, checks = summarise(plain + healthy, ["plain", "healthy"], 8)
     assert summary["healthy"]["fitted"]["throughput"].ratio == pytest.approx(f.ratio)
-    row = {c.name: c for c in checks}["healthy vs plain: throughput, fitted to CPU speed"]
+    rows = {c.name: c for c in checks}
+    row = rows["healthy vs plain: throughput, fitted to CPU speed"]
     assert row.result == "not met" and row.target == ">= 0.9x" and row.value.startswith(f"{f.ratio:.3f}x [95%: ")
+    # The benchmark's own target (0.85x) is read from the fit as well, the per-round median shown beside it.
+    fitted_row = rows["healthy vs plain: throughput at equal CPU speed, fitted"]
+    assert fitted_row.figure == f.ratio and fitted_row.result == ("PASS" if f.ratio >= 0.85 else "FAIL")
+    assert rows["healthy vs plain: throughput at equal CPU speed, per-round median"].result == "info"
 
 
 def test_the_fit_leaves_out_disturbed_runs_and_needs_two_quiet_runs_of_each() -> None:
@@ -349,3 +354,17 @@ def test_a_disturbed_soak_phase_says_how_much_of_its_other_cpu_the_hypervisor_st
     run.phases[1].cpu_steal_pct = 30.0
     said = " ".join(soak_notes(run))
     assert "phases 2 shared the machine" in said and "worst: phase 2, 40%, of it 30% stolen" in said
+
+
+def test_a_pooled_interval_is_no_narrower_than_the_runs_disagree() -> None:
+    """Three runs that each see a tight ratio, but a different one (0.84, 0.87, 0.90): the pooled interval
+    covers their spread, not only each run's scatter."""
+    from benchkit.speedfit import pooled
+
+    runs = []
+    for ratio in (0.84, 0.87, 0.90):
+        plain = _runs_following_the_speed(500.0, 1.8, [1.0, 1.1, 1.2], "plain")
+        healthy = _runs_following_the_speed(500.0 * ratio, 1.8, [1.05, 1.15, 1.25], "healthy")
+        runs.append([(r.core_speed, r.rps, r.scenario == "healthy") for r in plain + healthy])
+    f = pooled(runs)
+    assert f is not None and f.low < 0.85 and f.high > 0.89 and abs(f.ratio - 0.87) < 0.01

@@ -63,15 +63,15 @@ def pooled(runs: Sequence[Sequence[tuple[float, float, bool]]]) -> Fit | None:
     hour), one exponent and one a-over-b ratio are fitted over all (least squares with the levels taken out: each
     variable less its run's mean)."""
     rows: list[tuple[float, float, float]] = []  # (log speed, is_a, log figure), less the run's means
-    kept = 0
+    kept: list[list[tuple[float, float, float]]] = []
     for run in runs:
         pts = [(math.log(s), 1.0 if a else 0.0, math.log(v)) for s, v, a in run if s > 0 and v > 0]
         if len(pts) < 2:
             continue
-        kept += 1
+        kept.append(pts)
         means = [sum(p[i] for p in pts) / len(pts) for i in range(3)]
         rows += [(x - means[0], d - means[1], y - means[2]) for x, d, y in pts]
-    dof = len(rows) - 2 - kept
+    dof = len(rows) - 2 - len(kept)
     if dof < 1:
         return None
     sxx = sum(x * x for x, _, _ in rows)
@@ -86,4 +86,18 @@ def pooled(runs: Sequence[Sequence[tuple[float, float, bool]]]) -> Fit | None:
     effect = (sxx * sdy - sxd * sxy) / det
     sse = sum((y - exponent * x - effect * d) ** 2 for x, d, y in rows)
     half = t975(dof) * math.sqrt(sse / dof * sxx / det)
+    # Runs differ by more than their own runs scatter (the host's hour moves the two scenarios a little apart):
+    # the interval is also no narrower than the spread of each run's own ratio, at the common exponent, allows.
+    per_run = [e for pts in kept if (e := _run_effect(pts, exponent)) is not None]
+    if len(per_run) >= 2:
+        mean = sum(per_run) / len(per_run)
+        sd = math.sqrt(sum((e - mean) ** 2 for e in per_run) / (len(per_run) - 1))
+        half = max(half, t975(len(per_run) - 1) * sd / math.sqrt(len(per_run)))
     return Fit(math.exp(effect), math.exp(effect - half), math.exp(effect + half), exponent, len(rows))
+
+
+def _run_effect(pts: Sequence[tuple[float, float, float]], exponent: float) -> float | None:
+    """One run's log ratio of a over b at the given exponent: the mean of each scenario's speed-corrected logs."""
+    a = [y - exponent * x for x, d, y in pts if d]
+    b = [y - exponent * x for x, d, y in pts if not d]
+    return sum(a) / len(a) - sum(b) / len(b) if a and b else None
