@@ -52,7 +52,7 @@ def _quiet(r: Run) -> bool:
 def fitted(runs: dict[int, Run], ref: dict[int, Run]) -> dict[str, Fit]:
     """Each FITTED figure of `runs` over `ref` at equal CPU speed (`speedfit`), from their quiet runs; a figure
     is left out when there are too few (or no speed probe)."""
-    out = {}
+    out: dict[str, Fit] = {}
     for key, label in FITTED:
         f = fit(*([(r.core_speed, getattr(r, key)) for r in g.values() if _quiet(r)] for g in (runs, ref)))
         if f is not None:
