@@ -39,22 +39,10 @@ class Fit:
 
 def fit(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> Fit | None:
     """`a`, `b`: (speed, figure) of each run of two scenarios, both positive. None with fewer than two runs of
-    each, or too few to leave the fit a residual."""
-    groups = [[(math.log(s), math.log(v)) for s, v in g if s > 0 and v > 0] for g in (a, b)]
-    if any(len(g) < 2 for g in groups) or sum(len(g) for g in groups) < 4:
+    each, or too few to leave the fit a residual. One benchmark run's case of `pooled`."""
+    if sum(s > 0 and v > 0 for s, v in a) < 2 or sum(s > 0 and v > 0 for s, v in b) < 2:
         return None
-    means = [(sum(x for x, _ in g) / len(g), sum(y for _, y in g) / len(g)) for g in groups]
-    sxx = sum((x - mx) ** 2 for g, (mx, _) in zip(groups, means, strict=True) for x, _ in g)
-    sxy = sum((x - mx) * (y - my) for g, (mx, my) in zip(groups, means, strict=True) for x, y in g)
-    exponent = sxy / sxx if sxx > 1e-12 else 0.0  # all at one speed: the ratio of the means
-    (xa, ya), (xb, yb) = means
-    d = (ya - yb) - exponent * (xa - xb)
-    sse = sum((y - my - exponent * (x - mx)) ** 2 for g, (mx, my) in zip(groups, means, strict=True) for x, y in g)
-    n = sum(len(g) for g in groups)
-    dof = n - 3 if sxx > 1e-12 else n - 2  # two levels, and the exponent when there was spread to fit it
-    var = sse / dof * (1 / len(groups[0]) + 1 / len(groups[1]) + ((xa - xb) ** 2 / sxx if sxx > 1e-12 else 0.0))
-    half = t975(dof) * math.sqrt(var)
-    return Fit(math.exp(d), math.exp(d - half), math.exp(d + half), exponent, n)
+    return pooled([[*((s, v, True) for s, v in a), *((s, v, False) for s, v in b)]])
 
 
 def pooled(runs: Sequence[Sequence[tuple[float, float, bool]]]) -> Fit | None:
@@ -79,13 +67,19 @@ def pooled(runs: Sequence[Sequence[tuple[float, float, bool]]]) -> Fit | None:
     sxd = sum(x * d for x, d, _ in rows)
     sxy = sum(x * y for x, _, y in rows)
     sdy = sum(d * y for _, d, y in rows)
+    if sdd <= 1e-12:
+        return None  # no run measured both scenarios
     det = sxx * sdd - sxd * sxd
-    if sdd <= 1e-12 or det <= 1e-12:
-        return None  # no run measured both scenarios, or no spread in speed to fit
-    exponent = (sdd * sxy - sxd * sdy) / det
-    effect = (sxx * sdy - sxd * sxy) / det
+    if sxx <= 1e-12 or det <= 1e-12:
+        # Every run at one speed: no exponent to fit (0), the ratio of the scenarios' means, one more residual.
+        dof += 1
+        exponent, effect, spread = 0.0, sdy / sdd, 1 / sdd
+    else:
+        exponent = (sdd * sxy - sxd * sdy) / det
+        effect = (sxx * sdy - sxd * sxy) / det
+        spread = sxx / det
     sse = sum((y - exponent * x - effect * d) ** 2 for x, d, y in rows)
-    half = t975(dof) * math.sqrt(sse / dof * sxx / det)
+    half = t975(dof) * math.sqrt(sse / dof * spread)
     # Runs differ by more than their own runs scatter (the host's hour moves the two scenarios a little apart):
     # the interval is also no narrower than the spread of each run's own ratio, at the common exponent, allows.
     per_run = [e for pts in kept if (e := _run_effect(pts, exponent)) is not None]
