@@ -219,7 +219,9 @@ def _sets_report(spec: str) -> bool:
 
 def _part(shadow: Any, errors: int) -> replayshards.Result:
     """What a process of a split replay leaves for the first one (`replayshards.Result`)."""
-    return replayshards.Result(metrics=shadow.metrics, counts=shadow.replay.tally(), errors=errors)
+    pairing = shadow.pairing
+    noise = pairing.learner.learned() if pairing is not None else {}
+    return replayshards.Result(metrics=shadow.metrics, counts=shadow.replay.tally(), errors=errors, noise=noise)
 
 
 class _Play:

@@ -10,20 +10,22 @@ is read; copies still in flight would be lost, so this takes over that job and e
 `mitmshadow replay` hands the capture to this addon alone instead (`play`): each recorded flow, built by
 `recorded` rather than by mitmproxy's reader, goes straight to `recorded()`, with no other addon's hooks, so a
 large capture takes the time the shadow takes to answer it, not the time mitmproxy takes to hand it around.
-With comparison on, noise is learned from the whole capture first; the flows that reading builds are kept on disk
-(`recorded.spill`) and the copies are made from them, so the capture is parsed once.
+The capture is read once: noise is learned from production's answers as they come, and the pairs, judged at the
+end in the capture's order, are compared again then with all the noise it taught when they differed
+(`compare.ordered`). With `-r` noise is learned from the whole capture first, in a reading of its own: pairs are
+judged as they come there.
 
 This module holds the `Replay` itself: its wiring into the addon's lifecycle, each recorded flow routed and copied
 within the window of copies under way, their outcomes, and the exit once every copy has one. How one flow is played
-(pace, window, what is not copied) is in `replaypolicy`; the replay's own readings of the capture file (the learning
-of noise, `play`'s reading) in `replayreading`.
+(pace, window, what is not copied) is in `replaypolicy`; the replay's own readings of the capture file (`-r`'s
+learning of noise, `play`'s reading) in `replayreading`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any, Protocol
 
 from mitmproxy import ctx, http
@@ -34,7 +36,6 @@ from .compare import ordered
 from .compare.ordered import CaptureOrder
 from .metrics import Metrics
 from .reasons import DropReason
-from .recorded.spill import Spill
 from .replaypolicy import as_live, inflight, pace_delay, skip_reason, window
 from .replayshards import Shard, ShardGone
 from .sender import Copy, Sender
@@ -81,10 +82,10 @@ class Replay:
         self._watcher: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[Any] | None = None  # a capture read flow by flow (capture.feed, `_read`)
-        self._kept: Spill | None = None  # the capture's flows as the learning read them, for `_read`
         self.shard: Shard | None = None  # `play`'s part of a capture replayed by several processes
         self.parts: list[str] = []  # the other processes' pairs as compared (`compare.ordered`), to judge with ours
         self.parts_errors = 0  # errors the other processes logged
+        self.parts_sampled = 0  # their pairs with noise samples (`CaptureOrder.sampled`)
         self.whole = False  # the other processes' counts are in this one's (`_merged`)
         self._progress: replayshards.Progress | None = None  # how far each process has played (`Progress`)
 
@@ -111,62 +112,39 @@ class Replay:
         self._watcher = asyncio.get_running_loop().create_task(self._exit_when_settled())
 
     def play(self, path: str, shard: Shard | None = None) -> None:
-        """Replay the capture at `path` directly (`mitmshadow replay`): learn noise from it, read it, copy its flows,
-        and exit once every copy has an outcome, as with `-r`. `shard`: this process's part of a capture replayed by
-        several (`replayshards`)."""
+        """Replay the capture at `path` directly (`mitmshadow replay`): read it once, copy its flows, learn noise from
+        production's answers as they come, and exit once every copy has an outcome, as with `-r`. `shard`: this
+        process's part of a capture replayed by several (`replayshards`)."""
         loop = asyncio.get_running_loop()
         self.shard = shard
         self._progress = replayshards.Progress(shard) if shard is not None else None
         if self.shadow.pairing is not None:
             self.shadow.pairing.offline()
             self.shadow.pairing.in_capture_order(CaptureOrder(replayshards.pairs_path(shard)))
-            self._learning = loop.create_task(self._learn_noise(path, own=True, shard=shard))
         self._reading = loop.create_task(self._read(path, shard))
         self._watcher = loop.create_task(self._exit_when_settled())
 
-    async def _learn_noise(self, path: str, own: bool = False, shard: Shard | None = None) -> None:
-        """Noise learned from the whole capture before the first comparison (`replayreading.learn_noise`); `own`:
-        `play`'s, whose flows (of its `shard`) are kept for its reading."""
-        reading = replayshards.Reading(shard) if own else None
-        self._kept = await replayreading.learn_noise(self.shadow, path, own, reading)
+    async def _learn_noise(self, path: str) -> None:
+        """`-r`: noise learned from the whole capture before the first comparison (`replayreading.learn_noise`)."""
+        await replayreading.learn_noise(self.shadow, path)
 
     async def _read(self, path: str, shard: Shard | None = None) -> None:
         """`play`'s reading: every flow of the capture (of its `shard`) to `recorded`, as this replay's own
         (`replayreading.read`)."""
         try:
             reading = replayshards.Reading(shard)
-            await replayreading.read(path, self._learned, lambda f: self.recorded(f, own=True), reading)
+            await replayreading.read(path, lambda f: self.recorded(f, own=True), reading)
         except ShardGone as e:
             logger.error("%s", e)
         finally:
             if self._progress is not None:
                 self._progress.done()
 
-    async def _learned(self) -> Spill | None:
-        """The flows the learning kept, once it is done; `_read` owns (and closes) them from then on. A process of a
-        split replay first learns what the others learned from their parts."""
-        if self._learning is not None:
-            await asyncio.shield(self._learning)
-        kept, self._kept = self._kept, None
-        pairing = self.shadow.pairing
-        if self.shard is not None and pairing is not None:
-            try:
-                for lessons in await replayshards.share_noise(self.shard, pairing.learner.learned()):
-                    pairing.learner.teach(lessons)
-            except BaseException:
-                if kept is not None:
-                    kept.close()
-                raise
-        return kept
-
     def done(self) -> None:
         for task in (self._watcher, self._learning, self._reading):
             if task is not None:
                 task.cancel()
         self._watcher = self._learning = self._reading = None
-        if self._kept is not None:
-            self._kept.close()
-            self._kept = None
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -306,8 +284,12 @@ class Replay:
             return
         pairing.order = None
         order.finish()
+
+        def pairs(replies: bool) -> Iterator[ordered.Compared]:
+            return ordered.merged([order.compared(replies), *(ordered.read(p, replies) for p in self.parts)])
+
         try:
-            pairing.judge_in_order(ordered.merged([order.compared(), *(ordered.read(p) for p in self.parts)]))
+            pairing.judge_in_order(pairs, sampled=order.sampled + self.parts_sampled > 0)
         finally:
             order.close()
 
@@ -388,7 +370,12 @@ class Replay:
             "sampled_out": self.sampled_out,
             "example": self.example,
             "longest": self.longest,
+            "sampled": self._sampled(),
         }
+
+    def _sampled(self) -> int:
+        pairing = self.shadow.pairing
+        return pairing.order.sampled if pairing is not None and pairing.order is not None else 0
 
     def absorb(self, counts: dict[str, Any]) -> None:
         """Another process's counts (`tally`) added to this one's, for the notes at exit."""
@@ -399,6 +386,7 @@ class Replay:
         self.sampled_out += counts["sampled_out"]
         self.example = self.example or counts["example"]
         self.longest = max(self.longest, counts["longest"])
+        self.parts_sampled += counts["sampled"]
 
     async def _merged(self) -> bool:
         """In the first process of a split replay, every other process's figures added to this one's once it has
@@ -409,6 +397,10 @@ class Replay:
         parts = await replayshards.gather(shard, self.shadow.metrics)
         for counts in parts.counts:
             self.absorb(counts)
+        pairing = self.shadow.pairing
+        if pairing is not None:  # their pairs and ours that differed are compared again with all of it (`judge`)
+            for lessons in parts.noise:
+                pairing.learner.teach(lessons)
         self.parts, self.parts_errors, self.whole = parts.pairs, parts.errors, True
         return True
 

@@ -1,28 +1,21 @@
-"""The replay's own readings of a capture file: noise learned from the whole capture before the first comparison
-(with `-r` and with `mitmshadow replay`), and `mitmshadow replay`'s reading (`Replay.play`), which hands each flow
-straight to the replay, with no other addon's hooks.
-
-With `mitmshadow replay` the learning keeps the flows it builds on disk (`recorded.spill`), and the reading makes
-the copies from them instead of parsing the capture again; with a filter, or when the flows could not all be kept,
-the capture is read again.
+"""The replay's own readings of a capture file: with `-r`, noise learned from the whole capture before the first
+comparison; and `mitmshadow replay`'s reading (`Replay.play`), which hands each flow straight to the replay, with no
+other addon's hooks (its noise is learned as the answers come, `compare.ordered`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from mitmproxy import ctx, exceptions, flowfilter, http
-from mitmproxy.flow import Flow
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import capture, routing
 from .compare.pairing import Pairing
-from .recorded.spill import Spill
 from .replaypolicy import as_live
 from .replayshards import Reading
 from .words import plural
@@ -45,71 +38,43 @@ class Routes(Protocol):
         ...
 
 
-async def learn_noise(shadow: Routes, path: str, own: bool = False, reading: Reading | None = None) -> Spill | None:
+async def learn_noise(shadow: Routes, path: str) -> None:
     """Learn noise from the whole capture before the first comparison: production's answers to identical
-    requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent. `own`: read with
-    `recorded` (`Replay.play`), each flow the replay's alone, and the flows kept for the second reading: returned
-    when the whole capture was read and kept. `reading`: `play`'s, which marks each flow's place in the capture and
-    keeps this process's part of it (`replayshards`)."""
-    # `play` reads the capture again once this is done: the flows read here are kept for it, as read.
-    kept = Spill(fresh_ids=capture.is_har(path), beside=os.path.expanduser(path)) if own else None
+    requests that differ. Streamed, a few hundred flows per loop iteration; nothing is sent."""
     try:
         with open(os.path.expanduser(path), "rb") as fh:
-            keep = reading.keep if reading is not None else None
-            flows = capture.recorded_flows(fh, keep=keep) if own else capture.read_flows(fh, keep)
-            for i, f in enumerate(flows):
+            for i, f in enumerate(capture.read_flows(fh)):
                 if shadow.pairing is None or not shadow.table.groups:
-                    return None
-                if reading is not None:
-                    reading.mark(f)
-                if kept is not None and not kept.add(f):
-                    kept = None
+                    return
                 if isinstance(f, http.HTTPFlow) and f.response is not None and f.response.raw_content is not None:
                     route = shadow.route_of(f.request, f.metadata.get("shadow_mapping"))
                     if route is not None and route.group.shadow is not None:
                         # A fresh flow id: no comparison waits for it, so this only learns.
-                        flow = as_live(f, route, ctx.options.keep_host_header, own)
+                        flow = as_live(f, route, ctx.options.keep_host_header)
                         shadow.pairing.production_answered(flow, route.group.shadow.name, learn_only=True)
                 if i % LEARN_BATCH == LEARN_BATCH - 1:
                     await asyncio.sleep(0)
-        whole, kept = kept, None  # the whole capture, read without an error
-        return whole
     except (OSError, exceptions.FlowReadException):
-        return None  # mitmproxy's reader reports the same problem
-    finally:
-        if kept is not None:
-            kept.close()
+        return  # mitmproxy's reader reports the same problem
 
 
 async def read(
-    path: str,
-    learned: Callable[[], Awaitable[Spill | None]],
-    recorded: Callable[[http.HTTPFlow], Awaitable[None] | None],
-    reading: Reading | None = None,
+    path: str, recorded: Callable[[http.HTTPFlow], Awaitable[None] | None], reading: Reading | None = None
 ) -> None:
     """Every flow of the capture to `recorded`, waiting where it says to (the shadow's room, the pace), as
-    mitmproxy's readfile addon hands them to every addon (`Master.load_flow`), with its filter. `learned`: the
-    flows the learning kept, once it is done (None: the capture is read again). `reading`: marks each flow's place
-    in the capture (those the learning kept are marked already) and keeps this process's part (`replayshards`)."""
+    mitmproxy's readfile addon hands them to every addon (`Master.load_flow`), with its filter. `reading`: marks
+    each flow's place in the capture and keeps this process's part (`replayshards`)."""
     o = ctx.options
     match = flowfilter.parse(o.readfile_filter) if o.readfile_filter else None
     # In reverse mode, mitmproxy points a loaded flow at the reverse target (master.py Master.load_flow).
     mode = ReverseMode.parse(o.mode[0]) if len(o.mode) == 1 and o.mode[0].startswith("reverse:") else None
-    kept = await learned()
     n = 0
     try:
-        with contextlib.ExitStack() as stack:
-            if kept is not None:
-                stack.callback(kept.close)
+        with open(os.path.expanduser(path), "rb") as fh:
+            keep = reading.keep if reading is not None else None
             # A filter may look at any part of a flow: mitmproxy's reader then builds every flow whole.
-            if kept is not None and match is None:
-                flows: Iterator[Flow] = kept.flows()  # as the learning read them, without parsing again
-            else:
-                fh = stack.enter_context(open(os.path.expanduser(path), "rb"))
-                keep = reading.keep if reading is not None else None
-                flows = capture.recorded_flows(fh, whole=match is not None, keep=keep)
-            for f in flows:
-                if reading is not None and (kept is None or match is not None):
+            for f in capture.recorded_flows(fh, whole=match is not None, keep=keep):
+                if reading is not None:
                     reading.mark(f)
                 if match is not None and not match(f):
                     continue

@@ -3,11 +3,11 @@ the processes hand each other through files in a directory of their own.
 
 Each process reads the whole capture and plays the requests of its part: a request goes to the process its method
 and path (as recorded) name, so production's answers to identical requests meet in one process, where noise is
-learned from them as in one process. Before the first comparison every process learns what the others learned
-(`share_noise`). The processes keep pace with each other through the capture (`Progress`) and share the window of
-copies under way. At the end each process but the first leaves its figures (`Result`) and its pairs as compared;
-the first adds the figures to its own, judges every pair in the capture's order (`compare.ordered`), reports and
-decides the verdict.
+learned from them as in one process. The processes keep pace with each other through the capture (`Progress`) and
+share the window of copies under way. At the end each process but the first leaves its figures and the noise it
+learned (`Result`) and its pairs as compared; the first adds the figures to its own, learns the others' noise, judges
+every pair in the capture's order (`compare.ordered`: a pair that differed compared again with all the noise the
+capture taught), reports and decides the verdict.
 
 The files are pickles in a directory the parent process made for this run alone (mode 0700). A process that ends
 without leaving what it owes is marked gone by the parent (`gone`), and whoever waits for it stops waiting.
@@ -91,6 +91,7 @@ class Result:
     metrics: Metrics
     counts: dict[str, Any] = field(default_factory=dict)  # Replay.tally(): read, copies, to_shadow, ...
     errors: int = 0  # errors it logged: no verdict then
+    noise: dict[str, Any] = field(default_factory=dict)  # what it learned (`NoiseLearner.learned`)
 
 
 def pairs_path(shard: Shard | None, index: int | None = None) -> str | None:
@@ -164,18 +165,13 @@ async def read(shard: Shard, kind: str, index: int) -> Any:
         await asyncio.sleep(POLL)
 
 
-async def share_noise(shard: Shard, learned: dict[str, Any]) -> list[dict[str, Any]]:
-    """Leave the noise this process learned, and take what every other process learned (`NoiseLearner.learned`)."""
-    write(shard.path("noise"), learned)
-    return [await read(shard, "noise", k) for k in shard.others()]
-
-
 @dataclass(slots=True)
 class Parts:
     """What the first process gathers of the others once they have stopped (`gather`)."""
 
     counts: list[dict[str, Any]] = field(default_factory=list)  # each one's `Result.counts`
     pairs: list[str] = field(default_factory=list)  # each one's pairs as compared (`pairs_path`)
+    noise: list[dict[str, Any]] = field(default_factory=list)  # what each one learned (`Result.noise`)
     errors: int = 0  # errors they logged, and processes that ended without their figures
 
 
@@ -191,6 +187,7 @@ async def gather(shard: Shard, metrics: Metrics) -> Parts:
             continue
         metrics.add(part.metrics)
         parts.counts.append(part.counts)
+        parts.noise.append(part.noise)
         parts.errors += part.errors
         if (pairs := pairs_path(shard, k)) is not None:
             parts.pairs.append(pairs)

@@ -1,7 +1,8 @@
-"""`mitmshadow replay` reads its capture once: the learning of noise keeps the flows it reads on disk, and the
-copies are made from them. The comparison's outcome must be the one of reading the capture twice: the same
-copies, counts, judgements and stored mismatches, for a HAR and a flow file, with noise, mismatches, a shadow
-failing, bodies and requests no shadow takes."""
+"""`mitmshadow replay` reads its capture once: noise is learned from production's answers as they come, and the
+pairs, judged at the end in the capture's order, are compared again then with all the noise the capture taught when
+they differed. The outcome must be the one of knowing that noise before the first comparison: the same copies,
+counts, judgements and stored mismatches, for a HAR and a flow file, with noise, mismatches, a shadow failing,
+bodies and requests no shadow takes."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from support import Seen, Upstream, mapping, wait_until, write_mappings
 from shadow_addon import capture
 from shadow_addon.compare import ordered
 from shadow_addon.compare.ordered import CaptureOrder
-from shadow_addon.recorded import spill
 from shadow_addon.shadow import Shadow
 
 ITEMS = 9
@@ -104,9 +104,11 @@ def undated(record: Any) -> Any:
     return record
 
 
-async def replayed(tmp: Path, app: Upstream, cap: Path, inflight: int = 1, **options: Any) -> dict[str, Any]:
-    """`Replay.play`'s two readings of `cap` with comparison on, `inflight` copies in flight at a time, its pairs
-    judged at the end in the capture's order, and what came of it."""
+async def replayed(
+    tmp: Path, app: Upstream, cap: Path, inflight: int = 1, taught: dict[str, Any] | None = None, **options: Any
+) -> dict[str, Any]:
+    """`Replay.play`'s reading of `cap` with comparison on, `inflight` copies in flight at a time, its pairs judged
+    at the end in the capture's order, and what came of it. `taught`: noise known before the first comparison."""
     m = write_mappings(
         tmp / "m.yaml",
         mapping("api", prefix="/api/", service="prod:9000", rewrite="/v1/"),
@@ -130,7 +132,8 @@ async def replayed(tmp: Path, app: Upstream, cap: Path, inflight: int = 1, **opt
             assert sh.pairing is not None
             sh.pairing.offline()
             sh.pairing.in_capture_order(CaptureOrder())
-            r._learning = asyncio.get_running_loop().create_task(r._learn_noise(str(cap), own=True))
+            if taught is not None:
+                sh.pairing.learner.teach(taught)
             await asyncio.wait_for(r._read(str(cap)), 60)
             settled = await asyncio.to_thread(
                 wait_until, lambda: r.settled_copies == r.copies and not sh.pairing.pairs, 60
@@ -145,15 +148,18 @@ async def replayed(tmp: Path, app: Upstream, cap: Path, inflight: int = 1, **opt
                 "judge": sh.pairing.judge.summary(),
                 "stored": [undated(rec) for rec in sh.pairing.store.records],
                 "noise": sorted(str(p) for p in sh.pairing.learner.noise("api-shadow").paths),
+                "learned": sh.pairing.learner.learned(),
             }
         finally:
             sh.done()
 
 
 @pytest.mark.parametrize("kind", ["har", "flows"])
-async def test_the_flows_kept_on_disk_give_the_outcome_of_reading_the_capture_again(
+async def test_one_reading_judges_as_if_the_noise_were_known_from_the_start(
     kind: str, tmp_path: Path, shadow_app: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`ts` differs in production's answers only from the second round on, so the first round's pairs are compared
+    before it is known as noise: judged, they are noise all the same, as when it is known before the first one."""
     cap = write_capture(tmp_path, kind)
     reads: list[str] = []
     real = capture.recorded_flows
@@ -164,28 +170,24 @@ async def test_the_flows_kept_on_disk_give_the_outcome_of_reading_the_capture_ag
 
     monkeypatch.setattr(capture, "recorded_flows", counted)
     once = await replayed(tmp_path, shadow_app, cap)
-    assert reads == ["capture"]  # read once: the copies came from the flows kept
+    assert reads == ["capture"]  # read once
 
-    reads.clear()
     shadow_app.seen.clear()
-    monkeypatch.setattr(spill, "record_of", lambda f: None)  # nothing can be kept: the capture is read again
-    twice = await replayed(tmp_path, shadow_app, cap)
-    assert reads == ["capture", "capture"]
-
-    assert once == twice
+    known = await replayed(tmp_path, shadow_app, cap, taught=once["learned"])
+    assert {k: v for k, v in once.items() if k != "learned"} == {k: v for k, v in known.items() if k != "learned"}
     assert once["read"] == 3 * (ITEMS + 1) and once["copies"] == 3 * ITEMS
     assert once["seen"][0] == ("GET", "/v1/items/0?view=full", b"")  # rewritten once, from the flow as recorded
     counts = once["counts"]["api-shadow"]
     assert counts["mismatch"] > 0 and counts["noise"] > 0 and sum(counts.values()) == 3 * ITEMS
-    assert once["noise"] == [str(("ts",))]  # learned from production's own answers before the first comparison
+    assert once["noise"] == [str(("ts",))]  # learned from production's own answers
     assert once["stored"]
 
 
-async def test_with_a_filter_the_capture_is_read_again_whole(
+async def test_with_a_filter_the_capture_is_read_whole(
     tmp_path: Path, shadow_app: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A filter may look at any part of a flow (mitmproxy's reader then builds each whole): the flows kept are
-    not used, and the filter decides what is copied."""
+    """A filter may look at any part of a flow: mitmproxy's reader builds each whole, and the filter decides what
+    is copied."""
     cap = write_capture(tmp_path, "har")
     reads: list[bool] = []
     real = capture.recorded_flows
@@ -196,7 +198,7 @@ async def test_with_a_filter_the_capture_is_read_again_whole(
 
     monkeypatch.setattr(capture, "recorded_flows", counted)
     out = await replayed(tmp_path, shadow_app, cap, readfile_filter="~u /api/items/2")
-    assert reads == [False, True]
+    assert reads == [True]
     assert out["copies"] == 3 and {p for _, p, _ in out["seen"]} == {"/v1/items/2?view=full"}
 
 

@@ -7,9 +7,14 @@ mismatches and the report) to the end, in the order of the capture: the same cap
 however the answers came in, and whether one process replayed it or several, each its part (`replayshards`),
 whose pairs are merged by their position in the capture.
 
+A replay reads its capture once: noise is learned from production's answers as they come, so a pair compared early
+was compared with less noise known than there is at the end. A match stays a match whatever noise is learned (nothing
+differs); every other pair is compared again when judged, with all the noise the capture taught (every process's, in a
+split replay), from its replies kept whole in a second file (`Replies`), which only pairs that differ cost.
+
 Pairs wait in memory only until every pair before them in the capture has its outcome (a few: the copies in flight);
-they are then written to a file, read back in order at the end. A pair's replies are kept only when it is not a
-match, and then as the store keeps them (a preview of each body).
+they are then written to a file, read back in order at the end; their replies, when kept, go to the second file as
+the pair is added, so what waits in memory is small whatever the bodies.
 """
 
 from __future__ import annotations
@@ -42,21 +47,59 @@ class Compared:
     result: Comparison  # as compared, before the judge
     at: float  # when it was compared (the stored mismatch's time)
     samples: list[list[str]] = field(default_factory=list)  # noise samples taken for this pair, in order
-    production: tuple[Any, ...] | None = None  # `pack`ed replies, kept when the result is not a match
-    shadow: tuple[Any, ...] | None = None
+    # The replies, whole, when the result is not a match: where they are in the `Replies` file while the pair is
+    # written and read, restored to replies as it is read back (`CaptureOrder.compared`, `read`).
+    replies: int | None = None
+    production: Reply | None = None
+    shadow: Reply | None = None
 
 
-def pack(r: Reply | None, preview: int) -> tuple[Any, ...] | None:
-    """A reply as stored with a mismatch (its body cut to `preview` bytes), as plain data: a Reply's caches are
-    not for pickling (its parse marker is an object of this process)."""
+def pack(r: Reply | None) -> tuple[Any, ...] | None:
+    """A reply as plain data: a Reply's caches are not for pickling (its parse marker is an object of this
+    process)."""
     if r is None:
         return None
-    body = r.body if r.body is None or len(r.body) <= preview else r.body[:preview]
-    return (r.status, list(r.headers), body, r.body_size, r.body_sha256, r.encoded)
+    return (r.status, list(r.headers), r.body, r.body_size, r.body_sha256, r.encoded)
 
 
 def unpack(t: tuple[Any, ...] | None) -> Reply | None:
     return None if t is None else Reply(*t)
+
+
+class Replies:
+    """The replies of pairs that are not a match, whole, in a file beside the pairs' (`replies_path`) or an unnamed
+    one: written as each pair is added, read back by their place in it."""
+
+    def __init__(self, path: str | None = None, write: bool = True) -> None:
+        mode = "wb+" if write else "rb"
+        self._file: IO[bytes] = open(path, mode) if path else tempfile.TemporaryFile()  # noqa: SIM115
+        self._end = 0  # where the next replies are written
+        self._moved = False  # a `get` moved the file's position from the end
+
+    def put(self, production: Reply | None, shadow: Reply | None) -> int:
+        data = pickle.dumps((pack(production), pack(shadow)), protocol=pickle.HIGHEST_PROTOCOL)
+        if self._moved:
+            self._file.seek(self._end)
+            self._moved = False
+        self._file.write(data)
+        at, self._end = self._end, self._end + len(data)
+        return at
+
+    def get(self, at: int) -> tuple[Reply | None, Reply | None]:
+        self._moved = True
+        self._file.seek(at)
+        production, shadow = pickle.load(self._file)  # noqa: S301 - written by this replay's own processes
+        return unpack(production), unpack(shadow)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def replies_path(path: str) -> str:
+    return path + ".replies"
 
 
 class CaptureOrder:
@@ -67,10 +110,12 @@ class CaptureOrder:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self._file: IO[bytes] = open(path, "wb") if path else tempfile.TemporaryFile()  # noqa: SIM115
+        self.replies = Replies(replies_path(path) if path else None)
         self._waiting: list[tuple[int, int, Compared]] = []  # a heap by position
         self._seq = 0
         self._batch: list[tuple[Any, ...]] = []  # released pairs not yet written
         self.written = 0
+        self.sampled = 0  # pairs with noise samples (none: the judge need not look for them first)
 
     @property
     def waiting(self) -> int:
@@ -78,6 +123,11 @@ class CaptureOrder:
         return len(self._waiting)
 
     def add(self, c: Compared) -> None:
+        """A pair as compared; its replies (`production`, `shadow`), when given, go to the `Replies` file now."""
+        if c.production is not None or c.shadow is not None:
+            c.replies = self.replies.put(c.production, c.shadow)
+            c.production = c.shadow = None
+        self.sampled += bool(c.samples)
         self._seq += 1
         heapq.heappush(self._waiting, (c.position, self._seq, c))
 
@@ -100,14 +150,17 @@ class CaptureOrder:
         self.release(None)
         self._write()
         self._file.flush()
+        self.replies.flush()
 
-    def compared(self) -> Iterator[Compared]:
-        """The pairs in the capture's order (after `finish`)."""
+    def compared(self, replies: bool = True) -> Iterator[Compared]:
+        """The pairs in the capture's order (after `finish`), each with its replies when they were kept (and
+        `replies` asks for them)."""
         self._file.seek(0)
-        yield from _read(self._file)
+        yield from _read(self._file, self.replies if replies else None)
 
     def close(self) -> None:
         self._file.close()
+        self.replies.close()
 
 
 _MATCH = Comparison("match")
@@ -117,23 +170,32 @@ def _plain(c: Compared) -> tuple[Any, ...]:
     """A pair as plain data, which pickles in C (a dataclass with slots is restored by a Python function, ~10x
     slower); the common match as None."""
     result = None if c.result == _MATCH else c.result
-    return (c.position, c.mapping, c.naming, c.summary, result, c.at, c.samples, c.production, c.shadow)
+    return (c.position, c.mapping, c.naming, c.summary, result, c.at, c.samples, c.replies)
 
 
-def _read(f: IO[bytes]) -> Iterator[Compared]:
+def _read(f: IO[bytes], replies: Replies | None) -> Iterator[Compared]:
     while True:
         try:
             batch = pickle.load(f)  # noqa: S301 - written by this replay's own processes
         except EOFError:
             return
         for t in batch:
-            yield Compared(t[0], t[1], t[2], t[3], _MATCH if t[4] is None else t[4], *t[5:])
+            c = Compared(t[0], t[1], t[2], t[3], _MATCH if t[4] is None else t[4], *t[5:])
+            if c.replies is not None and replies is not None:
+                c.production, c.shadow = replies.get(c.replies)
+            yield c
 
 
-def read(path: str) -> Iterator[Compared]:
-    """Another process's pairs (its `CaptureOrder` at `path`, finished), in the capture's order."""
-    with open(path, "rb") as f:
-        yield from _read(f)
+def read(path: str, replies: bool = True) -> Iterator[Compared]:
+    """Another process's pairs (its `CaptureOrder` at `path`, finished), in the capture's order, with their replies
+    as `CaptureOrder.compared` gives them."""
+    kept = Replies(replies_path(path), write=False) if replies else None
+    try:
+        with open(path, "rb") as f:
+            yield from _read(f, kept)
+    finally:
+        if kept is not None:
+            kept.close()
 
 
 def merged(parts: Iterable[Iterator[Compared]]) -> Iterator[Compared]:

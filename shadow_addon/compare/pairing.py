@@ -28,11 +28,11 @@ from .diff import compare, costly
 from .endpoints import EndpointNamer
 from .judge import CountingLearner, Judge, JudgeConfig, fields_of
 from .noise import request_key
-from .ordered import CaptureOrder, Compared, Naming, pack, unpack
+from .ordered import CaptureOrder, Compared, Naming
 from .reply import Reply
 from .reportfile import ReportFile
 from .result import Comparison, failed, skipped
-from .store import PREVIEW, MismatchStore, record_line
+from .store import MismatchStore, record_line
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ PAIR_BYTES = 512  # what a held reply costs besides its body (headers, the recor
 # (scripts/bench: bigjson against compare, 4.4 against 2.4 ms of CPU a request): charged to comparison's share.
 READ_SECONDS_PER_BYTE = 2e-9
 VARY = (b"authorization", b"cookie", b"accept")  # request headers whose values change production's answer
-OFFLINE_PRINTS = 64 * 1024 * 1024  # bytes of noise prints a replay keeps for its second reading of the capture
+OFFLINE_PRINTS = 64 * 1024 * 1024  # bytes of noise prints a replay keeps by their content
 
 
 @dataclass(slots=True)
@@ -207,20 +207,44 @@ class Pairing:
         """Judge pairs at the end, in the capture's order (`ordered`): a replay's pairs then, from now on."""
         self.order = order
 
-    def judge_in_order(self, pairs: Iterable[Compared]) -> None:
-        """Judge pairs compared in the capture's order (`ordered`), as each would have been judged as it came:
-        its endpoint named, its noise samples counted, the judge's verdict, the counts, the store and the report."""
-        for c in pairs:
+    def judge_in_order(self, pairs: Callable[[bool], Iterable[Compared]], sampled: bool = True) -> None:
+        """Judge pairs compared in the capture's order (`ordered`; `pairs(replies)` reads them, with their replies or
+        not), as each would have been judged as it came: its endpoint named, the judge's verdict, the counts, the
+        store and the report. As noise is learned from the whole capture before a pair is judged, so are
+        production's own variations: every noise sample is counted first, under its pair's endpoint as named at its
+        place (by a namer of its own, which learns from the paths as the judging one does); and a pair that
+        differed is compared again, with all the noise learned by now. `sampled`: whether any pair has a sample."""
+        namer = EndpointNamer(self.namer.patterns, self.namer.many, self.namer.max_prefixes)
+        try:
+            for c in pairs(False) if sampled else ():
+                endpoint = namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
+                for sample in c.samples:
+                    self.judge.noise(c.mapping, endpoint, sample)
+        finally:
+            namer.close()
+        for c in pairs(True):
             endpoint = self.namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
-            for sample in c.samples:
-                self.judge.noise(c.mapping, endpoint, sample)
-            result = self.judge.candidate(c.mapping, endpoint, c.result) if c.result.result != "skipped" else c.result
-            self._record(c.mapping, endpoint, c.summary, unpack(c.production), unpack(c.shadow), result, c.at)
+            result = c.result
+            if c.production is not None and c.shadow is not None:
+                result = self._again(c.mapping, c.summary.get("path"), c.production, c.shadow)
+            if result.result != "skipped":
+                result = self.judge.candidate(c.mapping, endpoint, result)
+            self._record(c.mapping, endpoint, c.summary, c.production, c.shadow, result, c.at)
+
+    def _again(self, mapping: str, path: str | None, production: Reply, shadow: Reply) -> Comparison:
+        """A pair compared again with the noise learned since (its replies restored from the pairs' file)."""
+        try:
+            return compare(
+                self._named(production, path), self._named(shadow, path), self.config, self.learner.noise(mapping)
+            )
+        except Exception as e:  # as a pair's comparison failing when it came: this pair's alone
+            logger.debug("shadow compare: error in a pair", exc_info=e)
+            return failed(type(e).__name__)
 
     def offline(self) -> None:
-        """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs. The
-        capture is read twice (noise is learned from all of it before the first comparison): the prints made in the
-        first reading are kept for the second, up to OFFLINE_PRINTS bytes."""
+        """A recorded capture is replayed, with no live production to keep fast: comparison takes what it needs.
+        Answers met again (a capture's often repeat) are not parsed again for their noise print: the prints are
+        kept by their content, up to OFFLINE_PRINTS bytes."""
         self.builder.loop = TimeBudget(float("inf"))
         self.learner.keep_prints(OFFLINE_PRINTS)
 
@@ -408,7 +432,9 @@ class Pairing:
     def _finish(self, pair: Pair, result: Comparison) -> None:
         self._release(pair)
         if pair.position is not None and pair.naming is not None and self.order is not None:
-            kept = result.result != "match"  # the replies a stored mismatch shows, should the judge make it one
+            # Compared again when judged, with the noise learned by then (a match stays one); the replies a stored
+            # mismatch shows.
+            kept = result.result in ("mismatch", "noise")
             self.order.add(
                 Compared(
                     pair.position,
@@ -418,8 +444,8 @@ class Pairing:
                     result,
                     time.time(),
                     pair.samples,
-                    pack(pair.production, PREVIEW) if kept else None,
-                    pack(pair.shadow, PREVIEW) if kept else None,
+                    production=pair.production if kept else None,
+                    shadow=pair.shadow if kept else None,
                 )
             )
             # Pairs are expected in the capture's order: the first one still waiting bounds what can be written.
