@@ -214,6 +214,25 @@ def test_the_replay_case_counts_the_pairs_its_report_judged() -> None:
     assert replaycase.judged(out[:2]) == 0  # no comparison reported: nothing judged
 
 
+def test_the_replay_case_gives_the_measured_package_over_the_baseline_at_equal_speed() -> None:
+    """`--replay --baseline`: each capture's wall and CPU time over the baseline's, fitted to the CPU speed. Here
+    the measured package takes 0.8x the baseline's time at any speed, and a faster host shortens both."""
+
+    def run(package: str, speed: float, seconds: float) -> replaycase.ReplayRun:
+        r = replaycase.ReplayRun("har", 10, 1.0, exit_code=0, speed=speed, package=package)
+        r.wall_s, r.cpu_s = seconds, 2 * seconds
+        return r
+
+    runs = [run("", s, 0.8 * 30 / s) for s in (0.9, 1.1, 1.0)] + [run("base", s, 30 / s) for s in (1.2, 0.8, 1.0)]
+    runs.append(run("", 1.0, 1.0))
+    runs[-1].exit_code = 1  # failed: not measured
+    wall, cpu = replaycase.over_base(runs, "har")
+    assert wall.name == "replay har: wall time over the baseline" and wall.result == "info"
+    assert wall.value.startswith("0.800x") and cpu.value.startswith("0.800x")
+    assert "speed^-1.00" in wall.value
+    assert replaycase.over_base(runs, "flows")[0].value == "-"  # no run of that capture
+
+
 def test_every_part_the_in_situ_timing_wraps_is_in_the_package() -> None:
     """`scripts/bench_insitu.py` skips a name an older release lacks: in this one, each must be there, or the
     figure would leave the part out unseen."""

@@ -102,8 +102,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--soak-minutes and --phase-seconds need --soak")
     if args.replay_entries is not None and not args.replay:
         p.error("--replay-entries needs --replay")
-    if args.baseline and (args.soak or args.replay):
-        p.error("--baseline is for the interleaved rounds (not --soak or --replay: use --addon-dir there)")
+    if args.baseline and args.soak:
+        p.error("--baseline is for the interleaved rounds and --replay (not --soak: use --addon-dir there)")
     if args.replay and (args.soak or args.only):
         p.error("--replay runs on its own (not with --soak or --only)")
     if args.replay:

@@ -12,11 +12,12 @@ import re
 import resource
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchkit import speedfit
 from benchkit.answers import BODY, CONTENT_TYPE
 from benchkit.harness import ADDON_SRC, snapshot_addon
 from benchkit.procs import HOST, ROOT, log, spawn, stop
@@ -107,6 +108,7 @@ class ReplayRun:
     speed: float = math.nan  # the speed probe's mean over the run (docs/benchmark.md, "CPU speed")
     shadow_received: int = 0
     output: tuple[str, ...] = ()
+    package: str = ""  # "base": --baseline's package, else the one measured
 
 
 def tail(text: str) -> Iterator[str]:
@@ -127,8 +129,9 @@ async def replay_once(
     ups: Any,
     env: dict[str, str],
     probe: SpeedProbe | None = None,
+    package: str = "",
 ) -> ReplayRun:
-    run = ReplayRun(kind, entries, capture.stat().st_size / 2**20)
+    run = ReplayRun(kind, entries, capture.stat().st_size / 2**20, package=package)
     cmd = [
         str(ROOT / ".venv" / "bin" / "python"),
         "-m",
@@ -141,7 +144,7 @@ async def replay_once(
         f"shadow-svc={HOST}:{shadow_port}",
     ]
     before = await ups.stats()
-    out_path = tmp / f"replay-{kind}.log"
+    out_path = tmp / f"replay-{kind}{'@' + package if package else ''}.log"
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the replay's, once it is waited for, with its own children
     t0 = time.monotonic()
     with open(out_path, "wb") as out:
@@ -185,10 +188,9 @@ async def replay_bench(args: argparse.Namespace) -> int:
         tmp = Path(tmpdir)
         (tmp / "replay-mappings.yaml").write_text(REPLAY_MAPPINGS)
         # The addon as it is now: every run replays with the same code even while the working tree changes.
-        addon_rev = snapshot_addon(tmp / "addon", Path(args.addon_dir) if args.addon_dir else ADDON_SRC)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp / "addon"), env.get("PYTHONPATH", "")) if p)
-        log(f"addon snapshot {addon_rev}")
+        envs = {"": _package_env(tmp / "addon", Path(args.addon_dir) if args.addon_dir else ADDON_SRC)}
+        if args.baseline:  # replayed in the same rounds, alternating with the measured package
+            envs["base"] = _package_env(tmp / "baseline", Path(args.baseline))
         captures = {"har": tmp / "capture.har", "flows": tmp / "capture.mitm"}
         t = time.monotonic()
         write_har(captures["har"], entries)
@@ -199,25 +201,53 @@ async def replay_bench(args: argparse.Namespace) -> int:
         # is how fast the host runs that hour, which moves a replay's wall time by +-25 %.
         probe = await SpeedProbe.start(set())
         try:
+            packages = list(envs)
             for rnd in range(1, args.rounds + 1):
                 for kind in ("har", "flows") if rnd % 2 else ("flows", "har"):
-                    r = await replay_once(captures[kind], kind, entries, ups.ports["healthy"], tmp, ups, env, probe)
-                    runs.append(r)
-                    log(
-                        f"[round {rnd}/{args.rounds}] replay {kind:<5} {r.wall_s:6.1f} s  cpu {r.cpu_s:6.1f} s  "
-                        f"peak {r.peak_rss_mib:6.1f} MiB  shadow got {r.shadow_received}  exit {r.exit_code}  "
-                        f"speed {r.speed:.2f}"
-                    )
+                    for pkg in packages if rnd % 2 else packages[::-1]:
+                        port = ups.ports["healthy"]
+                        r = await replay_once(captures[kind], kind, entries, port, tmp, ups, envs[pkg], probe, pkg)
+                        runs.append(r)
+                        log(
+                            f"[round {rnd}/{args.rounds}] replay {kind + ('@' + pkg if pkg else ''):<10} "
+                            f"{r.wall_s:6.1f} s  cpu {r.cpu_s:6.1f} s  peak {r.peak_rss_mib:6.1f} MiB  "
+                            f"shadow got {r.shadow_received}  exit {r.exit_code}  speed {r.speed:.2f}"
+                        )
         finally:
             await probe.close()
             await ups.close()
     return report(args, runs, time.monotonic() - t0)
 
 
+def _package_env(dest: Path, src: Path) -> dict[str, str]:
+    """The environment a replay of the package at `src`, snapshot into `dest`, runs in."""
+    rev = snapshot_addon(dest, src)
+    log(f"addon snapshot {rev} ({src})")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(dest), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def over_base(runs: Sequence[ReplayRun], kind: str) -> list[Check]:
+    """The measured package over --baseline's, for one capture: wall and CPU time fitted to the CPU speed
+    (`speedfit`), and the mean of the rounds' ratios (each measured run over the baseline's of its round)."""
+    mine = [r for r in runs if r.capture == kind and not r.package and r.exit_code == 0]
+    base = [r for r in runs if r.capture == kind and r.package == "base" and r.exit_code == 0]
+    checks = []
+    for figure in ("wall_s", "cpu_s"):
+        got = speedfit.fit([(r.speed, getattr(r, figure)) for r in mine], [(r.speed, getattr(r, figure)) for r in base])
+        ratios = [getattr(a, figure) / getattr(b, figure) for a, b in zip(mine, base, strict=False)]
+        shown = got.text() if got is not None else "-"
+        if ratios:
+            shown += f"; rounds {min(ratios):.3f}..{max(ratios):.3f}"
+        checks.append(Check(f"replay {kind}: {figure.removesuffix('_s')} time over the baseline", shown, "", "info"))
+    return checks
+
+
 def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> int:
     rows = [
         [
-            r.capture,
+            r.capture + ("@" + r.package if r.package else ""),
             str(r.entries),
             fmt(r.capture_mib, ".1f"),
             fmt(r.wall_s, ".1f"),
@@ -235,7 +265,7 @@ def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> i
     body = ["", f"mitmshadow replay: {args.rounds} round(s), upstreams {args.upstreams}", "", table(headers, rows)]
     checks: list[Check] = []
     for kind in ("har", "flows"):
-        rs = [r for r in runs if r.capture == kind]
+        rs = [r for r in runs if r.capture == kind and not r.package]
         if not rs:
             continue
         worst_wall = max(r.wall_s for r in rs)
@@ -251,9 +281,16 @@ def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> i
         checks.append(Check(f"replay {kind}: wall time at CPU speed 1", f"{shown} s", target, "info"))
         res = "PASS" if worst_rss <= REPLAY_MIB else "FAIL"
         checks.append(Check(f"replay {kind}: peak RSS", f"{worst_rss:.1f} MiB", f"<= {REPLAY_MIB:g} MiB", res, 0))
+        if args.baseline:
+            checks += over_base(runs, kind)
     notes = [f"{r.capture}: {ln}" for r in runs if r.exit_code != 0 for ln in r.output]
     result: dict[str, Any] = {
-        "config": {"rounds": args.rounds, "entries": args.replay_entries, "upstreams": args.upstreams},
+        "config": {
+            "rounds": args.rounds,
+            "entries": args.replay_entries,
+            "upstreams": args.upstreams,
+            "baseline": args.baseline,
+        },
         "json_path": str(Path(args.json) if args.json else ROOT / "bench-results-replay.json"),
         "runs": [asdict(r) for r in runs],
         "meta": {"cpus": os.cpu_count(), "elapsed_s": elapsed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
