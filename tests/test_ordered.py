@@ -146,3 +146,31 @@ def test_every_noise_sample_is_counted_before_the_first_pair_is_judged() -> None
         assert late.metrics.compare_counts() == {"m": {"mismatch": 2}}
     finally:
         order.close()
+
+
+def test_a_pair_that_differed_is_compared_again_only_if_noise_was_learned_after_it() -> None:
+    """Noise sets only grow: a pair compared with as many fields known as there are at the end was compared with
+    the same set, and comparing it again would give the same; one compared with fewer is compared again."""
+    production = Reply.of(200, [(b"content-type", b"application/json")], b'{"ts": 1, "price": 10}')
+    shadow = Reply.of(200, [(b"content-type", b"application/json")], b'{"ts": 2, "price": 10}')
+    order = CaptureOrder()
+    try:
+        for position, known in ((1, 0), (2, 1)):
+            c = pair(position, "mismatch")
+            c.noise, c.production, c.shadow = known, production, shadow
+            order.add(c)
+        order.finish()
+        p = _pairing()
+        p.learner.teach({"m": [("path", ("ts",))]})  # one field known at the end
+        again: list[str] = []
+        real = p._again
+
+        def counted(mapping: str, path: str | None, a: Reply, b: Reply) -> Comparison:
+            again.append(str(path))
+            return real(mapping, path, a, b)
+
+        p._again = counted  # type: ignore[method-assign]
+        p.judge_in_order(order.compared, sampled=False)
+        assert again == ["/x/1"]  # the pair compared before `ts` was known
+    finally:
+        order.close()

@@ -10,7 +10,8 @@ whose pairs are merged by their position in the capture.
 A replay reads its capture once: noise is learned from production's answers as they come, so a pair compared early
 was compared with less noise known than there is at the end. A match stays a match whatever noise is learned (nothing
 differs); every other pair is compared again when judged, with all the noise the capture taught (every process's, in a
-split replay), from its replies kept whole in a second file (`Replies`), which only pairs that differ cost.
+split replay), if any was learned after it was compared, from its replies kept whole in a second file (`Replies`),
+which only pairs that differ cost.
 
 Pairs wait in memory only until every pair before them in the capture has its outcome (a few: the copies in flight);
 they are then written to a file, read back in order at the end; their replies, when kept, go to the second file as
@@ -47,6 +48,7 @@ class Compared:
     result: Comparison  # as compared, before the judge
     at: float  # when it was compared (the stored mismatch's time)
     samples: list[list[str]] = field(default_factory=list)  # noise samples taken for this pair, in order
+    noise: int = 0  # fields of its Mapping's noise known when it was compared (a set that only grows)
     # The replies, whole, when the result is not a match: where they are in the `Replies` file while the pair is
     # written and read, restored to replies as it is read back (`CaptureOrder.compared`, `read`).
     replies: int | None = None
@@ -170,7 +172,7 @@ def _plain(c: Compared) -> tuple[Any, ...]:
     """A pair as plain data, which pickles in C (a dataclass with slots is restored by a Python function, ~10x
     slower); the common match as None."""
     result = None if c.result == _MATCH else c.result
-    return (c.position, c.mapping, c.naming, c.summary, result, c.at, c.samples, c.replies)
+    return (c.position, c.mapping, c.naming, c.summary, result, c.at, c.samples, c.noise, c.replies)
 
 
 def _read(f: IO[bytes], replies: Replies | None) -> Iterator[Compared]:

@@ -213,7 +213,8 @@ class Pairing:
         store and the report. As noise is learned from the whole capture before a pair is judged, so are
         production's own variations: every noise sample is counted first, under its pair's endpoint as named at its
         place (by a namer of its own, which learns from the paths as the judging one does); and a pair that
-        differed is compared again, with all the noise learned by now. `sampled`: whether any pair has a sample."""
+        differed is compared again, with all the noise learned by now, when some was learned after it was compared.
+        `sampled`: whether any pair has a sample."""
         namer = EndpointNamer(self.namer.patterns, self.namer.many, self.namer.max_prefixes)
         try:
             for c in pairs(False) if sampled else ():
@@ -225,11 +226,18 @@ class Pairing:
         for c in pairs(True):
             endpoint = self.namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
             result = c.result
-            if c.production is not None and c.shadow is not None:
+            if c.production is not None and c.shadow is not None and self._learned_since(c):
                 result = self._again(c.mapping, c.summary.get("path"), c.production, c.shadow)
             if result.result != "skipped":
                 result = self.judge.candidate(c.mapping, endpoint, result)
             self._record(c.mapping, endpoint, c.summary, c.production, c.shadow, result, c.at)
+
+    def _learned_since(self, c: Compared) -> bool:
+        """Whether noise was learned for the pair's Mapping after it was compared (by any process: the sets only
+        grow, and a process's is part of the first one's at the end, so the same size is the same set unless the
+        set is full, when what it holds may be another process's)."""
+        noise = self.learner.noise(c.mapping)
+        return noise.full or len(noise) != c.noise
 
     def _again(self, mapping: str, path: str | None, production: Reply, shadow: Reply) -> Comparison:
         """A pair compared again with the noise learned since (its replies restored from the pairs' file)."""
@@ -444,6 +452,7 @@ class Pairing:
                     result,
                     time.time(),
                     pair.samples,
+                    len(self.learner.noise(pair.mapping)) if kept else 0,
                     production=pair.production if kept else None,
                     shadow=pair.shadow if kept else None,
                 )
