@@ -15,19 +15,16 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from benchkit.speedfit import pooled  # noqa: E402
-from benchkit.summary import FITTED, OTHER_LOAD_PCT  # noqa: E402
+from benchkit.summary import FITTED, quiet  # noqa: E402
 
 
 def points(doc: dict, a: str, b: str, key: str) -> list[tuple[float, float, bool]]:
     """(speed, figure, is a) of the quiet runs of scenarios a and b in one file's JSON."""
     out = []
     for r in doc.get("runs", []):
-        other, speed, value = r.get("cpu_other_pct"), r.get("core_speed"), r.get(key)
-        if r.get("scenario") not in (a, b) or speed is None or value is None:
-            continue
-        if other is not None and other > OTHER_LOAD_PCT:
-            continue  # disturbed, as the report flags it
-        out.append((float(speed), float(value), r["scenario"] == a))
+        speed, value = r.get("core_speed"), r.get(key)
+        if r.get("scenario") in (a, b) and value is not None and quiet(speed, r.get("cpu_other_pct")):
+            out.append((float(speed), float(value), r["scenario"] == a))
     return out
 
 

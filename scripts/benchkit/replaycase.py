@@ -19,7 +19,7 @@ from typing import Any
 
 from benchkit import speedfit
 from benchkit.answers import BODY, CONTENT_TYPE
-from benchkit.harness import ADDON_SRC, snapshot_addon
+from benchkit.harness import ADDON_SRC, package
 from benchkit.procs import HOST, ROOT, log, spawn, stop
 from benchkit.procstats import descendants, read_status
 from benchkit.report import Check, fmt, publish, table
@@ -188,9 +188,14 @@ async def replay_bench(args: argparse.Namespace) -> int:
         tmp = Path(tmpdir)
         (tmp / "replay-mappings.yaml").write_text(REPLAY_MAPPINGS)
         # The addon as it is now: every run replays with the same code even while the working tree changes.
-        envs = {"": _package_env(tmp / "addon", Path(args.addon_dir) if args.addon_dir else ADDON_SRC)}
+        sources = {"": Path(args.addon_dir) if args.addon_dir else ADDON_SRC}
         if args.baseline:  # replayed in the same rounds, alternating with the measured package
-            envs["base"] = _package_env(tmp / "baseline", Path(args.baseline))
+            sources["base"] = Path(args.baseline)
+        envs = {}
+        for name, src in sources.items():
+            snapshot = package(args, src, tmp / (name or "addon"))
+            log(f"addon snapshot {snapshot.rev} ({src})")
+            envs[name] = snapshot.env
         captures = {"har": tmp / "capture.har", "flows": tmp / "capture.mitm"}
         t = time.monotonic()
         write_har(captures["har"], entries)
@@ -219,24 +224,17 @@ async def replay_bench(args: argparse.Namespace) -> int:
     return report(args, runs, time.monotonic() - t0)
 
 
-def _package_env(dest: Path, src: Path) -> dict[str, str]:
-    """The environment a replay of the package at `src`, snapshot into `dest`, runs in."""
-    rev = snapshot_addon(dest, src)
-    log(f"addon snapshot {rev} ({src})")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(dest), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def over_base(runs: Sequence[ReplayRun], kind: str) -> list[Check]:
     """The measured package over --baseline's, for one capture: wall and CPU time fitted to the CPU speed
-    (`speedfit`), and the mean of the rounds' ratios (each measured run over the baseline's of its round)."""
-    mine = [r for r in runs if r.capture == kind and not r.package and r.exit_code == 0]
-    base = [r for r in runs if r.capture == kind and r.package == "base" and r.exit_code == 0]
+    (`speedfit`), and the range of the rounds' ratios (each measured run over the baseline's of its round; a round
+    in which either failed is left out)."""
+    mine = [r for r in runs if r.capture == kind and not r.package]  # one a round each, in order
+    base = [r for r in runs if r.capture == kind and r.package == "base"]
+    rounds = [(a, b) for a, b in zip(mine, base, strict=False) if a.exit_code == 0 == b.exit_code]
     checks = []
     for figure in ("wall_s", "cpu_s"):
-        got = speedfit.fit([(r.speed, getattr(r, figure)) for r in mine], [(r.speed, getattr(r, figure)) for r in base])
-        ratios = [getattr(a, figure) / getattr(b, figure) for a, b in zip(mine, base, strict=False)]
+        got = speedfit.fit(*([(r.speed, getattr(r, figure)) for r in rs if r.exit_code == 0] for rs in (mine, base)))
+        ratios = [getattr(a, figure) / getattr(b, figure) for a, b in rounds]
         shown = got.text() if got is not None else "-"
         if ratios:
             shown += f"; rounds {min(ratios):.3f}..{max(ratios):.3f}"

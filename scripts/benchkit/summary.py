@@ -45,8 +45,10 @@ OVER_BASE = (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"), ("cpu_
 FITTED = (("rps", "throughput"), ("p50_ms", "p50"), ("cpu_us_per_request", "cpu_per_request"))
 
 
-def _quiet(r: Run) -> bool:
-    return not math.isnan(r.core_speed) and not (r.cpu_other_pct > OTHER_LOAD_PCT)
+def quiet(speed: float | None, other_pct: float | None) -> bool:
+    """Whether a run counts in a fit: its speed probed, and not disturbed (the report's flag); None, as a run's
+    JSON writes NaN, is not measured."""
+    return speed is not None and not math.isnan(speed) and not (other_pct is not None and other_pct > OTHER_LOAD_PCT)
 
 
 def fitted(runs: dict[int, Run], ref: dict[int, Run]) -> dict[str, Fit]:
@@ -54,7 +56,8 @@ def fitted(runs: dict[int, Run], ref: dict[int, Run]) -> dict[str, Fit]:
     is left out when there are too few (or no speed probe)."""
     out: dict[str, Fit] = {}
     for key, label in FITTED:
-        f = fit(*([(r.core_speed, getattr(r, key)) for r in g.values() if _quiet(r)] for g in (runs, ref)))
+        quiet_runs = ([r for r in g.values() if quiet(r.core_speed, r.cpu_other_pct)] for g in (runs, ref))
+        f = fit(*([(r.core_speed, getattr(r, key)) for r in rs] for rs in quiet_runs))
         if f is not None:
             out[label] = f
     return out

@@ -215,14 +215,15 @@ class Pairing:
         place (by a namer of its own, which learns from the paths as the judging one does); and a pair that
         differed is compared again, with all the noise learned by now, when some was learned after it was compared.
         `sampled`: whether any pair has a sample."""
-        namer = EndpointNamer(self.namer.patterns, self.namer.many, self.namer.max_prefixes)
-        try:
-            for c in pairs(False) if sampled else ():
-                endpoint = namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
-                for sample in c.samples:
-                    self.judge.noise(c.mapping, endpoint, sample)
-        finally:
-            namer.close()
+        if sampled:
+            namer = EndpointNamer(self.namer.patterns, self.namer.many, self.namer.max_prefixes)
+            try:
+                for c in pairs(False):
+                    endpoint = namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
+                    for sample in c.samples:
+                        self.judge.noise(c.mapping, endpoint, sample)
+            finally:
+                namer.close()
         for c in pairs(True):
             endpoint = self.namer.name(c.naming[0], c.naming[1], FieldView(c.naming[2]))
             result = c.result
