@@ -10,6 +10,7 @@ from typing import Protocol
 from mitmproxy import ctx, http
 
 from . import compare, copies, flowview, routing, secondary
+from .compare.endpoints import naming_fields
 from .compare.pairing import Pairing
 from .copyrequest import Copy, Outcome
 from .httpsyntax import FieldView
@@ -62,7 +63,7 @@ def submit(
         to_secondary = secondary.address_for(s.secondaries, route.mapping, route.address)
         fields = req.headers.fields
         if pairing.order is not None and position is not None:  # named when judged, in the capture's order
-            name, naming = "", (req.method, req.path, tuple(fields))
+            name, naming = "", (req.method, req.path, naming_fields(fields))
         else:
             name, naming = pairing.namer.name(req.method, req.path, FieldView(fields)), None
         # False when comparison's share of the event loop is spent: the copy goes out as an uncompared one.

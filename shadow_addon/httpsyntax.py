@@ -61,4 +61,13 @@ class FieldView:
         self.fields = fields
 
     def get(self, name: str, /) -> str | None:
-        return field_value(self.fields, name.encode("utf-8", "surrogateescape").lower())
+        key = _KEYS.get(name)
+        if key is None:
+            key = name.encode("utf-8", "surrogateescape").lower()
+            if len(_KEYS) < MAX_KEYS:  # the few names code asks for, not names from traffic
+                _KEYS[name] = key
+        return field_value(self.fields, key)
+
+
+MAX_KEYS = 256
+_KEYS: dict[str, bytes] = {}  # a header name as `FieldView.get` looks it up (asked for every request compared)

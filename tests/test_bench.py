@@ -387,3 +387,20 @@ def test_a_pooled_interval_is_no_narrower_than_the_runs_disagree() -> None:
         runs.append([(r.core_speed, r.rps, r.scenario == "healthy") for r in plain + healthy])
     f = pooled(runs)
     assert f is not None and f.low < 0.85 and f.high > 0.89 and abs(f.ratio - 0.87) < 0.01
+
+
+@pytest.mark.e2e
+def test_the_pairs_benchmark_times_each_mode_in_both_packages_and_gives_the_ratio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`scripts/bench_pairs.py --baseline`: every pair of each batch a match (it stops otherwise), in child processes
+    of both packages taking turns; here the baseline is this package, so the ratio is about one."""
+    import bench_pairs
+
+    assert bench_pairs.main(["--pairs", "200", "--batches", "3", "--baseline", str(ROOT / "shadow_addon")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["replay", "live"]
+    for line in lines:
+        m = re.search(r"this over the baseline (\d+\.\d+) \[(\d+\.\d+)\.\.(\d+\.\d+)\]", line)
+        assert m is not None, line
+        assert 0.2 < float(m[1]) < 5 and float(m[2]) <= float(m[1]) <= float(m[3])

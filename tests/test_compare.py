@@ -32,11 +32,14 @@ from shadow_addon.compare import (
     skipped,
 )
 from shadow_addon.compare import pairing as pairing_module
+from shadow_addon.compare.endpoints import NAMED_BY, EndpointNamer, naming_fields
 from shadow_addon.compare.fields import parse_pointer
 from shadow_addon.compare.pairing import PAIR_BYTES, Pairing
 from shadow_addon.compare.prints import MAX_DEPTH
 from shadow_addon.compare.render import MAX_LABEL, clip
-from shadow_addon.compare.result import Difference
+from shadow_addon.compare.reply import content_coding
+from shadow_addon.compare.result import MATCH, Difference
+from shadow_addon.httpsyntax import FieldView
 from shadow_addon.metrics import Metrics
 
 JSON = [("Content-Type", "application/json")]
@@ -83,6 +86,27 @@ def test_reply_of_keeps_body_under_limit_and_hashes_it() -> None:
     assert r.body_sha256 == hashlib.sha256(b"hello").hexdigest()
     assert r.headers == [("X-A", "1"), ("x-a", " 2 ")]
     assert r.header("X-a") == "1, 2" and r.header("missing") is None
+
+
+def test_content_coding_in_any_spelling_and_no_other_field() -> None:
+    fields: list[tuple[str | bytes, str | bytes]] = [
+        (b"Content-Encoding", b"gzip"),
+        ("content-language", "de"),  # as long as the name looked for: not it
+        (b"CONTENT-ENCODING", b"br"),
+        ("x-content-encoding", "zstd"),
+    ]
+    assert content_coding(fields) == "gzip, br"
+    assert content_coding([(b"content-type", b"text/plain")]) == "" and content_coding([]) == ""
+
+
+def test_reply_header_asked_in_any_case_and_its_hashes_per_set_of_names() -> None:
+    r = Reply.of(200, [(b"Content-Type", b"text/plain"), (b"ETag", b'"1"')], b"")
+    assert r.header("content-type") == r.header("CONTENT-TYPE") == r.header("Content-Type") == "text/plain"
+    assert r.header("etag") == '"1"' and r.header("ETAG") == '"1"' and r.header("x-none") is None
+    one, two = ("content-type",), ("content-type", "etag")
+    assert r.header_hashes(one) == (hash("text/plain"),)
+    assert r.header_hashes(two) == (hash("text/plain"), hash('"1"'))  # other names: worked out again
+    assert r.header_hashes(one) == (hash("text/plain"),)
 
 
 def test_reply_of_over_limit_drops_body_but_keeps_size_and_hash() -> None:
@@ -515,6 +539,36 @@ def test_ignored_fields_are_neither_noise_nor_diffs() -> None:
 
 
 # ------------------------------------------------------------------------------------------ noise learning
+
+
+def test_identical_answers_are_the_one_match_and_any_difference_is_not() -> None:
+    same = compare(js({"a": 1}), js({"a": 1}), CompareConfig())
+    assert same is MATCH and (same.diffs, same.noisy, same.kinds) == ([], [], frozenset())
+    other = compare(js({"a": 1}), js({"a": 2}), CompareConfig())
+    assert other.result == "mismatch" and other is not MATCH and MATCH.diffs == []
+    n = NoiseSet()
+    learn(n, "/a")
+    noisy = compare(js({"a": 1}), js({"a": 2}), CompareConfig(), n)
+    assert noisy.result == "noise" and noisy is not MATCH
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"Host", b"a"), (b"Canonical-Resource", b"orders"), (b"Accept", b"*/*")],
+        [(b"authorization", b"Basic YWxpY2U6eA=="), (b"Cookie", b"x=1")],
+        [(b"AUTHORIZATION", b"Bearer t"), (b"canonical-resource", b" ")],
+        [(b"User-Agent", b"x")],
+        [],
+    ],
+)
+def test_a_pair_named_later_keeps_the_fields_that_name_it(fields: list[tuple[bytes, bytes]]) -> None:
+    kept = naming_fields(fields)
+    assert all(k.lower() in NAMED_BY for k, _ in kept) and len(kept) == sum(k.lower() in NAMED_BY for k, _ in fields)
+    for path in ("/users/alice/orders/7", "/a/b"):
+        assert EndpointNamer().name("GET", path, FieldView(kept)) == EndpointNamer().name(
+            "GET", path, FieldView(tuple(fields))
+        )
 
 
 def test_request_key_identity() -> None:

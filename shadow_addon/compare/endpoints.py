@@ -31,6 +31,14 @@ _VAR = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 OVERRIDE_HEADER = "canonical-resource"  # opendiffy's header: the client names the endpoint itself
+NAMED_BY = (OVERRIDE_HEADER.encode(), b"authorization")  # the request headers `EndpointNamer.name` reads
+
+
+def naming_fields(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The request's header fields that name its endpoint (`NAMED_BY`): what a pair named later keeps of them."""
+    return tuple(f for f in fields if f[0].lower() in NAMED_BY)
+
+
 NAME_LIMIT = 200  # characters of an endpoint name given by a header
 # Distinct words at one position (same method, prefix and depth) before it becomes `{var}`. Conservative: two
 # handlers merged hide which one broke, while one handler split only spreads its figures.
@@ -185,6 +193,8 @@ class EndpointNamer:
         self._forget()
 
     def name(self, method: str, path: str, headers: Headers | None = None) -> str:
+        """The endpoint of a request: the override header's name, else the path with its variable parts named (by
+        `authorization` too). Reads no other header (`NAMED_BY`)."""
         method = method.upper()
         if headers is not None:
             given = headers.get(OVERRIDE_HEADER)

@@ -11,7 +11,7 @@ from .fields import NOTHING, IgnoreRules, State, pointer
 from .noiseset import NoiseSet
 from .prints import MAX_DEPTH
 from .render import MAX_LABEL, MISSING, clip, render
-from .result import Comparison, Difference, Result
+from .result import MATCH, Comparison, Difference, Result
 
 MAX_LISTED = 20  # differences listed per comparison; the rest are counted
 MAX_FIELDS = 64  # differences kept as (field, kind) per comparison, noisy ones included
@@ -97,6 +97,8 @@ class Collector:
         self._put("body", kind, node, noise, a, b, values)
 
     def result(self) -> Comparison:
+        if not (self.kinds or self.diffs or self.noisy or self.fields or self.more_fields or self.more_noise):
+            return MATCH  # the common answer, made once
         if self.more:
             self.diffs.append(f"... and {self.more} more")
         if self.more_noisy:

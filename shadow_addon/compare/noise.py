@@ -20,12 +20,10 @@ def request_key(method: str, path_with_query: str, body: bytes, vary: Iterable[s
     """Identity of a request for noise learning: same key, same expected answer. `vary`: values of request
     headers that change the answer (e.g. authorization, cookie, accept), so that two users' answers to the same
     URL are not mistaken for noise."""
-    h = hashlib.sha256(method.upper().encode() + b"\0" + path_with_query.encode("utf-8", "surrogateescape"))
-    for v in vary:
-        h.update(b"\0" + v.encode("utf-8", "surrogateescape"))
-    h.update(b"\0")
-    h.update(body)
-    return h.hexdigest()[:32]
+    parts = [method.upper().encode(), path_with_query.encode("utf-8", "surrogateescape")]
+    parts += [v.encode("utf-8", "surrogateescape") for v in vary]
+    parts.append(body)
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:32]
 
 
 CONTENT_KEY_BYTES = 512  # what a kept print's key costs (`_content`: a hash in hex, a content-type)
@@ -121,7 +119,7 @@ class NoiseLearner:
             old is not None
             and bool(reply.body_sha256)
             and old.sent == (reply.body_size, reply.body_sha256)
-            and (old.status, old.headers) == (reply.status, tuple(hash(reply.header(h)) for h in self.headers))
+            and (old.status, old.headers) == (reply.status, reply.header_hashes(self.headers))
         )
 
     def observe(self, mapping: str, key: str, reply: Reply) -> Changes | None:
@@ -135,7 +133,7 @@ class NoiseLearner:
         if self.seen(mapping, key, reply):
             self.prints.move_to_end((mapping, key))  # the same bytes again: nothing changed, no need to look inside
             return Changes()
-        headers = tuple(hash(reply.header(h)) for h in self.headers)
+        headers = reply.header_hashes(self.headers)
         new = self._fingerprint(reply, headers)
         old = self.prints.pop((mapping, key), None)
         changes = None

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .reply import Reply
-from .result import Comparison
+from .result import MATCH, Comparison
 
-Naming = tuple[str, str, tuple[tuple[bytes, bytes], ...]]  # method, path, request header fields
+Naming = tuple[str, str, tuple[tuple[bytes, bytes], ...]]  # method, path, the header fields that name it (NAMED_BY)
 # Pairs held in memory behind one that waits for its answer (up to the copy timeout) before the replay stops reading
 # the capture until it comes: what a slow answer can make wait is bounded, not the pairs of its timeout.
 WAITING = 4096
@@ -165,13 +165,10 @@ class CaptureOrder:
         self.replies.close()
 
 
-_MATCH = Comparison("match")
-
-
 def _plain(c: Compared) -> tuple[Any, ...]:
     """A pair as plain data, which pickles in C (a dataclass with slots is restored by a Python function, ~10x
     slower); the common match as None."""
-    result = None if c.result == _MATCH else c.result
+    result = None if c.result is MATCH or c.result == MATCH else c.result
     return (c.position, c.mapping, c.naming, c.summary, result, c.at, c.samples, c.noise, c.replies)
 
 
@@ -182,7 +179,7 @@ def _read(f: IO[bytes], replies: Replies | None) -> Iterator[Compared]:
         except EOFError:
             return
         for t in batch:
-            c = Compared(t[0], t[1], t[2], t[3], _MATCH if t[4] is None else t[4], *t[5:])
+            c = Compared(t[0], t[1], t[2], t[3], MATCH if t[4] is None else t[4], *t[5:])
             if c.replies is not None and replies is not None:
                 c.production, c.shadow = replies.get(c.replies)
             yield c

@@ -25,10 +25,15 @@ def _str(v: str | bytes) -> str:
     return v.decode("latin-1") if isinstance(v, bytes) else v  # header bytes map 1:1 onto latin-1
 
 
+_CODING_NAMES = (b"content-encoding", "content-encoding")
+
+
 def content_coding(headers: Iterable[tuple[str | bytes, str | bytes]]) -> str:
     """The Content-Encoding values as one string, the key under which `decode` remembers a refused body: the one
     spelling for the reply built here and for the caller deciding where to build it."""
-    return ", ".join(_str(v) for k, v in headers if _str(k).lower() == "content-encoding")
+    # Asked of every reply built (most have no Content-Encoding): names of another length are not lower-cased.
+    found = [v for k, v in headers if len(k) == 16 and k.lower() in _CODING_NAMES]
+    return ", ".join([_str(v) for v in found]) if found else ""
 
 
 @dataclass(slots=True)
@@ -50,6 +55,7 @@ class Reply:
     # `header`'s answers by lower-case name, made at its first call: a reply is asked for a few headers, each
     # several times (the learner's print, the comparison, the media type).
     _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _hashes: tuple[tuple[str, ...], tuple[int, ...]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -67,10 +73,11 @@ class Reply:
         its beginning (a sender that keeps a prefix); `sha256`: the full body's hash when the caller computed it
         while streaming. The body is decoded only when it is whole and within `limit`, and only up to `limit`;
         `decode=False`: not at all (the caller knows it does not decode within `limit`)."""
-        fields = [  # `_str` inlined: a call per name and value is most of building a small reply
-            (k.decode("latin-1") if isinstance(k, bytes) else k, v.decode("latin-1") if isinstance(v, bytes) else v)
-            for k, v in headers
-        ]
+        items = headers if isinstance(headers, list | tuple) else list(headers)
+        try:  # header bytes (a sender's or mitmproxy's) map 1:1 onto latin-1
+            fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in items]  # type: ignore[union-attr]
+        except AttributeError:  # some are str already
+            fields = [(_str(k), _str(v)) for k, v in items]
         total = len(body) if size is None else size
         whole = total == len(body)
         digest = sha256 if sha256 is not None else hashlib.sha256(body).hexdigest() if whole else ""
@@ -88,7 +95,16 @@ class Reply:
                 k = k.lower()
                 index[k] = f"{index[k]}, {v.strip()}" if k in index else v.strip()
             self._index = index
-        return index.get(name.lower())
+        found = index.get(name)  # callers ask in lower case: lowered only when that finds nothing
+        return found if found is not None or name.islower() else index.get(name.lower())
+
+    def header_hashes(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """The hash of each of `names`' values (`header`): what a noise print keeps of the compared headers, asked
+        of one reply a few times (is it the same answer again, then its print)."""
+        kept = self._hashes
+        if kept is None or kept[0] != names:
+            kept = self._hashes = (names, tuple(hash(self.header(h)) for h in names))
+        return kept[1]
 
     def media(self) -> tuple[str, str | None]:
         """(type/subtype in lower case, charset or None) of the content-type."""

@@ -39,6 +39,9 @@ class Comparison:
     more_noise: int = 0  # of `more_fields`, those in learned noise
 
 
+MATCH = Comparison("match")  # what every comparison that found nothing returns (nothing in it is ever changed)
+
+
 def skipped(text: str, reason: str = "other") -> Comparison:
     """A pair not compared: `text` says why in the diff text, `reason` counts it (shadow, production, budget,
     memory, pending, decoding, size, error, other)."""
