@@ -4,6 +4,12 @@ own level (the host's hour), one speed exponent and one ratio are fitted over al
 pooled figures in docs/benchmark.md were made.
 
     .venv/bin/python scripts/bench_fit.py healthy plain run1.json run2.json ...
+
+With `--replay har` (or `flows`), the files are `scripts/bench --replay --json` ones, and what is fitted is the
+replay's own time at CPU speed 1 over all their rounds (`benchkit.speedfit.at_speed_one`): it has no reference
+scenario, and its time follows the speed more than in proportion.
+
+    .venv/bin/python scripts/bench_fit.py --replay har replay1.json replay2.json ...
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from benchkit.speedfit import pooled  # noqa: E402
+from benchkit.speedfit import at_speed_one, pooled  # noqa: E402
 from benchkit.summary import FITTED, quiet  # noqa: E402
 
 
@@ -28,16 +34,39 @@ def points(doc: dict, a: str, b: str, key: str) -> list[tuple[float, float, bool
     return out
 
 
+def replay_points(doc: dict, capture: str, key: str) -> list[tuple[float, float]]:
+    """(speed, figure) of one `scripts/bench --replay --json` file's rounds of `capture` (har, flows) that replayed
+    it all (the measured package's, not a --baseline's)."""
+    out = []
+    for r in doc.get("runs", []):
+        speed, value = r.get("speed"), r.get(key)
+        if r.get("capture") != capture or r.get("package") or r.get("exit_code") != 0:
+            continue
+        if r.get("shadow_received") != r.get("entries") or speed is None or value is None:
+            continue
+        out.append((float(speed), float(value)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="the scenario measured, e.g. healthy (or NAME@base)")
-    ap.add_argument("b", help="the one it is compared with, e.g. plain")
-    ap.add_argument("files", nargs="+", type=pathlib.Path, help="scripts/bench --json files")
+    ap.add_argument("--replay", choices=("har", "flows"), help="instead: a replay's time at CPU speed 1 (FILES only)")
+    ap.add_argument("names", nargs="+", help="A B FILES: scenario A over B (e.g. healthy plain); with --replay: FILES")
     args = ap.parse_args(argv)
-    docs = [json.loads(f.read_text()) for f in args.files]
-    print(f"{args.a} over {args.b}, fitted to CPU speed over {len(docs)} files (quiet runs)")
+    if args.replay:
+        docs = [json.loads(pathlib.Path(f).read_text()) for f in args.names]
+        print(f"replay {args.replay}, fitted to CPU speed over the rounds of {len(docs)} files")
+        for key, label in (("wall_s", "wall time"), ("cpu_s", "cpu time")):
+            level = at_speed_one([p for d in docs for p in replay_points(d, args.replay, key)])
+            print(f"  {label:16s} {level.text(' s') if level is not None else 'too few rounds, or all at one speed'}")
+        return 0
+    if len(args.names) < 3:
+        ap.error("expected A B FILES")
+    a, b, files = args.names[0], args.names[1], [pathlib.Path(f) for f in args.names[2:]]
+    docs = [json.loads(f.read_text()) for f in files]
+    print(f"{a} over {b}, fitted to CPU speed over {len(docs)} files (quiet runs)")
     for key, label in FITTED:
-        f = pooled([points(d, args.a, args.b, key) for d in docs])
+        f = pooled([points(d, a, b, key) for d in docs])
         print(f"  {label:16s} {f.text() if f is not None else 'too few runs of both scenarios'}")
     return 0
 

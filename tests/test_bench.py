@@ -404,3 +404,46 @@ def test_the_pairs_benchmark_times_each_mode_in_both_packages_and_gives_the_rati
         m = re.search(r"this over the baseline (\d+\.\d+) \[(\d+\.\d+)\.\.(\d+\.\d+)\]", line)
         assert m is not None, line
         assert 0.2 < float(m[1]) < 5 and float(m[2]) <= float(m[1]) <= float(m[3])
+
+
+def test_a_replays_time_at_cpu_speed_one_is_fitted_over_the_rounds_of_several_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench_fit.py --replay`: the rounds of several `--replay --json` files, the time following the speed as
+    speed^-1.8 (with a little scatter), give the time at speed 1 (30 s), where multiplying the fastest round by its
+    speed would say 23 s; a baseline's round, a failed one and one that did not replay everything are left out."""
+    import bench_fit
+    from benchkit.speedfit import at_speed_one
+
+    def rounds(speeds: list[float], scatter: list[float]) -> list[dict]:
+        return [
+            {
+                "capture": "har",
+                "package": "",
+                "exit_code": 0,
+                "entries": 10,
+                "shadow_received": 10,
+                "speed": s,
+                "wall_s": 30.0 * s**-1.8 * k,
+                "cpu_s": 50.0 * s**-1.8 * k,
+            }
+            for s, k in zip(speeds, scatter, strict=True)
+        ]
+
+    slow, fast = rounds([0.95, 1.0, 1.05], [1.02, 0.98, 1.0]), rounds([1.3, 1.4, 1.45], [0.99, 1.01, 1.0])
+    odd = [{**slow[0], "package": "base", "wall_s": 1.0}, {**slow[0], "exit_code": 1, "wall_s": 1.0}]
+    odd.append({**slow[0], "shadow_received": 9, "wall_s": 1.0})
+    files = []
+    for i, runs in enumerate((slow + odd, fast)):
+        files.append(tmp_path / f"replay{i}.json")
+        files[-1].write_text(json.dumps({"runs": runs}))
+    docs = [json.loads(f.read_text()) for f in files]
+    level = at_speed_one([p for d in docs for p in bench_fit.replay_points(d, "har", "wall_s")])
+    assert level is not None and level.runs == 6 and level.low < 30.0 < level.high and -1.9 < level.exponent < -1.7
+    assert level.worst < 0.03
+    assert at_speed_one([(1.0, 30.0), (1.1, 28.0)]) is None and at_speed_one([(1.0, 30.0)] * 3) is None
+    assert bench_fit.main(["--replay", "har", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    assert "wall time        30.0 s" in out and "cpu time         50.0 s" in out and "6 runs" in out
+    assert bench_fit.main(["--replay", "flows", str(files[0])]) == 0  # no round of that capture
+    assert "too few rounds" in capsys.readouterr().out

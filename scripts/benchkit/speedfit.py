@@ -37,6 +37,44 @@ class Fit:
         return f"{self.ratio:.3f}x [95%: {self.low:.3f}..{self.high:.3f}; ~speed^{self.exponent:.2f}, {self.runs} runs]"
 
 
+@dataclass(frozen=True, slots=True)
+class Level:
+    value: float  # the figure at CPU speed 1
+    low: float  # its 95 % interval
+    high: float
+    exponent: float  # figure ~ speed ** exponent
+    runs: int
+    worst: float  # the run farthest from the fit, as a fraction of its fitted value
+
+    def text(self, unit: str) -> str:
+        return (
+            f"{self.value:.1f}{unit} [95%: {self.low:.1f}..{self.high:.1f}; ~speed^{self.exponent:.2f}, {self.runs} "
+            f"runs, the farthest {self.worst:.0%} off]"
+        )
+
+
+def at_speed_one(points: Sequence[tuple[float, float]]) -> Level | None:
+    """One scenario's figure at CPU speed 1, from (speed, figure) of its runs, from any number of benchmark runs:
+    log(figure) fitted as `level + exponent * log(speed)` (least squares), one level for all, the speed standing for
+    the host's hour. None with fewer than three runs or every run at one speed. What `--replay` has no reference
+    scenario for: its absolute time (docs/benchmark.md, "Comparison's cost per pair")."""
+    pts = [(math.log(s), math.log(v)) for s, v in points if s > 0 and v > 0]
+    n = len(pts)
+    if n < 3:
+        return None
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx <= 1e-12:
+        return None
+    exponent = sum((x - mx) * (y - my) for x, y in pts) / sxx
+    level = my - exponent * mx
+    residuals = [y - level - exponent * x for x, y in pts]
+    se = math.sqrt(sum(r * r for r in residuals) / (n - 2) * (1 / n + mx * mx / sxx))  # of the level, at log 1 = 0
+    half = t975(n - 2) * se
+    worst = max(abs(math.expm1(r)) for r in residuals)
+    return Level(math.exp(level), math.exp(level - half), math.exp(level + half), exponent, n, worst)
+
+
 def fit(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> Fit | None:
     """`a`, `b`: (speed, figure) of each run of two scenarios, both positive. None with fewer than two runs of
     each, or too few to leave the fit a residual. One benchmark run's case of `pooled`."""
