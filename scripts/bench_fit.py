@@ -20,6 +20,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchkit.replaycase import ReplayRun  # noqa: E402
 from benchkit.speedfit import at_speed_one, pooled  # noqa: E402
 from benchkit.summary import FITTED, quiet  # noqa: E402
 
@@ -36,16 +37,9 @@ def points(doc: dict, a: str, b: str, key: str) -> list[tuple[float, float, bool
 
 def replay_points(doc: dict, capture: str, key: str) -> list[tuple[float, float]]:
     """(speed, figure) of one `scripts/bench --replay --json` file's rounds of `capture` (har, flows) that replayed
-    it all (the measured package's, not a --baseline's)."""
-    out = []
-    for r in doc.get("runs", []):
-        speed, value = r.get("speed"), r.get(key)
-        if r.get("capture") != capture or r.get("package") or r.get("exit_code") != 0:
-            continue
-        if r.get("shadow_received") != r.get("entries") or speed is None or value is None:
-            continue
-        out.append((float(speed), float(value)))
-    return out
+    it all (`ReplayRun.complete`, as its report checks), the measured package's, not a --baseline's."""
+    runs = [ReplayRun(**r) for r in doc.get("runs", [])]
+    return [(r.speed, getattr(r, key)) for r in runs if r.capture == capture and not r.package and r.complete]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -411,7 +411,8 @@ def test_a_replays_time_at_cpu_speed_one_is_fitted_over_the_rounds_of_several_ru
 ) -> None:
     """`bench_fit.py --replay`: the rounds of several `--replay --json` files, the time following the speed as
     speed^-1.8 (with a little scatter), give the time at speed 1 (30 s), where multiplying the fastest round by its
-    speed would say 23 s; a baseline's round, a failed one and one that did not replay everything are left out."""
+    speed would say 23 s; a baseline's round, a failed one and ones that did not copy or judge everything are left
+    out, as the report's own check (`ReplayRun.complete`) leaves them."""
     import bench_fit
     from benchkit.speedfit import at_speed_one
 
@@ -419,10 +420,12 @@ def test_a_replays_time_at_cpu_speed_one_is_fitted_over_the_rounds_of_several_ru
         return [
             {
                 "capture": "har",
+                "capture_mib": 0.01,
                 "package": "",
                 "exit_code": 0,
                 "entries": 10,
                 "shadow_received": 10,
+                "output": ["compared   match:9 mismatch:1"],
                 "speed": s,
                 "wall_s": 30.0 * s**-1.8 * k,
                 "cpu_s": 50.0 * s**-1.8 * k,
@@ -433,6 +436,7 @@ def test_a_replays_time_at_cpu_speed_one_is_fitted_over_the_rounds_of_several_ru
     slow, fast = rounds([0.95, 1.0, 1.05], [1.02, 0.98, 1.0]), rounds([1.3, 1.4, 1.45], [0.99, 1.01, 1.0])
     odd = [{**slow[0], "package": "base", "wall_s": 1.0}, {**slow[0], "exit_code": 1, "wall_s": 1.0}]
     odd.append({**slow[0], "shadow_received": 9, "wall_s": 1.0})
+    odd.append({**slow[0], "output": ["compared   match:5"], "wall_s": 1.0})  # its report judged fewer pairs
     files = []
     for i, runs in enumerate((slow + odd, fast)):
         files.append(tmp_path / f"replay{i}.json")

@@ -110,6 +110,11 @@ class ReplayRun:
     output: tuple[str, ...] = ()
     package: str = ""  # "base": --baseline's package, else the one measured
 
+    @property
+    def complete(self) -> bool:
+        """Whether the replay exited 0 with every entry copied and judged."""
+        return self.exit_code == 0 and self.shadow_received == self.entries == judged(self.output)
+
 
 def tail(text: str) -> Iterator[str]:
     yield from [ln for ln in text.splitlines() if ln.strip()][-8:]
@@ -268,7 +273,7 @@ def report(args: argparse.Namespace, runs: list[ReplayRun], elapsed: float) -> i
             continue
         worst_wall = max(r.wall_s for r in rs)
         worst_rss = max(r.peak_rss_mib for r in rs)
-        ok = all(r.exit_code == 0 and r.shadow_received == r.entries == judged(r.output) for r in rs)
+        ok = all(r.complete for r in rs)
         name = f"replay {kind}: every entry copied and judged, exit 0"
         checks.append(Check(name, str(ok), "True", "PASS" if ok else "FAIL", 0))
         res = "PASS" if worst_wall <= REPLAY_SECONDS else "FAIL"

@@ -241,7 +241,7 @@ class Pairing:
         return noise.full or len(noise) != c.noise
 
     def _again(self, mapping: str, path: str | None, production: Reply, shadow: Reply) -> Comparison:
-        """A pair compared again with the noise learned since (its replies restored from the pairs' file)."""
+        """A pair compared again with the noise learned since (its replies restored from the `Replies` file)."""
         try:
             return compare(
                 self._named(production, path), self._named(shadow, path), self.config, self.learner.noise(mapping)
