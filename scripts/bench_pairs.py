@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import pathlib
-import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchkit import turns  # noqa: E402
 from benchkit.answers import BODY, CONTENT_TYPE  # noqa: E402 - the benchmark's own answer
 
 MODES = ("replay", "live")
@@ -105,40 +103,6 @@ def serve(mode: str, pairs: int) -> None:
         print(f"{batch(mode, recorded) / pairs * 1e6:.3f}", flush=True)
 
 
-def child(package: str, mode: str, pairs: int) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, __file__, "--serve", mode, "--pairs", str(pairs)]
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-
-def measure(packages: list[str], mode: str, pairs: int, batches: int) -> list[list[float]]:
-    """Microseconds per pair of each batch, per package, the packages taking turns (and turns about who goes
-    first)."""
-    procs = [child(p, mode, pairs) for p in packages]
-    times: list[list[float]] = [[] for _ in packages]
-    try:
-        for b in range(batches):
-            order = list(range(len(procs)))
-            if b % 2:
-                order.reverse()
-            for k in order:
-                proc = procs[k]
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                line = proc.stdout.readline()
-                if not line:
-                    raise SystemExit(f"bench_pairs: the {mode} batch of {packages[k] or 'this package'} failed")
-                times[k].append(float(line))
-    finally:
-        for proc in procs:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(30)
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=3000, help="pairs per batch")
@@ -150,20 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.pairs)
         return 0
-    here = str(pathlib.Path(__file__).resolve().parent.parent)
-    packages = [here] + ([str(pathlib.Path(args.baseline).resolve().parent)] if args.baseline else [])
+    packages = turns.packages(args.baseline)
     for mode in [m for m in args.mode.split(",") if m]:
         if mode not in MODES:
             raise SystemExit(f"bench_pairs: unknown mode {mode!r} (replay, live)")
-        times = measure(packages, mode, args.pairs, args.batches)
-        line = f"{mode:7} this package {statistics.median(times[0]):7.1f} us/pair (median of {args.batches})"
-        if args.baseline:
-            ratios = [a / b for a, b in zip(times[0], times[1], strict=True)]
-            line += (
-                f", baseline {statistics.median(times[1]):7.1f}; this over the baseline "
-                f"{statistics.median(ratios):.3f} [{min(ratios):.3f}..{max(ratios):.3f}]"
-            )
-        print(line, flush=True)
+        child_args = ["--serve", mode, "--pairs", str(args.pairs)]
+        times = turns.measure(__file__, packages, child_args, args.batches, "bench_pairs")
+        print(turns.line(f"{mode:7}", "us/pair", times), flush=True)
     return 0
 
 

@@ -406,6 +406,29 @@ def test_the_pairs_benchmark_times_each_mode_in_both_packages_and_gives_the_rati
         assert 0.2 < float(m[1]) < 5 and float(m[2]) <= float(m[1]) <= float(m[3])
 
 
+@pytest.mark.e2e
+def test_the_capture_reading_benchmark_reads_each_kind_and_part_in_both_packages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`scripts/bench_capture.py --baseline`: a HAR and a flow file of the replay benchmark's exchanges, read whole
+    and in half (each batch checks the flows made), by both packages taking turns; the baseline is this package."""
+    import bench_capture
+
+    args = ["--entries", "200", "--batches", "3", "--baseline", str(ROOT / "shadow_addon")]
+    assert bench_capture.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [tuple(line.split()[:2]) for line in lines] == [
+        ("har", "all"),
+        ("har", "half"),
+        ("flows", "all"),
+        ("flows", "half"),
+    ]
+    for line in lines:
+        m = re.search(r"this over the baseline (\d+\.\d+) \[(\d+\.\d+)\.\.(\d+\.\d+)\]", line)
+        assert m is not None, line
+        assert 0.2 < float(m[1]) < 5 and float(m[2]) <= float(m[1]) <= float(m[3])
+
+
 def test_a_replays_time_at_cpu_speed_one_is_fitted_over_the_rounds_of_several_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -220,6 +220,31 @@ def test_a_flow_of_an_older_format_is_migrated_as_mitmproxy_migrates_it() -> Non
     assert state(ours[0]) == state(theirs[0])
 
 
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("timestamp_tcp_setup", "timestamp_tls_setup", "sni", "id"),  # as mitmproxy writes them: read up to these
+        ("id", "sni", "timestamp_tls_setup", "error", "timestamp_tcp_setup"),
+        ("id", "timestamp_tls_setup", "sni"),  # one of them only: read to the end
+        ("sni", "id"),
+    ],
+)
+def test_the_servers_set_up_times_are_read_in_any_order_and_alone(order: tuple[str, ...]) -> None:
+    f = tflow.tflow(resp=True)
+    s = f.get_state()
+    given = {"timestamp_tcp_setup": 1000.5, "timestamp_tls_setup": 1000.75, "sni": "shop.example"}
+    s["server_conn"] = {k: given.get(k, s["server_conn"].get(k)) for k in order}  # the reader checks none of it
+    ours = recorded.flow_of(next(recorded.payloads(io.BytesIO(tnetstring.dumps(s)))))
+    assert isinstance(ours, http.HTTPFlow)
+    sc = ours.server_conn
+    wanted = (
+        given["timestamp_tcp_setup"] if "timestamp_tcp_setup" in order else None,
+        given["timestamp_tls_setup"] if "timestamp_tls_setup" in order else None,
+    )
+    assert (sc.timestamp_tcp_setup, sc.timestamp_tls_setup) == wanted
+    assert state(ours)[:5] == state(f)[:5]  # the request, its answer, error, metadata and replay mark
+
+
 def test_a_bad_or_cut_flow_file_fails_as_mitmproxys_reader_fails() -> None:
     data = flow_file(tflow.tflow(resp=True), tflow.tflow(resp=True))
     for bad in (data[: len(data) - 10], b"12:abc", b"x" + data, data[:3]):

@@ -156,7 +156,8 @@ def _flow_fields(buf: bytes, end: int) -> dict[str, Any]:
 
 
 def _setup_times(buf: bytes, at: int, end: int) -> dict[str, Any]:
-    """Of the server connection's state (a dict from `at` to `end`), only its set-up times."""
+    """Of the server connection's state (a dict from `at` to `end`), only its set-up times: read up to the second
+    of them (mitmproxy writes them second and fourth of its ~20 fields; the rest, like the client's, unread)."""
     times: dict[str, Any] = {}
     find = buf.find
     while at < end:
@@ -178,6 +179,8 @@ def _setup_times(buf: bytes, at: int, end: int) -> dict[str, Any]:
             raise ValueError("not a tnetstring: invalid length prefix")
         if name in _SETUP_TIMES:
             times[name.decode()] = _typed(buf[b], buf, a, b)
+            if len(times) == len(_SETUP_TIMES):
+                break
         at = b + 1
     return times
 
