@@ -2,8 +2,8 @@
 when told, the packages taking turns batch by batch (and turns about who goes first). Two packages measured minutes
 apart differ more on this machine than a change does; measured in turns, a batch's ratio reads the change.
 
-The script names itself and the arguments its child takes: the child runs `script --serve ... ARGS`, reads a line
-per batch from stdin and prints the batch's figure (a float) on a line of its own."""
+A benchmark passes its own path and the arguments that make it a child (`--serve ...`): the child reads a line per
+batch from stdin, runs the batch and prints its figure (a float) on a line of its own."""
 
 from __future__ import annotations
 
